@@ -1,0 +1,18 @@
+/* log.h - one-line logs on stderr: "2026-11-27T12:00:00.123Z LEVEL text". */
+#ifndef OP_LOG_H
+#define OP_LOG_H
+
+enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
+
+/* Lines below this level are dropped (default LOG_INFO). */
+void log_set_level(enum log_level lvl);
+/* Prefix each line with NAME (the program's name); NAME is borrowed. */
+void log_set_name(const char *name);
+void log_msg(enum log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)
+#define log_info(...) log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...) log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,25 @@
+/* net.h - listening sockets and address parsing shared by the programs. */
+#ifndef OP_NET_H
+#define OP_NET_H
+
+#include <stddef.h>
+
+/* Split "host:port", "[v6]:port" or ":port" into HOST (without brackets;
+ * "" for ":port") and *PORT. Returns 0, or -1 with a reason in ERR. */
+int net_parse_hostport(const char *s, char *host, size_t hostlen, int *port, char *err,
+                       size_t errlen);
+
+/* Open a non-blocking TCP listener on HOST:PORT (PORT 0 = any free port)
+ * with SO_REUSEADDR, TCP_NODELAY (inherited by accepted sockets on Linux,
+ * evhttp never sets it) and a backlog of BACKLOG. Returns the fd, or -1
+ * with a reason in ERR. */
+int net_listen(const char *host, int port, int backlog, char *err, size_t errlen);
+
+/* The local port FD is bound to, or -1. */
+int net_bound_port(int fd);
+
+/* Monotonic clock in milliseconds and in nanoseconds. */
+double net_now_ms(void);
+long long net_now_ns(void);
+
+#endif

@@ -1,0 +1,235 @@
+"""harness.py - start the project's real programs on ephemeral ports and talk
+to them over real sockets. Standard library only.
+
+Every server program logs a line containing "listening on HOST:PORT" once it
+accepts connections; started with port 0 it picks a free port itself, so
+tests never race each other for ports under `ctest -j`.
+
+A test script defines functions named test_* and ends with run(globals()).
+"""
+import atexit
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+SRC = os.environ.get("OP_SOURCE_DIR") or os.path.abspath(
+    os.path.join(os.path.dirname(__file__), "..", ".."))
+BUILD = os.environ.get("OP_BUILD_DIR") or os.path.join(SRC, "build")
+SANITIZE = os.environ.get("OP_SANITIZE", "").upper() in ("1", "ON", "TRUE", "YES")
+# Everything runs several times slower under the sanitizers: wall-clock
+# limits in tests are multiplied by SLOW, never tightened.
+SLOW = 4.0 if SANITIZE else 1.0
+DATA = os.path.join(SRC, "tests", "data")
+
+_procs = []
+_tmp = tempfile.mkdtemp(prefix="optest-")
+
+
+def tmpdir():
+    """A directory for this test run's files (removed by nobody: logs stay
+    for a post-mortem under /tmp)."""
+    return _tmp
+
+
+def binary(name):
+    return os.path.join(BUILD, name)
+
+
+class Proc:
+    """A program of ours, started in its own process group, logs to a file."""
+
+    def __init__(self, args, name=None, env=None, stdin=None, cwd=None):
+        self.name = name or os.path.basename(args[0])
+        self.log = os.path.join(_tmp, "%s-%d.log" % (self.name, len(_procs)))
+        self.logf = open(self.log, "wb")
+        e = dict(os.environ)
+        e.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        e.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        if env:
+            e.update(env)
+        self.p = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
+                                  stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                                  env=e, cwd=cwd, start_new_session=True)
+        self.pid = self.p.pid
+        self.port = None
+        _procs.append(self)
+
+    def output(self):
+        with open(self.log, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_listen(self, timeout=10.0):
+        """Wait for the "listening on HOST:PORT" line; returns the port."""
+        deadline = time.time() + timeout * SLOW
+        while time.time() < deadline:
+            m = re.search(r"listening on \S*:(\d+)", self.output())
+            if m:
+                self.port = int(m.group(1))
+                return self.port
+            if self.p.poll() is not None:
+                raise AssertionError("%s exited %s before listening:\n%s" %
+                                     (self.name, self.p.returncode, self.tail()))
+            time.sleep(0.02)
+        raise AssertionError("%s did not listen within %.0fs:\n%s" %
+                             (self.name, timeout * SLOW, self.tail()))
+
+    def tail(self, n=40):
+        return "\n".join(self.output().splitlines()[-n:])
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def signal(self, sig):
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def stop(self, timeout=10.0):
+        """SIGTERM, wait; SIGKILL if it will not go. Returns the exit code."""
+        if self.alive():
+            os.kill(self.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                os.kill(self.pid, signal.SIGKILL)
+                self.p.wait()
+        self.logf.close()
+        return self.p.returncode
+
+    def kill(self):
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.p.wait()
+        self.logf.close()
+
+
+def _cleanup():
+    for p in _procs:
+        try:
+            p.kill()
+        except Exception:
+            pass
+
+
+atexit.register(_cleanup)
+
+
+class Resp:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # dict, lowercased names
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def __repr__(self):
+        return "<%d %r>" % (self.status, self.body[:200])
+
+
+def http(method, url, body=None, headers=None, timeout=30.0):
+    """One request on a fresh connection. URL is http://host:port/path.
+    BODY may be bytes, str or a JSON-able object."""
+    m = re.match(r"http://([^/:]+):(\d+)(/.*)?$", url)
+    host, port, path = m.group(1), int(m.group(2)), m.group(3) or "/"
+    if body is not None and not isinstance(body, (bytes, str)):
+        body = json.dumps(body)
+    if isinstance(body, str):
+        body = body.encode()
+    c = http.client.HTTPConnection(host, port, timeout=timeout * SLOW)
+    try:
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return Resp(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        c.close()
+
+
+def post(url, obj, **kw):
+    return http("POST", url, obj, **kw)
+
+
+def get(url, **kw):
+    return http("GET", url, **kw)
+
+
+class Sim:
+    """An ollama-sim process. ARGS are extra flags, e.g. "--parallel", "2"."""
+
+    def __init__(self, *args, models="llama3:latest"):
+        argv = [binary("ollama-sim"), "--port", "0"]
+        if models and "--models" not in args:
+            argv += ["--models", models]
+        argv += [str(a) for a in args]
+        self.proc = Proc(argv, name="ollama-sim")
+        self.port = self.proc.wait_listen()
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stats(self):
+        return get(self.url + "/_sim/stats").json()
+
+    def reset(self):
+        return post(self.url + "/_sim/reset", {})
+
+    def stop(self):
+        return self.proc.stop()
+
+    def kill(self):
+        self.proc.kill()
+
+
+def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
+    """Poll PRED until true; the timeout is multiplied by SLOW."""
+    deadline = time.time() + timeout * SLOW
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("timed out after %.1fs waiting for %s" % (timeout * SLOW, what))
+
+
+def eq(a, b, msg=""):
+    if a != b:
+        raise AssertionError("%s: expected %r, got %r" % (msg or "eq", b, a))
+
+
+def ok(cond, msg="check failed"):
+    if not cond:
+        raise AssertionError(msg)
+
+
+def run(ns):
+    """Run every test_* function of namespace NS in definition order; print
+    the closing line ctest logs show; exit 1 on any failure."""
+    only = sys.argv[1:]
+    tests = [(k, v) for k, v in ns.items() if k.startswith("test_") and callable(v)]
+    passed = failed = 0
+    for name, fn in tests:
+        if only and name not in only:
+            continue
+        t0 = time.time()
+        try:
+            fn()
+            passed += 1
+            print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %s (%.2fs)" % (name, time.time() - t0), flush=True)
+            traceback.print_exc()
+            for p in _procs:
+                print("--- log of %s (pid %d):\n%s" % (p.name, p.pid, p.tail(25)))
+    _cleanup()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)
