@@ -8,7 +8,7 @@ tests never race each other for ports under `ctest -j`.
 A test script defines functions named test_* and ends with run(globals()).
 """
 import atexit
-import http.client
+import http.client as httpclient
 import json
 import os
 import re
@@ -146,7 +146,7 @@ def http(method, url, body=None, headers=None, timeout=30.0):
         body = json.dumps(body)
     if isinstance(body, str):
         body = body.encode()
-    c = http.client.HTTPConnection(host, port, timeout=timeout * SLOW)
+    c = httpclient.HTTPConnection(host, port, timeout=timeout * SLOW)
     try:
         c.request(method, path, body=body, headers=headers or {})
         r = c.getresponse()
@@ -187,6 +187,30 @@ class Sim:
 
     def kill(self):
         self.proc.kill()
+
+
+class Proxy:
+    """An ollama-proxy process in front of BACKENDS, a list of
+    (name, url, max_concurrent). EXTRA is more config text."""
+
+    def __init__(self, backends, extra="", listen="127.0.0.1:0"):
+        self.conf = os.path.join(_tmp, "proxy-%d.conf" % len(_procs))
+        rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' % b
+                          for b in backends)
+        with open(self.conf, "w") as f:
+            f.write('listen = "%s";\nbackends = (\n%s\n);\n%s\n' % (listen, rows, extra))
+        self.proc = Proc([binary("ollama-proxy"), "-c", self.conf], name="ollama-proxy")
+        self.port = self.proc.wait_listen()
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def status(self):
+        return get(self.url + "/proxy/status").json()
+
+    def backend(self, name):
+        return [b for b in self.status()["backends"] if b["name"] == name][0]
+
+    def stop(self):
+        return self.proc.stop()
 
 
 def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):

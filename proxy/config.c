@@ -1,0 +1,402 @@
+/* config.c - load and validate the proxy's libconfig file.
+ *
+ * Table-driven as redis config.c: every scalar key is a row (group, name,
+ * kind, target offset, bounds). Defaults are filled first; a key that is
+ * present must have the right type and be in range; any key not in the
+ * table is an error, so a typo is never silently ignored. */
+#include "config.h"
+
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "net.h"
+
+enum opt_kind { OPT_INT, OPT_NUM };
+
+struct opt {
+    const char *group; /* NULL: top level */
+    const char *name;
+    enum opt_kind kind;
+    size_t off;
+    double min, max;
+};
+
+#define OFF(f) offsetof(struct px_config, f)
+static const struct opt opts[] = {
+    {"queue", "max_length", OPT_INT, OFF(queue_max_length), 0, 10000000},
+    {"queue", "timeout_s", OPT_NUM, OFF(queue_timeout_s), 0.001, 86400 * 7},
+    {"timeouts", "connect_s", OPT_NUM, OFF(connect_s), 0.001, 3600},
+    {"timeouts", "first_byte_s", OPT_NUM, OFF(first_byte_s), 0.001, 86400},
+    {"timeouts", "idle_s", OPT_NUM, OFF(idle_s), 0.001, 86400},
+    {"health", "interval_s", OPT_NUM, OFF(health_interval_s), 0.01, 86400},
+    {"health", "timeout_s", OPT_NUM, OFF(health_timeout_s), 0.01, 3600},
+    {"health", "fail_after", OPT_INT, OFF(health_fail_after), 1, 1000},
+    {"health", "recover_after", OPT_INT, OFF(health_recover_after), 1, 1000},
+    {"models", "refresh_s", OPT_NUM, OFF(models_refresh_s), 0.01, 86400},
+    {"limits", "max_body_mb", OPT_INT, OFF(max_body_mb), 1, 1 << 20},
+    {"limits", "max_connections", OPT_INT, OFF(max_connections), 1, 10000000},
+    {NULL, "shutdown_timeout_s", OPT_NUM, OFF(shutdown_timeout_s), 0, 86400},
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static const char *const top_keys[] = {"listen", "backends", "queue",  "timeouts", "health",
+                                       "models", "limits",   "auth",   "shutdown_timeout_s"};
+static const char *const backend_keys[] = {"name", "url", "max_concurrent"};
+static const char *const key_keys[] = {"name", "key", "admin", "max_concurrent", "priority"};
+static const char *const prio_names[PRIO_COUNT] = {"high", "normal", "low"};
+
+static void set_defaults(struct px_config *c)
+{
+    c->queue_max_length = 1024;
+    c->queue_timeout_s = 600;
+    c->connect_s = 3;
+    c->first_byte_s = 600;
+    c->idle_s = 300;
+    c->health_interval_s = 5;
+    c->health_timeout_s = 2;
+    c->health_fail_after = 2;
+    c->health_recover_after = 1;
+    c->models_refresh_s = 30;
+    c->max_body_mb = 64;
+    c->max_connections = 4096;
+    c->shutdown_timeout_s = 30;
+}
+
+#define FAIL(s, ...)                                                                            \
+    do {                                                                                        \
+        snprintf(err, errlen, "%s:%d: ", file, (s) ? (int)config_setting_source_line(s) : 0); \
+        size_t n_ = strlen(err);                                                                \
+        snprintf(err + n_, errlen - n_, __VA_ARGS__);                                           \
+        return -1;                                                                              \
+    } while (0)
+
+static int in_list(const char *name, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(name, list[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Every member of GROUP must be one of NAMES. */
+static int check_members(const char *file, config_setting_t *group, const char *const *names,
+                         size_t n, const char *where, char *err, size_t errlen)
+{
+    for (int i = 0; i < config_setting_length(group); i++) {
+        config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+        if (!in_list(config_setting_name(m), names, n))
+            FAIL(m, "unknown key \"%s\"%s%s", config_setting_name(m), where[0] ? " in " : "",
+                 where);
+    }
+    return 0;
+}
+
+static int load_scalar(const char *file, config_setting_t *root, const struct opt *o,
+                       struct px_config *c, char *err, size_t errlen)
+{
+    config_setting_t *g = o->group ? config_setting_get_member(root, o->group) : root;
+    config_setting_t *s = g ? config_setting_get_member(g, o->name) : NULL;
+    double v;
+    if (!s)
+        return 0;
+    if (!config_setting_is_number(s))
+        FAIL(s, "%s%s%s must be a number", o->group ? o->group : "", o->group ? "." : "",
+             o->name);
+    v = config_setting_type(s) == CONFIG_TYPE_FLOAT ? config_setting_get_float(s)
+                                                     : (double)config_setting_get_int64(s);
+    if (o->kind == OPT_INT && config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        FAIL(s, "%s.%s must be an integer", o->group ? o->group : "", o->name);
+    if (v < o->min || v > o->max)
+        FAIL(s, "%s%s%s = %g is out of range [%g, %g]", o->group ? o->group : "",
+             o->group ? "." : "", o->name, v, o->min, o->max);
+    if (o->kind == OPT_INT)
+        *(int *)((char *)c + o->off) = (int)v;
+    else
+        *(double *)((char *)c + o->off) = v;
+    return 0;
+}
+
+int config_parse_url(const char *url, char *host, size_t hostlen, int *port, char *err,
+                     size_t errlen)
+{
+    char hp[512];
+    const char *p;
+    size_t n;
+    if (strncmp(url, "http://", 7) != 0) {
+        snprintf(err, errlen, "url \"%s\" must start with http://", url);
+        return -1;
+    }
+    p = url + 7;
+    n = strcspn(p, "/");
+    if (p[n] && strcmp(p + n, "/") != 0) {
+        snprintf(err, errlen, "url \"%s\" must not have a path", url);
+        return -1;
+    }
+    if (n == 0 || n >= sizeof hp) {
+        snprintf(err, errlen, "url \"%s\" has no host", url);
+        return -1;
+    }
+    memcpy(hp, p, n);
+    hp[n] = '\0';
+    if (!strchr(hp, ':') || (hp[0] == '[' && !strstr(hp, "]:"))) {
+        strncat(hp, ":80", sizeof hp - strlen(hp) - 1);
+    }
+    if (net_parse_hostport(hp, host, hostlen, port, err, errlen) < 0)
+        return -1;
+    if (!host[0] || *port == 0) {
+        snprintf(err, errlen, "url \"%s\" needs a host and a port", url);
+        return -1;
+    }
+    return 0;
+}
+
+static int get_string(const char *file, config_setting_t *g, const char *name, int required,
+                      char **out, char *err, size_t errlen)
+{
+    config_setting_t *s = config_setting_get_member(g, name);
+    if (!s) {
+        if (required)
+            FAIL(g, "missing \"%s\"", name);
+        return 0;
+    }
+    if (config_setting_type(s) != CONFIG_TYPE_STRING || !*config_setting_get_string(s))
+        FAIL(s, "\"%s\" must be a non-empty string", name);
+    *out = strdup(config_setting_get_string(s));
+    return 0;
+}
+
+static int get_int(const char *file, config_setting_t *g, const char *name, int required,
+                   int min, int max, int *out, char *err, size_t errlen)
+{
+    config_setting_t *s = config_setting_get_member(g, name);
+    if (!s) {
+        if (required)
+            FAIL(g, "missing \"%s\"", name);
+        return 0;
+    }
+    if (config_setting_type(s) != CONFIG_TYPE_INT && config_setting_type(s) != CONFIG_TYPE_INT64)
+        FAIL(s, "\"%s\" must be an integer", name);
+    long long v = config_setting_get_int64(s);
+    if (v < min || v > max)
+        FAIL(s, "\"%s\" = %lld is out of range [%d, %d]", name, v, min, max);
+    *out = (int)v;
+    return 0;
+}
+
+static int load_backend(const char *file, config_setting_t *b, struct px_config *c, int i,
+                        char *err, size_t errlen)
+{
+    struct config_backend *be = &c->backends[i];
+    char host[256], why[300];
+    if (!config_setting_is_group(b))
+        FAIL(b, "each backend must be a group { name = ...; url = ...; max_concurrent = ...; }");
+    if (check_members(file, b, backend_keys, 3, "a backend", err, errlen) ||
+        get_string(file, b, "name", 1, &be->name, err, errlen) ||
+        get_string(file, b, "url", 1, &be->url, err, errlen) ||
+        get_int(file, b, "max_concurrent", 1, 1, 100000, &be->max_concurrent, err, errlen))
+        return -1;
+    if (config_parse_url(be->url, host, sizeof host, &be->port, why, sizeof why) < 0)
+        FAIL(config_setting_get_member(b, "url"), "%s", why);
+    be->host = strdup(host);
+    for (int j = 0; j < i; j++)
+        if (strcmp(c->backends[j].name, be->name) == 0)
+            FAIL(b, "duplicate backend name \"%s\"", be->name);
+    return 0;
+}
+
+static int load_backends(const char *file, config_setting_t *root, struct px_config *c,
+                         char *err, size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(root, "backends");
+    if (!l)
+        FAIL(root, "missing \"backends\"");
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"backends\" must be a list ( {...}, {...} )");
+    c->nbackends = config_setting_length(l);
+    if (c->nbackends == 0)
+        FAIL(l, "\"backends\" is empty: at least one backend is needed");
+    c->backends = calloc((size_t)c->nbackends, sizeof *c->backends);
+    for (int i = 0; i < c->nbackends; i++)
+        if (load_backend(file, config_setting_get_elem(l, (unsigned)i), c, i, err, errlen))
+            return -1;
+    return 0;
+}
+
+static int load_key(const char *file, config_setting_t *k, struct config_key *key, char *err,
+                    size_t errlen)
+{
+    char *prio = NULL;
+    config_setting_t *a;
+    int rc = 0;
+    key->priority = PRIO_NORMAL;
+    if (!config_setting_is_group(k))
+        FAIL(k, "each key must be a group { name = ...; key = ...; }");
+    if (check_members(file, k, key_keys, 5, "a key", err, errlen) ||
+        get_string(file, k, "name", 1, &key->name, err, errlen) ||
+        get_string(file, k, "key", 1, &key->key, err, errlen) ||
+        get_int(file, k, "max_concurrent", 0, 0, 10000000, &key->max_concurrent, err, errlen) ||
+        get_string(file, k, "priority", 0, &prio, err, errlen))
+        return -1;
+    a = config_setting_get_member(k, "admin");
+    if (a && config_setting_type(a) != CONFIG_TYPE_BOOL)
+        FAIL(a, "\"admin\" must be true or false");
+    key->admin = a ? config_setting_get_bool(a) : 0;
+    if (prio) {
+        int found = -1;
+        for (int i = 0; i < PRIO_COUNT; i++)
+            if (strcmp(prio, prio_names[i]) == 0)
+                found = i;
+        free(prio);
+        if (found < 0) {
+            snprintf(err, errlen, "%s:%d: priority must be high, normal or low", file,
+                     (int)config_setting_source_line(config_setting_get_member(k, "priority")));
+            rc = -1;
+        } else {
+            key->priority = (enum key_priority)found;
+        }
+    }
+    return rc;
+}
+
+static int load_auth(const char *file, config_setting_t *root, struct px_config *c, char *err,
+                     size_t errlen)
+{
+    static const char *const auth_keys[] = {"keys"};
+    config_setting_t *a = config_setting_get_member(root, "auth"), *l;
+    if (!a)
+        return 0;
+    if (!config_setting_is_group(a))
+        FAIL(a, "\"auth\" must be a group");
+    if (check_members(file, a, auth_keys, 1, "auth", err, errlen))
+        return -1;
+    l = config_setting_get_member(a, "keys");
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "auth.keys must be a list ( {...} )");
+    c->nkeys = config_setting_length(l);
+    c->keys = calloc((size_t)c->nkeys + 1, sizeof *c->keys);
+    for (int i = 0; i < c->nkeys; i++)
+        if (load_key(file, config_setting_get_elem(l, (unsigned)i), &c->keys[i], err, errlen))
+            return -1;
+    return 0;
+}
+
+static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
+{
+    static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        config_setting_t *s = config_setting_get_member(root, groups[g]);
+        const char *names[8];
+        size_t n = 0;
+        if (!s)
+            continue;
+        if (!config_setting_is_group(s))
+            FAIL(s, "\"%s\" must be a group { ... }", groups[g]);
+        for (size_t i = 0; i < NOPTS; i++)
+            if (opts[i].group && strcmp(opts[i].group, groups[g]) == 0)
+                names[n++] = opts[i].name;
+        if (check_members(file, s, names, n, groups[g], err, errlen))
+            return -1;
+    }
+    return 0;
+}
+
+static int load_root(const char *file, config_t *cf, struct px_config *c, char *err,
+                     size_t errlen)
+{
+    config_setting_t *root = config_root_setting(cf);
+    char why[300], host[256];
+    if (check_members(file, root, top_keys, sizeof top_keys / sizeof top_keys[0], "", err,
+                      errlen) ||
+        load_groups(file, root, err, errlen) ||
+        get_string(file, root, "listen", 1, &c->listen, err, errlen))
+        return -1;
+    if (net_parse_hostport(c->listen, host, sizeof host, &c->listen_port, why, sizeof why) < 0)
+        FAIL(config_setting_get_member(root, "listen"), "listen: %s", why);
+    c->listen_host = strdup(host);
+    for (size_t i = 0; i < NOPTS; i++)
+        if (load_scalar(file, root, &opts[i], c, err, errlen))
+            return -1;
+    if (load_backends(file, root, c, err, errlen) || load_auth(file, root, c, err, errlen))
+        return -1;
+    return 0;
+}
+
+struct px_config *config_load(const char *file, char *err, size_t errlen)
+{
+    config_t cf;
+    struct px_config *c = calloc(1, sizeof *c);
+    c->file = strdup(file);
+    set_defaults(c);
+    config_init(&cf);
+    if (!config_read_file(&cf, file)) {
+        if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
+            snprintf(err, errlen, "%s:0: cannot read the file", file);
+        else
+            snprintf(err, errlen, "%s:%d: %s", config_error_file(&cf) ? config_error_file(&cf)
+                                                                       : file,
+                     config_error_line(&cf), config_error_text(&cf));
+        goto fail;
+    }
+    if (load_root(file, &cf, c, err, errlen) < 0)
+        goto fail;
+    config_destroy(&cf);
+    return c;
+fail:
+    config_destroy(&cf);
+    config_free(c);
+    return NULL;
+}
+
+void config_free(struct px_config *c)
+{
+    if (!c)
+        return;
+    for (int i = 0; c->backends && i < c->nbackends; i++) {
+        free(c->backends[i].name);
+        free(c->backends[i].url);
+        free(c->backends[i].host);
+    }
+    for (int i = 0; c->keys && i < c->nkeys; i++) {
+        free(c->keys[i].name);
+        free(c->keys[i].key);
+    }
+    free(c->backends);
+    free(c->keys);
+    free(c->listen);
+    free(c->listen_host);
+    free(c->file);
+    free(c);
+}
+
+void config_print_summary(const struct px_config *c)
+{
+    int slots = 0;
+    printf("%s: OK\n", c->file);
+    printf("listen           %s\n", c->listen);
+    printf("backends         %d\n", c->nbackends);
+    for (int i = 0; i < c->nbackends; i++) {
+        printf("  %-14s %-32s max_concurrent %d\n", c->backends[i].name, c->backends[i].url,
+               c->backends[i].max_concurrent);
+        slots += c->backends[i].max_concurrent;
+    }
+    printf("fleet slots      %d\n", slots);
+    printf("queue            max_length %d, timeout %gs\n", c->queue_max_length,
+           c->queue_timeout_s);
+    printf("timeouts         connect %gs, first byte %gs, idle %gs\n", c->connect_s,
+           c->first_byte_s, c->idle_s);
+    printf("health           every %gs, timeout %gs, down after %d, up after %d\n",
+           c->health_interval_s, c->health_timeout_s, c->health_fail_after,
+           c->health_recover_after);
+    printf("models           refresh every %gs\n", c->models_refresh_s);
+    printf("limits           body %d MiB, %d connections\n", c->max_body_mb, c->max_connections);
+    printf("shutdown         %gs\n", c->shutdown_timeout_s);
+    printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
+    for (int i = 0; i < c->nkeys; i++)
+        printf("  %-14s admin %s, max_concurrent %d, priority %s\n", c->keys[i].name,
+               c->keys[i].admin ? "yes" : "no", c->keys[i].max_concurrent,
+               prio_names[c->keys[i].priority]);
+}

@@ -1,0 +1,64 @@
+/* config.h - the proxy's configuration (libconfig syntax, CONTRACT.md).
+ *
+ * config_load() reads and validates a file into a struct px_config that owns
+ * all its strings; nothing points into libconfig's tree afterwards, so a
+ * reload can build a new one beside the old and swap. */
+#ifndef PX_CONFIG_H
+#define PX_CONFIG_H
+
+#include <stddef.h>
+
+struct config_backend {
+    char *name;
+    char *url;  /* as written */
+    char *host; /* from the URL, without brackets */
+    int port;
+    int max_concurrent;
+};
+
+enum key_priority { PRIO_HIGH, PRIO_NORMAL, PRIO_LOW, PRIO_COUNT };
+
+struct config_key {
+    char *name;
+    char *key;
+    int admin;
+    int max_concurrent; /* 0 = no cap of its own */
+    enum key_priority priority;
+};
+
+struct px_config {
+    char *file;
+    char *listen; /* "host:port" as written */
+    char *listen_host;
+    int listen_port;
+    struct config_backend *backends;
+    int nbackends;
+    int queue_max_length;
+    double queue_timeout_s;
+    double connect_s, first_byte_s, idle_s;
+    double health_interval_s, health_timeout_s;
+    int health_fail_after, health_recover_after;
+    double models_refresh_s;
+    int max_body_mb;
+    int max_connections;
+    double shutdown_timeout_s;
+    struct config_key *keys;
+    int nkeys;
+};
+
+/* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is
+ * wrong" in ERR. The caller frees it with config_free(). */
+struct px_config *config_load(const char *file, char *err, size_t errlen);
+
+/* Free a config; NULL is a no-op. */
+void config_free(struct px_config *cfg);
+
+/* Print the one-screen summary of --check to stdout. */
+void config_print_summary(const struct px_config *cfg);
+
+/* Parse "http://host:port" (port defaults to 80, a path is refused) into
+ * HOST/PORT. Returns 0, or -1 with a reason in ERR. */
+int config_parse_url(const char *url, char *host, size_t hostlen, int *port, char *err,
+                     size_t errlen);
+
+#endif

@@ -1,0 +1,214 @@
+/* main.c - ollama-proxy: usage, startup, signals and the drain on exit. */
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "server.h"
+#include "session.h"
+#include "version.h"
+
+static const char usage[] =
+    "usage: ollama-proxy [-c FILE] [--check]\n"
+    "\n"
+    "One Ollama-compatible endpoint in front of many Ollama servers: a concurrency cap\n"
+    "per backend, one central queue, least-loaded routing, streaming passed through.\n"
+    "\n"
+    "  -c, --config FILE  the config (libconfig syntax); default conf/ollama-proxy.conf,\n"
+    "                     then /etc/ollama-proxy/ollama-proxy.conf\n"
+    "      --check        validate the config, print a summary, exit 0 (1 on error)\n"
+    "  -v, --verbose      debug logging\n"
+    "  -h, --help         this text\n"
+    "      --version      print the version\n"
+    "\n"
+    "Signals: SIGTERM/SIGINT stop accepting, finish requests in flight (up to\n"
+    "shutdown_timeout_s), exit 0.\n";
+
+static const char *default_config(void)
+{
+    if (access("conf/ollama-proxy.conf", R_OK) == 0)
+        return "conf/ollama-proxy.conf";
+    return "/etc/ollama-proxy/ollama-proxy.conf";
+}
+
+static void to_timeval(double s, struct timeval *tv)
+{
+    tv->tv_sec = (time_t)s;
+    tv->tv_usec = (suseconds_t)((s - (double)tv->tv_sec) * 1e6);
+}
+
+/* The last reply may still sit in a client's output buffer: give the loop
+ * a moment to flush it before the connections are closed. */
+static void exit_soon(struct proxy *px)
+{
+    struct timeval flush = {0, 250000};
+    event_base_loopexit(px->base, &flush);
+}
+
+void proxy_session_ended(struct proxy *px)
+{
+    if (px->draining && px->nsessions == 0)
+        exit_soon(px);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+    (void)fd;
+    (void)what;
+    log_warn("shutdown: %d requests still running after %gs; closing them", px->nsessions,
+             px->cfg->shutdown_timeout_s);
+    event_base_loopexit(px->base, NULL);
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct proxy *px = arg;
+    struct timeval tv;
+    (void)what;
+    if (px->draining)
+        return;
+    px->draining = 1;
+    log_info("signal %d: draining %d requests (queue %d), then exiting", (int)sig,
+             px->nsessions, px->queue.length);
+    server_stop_accepting(px);
+    if (px->nsessions == 0) {
+        exit_soon(px);
+        return;
+    }
+    to_timeval(px->cfg->shutdown_timeout_s, &tv);
+    px->ev_drain = evtimer_new(px->base, on_drain_timeout, px);
+    evtimer_add(px->ev_drain, &tv);
+}
+
+/* A backend that was down may be tried again: hand it waiting requests. */
+static void on_backend_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    proxy_dispatch_waiting(arg);
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static struct event_base *new_base(void)
+{
+    struct event_config *ec = event_config_new();
+    struct event_base *base;
+    /* Fewer epoll_ctl calls: changes are batched per loop iteration. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_require_features(ec, EV_FEATURE_EARLY_CLOSE);
+    base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
+static int proxy_init(struct proxy *px, struct px_config *cfg)
+{
+    px->cfg = cfg;
+    px->start_ms = net_now_ms();
+    LIST_INIT(&px->sessions);
+    queue_init(&px->queue, cfg->queue_max_length);
+    to_timeval(cfg->connect_s, &px->uto.connect);
+    to_timeval(cfg->first_byte_s, &px->uto.first_byte);
+    to_timeval(cfg->idle_s, &px->uto.idle);
+    px->base = new_base();
+    if (!px->base) {
+        log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
+        return -1;
+    }
+    px->nbackends = cfg->nbackends;
+    px->backends = calloc((size_t)cfg->nbackends, sizeof *px->backends);
+    for (int i = 0; i < cfg->nbackends; i++) {
+        px->backends[i] = backend_new(&cfg->backends[i]);
+        px->backends[i]->wake = evtimer_new(px->base, on_backend_wake, px);
+    }
+    px->ev_term = evsignal_new(px->base, SIGTERM, on_stop_signal, px);
+    px->ev_int = evsignal_new(px->base, SIGINT, on_stop_signal, px);
+    evsignal_add(px->ev_term, NULL);
+    evsignal_add(px->ev_int, NULL);
+    return server_start(px);
+}
+
+static void proxy_cleanup(struct proxy *px)
+{
+    session_abort_all(px);
+    server_free(px);
+    for (int i = 0; i < px->nbackends; i++)
+        backend_free(px->backends[i]);
+    free(px->backends);
+    if (px->ev_term)
+        event_free(px->ev_term);
+    if (px->ev_int)
+        event_free(px->ev_int);
+    if (px->ev_drain)
+        event_free(px->ev_drain);
+    if (px->base)
+        event_base_free(px->base);
+    config_free(px->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    const char *file = NULL;
+    int check = 0, rc;
+    struct proxy px = {0};
+    struct px_config *cfg;
+    char err[512];
+
+    log_set_name("ollama-proxy");
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("ollama-proxy %s\n", OP_VERSION);
+            return 0;
+        } else if (!strcmp(argv[i], "--check")) {
+            check = 1;
+        } else if (!strcmp(argv[i], "-v") || !strcmp(argv[i], "--verbose")) {
+            log_set_level(LOG_DEBUG);
+        } else if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc) {
+            file = argv[++i];
+        } else {
+            fprintf(stderr, "ollama-proxy: bad argument \"%s\" (try --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!file)
+        file = default_config();
+    cfg = config_load(file, err, sizeof err);
+    if (!cfg) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    if (check) {
+        config_print_summary(cfg);
+        config_free(cfg);
+        return 0;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    rc = proxy_init(&px, cfg);
+    if (rc == 0) {
+        event_base_dispatch(px.base);
+        log_info("exiting");
+    }
+    proxy_cleanup(&px);
+    return rc == 0 ? 0 : 1;
+}

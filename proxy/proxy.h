@@ -1,0 +1,46 @@
+/* proxy.h - the state of one proxy process: one event loop owns all of it.
+ *
+ * Routing state (backends' slots, the queue, health) is touched only from
+ * the event-loop thread, so caps are exact without a lock. */
+#ifndef PX_PROXY_H
+#define PX_PROXY_H
+
+#include <event2/event.h>
+#include <sys/queue.h>
+
+#include "queue.h"
+#include "upstream.h"
+
+struct px_config;
+struct backend;
+struct session;
+
+LIST_HEAD(session_list, session);
+
+struct proxy {
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct px_config *cfg;
+    struct backend **backends;
+    int nbackends;
+    unsigned rr; /* round-robin cursor for ties */
+    struct queue queue;
+    struct session_list sessions; /* every live session */
+    int nsessions;
+    int draining;
+    double start_ms;
+    struct upstream_timeouts uto;
+    struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
+    unsigned long long requests;
+};
+
+/* Give free slots to waiting requests, oldest first, while any backend has
+ * a free slot. Called whenever a slot frees or a backend comes back. */
+void proxy_dispatch_waiting(struct proxy *px);
+
+/* Called when a session ends: during a drain, exits the loop once the last
+ * one is gone. */
+void proxy_session_ended(struct proxy *px);
+
+#endif

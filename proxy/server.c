@@ -1,0 +1,223 @@
+/* server.c - the client side: evhttp on a listener of our own, the proxy's
+ * own endpoints, and admission of everything else to a session.
+ *
+ * The listener is ours (net_listen) because evhttp's would listen with a
+ * backlog of 128 and without TCP_NODELAY, and Nagle plus delayed ACKs add
+ * ~40 ms to every streamed reply. */
+#include "server.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "session.h"
+
+void server_reply_error(struct evhttp_request *req, int v1, int status, const char *msg,
+                        int retry_after)
+{
+    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    struct evbuffer *b = evbuffer_new();
+    json_t *o;
+    char *text, ra[16];
+    if (v1) {
+        const char *type = status == 400 || status == 413 ? "invalid_request_error"
+                           : status == 404               ? "not_found_error"
+                                                         : "api_error";
+        o = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type", type, "param",
+                      "code");
+    } else {
+        o = json_pack("{s:s}", "error", msg);
+    }
+    text = json_dumps(o, JSON_COMPACT);
+    evbuffer_add(b, text, strlen(text));
+    free(text);
+    json_decref(o);
+    evhttp_add_header(h, "Content-Type", "application/json; charset=utf-8");
+    if (retry_after > 0) {
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        evhttp_add_header(h, "Retry-After", ra);
+    }
+    evhttp_send_reply(req, status, NULL, b);
+    evbuffer_free(b);
+}
+
+static void reply_json(struct evhttp_request *req, json_t *o)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *text = json_dumps(o, JSON_COMPACT);
+    evbuffer_add(b, text, strlen(text));
+    free(text);
+    json_decref(o);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json; charset=utf-8");
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+static void reply_root(struct evhttp_request *req)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+        evbuffer_add(b, "Ollama is running", 17);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; charset=utf-8");
+    evhttp_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+static void reply_status(struct proxy *px, struct evhttp_request *req)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < px->nbackends; i++) {
+        struct backend *be = px->backends[i];
+        json_array_append_new(
+            arr, json_pack("{s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:[],s:[]}", "name", be->name, "url",
+                           be->url, "healthy", be->healthy, "in_flight", be->in_flight,
+                           "max_concurrent", be->max_concurrent, "served",
+                           (json_int_t)be->served, "failed", (json_int_t)be->failed, "models",
+                           "loaded"));
+    }
+    reply_json(req, json_pack("{s:o,s:{s:i,s:i},s:I}", "backends", arr, "queue", "length",
+                              px->queue.length, "max_length", px->queue.max_length, "uptime_s",
+                              (json_int_t)((net_now_ms() - px->start_ms) / 1000.0)));
+}
+
+/* Paths whose body must name a model (ollama-api.md section 9). */
+static int needs_model(const char *path)
+{
+    static const char *const paths[] = {
+        "/api/generate", "/api/chat",          "/api/embed",     "/api/embeddings",
+        "/api/show",     "/v1/chat/completions", "/v1/completions", "/v1/embeddings"};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (strcmp(path, paths[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Read "model" and "stream" from the body of a model path. Returns 0, or
+ * -1 after answering the client. *ROOT must be json_decref'd by the caller
+ * (MODEL points into it). */
+static int parse_body(struct evhttp_request *req, int v1, json_t **root,
+                      struct session_info *in)
+{
+    struct evbuffer *b = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(b);
+    json_error_t jerr;
+    json_t *m, *st;
+    char msg[300];
+    if (len == 0) {
+        server_reply_error(req, v1, 400, "missing request body", 0);
+        return -1;
+    }
+    *root = json_loadb((const char *)evbuffer_pullup(b, -1), len, 0,
+                       &jerr);
+    if (!*root || !json_is_object(*root)) {
+        snprintf(msg, sizeof msg, "invalid JSON in request body: %s",
+                 *root ? "not an object" : jerr.text);
+        server_reply_error(req, v1, 400, msg, 0);
+        return -1;
+    }
+    m = json_object_get(*root, "model");
+    if (!m)
+        m = json_object_get(*root, "name"); /* legacy key of /api/show */
+    if (!json_is_string(m) || !*json_string_value(m)) {
+        server_reply_error(req, v1, 400, "model is required", 0);
+        return -1;
+    }
+    in->model = json_string_value(m);
+    st = json_object_get(*root, "stream");
+    in->stream = v1 ? json_is_true(st) : !json_is_false(st);
+    return 0;
+}
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    struct proxy *px = arg;
+    const char *uri = evhttp_request_get_uri(req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    struct session_info in = {0};
+    char path[256];
+    json_t *root = NULL;
+    size_t n = strcspn(uri, "?");
+
+    if (n >= sizeof path)
+        n = sizeof path - 1;
+    memcpy(path, uri, n);
+    path[n] = '\0';
+    in.v1 = strncmp(path, "/v1/", 4) == 0;
+    px->requests++;
+
+    if (strcmp(path, "/") == 0 && (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
+        reply_root(req);
+        return;
+    }
+    if (strcmp(path, "/proxy/status") == 0 && cmd == EVHTTP_REQ_GET) {
+        reply_status(px, req);
+        return;
+    }
+    if (px->draining) {
+        server_reply_error(req, in.v1, 503, "the proxy is shutting down", 1);
+        return;
+    }
+    if (cmd == EVHTTP_REQ_POST && needs_model(path) && parse_body(req, in.v1, &root, &in) < 0) {
+        json_decref(root);
+        return;
+    }
+    session_start(px, req, &in);
+    json_decref(root);
+}
+
+int server_start(struct proxy *px)
+{
+    char err[256];
+    int fd;
+    px->http = evhttp_new(px->base);
+    if (!px->http)
+        return -1;
+    evhttp_set_allowed_methods(px->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_max_body_size(px->http, (ev_ssize_t)px->cfg->max_body_mb * 1024 * 1024);
+    evhttp_set_max_headers_size(px->http, 64 * 1024);
+    evhttp_set_timeout(px->http, (int)px->cfg->idle_s);
+    evhttp_set_default_content_type(px->http, "application/json; charset=utf-8");
+    evhttp_set_gencb(px->http, on_request, px);
+    fd = net_listen(px->cfg->listen_host, px->cfg->listen_port, 4096, err, sizeof err);
+    if (fd < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    px->bound = evhttp_accept_socket_with_handle(px->http, fd);
+    if (!px->bound) {
+        log_error("cannot serve on %s", px->cfg->listen);
+        return -1;
+    }
+    log_info("listening on %s%s%s:%d", strchr(px->cfg->listen_host, ':') ? "[" : "",
+             px->cfg->listen_host, strchr(px->cfg->listen_host, ':') ? "]" : "",
+             net_bound_port(fd));
+    return 0;
+}
+
+void server_stop_accepting(struct proxy *px)
+{
+    if (px->bound) {
+        evhttp_del_accept_socket(px->http, px->bound);
+        px->bound = NULL;
+    }
+}
+
+void server_free(struct proxy *px)
+{
+    if (px->http)
+        evhttp_free(px->http);
+    px->http = NULL;
+    px->bound = NULL;
+}

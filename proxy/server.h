@@ -1,0 +1,23 @@
+/* server.h - the client side: the evhttp server, the proxy's own endpoints
+ * and its error replies. */
+#ifndef PX_SERVER_H
+#define PX_SERVER_H
+
+struct proxy;
+struct evhttp_request;
+
+/* Listen on cfg->listen and serve. Returns 0, or -1 after logging why. */
+int server_start(struct proxy *px);
+
+/* Stop accepting new connections (drain); connections open stay served. */
+void server_stop_accepting(struct proxy *px);
+
+/* Free the evhttp server and every client connection; NULL-safe. */
+void server_free(struct proxy *px);
+
+/* Answer REQ with an error the proxy made itself: {"error":"MSG"}, or the
+ * OpenAI shape when V1. RETRY_AFTER > 0 adds a Retry-After header. */
+void server_reply_error(struct evhttp_request *req, int v1, int status, const char *msg,
+                        int retry_after);
+
+#endif

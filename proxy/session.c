@@ -1,0 +1,586 @@
+/* session.c - one proxied request; see session.h for its states.
+ *
+ * The two blind spots of evhttp 2.1 shape this file:
+ * - While our handler runs, evhttp does not read the client connection, so
+ *   a client that leaves before the reply starts (queued, or while a model
+ *   loads and Ollama sends nothing) is invisible to it. We watch the
+ *   client's fd ourselves with EV_CLOSED until the reply starts.
+ * - After the reply starts, a hang-up reaches the connection's close
+ *   callback with the request detached; the request is then ours to free
+ *   (evhttp_send_reply_end), and the callback must be cleared when the
+ *   request ends because the connection outlives it on keep-alive. */
+#include "session.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event_struct.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "server.h"
+
+#define MAX_TRIES 3                      /* the first and at most 2 retries */
+#define CLIENT_HIGH_WATER (256 * 1024)   /* pause the upstream above this */
+#define BUFFER_WHOLE_MAX (1024 * 1024)   /* non-streamed replies up to this go in one write */
+
+enum session_state { S_QUEUED, S_UPSTREAM, S_STREAMING };
+
+struct session {
+    LIST_ENTRY(session) link; /* px->sessions */
+    struct queue_entry qe;    /* first: see from_entry() */
+    struct proxy *px;
+    struct evhttp_request *req;
+    struct evhttp_connection *evcon;
+    struct backend *be;
+    struct upstream *up;
+    struct backend *tried[MAX_TRIES];
+    int ntries;
+    enum session_state state;
+    struct event timer;      /* queue timeout */
+    struct event closewatch; /* EV_CLOSED on the client until the reply starts */
+    struct evbuffer *body;   /* a non-streamed reply being gathered */
+    struct evbuffer *chunk;  /* scratch for one forwarded chunk */
+    char *model;
+    char *path;         /* for the access log: the request may be gone by then */
+    const char *method;
+    int status;
+    char reason[64];
+    double t_start, t_dispatch, t_head;
+    size_t bytes;
+    unsigned stream : 1;
+    unsigned v1 : 1;
+    unsigned watching : 1;
+    unsigned timer_armed : 1;
+    unsigned paused : 1;
+    unsigned ndjson : 1;
+    unsigned sse : 1;
+    enum upstream_err last_err;
+    int last_was_503;
+};
+
+static void dispatch(struct session *s, struct backend *be);
+static void session_close(struct session *s, const char *outcome);
+
+static struct session *from_entry(struct queue_entry *e)
+{
+    return (struct session *)((char *)e - offsetof(struct session, qe));
+}
+
+/* ---- the end of a session ---- */
+
+static void stop_watching(struct session *s)
+{
+    if (s->watching) {
+        event_del(&s->closewatch);
+        s->watching = 0;
+    }
+}
+
+static void stop_timer(struct session *s)
+{
+    if (s->timer_armed) {
+        evtimer_del(&s->timer);
+        s->timer_armed = 0;
+    }
+}
+
+/* Give the slot back (if any) without touching the queue. */
+static void drop_slot(struct session *s)
+{
+    if (s->be) {
+        backend_release(s->be);
+        s->be = NULL;
+    }
+}
+
+static void access_log(struct session *s, const char *outcome)
+{
+    double now = net_now_ms();
+    double wait = (s->t_dispatch ? s->t_dispatch : now) - s->t_start;
+    double up = s->t_dispatch ? now - s->t_dispatch : 0;
+    const char *be = s->ntries ? s->tried[s->ntries - 1]->name : "-";
+    log_info("%s %s model=%s backend=%s status=%d wait_ms=%.1f upstream_ms=%.1f bytes=%zu "
+             "tries=%d %s",
+             s->method, s->path, s->model ? s->model : "-", be, s->status, wait, up, s->bytes,
+             s->ntries, outcome);
+}
+
+/* The one teardown. The client's reply must already be sent, or the client
+ * gone; this frees everything else and hands a freed slot on. */
+static void session_close(struct session *s, const char *outcome)
+{
+    struct proxy *px = s->px;
+    int had_slot = s->be != NULL;
+    access_log(s, outcome);
+    stop_watching(s);
+    stop_timer(s);
+    queue_remove(&px->queue, &s->qe);
+    if (s->up) {
+        upstream_abort(s->up);
+        s->up = NULL;
+    }
+    drop_slot(s);
+    if (s->evcon)
+        evhttp_connection_set_closecb(s->evcon, NULL, NULL);
+    if (s->body)
+        evbuffer_free(s->body);
+    if (s->chunk)
+        evbuffer_free(s->chunk);
+    LIST_REMOVE(s, link);
+    px->nsessions--;
+    free(s->model);
+    free(s->path);
+    free(s);
+    if (had_slot)
+        proxy_dispatch_waiting(px);
+    proxy_session_ended(px);
+}
+
+/* Answer with an error of our own (before any reply byte) and close. */
+static void fail_session(struct session *s, int status, const char *msg, int retry_after,
+                         const char *outcome)
+{
+    s->status = status;
+    stop_watching(s);
+    server_reply_error(s->req, s->v1, status, msg, retry_after);
+    session_close(s, outcome);
+}
+
+/* ---- the client going away ---- */
+
+/* Before the reply started: our EV_CLOSED watcher fired. */
+static void on_client_closed(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    struct evhttp_connection *evcon = s->evcon;
+    (void)fd;
+    (void)what;
+    s->status = 499;
+    s->watching = 0;
+    s->evcon = NULL;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    session_close(s, "client-gone");
+    evhttp_connection_free(evcon); /* frees the request too */
+}
+
+/* After the reply started: evhttp noticed the hang-up and detached the
+ * request, which is ours to free now. */
+static void on_client_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct session *s = arg;
+    struct evhttp_request *req = s->req;
+    (void)evcon;
+    s->evcon = NULL;
+    session_close(s, "client-gone");
+    evhttp_send_reply_end(req);
+}
+
+static void watch_client(struct session *s)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0)
+        return;
+    event_assign(&s->closewatch, s->px->base, fd, EV_CLOSED, on_client_closed, s);
+    if (event_add(&s->closewatch, NULL) == 0)
+        s->watching = 1;
+}
+
+/* ---- retries and errors before the reply ---- */
+
+static int is_retryable(enum upstream_err err)
+{
+    return err == UPSTREAM_ECONNECT || err == UPSTREAM_ETIMEOUT_CONNECT ||
+           err == UPSTREAM_ERESET;
+}
+
+static void on_queue_timeout(evutil_socket_t fd, short what, void *arg);
+
+static void enqueue_front(struct session *s)
+{
+    struct proxy *px = s->px;
+    double left = px->cfg->queue_timeout_s * 1000.0 - (net_now_ms() - s->t_start);
+    struct timeval tv;
+    if (left < 1)
+        left = 1;
+    tv.tv_sec = (time_t)(left / 1000.0);
+    tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec * 1000.0) * 1000.0);
+    s->state = S_QUEUED;
+    queue_push_front(&px->queue, &s->qe);
+    evtimer_assign(&s->timer, px->base, on_queue_timeout, s);
+    evtimer_add(&s->timer, &tv);
+    s->timer_armed = 1;
+}
+
+/* The try on s->be failed before any byte reached the client. */
+static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
+{
+    struct proxy *px = s->px;
+    struct backend *failed = s->be, *next;
+    char msg[256];
+    backend_note_failure(failed, px->cfg->health_fail_after, px->cfg->health_interval_s,
+                         net_now_ms());
+    drop_slot(s);
+    s->last_err = err;
+    s->last_was_503 = was_503;
+    if (s->ntries >= MAX_TRIES) {
+        if (was_503)
+            fail_session(s, 503, "server busy, please try again.  maximum pending requests "
+                         "exceeded", 1, "busy");
+        else {
+            snprintf(msg, sizeof msg, "backend %s: %s", failed->name, upstream_strerror(err));
+            fail_session(s, 502, msg, 0, "upstream-error");
+        }
+        proxy_dispatch_waiting(px);
+        return;
+    }
+    /* Prefer a backend not tried yet; then the waiting queue, first in line. */
+    next = backend_pick(px->backends, px->nbackends, &px->rr, failed, net_now_ms());
+    if (next && next != failed)
+        dispatch(s, next);
+    else
+        enqueue_front(s);
+    proxy_dispatch_waiting(px);
+}
+
+/* ---- the upstream's callbacks ---- */
+
+static int is_hop_by_hop(const char *name)
+{
+    static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection",
+                                      "Transfer-Encoding", "TE", "Trailer", "Upgrade",
+                                      "Content-Length"};
+    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
+        if (strcasecmp(name, hop[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void copy_headers(struct session *s, struct evkeyvalq *from)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(s->req);
+    struct evkeyval *h;
+    TAILQ_FOREACH(h, from, next) {
+        if (is_hop_by_hop(h->key))
+            continue;
+        if (strcasecmp(h->key, "Content-Type") == 0) {
+            s->ndjson = strstr(h->value, "ndjson") != NULL;
+            s->sse = strstr(h->value, "event-stream") != NULL;
+        }
+        evhttp_add_header(out, h->key, h->value);
+    }
+    evhttp_add_header(out, "X-Backend", s->be->name);
+}
+
+/* Start the client's reply: from now on nothing may be retried. */
+static void start_reply(struct session *s, long long content_length)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    struct timeval wtv;
+    char cl[32];
+    stop_watching(s);
+    if (content_length >= 0) { /* evhttp then sends the body as is */
+        snprintf(cl, sizeof cl, "%lld", content_length);
+        evhttp_add_header(evhttp_request_get_output_headers(s->req), "Content-Length", cl);
+    }
+    /* evhttp's connection timeout is a read timeout that stays armed while
+     * we stream: a long pause between tokens would cut the client. Keep
+     * only a write timeout (a client that stops reading) until the end. */
+    wtv.tv_sec = (time_t)s->px->cfg->idle_s;
+    wtv.tv_usec = 0;
+    bufferevent_set_timeouts(bev, NULL, &wtv);
+    evhttp_connection_set_closecb(s->evcon, on_client_close, s);
+    s->state = S_STREAMING;
+    s->chunk = evbuffer_new();
+    evhttp_send_reply_start(s->req, s->status, s->reason);
+}
+
+static int on_head(void *arg, int status, const char *reason, struct evkeyvalq *headers,
+                   long long content_length)
+{
+    struct session *s = arg;
+    s->t_head = net_now_ms();
+    if (status == 503) { /* Ollama's busy answer: try another slot */
+        struct upstream *up = s->up;
+        s->up = NULL;
+        upstream_abort(up);
+        retry_or_fail(s, UPSTREAM_ERESET, 1);
+        return -1;
+    }
+    s->status = status;
+    snprintf(s->reason, sizeof s->reason, "%s", reason && *reason ? reason : "OK");
+    copy_headers(s, headers);
+    if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
+        s->body = evbuffer_new(); /* sent whole, in one write, on_done */
+    else
+        start_reply(s, content_length);
+    return 0;
+}
+
+static void on_drained(struct evhttp_connection *evcon, void *arg)
+{
+    struct session *s = arg;
+    (void)evcon;
+    if (s->paused && s->up) {
+        s->paused = 0;
+        upstream_pause(s->up, 0); /* may deliver and even finish s */
+    }
+}
+
+static void on_body(void *arg, struct evbuffer *src, size_t len)
+{
+    struct session *s = arg;
+    struct evbuffer *out;
+    s->bytes += len;
+    if (s->body) {
+        evbuffer_remove_buffer(src, s->body, len);
+        return;
+    }
+    evbuffer_remove_buffer(src, s->chunk, len);
+    evhttp_send_reply_chunk_with_cb(s->req, s->chunk, on_drained, s);
+    out = bufferevent_get_output(evhttp_connection_get_bufferevent(s->evcon));
+    if (evbuffer_get_length(out) > CLIENT_HIGH_WATER && !s->paused) {
+        s->paused = 1;
+        upstream_pause(s->up, 1);
+    }
+}
+
+static void finish_reply(struct session *s)
+{
+    struct evhttp_connection *evcon = s->evcon;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (s->body) {
+        stop_watching(s);
+        evhttp_send_reply(s->req, s->status, s->reason, s->body);
+    } else {
+        evhttp_send_reply_end(s->req);
+        /* Back to the keep-alive read timeout that start_reply() lifted. */
+        evhttp_connection_set_timeout(evcon, (int)s->px->cfg->idle_s);
+    }
+}
+
+static void on_done(void *arg)
+{
+    struct session *s = arg;
+    struct upstream *up = s->up;
+    s->up = NULL;
+    upstream_release(up);
+    backend_note_success(s->be);
+    finish_reply(s);
+    session_close(s, "ok");
+}
+
+/* After the reply started: end it the way Ollama does, with an in-band
+ * error line, so the client learns the stream failed. */
+static void fail_stream(struct session *s, enum upstream_err err)
+{
+    char line[320];
+    struct evbuffer *b = s->chunk;
+    const char *msg = upstream_strerror(err);
+    if (s->sse)
+        snprintf(line, sizeof line, "data: {\"error\":{\"message\":\"%s\",\"type\":\"api_error\"}}"
+                 "\n\n", msg);
+    else
+        snprintf(line, sizeof line, "{\"error\":\"%s\"}\n", msg);
+    if (s->ndjson || s->sse) {
+        evbuffer_add(b, line, strlen(line));
+        evhttp_send_reply_chunk(s->req, b);
+        finish_reply(s);
+        session_close(s, "upstream-error");
+    } else { /* a raw body: only a cut connection tells the client */
+        struct evhttp_connection *evcon = s->evcon;
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+        s->evcon = NULL;
+        session_close(s, "upstream-error");
+        evhttp_connection_free(evcon);
+    }
+}
+
+static void on_error(void *arg, enum upstream_err err)
+{
+    struct session *s = arg;
+    char msg[256];
+    s->up = NULL; /* already freed */
+    if (s->state == S_STREAMING) {
+        backend_note_failure(s->be, s->px->cfg->health_fail_after,
+                             s->px->cfg->health_interval_s, net_now_ms());
+        fail_stream(s, err);
+        return;
+    }
+    if (is_retryable(err) && !s->body) {
+        retry_or_fail(s, err, 0);
+        return;
+    }
+    backend_note_failure(s->be, s->px->cfg->health_fail_after, s->px->cfg->health_interval_s,
+                         net_now_ms());
+    snprintf(msg, sizeof msg, "backend %s: %s", s->be->name, upstream_strerror(err));
+    if (s->body) { /* the head came: drop what was gathered */
+        evhttp_clear_headers(evhttp_request_get_output_headers(s->req));
+        evbuffer_free(s->body);
+        s->body = NULL;
+    }
+    fail_session(s, err == UPSTREAM_ETIMEOUT_HEAD ? 504 : 502, msg, 0, "upstream-error");
+}
+
+static const struct upstream_cbs up_cbs = {on_head, on_body, on_done, on_error};
+
+/* ---- admission ---- */
+
+static const char *method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    }
+    return "GET";
+}
+
+static int skip_request_header(const char *name)
+{
+    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For"};
+    if (is_hop_by_hop(name))
+        return 1;
+    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
+        if (strcasecmp(name, skip[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The request to send upstream: the client's, with Host rewritten,
+ * hop-by-hop headers dropped and X-Forwarded-For added. */
+static struct evbuffer *build_request(struct session *s, struct backend *be)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct evkeyvalq *in = evhttp_request_get_input_headers(s->req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(s->req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(s->req);
+    const char *xff = evhttp_find_header(in, "X-Forwarded-For");
+    struct evkeyval *h;
+    char *peer = NULL;
+    ev_uint16_t port;
+    size_t len = evbuffer_get_length(body);
+
+    evhttp_connection_get_peer(s->evcon, &peer, &port);
+    evbuffer_add_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", method_name(cmd),
+                        evhttp_request_get_uri(s->req), be->hostport);
+    TAILQ_FOREACH(h, in, next) {
+        if (!skip_request_header(h->key))
+            evbuffer_add_printf(b, "%s: %s\r\n", h->key, h->value);
+    }
+    evbuffer_add_printf(b, "X-Forwarded-For: %s%s%s\r\n", xff ? xff : "", xff ? ", " : "",
+                        peer ? peer : "unknown");
+    if (len || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH)
+        evbuffer_add_printf(b, "Content-Length: %zu\r\n", len);
+    evbuffer_add(b, "\r\n", 2);
+    if (len)
+        evbuffer_add(b, evbuffer_pullup(body, -1), len);
+    return b;
+}
+
+static void dispatch(struct session *s, struct backend *be)
+{
+    struct evbuffer *req;
+    stop_timer(s);
+    s->be = be;
+    s->state = S_UPSTREAM;
+    s->tried[s->ntries++] = be;
+    if (!s->t_dispatch)
+        s->t_dispatch = net_now_ms();
+    backend_acquire(be);
+    req = build_request(s, be);
+    s->up = upstream_start(s->px->base, be, req, &s->px->uto, &up_cbs, s);
+    evbuffer_free(req);
+    if (!s->up)
+        retry_or_fail(s, UPSTREAM_ECONNECT, 0);
+}
+
+static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    s->timer_armed = 0;
+    queue_remove(&s->px->queue, &s->qe);
+    fail_session(s, 503, "timed out waiting for a free backend slot (queue.timeout_s)", 5,
+                 "queue-timeout");
+}
+
+void proxy_dispatch_waiting(struct proxy *px)
+{
+    while (px->queue.length) {
+        struct backend *be =
+            backend_pick(px->backends, px->nbackends, &px->rr, NULL, net_now_ms());
+        if (!be)
+            return;
+        dispatch(from_entry(queue_pop(&px->queue)), be);
+    }
+}
+
+void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in)
+{
+    struct session *s = calloc(1, sizeof *s);
+    struct backend *be;
+    struct timeval tv;
+    if (!s) {
+        server_reply_error(req, in->v1, 500, "out of memory", 0);
+        return;
+    }
+    s->px = px;
+    s->req = req;
+    s->evcon = evhttp_request_get_connection(req);
+    s->model = in->model ? strdup(in->model) : NULL;
+    s->path = strndup(evhttp_request_get_uri(req), 256);
+    s->method = method_name(evhttp_request_get_command(req));
+    s->stream = !!in->stream;
+    s->v1 = !!in->v1;
+    s->t_start = net_now_ms();
+    LIST_INSERT_HEAD(&px->sessions, s, link);
+    px->nsessions++;
+    watch_client(s);
+
+    be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->t_start);
+    if (be) {
+        dispatch(s, be);
+        return;
+    }
+    if (queue_push(&px->queue, &s->qe) < 0) {
+        fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)", 1,
+                     "queue-full");
+        return;
+    }
+    s->state = S_QUEUED;
+    tv.tv_sec = (time_t)px->cfg->queue_timeout_s;
+    tv.tv_usec = (suseconds_t)((px->cfg->queue_timeout_s - (double)tv.tv_sec) * 1e6);
+    evtimer_assign(&s->timer, px->base, on_queue_timeout, s);
+    evtimer_add(&s->timer, &tv);
+    s->timer_armed = 1;
+}
+
+void session_abort_all(struct proxy *px)
+{
+    struct session *s;
+    while ((s = LIST_FIRST(&px->sessions))) {
+        struct evhttp_connection *evcon = s->evcon;
+        s->evcon = NULL;
+        if (evcon)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+        session_close(s, "shutdown");
+        if (evcon)
+            evhttp_connection_free(evcon);
+    }
+}

@@ -1,0 +1,35 @@
+/* session.h - one proxied request, from admission to its last byte.
+ *
+ * States (s->state):
+ *   QUEUED     waiting in the central queue for a slot (queue timer armed)
+ *   UPSTREAM   holds a slot of s->be; request sent, no reply to the client yet
+ *   STREAMING  reply head sent to the client; body being forwarded
+ * and then it is freed. Every exit goes through session_close(), which is
+ * idempotent-safe by construction: it runs once, from whichever of these
+ * ends first: the upstream's on_done / on_error, the client's hang-up
+ * (EV_CLOSED watcher before the reply starts, the evhttp close callback
+ * after), the queue timeout, or a forced shutdown.
+ *
+ * Ownership: the session owns its upstream connection (aborted or released
+ * on close), its slot (released on close), its queue entry, and its two
+ * events; the evhttp request belongs to evhttp once a reply is sent. */
+#ifndef PX_SESSION_H
+#define PX_SESSION_H
+
+struct proxy;
+struct evhttp_request;
+
+struct session_info {
+    const char *model; /* NULL when the body names none; borrowed */
+    int stream;        /* the client asked for a streamed reply */
+    int v1;            /* OpenAI-style path: OpenAI-shaped errors */
+};
+
+/* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the
+ * queue is full. The reply always ends up sent exactly once. */
+void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in);
+
+/* Forced shutdown: end every live session, closing its client. */
+void session_abort_all(struct proxy *px);
+
+#endif

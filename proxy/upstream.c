@@ -1,0 +1,476 @@
+/* upstream.c - see upstream.h.
+ *
+ * A minimal HTTP/1.1 client on a bufferevent: it writes one prepared
+ * request, parses the status line and headers, and hands the body on with
+ * Content-Length, chunked or close-delimited framing decoded. Reading stops
+ * while the caller has paused it, which is the proxy's back pressure, and
+ * bufferevent read timeouts only run while reading is enabled, so a paused
+ * transfer is never taken for a stalled one. */
+#include "upstream.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/http.h>
+#include <sys/queue.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "backend.h"
+
+#define MAX_HEAD_BYTES (64 * 1024)
+
+enum up_state { UP_CONNECTING, UP_WAIT_HEAD, UP_HEADERS, UP_BODY, UP_DONE, UP_IDLE };
+enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_EOF };
+enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER };
+
+struct upstream {
+    struct backend *be;
+    struct bufferevent *bev;
+    struct upstream *next, *prev; /* the backend's idle list */
+    const struct upstream_cbs *cbs;
+    void *arg;
+    struct upstream_timeouts to;
+    enum up_state state;
+    enum body_mode mode;
+    enum chunk_state ch;
+    long long remaining;
+    int status;
+    char reason[64];
+    struct evkeyvalq headers;
+    unsigned keepalive : 1;
+    unsigned informational : 1;
+    unsigned paused : 1;
+    unsigned in_cb : 1;
+    unsigned dead : 1;
+    unsigned pooled : 1;
+};
+
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
+
+const char *upstream_strerror(enum upstream_err err)
+{
+    switch (err) {
+    case UPSTREAM_ECONNECT:
+        return "connect failed";
+    case UPSTREAM_ETIMEOUT_CONNECT:
+        return "connect timed out";
+    case UPSTREAM_ERESET:
+        return "connection closed before the response";
+    case UPSTREAM_ETIMEOUT_HEAD:
+        return "no response within timeouts.first_byte_s";
+    case UPSTREAM_ETIMEOUT_IDLE:
+        return "response stalled longer than timeouts.idle_s";
+    case UPSTREAM_EBODY:
+        return "connection closed in the middle of the response";
+    case UPSTREAM_EPROTO:
+        return "malformed response";
+    }
+    return "error";
+}
+
+static void pool_unlink(struct upstream *up)
+{
+    if (!up->pooled)
+        return;
+    if (up->prev)
+        up->prev->next = up->next;
+    else
+        up->be->idle = up->next;
+    if (up->next)
+        up->next->prev = up->prev;
+    up->next = up->prev = NULL;
+    up->pooled = 0;
+    up->be->nidle--;
+}
+
+static void up_free(struct upstream *up)
+{
+    pool_unlink(up);
+    evhttp_clear_headers(&up->headers);
+    if (up->bev)
+        bufferevent_free(up->bev);
+    free(up);
+}
+
+/* Free now, or when the callback we are inside of returns. */
+static void up_close(struct upstream *up)
+{
+    up->cbs = NULL;
+    if (up->in_cb)
+        up->dead = 1;
+    else
+        up_free(up);
+}
+
+static void fail(struct upstream *up, enum upstream_err err)
+{
+    const struct upstream_cbs *cbs = up->cbs;
+    void *arg = up->arg;
+    up_close(up);
+    if (cbs)
+        cbs->on_error(arg, err);
+}
+
+static struct upstream *connect_new(struct event_base *base, struct backend *be)
+{
+    struct upstream *up;
+    int one = 1, fd;
+    if (!be->addrlen && backend_resolve(be) < 0)
+        return NULL;
+    fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return NULL;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    up = calloc(1, sizeof *up);
+    up->bev = up ? bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
+    if (!up || !up->bev) {
+        close(fd);
+        free(up);
+        return NULL;
+    }
+    up->be = be;
+    TAILQ_INIT(&up->headers);
+    up->state = UP_CONNECTING;
+    bufferevent_setcb(up->bev, on_read, NULL, on_event, up);
+    /* A refused connect is reported through on_event, never here. */
+    if (bufferevent_socket_connect(up->bev, (struct sockaddr *)&be->addr, (int)be->addrlen) < 0) {
+        up_free(up);
+        return NULL;
+    }
+    return up;
+}
+
+struct upstream *upstream_start(struct event_base *base, struct backend *be,
+                                struct evbuffer *req, const struct upstream_timeouts *to,
+                                const struct upstream_cbs *cbs, void *arg)
+{
+    struct upstream *up = be->idle;
+    if (up) {
+        pool_unlink(up);
+        up->state = UP_WAIT_HEAD;
+    } else if (!(up = connect_new(base, be))) {
+        return NULL;
+    }
+    up->cbs = cbs;
+    up->arg = arg;
+    up->to = *to;
+    up->keepalive = 1;
+    up->paused = 0;
+    up->informational = 0;
+    if (up->state == UP_CONNECTING)
+        bufferevent_set_timeouts(up->bev, &to->first_byte, &to->connect);
+    else
+        bufferevent_set_timeouts(up->bev, &to->first_byte, &to->first_byte);
+    bufferevent_write_buffer(up->bev, req);
+    bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+    return up;
+}
+
+static int parse_status(struct upstream *up, const char *line)
+{
+    int minor, status;
+    char reason[64] = "";
+    if (sscanf(line, "HTTP/1.%d %3d %63[^\r\n]", &minor, &status, reason) < 2 || status < 100 ||
+        status > 999)
+        return -1;
+    if (minor == 0)
+        up->keepalive = 0;
+    up->status = status;
+    up->informational = status < 200;
+    memcpy(up->reason, reason, sizeof up->reason);
+    return 0;
+}
+
+static int parse_header(struct upstream *up, char *line)
+{
+    char *colon = strchr(line, ':'), *v;
+    if (!colon || colon == line)
+        return -1;
+    *colon = '\0';
+    v = colon + 1;
+    v += strspn(v, " \t");
+    for (size_t n = strlen(v); n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'); n--)
+        v[n - 1] = '\0';
+    if (up->informational)
+        return 0;
+    return evhttp_add_header(&up->headers, line, v);
+}
+
+/* The head is complete: choose the body framing and tell the caller. */
+static int finish_head(struct upstream *up)
+{
+    const char *te = evhttp_find_header(&up->headers, "Transfer-Encoding");
+    const char *cl = evhttp_find_header(&up->headers, "Content-Length");
+    const char *conn = evhttp_find_header(&up->headers, "Connection");
+    long long len = -1;
+    struct timeval *idle = &up->to.idle;
+
+    if (conn && strcasestr(conn, "close"))
+        up->keepalive = 0;
+    if (up->status == 204 || up->status == 304) {
+        up->mode = BODY_NONE;
+    } else if (te && strcasestr(te, "chunked")) {
+        up->mode = BODY_CHUNKED;
+        up->ch = CH_SIZE;
+    } else if (cl) {
+        char *end;
+        len = strtoll(cl, &end, 10);
+        if (*end || len < 0)
+            return -1;
+        up->mode = len ? BODY_CL : BODY_NONE;
+        up->remaining = len;
+    } else {
+        up->mode = BODY_EOF;
+        up->keepalive = 0;
+    }
+    up->state = UP_BODY;
+    bufferevent_set_timeouts(up->bev, idle, idle);
+    up->cbs->on_head(up->arg, up->status, up->reason, &up->headers, len);
+    evhttp_clear_headers(&up->headers);
+    if (!up->dead && up->mode == BODY_NONE) {
+        up->state = UP_DONE;
+        up->cbs->on_done(up->arg);
+    }
+    return 0;
+}
+
+/* Parse head lines; returns 1 to go on, 0 for more input, -1 on error. */
+static int read_head(struct upstream *up, struct evbuffer *in)
+{
+    size_t n;
+    char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+    int rc = 1;
+    if (!line)
+        return evbuffer_get_length(in) > MAX_HEAD_BYTES ? -1 : 0;
+    if (up->state == UP_WAIT_HEAD) {
+        if (parse_status(up, line) < 0)
+            rc = -1;
+        else
+            up->state = UP_HEADERS;
+    } else if (n == 0) {
+        if (up->informational)
+            up->state = UP_WAIT_HEAD; /* 100 Continue and friends: skip */
+        else if (finish_head(up) < 0)
+            rc = -1;
+    } else if (parse_header(up, line) < 0) {
+        rc = -1;
+    }
+    free(line);
+    return rc;
+}
+
+static void deliver(struct upstream *up, struct evbuffer *in, size_t n)
+{
+    up->cbs->on_body(up->arg, in, n);
+}
+
+static void body_done(struct upstream *up)
+{
+    up->state = UP_DONE;
+    up->cbs->on_done(up->arg);
+}
+
+/* Decode chunked framing; returns 1 to go on, 0 for more input, -1 on error. */
+static int read_chunked(struct upstream *up, struct evbuffer *in)
+{
+    size_t have = evbuffer_get_length(in), n;
+    char *line, *end;
+    switch (up->ch) {
+    case CH_SIZE:
+    case CH_TRAILER:
+        if (!(line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)))
+            return have > 4096 ? -1 : 0;
+        if (up->ch == CH_TRAILER) {
+            free(line);
+            if (n == 0)
+                body_done(up);
+            return 1;
+        }
+        up->remaining = strtoll(line, &end, 16);
+        if (end == line || up->remaining < 0 || (*end && *end != ';' && *end != ' ')) {
+            free(line);
+            return -1;
+        }
+        free(line);
+        up->ch = up->remaining ? CH_DATA : CH_TRAILER;
+        return 1;
+    case CH_DATA:
+        if (!have)
+            return 0;
+        n = have < (size_t)up->remaining ? have : (size_t)up->remaining;
+        up->remaining -= (long long)n;
+        if (!up->remaining)
+            up->ch = CH_DATA_CRLF;
+        deliver(up, in, n);
+        return 1;
+    case CH_DATA_CRLF:
+        if (have < 2)
+            return 0;
+        {
+            char crlf[2];
+            evbuffer_remove(in, crlf, 2);
+            if (crlf[0] != '\r' || crlf[1] != '\n')
+                return -1;
+        }
+        up->ch = CH_SIZE;
+        return 1;
+    }
+    return -1;
+}
+
+static int read_body(struct upstream *up, struct evbuffer *in)
+{
+    size_t have = evbuffer_get_length(in), n;
+    if (up->paused)
+        return 0;
+    switch (up->mode) {
+    case BODY_CL:
+        if (!have)
+            return 0;
+        n = have < (size_t)up->remaining ? have : (size_t)up->remaining;
+        up->remaining -= (long long)n;
+        deliver(up, in, n);
+        if (!up->dead && !up->remaining)
+            body_done(up);
+        return 1;
+    case BODY_CHUNKED:
+        return read_chunked(up, in);
+    case BODY_EOF:
+        if (!have)
+            return 0;
+        deliver(up, in, have);
+        return 1;
+    case BODY_NONE:
+        return 0;
+    }
+    return -1;
+}
+
+/* Consume what the input holds, as far as the state allows. */
+static void process(struct upstream *up)
+{
+    struct evbuffer *in = bufferevent_get_input(up->bev);
+    int rc = 1, proto_err = 0;
+    up->in_cb = 1;
+    while (rc > 0 && !up->dead) {
+        switch (up->state) {
+        case UP_WAIT_HEAD:
+        case UP_HEADERS:
+            rc = read_head(up, in);
+            break;
+        case UP_BODY:
+            rc = read_body(up, in);
+            break;
+        case UP_IDLE:
+            /* Bytes nobody asked for: the connection is not reusable. */
+            rc = evbuffer_get_length(in) ? -1 : 0;
+            if (rc < 0)
+                up->dead = 1, rc = 0;
+            break;
+        default:
+            rc = 0;
+        }
+        if (rc < 0)
+            proto_err = 1;
+    }
+    up->in_cb = 0;
+    if (proto_err && !up->dead)
+        fail(up, up->state == UP_BODY ? UPSTREAM_EBODY : UPSTREAM_EPROTO);
+    else if (up->dead)
+        up_free(up);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    process(arg);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct upstream *up = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {
+        up->state = UP_WAIT_HEAD;
+        bufferevent_set_timeouts(up->bev, &up->to.first_byte, &up->to.first_byte);
+        return;
+    }
+    switch (up->state) {
+    case UP_CONNECTING:
+        fail(up, (what & BEV_EVENT_TIMEOUT) ? UPSTREAM_ETIMEOUT_CONNECT : UPSTREAM_ECONNECT);
+        break;
+    case UP_WAIT_HEAD:
+    case UP_HEADERS:
+        fail(up, (what & BEV_EVENT_TIMEOUT) ? UPSTREAM_ETIMEOUT_HEAD : UPSTREAM_ERESET);
+        break;
+    case UP_BODY:
+        if (up->mode == BODY_EOF && (what & BEV_EVENT_EOF)) {
+            process(up); /* anything still buffered */
+            if (!up->dead) {
+                up->keepalive = 0;
+                body_done(up);
+            }
+            return;
+        }
+        fail(up, (what & BEV_EVENT_TIMEOUT) ? UPSTREAM_ETIMEOUT_IDLE : UPSTREAM_EBODY);
+        break;
+    default: /* idle in the pool, or done and waiting for release */
+        up_close(up);
+    }
+}
+
+void upstream_pause(struct upstream *up, int paused)
+{
+    if (up->paused == (unsigned)!!paused)
+        return;
+    up->paused = !!paused;
+    if (paused) {
+        bufferevent_disable(up->bev, EV_READ);
+        return;
+    }
+    bufferevent_enable(up->bev, EV_READ);
+    if (!up->in_cb)
+        process(up);
+}
+
+void upstream_release(struct upstream *up)
+{
+    struct backend *be = up->be;
+    if (!up->keepalive || up->state != UP_DONE ||
+        evbuffer_get_length(bufferevent_get_input(up->bev))) {
+        up_close(up);
+        return;
+    }
+    up->cbs = NULL;
+    up->arg = NULL;
+    up->state = UP_IDLE;
+    up->paused = 0;
+    /* Idle: no timeout, but reading stays on so a close is noticed. */
+    bufferevent_set_timeouts(up->bev, NULL, NULL);
+    bufferevent_enable(up->bev, EV_READ);
+    up->next = be->idle;
+    up->prev = NULL;
+    if (be->idle)
+        be->idle->prev = up;
+    be->idle = up;
+    be->nidle++;
+    up->pooled = 1;
+}
+
+void upstream_abort(struct upstream *up)
+{
+    if (up)
+        up_close(up);
+}
+
+void upstream_pool_drain(struct backend *be)
+{
+    while (be->idle)
+        up_free(be->idle);
+}

@@ -1,0 +1,78 @@
+/* upstream.h - HTTP/1.1 client connections to backends, with a keep-alive
+ * pool per backend.
+ *
+ * States of a connection:
+ *   CONNECTING -> SENDING/WAIT_HEAD (request written, no response yet)
+ *     -> BODY (head delivered) -> IDLE (response complete, back in the pool)
+ *   any state -> freed on error, abort, or a response that cannot be reused.
+ * An IDLE connection watches its socket; if the backend closes it, it is
+ * freed and never handed out. Only one request is in flight on a connection.
+ *
+ * Ownership: while a request runs, the connection belongs to the caller (the
+ * session) who must end it with exactly one upstream_release() (after
+ * on_done) or upstream_abort(). Callbacks may call upstream_abort() on the
+ * connection that called them; it is then freed when the callback returns. */
+#ifndef PX_UPSTREAM_H
+#define PX_UPSTREAM_H
+
+#include <event2/event.h>
+#include <event2/keyvalq_struct.h>
+#include <stddef.h>
+
+struct backend;
+struct evbuffer;
+
+enum upstream_err {
+    UPSTREAM_ECONNECT = 1, /* connect refused or failed */
+    UPSTREAM_ETIMEOUT_CONNECT,
+    UPSTREAM_ERESET,            /* closed or reset before the response head */
+    UPSTREAM_ETIMEOUT_HEAD,     /* no response head within first_byte_s */
+    UPSTREAM_ETIMEOUT_IDLE,     /* no body bytes within idle_s */
+    UPSTREAM_EBODY,             /* closed or reset in the middle of the body */
+    UPSTREAM_EPROTO,            /* unparsable response */
+};
+
+struct upstream_cbs {
+    /* The response head. HEADERS are valid during the call only. Return 0
+     * to go on, -1 if the caller aborted the connection. */
+    int (*on_head)(void *arg, int status, const char *reason, struct evkeyvalq *headers,
+                   long long content_length);
+    /* Body bytes: the callee must remove all LEN bytes from SRC. */
+    void (*on_body)(void *arg, struct evbuffer *src, size_t len);
+    /* The response is complete; the caller must now release or abort. */
+    void (*on_done)(void *arg);
+    /* The request failed; the connection is already freed. */
+    void (*on_error)(void *arg, enum upstream_err err);
+};
+
+struct upstream_timeouts {
+    struct timeval connect, first_byte, idle;
+};
+
+struct upstream;
+
+/* Start REQ (a complete request head plus body, which is drained) on an idle
+ * pooled connection to BE or a new one. Returns the connection, or NULL when
+ * a socket could not even be created (then nothing was called). */
+struct upstream *upstream_start(struct event_base *base, struct backend *be,
+                                struct evbuffer *req, const struct upstream_timeouts *to,
+                                const struct upstream_cbs *cbs, void *arg);
+
+/* Stop (1) or resume (0) reading the response: back pressure. Resuming may
+ * deliver buffered body bytes, and on_done, before it returns. */
+void upstream_pause(struct upstream *up, int paused);
+
+/* After on_done: return the connection to its backend's pool. */
+void upstream_release(struct upstream *up);
+
+/* Close the connection at once (the backend sees the hang-up and stops
+ * generating). No callback is called. */
+void upstream_abort(struct upstream *up);
+
+/* Close all idle connections of BE (removal, shutdown). */
+void upstream_pool_drain(struct backend *be);
+
+/* A short name for ERR, for logs and error replies. */
+const char *upstream_strerror(enum upstream_err err);
+
+#endif

@@ -1,0 +1,196 @@
+"""ollama-proxy: its own endpoints, header handling, errors it makes itself,
+the full queue, the queue timeout, --check and the drain on SIGTERM."""
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+from harness import (Proc, Proxy, Sim, binary, eq, get, http, ok, post, run, tmpdir,
+                     wait_until, SLOW)
+
+GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+
+
+def test_root_and_status():
+    sim = Sim()
+    px = Proxy([("gpu0", sim.url, 2)])
+    r = get(px.url + "/")
+    eq(r.status, 200, "GET /")
+    eq(r.body, b"Ollama is running", "GET / body")
+    ok(r.headers["content-type"].startswith("text/plain"), r.headers)
+    eq(http("HEAD", px.url + "/").status, 200, "HEAD /")
+    st = px.status()
+    b = st["backends"][0]
+    for k in ("name", "url", "healthy", "in_flight", "max_concurrent", "served", "failed",
+              "models", "loaded"):
+        ok(k in b, "status backend lacks %s: %r" % (k, b))
+    eq(b["max_concurrent"], 2, "max_concurrent")
+    eq(st["queue"]["max_length"], 1024, "queue max_length default")
+    ok("uptime_s" in st, "uptime_s")
+    eq(px.stop(), 0, "exit code after SIGTERM")
+
+
+def test_proxied_headers():
+    sim = Sim()
+    px = Proxy([("gpu0", sim.url, 2)])
+    r = post(px.url + "/api/generate", GEN,
+             headers={"Host": "evil.example.com", "Connection": "keep-alive, X-Hop",
+                      "Keep-Alive": "timeout=5", "X-Forwarded-For": "10.1.2.3",
+                      "X-Custom": "kept"})
+    # The sim answers a foreign Host with 403 as Ollama on loopback does:
+    # a 200 proves the Host was rewritten to the backend's.
+    eq(r.status, 200, "proxied generate: %r" % r)
+    eq(r.headers.get("x-backend"), "gpu0", "X-Backend")
+    ok(r.json()["done"] is True, r.body)
+    h = {k.lower(): v for k, v in sim.stats()["last_headers"].items()}
+    eq(h.get("host"), "127.0.0.1:%d" % sim.port, "Host sent upstream")
+    eq(h.get("x-forwarded-for"), "10.1.2.3, 127.0.0.1", "X-Forwarded-For")
+    eq(h.get("x-custom"), "kept", "end-to-end header")
+    ok("keep-alive" not in h, "hop-by-hop Keep-Alive forwarded: %r" % h)
+    # Non-proxied paths still reach a backend, with X-Backend.
+    r = get(px.url + "/api/tags")
+    eq(r.status, 200, "tags")
+    eq(r.headers.get("x-backend"), "gpu0", "X-Backend on GET")
+    # An error from the backend passes through as it is.
+    r = post(px.url + "/api/generate", {"model": "nope", "prompt": "x"})
+    eq(r.status, 404, "unknown model passes through")
+    eq(r.json()["error"], "model 'nope' not found", "Ollama's text")
+    px.stop()
+
+
+def test_bad_bodies():
+    sim = Sim()
+    px = Proxy([("gpu0", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
+    r = post(px.url + "/api/chat", "{not json")
+    eq(r.status, 400, "bad JSON")
+    ok("invalid JSON" in r.json()["error"], r.body)
+    r = post(px.url + "/api/chat", {"messages": []})
+    eq(r.status, 400, "no model")
+    eq(r.json()["error"], "model is required", "no model text")
+    r = post(px.url + "/v1/chat/completions", {"messages": []})
+    eq(r.status, 400, "no model on /v1")
+    eq(r.json()["error"]["message"], "model is required", "OpenAI error shape")
+    eq(r.json()["error"]["type"], "invalid_request_error", "OpenAI error type")
+    r = post(px.url + "/api/generate", "")
+    eq(r.status, 400, "empty body")
+    big = b'{"model":"llama3","prompt":"' + b"x" * (2 << 20) + b'"}'
+    r = post(px.url + "/api/generate", big)
+    eq(r.status, 413, "body over max_body_mb with Content-Length")
+    # Chunked upload without Content-Length.
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    try:
+        for _ in range(40):
+            s.sendall(b"10000\r\n" + b"y" * 0x10000 + b"\r\n")
+    except OSError:
+        pass  # the proxy may stop reading once it has answered
+    s.settimeout(10 * SLOW)
+    head = s.recv(200)
+    s.close()
+    ok(head.startswith(b"HTTP/1.1 413"), "chunked body over the limit: %r" % head)
+    # The proxy keeps serving everyone else.
+    eq(post(px.url + "/api/generate", GEN).status, 200, "still serving")
+    eq(sim.stats()["requests"], 1, "bad requests never reached the backend")
+    px.stop()
+
+
+def _send_all(url, n, body):
+    out = [None] * n
+
+    def one(i):
+        try:
+            out[i] = post(url + "/api/generate", body, timeout=60)
+        except Exception as e:
+            out[i] = e
+    ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+        time.sleep(0.02)
+    for t in ts:
+        t.join()
+    return out
+
+
+def test_queue_full_503():
+    sim = Sim("--parallel", "8", "--ttft-ms", "1500", "--tokens", "2")
+    px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 2; timeout_s = 60; };")
+    res = _send_all(px.url, 6, GEN)
+    codes = sorted(r.status for r in res)
+    eq(codes, [200, 200, 200, 503, 503, 503], "1 in flight + 2 queued, 3 refused")
+    for r in res:
+        if r.status == 503:
+            ok(int(r.headers["retry-after"]) >= 1, "Retry-After: %r" % r.headers)
+            ok("queue full" in r.json()["error"], r.body)
+    eq(sim.stats()["max_in_flight"], 1, "the cap held")
+    px.stop()
+
+
+def test_queue_timeout_503():
+    sim = Sim("--parallel", "4", "--ttft-ms", "3000", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 1)], extra="queue = { timeout_s = 0.5; };")
+    res = _send_all(px.url, 2, GEN)
+    codes = sorted(r.status for r in res)
+    eq(codes, [200, 503], "the second waits 0.5 s, then 503")
+    r = [r for r in res if r.status == 503][0]
+    ok("retry-after" in r.headers, "Retry-After on queue timeout")
+    ok("timed out" in r.json()["error"], r.body)
+    eq(px.status()["queue"]["length"], 0, "queue empty")
+    px.stop()
+
+
+def test_check():
+    good = os.path.join(os.environ.get("OP_SOURCE_DIR", "../.."), "conf", "ollama-proxy.conf")
+    r = subprocess.run([binary("ollama-proxy"), "--check", "-c", good], capture_output=True,
+                       text=True)
+    eq(r.returncode, 0, "--check on the shipped config: " + r.stderr)
+    ok("gpu0" in r.stdout and "fleet slots" in r.stdout, r.stdout)
+    bad = os.path.join(tmpdir(), "bad.conf")
+    with open(bad, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nbackends = (\n { name = "a"; url = "http://h:1"; '
+                'max_concurrent = 1; }\n);\ntimeouts = { conect_s = 3; };\n')
+    r = subprocess.run([binary("ollama-proxy"), "--check", "-c", bad], capture_output=True,
+                       text=True)
+    eq(r.returncode, 1, "--check on a typo")
+    ok(r.stderr.startswith(bad + ":5:") and "conect_s" in r.stderr, r.stderr)
+    with open(bad, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nbackends = ( { name = "a"; url = "ftp://h"; '
+                'max_concurrent = 0; } );\n')
+    r = subprocess.run([binary("ollama-proxy"), "--check", "-c", bad], capture_output=True,
+                       text=True)
+    eq(r.returncode, 1, "--check on bad values")
+    ok(":2:" in r.stderr, r.stderr)
+    r = subprocess.run([binary("ollama-proxy"), "--bogus"], capture_output=True, text=True)
+    eq(r.returncode, 2, "bad flag")
+    ok("--bogus" in r.stderr, r.stderr)
+
+
+def test_sigterm_drains():
+    sim = Sim("--parallel", "4", "--ttft-ms", "800", "--tokens", "3")
+    px = Proxy([("gpu0", sim.url, 1)])
+    res = {}
+
+    def go(i):
+        res[i] = post(px.url + "/api/generate", GEN, timeout=30)
+    ts = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in ts:
+        t.start()
+    wait_until(lambda: px.status()["queue"]["length"] == 1, what="one queued")
+    px.proc.signal(signal.SIGTERM)
+    time.sleep(0.2)
+    # New connections are refused while the accepted requests finish.
+    try:
+        socket.create_connection(("127.0.0.1", px.port), timeout=1).close()
+        refused = False
+    except OSError:
+        refused = True
+    ok(refused, "still accepting after SIGTERM")
+    for t in ts:
+        t.join()
+    eq(sorted(r.status for r in res.values()), [200, 200], "in-flight and queued finished")
+    px.proc.p.wait(10 * SLOW)
+    eq(px.proc.p.returncode, 0, "exit code")
+
+
+run(globals())

@@ -1,0 +1,84 @@
+"""ollama-proxy: retries before the first byte (busy 503, reset, refused
+connect) and a backend killed in the middle of a run."""
+import threading
+import time
+
+import aclient
+from harness import Proxy, Sim, eq, ok, post, run, wait_until, SLOW
+
+GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+
+
+def test_backend_killed_mid_run():
+    a = Sim("--parallel", "4", "--ttft-ms", "100", "--tokens", "2", "--tokens-per-s", "50")
+    b = Sim("--parallel", "4", "--ttft-ms", "100", "--tokens", "2", "--tokens-per-s", "50")
+    px = Proxy([("a", a.url, 4), ("b", b.url, 4)])
+    n = 200
+    reqs = [dict(method="POST", path="/api/generate", body=GEN, timeout=120)] * n
+
+    def killer():
+        time.sleep(1.0)
+        a.kill()
+    t = threading.Thread(target=killer)
+    t.start()
+    res = aclient.run(aclient.many(px.port, reqs, 16))
+    t.join()
+    bad = [(r.status, r.error, r.body[:80]) for r in res if r.status != 200]
+    ok(not bad, "%d failed after the kill: %r" % (len(bad), bad[:5]))
+    st = px.status()
+    sa = [x for x in st["backends"] if x["name"] == "a"][0]
+    ok(sa["failed"] >= 1 and not sa["healthy"], "a counted down: %r" % sa)
+    ok(b.stats()["served"] > n / 2, "b took over")
+    px.stop()
+
+
+def test_retry_on_busy_503():
+    # a refuses with Ollama's busy 503 once 1 request waits; b has room.
+    a = Sim("--parallel", "1", "--max-waiting", "1", "--ttft-ms", "300", "--tokens", "1")
+    b = Sim("--parallel", "8", "--ttft-ms", "300", "--tokens", "1")
+    # The proxy's cap on a (3) is above what a takes (1 running, 1
+    # waiting): its 503s must be retried on b, never reach the client.
+    px = Proxy([("a", a.url, 3), ("b", b.url, 4)])
+    reqs = [dict(method="POST", path="/api/generate", body=GEN, timeout=60)] * 24
+    res = aclient.run(aclient.many(px.port, reqs, 6))
+    eq(sorted(set(r.status for r in res)), [200], "every request answered 200")
+    ok(a.stats()["rejected"] >= 1, "a did answer 503s: %r" % a.stats()["rejected"])
+    px.stop()
+
+
+def test_retry_on_reset_and_refused():
+    a = Sim("--reset-rate", "1.0", "--ttft-ms", "0", "--tokens", "1")
+    b = Sim("--parallel", "4", "--ttft-ms", "0", "--tokens", "1")
+    dead = "http://127.0.0.1:1"  # nothing listens on port 1
+    px = Proxy([("reset", a.url, 2), ("dead", dead, 2), ("good", b.url, 2)])
+    for i in range(10):
+        r = post(px.url + "/api/generate", GEN)
+        eq(r.status, 200, "request %d" % i)
+        eq(r.headers["x-backend"], "good", "served by the good one")
+    st = {x["name"]: x for x in px.status()["backends"]}
+    ok(st["dead"]["failed"] >= 1 and st["reset"]["failed"] >= 1, "failures counted: %r" % st)
+    px.stop()
+
+
+def test_all_backends_fail_502():
+    # After 2 failures the backend is down; the third try waits for its
+    # retry time (health.interval_s), then fails too: 502.
+    px = Proxy([("dead", "http://127.0.0.1:1", 2)], extra="health = { interval_s = 0.3; };")
+    r = post(px.url + "/api/generate", GEN)
+    eq(r.status, 502, "no backend could answer")
+    ok("dead" in r.json()["error"], r.body)
+    px.stop()
+
+
+def test_first_byte_timeout_504():
+    sim = Sim("--ttft-ms", "3000", "--tokens", "1")
+    px = Proxy([("slow", sim.url, 1)], extra="timeouts = { first_byte_s = 0.5; };")
+    t0 = time.time()
+    r = post(px.url + "/api/generate", GEN)
+    eq(r.status, 504, "first byte timeout")
+    ok(time.time() - t0 < 2.5 * SLOW, "answered at the timeout")
+    wait_until(lambda: sim.stats()["cancelled"] == 1, what="the upstream was aborted")
+    px.stop()
+
+
+run(globals())
