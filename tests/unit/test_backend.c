@@ -1,0 +1,97 @@
+/* Unit test of proxy/backend.c: the least-loaded choice, as a property
+ * (h2o's least_conn test): the chosen backend never has a strictly lower
+ * in_flight/max_concurrent than another available one, ties rotate, full
+ * or down backends are skipped, AVOID is a last resort. */
+#include <stdlib.h>
+
+#include "backend.h"
+#include "check.h"
+
+static struct backend bes[4];
+static struct backend *list[4] = {&bes[0], &bes[1], &bes[2], &bes[3]};
+
+static void reset(const int *caps, const int *inflight)
+{
+    for (int i = 0; i < 4; i++) {
+        bes[i] = (struct backend){0};
+        bes[i].max_concurrent = caps[i];
+        bes[i].in_flight = inflight[i];
+        bes[i].healthy = 1;
+    }
+}
+
+static int acceptable(const struct backend *chosen)
+{
+    for (int i = 0; i < 4; i++) {
+        const struct backend *b = &bes[i];
+        if (!backend_available(b, 0))
+            continue;
+        if ((long long)b->in_flight * chosen->max_concurrent <
+            (long long)chosen->in_flight * b->max_concurrent)
+            return 0;
+    }
+    return 1;
+}
+
+int main(void)
+{
+    unsigned rr = 0;
+    int seen[4] = {0};
+    int caps[4] = {4, 4, 4, 4}, zero[4] = {0, 0, 0, 0};
+    struct backend *b;
+
+    /* Random loads: the choice is always acceptable. */
+    srand(7);
+    for (int t = 0; t < 2000; t++) {
+        int c[4], f[4];
+        for (int i = 0; i < 4; i++) {
+            c[i] = 1 + rand() % 8;
+            f[i] = rand() % (c[i] + 1);
+        }
+        reset(c, f);
+        if (rand() % 2) { /* one down, not yet due for a retry */
+            int d = rand() % 4;
+            bes[d].healthy = 0;
+            bes[d].retry_at_ms = 1e18;
+        }
+        b = backend_pick(list, 4, &rr, NULL, 0);
+        if (b) {
+            CHECK(acceptable(b));
+            CHECK(b->in_flight < b->max_concurrent && b->healthy);
+        } else {
+            for (int i = 0; i < 4; i++)
+                CHECK(!backend_available(&bes[i], 0));
+        }
+    }
+    /* Ties rotate. */
+    reset(caps, zero);
+    for (int t = 0; t < 8; t++)
+        seen[backend_pick(list, 4, &rr, NULL, 0) - bes]++;
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(seen[i], 2);
+    /* A slot at a time: filling 16 slots spreads them evenly. */
+    reset(caps, zero);
+    for (int t = 0; t < 16; t++)
+        backend_acquire(backend_pick(list, 4, &rr, NULL, 0));
+    for (int i = 0; i < 4; i++)
+        CHECK_INT(bes[i].in_flight, 4);
+    CHECK(backend_pick(list, 4, &rr, NULL, 0) == NULL);
+    /* AVOID only when nothing else is free. */
+    reset(caps, zero);
+    bes[1].in_flight = bes[2].in_flight = bes[3].in_flight = 4;
+    CHECK(backend_pick(list, 4, &rr, &bes[0], 0) == &bes[0]);
+    bes[3].in_flight = 3;
+    CHECK(backend_pick(list, 4, &rr, &bes[0], 0) == &bes[3]);
+    /* Down after fail_after failures; tried again at retry time. */
+    reset(caps, zero);
+    backend_note_failure(&bes[0], 2, 5, 1000);
+    CHECK_INT(bes[0].healthy, 1);
+    backend_note_failure(&bes[0], 2, 5, 1000);
+    CHECK_INT(bes[0].healthy, 0);
+    CHECK(!backend_available(&bes[0], 5999));
+    CHECK(backend_available(&bes[0], 6000));
+    backend_note_success(&bes[0]);
+    CHECK_INT(bes[0].healthy, 1);
+    CHECK_INT(bes[0].consecutive_failures, 0);
+    CHECK_DONE();
+}

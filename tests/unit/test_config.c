@@ -1,0 +1,84 @@
+/* Unit test of proxy/config.c: defaults, every error names FILE:LINE. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "config.h"
+
+static char path[64];
+
+static struct px_config *load(const char *text, char *err, size_t n)
+{
+    FILE *f;
+    snprintf(path, sizeof path, "/tmp/test_config_%d.conf", (int)getpid());
+    f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    return config_load(path, err, n);
+}
+
+static void expect_error(const char *text, int line, const char *needle)
+{
+    char err[512], want[96];
+    struct px_config *c = load(text, err, sizeof err);
+    CHECK(c == NULL);
+    config_free(c);
+    snprintf(want, sizeof want, "%s:%d: ", path, line);
+    CHECK(strncmp(err, want, strlen(want)) == 0);
+    CHECK(strstr(err, needle) != NULL);
+    if (strncmp(err, want, strlen(want)) != 0 || !strstr(err, needle))
+        fprintf(stderr, "  got: %s\n", err);
+}
+
+#define BE "backends = ( { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 2; } );\n"
+
+int main(void)
+{
+    char err[512];
+    struct px_config *c = load("listen = \"127.0.0.1:11434\";\n" BE, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->listen_port, 11434);
+        CHECK_INT(c->nbackends, 1);
+        CHECK_INT(c->backends[0].port, 1);
+        CHECK_STR(c->backends[0].host, "127.0.0.1");
+        CHECK_INT(c->queue_max_length, 1024);
+        CHECK(c->queue_timeout_s == 600 && c->connect_s == 3 && c->first_byte_s == 600);
+        CHECK(c->idle_s == 300 && c->shutdown_timeout_s == 30);
+        CHECK_INT(c->max_body_mb, 64);
+    }
+    config_free(c);
+    c = load("listen = \"[::1]:8080\";\n" BE "queue = { timeout_s = 0.5; max_length = 3; };\n"
+             "auth = { keys = ( { name = \"k\"; key = \"s\"; priority = \"low\"; } ); };\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_STR(c->listen_host, "::1");
+        CHECK(c->queue_timeout_s == 0.5);
+        CHECK_INT(c->nkeys, 1);
+        CHECK_INT(c->keys[0].priority, PRIO_LOW);
+    }
+    config_free(c);
+    expect_error(BE, 0, "missing \"listen\"");
+    expect_error("listen = \"x:1\";\n", 0, "missing \"backends\"");
+    expect_error("listen = \"x:1\";\n" BE "queue = { max_lenght = 3; };\n", 3, "max_lenght");
+    expect_error("listen = \"x:1\";\n" BE "colour = 3;\n", 3, "unknown key \"colour\"");
+    expect_error("listen = \"x:1\";\n" BE "timeouts = { idle_s = -1; };\n", 3, "out of range");
+    expect_error("listen = \"x:1\";\nbackends = ( { name = \"a\"; url = \"http://h:1/api\"; "
+                 "max_concurrent = 1; } );\n", 2, "path");
+    expect_error("listen = \"x:1\";\nbackends = ( { name = \"a\"; url = \"http://h:1\"; } );\n",
+                 2, "max_concurrent");
+    expect_error("listen = \"x:1\";\nbackends = ( { name = \"a\"; url = \"http://h:1\"; "
+                 "max_concurrent = 1; },\n { name = \"a\"; url = \"http://h:2\"; "
+                 "max_concurrent = 1; } );\n", 3, "duplicate");
+    expect_error("listen = \"nocolon\";\n" BE, 1, "listen");
+    expect_error("listen = \"x:1\";\n" BE "queue = { max_length = ; };\n", 3, "syntax error");
+    expect_error("listen = \"x:1\";\nbackends = ();\n", 2, "empty");
+    expect_error("listen = \"x:1\";\n" BE "queue = { max_length = 1.5; };\n", 3, "integer");
+    unlink(path);
+    CHECK_INT(config_load("/nonexistent/x.conf", err, sizeof err) == NULL, 1);
+    CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);
+    CHECK_DONE();
+}
