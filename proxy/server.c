@@ -187,6 +187,9 @@ int server_start(struct proxy *px)
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
     evhttp_set_max_body_size(px->http, (ev_ssize_t)px->cfg->max_body_mb * 1024 * 1024);
     evhttp_set_max_headers_size(px->http, 64 * 1024);
+    /* Read (and drop) an oversized body before answering 413, so that the
+     * answer is not lost to a reset of a socket closed with unread data. */
+    evhttp_set_flags(px->http, EVHTTP_SERVER_LINGERING_CLOSE);
     evhttp_set_timeout(px->http, (int)px->cfg->idle_s);
     evhttp_set_default_content_type(px->http, "application/json; charset=utf-8");
     evhttp_set_gencb(px->http, on_request, px);

@@ -503,7 +503,9 @@ static void dispatch(struct session *s, struct backend *be)
         s->t_dispatch = net_now_ms();
     backend_acquire(be);
     req = build_request(s, be);
-    s->up = upstream_start(s->px->base, be, req, &s->px->uto, &up_cbs, s);
+    s->up = upstream_start(s->px->base, be, req,
+                           evhttp_request_get_command(s->req) == EVHTTP_REQ_HEAD, &s->px->uto,
+                           &up_cbs, s);
     evbuffer_free(req);
     if (!s->up)
         retry_or_fail(s, UPSTREAM_ECONNECT, 0);

@@ -48,6 +48,7 @@ struct upstream {
     unsigned in_cb : 1;
     unsigned dead : 1;
     unsigned pooled : 1;
+    unsigned head_req : 1;
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -147,7 +148,8 @@ static struct upstream *connect_new(struct event_base *base, struct backend *be)
 }
 
 struct upstream *upstream_start(struct event_base *base, struct backend *be,
-                                struct evbuffer *req, const struct upstream_timeouts *to,
+                                struct evbuffer *req, int head_req,
+                                const struct upstream_timeouts *to,
                                 const struct upstream_cbs *cbs, void *arg)
 {
     struct upstream *up = be->idle;
@@ -163,6 +165,7 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
     up->keepalive = 1;
     up->paused = 0;
     up->informational = 0;
+    up->head_req = !!head_req;
     if (up->state == UP_CONNECTING)
         bufferevent_set_timeouts(up->bev, &to->first_byte, &to->connect);
     else
@@ -213,7 +216,7 @@ static int finish_head(struct upstream *up)
 
     if (conn && strcasestr(conn, "close"))
         up->keepalive = 0;
-    if (up->status == 204 || up->status == 304) {
+    if (up->head_req || up->status == 204 || up->status == 304) {
         up->mode = BODY_NONE;
     } else if (te && strcasestr(te, "chunked")) {
         up->mode = BODY_CHUNKED;

@@ -52,10 +52,13 @@ struct upstream_timeouts {
 struct upstream;
 
 /* Start REQ (a complete request head plus body, which is drained) on an idle
- * pooled connection to BE or a new one. Returns the connection, or NULL when
- * a socket could not even be created (then nothing was called). */
+ * pooled connection to BE or a new one. HEAD_REQ: the request is a HEAD, so
+ * the response has no body whatever its headers say. Returns the
+ * connection, or NULL when a socket could not even be created (then nothing
+ * was called). */
 struct upstream *upstream_start(struct event_base *base, struct backend *be,
-                                struct evbuffer *req, const struct upstream_timeouts *to,
+                                struct evbuffer *req, int head_req,
+                                const struct upstream_timeouts *to,
                                 const struct upstream_cbs *cbs, void *arg);
 
 /* Stop (1) or resume (0) reading the response: back pressure. Resuming may
