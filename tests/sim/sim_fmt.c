@@ -1,0 +1,357 @@
+/* sim_fmt.c - Ollama's JSON shapes, written straight into evbuffers in
+ * Go's field order (faster than building jansson trees per chunk). */
+#include "sim.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+void fmt_jstr(struct evbuffer *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    char out[512];
+    size_t o = 0;
+    out[o++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (o > sizeof out - 8) {
+            evbuffer_add(b, out, o);
+            o = 0;
+        }
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c == '\n') {
+            out[o++] = '\\';
+            out[o++] = 'n';
+        } else if (c == '\t') {
+            out[o++] = '\\';
+            out[o++] = 't';
+        } else if (c == '\r') {
+            out[o++] = '\\';
+            out[o++] = 'r';
+        } else if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+            /* Go escapes <, > and & in JSON strings too */
+            memcpy(out + o, "\\u00", 4);
+            o += 4;
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    out[o++] = '"';
+    evbuffer_add(b, out, o);
+}
+
+void fmt_jcstr(struct evbuffer *b, const char *s)
+{
+    fmt_jstr(b, s, strlen(s));
+}
+
+double fmt_wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* Go's RFC3339Nano: fraction with trailing zeros removed. */
+static void frac_trim(char *out, size_t len, long ns)
+{
+    if (ns == 0) {
+        out[0] = '\0';
+        return;
+    }
+    snprintf(out, len, ".%09ld", ns % 1000000000L);
+    size_t n = strlen(out);
+    while (n > 1 && out[n - 1] == '0')
+        out[--n] = '\0';
+}
+
+void fmt_rfc3339_utc(char *out, size_t len)
+{
+    static time_t cached_sec = -1;
+    static char cached[32];
+    struct timespec ts;
+    char frac[24];
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != cached_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(cached, sizeof cached, "%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = ts.tv_sec;
+    }
+    frac_trim(frac, sizeof frac, ts.tv_nsec);
+    snprintf(out, len, "%s%sZ", cached, frac);
+}
+
+void fmt_local_time(char *out, size_t len, double wall)
+{
+    time_t sec = (time_t)wall;
+    long ns = (long)((wall - (double)sec) * 1e9);
+    struct tm tm;
+    char base[40], frac[24];
+    if (wall > 253402300799.0) { /* past year 9999: Go's "forever" is ~2318 */
+        sec = 10942837200LL;     /* 2316-10-07 */
+        ns = 0;
+    }
+    localtime_r(&sec, &tm);
+    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
+    frac_trim(frac, sizeof frac, ns < 0 ? 0 : ns);
+    long off = tm.tm_gmtoff;
+    if (off == 0) {
+        snprintf(out, len, "%s%sZ", base, frac);
+        return;
+    }
+    char sign = off < 0 ? '-' : '+';
+    if (off < 0)
+        off = -off;
+    snprintf(out, len, "%s%s%c%02ld:%02ld", base, frac, sign, off / 3600, (off / 60) % 60);
+}
+
+static int is_chat(const struct job *job)
+{
+    return job->kind == JK_CHAT;
+}
+
+static void native_head(struct evbuffer *b, struct job *job)
+{
+    char ts[48];
+    fmt_rfc3339_utc(ts, sizeof ts);
+    evbuffer_add(b, "{\"model\":", 9);
+    fmt_jcstr(b, job->model_name);
+    evbuffer_add_printf(b, ",\"created_at\":\"%s\",", ts);
+}
+
+void fmt_native_chunk(struct evbuffer *b, struct job *job, const char *s, size_t n)
+{
+    native_head(b, job);
+    if (is_chat(job)) {
+        evbuffer_add(b, "\"message\":{\"role\":\"assistant\",\"content\":", 40);
+        fmt_jstr(b, s, n);
+        evbuffer_add(b, "},\"done\":false}\n", 16);
+    } else {
+        evbuffer_add(b, "\"response\":", 11);
+        fmt_jstr(b, s, n);
+        evbuffer_add(b, ",\"done\":false}\n", 15);
+    }
+}
+
+static long long sim_ns(long long real_ns)
+{
+    double v = (double)real_ns * simcfg.time_scale;
+    return v < 1 ? 1 : (long long)v;
+}
+
+static void metrics(struct evbuffer *b, struct job *job)
+{
+    long long total = sim_ns(job->t_end - job->t0), load = sim_ns(job->t_runner - job->t0);
+    long long pe = sim_ns(job->t_first - job->t_slot), ev = sim_ns(job->t_end - job->t_first);
+    if (total < load + pe + ev)
+        total = load + pe + ev;
+    evbuffer_add_printf(b,
+                        ",\"total_duration\":%lld,\"load_duration\":%lld,\"prompt_eval_count\":%d,"
+                        "\"prompt_eval_duration\":%lld,\"eval_count\":%d,\"eval_duration\":%lld}",
+                        total, load, job->prompt_tokens, pe, job->ntok, ev);
+}
+
+static void context_ids(struct evbuffer *b, struct job *job)
+{
+    int n = job->prompt_tokens + job->ntok;
+    char tmp[16];
+    evbuffer_add(b, ",\"context\":[", 12);
+    for (int i = 0; i < n; i++) {
+        int l = snprintf(tmp, sizeof tmp, i ? ",%d" : "%d", 128000 + (i * 7919) % 4000);
+        evbuffer_add(b, tmp, (size_t)l);
+    }
+    evbuffer_add(b, "]", 1);
+}
+
+void fmt_native_final(struct evbuffer *b, struct job *job, int with_text)
+{
+    const char *s = with_text ? job->answer : "";
+    size_t n = with_text ? (size_t)job->tok_off[job->ntok] : 0;
+    const char *reason = job->length_cut ? "length" : "stop";
+    native_head(b, job);
+    if (is_chat(job)) {
+        evbuffer_add(b, "\"message\":{\"role\":\"assistant\",\"content\":", 40);
+        fmt_jstr(b, s, n);
+        evbuffer_add_printf(b, "},\"done\":true,\"done_reason\":\"%s\"", reason);
+    } else {
+        evbuffer_add(b, "\"response\":", 11);
+        fmt_jstr(b, s, n);
+        evbuffer_add_printf(b, ",\"done\":true,\"done_reason\":\"%s\"", reason);
+        context_ids(b, job);
+    }
+    metrics(b, job);
+}
+
+void fmt_native_special(struct evbuffer *b, const char *model, int chat, const char *reason)
+{
+    char ts[48];
+    fmt_rfc3339_utc(ts, sizeof ts);
+    evbuffer_add(b, "{\"model\":", 9);
+    fmt_jcstr(b, model);
+    evbuffer_add_printf(b, ",\"created_at\":\"%s\",", ts);
+    if (chat)
+        evbuffer_add_printf(b, "\"message\":{\"role\":\"assistant\",\"content\":\"\"},");
+    else
+        evbuffer_add_printf(b, "\"response\":\"\",");
+    evbuffer_add_printf(b, "\"done\":true,\"done_reason\":\"%s\"}", reason);
+}
+
+/* ---- OpenAI-compatible shapes ---- */
+
+static int v1_chat(const struct job *job)
+{
+    return job->kind == JK_V1_CHAT;
+}
+
+static void v1_head(struct evbuffer *b, struct job *job, int chunk)
+{
+    const char *obj =
+        v1_chat(job) ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+    evbuffer_add_printf(b, "{\"id\":\"%s-%d\",\"object\":\"%s\",\"created\":%ld,\"model\":",
+                        v1_chat(job) ? "chatcmpl" : "cmpl", job->v1id, obj, job->created);
+    fmt_jcstr(b, job->model_name);
+    evbuffer_add(b, ",\"system_fingerprint\":\"fp_ollama\",\"choices\":[", 45);
+}
+
+static void v1_usage(struct evbuffer *b, struct job *job, int zero)
+{
+    int p = zero ? 0 : job->prompt_tokens, c = zero ? 0 : job->ntok;
+    evbuffer_add_printf(b,
+                        "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,"
+                        "\"total_tokens\":%d}",
+                        p, c, p + c);
+}
+
+void fmt_v1_chunk(struct evbuffer *b, struct job *job, const char *s, size_t n, int first)
+{
+    (void)first;
+    evbuffer_add(b, "data: ", 6);
+    v1_head(b, job, 1);
+    if (v1_chat(job)) {
+        evbuffer_add(b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":", 49);
+        fmt_jstr(b, s, n);
+        evbuffer_add(b, "},\"finish_reason\":null}]", 24);
+    } else {
+        evbuffer_add(b, "{\"text\":", 8);
+        fmt_jstr(b, s, n);
+        evbuffer_add(b, ",\"index\":0,\"finish_reason\":null}]", 33);
+    }
+    if (job->include_usage && !v1_chat(job)) {
+        evbuffer_add(b, ",", 1);
+        v1_usage(b, job, 1);
+    }
+    evbuffer_add(b, "}\n\n", 3);
+}
+
+void fmt_v1_finish(struct evbuffer *b, struct job *job)
+{
+    const char *reason = job->length_cut ? "length" : "stop";
+    evbuffer_add(b, "data: ", 6);
+    v1_head(b, job, 1);
+    if (v1_chat(job))
+        evbuffer_add_printf(b, "{\"index\":0,\"delta\":{},\"finish_reason\":\"%s\"}]", reason);
+    else
+        evbuffer_add_printf(b, "{\"text\":\"\",\"index\":0,\"finish_reason\":\"%s\"}]", reason);
+    if (job->include_usage && !v1_chat(job)) {
+        evbuffer_add(b, ",", 1);
+        v1_usage(b, job, 1);
+    }
+    evbuffer_add(b, "}\n\n", 3);
+    if (job->include_usage) {
+        evbuffer_add(b, "data: ", 6);
+        v1_head(b, job, 1);
+        evbuffer_add(b, "],", 2);
+        v1_usage(b, job, 0);
+        evbuffer_add(b, "}\n\n", 3);
+    }
+    evbuffer_add(b, "data: [DONE]\n\n", 14);
+}
+
+void fmt_v1_full(struct evbuffer *b, struct job *job)
+{
+    const char *reason = job->length_cut ? "length" : "stop";
+    size_t n = (size_t)job->tok_off[job->ntok];
+    v1_head(b, job, 0);
+    if (v1_chat(job)) {
+        evbuffer_add(b, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":", 51);
+        fmt_jstr(b, job->answer, n);
+        evbuffer_add_printf(b, "},\"finish_reason\":\"%s\"}],", reason);
+    } else {
+        evbuffer_add(b, "{\"text\":", 8);
+        fmt_jstr(b, job->answer, n);
+        evbuffer_add_printf(b, ",\"index\":0,\"finish_reason\":\"%s\"}],", reason);
+    }
+    v1_usage(b, job, 0);
+    evbuffer_add(b, "}", 1);
+}
+
+static void vector(struct evbuffer *b, const float *v)
+{
+    evbuffer_add(b, "[", 1);
+    for (int i = 0; i < SIM_EMBED_DIM; i++)
+        evbuffer_add_printf(b, i ? ",%.8g" : "%.8g", (double)v[i]);
+    evbuffer_add(b, "]", 1);
+}
+
+void fmt_embed(struct evbuffer *b, struct job *job)
+{
+    long long total = sim_ns(job->t_end - job->t0), load = sim_ns(job->t_runner - job->t0);
+    if (job->kind == JK_EMBEDDINGS) {
+        evbuffer_add(b, "{\"embedding\":", 13);
+        if (job->nvec)
+            vector(b, job->vecs);
+        else
+            evbuffer_add(b, "[]", 2);
+        evbuffer_add(b, "}", 1);
+        return;
+    }
+    if (job->kind == JK_V1_EMBED) {
+        evbuffer_add(b, "{\"object\":\"list\",\"data\":[", 25);
+        for (int i = 0; i < job->nvec; i++) {
+            evbuffer_add(b,
+                         i ? ",{\"object\":\"embedding\",\"embedding\":"
+                           : "{\"object\":\"embedding\",\"embedding\":",
+                         i ? 35 : 34);
+            vector(b, job->vecs + i * SIM_EMBED_DIM);
+            evbuffer_add_printf(b, ",\"index\":%d}", i);
+        }
+        evbuffer_add(b, "],\"model\":", 10);
+        fmt_jcstr(b, job->model_name);
+        evbuffer_add_printf(b, ",\"usage\":{\"prompt_tokens\":%d,\"total_tokens\":%d}}",
+                            job->prompt_tokens, job->prompt_tokens);
+        return;
+    }
+    evbuffer_add(b, "{\"model\":", 9);
+    fmt_jcstr(b, job->model_name);
+    evbuffer_add(b, ",\"embeddings\":[", 15);
+    for (int i = 0; i < job->nvec; i++) {
+        if (i)
+            evbuffer_add(b, ",", 1);
+        vector(b, job->vecs + i * SIM_EMBED_DIM);
+    }
+    if (job->nvec == 0) {
+        evbuffer_add(b, "]}", 2);
+        return;
+    }
+    evbuffer_add_printf(b,
+                        "],\"total_duration\":%lld,\"load_duration\":%lld,"
+                        "\"prompt_eval_count\":%d}",
+                        total, load, job->prompt_tokens);
+}
+
+void fmt_details(struct evbuffer *b, const struct model *m)
+{
+    evbuffer_add_printf(b,
+                        "{\"parent_model\":\"\",\"format\":\"gguf\",\"family\":\"%s\","
+                        "\"families\":[\"%s\"],\"parameter_size\":\"%s\","
+                        "\"quantization_level\":\"%s\"}",
+                        m->family, m->family, m->embedding ? "137M" : "8.0B",
+                        m->embedding ? "F16" : "Q4_K_M");
+}
