@@ -81,4 +81,42 @@ def test_first_byte_timeout_504():
     px.stop()
 
 
+def test_never_retried_after_first_byte():
+    # The sim fails every stream halfway with Ollama's in-band error line.
+    a = Sim("--stream-fail-rate", "1.0", "--ttft-ms", "0", "--tokens", "20",
+            "--tokens-per-s", "200")
+    b = Sim("--ttft-ms", "0", "--tokens", "20", "--tokens-per-s", "200")
+    px = Proxy([("a", a.url, 1), ("b", b.url, 1)])
+    body = {"model": "llama3", "prompt": "hi"}
+    # Both idle: the tie goes to the first, a.
+    r = aclient.run(aclient.request(px.port, "POST", "/api/generate", body=body))
+    eq(r.status, 200, "stream started")
+    eq(r.headers["x-backend"], "a", "first try on a")
+    lines = r.lines()
+    ok("error" in lines[-1], "the in-band error reached the client: %r" % lines[-1])
+    eq(b.stats()["requests"], 0, "not retried elsewhere once bytes were sent")
+    px.stop()
+
+
+def test_backend_dies_mid_stream():
+    a = Sim("--ttft-ms", "0", "--tokens", "200", "--tokens-per-s", "20")
+    px = Proxy([("a", a.url, 1)])
+    body = {"model": "llama3", "prompt": "hi"}
+
+    def killer():
+        time.sleep(0.5)
+        a.kill()
+    t = threading.Thread(target=killer)
+    t.start()
+    r = aclient.run(aclient.request(px.port, "POST", "/api/generate", body=body, timeout=30))
+    t.join()
+    eq(r.status, 200, "stream had started")
+    ok(r.error is None, "the stream was ended properly, not cut: %r" % r.error)
+    lines = r.lines()
+    ok(len(lines) >= 2 and "error" in lines[-1], "ends with an in-band error: %r" % lines[-1:])
+    ok(not lines[-1].get("done"), "no done line")
+    eq(px.status()["backends"][0]["in_flight"], 0, "slot freed")
+    px.stop()
+
+
 run(globals())
