@@ -67,6 +67,7 @@ struct session {
 };
 
 static void dispatch(struct session *s, struct backend *be);
+static void dispatch_again(struct session *s);
 static void session_close(struct session *s, const char *outcome);
 
 static struct session *from_entry(struct queue_entry *e)
@@ -199,7 +200,7 @@ static void watch_client(struct session *s)
 static int is_retryable(enum upstream_err err)
 {
     return err == UPSTREAM_ECONNECT || err == UPSTREAM_ETIMEOUT_CONNECT ||
-           err == UPSTREAM_ERESET;
+           err == UPSTREAM_ERESET || err == UPSTREAM_ESTALE;
 }
 
 static void on_queue_timeout(evutil_socket_t fd, short what, void *arg);
@@ -226,6 +227,14 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
     struct proxy *px = s->px;
     struct backend *failed = s->be, *next;
     char msg[256];
+    if (err == UPSTREAM_ESTALE) {
+        /* The keep-alive race: the backend closed an idle connection as we
+         * reused it. Not a failure of the backend, and not a try: go again
+         * on a fresh connection to the same backend, slot kept. */
+        s->ntries--;
+        dispatch_again(s);
+        return;
+    }
     backend_note_failure(failed, px->cfg->health_fail_after, px->cfg->health_interval_s,
                          net_now_ms());
     drop_slot(s);
@@ -509,6 +518,15 @@ static void dispatch(struct session *s, struct backend *be)
     evbuffer_free(req);
     if (!s->up)
         retry_or_fail(s, UPSTREAM_ECONNECT, 0);
+}
+
+/* Resend on the backend whose slot s holds. */
+static void dispatch_again(struct session *s)
+{
+    struct backend *be = s->be;
+    backend_release(be);
+    s->be = NULL;
+    dispatch(s, be);
 }
 
 static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)

@@ -49,6 +49,8 @@ struct upstream {
     unsigned dead : 1;
     unsigned pooled : 1;
     unsigned head_req : 1;
+    unsigned reused : 1; /* taken from the pool for this request */
+    unsigned got_bytes : 1; /* some response byte arrived */
 };
 
 static void on_read(struct bufferevent *bev, void *arg);
@@ -71,6 +73,8 @@ const char *upstream_strerror(enum upstream_err err)
         return "connection closed in the middle of the response";
     case UPSTREAM_EPROTO:
         return "malformed response";
+    case UPSTREAM_ESTALE:
+        return "kept-alive connection closed by the backend";
     }
     return "error";
 }
@@ -156,9 +160,11 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
     if (up) {
         pool_unlink(up);
         up->state = UP_WAIT_HEAD;
+        up->reused = 1;
     } else if (!(up = connect_new(base, be))) {
         return NULL;
     }
+    up->got_bytes = 0;
     up->cbs = cbs;
     up->arg = arg;
     up->to = *to;
@@ -391,8 +397,10 @@ static void process(struct upstream *up)
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
+    struct upstream *up = arg;
     (void)bev;
-    process(arg);
+    up->got_bytes = 1;
+    process(up);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -410,7 +418,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         break;
     case UP_WAIT_HEAD:
     case UP_HEADERS:
-        fail(up, (what & BEV_EVENT_TIMEOUT) ? UPSTREAM_ETIMEOUT_HEAD : UPSTREAM_ERESET);
+        if (what & BEV_EVENT_TIMEOUT)
+            fail(up, UPSTREAM_ETIMEOUT_HEAD);
+        else
+            fail(up, up->reused && !up->got_bytes ? UPSTREAM_ESTALE : UPSTREAM_ERESET);
         break;
     case UP_BODY:
         if (up->mode == BODY_EOF && (what & BEV_EVENT_EOF)) {

@@ -30,6 +30,8 @@ enum upstream_err {
     UPSTREAM_ETIMEOUT_IDLE,     /* no body bytes within idle_s */
     UPSTREAM_EBODY,             /* closed or reset in the middle of the body */
     UPSTREAM_EPROTO,            /* unparsable response */
+    UPSTREAM_ESTALE,            /* a pooled connection the backend had closed: no
+                                   byte of the response came; not the backend's fault */
 };
 
 struct upstream_cbs {

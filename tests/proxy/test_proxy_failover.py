@@ -1,5 +1,6 @@
 """ollama-proxy: retries before the first byte (busy 503, reset, refused
 connect) and a backend killed in the middle of a run."""
+import socket
 import threading
 import time
 
@@ -116,6 +117,60 @@ def test_backend_dies_mid_stream():
     ok(len(lines) >= 2 and "error" in lines[-1], "ends with an in-band error: %r" % lines[-1:])
     ok(not lines[-1].get("done"), "no done line")
     eq(px.status()["backends"][0]["in_flight"], 0, "slot freed")
+    px.stop()
+
+
+class OneShotServer:
+    """A backend that answers the first request of each connection, keeps
+    the connection open, and closes it without a word when a second request
+    arrives on it: the keep-alive race, every time."""
+
+    def __init__(self):
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(64)
+        self.port = self.ls.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.answered = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.conn, args=(c,), daemon=True).start()
+
+    def conn(self, c):
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            d = c.recv(4096)
+            if not d:
+                return c.close()
+            buf += d
+        head, _, body = buf.partition(b"\r\n\r\n")
+        n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        while len(body) < n:
+            body += c.recv(4096)
+        reply = b'{"done":true}'
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
+        self.answered += 1
+        c.recv(4096)  # the next request on this connection: hang up on it
+        c.close()
+
+
+def test_keepalive_race_is_not_a_failure():
+    srv = OneShotServer()
+    px = Proxy([("oneshot", srv.url, 1)])
+    for i in range(6):
+        r = post(px.url + "/api/generate", GEN, timeout=10)
+        eq(r.status, 200, "request %d" % i)
+    b = px.backend("oneshot")
+    eq(b["failed"], 0, "a stale pooled connection is not the backend's failure")
+    ok(b["healthy"], "still healthy")
+    eq(srv.answered, 6, "each answered once")
     px.stop()
 
 
