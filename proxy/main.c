@@ -89,12 +89,19 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(px->ev_drain, &tv);
 }
 
-/* A backend that was down may be tried again: hand it waiting requests. */
+/* A backend that was down may be tried again: hand it waiting requests.
+ * libevent's timer clock may run a little ahead of ours, so a backend due
+ * within a few milliseconds counts as due now. */
 static void on_backend_wake(evutil_socket_t fd, short what, void *arg)
 {
+    struct proxy *px = arg;
+    double now = net_now_ms();
     (void)fd;
     (void)what;
-    proxy_dispatch_waiting(arg);
+    for (int i = 0; i < px->nbackends; i++)
+        if (!px->backends[i]->healthy && px->backends[i]->retry_at_ms <= now + 20)
+            px->backends[i]->retry_at_ms = now;
+    proxy_dispatch_waiting(px);
 }
 
 static void raise_nofile(void)

@@ -33,6 +33,13 @@ struct proxy {
     struct upstream_timeouts uto;
     struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
     unsigned long long requests;
+    /* Client connections, for limits.max_connections: every connection's
+     * bufferevent, with a reference of ours so that we can see evhttp free
+     * it (its callbacks are cleared) and count it out; see server.c. */
+    struct bufferevent **conns;
+    int nconns, conns_cap;
+    int accept_paused;
+    struct event *ev_sweep;
 };
 
 /* Give free slots to waiting requests, oldest first, while any backend has

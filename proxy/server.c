@@ -7,6 +7,8 @@
 #include "server.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/listener.h>
 #include <event2/http.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -85,9 +87,10 @@ static void reply_status(struct proxy *px, struct evhttp_request *req)
                            (json_int_t)be->served, "failed", (json_int_t)be->failed, "models",
                            "loaded"));
     }
-    reply_json(req, json_pack("{s:o,s:{s:i,s:i},s:I}", "backends", arr, "queue", "length",
+    reply_json(req, json_pack("{s:o,s:{s:i,s:i},s:I,s:i}", "backends", arr, "queue", "length",
                               px->queue.length, "max_length", px->queue.max_length, "uptime_s",
-                              (json_int_t)((net_now_ms() - px->start_ms) / 1000.0)));
+                              (json_int_t)((net_now_ms() - px->start_ms) / 1000.0),
+                              "connections", px->nconns));
 }
 
 /* Paths whose body must name a model (ollama-api.md section 9). */
@@ -175,8 +178,86 @@ static void on_request(struct evhttp_request *req, void *arg)
     json_decref(root);
 }
 
+/* limits.max_connections, done as HAProxy's maxconn: at the limit the
+ * listener stops accepting and new connections wait in the kernel's
+ * backlog. evhttp 2.1 has no hook for a connection's end, so each
+ * connection's bufferevent is made here with a reference of ours; evhttp's
+ * bufferevent_free() then clears its callbacks, and the sweep below counts
+ * it out and drops our reference. The bufferevent owns the fd
+ * (BEV_OPT_CLOSE_ON_FREE): evhttp then only shuts down the sending side (the
+ * client sees the close at once) and the fd is closed when our reference
+ * goes. Had evhttp closed it, the bufferevent's events would still be
+ * registered for an fd number the next connection may get. The count, and
+ * the fd, can outlive a close by one sweep period. */
+#define SWEEP_MS 100
+
+static struct evconnlistener *listener(struct proxy *px)
+{
+    return px->bound ? evhttp_bound_socket_get_listener(px->bound) : NULL;
+}
+
+static void sweep_conns(struct proxy *px)
+{
+    int kept = 0;
+    for (int i = 0; i < px->nconns; i++) {
+        struct bufferevent *bev = px->conns[i];
+        bufferevent_event_cb errcb = NULL;
+        bufferevent_getcb(bev, NULL, NULL, &errcb, NULL);
+        if (errcb) {
+            px->conns[kept++] = bev;
+        } else { /* evhttp freed it: ours is the last reference */
+            bufferevent_disable(bev, EV_READ | EV_WRITE);
+            bufferevent_decref(bev);
+        }
+    }
+    px->nconns = kept;
+    if (px->accept_paused && px->nconns < px->cfg->max_connections && listener(px)) {
+        evconnlistener_enable(listener(px));
+        px->accept_paused = 0;
+    }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sweep_conns(arg);
+}
+
+/* evhttp asks for the bufferevent of a connection it just accepted. Its
+ * callbacks are set only after we return, so the sweep must not see it
+ * before that: sweep first, then add it. */
+static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+{
+    struct proxy *px = arg;
+    struct bufferevent *bev;
+    if (px->nconns + 1 >= px->cfg->max_connections)
+        sweep_conns(px);
+    bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    if (px->nconns == px->conns_cap) {
+        int cap = px->conns_cap ? 2 * px->conns_cap : 1024;
+        struct bufferevent **n = realloc(px->conns, (size_t)cap * sizeof *n);
+        if (!n)
+            return bev; /* untracked: only the count suffers */
+        px->conns = n;
+        px->conns_cap = cap;
+    }
+    bufferevent_incref(bev);
+    px->conns[px->nconns++] = bev;
+    if (px->nconns >= px->cfg->max_connections && !px->accept_paused && listener(px)) {
+        evconnlistener_disable(listener(px));
+        px->accept_paused = 1;
+        log_warn("limits.max_connections (%d) reached: new connections wait",
+                 px->cfg->max_connections);
+    }
+    return bev;
+}
+
 int server_start(struct proxy *px)
 {
+    struct timeval sweep = {0, SWEEP_MS * 1000};
     char err[256];
     int fd;
     px->http = evhttp_new(px->base);
@@ -193,6 +274,9 @@ int server_start(struct proxy *px)
     evhttp_set_timeout(px->http, (int)px->cfg->idle_s);
     evhttp_set_default_content_type(px->http, "application/json; charset=utf-8");
     evhttp_set_gencb(px->http, on_request, px);
+    evhttp_set_bevcb(px->http, on_new_connection, px);
+    px->ev_sweep = event_new(px->base, -1, EV_PERSIST, on_sweep, px);
+    event_add(px->ev_sweep, &sweep);
     fd = net_listen(px->cfg->listen_host, px->cfg->listen_port, 4096, err, sizeof err);
     if (fd < 0) {
         log_error("%s", err);
@@ -223,4 +307,12 @@ void server_free(struct proxy *px)
         evhttp_free(px->http);
     px->http = NULL;
     px->bound = NULL;
+    for (int i = 0; i < px->nconns; i++)
+        bufferevent_decref(px->conns[i]);
+    free(px->conns);
+    px->conns = NULL;
+    px->nconns = 0;
+    if (px->ev_sweep)
+        event_free(px->ev_sweep);
+    px->ev_sweep = NULL;
 }

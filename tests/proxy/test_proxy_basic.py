@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from harness import (Proc, Proxy, Sim, binary, eq, get, http, ok, post, run, tmpdir,
+from harness import (SRC, Proc, Proxy, Sim, binary, eq, get, http, ok, post, run, tmpdir,
                      wait_until, SLOW)
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
@@ -157,8 +157,33 @@ def test_queue_timeout_503():
     px.stop()
 
 
+def test_max_connections():
+    sim = Sim("--ttft-ms", "0", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 2)], extra="limits = { max_connections = 4; };")
+    eq(px.status()["connections"], 1, "this status request's own connection")
+    time.sleep(0.3)  # counted out by a sweep once closed
+    idle = [socket.create_connection(("127.0.0.1", px.port)) for _ in range(4)]
+    time.sleep(0.3)
+    # The 5th waits in the kernel's backlog: connected, but not served.
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.settimeout(0.5)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        got = s.recv(100)
+    except socket.timeout:
+        got = b""
+    eq(got, b"", "served beyond max_connections")
+    idle[0].close()
+    s.settimeout(5 * SLOW)
+    ok(s.recv(100).startswith(b"HTTP/1.1 200"), "served once a connection closed")
+    s.close()
+    for c in idle[1:]:
+        c.close()
+    px.stop()
+
+
 def test_check():
-    good = os.path.join(os.environ.get("OP_SOURCE_DIR", "../.."), "conf", "ollama-proxy.conf")
+    good = os.path.join(SRC, "conf", "ollama-proxy.conf")
     r = subprocess.run([binary("ollama-proxy"), "--check", "-c", good], capture_output=True,
                        text=True)
     eq(r.returncode, 0, "--check on the shipped config: " + r.stderr)
