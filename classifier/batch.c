@@ -1,0 +1,282 @@
+/* batch.c - see batch.h.
+ *
+ * Jobs are created on demand up to -j and then reused; an idle job waits in
+ * b->idle. A job leaves the idle stack when feed() gives it an item and
+ * returns when its result line is written (on_done) or the run is stopped
+ * (stop_all). feed() runs after every finished job, so the count in flight
+ * never sags while there are items left. */
+#include "batch.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client.h"
+
+struct batch {
+    const struct batch_conf *conf;
+    struct event_base *base;
+    struct client *cl;
+    struct event *tick, *sigint, *sigterm;
+    struct job *jobs; /* conf->jobs slots, the first ncreated in use */
+    size_t ncreated;
+    struct job **idle; /* stack of idle jobs */
+    size_t nidle;
+    int eof, stopping, status;
+};
+
+static void feed(struct batch *b);
+
+static void job_release(struct batch *b, struct job *job)
+{
+    b->idle[b->nidle++] = job;
+}
+
+static struct job *job_get(struct batch *b)
+{
+    if (b->nidle)
+        return b->idle[--b->nidle];
+    if (b->ncreated == (size_t)b->conf->jobs)
+        return NULL;
+    struct job *job = &b->jobs[b->ncreated];
+    if (client_job_init(b->cl, job) < 0) {
+        client_job_cleanup(job);
+        return NULL;
+    }
+    b->ncreated++;
+    return job;
+}
+
+static void maybe_end(struct batch *b)
+{
+    if ((b->eof || b->stopping) && client_in_flight(b->cl) == 0)
+        event_base_loopbreak(b->base);
+}
+
+/* Stop sending: cancel every job out (nothing is recorded for them, so a
+ * re-run picks them up) and end the loop. */
+static void stop_all(struct batch *b, int status)
+{
+    b->stopping = 1;
+    if (status > b->status)
+        b->status = status;
+    for (size_t i = 0; i < b->ncreated; i++) {
+        if (b->jobs[i].state != JOB_IDLE) {
+            client_cancel(&b->jobs[i]);
+            job_release(b, &b->jobs[i]);
+        }
+    }
+    maybe_end(b);
+}
+
+static void write_failed(struct batch *b, const char *err)
+{
+    fprintf(stderr, "ollama-classify: %s\n", err);
+    stop_all(b, 1);
+}
+
+static void record_error(struct batch *b, struct job *job, enum err_kind k, const char *text)
+{
+    char err[256];
+    stats_failed(b->conf->st, k, job->has_gold ? job->gold.data : NULL, job->gold.len);
+    if (results_error(b->conf->out, job->id.data, job->id.len, text, job->attempts, err,
+                      sizeof err) < 0)
+        write_failed(b, err);
+}
+
+static void record_label(struct batch *b, struct job *job, int label)
+{
+    char err[256];
+    stats_labelled(b->conf->st, label, job->ms, job->attempts,
+                   job->has_gold ? job->gold.data : NULL, job->gold.len);
+    if (results_label(b->conf->out, job->id.data, job->id.len, b->conf->labels->names[label],
+                      (long)(job->ms + 0.5), job->attempts, err, sizeof err) < 0)
+        write_failed(b, err);
+}
+
+/* A 2xx reply: a label, or one resend for an answer outside the labels.
+ * Returns 1 when the job was sent again. */
+static int on_reply(struct batch *b, struct job *job)
+{
+    char what[200], text[260];
+    int label = -1;
+    enum answer a =
+        request_answer(b->conf->labels, job->resp.data, job->resp.len, &label, what, sizeof what);
+    if (a == ANSWER_LABEL) {
+        record_label(b, job, label);
+        return 0;
+    }
+    enum err_kind k = a == ANSWER_OFF_LABEL ? ERR_OFF_LABEL : ERR_BAD_ANSWER;
+    if (job->label_retries < 1 && !b->stopping) {
+        job->label_retries++;
+        stats_retried(b->conf->st, k);
+        if (client_send(b->cl, job) == 0)
+            return 1;
+    }
+    if (a == ANSWER_OFF_LABEL)
+        snprintf(text, sizeof text, "answer outside the labels: \"%s\"", what);
+    else
+        snprintf(text, sizeof text, "bad answer: %s", what);
+    record_error(b, job, k, text);
+    return 0;
+}
+
+/* The endpoint refuses every request (e.g. 404 model not found): say so
+ * once and stop without recording anything misleading. */
+static void on_fatal(struct batch *b, struct job *job)
+{
+    if (!b->stopping)
+        fprintf(stderr, "ollama-classify: %s: %s\n", b->conf->url, job->err);
+    job_release(b, job);
+    stop_all(b, 1);
+}
+
+static void on_done(struct job *job, void *arg)
+{
+    struct batch *b = arg;
+    if (job->result == JOB_FATAL) {
+        on_fatal(b, job);
+        return;
+    }
+    if (job->result == JOB_REPLY && on_reply(b, job))
+        return;
+    if (job->result == JOB_FAILED)
+        record_error(b, job, job->err_kind, job->err);
+    job_release(b, job);
+    feed(b);
+}
+
+static void input_error(struct batch *b, const struct item *it)
+{
+    char err[256];
+    fprintf(stderr, "ollama-classify: items: %s\n", it->error);
+    stats_failed(b->conf->st, ERR_INPUT, NULL, 0);
+    if (results_error(b->conf->out, it->id, it->id_len, it->error, 0, err, sizeof err) < 0)
+        write_failed(b, err);
+}
+
+/* Hand ITEM to JOB and send it. */
+static void start(struct batch *b, struct job *job, const struct item *it)
+{
+    buf_set(&job->id, it->id, it->id_len);
+    job->has_gold = it->gold != NULL;
+    buf_set(&job->gold, it->gold ? it->gold : "", it->gold_len);
+    job->attempts = job->retries = job->label_retries = 0;
+    if (request_body(b->conf->tpl, it->text, it->text_len, &job->body) < 0 ||
+        client_send(b->cl, job) < 0) {
+        record_error(b, job, ERR_NETWORK, "cannot start a request");
+        job_release(b, job);
+    }
+}
+
+static void feed(struct batch *b)
+{
+    struct item it;
+    struct job *job;
+    char err[256];
+    while (!b->eof && !b->stopping && (job = job_get(b))) {
+        int rc = items_next(b->conf->in, &it, err, sizeof err);
+        if (rc <= 0) {
+            job_release(b, job);
+            b->eof = 1;
+            if (rc < 0) {
+                fprintf(stderr, "ollama-classify: %s\n", err);
+                stop_all(b, 2);
+            }
+            break;
+        }
+        if (it.error) {
+            input_error(b, &it);
+            job_release(b, job);
+        } else if (results_has_label(b->conf->out, it.id, it.id_len)) {
+            stats_skipped(b->conf->st);
+            job_release(b, job);
+        } else {
+            start(b, job, &it);
+        }
+    }
+    maybe_end(b);
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct batch *b = arg;
+    (void)fd;
+    (void)what;
+    stats_progress(b->conf->st, client_in_flight(b->cl), 0);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct batch *b = arg;
+    (void)what;
+    fprintf(stderr, "%sollama-classify: %s: stopping; run the same command again to resume\n",
+            isatty(STDERR_FILENO) ? "\n" : "", strsignal((int)sig));
+    stop_all(b, 1);
+}
+
+static int batch_setup(struct batch *b, const struct batch_conf *conf)
+{
+    struct client_conf cc = {conf->url, conf->jobs, conf->timeout_s, conf->retries};
+    struct timeval tv = {0, 250000};
+    char err[256];
+    b->conf = conf;
+    b->jobs = calloc((size_t)conf->jobs, sizeof *b->jobs);
+    b->idle = calloc((size_t)conf->jobs, sizeof *b->idle);
+    b->base = event_base_new();
+    if (!b->jobs || !b->idle || !b->base)
+        return -1;
+    b->cl = client_new(b->base, &cc, conf->st, on_done, b, err, sizeof err);
+    b->tick = event_new(b->base, -1, EV_PERSIST, on_tick, b);
+    b->sigint = evsignal_new(b->base, SIGINT, on_signal, b);
+    b->sigterm = evsignal_new(b->base, SIGTERM, on_signal, b);
+    if (!b->cl || !b->tick || !b->sigint || !b->sigterm)
+        return -1;
+    event_add(b->tick, &tv);
+    event_add(b->sigint, NULL);
+    event_add(b->sigterm, NULL);
+    return 0;
+}
+
+static void batch_cleanup(struct batch *b)
+{
+    for (size_t i = 0; i < b->ncreated; i++) {
+        client_job_cleanup(&b->jobs[i]);
+        buf_free(&b->jobs[i].id);
+        buf_free(&b->jobs[i].gold);
+        buf_free(&b->jobs[i].body);
+        buf_free(&b->jobs[i].resp);
+    }
+    client_free(b->cl);
+    if (b->tick)
+        event_free(b->tick);
+    if (b->sigint)
+        event_free(b->sigint);
+    if (b->sigterm)
+        event_free(b->sigterm);
+    if (b->base)
+        event_base_free(b->base);
+    free(b->jobs);
+    free(b->idle);
+}
+
+int batch_run(const struct batch_conf *conf)
+{
+    struct batch b = {0};
+    if (batch_setup(&b, conf) < 0) {
+        fprintf(stderr, "ollama-classify: cannot set up the event loop\n");
+        batch_cleanup(&b);
+        return 1;
+    }
+    feed(&b);
+    /* A loopbreak before dispatch would be forgotten: enter only when
+     * there is something to wait for. */
+    if (!b.stopping && (!b.eof || client_in_flight(b.cl) > 0))
+        event_base_dispatch(b.base);
+    stats_progress(conf->st, 0, 1);
+    int status = b.status ? b.status : (stats_errors(conf->st) ? 1 : 0);
+    batch_cleanup(&b);
+    return status;
+}

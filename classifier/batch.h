@@ -1,0 +1,29 @@
+/* batch.h - the run: read items, keep up to -j jobs in flight, turn each
+ * answer into a results line, stop at the end, on a fatal reply or on a
+ * signal. Everything runs on one thread in one libevent loop. */
+#ifndef CLS_BATCH_H
+#define CLS_BATCH_H
+
+#include "items.h"
+#include "labels.h"
+#include "request.h"
+#include "results.h"
+#include "stats.h"
+
+/* What the run works with; all borrowed, set up by main. */
+struct batch_conf {
+    const char *url; /* base URL */
+    long jobs, timeout_s, retries;
+    const struct labels *labels;
+    const struct request_tpl *tpl;
+    struct items *in;
+    struct results *out;
+    struct stats *st;
+};
+
+/* Run the batch to its end. Returns the exit status: 0 every item of this
+ * run labelled, 1 some ended in error (or a fatal reply, a failed write, an
+ * interruption), 2 when the items could not be read. */
+int batch_run(const struct batch_conf *conf);
+
+#endif

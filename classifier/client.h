@@ -1,0 +1,91 @@
+/* client.h - the HTTP side: libcurl's multi interface driven by a libevent
+ * loop (curl_multi_socket_action), one reusable easy handle per job,
+ * connections kept alive in the multi's pool.
+ *
+ * A job's states and who moves it:
+ *   IDLE    --client_send()-->        SENDING (easy handle in the multi)
+ *   SENDING --transient failure-->    BACKOFF (handle out, timer armed)
+ *   BACKOFF --timer-->                SENDING
+ *   SENDING --reply or final error--> IDLE, then the done callback runs
+ *   SENDING/BACKOFF --client_cancel()--> IDLE, no callback
+ * The batch owns the job and its buffers; the client owns the easy handle
+ * and the timer inside it (client_job_init/client_job_cleanup). */
+#ifndef CLS_CLIENT_H
+#define CLS_CLIENT_H
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stddef.h>
+
+#include "buf.h"
+#include "stats.h"
+
+enum job_state { JOB_IDLE, JOB_SENDING, JOB_BACKOFF };
+
+enum job_result {
+    JOB_REPLY,  /* a 2xx; the body is in resp */
+    JOB_FAILED, /* this item failed: err_kind, err */
+    JOB_FATAL,  /* every item would fail the same way: 401, 403, 404, or no
+                 * connection at all since the start and retries spent */
+};
+
+struct job {
+    /* the batch's part */
+    struct buf id;   /* the item's id as JSON text */
+    struct buf gold; /* its gold label */
+    int has_gold;
+    struct buf body;   /* the request body */
+    int label_retries; /* resends after an answer outside the labels */
+    /* the client's part, valid in the done callback */
+    struct buf resp; /* the reply body */
+    int attempts;    /* requests sent for this item so far */
+    int retries;     /* of them, retries after transient failures */
+    double ms;       /* duration of the last request */
+    long status;     /* its HTTP status, 0 if none */
+    enum job_result result;
+    enum err_kind err_kind;
+    char err[300];
+    /* private */
+    enum job_state state;
+    double t_start;
+    long retry_after_s; /* from the last reply, -1: none */
+    CURL *easy;
+    struct event *timer;
+    struct client *cl;
+    char curl_err[CURL_ERROR_SIZE];
+};
+
+/* Called once per client_send() that ends (not on cancel), outside any
+ * curl callback: it may call client_send() again for this or other jobs. */
+typedef void (*client_done_fn)(struct job *job, void *arg);
+
+struct client_conf {
+    const char *url; /* base URL; requests go to URL/api/chat */
+    long jobs;       /* requests in flight at most */
+    long timeout_s;  /* per request */
+    long retries;    /* retries after transient failures */
+};
+
+/* A client on BASE. ST (borrowed) counts the retries. Returns NULL with a
+ * reason in ERR. */
+struct client *client_new(struct event_base *base, const struct client_conf *conf, struct stats *st,
+                          client_done_fn done, void *arg, char *err, size_t errlen);
+
+/* Give JOB its easy handle and timer. 0, or -1 out of memory. */
+int client_job_init(struct client *c, struct job *job);
+/* Release them (cancels the job first). Safe on a zeroed or cleaned job. */
+void client_job_cleanup(struct job *job);
+
+/* Send JOB's body now (a new request; attempts counts on). 0 or -1. */
+int client_send(struct client *c, struct job *job);
+
+/* Stop JOB without a callback; nothing is recorded. */
+void client_cancel(struct job *job);
+
+/* Jobs sending or waiting to retry. */
+size_t client_in_flight(const struct client *c);
+
+/* NULL is a no-op. Cancel and clean up the jobs first. */
+void client_free(struct client *c);
+
+#endif

@@ -1,0 +1,61 @@
+/* items.h - reading the items to classify, one at a time, as a stream.
+ *
+ * Three formats: JSONL (one object a line), CSV (a header row naming the
+ * fields, RFC 4180 quoting, embedded newlines allowed) and text (one item a
+ * line). Memory does not grow with the file: only the current item is held.
+ * Blank lines are not items. An item without an id gets the 1-based number
+ * of the line where it starts, as a JSON number. */
+#ifndef CLS_ITEMS_H
+#define CLS_ITEMS_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#include "buf.h"
+
+enum items_format { ITEMS_JSONL, ITEMS_CSV, ITEMS_TEXT };
+
+/* One item. Every pointer borrows from the reader and is valid until the
+ * next items_next() or items_close(). */
+struct item {
+    long line;      /* line where the item starts */
+    const char *id; /* the id as JSON text: "\"t0001\"" or "17" */
+    size_t id_len;
+    const char *text;
+    size_t text_len;
+    const char *gold; /* NULL when there is no gold field or value */
+    size_t gold_len;
+    const char *error; /* non-NULL: a malformed line, this says why */
+};
+
+struct items;
+
+/* Open PATH ("-" = stdin). FORMAT is NULL/"auto" (by extension: .jsonl,
+ * .ndjson, .json are JSONL, .csv is CSV, anything else text; stdin is JSONL
+ * when its first non-blank character is '{', else text), "jsonl", "csv" or
+ * "text". ID_FIELD, TEXT_FIELD and GOLD_FIELD (may be NULL) name the fields
+ * and are borrowed for the reader's lifetime. Returns the reader, or NULL
+ * with a reason in ERR (unreadable file, CSV header without TEXT_FIELD). */
+struct items *items_open(const char *path, const char *format, const char *id_field,
+                         const char *text_field, const char *gold_field, char *err, size_t errlen);
+
+/* Read the next item into IT. Returns 1 (an item, maybe with IT->error set),
+ * 0 at the end, -1 on a read error (reason in ERR). */
+int items_next(struct items *r, struct item *it, char *err, size_t errlen);
+
+/* The format in use. */
+enum items_format items_format(const struct items *r);
+
+/* How many items a regular file holds, by a cheap pass over it; -1 when
+ * unknown (stdin, a pipe). Call before the first items_next(). */
+long items_count(const struct items *r);
+
+/* The key under which an id is remembered, and the text written for it:
+ * ID as JSON text, strings escaped as buf_json_string() does. The results
+ * reader uses it too, so that the two agree. OUT is replaced; 0 or -1. */
+int items_id_key(json_t *id, struct buf *out);
+
+/* Close the reader; NULL is a no-op. */
+void items_close(struct items *r);
+
+#endif

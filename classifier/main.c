@@ -1,0 +1,130 @@
+/* main.c - ollama-classify: set up the pieces (options, labels, request
+ * template, items, results, stats), run the batch, print the summary.
+ * Exit 0: every item labelled; 1: some ended in error; 2: bad usage or
+ * unreadable input. */
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+
+#include "batch.h"
+#include "buf.h"
+#include "items.h"
+#include "labels.h"
+#include "opts.h"
+#include "request.h"
+#include "results.h"
+#include "stats.h"
+
+#define DEFAULT_URL "http://127.0.0.1:11434"
+
+struct setup {
+    struct opts o;
+    struct labels labels;
+    struct request_tpl tpl;
+    struct buf url;
+    struct items *in;
+    struct results *out;
+    struct stats *st;
+};
+
+/* One connection per job: make sure the descriptors are there, or cap -j. */
+static void raise_nofile(long *jobs)
+{
+    struct rlimit rl;
+    rlim_t want = (rlim_t)*jobs + 64;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
+        return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want) {
+        long cap = rl.rlim_cur > 96 ? (long)rl.rlim_cur - 64 : 32;
+        fprintf(stderr, "ollama-classify: only %ld file descriptors: -j lowered to %ld\n",
+                (long)rl.rlim_cur, cap);
+        *jobs = cap;
+    }
+}
+
+static int resolve_url(struct setup *s, char *err, size_t errlen)
+{
+    const char *spec = s->o.url;
+    if (!spec)
+        spec = getenv("OLLAMA_HOST");
+    if (!spec || !*spec)
+        spec = DEFAULT_URL;
+    return opts_endpoint_url(spec, &s->url, err, errlen);
+}
+
+/* Everything that can fail before the first request; -1 means exit 2. */
+static int setup_open(struct setup *s, char *err, size_t errlen)
+{
+    const struct opts *o = &s->o;
+    if (labels_load(&s->labels, o->labels, err, errlen) < 0 || resolve_url(s, err, errlen) < 0 ||
+        request_init(&s->tpl, o->model, &s->labels, o->prompt_file, err, errlen) < 0)
+        return -1;
+    s->in = items_open(o->input, o->format, o->id_field, o->text_field, o->gold_field, err, errlen);
+    if (!s->in)
+        return -1;
+    s->out = results_open(o->output, err, errlen);
+    if (!s->out)
+        return -1;
+    s->st = stats_new(&s->labels, items_count(s->in), o->gold_field != NULL);
+    if (!s->st) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+static void setup_close(struct setup *s)
+{
+    stats_free(s->st);
+    results_close(s->out);
+    items_close(s->in);
+    request_cleanup(&s->tpl);
+    buf_free(&s->url);
+    labels_free(&s->labels);
+    opts_free(&s->o);
+}
+
+static int run(struct setup *s)
+{
+    struct batch_conf bc = {s->url.data, s->o.jobs, s->o.timeout_s, s->o.retries, &s->labels,
+                            &s->tpl,     s->in,     s->out,         s->st};
+    if (results_resumed(s->out) > 0)
+        fprintf(stderr, "ollama-classify: resuming: %zu items already labelled in %s\n",
+                results_resumed(s->out), s->o.output);
+    raise_nofile(&bc.jobs);
+    int status = batch_run(&bc);
+    stats_summary(s->st);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    struct setup s = {0};
+    char err[512];
+    int status = 2;
+    int rc = opts_parse(&s.o, argc, argv, err, sizeof err);
+    if (rc != 0) {
+        if (rc < 0)
+            fprintf(stderr, "ollama-classify: %s\n", err);
+        opts_free(&s.o);
+        return rc > 0 ? 0 : 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "ollama-classify: cannot initialise libcurl\n");
+        opts_free(&s.o);
+        return 2;
+    }
+    if (setup_open(&s, err, sizeof err) < 0)
+        fprintf(stderr, "ollama-classify: %s\n", err);
+    else
+        status = run(&s);
+    setup_close(&s);
+    curl_global_cleanup();
+    return status;
+}

@@ -1,0 +1,360 @@
+/* opts.c - see opts.h. One table row per option; flags win over the config
+ * file, which wins over the defaults. */
+#include "opts.h"
+
+#include <ctype.h>
+#include <getopt.h>
+#include <libconfig.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "version.h"
+
+enum opt_type { OPT_STR, OPT_INT };
+
+struct opt_row {
+    const char *name; /* long flag; the config key is this with '_' for '-' */
+    int shortopt;     /* 0: long only */
+    enum opt_type type;
+    size_t off;    /* offset in struct opts */
+    long min, max; /* OPT_INT bounds */
+};
+
+#define STR(f) OPT_STR, offsetof(struct opts, f), 0, 0
+#define INT(f, lo, hi) OPT_INT, offsetof(struct opts, f), lo, hi
+
+static const struct opt_row rows[] = {
+    {"input", 'i', STR(input)},
+    {"output", 'o', STR(output)},
+    {"model", 'm', STR(model)},
+    {"labels", 'l', STR(labels)},
+    {"url", 0, STR(url)},
+    {"jobs", 'j', INT(jobs, 1, 100000)},
+    {"id-field", 0, STR(id_field)},
+    {"text-field", 0, STR(text_field)},
+    {"gold-field", 0, STR(gold_field)},
+    {"prompt-file", 0, STR(prompt_file)},
+    {"format", 0, STR(format)},
+    {"retries", 0, INT(retries, 0, 100)},
+    {"timeout-s", 0, INT(timeout_s, 1, 86400 * 7)},
+    {"config", 'c', STR(config)},
+};
+#define NROWS (sizeof rows / sizeof rows[0])
+
+static const char usage_text[] =
+    "usage: ollama-classify -i ITEMS -o RESULTS -m MODEL -l LABELS [options]\n"
+    "\n"
+    "Label every item of ITEMS with one of LABELS by asking an Ollama endpoint\n"
+    "(POST /api/chat, many requests in flight); one JSONL line per item in RESULTS.\n"
+    "\n"
+    "  -i, --input FILE      items: .jsonl (one object a line), .csv (header row),\n"
+    "                        anything else one text a line; - is stdin\n"
+    "  -o, --output FILE     results (JSONL); if it exists, labelled ids are\n"
+    "                        skipped and new lines appended (resume)\n"
+    "  -m, --model MODEL     model name\n"
+    "  -l, --labels LABELS   a,b,c or @FILE with one label a line\n"
+    "      --url URL         endpoint (default $OLLAMA_HOST, else\n"
+    "                        http://127.0.0.1:11434)\n"
+    "  -j, --jobs N          requests in flight (default 200)\n"
+    "      --id-field F      id field of a JSONL/CSV item (default id)\n"
+    "      --text-field F    text field of a JSONL/CSV item (default text)\n"
+    "      --gold-field F    field with the expected label: the summary adds\n"
+    "                        accuracy and a confusion table\n"
+    "      --prompt-file F   system prompt template; {{labels}} is replaced\n"
+    "      --format FMT      auto (default: by extension; stdin by its first\n"
+    "                        character), jsonl, csv or text\n"
+    "      --retries N       tries after the first on connect errors, timeouts,\n"
+    "                        429 and 5xx (default 5)\n"
+    "      --timeout-s N     per request (default 600)\n"
+    "  -c, --config FILE     libconfig file with any of the above as keys\n"
+    "                        (model = \"llama3\"; jobs = 200; id_field = \"id\"; ...)\n"
+    "  -h, --help            this text\n"
+    "      --version         print the version\n"
+    "\n"
+    "Exit status: 0 every item labelled, 1 some items ended in error,\n"
+    "2 bad usage or unreadable input.\n";
+
+static char **field_str(struct opts *o, const struct opt_row *r)
+{
+    return (char **)((char *)o + r->off);
+}
+
+static long *field_int(struct opts *o, const struct opt_row *r)
+{
+    return (long *)((char *)o + r->off);
+}
+
+/* Store VALUE (a flag argument or config string) for row R. */
+static int set_value(struct opts *o, const struct opt_row *r, const char *value, const char *what,
+                     char *err, size_t errlen)
+{
+    if (r->type == OPT_STR) {
+        char **f = field_str(o, r);
+        free(*f);
+        *f = strdup(value);
+        return *f ? 0 : -1;
+    }
+    char *end;
+    long v = strtol(value, &end, 10);
+    if (!*value || *end || v < r->min || v > r->max) {
+        snprintf(err, errlen, "bad value '%s' for %s (an integer %ld..%ld)", value, what, r->min,
+                 r->max);
+        return -1;
+    }
+    *field_int(o, r) = v;
+    return 0;
+}
+
+static void key_of(const struct opt_row *r, char *key, size_t len)
+{
+    snprintf(key, len, "%s", r->name);
+    for (char *p = key; *p; p++)
+        if (*p == '-')
+            *p = '_';
+}
+
+/* A config list or array of strings joined with ',' (for labels). */
+static int join_list(const config_setting_t *s, struct buf *out)
+{
+    for (int i = 0; i < config_setting_length(s); i++) {
+        const char *v = config_setting_get_string_elem(s, i);
+        if (!v || strchr(v, ','))
+            return -1;
+        if ((i && buf_puts(out, ",") < 0) || buf_puts(out, v) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Apply one setting of the config file unless its flag was given. */
+static int config_apply(struct opts *o, const config_setting_t *s, const unsigned char *given,
+                        const char *file, char *err, size_t errlen)
+{
+    const char *name = config_setting_name(s);
+    int line = config_setting_source_line(s);
+    char key[64], what[96];
+    for (size_t i = 0; i < NROWS; i++) {
+        key_of(&rows[i], key, sizeof key);
+        if (strcmp(key, name) != 0 || strcmp(key, "config") == 0)
+            continue;
+        if (given[i])
+            return 0;
+        snprintf(what, sizeof what, "%s:%d: %s", file, line, name);
+        int t = config_setting_type(s);
+        if (rows[i].type == OPT_INT && (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)) {
+            char num[32];
+            snprintf(num, sizeof num, "%lld", config_setting_get_int64(s));
+            return set_value(o, &rows[i], num, what, err, errlen);
+        }
+        if (rows[i].type == OPT_STR && t == CONFIG_TYPE_STRING)
+            return set_value(o, &rows[i], config_setting_get_string(s), what, err, errlen);
+        if (strcmp(key, "labels") == 0 && (t == CONFIG_TYPE_LIST || t == CONFIG_TYPE_ARRAY)) {
+            struct buf b = {0};
+            int rc = join_list(s, &b) < 0 || !b.data
+                         ? -1
+                         : set_value(o, &rows[i], b.data, what, err, errlen);
+            buf_free(&b);
+            if (rc < 0 && !err[0])
+                snprintf(err, errlen, "%s: expected a list of labels without commas", what);
+            return rc;
+        }
+        snprintf(err, errlen, "%s: expected %s", what,
+                 rows[i].type == OPT_INT ? "an integer" : "a string");
+        return -1;
+    }
+    snprintf(err, errlen, "%s:%d: unknown key '%s'", file, line, name);
+    return -1;
+}
+
+static int config_load(struct opts *o, const unsigned char *given, char *err, size_t errlen)
+{
+    config_t cfg;
+    int rc = 0;
+    config_init(&cfg);
+    if (config_read_file(&cfg, o->config) != CONFIG_TRUE) {
+        if (config_error_type(&cfg) == CONFIG_ERR_FILE_IO)
+            snprintf(err, errlen, "cannot read config file '%s'", o->config);
+        else
+            snprintf(err, errlen, "%s:%d: %s", o->config, config_error_line(&cfg),
+                     config_error_text(&cfg));
+        rc = -1;
+        goto done;
+    }
+    config_setting_t *root = config_root_setting(&cfg);
+    for (int i = 0; i < config_setting_length(root) && rc == 0; i++)
+        rc = config_apply(o, config_setting_get_elem(root, i), given, o->config, err, errlen);
+done:
+    config_destroy(&cfg);
+    return rc;
+}
+
+static void build_longopts(struct option *lo, char *shorts)
+{
+    size_t n = 0;
+    char *s = shorts;
+    *s++ = ':';
+    *s++ = 'h';
+    for (size_t i = 0; i < NROWS; i++) {
+        lo[n++] = (struct option){rows[i].name, required_argument, NULL, 1000 + (int)i};
+        if (rows[i].shortopt) {
+            *s++ = (char)rows[i].shortopt;
+            *s++ = ':';
+        }
+    }
+    lo[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    lo[n++] = (struct option){"version", no_argument, NULL, 'V'};
+    lo[n] = (struct option){NULL, 0, NULL, 0};
+    *s = '\0';
+}
+
+static int row_of_short(int c)
+{
+    for (size_t i = 0; i < NROWS; i++)
+        if (rows[i].shortopt == c)
+            return (int)i;
+    return -1;
+}
+
+/* The flag as the user wrote it, for error lines. */
+static const char *flag_text(char **argv, int at)
+{
+    return at > 0 && argv[at - 1] ? argv[at - 1] : "?";
+}
+
+static int parse_flags(struct opts *o, int argc, char **argv, unsigned char *given, char *err,
+                       size_t errlen)
+{
+    struct option lo[NROWS + 3];
+    char shorts[2 * NROWS + 4];
+    char what[64];
+    int c;
+    build_longopts(lo, shorts);
+    opterr = 0;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+        int r = c >= 1000 ? c - 1000 : row_of_short(c);
+        if (c == 'h') {
+            fputs(usage_text, stdout);
+            return 1;
+        } else if (c == 'V') {
+            printf("ollama-classify %s\n", OP_VERSION);
+            return 1;
+        } else if (c == ':') {
+            snprintf(err, errlen, "option '%s' needs a value", flag_text(argv, optind));
+            return -1;
+        } else if (c == '?' || r < 0) {
+            if (optopt && optopt < 256)
+                snprintf(err, errlen, "unknown option '-%c' (try --help)", optopt);
+            else
+                snprintf(err, errlen, "unknown option '%s' (try --help)", flag_text(argv, optind));
+            return -1;
+        }
+        snprintf(what, sizeof what, "--%s", rows[r].name);
+        if (set_value(o, &rows[r], optarg, what, err, errlen) < 0)
+            return -1;
+        given[r] = 1;
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument '%s' (try --help)", argv[optind]);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_required(const struct opts *o, char *err, size_t errlen)
+{
+    const char *missing = !o->input    ? "-i ITEMS"
+                          : !o->output ? "-o RESULTS"
+                          : !o->model  ? "-m MODEL"
+                          : !o->labels ? "-l LABELS"
+                                       : NULL;
+    if (missing) {
+        snprintf(err, errlen, "missing %s (try --help)", missing);
+        return -1;
+    }
+    if (o->format && strcmp(o->format, "auto") && strcmp(o->format, "jsonl") &&
+        strcmp(o->format, "csv") && strcmp(o->format, "text")) {
+        snprintf(err, errlen, "bad value '%s' for --format (auto, jsonl, csv or text)", o->format);
+        return -1;
+    }
+    return 0;
+}
+
+int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
+{
+    unsigned char given[NROWS] = {0};
+    err[0] = '\0';
+    o->retries = -1; /* "unset": 0 is a legal value */
+    o->timeout_s = 0;
+    int rc = parse_flags(o, argc, argv, given, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (o->config && config_load(o, given, err, errlen) < 0)
+        return -1;
+    if (o->retries < 0)
+        o->retries = 5;
+    if (!o->timeout_s)
+        o->timeout_s = 600;
+    if (!o->jobs)
+        o->jobs = 200;
+    if (!o->id_field)
+        o->id_field = strdup("id");
+    if (!o->text_field)
+        o->text_field = strdup("text");
+    return check_required(o, err, errlen);
+}
+
+void opts_free(struct opts *o)
+{
+    for (size_t i = 0; i < NROWS; i++) {
+        if (rows[i].type == OPT_STR) {
+            char **f = field_str(o, &rows[i]);
+            free(*f);
+            *f = NULL;
+        }
+    }
+}
+
+int opts_endpoint_url(const char *spec, struct buf *out, char *err, size_t errlen)
+{
+    const char *scheme = "http://", *rest = spec;
+    buf_clear(out);
+    while (isspace((unsigned char)*rest))
+        rest++;
+    if (strncmp(rest, "http://", 7) == 0) {
+        rest += 7;
+    } else if (strncmp(rest, "https://", 8) == 0) {
+        scheme = "https://";
+        rest += 8;
+    } else if (strstr(rest, "://")) {
+        snprintf(err, errlen, "unsupported scheme in '%s' (http or https)", spec);
+        return -1;
+    }
+    size_t hostlen = strcspn(rest, "/");
+    const char *path = rest + hostlen;
+    const char *colon = memchr(rest, ':', hostlen);
+    if (rest[0] == '[')
+        colon = memchr(rest, ']', hostlen) ? strchr(memchr(rest, ']', hostlen), ':') : NULL;
+    if (colon && colon >= rest + hostlen)
+        colon = NULL;
+    if (buf_puts(out, scheme) < 0)
+        return -1;
+    size_t namelen = colon ? (size_t)(colon - rest) : hostlen;
+    if (namelen == 0)
+        buf_puts(out, "127.0.0.1"); /* ":port" means this machine */
+    else
+        buf_append(out, rest, namelen);
+    if (colon && colon + 1 < rest + hostlen)
+        buf_append(out, colon, (size_t)(rest + hostlen - colon));
+    else
+        buf_puts(out, strcmp(scheme, "https://") == 0 ? ":443" : ":11434");
+    buf_puts(out, path);
+    while (out->len > 0 && out->data[out->len - 1] == '/')
+        out->data[--out->len] = '\0';
+    if (!out->data) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,45 @@
+/* opts.h - the command line and the -c config file of ollama-classify.
+ *
+ * Every option has one row in opts.c: its long flag, its config key (the
+ * flag with '-' turned into '_'), its type and bounds. Flags are read first;
+ * the config file then fills only what the flags left unset; defaults fill
+ * the rest. All strings in struct opts are owned by it (opts_free). */
+#ifndef CLS_OPTS_H
+#define CLS_OPTS_H
+
+#include <stddef.h>
+
+#include "buf.h"
+
+struct opts {
+    char *input;       /* -i: items file, "-" for stdin */
+    char *output;      /* -o: results file */
+    char *model;       /* -m */
+    char *labels;      /* -l: "a,b,c" or "@FILE" */
+    char *url;         /* --url, NULL: $OLLAMA_HOST or the default */
+    char *id_field;    /* default "id" */
+    char *text_field;  /* default "text" */
+    char *gold_field;  /* NULL: no accuracy */
+    char *prompt_file; /* NULL: the built-in prompt */
+    char *format;      /* NULL or "auto", "jsonl", "csv", "text" */
+    char *config;      /* -c */
+    long jobs;         /* -j, default 200 */
+    long retries;      /* default 5 */
+    long timeout_s;    /* default 600 */
+};
+
+/* Fill O from ARGV and, with -c, from the config file.
+ * Returns 0 to run; 1 when --help or --version was printed (exit 0);
+ * -1 on bad usage, with one line naming the flag or key in ERR (exit 2).
+ * O must be zeroed before; free it with opts_free() in every case. */
+int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen);
+
+void opts_free(struct opts *o);
+
+/* Turn an endpoint in any of Ollama's OLLAMA_HOST forms ("host",
+ * "host:port", ":port", "http://host:port[/path]", "https://...") into a
+ * base URL without a trailing '/', e.g. "http://127.0.0.1:11434", in OUT.
+ * Returns 0, or -1 with a reason in ERR. */
+int opts_endpoint_url(const char *spec, struct buf *out, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,58 @@
+/* stats.h - counting what happened: the progress line while the run goes
+ * and the summary at its end. Memory is fixed: latencies go into a
+ * histogram (1 ms steps below 100 ms, then 1% steps), not a list. */
+#ifndef CLS_STATS_H
+#define CLS_STATS_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "labels.h"
+
+/* Why an item ended without a label, or why an attempt was retried. */
+enum err_kind {
+    ERR_INPUT,   /* a malformed line of the items */
+    ERR_CONNECT, /* could not connect / resolve */
+    ERR_TIMEOUT, /* --timeout-s hit */
+    ERR_NETWORK, /* the connection broke mid-request */
+    ERR_HTTP_429,
+    ERR_HTTP_5XX,
+    ERR_HTTP_4XX,   /* another 4xx: not retried */
+    ERR_OFF_LABEL,  /* an answer outside the labels */
+    ERR_BAD_ANSWER, /* a 200 without a usable label */
+    ERR_KINDS
+};
+
+const char *stats_err_name(enum err_kind k);
+
+struct stats;
+
+/* LABELS is borrowed. TOTAL is the number of items or -1 if unknown;
+ * WITH_GOLD turns on accuracy and the confusion table. NULL: no memory. */
+struct stats *stats_new(const struct labels *labels, long total, int with_gold);
+
+/* An item skipped because the results already label it. */
+void stats_skipped(struct stats *st);
+/* An item labelled LABEL after MS ms in ATTEMPTS requests. GOLD (may be
+ * NULL) is its expected label. */
+void stats_labelled(struct stats *st, int label, double ms, int attempts, const char *gold,
+                    size_t gold_len);
+/* An item ended in error of kind K. */
+void stats_failed(struct stats *st, enum err_kind k, const char *gold, size_t gold_len);
+/* An attempt of kind K is being retried. */
+void stats_retried(struct stats *st, enum err_kind k);
+
+/* Items that ended in error this run. */
+unsigned long stats_errors(const struct stats *st);
+
+/* The progress line on stderr (redrawn on a terminal). IN_FLIGHT is the
+ * number of requests out. Prints only when due unless FORCE. */
+void stats_progress(struct stats *st, size_t in_flight, int force);
+
+/* The summary on stderr (ends a redrawn progress line first). */
+void stats_summary(struct stats *st);
+
+/* NULL is a no-op. */
+void stats_free(struct stats *st);
+
+#endif
