@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "jscan.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -105,39 +106,48 @@ static int needs_model(const char *path)
     return 0;
 }
 
-/* Read "model" and "stream" from the body of a model path. Returns 0, or
- * -1 after answering the client. *ROOT must be json_decref'd by the caller
- * (MODEL points into it). */
-static int parse_body(struct evhttp_request *req, int v1, json_t **root,
+/* Read "model" and "stream" from the body of a model path into IN (the
+ * model copied into MODEL). Returns 0, or -1 after answering the client. */
+static int parse_body(struct evhttp_request *req, int v1, char *model, size_t modellen,
                       struct session_info *in)
 {
     struct evbuffer *b = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(b);
-    json_error_t jerr;
-    json_t *m, *st;
-    char msg[300];
+    const char *body;
+    struct jscan_result js;
+    char why[160], msg[200];
     if (len == 0) {
         server_reply_error(req, v1, 400, "missing request body", 0);
         return -1;
     }
-    *root = json_loadb((const char *)evbuffer_pullup(b, -1), len, 0,
-                       &jerr);
-    if (!*root || !json_is_object(*root)) {
+    body = (const char *)evbuffer_pullup(b, -1);
+    if (jscan_body(body, len, &js, why, sizeof why) < 0 || !js.is_object) {
         snprintf(msg, sizeof msg, "invalid JSON in request body: %s",
-                 *root ? "not an object" : jerr.text);
+                 js.is_object ? why : "not an object");
         server_reply_error(req, v1, 400, msg, 0);
         return -1;
     }
-    m = json_object_get(*root, "model");
-    if (!m)
-        m = json_object_get(*root, "name"); /* legacy key of /api/show */
-    if (!json_is_string(m) || !*json_string_value(m)) {
+    if (!js.model || js.model_len == 0) {
         server_reply_error(req, v1, 400, "model is required", 0);
         return -1;
     }
-    in->model = json_string_value(m);
-    st = json_object_get(*root, "stream");
-    in->stream = v1 ? json_is_true(st) : !json_is_false(st);
+    if (js.model_len >= modellen) {
+        server_reply_error(req, v1, 400, "invalid model name", 0);
+        return -1;
+    }
+    if (js.model_escaped) { /* rare: let jansson undo the escapes */
+        json_t *root = json_loadb(body, len, 0, NULL);
+        json_t *m = json_object_get(root, "model");
+        if (!m)
+            m = json_object_get(root, "name");
+        snprintf(model, modellen, "%s", json_string_value(m) ? json_string_value(m) : "");
+        json_decref(root);
+    } else {
+        memcpy(model, js.model, js.model_len);
+        model[js.model_len] = '\0';
+    }
+    in->model = model;
+    in->stream = v1 ? js.stream == 1 : js.stream != 0;
     return 0;
 }
 
@@ -147,8 +157,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *uri = evhttp_request_get_uri(req);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     struct session_info in = {0};
-    char path[256];
-    json_t *root = NULL;
+    char path[256], model[512];
     size_t n = strcspn(uri, "?");
 
     if (n >= sizeof path)
@@ -170,12 +179,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         server_reply_error(req, in.v1, 503, "the proxy is shutting down", 1);
         return;
     }
-    if (cmd == EVHTTP_REQ_POST && needs_model(path) && parse_body(req, in.v1, &root, &in) < 0) {
-        json_decref(root);
+    if (cmd == EVHTTP_REQ_POST && needs_model(path) &&
+        parse_body(req, in.v1, model, sizeof model, &in) < 0)
         return;
-    }
     session_start(px, req, &in);
-    json_decref(root);
 }
 
 /* limits.max_connections, done as HAProxy's maxconn: at the limit the

@@ -470,6 +470,11 @@ static int skip_request_header(const char *name)
     return 0;
 }
 
+static void add_str(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, s, strlen(s));
+}
+
 /* The request to send upstream: the client's, with Host rewritten,
  * hop-by-hop headers dropped and X-Forwarded-For added. */
 static struct evbuffer *build_request(struct session *s, struct backend *be)
@@ -484,18 +489,37 @@ static struct evbuffer *build_request(struct session *s, struct backend *be)
     ev_uint16_t port;
     size_t len = evbuffer_get_length(body);
 
+    char num[24];
+
     evhttp_connection_get_peer(s->evcon, &peer, &port);
-    evbuffer_add_printf(b, "%s %s HTTP/1.1\r\nHost: %s\r\n", method_name(cmd),
-                        evhttp_request_get_uri(s->req), be->hostport);
+    add_str(b, method_name(cmd));
+    add_str(b, " ");
+    add_str(b, evhttp_request_get_uri(s->req));
+    add_str(b, " HTTP/1.1\r\nHost: ");
+    add_str(b, be->hostport);
+    add_str(b, "\r\n");
     TAILQ_FOREACH(h, in, next) {
-        if (!skip_request_header(h->key))
-            evbuffer_add_printf(b, "%s: %s\r\n", h->key, h->value);
+        if (!skip_request_header(h->key)) {
+            add_str(b, h->key);
+            add_str(b, ": ");
+            add_str(b, h->value);
+            add_str(b, "\r\n");
+        }
     }
-    evbuffer_add_printf(b, "X-Forwarded-For: %s%s%s\r\n", xff ? xff : "", xff ? ", " : "",
-                        peer ? peer : "unknown");
-    if (len || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH)
-        evbuffer_add_printf(b, "Content-Length: %zu\r\n", len);
-    evbuffer_add(b, "\r\n", 2);
+    add_str(b, "X-Forwarded-For: ");
+    if (xff) {
+        add_str(b, xff);
+        add_str(b, ", ");
+    }
+    add_str(b, peer ? peer : "unknown");
+    add_str(b, "\r\n");
+    if (len || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH) {
+        snprintf(num, sizeof num, "%zu", len);
+        add_str(b, "Content-Length: ");
+        add_str(b, num);
+        add_str(b, "\r\n");
+    }
+    add_str(b, "\r\n");
     if (len)
         evbuffer_add(b, evbuffer_pullup(body, -1), len);
     return b;

@@ -181,18 +181,23 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
     return up;
 }
 
-static int parse_status(struct upstream *up, const char *line)
+/* "HTTP/1.x SSS reason" */
+static int parse_status(struct upstream *up, const char *line, size_t n)
 {
-    int minor, status;
-    char reason[64] = "";
-    if (sscanf(line, "HTTP/1.%d %3d %63[^\r\n]", &minor, &status, reason) < 2 || status < 100 ||
-        status > 999)
+    const char *d = line + 9;
+    if (n < 12 || memcmp(line, "HTTP/1.", 7) != 0 || line[8] != ' ' || d[0] < '1' ||
+        d[0] > '9' || d[1] < '0' || d[1] > '9' || d[2] < '0' || d[2] > '9' ||
+        (n > 12 && d[3] != ' '))
         return -1;
-    if (minor == 0)
+    if (line[7] == '0')
         up->keepalive = 0;
-    up->status = status;
-    up->informational = status < 200;
-    memcpy(up->reason, reason, sizeof up->reason);
+    up->status = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+    up->informational = up->status < 200;
+    n = n > 13 ? n - 13 : 0;
+    if (n >= sizeof up->reason)
+        n = sizeof up->reason - 1;
+    memcpy(up->reason, line + 13, n);
+    up->reason[n] = '\0';
     return 0;
 }
 
@@ -258,7 +263,7 @@ static int read_head(struct upstream *up, struct evbuffer *in)
     if (!line)
         return evbuffer_get_length(in) > MAX_HEAD_BYTES ? -1 : 0;
     if (up->state == UP_WAIT_HEAD) {
-        if (parse_status(up, line) < 0)
+        if (parse_status(up, line, n) < 0)
             rc = -1;
         else
             up->state = UP_HEADERS;

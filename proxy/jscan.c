@@ -1,0 +1,250 @@
+/* jscan.c - see jscan.h. A recursive-descent validator; depth is bounded so
+ * that a hostile body cannot exhaust the stack. */
+#include "jscan.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_DEPTH 512
+
+struct scan {
+    const char *p, *end, *start;
+    const char *why;
+};
+
+static int value(struct scan *s, int depth);
+
+static void skip_ws(struct scan *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static int fail(struct scan *s, const char *why)
+{
+    s->why = why;
+    return -1;
+}
+
+static int hex4(const char *p)
+{
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return 0;
+    }
+    return 1;
+}
+
+/* A string at s->p (on the opening quote). Sets *B and *N to its contents and
+ * *ESC when it holds escapes. */
+static int string(struct scan *s, const char **b, size_t *n, int *esc)
+{
+    const char *p = ++s->p;
+    *esc = 0;
+    while (p < s->end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            *b = s->p;
+            *n = (size_t)(p - s->p);
+            s->p = p + 1;
+            return 0;
+        }
+        if (c < 0x20)
+            return s->p = p, fail(s, "control character in a string");
+        if (c == '\\') {
+            *esc = 1;
+            if (p + 1 >= s->end)
+                break;
+            if (p[1] == 'u') {
+                if (p + 6 > s->end || !hex4(p + 2))
+                    return s->p = p, fail(s, "bad \\u escape");
+                p += 6;
+                continue;
+            }
+            if (!strchr("\"\\/bfnrt", p[1]))
+                return s->p = p, fail(s, "bad escape");
+            p += 2;
+            continue;
+        }
+        p++;
+    }
+    s->p = p;
+    return fail(s, "unterminated string");
+}
+
+static int digits(struct scan *s)
+{
+    const char *p = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+        s->p++;
+    return s->p > p ? 0 : fail(s, "bad number");
+}
+
+static int number(struct scan *s)
+{
+    if (*s->p == '-')
+        s->p++;
+    if (s->p < s->end && *s->p == '0')
+        s->p++;
+    else if (digits(s) < 0)
+        return -1;
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (digits(s) < 0)
+            return -1;
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+            s->p++;
+        if (digits(s) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int literal(struct scan *s, const char *word)
+{
+    size_t n = strlen(word);
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, word, n) != 0)
+        return fail(s, "invalid character");
+    s->p += n;
+    return 0;
+}
+
+/* Members of an object; at top level (TOP) note "model", "name", "stream". */
+static int object(struct scan *s, int depth, struct jscan_result *top)
+{
+    const char *name_b = NULL;
+    size_t name_n = 0;
+    int name_esc = 0;
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        const char *k, *v;
+        size_t kn, vn;
+        int kesc, vesc;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != '"')
+            return fail(s, "expected a member name");
+        if (string(s, &k, &kn, &kesc) < 0)
+            return -1;
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != ':')
+            return fail(s, "expected ':'");
+        s->p++;
+        skip_ws(s);
+        v = s->p;
+        if (top && s->p < s->end && *s->p == '"' &&
+            ((kn == 5 && !memcmp(k, "model", 5)) || (kn == 4 && !memcmp(k, "name", 4)))) {
+            if (string(s, &v, &vn, &vesc) < 0)
+                return -1;
+            if (kn == 5) {
+                top->model = v, top->model_len = vn, top->model_escaped = vesc;
+            } else {
+                name_b = v, name_n = vn, name_esc = vesc;
+            }
+        } else {
+            if (value(s, depth + 1) < 0)
+                return -1;
+            if (top && kn == 6 && !memcmp(k, "stream", 6))
+                top->stream = *v == 't' ? 1 : *v == 'f' ? 0 : -1;
+        }
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            break;
+        }
+        return fail(s, "expected ',' or '}'");
+    }
+    if (top && !top->model && name_b)
+        top->model = name_b, top->model_len = name_n, top->model_escaped = name_esc;
+    return 0;
+}
+
+static int array(struct scan *s, int depth)
+{
+    s->p++;
+    skip_ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return 0;
+    }
+    for (;;) {
+        if (value(s, depth + 1) < 0)
+            return -1;
+        skip_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return 0;
+        }
+        return fail(s, "expected ',' or ']'");
+    }
+}
+
+static int value(struct scan *s, int depth)
+{
+    const char *b;
+    size_t n;
+    int esc;
+    if (depth > MAX_DEPTH)
+        return fail(s, "nested too deeply");
+    skip_ws(s);
+    if (s->p >= s->end)
+        return fail(s, "unexpected end of input");
+    switch (*s->p) {
+    case '{':
+        return object(s, depth, NULL);
+    case '[':
+        return array(s, depth);
+    case '"':
+        return string(s, &b, &n, &esc);
+    case 't':
+        return literal(s, "true");
+    case 'f':
+        return literal(s, "false");
+    case 'n':
+        return literal(s, "null");
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9'))
+            return number(s);
+        return fail(s, "invalid character");
+    }
+}
+
+int jscan_body(const char *body, size_t len, struct jscan_result *out, char *err,
+               size_t errlen)
+{
+    struct scan s = {body, body + len, body, NULL};
+    int rc;
+    memset(out, 0, sizeof *out);
+    out->stream = -1;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == '{') {
+        out->is_object = 1;
+        rc = object(&s, 1, out);
+    } else {
+        rc = value(&s, 1);
+    }
+    if (rc == 0) {
+        skip_ws(&s);
+        if (s.p != s.end)
+            rc = fail(&s, "data after the JSON value");
+    }
+    if (rc < 0)
+        snprintf(err, errlen, "%s at offset %zu", s.why, (size_t)(s.p - s.start));
+    return rc;
+}
