@@ -1,0 +1,328 @@
+"""test_docker.py - what CI can check of docker/ without a Docker engine.
+
+- every docker/compose*.yaml parses with Debian's docker-compose (`config
+  -q`, with and without the job profile), and a broken copy does not;
+- their shape: each backend URL of the proxy config names a service of the
+  file, its OLLAMA_NUM_PARALLEL (or ollama-sim --parallel) equals the
+  backend's max_concurrent, the proxy starts after every backend is healthy,
+  the classify job sits under a profile and waits for a healthy proxy;
+- docker/Dockerfile takes its packages from .ci/packages through
+  .ci/install-deps (the build group in the build stage, only the runtime
+  group in the runtime stage; no hand-written apt-get install), and the
+  runtime group holds every library the built programs link to;
+- the Dockerfile's shape: multi-stage, non-root user, HEALTHCHECK on GET /,
+  the config at /etc/ollama-proxy/ollama-proxy.conf;
+- every proxy config the images use passes `ollama-proxy --check` and
+  listens on 0.0.0.0:11434, and a broken copy fails it.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+
+from harness import SRC, binary, eq, ok, run, tmpdir
+
+DOCKER = os.path.join(SRC, "docker")
+DOCKERFILE = os.path.join(DOCKER, "Dockerfile")
+CONF_PATH = "/etc/ollama-proxy/ollama-proxy.conf"
+COMPOSE = sorted(os.path.join(DOCKER, f) for f in os.listdir(DOCKER)
+                 if re.match(r"compose.*\.ya?ml$", f))
+
+
+def sh(argv, **kw):
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def compose_bin():
+    exe = shutil.which("docker-compose")
+    ok(exe, "docker-compose is not installed (it is in the test group of .ci/packages: "
+            ".ci/install-deps test)")
+    return exe
+
+
+def compose_config(path, profile=True):
+    """The resolved compose file as data (docker-compose config prints YAML;
+    the Python that runs docker-compose has PyYAML, so it converts it)."""
+    exe = compose_bin()
+    argv = [exe, "-f", path] + (["--profile", "job"] if profile else []) + ["config"]
+    env = dict(os.environ, CLASSIFY_USER="1000:1000")
+    r = sh(argv, env=env)
+    eq(r.returncode, 0, "%s config:\n%s" % (path, r.stdout.decode()))
+    with open(exe) as f:
+        first = f.readline()
+    py = first[2:].strip().split()[0] if first.startswith("#!") else "python3"
+    if py.endswith("/env"):
+        py = first[2:].split()[1]
+    c = subprocess.run([py, "-c", "import sys, json, yaml; "
+                        "json.dump(yaml.safe_load(sys.stdin), sys.stdout)"],
+                       input=r.stdout, stdout=subprocess.PIPE, check=True)
+    return json.loads(c.stdout)
+
+
+def dockerfile_instructions():
+    """[(stage_index, INSTRUCTION, args)] with continuation lines joined."""
+    with open(DOCKERFILE) as f:
+        text = f.read()
+    text = re.sub(r"\\\n", " ", text)
+    out, stage = [], -1
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        word = word.upper()
+        if word == "FROM":
+            stage += 1
+        out.append((stage, word, rest.strip()))
+    return out
+
+
+def install_deps_list(*groups):
+    r = sh([os.path.join(SRC, ".ci", "install-deps"), "--list"] + list(groups))
+    eq(r.returncode, 0, "install-deps --list " + " ".join(groups))
+    return set(r.stdout.decode().split())
+
+
+def proxy_check(path):
+    return sh([binary("ollama-proxy"), "--check", "-c", path])
+
+
+def configs_used():
+    """Every proxy config an image or compose file puts at CONF_PATH:
+    {host path: where it is used}."""
+    used = {}
+    for stage, word, args in dockerfile_instructions():
+        if word == "COPY" and args.split()[-1] == CONF_PATH and "--from" not in args:
+            used[os.path.join(SRC, args.split()[0])] = "Dockerfile"
+    for path in COMPOSE:
+        cfg = compose_config(path)
+        for name, svc in cfg["services"].items():
+            for v in svc.get("volumes", []):
+                src, dst = (v["source"], v["target"]) if isinstance(v, dict) else \
+                    v.split(":")[:2]
+                if dst == CONF_PATH:
+                    used[src] = "%s: %s" % (os.path.basename(path), name)
+    return used
+
+
+def read_backends(conf):
+    """[(name, host, port, max_concurrent)] from a proxy config (simple
+    one-backend-per-line form, as ours are written)."""
+    with open(conf) as f:
+        text = f.read()
+    text = re.sub(r"#.*", "", text)
+    rows = re.findall(r'name\s*=\s*"([^"]+)"\s*;\s*url\s*=\s*"http://([^":/]+):(\d+)"\s*;'
+                      r'\s*max_concurrent\s*=\s*(\d+)', text)
+    return [(n, h, int(p), int(m)) for n, h, p, m in rows]
+
+
+# ---- compose files ----
+
+def test_compose_files_exist():
+    names = [os.path.basename(p) for p in COMPOSE]
+    ok("compose.yaml" in names, "docker/compose.yaml is missing: %s" % names)
+    ok(any("sim" in n for n in names), "no ollama-sim variant in docker/: %s" % names)
+
+
+def test_compose_files_parse():
+    exe = compose_bin()
+    for path in COMPOSE:
+        for extra in ([], ["--profile", "job"]):
+            r = sh([exe, "-f", path] + extra + ["config", "-q"])
+            eq(r.returncode, 0, "docker-compose -f %s %s config -q:\n%s" %
+               (path, " ".join(extra), r.stdout.decode()))
+
+
+def test_compose_parse_catches_breakage():
+    exe = compose_bin()
+    for path in COMPOSE:
+        with open(path) as f:
+            text = f.read()
+        broken = os.path.join(tmpdir(), "broken-" + os.path.basename(path))
+        # an unknown key inside a service, and a bad depends_on condition
+        for mutated in (re.sub(r"(\n  proxy:\n)", r"\1    no_such_key: 1\n", text, count=1),
+                        text.replace("condition: service_healthy", "condition: when_ready", 1)):
+            ok(mutated != text, "mutation did not apply to %s" % path)
+            with open(broken, "w") as f:
+                f.write(mutated)
+            r = sh([exe, "-f", broken, "config", "-q"])
+            ok(r.returncode != 0, "docker-compose accepted a broken %s" % path)
+
+
+def test_compose_shape():
+    for path in COMPOSE:
+        fname = os.path.basename(path)
+        cfg = compose_config(path)
+        svcs = cfg["services"]
+        ok("proxy" in svcs and "classify" in svcs, "%s: needs proxy and classify" % fname)
+        proxy = svcs["proxy"]
+        ports = [str(p.get("target")) if isinstance(p, dict) else str(p).split(":")[-1]
+                 for p in proxy.get("ports", [])]
+        ok("11434" in ports, "%s: proxy does not publish 11434: %s" % (fname, ports))
+        conf = [v["source"] if isinstance(v, dict) else v.split(":")[0]
+                for v in proxy.get("volumes", [])
+                if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == CONF_PATH]
+        ok(conf, "%s: proxy has no config mounted at %s" % (fname, CONF_PATH))
+        backends = read_backends(conf[0])
+        ok(len(backends) >= 2, "%s: fewer than 2 backends in %s" % (fname, conf[0]))
+        deps = proxy.get("depends_on", {})
+        for name, host, port, cap in backends:
+            ok(host in svcs, "%s: backend %s points at %s, not a service" % (fname, name, host))
+            svc = svcs[host]
+            ok(deps.get(host, {}).get("condition") == "service_healthy",
+               "%s: proxy does not wait for %s to be healthy" % (fname, host))
+            ok(svc.get("healthcheck") and not svc["healthcheck"].get("disable"),
+               "%s: %s has no health check" % (fname, host))
+            env = svc.get("environment") or {}
+            if isinstance(env, list):
+                env = dict(e.split("=", 1) for e in env)
+            cmd = svc.get("command") or []
+            if isinstance(cmd, str):
+                cmd = cmd.split()
+            if "OLLAMA_NUM_PARALLEL" in env:
+                par = int(env["OLLAMA_NUM_PARALLEL"])
+                ok(port == 11434, "%s: %s listens on 11434, not %d" % (fname, host, port))
+            else:
+                ok("--parallel" in cmd, "%s: %s sets neither OLLAMA_NUM_PARALLEL nor "
+                                        "--parallel" % (fname, host))
+                par = int(cmd[cmd.index("--parallel") + 1])
+                eq(str(port), cmd[cmd.index("--port") + 1], "%s: %s port" % (fname, host))
+            eq(cap, par, "%s: max_concurrent of %s vs the parallel slots of %s" %
+               (fname, name, host))
+        job = svcs["classify"]
+        ok("job" in (job.get("profiles") or []), "%s: classify is not under profile job" % fname)
+        eq(job.get("depends_on", {}).get("proxy", {}).get("condition"), "service_healthy",
+           "%s: classify waits for a healthy proxy" % fname)
+        ok(job.get("volumes"), "%s: classify has no mounted folder" % fname)
+        ok("http://proxy:11434" in (job.get("command") or []),
+           "%s: classify does not go through the proxy" % fname)
+
+
+def test_compose_gpus():
+    cfg = compose_config(os.path.join(DOCKER, "compose.yaml"))
+    ids = []
+    for name, svc in cfg["services"].items():
+        if str(svc.get("image", "")).startswith("ollama/ollama"):
+            devs = svc["deploy"]["resources"]["reservations"]["devices"]
+            ok(all("gpu" in d.get("capabilities", []) for d in devs), name)
+            ids += [i for d in devs for i in d.get("device_ids", [])]
+            vols = [v["source"] if isinstance(v, dict) else v.split(":")[0]
+                    for v in svc.get("volumes", [])]
+            ok("models" in vols, "%s does not mount the shared models volume" % name)
+    eq(sorted(ids), ["0", "1"], "GPU device_ids of the ollama services")
+
+
+# ---- Dockerfile ----
+
+def test_dockerfile_packages_from_list():
+    ins = dockerfile_instructions()
+    stages = max(s for s, _, _ in ins) + 1
+    ok(stages >= 2, "the Dockerfile is not multi-stage")
+    runs = [(s, a) for s, w, a in ins if w == "RUN"]
+    for s, a in runs:
+        ok(not re.search(r"\bapt(-get)?\s+(-\S+\s+)*install\b", a),
+           "the Dockerfile installs packages by hand (put them in .ci/packages): " + a)
+        for m in re.finditer(r"install-deps\s+((?:[\w-]+\s*)+)", a):
+            groups = m.group(1).split()
+            ok("--list" not in groups, a)
+            ok(install_deps_list(*groups), "install-deps %s: empty group" % groups)
+
+    def groups_of(stage):
+        g = []
+        for s, a in runs:
+            if s == stage:
+                for m in re.finditer(r"install-deps\s+([\w\s-]+?)(?:&&|;|$)", a):
+                    g += m.group(1).split()
+        return g
+
+    eq(groups_of(0), ["build"], "groups installed by the build stage")
+    eq(groups_of(stages - 1), ["runtime"], "groups installed by the runtime stage")
+    for s in (0, stages - 1):
+        copies = [a for st, w, a in ins if st == s and w == "COPY"]
+        ok(any(a.split()[0].rstrip("/") == ".ci" for a in copies),
+           "stage %d does not COPY .ci/ (the list and the script)" % s)
+
+
+def test_runtime_group_covers_binaries():
+    """Every library the programs link to directly is in a runtime package."""
+    runtime = install_deps_list("runtime")
+    if not shutil.which("dpkg") or not shutil.which("readelf"):
+        print("skip: no dpkg/readelf")
+        return
+    for prog in ("ollama-proxy", "ollama-classify", "ollama-sim"):
+        r = sh(["readelf", "-d", binary(prog)])
+        eq(r.returncode, 0, "readelf " + prog)
+        for lib in re.findall(r"Shared library: \[([^\]]+)\]", r.stdout.decode()):
+            if re.match(r"lib(c|m|pthread|dl|rt|asan|ubsan|gcc_s|stdc\+\+)\.so", lib):
+                continue  # libc6 (in every image) and the sanitizers of SANITIZE builds
+            d = sh(["dpkg", "-S", "*/" + lib])
+            pkgs = {l.split(":")[0] for l in d.stdout.decode().splitlines() if ":" in l}
+            ok(pkgs & runtime, "%s links %s (package %s), not in the runtime group %s" %
+               (prog, lib, ",".join(sorted(pkgs)) or "?", sorted(runtime)))
+
+
+def test_dockerfile_shape():
+    ins = dockerfile_instructions()
+    last = max(s for s, _, _ in ins)
+    final = [(w, a) for s, w, a in ins if s == last]
+    users = [a for w, a in final if w == "USER"]
+    ok(users and users[-1].split(":")[0] not in ("root", "0"), "runtime stage runs as root")
+    hc = [a for w, a in final if w == "HEALTHCHECK"]
+    ok(hc and "GET / " in hc[0] and "11434" in hc[0], "no HEALTHCHECK on GET /: %s" % hc)
+    cmd = [a for w, a in final if w == "CMD"]
+    ok(cmd and CONF_PATH in cmd[-1] and "ollama-proxy" in cmd[-1], "CMD: %s" % cmd)
+    bins = " ".join(a for w, a in final if w == "COPY" and "--from" in a)
+    for prog in ("ollama-proxy", "ollama-classify", "ollama-sim"):
+        ok(prog in bins, "the runtime image lacks " + prog)
+    for s, w, a in ins:
+        if w == "COPY" and "--from" not in a:
+            for src in a.split()[:-1]:
+                ok(os.path.exists(os.path.join(SRC, src)), "COPY %s: no such file" % src)
+
+
+def test_healthcheck_command_works():
+    """The HEALTHCHECK's bash one-liner passes against a real proxy and
+    fails on a closed port."""
+    from harness import Proxy, Sim
+    hc = [a for s, w, a in dockerfile_instructions() if w == "HEALTHCHECK"][0]
+    argv = json.loads(hc[hc.index("CMD") + 3:].strip())
+    sim = Sim()
+    proxy = Proxy([("a", sim.url, 4)])
+    for port, want in ((proxy.port, 0), (sim.port, 0), (1, 1)):
+        a = [x.replace("/11434", "/%d" % port) for x in argv]
+        r = sh(a, timeout=10)
+        eq(r.returncode != 0, bool(want), "health check on port %d: %s" % (port, r.stdout))
+    proxy.stop()
+    sim.stop()
+
+
+# ---- proxy configs ----
+
+def test_proxy_configs_pass_check():
+    used = configs_used()
+    ok(len(used) >= 2, "expected the image's and the compose files' configs: %s" % used)
+    for path, where in sorted(used.items()):
+        r = proxy_check(path)
+        out = r.stdout.decode()
+        eq(r.returncode, 0, "ollama-proxy --check -c %s (%s):\n%s" % (path, where, out))
+        ok(re.search(r"listen\s+0\.0\.0\.0:11434", out),
+           "%s (%s) must listen on 0.0.0.0:11434 in its container:\n%s" % (path, where, out))
+
+
+def test_check_catches_broken_config():
+    for path in configs_used():
+        with open(path) as f:
+            text = f.read()
+        broken = os.path.join(tmpdir(), "broken-" + os.path.basename(path))
+        with open(broken, "w") as f:
+            # a typo in a key of the first backend (not in a comment)
+            mutated = re.sub(r"(\n\s*\{\s*name[^\n]*?)max_concurrent", r"\1max_concurent",
+                             text, count=1)
+            ok(mutated != text, "mutation did not apply to %s" % path)
+            f.write(mutated)
+        r = proxy_check(broken)
+        eq(r.returncode, 1, "--check accepted a typo in %s: %s" % (path, r.stdout))
+
+
+run(globals())
