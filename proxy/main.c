@@ -89,6 +89,17 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
     evtimer_add(px->ev_drain, &tv);
 }
 
+/* The access log is written in blocks; this bounds how late a line is. */
+#define LOG_FLUSH_MS 100
+
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_flush();
+}
+
 /* A backend that was down may be tried again: hand it waiting requests.
  * libevent's timer clock may run a little ahead of ours, so a backend due
  * within a few milliseconds counts as due now. */
@@ -127,6 +138,7 @@ static struct event_base *new_base(void)
 
 static int proxy_init(struct proxy *px, struct px_config *cfg)
 {
+    struct timeval flush = {0, LOG_FLUSH_MS * 1000};
     px->cfg = cfg;
     px->start_ms = net_now_ms();
     LIST_INIT(&px->sessions);
@@ -145,6 +157,9 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
         px->backends[i] = backend_new(&cfg->backends[i]);
         px->backends[i]->wake = evtimer_new(px->base, on_backend_wake, px);
     }
+    px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
+    event_add(px->ev_flush, &flush);
+    log_set_buffered(1);
     px->ev_term = evsignal_new(px->base, SIGTERM, on_stop_signal, px);
     px->ev_int = evsignal_new(px->base, SIGINT, on_stop_signal, px);
     evsignal_add(px->ev_term, NULL);
@@ -165,6 +180,9 @@ static void proxy_cleanup(struct proxy *px)
         event_free(px->ev_int);
     if (px->ev_drain)
         event_free(px->ev_drain);
+    if (px->ev_flush)
+        event_free(px->ev_flush);
+    log_set_buffered(0);
     if (px->base)
         event_base_free(px->base);
     config_free(px->cfg);

@@ -31,7 +31,7 @@ struct proxy {
     int draining;
     double start_ms;
     struct upstream_timeouts uto;
-    struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
+    struct event *ev_term, *ev_int, *ev_hup, *ev_drain, *ev_flush;
     unsigned long long requests;
     /* Client connections, for limits.max_connections: every connection's
      * bufferevent, with a reference of ours so that we can see evhttp free

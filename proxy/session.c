@@ -45,6 +45,7 @@ struct session {
     int ntries;
     enum session_state state;
     struct event timer;      /* queue timeout */
+    struct event watch_timer; /* start watching the client after WATCH_DELAY_MS */
     struct event closewatch; /* EV_CLOSED on the client until the reply starts */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
@@ -59,6 +60,7 @@ struct session {
     unsigned v1 : 1;
     unsigned watching : 1;
     unsigned timer_armed : 1;
+    unsigned watch_timer_armed : 1;
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
@@ -77,19 +79,25 @@ static struct session *from_entry(struct queue_entry *e)
 
 /* ---- the end of a session ---- */
 
-static void stop_watching(struct session *s)
-{
-    if (s->watching) {
-        event_del(&s->closewatch);
-        s->watching = 0;
-    }
-}
-
 static void stop_timer(struct session *s)
 {
     if (s->timer_armed) {
         evtimer_del(&s->timer);
         s->timer_armed = 0;
+    }
+}
+
+/* The reply starts or the session ends: no more watching, nor waiting to
+ * start watching. */
+static void stop_watching(struct session *s)
+{
+    if (s->watch_timer_armed) {
+        evtimer_del(&s->watch_timer);
+        s->watch_timer_armed = 0;
+    }
+    if (s->watching) {
+        event_del(&s->closewatch);
+        s->watching = 0;
     }
 }
 
@@ -102,16 +110,70 @@ static void drop_slot(struct session *s)
     }
 }
 
+/* A small appender: the access log is written once per request, and
+ * printf with its float conversions was a tenth of the proxy's CPU. */
+struct line {
+    char buf[640];
+    size_t n;
+};
+
+static void ln_str(struct line *l, const char *str)
+{
+    size_t k = strlen(str);
+    if (k > sizeof l->buf - l->n)
+        k = sizeof l->buf - l->n;
+    memcpy(l->buf + l->n, str, k);
+    l->n += k;
+}
+
+static void ln_int(struct line *l, unsigned long long v)
+{
+    char d[24];
+    int i = sizeof d;
+    d[--i] = '\0';
+    do {
+        d[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    ln_str(l, d + i);
+}
+
+/* Milliseconds with one decimal. */
+static void ln_ms(struct line *l, double ms)
+{
+    unsigned long long t = ms > 0 ? (unsigned long long)(ms * 10 + 0.5) : 0;
+    ln_int(l, t / 10);
+    ln_str(l, ".");
+    ln_int(l, t % 10);
+}
+
+/* method path model=M backend=B status=S wait_ms=W upstream_ms=U bytes=N
+ * tries=T outcome */
 static void access_log(struct session *s, const char *outcome)
 {
     double now = net_now_ms();
-    double wait = (s->t_dispatch ? s->t_dispatch : now) - s->t_start;
-    double up = s->t_dispatch ? now - s->t_dispatch : 0;
-    const char *be = s->ntries ? s->tried[s->ntries - 1]->name : "-";
-    log_info("%s %s model=%s backend=%s status=%d wait_ms=%.1f upstream_ms=%.1f bytes=%zu "
-             "tries=%d %s",
-             s->method, s->path, s->model ? s->model : "-", be, s->status, wait, up, s->bytes,
-             s->ntries, outcome);
+    struct line l;
+    l.n = 0;
+    ln_str(&l, s->method);
+    ln_str(&l, " ");
+    ln_str(&l, s->path);
+    ln_str(&l, " model=");
+    ln_str(&l, s->model ? s->model : "-");
+    ln_str(&l, " backend=");
+    ln_str(&l, s->ntries ? s->tried[s->ntries - 1]->name : "-");
+    ln_str(&l, " status=");
+    ln_int(&l, (unsigned)s->status);
+    ln_str(&l, " wait_ms=");
+    ln_ms(&l, (s->t_dispatch ? s->t_dispatch : now) - s->t_start);
+    ln_str(&l, " upstream_ms=");
+    ln_ms(&l, s->t_dispatch ? now - s->t_dispatch : 0);
+    ln_str(&l, " bytes=");
+    ln_int(&l, s->bytes);
+    ln_str(&l, " tries=");
+    ln_int(&l, (unsigned)s->ntries);
+    ln_str(&l, " ");
+    ln_str(&l, outcome);
+    log_text(LOG_INFO, l.buf, l.n);
 }
 
 /* The one teardown. The client's reply must already be sent, or the client
@@ -188,11 +250,36 @@ static void watch_client(struct session *s)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
     evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0)
+    if (fd < 0 || s->watching)
         return;
     event_assign(&s->closewatch, s->px->base, fd, EV_CLOSED, on_client_closed, s);
     if (event_add(&s->closewatch, NULL) == 0)
         s->watching = 1;
+}
+
+/* Watching costs two epoll_ctl calls per request (add, then delete), so a
+ * request starts watching only if its reply has not started after
+ * WATCH_DELAY_MS, queued or not: a fast reply never pays, and a client that
+ * leaves a slow one is still noticed within that delay. */
+#define WATCH_DELAY_MS 20
+
+static void on_watch_delay(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    s->watch_timer_armed = 0;
+    watch_client(s);
+}
+
+static void watch_client_soon(struct session *s)
+{
+    struct timeval tv = {0, WATCH_DELAY_MS * 1000};
+    if (s->watching || s->watch_timer_armed)
+        return;
+    evtimer_assign(&s->watch_timer, s->px->base, on_watch_delay, s);
+    evtimer_add(&s->watch_timer, &tv);
+    s->watch_timer_armed = 1;
 }
 
 /* ---- retries and errors before the reply ---- */
@@ -216,6 +303,8 @@ static void enqueue_front(struct session *s)
     tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec * 1000.0) * 1000.0);
     s->state = S_QUEUED;
     queue_push_front(&px->queue, &s->qe);
+    stop_timer(s);
+    watch_client_soon(s);
     evtimer_assign(&s->timer, px->base, on_queue_timeout, s);
     evtimer_add(&s->timer, &tv);
     s->timer_armed = 1;
@@ -273,20 +362,18 @@ static int is_hop_by_hop(const char *name)
     return 0;
 }
 
-static void copy_headers(struct session *s, struct evkeyvalq *from)
+/* A header of the backend's response, on its way to the client's. A 503
+ * will be retried, so its headers are not kept. */
+static void on_header(void *arg, int status, const char *key, const char *value)
 {
-    struct evkeyvalq *out = evhttp_request_get_output_headers(s->req);
-    struct evkeyval *h;
-    TAILQ_FOREACH(h, from, next) {
-        if (is_hop_by_hop(h->key))
-            continue;
-        if (strcasecmp(h->key, "Content-Type") == 0) {
-            s->ndjson = strstr(h->value, "ndjson") != NULL;
-            s->sse = strstr(h->value, "event-stream") != NULL;
-        }
-        evhttp_add_header(out, h->key, h->value);
+    struct session *s = arg;
+    if (status == 503 || is_hop_by_hop(key))
+        return;
+    if (strcasecmp(key, "Content-Type") == 0) {
+        s->ndjson = strstr(value, "ndjson") != NULL;
+        s->sse = strstr(value, "event-stream") != NULL;
     }
-    evhttp_add_header(out, "X-Backend", s->be->name);
+    evhttp_add_header(evhttp_request_get_output_headers(s->req), key, value);
 }
 
 /* Start the client's reply: from now on nothing may be retried. */
@@ -312,8 +399,7 @@ static void start_reply(struct session *s, long long content_length)
     evhttp_send_reply_start(s->req, s->status, s->reason);
 }
 
-static int on_head(void *arg, int status, const char *reason, struct evkeyvalq *headers,
-                   long long content_length)
+static int on_head(void *arg, int status, const char *reason, long long content_length)
 {
     struct session *s = arg;
     s->t_head = net_now_ms();
@@ -326,7 +412,7 @@ static int on_head(void *arg, int status, const char *reason, struct evkeyvalq *
     }
     s->status = status;
     snprintf(s->reason, sizeof s->reason, "%s", reason && *reason ? reason : "OK");
-    copy_headers(s, headers);
+    evhttp_add_header(evhttp_request_get_output_headers(s->req), "X-Backend", s->be->name);
     if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
         s->body = evbuffer_new(); /* sent whole, in one write, on_done */
     else
@@ -439,7 +525,7 @@ static void on_error(void *arg, enum upstream_err err)
     fail_session(s, err == UPSTREAM_ETIMEOUT_HEAD ? 504 : 502, msg, 0, "upstream-error");
 }
 
-static const struct upstream_cbs up_cbs = {on_head, on_body, on_done, on_error};
+static const struct upstream_cbs up_cbs = {on_header, on_head, on_body, on_done, on_error};
 
 /* ---- admission ---- */
 
@@ -534,6 +620,7 @@ static void dispatch(struct session *s, struct backend *be)
     s->tried[s->ntries++] = be;
     if (!s->t_dispatch)
         s->t_dispatch = net_now_ms();
+    watch_client_soon(s);
     backend_acquire(be);
     req = build_request(s, be);
     s->up = upstream_start(s->px->base, be, req,
@@ -595,7 +682,6 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     s->t_start = net_now_ms();
     LIST_INSERT_HEAD(&px->sessions, s, link);
     px->nsessions++;
-    watch_client(s);
 
     be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->t_start);
     if (be) {
@@ -608,6 +694,7 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
         return;
     }
     s->state = S_QUEUED;
+    watch_client_soon(s);
     tv.tv_sec = (time_t)px->cfg->queue_timeout_s;
     tv.tv_usec = (suseconds_t)((px->cfg->queue_timeout_s - (double)tv.tv_sec) * 1e6);
     evtimer_assign(&s->timer, px->base, on_queue_timeout, s);

@@ -41,7 +41,8 @@ struct upstream {
     long long remaining;
     int status;
     char reason[64];
-    struct evkeyvalq headers;
+    long long content_length; /* from the head; -1 none */
+    unsigned chunked : 1;
     unsigned keepalive : 1;
     unsigned informational : 1;
     unsigned paused : 1;
@@ -97,7 +98,6 @@ static void pool_unlink(struct upstream *up)
 static void up_free(struct upstream *up)
 {
     pool_unlink(up);
-    evhttp_clear_headers(&up->headers);
     if (up->bev)
         bufferevent_free(up->bev);
     free(up);
@@ -140,7 +140,6 @@ static struct upstream *connect_new(struct event_base *base, struct backend *be)
         return NULL;
     }
     up->be = be;
-    TAILQ_INIT(&up->headers);
     up->state = UP_CONNECTING;
     bufferevent_setcb(up->bev, on_read, NULL, on_event, up);
     /* A refused connect is reported through on_event, never here. */
@@ -172,12 +171,24 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
     up->paused = 0;
     up->informational = 0;
     up->head_req = !!head_req;
-    if (up->state == UP_CONNECTING)
+    if (up->state == UP_CONNECTING) {
         bufferevent_set_timeouts(up->bev, &to->first_byte, &to->connect);
-    else
-        bufferevent_set_timeouts(up->bev, &to->first_byte, &to->first_byte);
-    bufferevent_write_buffer(up->bev, req);
-    bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+        bufferevent_write_buffer(up->bev, req);
+        bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+        return up;
+    }
+    /* A connected socket: write the request now. A request that fits the
+     * socket buffer (nearly all) then needs no write event: two epoll_ctl
+     * calls and a loop iteration saved per request. */
+    bufferevent_set_timeouts(up->bev, &to->first_byte, &to->first_byte);
+    if (evbuffer_get_length(bufferevent_get_output(up->bev)) == 0)
+        while (evbuffer_get_length(req) && evbuffer_write(req, bufferevent_getfd(up->bev)) > 0)
+            ;
+    if (evbuffer_get_length(req)) {
+        bufferevent_write_buffer(up->bev, req);
+        bufferevent_enable(up->bev, EV_WRITE);
+    }
+    bufferevent_enable(up->bev, EV_READ);
     return up;
 }
 
@@ -192,6 +203,8 @@ static int parse_status(struct upstream *up, const char *line, size_t n)
     if (line[7] == '0')
         up->keepalive = 0;
     up->status = (d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0');
+    up->content_length = -1;
+    up->chunked = 0;
     up->informational = up->status < 200;
     n = n > 13 ? n - 13 : 0;
     if (n >= sizeof up->reason)
@@ -201,9 +214,10 @@ static int parse_status(struct upstream *up, const char *line, size_t n)
     return 0;
 }
 
+/* "Name: value": framing headers are noted here, all go to the caller. */
 static int parse_header(struct upstream *up, char *line)
 {
-    char *colon = strchr(line, ':'), *v;
+    char *colon = strchr(line, ':'), *v, *end;
     if (!colon || colon == line)
         return -1;
     *colon = '\0';
@@ -213,30 +227,32 @@ static int parse_header(struct upstream *up, char *line)
         v[n - 1] = '\0';
     if (up->informational)
         return 0;
-    return evhttp_add_header(&up->headers, line, v);
+    if (strcasecmp(line, "Transfer-Encoding") == 0) {
+        up->chunked = strcasestr(v, "chunked") != NULL;
+    } else if (strcasecmp(line, "Content-Length") == 0) {
+        up->content_length = strtoll(v, &end, 10);
+        if (*end || end == v || up->content_length < 0)
+            return -1;
+    } else if (strcasecmp(line, "Connection") == 0 && strcasestr(v, "close")) {
+        up->keepalive = 0;
+    }
+    up->cbs->on_header(up->arg, up->status, line, v);
+    return 0;
 }
 
 /* The head is complete: choose the body framing and tell the caller. */
 static int finish_head(struct upstream *up)
 {
-    const char *te = evhttp_find_header(&up->headers, "Transfer-Encoding");
-    const char *cl = evhttp_find_header(&up->headers, "Content-Length");
-    const char *conn = evhttp_find_header(&up->headers, "Connection");
     long long len = -1;
     struct timeval *idle = &up->to.idle;
 
-    if (conn && strcasestr(conn, "close"))
-        up->keepalive = 0;
     if (up->head_req || up->status == 204 || up->status == 304) {
         up->mode = BODY_NONE;
-    } else if (te && strcasestr(te, "chunked")) {
+    } else if (up->chunked) {
         up->mode = BODY_CHUNKED;
         up->ch = CH_SIZE;
-    } else if (cl) {
-        char *end;
-        len = strtoll(cl, &end, 10);
-        if (*end || len < 0)
-            return -1;
+    } else if (up->content_length >= 0) {
+        len = up->content_length;
         up->mode = len ? BODY_CL : BODY_NONE;
         up->remaining = len;
     } else {
@@ -245,8 +261,7 @@ static int finish_head(struct upstream *up)
     }
     up->state = UP_BODY;
     bufferevent_set_timeouts(up->bev, idle, idle);
-    up->cbs->on_head(up->arg, up->status, up->reason, &up->headers, len);
-    evhttp_clear_headers(&up->headers);
+    up->cbs->on_head(up->arg, up->status, up->reason, len);
     if (!up->dead && up->mode == BODY_NONE) {
         up->state = UP_DONE;
         up->cbs->on_done(up->arg);
@@ -470,8 +485,10 @@ void upstream_release(struct upstream *up)
     up->arg = NULL;
     up->state = UP_IDLE;
     up->paused = 0;
-    /* Idle: no timeout, but reading stays on so a close is noticed. */
+    /* Idle: no timeout, but reading stays on so a close is noticed.
+     * Writing is off: upstream_start() writes the next request itself. */
     bufferevent_set_timeouts(up->bev, NULL, NULL);
+    bufferevent_disable(up->bev, EV_WRITE);
     bufferevent_enable(up->bev, EV_READ);
     up->next = be->idle;
     up->prev = NULL;

@@ -16,7 +16,6 @@
 #define PX_UPSTREAM_H
 
 #include <event2/event.h>
-#include <event2/keyvalq_struct.h>
 #include <stddef.h>
 
 struct backend;
@@ -35,10 +34,13 @@ enum upstream_err {
 };
 
 struct upstream_cbs {
-    /* The response head. HEADERS are valid during the call only. Return 0
-     * to go on, -1 if the caller aborted the connection. */
-    int (*on_head)(void *arg, int status, const char *reason, struct evkeyvalq *headers,
-                   long long content_length);
+    /* One header of the response head (not of a 1xx), in order, before
+     * on_head; STATUS is the response's. KEY and VALUE are valid during the
+     * call only. */
+    void (*on_header)(void *arg, int status, const char *key, const char *value);
+    /* The response head is complete (CONTENT_LENGTH -1: none). Return 0 to
+     * go on, -1 if the caller aborted the connection. */
+    int (*on_head)(void *arg, int status, const char *reason, long long content_length);
     /* Body bytes: the callee must remove all LEN bytes from SRC. */
     void (*on_body)(void *arg, struct evbuffer *src, size_t len);
     /* The response is complete; the caller must now release or abort. */

@@ -81,6 +81,22 @@ def _send_raw(port, head, pieces):
         s.close()
 
 
+def test_access_log():
+    sim = Sim()
+    px = Proxy([("gpu0", sim.url, 2)])
+    eq(post(px.url + "/api/generate", GEN).status, 200, "proxied")
+    eq(post(px.url + "/api/chat", {"model": "nope", "messages": []}).status, 404, "passed on")
+    line = wait_until(lambda: [l for l in px.proc.output().splitlines()
+                               if "POST /api/generate" in l], what="the access line")[0]
+    for field in ("model=llama3", "backend=gpu0", "status=200", "wait_ms=", "upstream_ms=",
+                  "bytes=", "tries=1", " ok"):
+        ok(field in line, "%r not in the access line %r" % (field, line))
+    ok(int(line.split("bytes=")[1].split()[0]) > 100, "bytes counted: %r" % line)
+    wait_until(lambda: "POST /api/chat model=nope" in px.proc.output() and
+               "status=404" in px.proc.output(), what="the 404 line")
+    px.stop()
+
+
 def test_bad_bodies():
     sim = Sim()
     px = Proxy([("gpu0", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
