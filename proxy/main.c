@@ -1,4 +1,5 @@
 /* main.c - ollama-proxy: usage, startup, signals and the drain on exit. */
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -151,6 +152,7 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
         log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
         return -1;
     }
+    px->scratch = evbuffer_new();
     px->nbackends = cfg->nbackends;
     px->backends = calloc((size_t)cfg->nbackends, sizeof *px->backends);
     for (int i = 0; i < cfg->nbackends; i++) {
@@ -183,6 +185,8 @@ static void proxy_cleanup(struct proxy *px)
     if (px->ev_flush)
         event_free(px->ev_flush);
     log_set_buffered(0);
+    if (px->scratch)
+        evbuffer_free(px->scratch);
     if (px->base)
         event_base_free(px->base);
     config_free(px->cfg);

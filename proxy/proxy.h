@@ -33,6 +33,7 @@ struct proxy {
     struct upstream_timeouts uto;
     struct event *ev_term, *ev_int, *ev_hup, *ev_drain, *ev_flush;
     unsigned long long requests;
+    struct evbuffer *scratch; /* a request being built for upstream_start() */
     /* Client connections, for limits.max_connections: every connection's
      * bufferevent, with a reference of ours so that we can see evhttp free
      * it (its callbacks are cleared) and count it out; see server.c. */

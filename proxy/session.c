@@ -49,8 +49,9 @@ struct session {
     struct event closewatch; /* EV_CLOSED on the client until the reply starts */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
-    char *model;
-    char *path;         /* for the access log: the request may be gone by then */
+    char *model;        /* NULL or model_buf */
+    char model_buf[128];
+    char path[160];     /* for the access log: the request may be gone by then */
     const char *method;
     int status;
     char reason[64];
@@ -199,8 +200,8 @@ static void session_close(struct session *s, const char *outcome)
         evbuffer_free(s->chunk);
     LIST_REMOVE(s, link);
     px->nsessions--;
-    free(s->model);
-    free(s->path);
+    if (s->model != s->model_buf)
+        free(s->model);
     free(s);
     if (had_slot)
         proxy_dispatch_waiting(px);
@@ -351,15 +352,24 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
 
 /* ---- the upstream's callbacks ---- */
 
-static int is_hop_by_hop(const char *name)
+/* NAME is one of LIST (NULL-terminated), ignoring case; the first letter
+ * and the length rule most names out before any comparison. */
+static int name_in(const char *name, const char *const *list)
 {
-    static const char *const hop[] = {"Connection", "Keep-Alive", "Proxy-Connection",
-                                      "Transfer-Encoding", "TE", "Trailer", "Upgrade",
-                                      "Content-Length"};
-    for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++)
-        if (strcasecmp(name, hop[i]) == 0)
+    size_t n = strlen(name);
+    int c = name[0] | 0x20;
+    for (; *list; list++)
+        if (((*list)[0] | 0x20) == c && strlen(*list) == n && strcasecmp(name, *list) == 0)
             return 1;
     return 0;
+}
+
+static int is_hop_by_hop(const char *name)
+{
+    static const char *const hop[] = {"Connection",        "Keep-Alive", "Proxy-Connection",
+                                      "Transfer-Encoding", "TE",         "Trailer",
+                                      "Upgrade",           "Content-Length", NULL};
+    return name_in(name, hop);
 }
 
 /* A header of the backend's response, on its way to the client's. A 503
@@ -547,13 +557,8 @@ static const char *method_name(enum evhttp_cmd_type cmd)
 
 static int skip_request_header(const char *name)
 {
-    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For"};
-    if (is_hop_by_hop(name))
-        return 1;
-    for (size_t i = 0; i < sizeof skip / sizeof skip[0]; i++)
-        if (strcasecmp(name, skip[i]) == 0)
-            return 1;
-    return 0;
+    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For", NULL};
+    return is_hop_by_hop(name) || name_in(name, skip);
 }
 
 static void add_str(struct evbuffer *b, const char *s)
@@ -563,9 +568,8 @@ static void add_str(struct evbuffer *b, const char *s)
 
 /* The request to send upstream: the client's, with Host rewritten,
  * hop-by-hop headers dropped and X-Forwarded-For added. */
-static struct evbuffer *build_request(struct session *s, struct backend *be)
+static void build_request(struct session *s, struct backend *be, struct evbuffer *b)
 {
-    struct evbuffer *b = evbuffer_new();
     struct evkeyvalq *in = evhttp_request_get_input_headers(s->req);
     struct evbuffer *body = evhttp_request_get_input_buffer(s->req);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(s->req);
@@ -608,7 +612,6 @@ static struct evbuffer *build_request(struct session *s, struct backend *be)
     add_str(b, "\r\n");
     if (len)
         evbuffer_add(b, evbuffer_pullup(body, -1), len);
-    return b;
 }
 
 static void dispatch(struct session *s, struct backend *be)
@@ -622,11 +625,12 @@ static void dispatch(struct session *s, struct backend *be)
         s->t_dispatch = net_now_ms();
     watch_client_soon(s);
     backend_acquire(be);
-    req = build_request(s, be);
+    req = s->px->scratch; /* upstream_start() drains it */
+    build_request(s, be, req);
     s->up = upstream_start(s->px->base, be, req,
                            evhttp_request_get_command(s->req) == EVHTTP_REQ_HEAD, &s->px->uto,
                            &up_cbs, s);
-    evbuffer_free(req);
+    evbuffer_drain(req, evbuffer_get_length(req));
     if (!s->up)
         retry_or_fail(s, UPSTREAM_ECONNECT, 0);
 }
@@ -674,8 +678,11 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     s->px = px;
     s->req = req;
     s->evcon = evhttp_request_get_connection(req);
-    s->model = in->model ? strdup(in->model) : NULL;
-    s->path = strndup(evhttp_request_get_uri(req), 256);
+    if (in->model && strlen(in->model) < sizeof s->model_buf)
+        s->model = strcpy(s->model_buf, in->model);
+    else if (in->model)
+        s->model = strdup(in->model);
+    snprintf(s->path, sizeof s->path, "%s", evhttp_request_get_uri(req));
     s->method = method_name(evhttp_request_get_command(req));
     s->stream = !!in->stream;
     s->v1 = !!in->v1;

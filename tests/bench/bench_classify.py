@@ -10,9 +10,10 @@ ceiling: against a zero-delay ollama-sim (--ttft-ms 0 --tokens-per-s 0
   N generated items (default 50,000) at -j 200 and -j 2000: items/s, CPU per
   item (user+sys of the classifier from wait4, the same counters as
   /proc/PID/stat utime+stime) and max RSS.
-fleet: against a sim with realistic timing, scaled (--parallel 4 --ttft-ms 200
-  --tokens 10 --tokens-per-s 40 --time-scale 20), or against --url with
-  --slots parallel slots behind it (e.g. the proxy in front of two sims).
+fleet: ollama-proxy in front of two sims with realistic timing, scaled
+  (--parallel 4 --ttft-ms 200 --tokens 10 --tokens-per-s 40 --time-scale 20;
+  proxy max_concurrent 4 each: 8 slots), or against --url with --slots
+  parallel slots behind it.
   The service time S at saturation is the mean request time at -j SLOTS;
   capacity = SLOTS / S; then items/s at -j 5 and -j 200 as a share of it.
 Standard library only; starts and stops its own processes by pid.
@@ -119,12 +120,24 @@ def mean_ms(path):
 def fleet(harness, args, tmp):
     items = os.path.join(tmp, "fleet.jsonl")
     make_input(items, args.fleet_items)
-    sim = None
+    procs = []
     url, slots = args.url, args.slots
     if not url:
-        sim, url = start_sim(harness, 1, "--parallel", 4, "--ttft-ms", 200, "--tokens", 10,
-                             "--tokens-per-s", 40, "--time-scale", 20)
-        slots = 4
+        # Two "GPUs" of 4 slots, and ollama-proxy in front of them.
+        rows = []
+        for i in range(2):
+            sim, surl = start_sim(harness, 1, "--parallel", 4, "--ttft-ms", 200, "--tokens", 10,
+                                  "--tokens-per-s", 40, "--time-scale", 20)
+            procs.append(sim)
+            rows.append('{ name = "gpu%d"; url = "%s"; max_concurrent = 4; }' % (i, surl))
+        conf = os.path.join(tmp, "proxy.conf")
+        with open(conf, "w") as f:
+            f.write('listen = "127.0.0.1:0";\nbackends = ( %s );\n' % ", ".join(rows))
+        px = harness.Proc(["taskset", "-c", "1", harness.binary("ollama-proxy"), "-c", conf],
+                          name="ollama-proxy")
+        px.wait_listen()
+        procs.append(px)
+        url, slots = "http://127.0.0.1:%d" % px.port, 8
     out = os.path.join(tmp, "fleet-out.jsonl")
     # Service time at saturation: every slot busy, nothing queued.
     run_classifier(harness, url, items, out, slots)
@@ -138,8 +151,8 @@ def fleet(harness, args, tmp):
         rate = args.fleet_items / secs
         print("  %-7d %10.1f %9.1f%%%s" % (jobs, rate, 100 * rate / capacity,
                                           "" if rc == 0 else "  (exit %d)" % rc))
-    if sim:
-        sim.stop()
+    for p in procs:
+        p.stop()
 
 
 def main():
