@@ -1,17 +1,22 @@
 /* upstream.c - see upstream.h.
  *
- * A minimal HTTP/1.1 client on a bufferevent: it writes one prepared
+ * A minimal HTTP/1.1 client: it writes one prepared
  * request, parses the status line and headers, and hands the body on with
  * Content-Length, chunked or close-delimited framing decoded. Reading stops
  * while the caller has paused it, which is the proxy's back pressure, and
- * bufferevent read timeouts only run while reading is enabled, so a paused
- * transfer is never taken for a stalled one. */
+ * the timeout does not run then, so a paused transfer is never taken for a
+ * stalled one.
+ *
+ * The socket is driven with plain events rather than a bufferevent: one
+ * read() per readiness without an ioctl(FIONREAD) first, a request written
+ * at once when it fits, and a timeout that is not re-armed on every read
+ * (the last activity is noted; the timer checks it when it fires). */
 #include "upstream.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/http.h>
-#include <sys/queue.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -21,8 +26,10 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "net.h"
 
 #define MAX_HEAD_BYTES (64 * 1024)
+#define READ_CHUNK 16384
 
 enum up_state { UP_CONNECTING, UP_WAIT_HEAD, UP_HEADERS, UP_BODY, UP_DONE, UP_IDLE };
 enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_EOF };
@@ -30,7 +37,12 @@ enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER };
 
 struct upstream {
     struct backend *be;
-    struct bufferevent *bev;
+    evutil_socket_t fd;
+    struct event rev, wev, tev; /* readable, writable, timeout */
+    struct evbuffer *in, *out;
+    double timeout_ms;   /* of the current phase; 0 none */
+    double last_io_ms;   /* the last read, or the start of the phase */
+    int pending_err;     /* an error found in upstream_start(), told later */
     struct upstream *next, *prev; /* the backend's idle list */
     const struct upstream_cbs *cbs;
     void *arg;
@@ -54,8 +66,9 @@ struct upstream {
     unsigned got_bytes : 1; /* some response byte arrived */
 };
 
-static void on_read(struct bufferevent *bev, void *arg);
-static void on_event(struct bufferevent *bev, short what, void *arg);
+static void on_readable(evutil_socket_t fd, short what, void *arg);
+static void on_writable(evutil_socket_t fd, short what, void *arg);
+static void on_timer(evutil_socket_t fd, short what, void *arg);
 
 const char *upstream_strerror(enum upstream_err err)
 {
@@ -98,9 +111,24 @@ static void pool_unlink(struct upstream *up)
 static void up_free(struct upstream *up)
 {
     pool_unlink(up);
-    if (up->bev)
-        bufferevent_free(up->bev);
+    event_del(&up->rev);
+    event_del(&up->wev);
+    event_del(&up->tev);
+    evbuffer_free(up->in);
+    evbuffer_free(up->out);
+    close(up->fd);
     free(up);
+}
+
+/* The timeout of the phase we enter (0: none), counted from now. */
+static void set_timeout(struct upstream *up, const struct timeval *tv)
+{
+    up->timeout_ms = tv ? (double)tv->tv_sec * 1000.0 + (double)tv->tv_usec / 1000.0 : 0;
+    up->last_io_ms = net_now_ms();
+    if (up->timeout_ms > 0 && !up->paused)
+        event_add(&up->tev, tv);
+    else
+        event_del(&up->tev);
 }
 
 /* Free now, or when the callback we are inside of returns. */
@@ -133,20 +161,22 @@ static struct upstream *connect_new(struct event_base *base, struct backend *be)
         return NULL;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     up = calloc(1, sizeof *up);
-    up->bev = up ? bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE) : NULL;
-    if (!up || !up->bev) {
+    if (!up || !(up->in = evbuffer_new()) || !(up->out = evbuffer_new())) {
+        if (up) {
+            evbuffer_free(up->in);
+            free(up);
+        }
         close(fd);
-        free(up);
         return NULL;
     }
     up->be = be;
+    up->fd = fd;
     up->state = UP_CONNECTING;
-    bufferevent_setcb(up->bev, on_read, NULL, on_event, up);
-    /* A refused connect is reported through on_event, never here. */
-    if (bufferevent_socket_connect(up->bev, (struct sockaddr *)&be->addr, (int)be->addrlen) < 0) {
-        up_free(up);
-        return NULL;
-    }
+    event_assign(&up->rev, base, fd, EV_READ | EV_PERSIST, on_readable, up);
+    event_assign(&up->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, up);
+    evtimer_assign(&up->tev, base, on_timer, up);
+    if (connect(fd, (struct sockaddr *)&be->addr, be->addrlen) < 0 && errno != EINPROGRESS)
+        up->pending_err = errno; /* told through the timer, never from here */
     return up;
 }
 
@@ -172,23 +202,26 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
     up->informational = 0;
     up->head_req = !!head_req;
     if (up->state == UP_CONNECTING) {
-        bufferevent_set_timeouts(up->bev, &to->first_byte, &to->connect);
-        bufferevent_write_buffer(up->bev, req);
-        bufferevent_enable(up->bev, EV_READ | EV_WRITE);
+        evbuffer_add_buffer(up->out, req);
+        if (up->pending_err) {
+            struct timeval now = {0, 0};
+            up->timeout_ms = 0;
+            event_add(&up->tev, &now);
+            return up;
+        }
+        set_timeout(up, &to->connect);
+        event_add(&up->wev, NULL);
         return up;
     }
     /* A connected socket: write the request now. A request that fits the
-     * socket buffer (nearly all) then needs no write event: two epoll_ctl
-     * calls and a loop iteration saved per request. */
-    bufferevent_set_timeouts(up->bev, &to->first_byte, &to->first_byte);
-    if (evbuffer_get_length(bufferevent_get_output(up->bev)) == 0)
-        while (evbuffer_get_length(req) && evbuffer_write(req, bufferevent_getfd(up->bev)) > 0)
-            ;
+     * socket buffer (nearly all) then needs no write event. */
+    set_timeout(up, &to->first_byte);
+    while (evbuffer_get_length(req) && evbuffer_write(req, up->fd) > 0)
+        ;
     if (evbuffer_get_length(req)) {
-        bufferevent_write_buffer(up->bev, req);
-        bufferevent_enable(up->bev, EV_WRITE);
+        evbuffer_add_buffer(up->out, req);
+        event_add(&up->wev, NULL);
     }
-    bufferevent_enable(up->bev, EV_READ);
     return up;
 }
 
@@ -260,7 +293,7 @@ static int finish_head(struct upstream *up)
         up->keepalive = 0;
     }
     up->state = UP_BODY;
-    bufferevent_set_timeouts(up->bev, idle, idle);
+    set_timeout(up, idle);
     up->cbs->on_head(up->arg, up->status, up->reason, len);
     if (!up->dead && up->mode == BODY_NONE) {
         up->state = UP_DONE;
@@ -381,10 +414,11 @@ static int read_body(struct upstream *up, struct evbuffer *in)
     return -1;
 }
 
-/* Consume what the input holds, as far as the state allows. */
-static void process(struct upstream *up)
+/* Consume what the input holds, as far as the state allows. Returns 1
+ * when UP was freed meanwhile. */
+static int process(struct upstream *up)
 {
-    struct evbuffer *in = bufferevent_get_input(up->bev);
+    struct evbuffer *in = up->in;
     int rc = 1, proto_err = 0;
     up->in_cb = 1;
     while (rc > 0 && !up->dead) {
@@ -409,54 +443,111 @@ static void process(struct upstream *up)
             proto_err = 1;
     }
     up->in_cb = 0;
-    if (proto_err && !up->dead)
+    if (proto_err && !up->dead) {
         fail(up, up->state == UP_BODY ? UPSTREAM_EBODY : UPSTREAM_EPROTO);
-    else if (up->dead)
-        up_free(up);
-}
-
-static void on_read(struct bufferevent *bev, void *arg)
-{
-    struct upstream *up = arg;
-    (void)bev;
-    up->got_bytes = 1;
-    process(up);
-}
-
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    struct upstream *up = arg;
-    (void)bev;
-    if (what & BEV_EVENT_CONNECTED) {
-        up->state = UP_WAIT_HEAD;
-        bufferevent_set_timeouts(up->bev, &up->to.first_byte, &up->to.first_byte);
-        return;
+        return 1;
     }
+    if (up->dead) {
+        up_free(up);
+        return 1;
+    }
+    return 0;
+}
+
+/* The socket closed, failed or timed out (TIMEOUT) in the current state. */
+static void on_end(struct upstream *up, int timeout)
+{
     switch (up->state) {
     case UP_CONNECTING:
-        fail(up, (what & BEV_EVENT_TIMEOUT) ? UPSTREAM_ETIMEOUT_CONNECT : UPSTREAM_ECONNECT);
+        fail(up, timeout ? UPSTREAM_ETIMEOUT_CONNECT : UPSTREAM_ECONNECT);
         break;
     case UP_WAIT_HEAD:
     case UP_HEADERS:
-        if (what & BEV_EVENT_TIMEOUT)
+        if (timeout)
             fail(up, UPSTREAM_ETIMEOUT_HEAD);
         else
             fail(up, up->reused && !up->got_bytes ? UPSTREAM_ESTALE : UPSTREAM_ERESET);
         break;
     case UP_BODY:
-        if (up->mode == BODY_EOF && (what & BEV_EVENT_EOF)) {
-            process(up); /* anything still buffered */
-            if (!up->dead) {
-                up->keepalive = 0;
-                body_done(up);
-            }
+        if (up->mode == BODY_EOF && !timeout) {
+            up->keepalive = 0;
+            up->in_cb = 1;
+            body_done(up);
+            up->in_cb = 0;
+            if (up->dead)
+                up_free(up);
             return;
         }
-        fail(up, (what & BEV_EVENT_TIMEOUT) ? UPSTREAM_ETIMEOUT_IDLE : UPSTREAM_EBODY);
+        fail(up, timeout ? UPSTREAM_ETIMEOUT_IDLE : UPSTREAM_EBODY);
         break;
     default: /* idle in the pool, or done and waiting for release */
         up_close(up);
     }
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    struct evbuffer_iovec v;
+    ssize_t n;
+    (void)what;
+    if (evbuffer_reserve_space(up->in, READ_CHUNK, &v, 1) < 1)
+        return;
+    n = read(fd, v.iov_base, v.iov_len);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n <= 0) {
+        if (!process(up)) /* anything still buffered, then the end */
+            on_end(up, 0);
+        return;
+    }
+    v.iov_len = (size_t)n;
+    evbuffer_commit_space(up->in, &v, 1);
+    up->got_bytes = 1;
+    up->last_io_ms = net_now_ms();
+    (void)process(up);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    (void)what;
+    if (up->state == UP_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err) {
+            on_end(up, 0);
+            return;
+        }
+        up->state = UP_WAIT_HEAD;
+        set_timeout(up, &up->to.first_byte);
+        event_add(&up->rev, NULL);
+    }
+    if (evbuffer_write(up->out, fd) < 0 && errno != EAGAIN && errno != EINTR) {
+        on_end(up, 0);
+        return;
+    }
+    if (evbuffer_get_length(up->out) == 0)
+        event_del(&up->wev);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *up = arg;
+    double left;
+    (void)fd;
+    (void)what;
+    if (up->pending_err) {
+        on_end(up, 0);
+        return;
+    }
+    left = up->timeout_ms - (net_now_ms() - up->last_io_ms);
+    if (left > 1) { /* there was activity: wait for the rest */
+        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((long)left % 1000 * 1000)};
+        event_add(&up->tev, &tv);
+        return;
+    }
+    on_end(up, 1);
 }
 
 void upstream_pause(struct upstream *up, int paused)
@@ -465,31 +556,38 @@ void upstream_pause(struct upstream *up, int paused)
         return;
     up->paused = !!paused;
     if (paused) {
-        bufferevent_disable(up->bev, EV_READ);
+        event_del(&up->rev);
+        event_del(&up->tev);
         return;
     }
-    bufferevent_enable(up->bev, EV_READ);
+    event_add(&up->rev, NULL);
+    if (up->timeout_ms > 0) { /* a new idle period starts now */
+        struct timeval tv = {(time_t)(up->timeout_ms / 1000),
+                             (suseconds_t)((long)up->timeout_ms % 1000 * 1000)};
+        up->last_io_ms = net_now_ms();
+        event_add(&up->tev, &tv);
+    }
     if (!up->in_cb)
-        process(up);
+        (void)process(up);
 }
 
 void upstream_release(struct upstream *up)
 {
     struct backend *be = up->be;
-    if (!up->keepalive || up->state != UP_DONE ||
-        evbuffer_get_length(bufferevent_get_input(up->bev))) {
+    if (!up->keepalive || up->state != UP_DONE || evbuffer_get_length(up->in) ||
+        evbuffer_get_length(up->out)) {
         up_close(up);
         return;
     }
     up->cbs = NULL;
     up->arg = NULL;
     up->state = UP_IDLE;
-    up->paused = 0;
-    /* Idle: no timeout, but reading stays on so a close is noticed.
-     * Writing is off: upstream_start() writes the next request itself. */
-    bufferevent_set_timeouts(up->bev, NULL, NULL);
-    bufferevent_disable(up->bev, EV_WRITE);
-    bufferevent_enable(up->bev, EV_READ);
+    if (up->paused) {
+        up->paused = 0;
+        event_add(&up->rev, NULL);
+    }
+    /* Idle: no timeout, but reading stays on so a close is noticed. */
+    set_timeout(up, NULL);
     up->next = be->idle;
     up->prev = NULL;
     if (be->idle)
