@@ -8,6 +8,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
 #include <event2/listener.h>
 #include <event2/http.h>
 #include <jansson.h>
@@ -22,6 +24,27 @@
 #include "net.h"
 #include "proxy.h"
 #include "session.h"
+
+void server_flush(struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    /* Run the bufferevent's own write callback now, as if the socket had
+     * been reported writable: it writes, and if all is written it deletes
+     * the write event in the same pass, which the epoll changelist then
+     * never sends to the kernel; on EAGAIN it simply stays armed. */
+    if (bev && evbuffer_get_length(bufferevent_get_output(bev)) &&
+        event_pending(&bev->ev_write, EV_WRITE, NULL))
+        event_active(&bev->ev_write, EV_WRITE, 1);
+}
+
+/* evhttp_send_reply(), written in this pass of the loop. */
+static void send_reply(struct evhttp_request *req, int status, const char *reason,
+                       struct evbuffer *b)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    evhttp_send_reply(req, status, reason, b);
+    server_flush(evcon);
+}
 
 void server_reply_error(struct evhttp_request *req, int v1, int status, const char *msg,
                         int retry_after)
@@ -48,7 +71,7 @@ void server_reply_error(struct evhttp_request *req, int v1, int status, const ch
         snprintf(ra, sizeof ra, "%d", retry_after);
         evhttp_add_header(h, "Retry-After", ra);
     }
-    evhttp_send_reply(req, status, NULL, b);
+    send_reply(req, status, NULL, b);
     evbuffer_free(b);
 }
 
@@ -61,7 +84,7 @@ static void reply_json(struct evhttp_request *req, json_t *o)
     json_decref(o);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json; charset=utf-8");
-    evhttp_send_reply(req, 200, "OK", b);
+    send_reply(req, 200, "OK", b);
     evbuffer_free(b);
 }
 
@@ -72,7 +95,7 @@ static void reply_root(struct evhttp_request *req)
         evbuffer_add(b, "Ollama is running", 17);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; charset=utf-8");
-    evhttp_send_reply(req, 200, "OK", b);
+    send_reply(req, 200, "OK", b);
     evbuffer_free(b);
 }
 

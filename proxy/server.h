@@ -5,6 +5,7 @@
 
 struct proxy;
 struct evhttp_request;
+struct evhttp_connection;
 
 /* Listen on cfg->listen and serve. Returns 0, or -1 after logging why. */
 int server_start(struct proxy *px);
@@ -14,6 +15,12 @@ void server_stop_accepting(struct proxy *px);
 
 /* Free the evhttp server and every client connection; NULL-safe. */
 void server_free(struct proxy *px);
+
+/* Write what evhttp has just queued on EVCON in this pass of the event
+ * loop instead of the next: evhttp writes only from its write event, which
+ * would cost two epoll_ctl calls and a loop pass per reply and per streamed
+ * chunk. NULL is a no-op. */
+void server_flush(struct evhttp_connection *evcon);
 
 /* Answer REQ with an error the proxy made itself: {"error":"MSG"}, or the
  * OpenAI shape when V1. RETRY_AFTER > 0 adds a Retry-After header. */

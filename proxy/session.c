@@ -407,6 +407,7 @@ static void start_reply(struct session *s, long long content_length)
     s->state = S_STREAMING;
     s->chunk = evbuffer_new();
     evhttp_send_reply_start(s->req, s->status, s->reason);
+    server_flush(s->evcon);
 }
 
 static int on_head(void *arg, int status, const char *reason, long long content_length)
@@ -451,6 +452,7 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
     }
     evbuffer_remove_buffer(src, s->chunk, len);
     evhttp_send_reply_chunk_with_cb(s->req, s->chunk, on_drained, s);
+    server_flush(s->evcon);
     out = bufferevent_get_output(evhttp_connection_get_bufferevent(s->evcon));
     if (evbuffer_get_length(out) > CLIENT_HIGH_WATER && !s->paused) {
         s->paused = 1;
@@ -470,6 +472,7 @@ static void finish_reply(struct session *s)
         /* Back to the keep-alive read timeout that start_reply() lifted. */
         evhttp_connection_set_timeout(evcon, (int)s->px->cfg->idle_s);
     }
+    server_flush(evcon);
 }
 
 static void on_done(void *arg)
