@@ -1,6 +1,7 @@
 /* main.c - ollama-proxy: usage, startup, signals and the drain on exit. */
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +234,11 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
+    /* Requests allocate and free the same few sizes all day long: keep the
+     * freed memory instead of handing it back to the kernel and faulting it
+     * in again for the next request. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    mallopt(M_TOP_PAD, 4 << 20);
     rc = proxy_init(&px, cfg);
     if (rc == 0) {
         event_base_dispatch(px.base);

@@ -29,7 +29,7 @@
 #include "net.h"
 
 #define MAX_HEAD_BYTES (64 * 1024)
-#define READ_CHUNK 16384
+#define READ_CHUNK 4096 /* a non-streamed reply or a few tokens: most fit */
 
 enum up_state { UP_CONNECTING, UP_WAIT_HEAD, UP_HEADERS, UP_BODY, UP_DONE, UP_IDLE };
 enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_EOF };
