@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "fleet.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -31,7 +32,8 @@ static const char usage[] =
     "  -h, --help         this text\n"
     "      --version      print the version\n"
     "\n"
-    "Signals: SIGTERM/SIGINT stop accepting, finish requests in flight (up to\n"
+    "Signals: SIGHUP reloads the config (a bad one is refused, the old stays);\n"
+    "SIGTERM/SIGINT stop accepting, finish requests in flight (up to\n"
     "shutdown_timeout_s), exit 0.\n";
 
 static const char *default_config(void)
@@ -102,19 +104,20 @@ static void on_log_flush(evutil_socket_t fd, short what, void *arg)
     log_flush();
 }
 
-/* A backend that was down may be tried again: hand it waiting requests.
- * libevent's timer clock may run a little ahead of ours, so a backend due
- * within a few milliseconds counts as due now. */
-static void on_backend_wake(evutil_socket_t fd, short what, void *arg)
+/* SIGHUP: read the config again; a bad one is refused and the old stays. */
+static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct proxy *px = arg;
-    double now = net_now_ms();
-    (void)fd;
+    char err[512];
+    struct px_config *cfg;
+    (void)sig;
     (void)what;
-    for (int i = 0; i < px->nbackends; i++)
-        if (!px->backends[i]->healthy && px->backends[i]->retry_at_ms <= now + 20)
-            px->backends[i]->retry_at_ms = now;
-    proxy_dispatch_waiting(px);
+    cfg = config_load(px->cfg->file, err, sizeof err);
+    if (!cfg) {
+        log_error("reload refused, the old config stays: %s", err);
+        return;
+    }
+    fleet_apply(px, cfg);
 }
 
 static void raise_nofile(void)
@@ -145,28 +148,26 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
     px->start_ms = net_now_ms();
     LIST_INIT(&px->sessions);
     queue_init(&px->queue, cfg->queue_max_length);
-    to_timeval(cfg->connect_s, &px->uto.connect);
-    to_timeval(cfg->first_byte_s, &px->uto.first_byte);
-    to_timeval(cfg->idle_s, &px->uto.idle);
+    fleet_settings(px);
     px->base = new_base();
     if (!px->base) {
         log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
         return -1;
     }
     px->scratch = evbuffer_new();
-    px->nbackends = cfg->nbackends;
-    px->backends = calloc((size_t)cfg->nbackends, sizeof *px->backends);
-    for (int i = 0; i < cfg->nbackends; i++) {
-        px->backends[i] = backend_new(&cfg->backends[i]);
-        px->backends[i]->wake = evtimer_new(px->base, on_backend_wake, px);
+    if (fleet_init(px) < 0) {
+        log_error("out of memory");
+        return -1;
     }
     px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
     event_add(px->ev_flush, &flush);
     log_set_buffered(1);
     px->ev_term = evsignal_new(px->base, SIGTERM, on_stop_signal, px);
     px->ev_int = evsignal_new(px->base, SIGINT, on_stop_signal, px);
+    px->ev_hup = evsignal_new(px->base, SIGHUP, on_reload_signal, px);
     evsignal_add(px->ev_term, NULL);
     evsignal_add(px->ev_int, NULL);
+    evsignal_add(px->ev_hup, NULL);
     return server_start(px);
 }
 
@@ -174,13 +175,13 @@ static void proxy_cleanup(struct proxy *px)
 {
     session_abort_all(px);
     server_free(px);
-    for (int i = 0; i < px->nbackends; i++)
-        backend_free(px->backends[i]);
-    free(px->backends);
+    fleet_free(px);
     if (px->ev_term)
         event_free(px->ev_term);
     if (px->ev_int)
         event_free(px->ev_int);
+    if (px->ev_hup)
+        event_free(px->ev_hup);
     if (px->ev_drain)
         event_free(px->ev_drain);
     if (px->ev_flush)

@@ -22,8 +22,10 @@ struct proxy {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct px_config *cfg;
-    struct backend **backends;
+    struct backend **backends; /* the current config's, see fleet.h */
     int nbackends;
+    struct backend **retired; /* dropped by a reload, freed at exit */
+    int nretired;
     unsigned rr; /* round-robin cursor for ties */
     struct queue queue;
     struct session_list sessions; /* every live session */

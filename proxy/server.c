@@ -19,6 +19,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "fleet.h"
 #include "jscan.h"
 #include "log.h"
 #include "net.h"
@@ -296,12 +297,11 @@ int server_start(struct proxy *px)
     evhttp_set_allowed_methods(px->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                              EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_max_body_size(px->http, (ev_ssize_t)px->cfg->max_body_mb * 1024 * 1024);
     evhttp_set_max_headers_size(px->http, 64 * 1024);
     /* Read (and drop) an oversized body before answering 413, so that the
      * answer is not lost to a reset of a socket closed with unread data. */
     evhttp_set_flags(px->http, EVHTTP_SERVER_LINGERING_CLOSE);
-    evhttp_set_timeout(px->http, (int)px->cfg->idle_s);
+    fleet_settings(px); /* the body limit and the keep-alive timeout */
     evhttp_set_default_content_type(px->http, "application/json; charset=utf-8");
     evhttp_set_gencb(px->http, on_request, px);
     evhttp_set_bevcb(px->http, on_new_connection, px);

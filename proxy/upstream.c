@@ -575,7 +575,7 @@ void upstream_release(struct upstream *up)
 {
     struct backend *be = up->be;
     if (!up->keepalive || up->state != UP_DONE || evbuffer_get_length(up->in) ||
-        evbuffer_get_length(up->out)) {
+        evbuffer_get_length(up->out) || be->removed) {
         up_close(up);
         return;
     }

@@ -198,6 +198,53 @@ def test_max_connections():
     px.stop()
 
 
+def _write_conf(path, backends, extra=""):
+    rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' % b for b in backends)
+    with open(path + ".tmp", "w") as f:
+        f.write('listen = "127.0.0.1:0";\nbackends = (\n%s\n);\n%s\n' % (rows, extra))
+    os.rename(path + ".tmp", path)
+
+
+def test_sighup_reload():
+    a = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "1")
+    b = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "1")
+    slow = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "30", "--tokens-per-s", "20")
+    px = Proxy([("slow", slow.url, 1), ("a", a.url, 1)])  # a tie goes to the first
+    # A stream in flight on "slow", which the reload drops: it must finish there.
+    import aclient, asyncio
+    async def scenario():
+        stream = asyncio.ensure_future(aclient.request(
+            px.port, "POST", "/api/generate", body={"model": "llama3", "prompt": "x"}))
+        await asyncio.sleep(0.3)
+        _write_conf(px.conf, [("a", a.url, 3), ("b", b.url, 2)],
+                    "queue = { max_length = 7; };")
+        px.proc.signal(signal.SIGHUP)
+        return await stream
+    r = aclient.run(scenario())
+    eq(r.status, 200, "the stream on the dropped backend")
+    eq(r.headers["x-backend"], "slow", "served where it started")
+    ok(r.lines()[-1].get("done") is True, "finished whole: %r" % r.lines()[-1:])
+    st = wait_until(lambda: (lambda s: s if len(s["backends"]) == 2 else None)(px.status()),
+                    what="the reloaded fleet")
+    eq([(x["name"], x["max_concurrent"]) for x in st["backends"]], [("a", 3), ("b", 2)],
+       "backends after reload")
+    eq(st["queue"]["max_length"], 7, "queue length after reload")
+    for _ in range(6):
+        eq(post(px.url + "/api/generate", GEN).status, 200, "served after reload")
+    ok(b.stats()["served"] > 0, "the new backend takes requests")
+    eq(slow.stats()["requests"], 1, "the dropped backend takes no new request")
+    # A bad config is refused; the old one stays.
+    with open(px.conf, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nbackends = ( { name = "a"; url = "http://x:1"; } );\n')
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: "reload refused" in px.proc.output(), what="the refusal")
+    ok("max_concurrent" in px.proc.output().split("reload refused")[1].splitlines()[0],
+       "the refusal says why")
+    eq(len(px.status()["backends"]), 2, "old config kept")
+    eq(post(px.url + "/api/generate", GEN).status, 200, "still serving")
+    eq(px.stop(), 0, "clean exit with a retired backend")
+
+
 def test_check():
     good = os.path.join(SRC, "conf", "ollama-proxy.conf")
     r = subprocess.run([binary("ollama-proxy"), "--check", "-c", good], capture_output=True,

@@ -1,0 +1,146 @@
+/* fleet.c - see fleet.h. */
+#include "fleet.h"
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "upstream.h"
+
+/* A backend that was down may be tried again: hand it waiting requests.
+ * libevent's timer clock may run a little ahead of ours, so a backend due
+ * within a few milliseconds counts as due now. */
+static void on_backend_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+    double now = net_now_ms();
+    (void)fd;
+    (void)what;
+    for (int i = 0; i < px->nbackends; i++)
+        if (!px->backends[i]->healthy && px->backends[i]->retry_at_ms <= now + 20)
+            px->backends[i]->retry_at_ms = now;
+    proxy_dispatch_waiting(px);
+}
+
+static struct backend *add(struct proxy *px, const struct config_backend *cb)
+{
+    struct backend *be = backend_new(cb);
+    if (be)
+        be->wake = evtimer_new(px->base, on_backend_wake, px);
+    return be;
+}
+
+int fleet_init(struct proxy *px)
+{
+    px->backends = calloc((size_t)px->cfg->nbackends, sizeof *px->backends);
+    if (!px->backends)
+        return -1;
+    for (int i = 0; i < px->cfg->nbackends; i++) {
+        if (!(px->backends[i] = add(px, &px->cfg->backends[i])))
+            return -1;
+        px->nbackends++;
+    }
+    return 0;
+}
+
+static void retire(struct proxy *px, struct backend *be)
+{
+    struct backend **r = realloc(px->retired, (size_t)(px->nretired + 1) * sizeof *r);
+    be->removed = 1;
+    upstream_pool_drain(be); /* connections in use close when released */
+    if (r) {
+        px->retired = r;
+        px->retired[px->nretired++] = be;
+    }
+    log_info("backend %s retired (%d requests in flight finish there)", be->name, be->in_flight);
+}
+
+/* The current backend called NAME at URL, or NULL. */
+static struct backend *find(struct proxy *px, const struct config_backend *cb)
+{
+    for (int i = 0; i < px->nbackends; i++)
+        if (strcmp(px->backends[i]->name, cb->name) == 0 &&
+            strcmp(px->backends[i]->url, cb->url) == 0)
+            return px->backends[i];
+    return NULL;
+}
+
+void fleet_settings(struct proxy *px)
+{
+    const struct px_config *c = px->cfg;
+    struct timeval tv;
+    px->queue.max_length = c->queue_max_length;
+    tv.tv_sec = (time_t)c->connect_s;
+    tv.tv_usec = (suseconds_t)((c->connect_s - (double)tv.tv_sec) * 1e6);
+    px->uto.connect = tv;
+    tv.tv_sec = (time_t)c->first_byte_s;
+    tv.tv_usec = (suseconds_t)((c->first_byte_s - (double)tv.tv_sec) * 1e6);
+    px->uto.first_byte = tv;
+    tv.tv_sec = (time_t)c->idle_s;
+    tv.tv_usec = (suseconds_t)((c->idle_s - (double)tv.tv_sec) * 1e6);
+    px->uto.idle = tv;
+    if (px->http) {
+        evhttp_set_max_body_size(px->http, (ev_ssize_t)c->max_body_mb * 1024 * 1024);
+        evhttp_set_timeout(px->http, (int)c->idle_s);
+    }
+}
+
+void fleet_apply(struct proxy *px, struct px_config *cfg)
+{
+    struct backend **next = calloc((size_t)cfg->nbackends, sizeof *next);
+    int n = 0;
+    if (!next) {
+        log_error("reload: out of memory; the old config stays");
+        config_free(cfg);
+        return;
+    }
+    for (int i = 0; i < cfg->nbackends; i++) {
+        struct backend *be = find(px, &cfg->backends[i]);
+        if (be) {
+            if (be->max_concurrent != cfg->backends[i].max_concurrent)
+                log_info("backend %s: max_concurrent %d -> %d", be->name, be->max_concurrent,
+                         cfg->backends[i].max_concurrent);
+            be->max_concurrent = cfg->backends[i].max_concurrent;
+        } else if ((be = add(px, &cfg->backends[i]))) {
+            log_info("backend %s added (%s)", be->name, be->url);
+        }
+        if (be)
+            next[n++] = be;
+    }
+    for (int i = 0; i < px->nbackends; i++) {
+        int kept = 0;
+        for (int j = 0; j < n; j++)
+            kept |= next[j] == px->backends[i];
+        if (!kept)
+            retire(px, px->backends[i]);
+    }
+    free(px->backends);
+    px->backends = next;
+    px->nbackends = n;
+    if (strcmp(cfg->listen, px->cfg->listen) != 0)
+        log_warn("reload: listen %s -> %s needs a restart; still on %s", px->cfg->listen,
+                 cfg->listen, px->cfg->listen);
+    config_free(px->cfg);
+    px->cfg = cfg;
+    fleet_settings(px);
+    log_info("reloaded %s: %d backends", cfg->file, n);
+    proxy_dispatch_waiting(px); /* new slots may take waiting requests */
+}
+
+void fleet_free(struct proxy *px)
+{
+    for (int i = 0; i < px->nbackends; i++)
+        backend_free(px->backends[i]);
+    for (int i = 0; i < px->nretired; i++)
+        backend_free(px->retired[i]);
+    free(px->backends);
+    free(px->retired);
+    px->backends = px->retired = NULL;
+    px->nbackends = px->nretired = 0;
+}
