@@ -1,6 +1,7 @@
 /* backend.c - see backend.h. */
 #include "backend.h"
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -49,10 +50,42 @@ struct backend *backend_new(const struct config_backend *cb)
     return be;
 }
 
+void model_list_free(struct model_list *l)
+{
+    if (!l)
+        return;
+    for (int i = 0; i < l->n; i++) {
+        free(l->names[i]);
+        free(l->keys[i]);
+    }
+    free(l->names);
+    free(l->keys);
+    free(l);
+}
+
+int model_list_has(const struct model_list *l, const char *key)
+{
+    for (int i = 0; l && i < l->n; i++)
+        if (strcmp(l->keys[i], key) == 0)
+            return 1;
+    return 0;
+}
+
+int backend_serves(const struct backend *be, const char *key)
+{
+    return !key || !be->models_known || model_list_has(be->models, key);
+}
+
 void backend_free(struct backend *be)
 {
     if (!be)
         return;
+    if (be->poll)
+        upstream_abort(be->poll);
+    if (be->poll_body)
+        evbuffer_free(be->poll_body);
+    model_list_free(be->models);
+    model_list_free(be->loaded);
     upstream_pool_drain(be);
     if (be->wake)
         event_free(be->wake);
@@ -77,20 +110,26 @@ static int less_loaded(const struct backend *a, const struct backend *b)
 }
 
 struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
-                             const struct backend *avoid, double now_ms)
+                             const struct backend *avoid, const char *key, double now_ms)
 {
     struct backend *best = NULL, *fallback = NULL;
+    int best_loaded = 0;
     unsigned start = n ? *rr % (unsigned)n : 0;
     for (int k = 0; k < n; k++) {
         struct backend *be = bes[(start + (unsigned)k) % (unsigned)n];
-        if (!backend_available(be, now_ms))
+        int loaded;
+        if (!backend_available(be, now_ms) || !backend_serves(be, key))
             continue;
         if (be == avoid) {
             fallback = be;
             continue;
         }
-        if (!best || less_loaded(be, best))
+        loaded = key && model_list_has(be->loaded, key);
+        if (!best || less_loaded(be, best) ||
+            (loaded && !best_loaded && !less_loaded(best, be))) {
             best = be;
+            best_loaded = loaded;
+        }
     }
     if (!best)
         best = fallback;

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 struct event;
+struct evbuffer;
 
 struct upstream;
 struct config_backend;
@@ -33,7 +34,27 @@ struct backend {
     struct upstream *idle; /* keep-alive pool (upstream.c owns the list) */
     int nidle;
     int removed; /* dropped by a reload: serves what it has, takes nothing */
+    /* Model discovery (discover.c): installed models from /api/tags and
+     * loaded ones from /api/ps, as display names and as name_key() keys.
+     * Until the first answer, models_known is 0 and it serves anything. */
+    int models_known;
+    struct model_list *models, *loaded;
+    struct upstream *poll;       /* a discovery request in flight */
+    struct evbuffer *poll_body;  /* its answer so far */
+    int poll_phase;              /* 0: /api/tags, 1: /api/ps */
+    int poll_status;
 };
+
+/* A list of model names, owned by its backend. */
+struct model_list {
+    int n;
+    char **names; /* display form, as the backend lists them */
+    char **keys;  /* name_key() of each */
+};
+
+void model_list_free(struct model_list *l);
+/* 1 when L holds KEY. */
+int model_list_has(const struct model_list *l, const char *key);
 
 /* Make a backend from its config row; resolves the host (blocking, at
  * startup and reload only). Returns NULL on allocation failure. */
@@ -48,11 +69,16 @@ int backend_resolve(struct backend *be);
  * retry time has come). */
 int backend_available(const struct backend *be, double now_ms);
 
-/* The least loaded available backend among BES[0..N-1] (lowest
- * in_flight / max_concurrent), skipping AVOID (NULL = none) unless it is the
- * only one; ties go round-robin from *RR. NULL when none is available. */
+/* 1 when BE may serve the model with name key KEY (NULL: any request):
+ * its /api/tags lists it, or its models are not known yet. */
+int backend_serves(const struct backend *be, const char *key);
+
+/* The least loaded available backend among BES[0..N-1] that serves KEY
+ * (lowest in_flight / max_concurrent; among equals one that has KEY loaded),
+ * skipping AVOID (NULL = none) unless it is the only one; ties go
+ * round-robin from *RR. NULL when none is available. */
 struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
-                             const struct backend *avoid, double now_ms);
+                             const struct backend *avoid, const char *key, double now_ms);
 
 void backend_acquire(struct backend *be);
 void backend_release(struct backend *be);

@@ -11,6 +11,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "discover.h"
 #include "fleet.h"
 #include "log.h"
 #include "net.h"
@@ -168,11 +169,14 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
     evsignal_add(px->ev_term, NULL);
     evsignal_add(px->ev_int, NULL);
     evsignal_add(px->ev_hup, NULL);
-    return server_start(px);
+    if (server_start(px) < 0)
+        return -1;
+    return discover_start(px);
 }
 
 static void proxy_cleanup(struct proxy *px)
 {
+    discover_stop(px);
     session_abort_all(px);
     server_free(px);
     fleet_free(px);

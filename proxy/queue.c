@@ -43,3 +43,13 @@ struct queue_entry *queue_pop(struct queue *q)
         queue_remove(q, e);
     return e;
 }
+
+struct queue_entry *queue_first(struct queue *q)
+{
+    return TAILQ_FIRST(&q->list);
+}
+
+struct queue_entry *queue_next(struct queue_entry *e)
+{
+    return TAILQ_NEXT(e, link);
+}

@@ -39,6 +39,11 @@ void queue_push_front(struct queue *q, struct queue_entry *e);
 /* Take E out; a no-op when it is not queued. */
 void queue_remove(struct queue *q, struct queue_entry *e);
 
+/* Walk the queue oldest first without taking entries out: the first entry
+ * (NULL when empty) and the one after E (NULL at the end). */
+struct queue_entry *queue_first(struct queue *q);
+struct queue_entry *queue_next(struct queue_entry *e);
+
 /* The oldest entry, taken out, or NULL. */
 struct queue_entry *queue_pop(struct queue *q);
 

@@ -100,17 +100,25 @@ static void reply_root(struct evhttp_request *req)
     evbuffer_free(b);
 }
 
+static json_t *names_json(const struct model_list *l)
+{
+    json_t *a = json_array();
+    for (int i = 0; l && i < l->n; i++)
+        json_array_append_new(a, json_string(l->names[i]));
+    return a;
+}
+
 static void reply_status(struct proxy *px, struct evhttp_request *req)
 {
     json_t *arr = json_array();
     for (int i = 0; i < px->nbackends; i++) {
         struct backend *be = px->backends[i];
         json_array_append_new(
-            arr, json_pack("{s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:[],s:[]}", "name", be->name, "url",
+            arr, json_pack("{s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
                            be->url, "healthy", be->healthy, "in_flight", be->in_flight,
                            "max_concurrent", be->max_concurrent, "served",
                            (json_int_t)be->served, "failed", (json_int_t)be->failed, "models",
-                           "loaded"));
+                           names_json(be->models), "loaded", names_json(be->loaded)));
     }
     reply_json(req, json_pack("{s:o,s:{s:i,s:i},s:I,s:i}", "backends", arr, "queue", "length",
                               px->queue.length, "max_length", px->queue.max_length, "uptime_s",

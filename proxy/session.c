@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "config.h"
 #include "log.h"
+#include "names.h"
 #include "net.h"
 #include "proxy.h"
 #include "server.h"
@@ -51,6 +52,8 @@ struct session {
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
     char *model;        /* NULL or model_buf */
     char model_buf[128];
+    char *mkey;         /* name_key() of model, for routing; NULL: any backend */
+    char mkey_buf[160];
     char path[160];     /* for the access log: the request may be gone by then */
     const char *method;
     int status;
@@ -342,7 +345,7 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
         return;
     }
     /* Prefer a backend not tried yet; then the waiting queue, first in line. */
-    next = backend_pick(px->backends, px->nbackends, &px->rr, failed, net_now_ms());
+    next = backend_pick(px->backends, px->nbackends, &px->rr, failed, s->mkey, net_now_ms());
     if (next && next != failed)
         dispatch(s, next);
     else
@@ -658,15 +661,52 @@ static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
                  "queue-timeout");
 }
 
+static int any_slot_free(struct proxy *px, double now)
+{
+    for (int i = 0; i < px->nbackends; i++)
+        if (backend_available(px->backends[i], now))
+            return 1;
+    return 0;
+}
+
+/* Late binding: each free slot goes to the oldest waiting request that its
+ * backend can serve. The scan starts again from the head after every
+ * dispatch, because a dispatch may itself end sessions and change the
+ * queue; it is bounded by the free slots. */
 void proxy_dispatch_waiting(struct proxy *px)
 {
-    while (px->queue.length) {
-        struct backend *be =
-            backend_pick(px->backends, px->nbackends, &px->rr, NULL, net_now_ms());
+    double now = net_now_ms();
+    while (px->queue.length && any_slot_free(px, now)) {
+        struct queue_entry *e;
+        struct backend *be = NULL;
+        for (e = queue_first(&px->queue); e; e = queue_next(e)) {
+            struct session *s = from_entry(e);
+            be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->mkey, now);
+            if (be)
+                break;
+        }
         if (!be)
             return;
-        dispatch(from_entry(queue_pop(&px->queue)), be);
+        queue_remove(&px->queue, e);
+        dispatch(from_entry(e), be);
     }
+}
+
+/* No healthy backend lists KEY, while some healthy one has said what it
+ * has: a 404 now rather than a wait. With no healthy backend at all the
+ * request waits (a rolling restart loses nothing). */
+static int model_unknown(struct proxy *px, const char *key)
+{
+    int healthy = 0;
+    for (int i = 0; i < px->nbackends; i++) {
+        struct backend *be = px->backends[i];
+        if (be->removed || !be->healthy)
+            continue;
+        healthy = 1;
+        if (backend_serves(be, key))
+            return 0;
+    }
+    return healthy;
 }
 
 void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in)
@@ -686,6 +726,8 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     else if (in->model)
         s->model = strdup(in->model);
     snprintf(s->path, sizeof s->path, "%s", evhttp_request_get_uri(req));
+    if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
+        s->mkey = s->mkey_buf;
     s->method = method_name(evhttp_request_get_command(req));
     s->stream = !!in->stream;
     s->v1 = !!in->v1;
@@ -693,7 +735,13 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     LIST_INSERT_HEAD(&px->sessions, s, link);
     px->nsessions++;
 
-    be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->t_start);
+    if (s->mkey && model_unknown(px, s->mkey)) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "model '%s' not found", s->model);
+        fail_session(s, 404, msg, 0, "no-model");
+        return;
+    }
+    be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->mkey, s->t_start);
     if (be) {
         dispatch(s, be);
         return;

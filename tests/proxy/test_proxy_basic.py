@@ -35,6 +35,11 @@ def test_root_and_status():
 def test_proxied_headers():
     sim = Sim()
     px = Proxy([("gpu0", sim.url, 2)])
+    # Let the proxy's own model polls (/api/tags, /api/ps) pass first: the
+    # sim reports the headers of the last request it got.
+    wait_until(lambda: px.status()["backends"][0]["loaded"] is not None and
+               px.status()["backends"][0]["models"], what="model discovery")
+    time.sleep(0.2)
     r = post(px.url + "/api/generate", GEN,
              headers={"Host": "evil.example.com", "Connection": "keep-alive, X-Hop",
                       "Keep-Alive": "timeout=5", "X-Forwarded-For": "10.1.2.3",

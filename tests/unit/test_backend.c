@@ -54,7 +54,7 @@ int main(void)
             bes[d].healthy = 0;
             bes[d].retry_at_ms = 1e18;
         }
-        b = backend_pick(list, 4, &rr, NULL, 0);
+        b = backend_pick(list, 4, &rr, NULL, NULL, 0);
         if (b) {
             CHECK(acceptable(b));
             CHECK(b->in_flight < b->max_concurrent && b->healthy);
@@ -66,22 +66,22 @@ int main(void)
     /* Ties rotate. */
     reset(caps, zero);
     for (int t = 0; t < 8; t++)
-        seen[backend_pick(list, 4, &rr, NULL, 0) - bes]++;
+        seen[backend_pick(list, 4, &rr, NULL, NULL, 0) - bes]++;
     for (int i = 0; i < 4; i++)
         CHECK_INT(seen[i], 2);
     /* A slot at a time: filling 16 slots spreads them evenly. */
     reset(caps, zero);
     for (int t = 0; t < 16; t++)
-        backend_acquire(backend_pick(list, 4, &rr, NULL, 0));
+        backend_acquire(backend_pick(list, 4, &rr, NULL, NULL, 0));
     for (int i = 0; i < 4; i++)
         CHECK_INT(bes[i].in_flight, 4);
-    CHECK(backend_pick(list, 4, &rr, NULL, 0) == NULL);
+    CHECK(backend_pick(list, 4, &rr, NULL, NULL, 0) == NULL);
     /* AVOID only when nothing else is free. */
     reset(caps, zero);
     bes[1].in_flight = bes[2].in_flight = bes[3].in_flight = 4;
-    CHECK(backend_pick(list, 4, &rr, &bes[0], 0) == &bes[0]);
+    CHECK(backend_pick(list, 4, &rr, &bes[0], NULL, 0) == &bes[0]);
     bes[3].in_flight = 3;
-    CHECK(backend_pick(list, 4, &rr, &bes[0], 0) == &bes[3]);
+    CHECK(backend_pick(list, 4, &rr, &bes[0], NULL, 0) == &bes[3]);
     /* Down after fail_after failures; tried again at retry time. */
     reset(caps, zero);
     backend_note_failure(&bes[0], 2, 5, 1000);

@@ -1,0 +1,153 @@
+/* discover.c - see discover.h. A poll is a tiny client of upstream.c with
+ * the backend itself as its context: be->poll is the request in flight. */
+#include "discover.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "names.h"
+#include "proxy.h"
+#include "upstream.h"
+
+static struct proxy *the_px; /* polls outlive no proxy: one per process */
+
+static void poll_phase(struct backend *be, int phase);
+
+static void on_header(void *arg, int status, const char *key, const char *value)
+{
+    (void)arg, (void)status, (void)key, (void)value;
+}
+
+static int on_head(void *arg, int status, const char *reason, long long content_length)
+{
+    struct backend *be = arg;
+    (void)reason, (void)content_length;
+    be->poll_status = status;
+    return 0;
+}
+
+static void on_body(void *arg, struct evbuffer *src, size_t len)
+{
+    struct backend *be = arg;
+    evbuffer_remove_buffer(src, be->poll_body, len);
+}
+
+/* {"models":[{"name":...},...]} into a list; NULL when malformed. */
+static struct model_list *parse_models(struct evbuffer *body)
+{
+    size_t len = evbuffer_get_length(body);
+    json_t *root = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
+    json_t *arr = json_object_get(root, "models"), *m;
+    struct model_list *l = NULL;
+    size_t i;
+    if (!json_is_array(arr) && !json_is_null(arr))
+        goto done;
+    l = calloc(1, sizeof *l);
+    l->names = calloc(json_array_size(arr) + 1, sizeof *l->names);
+    l->keys = calloc(json_array_size(arr) + 1, sizeof *l->keys);
+    json_array_foreach(arr, i, m) {
+        const char *name = json_string_value(json_object_get(m, "name"));
+        char key[NAME_KEY_MAX];
+        if (!name || name_key(name, key, sizeof key) < 0)
+            continue;
+        l->names[l->n] = strdup(name);
+        l->keys[l->n] = strdup(key);
+        l->n++;
+    }
+done:
+    json_decref(root);
+    return l;
+}
+
+static void on_done(void *arg)
+{
+    struct backend *be = arg;
+    struct upstream *up = be->poll;
+    struct model_list *l = be->poll_status == 200 ? parse_models(be->poll_body) : NULL;
+    be->poll = NULL;
+    upstream_release(up);
+    evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
+    if (!l) {
+        log_warn("backend %s: unusable answer to %s (status %d)", be->name,
+                 be->poll_phase ? "/api/ps" : "/api/tags", be->poll_status);
+        return;
+    }
+    if (be->poll_phase == 0) {
+        if (!be->models_known)
+            log_info("backend %s: %d models", be->name, l->n);
+        model_list_free(be->models);
+        be->models = l;
+        be->models_known = 1;
+        poll_phase(be, 1);
+    } else {
+        model_list_free(be->loaded);
+        be->loaded = l;
+    }
+    proxy_dispatch_waiting(the_px); /* a waiting request may fit it now */
+}
+
+static void on_error(void *arg, enum upstream_err err)
+{
+    struct backend *be = arg;
+    be->poll = NULL;
+    evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
+    log_debug("backend %s: model poll failed: %s", be->name, upstream_strerror(err));
+}
+
+static const struct upstream_cbs poll_cbs = {on_header, on_head, on_body, on_done, on_error};
+
+static void poll_phase(struct backend *be, int phase)
+{
+    struct proxy *px = the_px;
+    struct upstream_timeouts to;
+    struct evbuffer *req = px->scratch;
+    double t = px->cfg->health_timeout_s;
+    to.connect.tv_sec = to.first_byte.tv_sec = to.idle.tv_sec = (time_t)t;
+    to.connect.tv_usec = to.first_byte.tv_usec = to.idle.tv_usec =
+        (suseconds_t)((t - (double)(time_t)t) * 1e6);
+    if (!be->poll_body)
+        be->poll_body = evbuffer_new();
+    be->poll_phase = phase;
+    be->poll_status = 0;
+    evbuffer_add_printf(req, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
+                        phase ? "/api/ps" : "/api/tags", be->hostport);
+    be->poll = upstream_start(px->base, be, req, 0, &to, &poll_cbs, be);
+    evbuffer_drain(req, evbuffer_get_length(req));
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+    (void)fd, (void)what;
+    for (int i = 0; i < px->nbackends; i++)
+        if (!px->backends[i]->poll && !px->backends[i]->removed)
+            poll_phase(px->backends[i], 0);
+}
+
+int discover_start(struct proxy *px)
+{
+    struct timeval tv;
+    double s = px->cfg->models_refresh_s;
+    the_px = px;
+    tv.tv_sec = (time_t)s;
+    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
+    px->ev_discover = event_new(px->base, -1, EV_PERSIST, on_tick, px);
+    if (!px->ev_discover)
+        return -1;
+    event_add(px->ev_discover, &tv);
+    event_active(px->ev_discover, EV_TIMEOUT, 1); /* and once now */
+    return 0;
+}
+
+void discover_stop(struct proxy *px)
+{
+    if (px->ev_discover)
+        event_free(px->ev_discover);
+    px->ev_discover = NULL;
+}
