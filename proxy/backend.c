@@ -3,6 +3,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,8 @@ void backend_free(struct backend *be)
         evbuffer_free(be->poll_body);
     model_list_free(be->models);
     model_list_free(be->loaded);
+    json_decref(be->tags_json);
+    json_decref(be->ps_json);
     upstream_pool_drain(be);
     if (be->wake)
         event_free(be->wake);

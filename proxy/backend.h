@@ -39,6 +39,7 @@ struct backend {
      * Until the first answer, models_known is 0 and it serves anything. */
     int models_known;
     struct model_list *models, *loaded;
+    struct json_t *tags_json, *ps_json; /* the last "models" arrays, as sent */
     struct upstream *poll;       /* a discovery request in flight */
     struct evbuffer *poll_body;  /* its answer so far */
     int poll_phase;              /* 0: /api/tags, 1: /api/ps */

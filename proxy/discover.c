@@ -38,8 +38,9 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
     evbuffer_remove_buffer(src, be->poll_body, len);
 }
 
-/* {"models":[{"name":...},...]} into a list; NULL when malformed. */
-static struct model_list *parse_models(struct evbuffer *body)
+/* {"models":[{"name":...},...]} into a list, and the array itself into
+ * *ARRAY (a new reference); NULL when malformed. */
+static struct model_list *parse_models(struct evbuffer *body, json_t **array)
 {
     size_t len = evbuffer_get_length(body);
     json_t *root = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
@@ -60,6 +61,7 @@ static struct model_list *parse_models(struct evbuffer *body)
         l->keys[l->n] = strdup(key);
         l->n++;
     }
+    *array = json_is_array(arr) ? json_incref(arr) : json_array();
 done:
     json_decref(root);
     return l;
@@ -69,7 +71,8 @@ static void on_done(void *arg)
 {
     struct backend *be = arg;
     struct upstream *up = be->poll;
-    struct model_list *l = be->poll_status == 200 ? parse_models(be->poll_body) : NULL;
+    json_t *array = NULL;
+    struct model_list *l = be->poll_status == 200 ? parse_models(be->poll_body, &array) : NULL;
     be->poll = NULL;
     upstream_release(up);
     evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
@@ -82,12 +85,16 @@ static void on_done(void *arg)
         if (!be->models_known)
             log_info("backend %s: %d models", be->name, l->n);
         model_list_free(be->models);
+        json_decref(be->tags_json);
         be->models = l;
+        be->tags_json = array;
         be->models_known = 1;
         poll_phase(be, 1);
     } else {
         model_list_free(be->loaded);
+        json_decref(be->ps_json);
         be->loaded = l;
+        be->ps_json = array;
     }
     proxy_dispatch_waiting(the_px); /* a waiting request may fit it now */
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "catalog.h"
 #include "config.h"
 #include "fleet.h"
 #include "jscan.h"
@@ -38,8 +39,7 @@ void server_flush(struct evhttp_connection *evcon)
         event_active(&bev->ev_write, EV_WRITE, 1);
 }
 
-/* evhttp_send_reply(), written in this pass of the loop. */
-static void send_reply(struct evhttp_request *req, int status, const char *reason,
+void server_send_reply(struct evhttp_request *req, int status, const char *reason,
                        struct evbuffer *b)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
@@ -72,7 +72,7 @@ void server_reply_error(struct evhttp_request *req, int v1, int status, const ch
         snprintf(ra, sizeof ra, "%d", retry_after);
         evhttp_add_header(h, "Retry-After", ra);
     }
-    send_reply(req, status, NULL, b);
+    server_send_reply(req, status, NULL, b);
     evbuffer_free(b);
 }
 
@@ -85,7 +85,7 @@ static void reply_json(struct evhttp_request *req, json_t *o)
     json_decref(o);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json; charset=utf-8");
-    send_reply(req, 200, "OK", b);
+    server_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
 }
 
@@ -96,7 +96,7 @@ static void reply_root(struct evhttp_request *req)
         evbuffer_add(b, "Ollama is running", 17);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/plain; charset=utf-8");
-    send_reply(req, 200, "OK", b);
+    server_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
 }
 
@@ -207,6 +207,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_status(px, req);
         return;
     }
+    if ((cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD) && catalog_reply(px, req, path))
+        return;
     if (px->draining) {
         server_reply_error(req, in.v1, 503, "the proxy is shutting down", 1);
         return;

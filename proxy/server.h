@@ -6,6 +6,7 @@
 struct proxy;
 struct evhttp_request;
 struct evhttp_connection;
+struct evbuffer;
 
 /* Listen on cfg->listen and serve. Returns 0, or -1 after logging why. */
 int server_start(struct proxy *px);
@@ -21,6 +22,10 @@ void server_free(struct proxy *px);
  * would cost two epoll_ctl calls and a loop pass per reply and per streamed
  * chunk. NULL is a no-op. */
 void server_flush(struct evhttp_connection *evcon);
+
+/* evhttp_send_reply(), and written in this pass of the loop (server_flush). */
+void server_send_reply(struct evhttp_request *req, int status, const char *reason,
+                       struct evbuffer *body);
 
 /* Answer REQ with an error the proxy made itself: {"error":"MSG"}, or the
  * OpenAI shape when V1. RETRY_AFTER > 0 adds a Retry-After header. */

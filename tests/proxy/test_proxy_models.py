@@ -108,4 +108,35 @@ def test_unknown_tags_serve_anything():
     px.stop()
 
 
+def test_fleet_listing_endpoints():
+    a = Sim(*FAST, "--parallel", "2", models="alpha:latest,shared:7b")
+    b = Sim(*FAST, "--parallel", "2", models="beta:latest,shared:7b")
+    eq(post(a.url + "/api/generate", gen("shared:7b")).status, 200, "load shared on a")
+    eq(post(b.url + "/api/generate", gen("shared:7b")).status, 200, "load shared on b")
+    px = Proxy([("a", a.url, 2), ("b", b.url, 2)], extra="models = { refresh_s = 0.2; };")
+    wait_until(lambda: (lambda s: s if all(x["loaded"] for x in s["backends"]) else None)(
+        px.status()), what="discovery")
+    r = get(px.url + "/api/tags")
+    eq(r.status, 200, "tags")
+    ok("x-backend" not in r.headers, "answered by the proxy itself")
+    names = [m["name"] for m in r.json()["models"]]
+    eq(sorted(names), ["alpha:latest", "beta:latest", "shared:7b"], "the union, once each")
+    m = r.json()["models"][0]
+    for k in ("model", "modified_at", "size", "digest", "details"):
+        ok(k in m, "entry kept whole: %r" % m)
+    stamps = [m["modified_at"] for m in r.json()["models"]]
+    eq(stamps, sorted(stamps, reverse=True), "newest first")
+    r = get(px.url + "/api/ps")
+    ps = sorted((m["name"], m["backend"]) for m in r.json()["models"])
+    eq(ps, [("shared:7b", "a"), ("shared:7b", "b")], "one entry per (model, backend)")
+    ok("expires_at" in r.json()["models"][0], "entry kept whole")
+    r = get(px.url + "/v1/models")
+    eq(r.json()["object"], "list", "OpenAI shape")
+    eq(sorted(d["id"] for d in r.json()["data"]), sorted(names), "same union")
+    d = r.json()["data"][0]
+    eq((d["object"], d["owned_by"]), ("model", "library"), "OpenAI entry")
+    ok(d["created"] > 1600000000, "created from modified_at: %r" % d)
+    px.stop()
+
+
 run(globals())

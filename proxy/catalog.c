@@ -1,0 +1,163 @@
+/* catalog.c - see catalog.h. */
+#include "catalog.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "proxy.h"
+#include "server.h"
+
+static int usable(const struct backend *be)
+{
+    return be->healthy && !be->removed && be->models_known;
+}
+
+static const char *str(json_t *o, const char *key)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v ? v : "";
+}
+
+/* Newest first by KEY (RFC 3339 strings of one server compare as text). */
+static const char *sort_key;
+static int newer_first(const void *a, const void *b)
+{
+    return strcmp(str(*(json_t *const *)b, sort_key), str(*(json_t *const *)a, sort_key));
+}
+
+static json_t *sorted(json_t *arr, const char *key)
+{
+    size_t n = json_array_size(arr);
+    json_t **v = calloc(n + 1, sizeof *v), *out = json_array();
+    for (size_t i = 0; i < n; i++)
+        v[i] = json_array_get(arr, i);
+    sort_key = key;
+    qsort(v, n, sizeof *v, newer_first);
+    for (size_t i = 0; i < n; i++)
+        json_array_append(out, v[i]);
+    free(v);
+    json_decref(arr);
+    return out;
+}
+
+/* One entry per name across the usable backends. */
+static json_t *union_tags(struct proxy *px)
+{
+    json_t *seen = json_object(), *all = json_array(), *m;
+    size_t i;
+    for (int b = 0; b < px->nbackends; b++) {
+        if (!usable(px->backends[b]))
+            continue;
+        json_array_foreach(px->backends[b]->tags_json, i, m) {
+            const char *name = str(m, "name");
+            if (*name && !json_object_get(seen, name)) {
+                json_object_set_new(seen, name, json_true());
+                json_array_append(all, m);
+            }
+        }
+    }
+    json_decref(seen);
+    return sorted(all, "modified_at");
+}
+
+static json_t *all_ps(struct proxy *px)
+{
+    json_t *all = json_array(), *m;
+    size_t i;
+    for (int b = 0; b < px->nbackends; b++) {
+        struct backend *be = px->backends[b];
+        if (!usable(be))
+            continue;
+        json_array_foreach(be->ps_json, i, m) {
+            json_t *c = json_deep_copy(m);
+            json_object_set_new(c, "backend", json_string(be->name));
+            json_array_append_new(all, c);
+        }
+    }
+    return sorted(all, "expires_at");
+}
+
+/* "2026-01-02T03:04:05.123-07:00" as Unix seconds (0 if unparsable). */
+static long long unix_time(const char *t)
+{
+    struct tm tm;
+    const char *p;
+    long long s;
+    memset(&tm, 0, sizeof tm);
+    if (!(p = strptime(t, "%Y-%m-%dT%H:%M:%S", &tm)))
+        return 0;
+    s = (long long)timegm(&tm);
+    while (*p == '.' || (*p >= '0' && *p <= '9'))
+        p++;
+    if ((*p == '+' || *p == '-') && strlen(p) >= 6) {
+        long off = ((p[1] - '0') * 10 + (p[2] - '0')) * 3600 + ((p[4] - '0') * 10 + (p[5] - '0')) * 60;
+        s += *p == '+' ? -off : off;
+    }
+    return s;
+}
+
+/* OpenAI's owned_by: the namespace, "library" by default. */
+static json_t *owner(const char *name)
+{
+    const char *slash = strrchr(name, '/'), *prev;
+    if (!slash)
+        return json_string("library");
+    for (prev = slash; prev > name && prev[-1] != '/'; prev--)
+        ;
+    return json_stringn(prev, (size_t)(slash - prev));
+}
+
+static json_t *v1_models(struct proxy *px)
+{
+    json_t *tags = union_tags(px), *data = json_array(), *m;
+    size_t i;
+    json_array_foreach(tags, i, m) {
+        json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:o}", "id", str(m, "name"),
+                                              "object", "model", "created",
+                                              (json_int_t)unix_time(str(m, "modified_at")),
+                                              "owned_by", owner(str(m, "name"))));
+    }
+    json_decref(tags);
+    if (json_array_size(data) == 0) { /* Ollama sends null for none */
+        json_decref(data);
+        data = json_null();
+    }
+    return json_pack("{s:s,s:o}", "object", "list", "data", data);
+}
+
+static void reply(struct evhttp_request *req, json_t *o)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+        evbuffer_add(b, text, strlen(text));
+    free(text);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json; charset=utf-8");
+    server_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path)
+{
+    int known = 0;
+    for (int b = 0; b < px->nbackends; b++)
+        known |= usable(px->backends[b]);
+    if (!known)
+        return 0;
+    if (strcmp(path, "/api/tags") == 0)
+        reply(req, json_pack("{s:o}", "models", union_tags(px)));
+    else if (strcmp(path, "/api/ps") == 0)
+        reply(req, json_pack("{s:o}", "models", all_ps(px)));
+    else if (strcmp(path, "/v1/models") == 0)
+        reply(req, v1_models(px));
+    else
+        return 0;
+    return 1;
+}
