@@ -12,6 +12,7 @@
 #include "config.h"
 #include "log.h"
 #include "names.h"
+#include "net.h"
 #include "proxy.h"
 #include "upstream.h"
 
@@ -114,10 +115,7 @@ static void poll_phase(struct backend *be, int phase)
     struct proxy *px = the_px;
     struct upstream_timeouts to;
     struct evbuffer *req = px->scratch;
-    double t = px->cfg->health_timeout_s;
-    to.connect.tv_sec = to.first_byte.tv_sec = to.idle.tv_sec = (time_t)t;
-    to.connect.tv_usec = to.first_byte.tv_usec = to.idle.tv_usec =
-        (suseconds_t)((t - (double)(time_t)t) * 1e6);
+    to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
     if (!be->poll_body)
         be->poll_body = evbuffer_new();
     be->poll_phase = phase;
@@ -139,11 +137,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 int discover_start(struct proxy *px)
 {
-    struct timeval tv;
-    double s = px->cfg->models_refresh_s;
+    struct timeval tv = net_timeval(px->cfg->models_refresh_s);
     the_px = px;
-    tv.tv_sec = (time_t)s;
-    tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
     px->ev_discover = event_new(px->base, -1, EV_PERSIST, on_tick, px);
     if (!px->ev_discover)
         return -1;

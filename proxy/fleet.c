@@ -74,17 +74,10 @@ static struct backend *find(struct proxy *px, const struct config_backend *cb)
 void fleet_settings(struct proxy *px)
 {
     const struct px_config *c = px->cfg;
-    struct timeval tv;
     px->queue.max_length = c->queue_max_length;
-    tv.tv_sec = (time_t)c->connect_s;
-    tv.tv_usec = (suseconds_t)((c->connect_s - (double)tv.tv_sec) * 1e6);
-    px->uto.connect = tv;
-    tv.tv_sec = (time_t)c->first_byte_s;
-    tv.tv_usec = (suseconds_t)((c->first_byte_s - (double)tv.tv_sec) * 1e6);
-    px->uto.first_byte = tv;
-    tv.tv_sec = (time_t)c->idle_s;
-    tv.tv_usec = (suseconds_t)((c->idle_s - (double)tv.tv_sec) * 1e6);
-    px->uto.idle = tv;
+    px->uto.connect = net_timeval(c->connect_s);
+    px->uto.first_byte = net_timeval(c->first_byte_s);
+    px->uto.idle = net_timeval(c->idle_s);
     if (px->http) {
         evhttp_set_max_body_size(px->http, (ev_ssize_t)c->max_body_mb * 1024 * 1024);
         evhttp_set_timeout(px->http, (int)c->idle_s);

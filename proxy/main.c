@@ -44,12 +44,6 @@ static const char *default_config(void)
     return "/etc/ollama-proxy/ollama-proxy.conf";
 }
 
-static void to_timeval(double s, struct timeval *tv)
-{
-    tv->tv_sec = (time_t)s;
-    tv->tv_usec = (suseconds_t)((s - (double)tv->tv_sec) * 1e6);
-}
-
 /* The last reply may still sit in a client's output buffer: give the loop
  * a moment to flush it before the connections are closed. */
 static void exit_soon(struct proxy *px)
@@ -89,7 +83,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         exit_soon(px);
         return;
     }
-    to_timeval(px->cfg->shutdown_timeout_s, &tv);
+    tv = net_timeval(px->cfg->shutdown_timeout_s);
     px->ev_drain = evtimer_new(px->base, on_drain_timeout, px);
     evtimer_add(px->ev_drain, &tv);
 }

@@ -138,7 +138,7 @@ static int needs_model(const char *path)
     return 0;
 }
 
-/* Read "model" and "stream" from the body of a model path into IN (the
+/* Read "model" from the body of a model path into IN (the
  * model copied into MODEL). Returns 0, or -1 after answering the client. */
 static int parse_body(struct evhttp_request *req, int v1, char *model, size_t modellen,
                       struct session_info *in)
@@ -179,7 +179,6 @@ static int parse_body(struct evhttp_request *req, int v1, char *model, size_t mo
         model[js.model_len] = '\0';
     }
     in->model = model;
-    in->stream = v1 ? js.stream == 1 : js.stream != 0;
     return 0;
 }
 

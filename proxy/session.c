@@ -60,7 +60,6 @@ struct session {
     char reason[64];
     double t_start, t_dispatch, t_head;
     size_t bytes;
-    unsigned stream : 1;
     unsigned v1 : 1;
     unsigned watching : 1;
     unsigned timer_armed : 1;
@@ -68,8 +67,6 @@ struct session {
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
-    enum upstream_err last_err;
-    int last_was_503;
 };
 
 static void dispatch(struct session *s, struct backend *be);
@@ -300,11 +297,7 @@ static void enqueue_front(struct session *s)
 {
     struct proxy *px = s->px;
     double left = px->cfg->queue_timeout_s * 1000.0 - (net_now_ms() - s->t_start);
-    struct timeval tv;
-    if (left < 1)
-        left = 1;
-    tv.tv_sec = (time_t)(left / 1000.0);
-    tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec * 1000.0) * 1000.0);
+    struct timeval tv = net_timeval((left < 1 ? 1 : left) / 1000.0);
     s->state = S_QUEUED;
     queue_push_front(&px->queue, &s->qe);
     stop_timer(s);
@@ -331,8 +324,6 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
     backend_note_failure(failed, px->cfg->health_fail_after, px->cfg->health_interval_s,
                          net_now_ms());
     drop_slot(s);
-    s->last_err = err;
-    s->last_was_503 = was_503;
     if (s->ntries >= MAX_TRIES) {
         if (was_503)
             fail_session(s, 503, "server busy, please try again.  maximum pending requests "
@@ -729,7 +720,6 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
         s->mkey = s->mkey_buf;
     s->method = method_name(evhttp_request_get_command(req));
-    s->stream = !!in->stream;
     s->v1 = !!in->v1;
     s->t_start = net_now_ms();
     LIST_INSERT_HEAD(&px->sessions, s, link);
@@ -753,8 +743,7 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     }
     s->state = S_QUEUED;
     watch_client_soon(s);
-    tv.tv_sec = (time_t)px->cfg->queue_timeout_s;
-    tv.tv_usec = (suseconds_t)((px->cfg->queue_timeout_s - (double)tv.tv_sec) * 1e6);
+    tv = net_timeval(px->cfg->queue_timeout_s);
     evtimer_assign(&s->timer, px->base, on_queue_timeout, s);
     evtimer_add(&s->timer, &tv);
     s->timer_armed = 1;

@@ -21,7 +21,6 @@ struct evhttp_request;
 
 struct session_info {
     const char *model; /* NULL when the body names none; borrowed */
-    int stream;        /* the client asked for a streamed reply */
     int v1;            /* OpenAI-style path: OpenAI-shaped errors */
 };
 

@@ -543,7 +543,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     }
     left = up->timeout_ms - (net_now_ms() - up->last_io_ms);
     if (left > 1) { /* there was activity: wait for the rest */
-        struct timeval tv = {(time_t)(left / 1000), (suseconds_t)((long)left % 1000 * 1000)};
+        struct timeval tv = net_timeval(left / 1000.0);
         event_add(&up->tev, &tv);
         return;
     }
@@ -562,8 +562,7 @@ void upstream_pause(struct upstream *up, int paused)
     }
     event_add(&up->rev, NULL);
     if (up->timeout_ms > 0) { /* a new idle period starts now */
-        struct timeval tv = {(time_t)(up->timeout_ms / 1000),
-                             (suseconds_t)((long)up->timeout_ms % 1000 * 1000)};
+        struct timeval tv = net_timeval(up->timeout_ms / 1000.0);
         up->last_io_ms = net_now_ms();
         event_add(&up->tev, &tv);
     }

@@ -98,6 +98,16 @@ int net_bound_port(int fd)
     return -1;
 }
 
+struct timeval net_timeval(double seconds)
+{
+    struct timeval tv;
+    if (seconds < 0)
+        seconds = 0;
+    tv.tv_sec = (time_t)seconds;
+    tv.tv_usec = (suseconds_t)((seconds - (double)tv.tv_sec) * 1e6);
+    return tv;
+}
+
 long long net_now_ns(void)
 {
     struct timespec ts;

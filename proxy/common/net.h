@@ -3,6 +3,7 @@
 #define OP_NET_H
 
 #include <stddef.h>
+#include <sys/time.h>
 
 /* Split "host:port", "[v6]:port" or ":port" into HOST (without brackets;
  * "" for ":port") and *PORT. Returns 0, or -1 with a reason in ERR. */
@@ -17,6 +18,9 @@ int net_listen(const char *host, int port, int backlog, char *err, size_t errlen
 
 /* The local port FD is bound to, or -1. */
 int net_bound_port(int fd);
+
+/* SECONDS (fractions allowed) as a struct timeval for libevent timers. */
+struct timeval net_timeval(double seconds);
 
 /* Monotonic clock in milliseconds and in nanoseconds. */
 double net_now_ms(void);

@@ -189,16 +189,24 @@ class Sim:
         self.proc.kill()
 
 
+def write_proxy_conf(path, backends, extra="", listen="127.0.0.1:0"):
+    """Write a proxy config: BACKENDS is a list of (name, url, max_concurrent),
+    EXTRA more config text. Written aside and renamed, so that a proxy
+    reloading it never reads half a file."""
+    rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' % b
+                      for b in backends)
+    with open(path + ".tmp", "w") as f:
+        f.write('listen = "%s";\nbackends = (\n%s\n);\n%s\n' % (listen, rows, extra))
+    os.rename(path + ".tmp", path)
+
+
 class Proxy:
     """An ollama-proxy process in front of BACKENDS, a list of
     (name, url, max_concurrent). EXTRA is more config text."""
 
     def __init__(self, backends, extra="", listen="127.0.0.1:0"):
         self.conf = os.path.join(_tmp, "proxy-%d.conf" % len(_procs))
-        rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' % b
-                          for b in backends)
-        with open(self.conf, "w") as f:
-            f.write('listen = "%s";\nbackends = (\n%s\n);\n%s\n' % (listen, rows, extra))
+        write_proxy_conf(self.conf, backends, extra, listen)
         self.proc = Proc([binary("ollama-proxy"), "-c", self.conf], name="ollama-proxy")
         self.port = self.proc.wait_listen()
         self.url = "http://127.0.0.1:%d" % self.port

@@ -8,6 +8,7 @@ import threading
 import time
 
 from harness import (SRC, Proc, Proxy, Sim, binary, eq, get, http, ok, post, run, tmpdir,
+                     write_proxy_conf,
                      wait_until, SLOW)
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
@@ -204,13 +205,6 @@ def test_max_connections():
     px.stop()
 
 
-def _write_conf(path, backends, extra=""):
-    rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' % b for b in backends)
-    with open(path + ".tmp", "w") as f:
-        f.write('listen = "127.0.0.1:0";\nbackends = (\n%s\n);\n%s\n' % (rows, extra))
-    os.rename(path + ".tmp", path)
-
-
 def test_sighup_reload():
     a = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "1")
     b = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "1")
@@ -222,7 +216,7 @@ def test_sighup_reload():
         stream = asyncio.ensure_future(aclient.request(
             px.port, "POST", "/api/generate", body={"model": "llama3", "prompt": "x"}))
         await asyncio.sleep(0.3)
-        _write_conf(px.conf, [("a", a.url, 3), ("b", b.url, 2)],
+        write_proxy_conf(px.conf, [("a", a.url, 3), ("b", b.url, 2)],
                     "queue = { max_length = 7; };")
         px.proc.signal(signal.SIGHUP)
         return await stream
