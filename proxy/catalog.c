@@ -133,8 +133,13 @@ static json_t *v1_models(struct proxy *px)
 static void reply(struct evhttp_request *req, json_t *o)
 {
     struct evbuffer *b = evbuffer_new();
-    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
+    if (!text) {
+        evbuffer_free(b);
+        server_reply_error(req, 0, 500, "cannot encode the answer", 0);
+        return;
+    }
     if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
         evbuffer_add(b, text, strlen(text));
     free(text);

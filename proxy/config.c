@@ -6,6 +6,7 @@
  * table is an error, so a typo is never silently ignored. */
 #include "config.h"
 
+#include <errno.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +31,7 @@ static const struct opt opts[] = {
     {"timeouts", "connect_s", OPT_NUM, OFF(connect_s), 0.001, 3600},
     {"timeouts", "first_byte_s", OPT_NUM, OFF(first_byte_s), 0.001, 86400},
     {"timeouts", "idle_s", OPT_NUM, OFF(idle_s), 0.001, 86400},
+    {"timeouts", "request_s", OPT_NUM, OFF(request_s), 0.001, 86400},
     {"health", "interval_s", OPT_NUM, OFF(health_interval_s), 0.01, 86400},
     {"health", "timeout_s", OPT_NUM, OFF(health_timeout_s), 0.01, 3600},
     {"health", "fail_after", OPT_INT, OFF(health_fail_after), 1, 1000},
@@ -54,6 +56,7 @@ static void set_defaults(struct px_config *c)
     c->connect_s = 3;
     c->first_byte_s = 600;
     c->idle_s = 300;
+    c->request_s = 10;
     c->health_interval_s = 5;
     c->health_timeout_s = 2;
     c->health_fail_after = 2;
@@ -332,9 +335,11 @@ struct px_config *config_load(const char *file, char *err, size_t errlen)
     c->file = strdup(file);
     set_defaults(c);
     config_init(&cf);
+    errno = 0;
     if (!config_read_file(&cf, file)) {
         if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
-            snprintf(err, errlen, "%s:0: cannot read the file", file);
+            snprintf(err, errlen, "%s:0: cannot read the file: %s", file,
+                     strerror(errno ? errno : EIO));
         else
             snprintf(err, errlen, "%s:%d: %s", config_error_file(&cf) ? config_error_file(&cf)
                                                                        : file,
@@ -386,8 +391,8 @@ void config_print_summary(const struct px_config *c)
     printf("fleet slots      %d\n", slots);
     printf("queue            max_length %d, timeout %gs\n", c->queue_max_length,
            c->queue_timeout_s);
-    printf("timeouts         connect %gs, first byte %gs, idle %gs\n", c->connect_s,
-           c->first_byte_s, c->idle_s);
+    printf("timeouts         connect %gs, first byte %gs, idle %gs, request %gs\n",
+           c->connect_s, c->first_byte_s, c->idle_s, c->request_s);
     printf("health           every %gs, timeout %gs, down after %d, up after %d\n",
            c->health_interval_s, c->health_timeout_s, c->health_fail_after,
            c->health_recover_after);

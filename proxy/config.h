@@ -36,6 +36,7 @@ struct px_config {
     int queue_max_length;
     double queue_timeout_s;
     double connect_s, first_byte_s, idle_s;
+    double request_s; /* a request's head and body arrive within this of its first byte */
     double health_interval_s, health_timeout_s;
     int health_fail_after, health_recover_after;
     double models_refresh_s;

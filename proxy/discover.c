@@ -33,22 +33,38 @@ static int on_head(void *arg, int status, const char *reason, long long content_
     return 0;
 }
 
+/* An answer is kept only up to DISCOVER_MAX_BYTES: past that the poll is
+ * aborted (and the list kept from before), so no backend can grow the
+ * proxy's memory through it. */
 static void on_body(void *arg, struct evbuffer *src, size_t len)
 {
     struct backend *be = arg;
+    struct upstream *up = be->poll;
+    if (evbuffer_get_length(be->poll_body) + len > DISCOVER_MAX_BYTES) {
+        evbuffer_drain(src, len);
+        evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
+        log_warn("backend %s: answer to %s over %d bytes, ignored", be->name,
+                 be->poll_phase ? "/api/ps" : "/api/tags", DISCOVER_MAX_BYTES);
+        be->poll = NULL;
+        upstream_abort(up); /* freed when this callback returns */
+        return;
+    }
     evbuffer_remove_buffer(src, be->poll_body, len);
 }
 
-/* {"models":[{"name":...},...]} into a list, and the array itself into
- * *ARRAY (a new reference); NULL when malformed. */
-static struct model_list *parse_models(struct evbuffer *body, json_t **array)
+struct model_list *discover_parse(const char *body, size_t len, json_t **array)
 {
-    size_t len = evbuffer_get_length(body);
-    json_t *root = json_loadb((const char *)evbuffer_pullup(body, -1), len, 0, NULL);
-    json_t *arr = json_object_get(root, "models"), *m;
+    json_t *root, *arr, *m;
     struct model_list *l = NULL;
     size_t i;
+    *array = NULL;
+    if (len > DISCOVER_MAX_BYTES)
+        return NULL;
+    root = json_loadb(body, len, 0, NULL);
+    arr = json_object_get(root, "models");
     if (!json_is_array(arr) && !json_is_null(arr))
+        goto done;
+    if (json_array_size(arr) > DISCOVER_MAX_MODELS)
         goto done;
     l = calloc(1, sizeof *l);
     l->names = calloc(json_array_size(arr) + 1, sizeof *l->names);
@@ -73,13 +89,17 @@ static void on_done(void *arg)
     struct backend *be = arg;
     struct upstream *up = be->poll;
     json_t *array = NULL;
-    struct model_list *l = be->poll_status == 200 ? parse_models(be->poll_body, &array) : NULL;
+    size_t n = evbuffer_get_length(be->poll_body);
+    struct model_list *l =
+        be->poll_status == 200
+            ? discover_parse((const char *)evbuffer_pullup(be->poll_body, -1), n, &array)
+            : NULL;
     be->poll = NULL;
     upstream_release(up);
     evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
     if (!l) {
         log_warn("backend %s: unusable answer to %s (status %d)", be->name,
-                 be->poll_phase ? "/api/ps" : "/api/tags", be->poll_status);
+                     be->poll_phase ? "/api/ps" : "/api/tags", be->poll_status);
         return;
     }
     if (be->poll_phase == 0) {

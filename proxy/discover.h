@@ -7,10 +7,25 @@
 #ifndef PX_DISCOVER_H
 #define PX_DISCOVER_H
 
+#include <stddef.h>
+
 struct proxy;
+struct json_t;
+
+/* Bounds on what a backend may answer: 4 MiB and 10,000 models (Ollama's
+ * /api/tags is about 1 KiB a model). A larger answer is ignored. */
+#define DISCOVER_MAX_BYTES (4 * 1024 * 1024)
+#define DISCOVER_MAX_MODELS 10000
 
 /* Start polling (one poll at once per backend). Returns 0 or -1. */
 int discover_start(struct proxy *px);
+
+/* Parse an answer of /api/tags or /api/ps, {"models":[{"name":...},...]},
+ * BODY[0..LEN), into a new model list (names that name_key() refuses are
+ * left out), and the "models" array itself into *ARRAY (a new reference;
+ * [] for null). NULL (and *ARRAY NULL) when malformed or over the bounds.
+ * The caller frees both (model_list_free, json_decref). */
+struct model_list *discover_parse(const char *body, size_t len, struct json_t **array);
 
 /* Stop polling; NULL-safe on a proxy that never started. */
 void discover_stop(struct proxy *px);

@@ -37,11 +37,17 @@ static const char usage[] =
     "SIGTERM/SIGINT stop accepting, finish requests in flight (up to\n"
     "shutdown_timeout_s), exit 0.\n";
 
+#define CONFIG_LOCAL "conf/ollama-proxy.conf"
+#define CONFIG_SYSTEM "/etc/ollama-proxy/ollama-proxy.conf"
+
+/* Without -c: the first of the two that exists, or NULL. */
 static const char *default_config(void)
 {
-    if (access("conf/ollama-proxy.conf", R_OK) == 0)
-        return "conf/ollama-proxy.conf";
-    return "/etc/ollama-proxy/ollama-proxy.conf";
+    if (access(CONFIG_LOCAL, F_OK) == 0)
+        return CONFIG_LOCAL;
+    if (access(CONFIG_SYSTEM, F_OK) == 0)
+        return CONFIG_SYSTEM;
+    return NULL;
 }
 
 /* The last reply may still sit in a client's output buffer: give the loop
@@ -219,8 +225,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (!file)
-        file = default_config();
+    if (!file && !(file = default_config())) {
+        fprintf(stderr, "ollama-proxy: no config: neither %s (in %s) nor %s exists; "
+                        "give one with -c FILE\n", CONFIG_LOCAL,
+                getcwd(err, sizeof err) ? err : ".", CONFIG_SYSTEM);
+        return 1;
+    }
     cfg = config_load(file, err, sizeof err);
     if (!cfg) {
         fprintf(stderr, "%s\n", err);

@@ -14,6 +14,7 @@
 struct px_config;
 struct backend;
 struct session;
+struct conn;
 
 LIST_HEAD(session_list, session);
 
@@ -39,8 +40,10 @@ struct proxy {
     /* Client connections, for limits.max_connections: every connection's
      * bufferevent, with a reference of ours so that we can see evhttp free
      * it (its callbacks are cleared) and count it out; see server.c. */
-    struct bufferevent **conns;
+    struct conn **conns; /* server.c */
     int nconns, conns_cap;
+    struct conn **conn_fd; /* by fd, for the request deadline */
+    int nconn_fd;
     int accept_paused;
     struct event *ev_sweep;
 };

@@ -16,11 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "backend.h"
 #include "catalog.h"
 #include "config.h"
 #include "fleet.h"
+#include "jout.h"
 #include "jscan.h"
 #include "log.h"
 #include "net.h"
@@ -52,21 +54,23 @@ void server_reply_error(struct evhttp_request *req, int v1, int status, const ch
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     struct evbuffer *b = evbuffer_new();
-    json_t *o;
-    char *text, ra[16];
+    char ra[16];
+    /* Written by hand, not with jansson: MSG may quote bytes a client sent
+     * (a model name), which need not be UTF-8 (jout.h). */
     if (v1) {
         const char *type = status == 400 || status == 413 ? "invalid_request_error"
-                           : status == 404               ? "not_found_error"
-                                                         : "api_error";
-        o = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg, "type", type, "param",
-                      "code");
+                           : status == 401                ? "authentication_error"
+                           : status == 403                ? "permission_error"
+                           : status == 404                ? "not_found_error"
+                                                          : "api_error";
+        evbuffer_add_printf(b, "{\"error\":{\"message\":");
+        jout_cstring(b, msg);
+        evbuffer_add_printf(b, ",\"type\":\"%s\",\"param\":null,\"code\":null}}", type);
     } else {
-        o = json_pack("{s:s}", "error", msg);
+        evbuffer_add(b, "{\"error\":", 9);
+        jout_cstring(b, msg);
+        evbuffer_add(b, "}", 1);
     }
-    text = json_dumps(o, JSON_COMPACT);
-    evbuffer_add(b, text, strlen(text));
-    free(text);
-    json_decref(o);
     evhttp_add_header(h, "Content-Type", "application/json; charset=utf-8");
     if (retry_after > 0) {
         snprintf(ra, sizeof ra, "%d", retry_after);
@@ -78,8 +82,14 @@ void server_reply_error(struct evhttp_request *req, int v1, int status, const ch
 
 static void reply_json(struct evhttp_request *req, json_t *o)
 {
-    struct evbuffer *b = evbuffer_new();
-    char *text = json_dumps(o, JSON_COMPACT);
+    struct evbuffer *b;
+    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (!text) { /* a string that is not UTF-8 made json_pack() fail */
+        json_decref(o);
+        server_reply_error(req, 0, 500, "cannot encode the answer", 0);
+        return;
+    }
+    b = evbuffer_new();
     evbuffer_add(b, text, strlen(text));
     free(text);
     json_decref(o);
@@ -182,10 +192,28 @@ static int parse_body(struct evhttp_request *req, int v1, char *model, size_t mo
     return 0;
 }
 
+/* The request target in origin form. An absolute-form URI (RFC 9112
+ * 3.2.2: "GET http://host/proxy/status") is taken as its path and query,
+ * so that it reaches the proxy's own endpoints and checks like any other;
+ * *ABS is then set (an empty path is "/", which the caller adds). */
+static const char *origin_form(const char *uri, int *abs)
+{
+    const char *p;
+    *abs = 0;
+    if (strncasecmp(uri, "http://", 7) != 0 && strncasecmp(uri, "https://", 8) != 0)
+        return uri;
+    *abs = 1;
+    p = strchr(uri, ':') + 3;
+    return p + strcspn(p, "/?");
+}
+
+static void conn_request_arrived(struct proxy *px, struct evhttp_request *req);
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct proxy *px = arg;
-    const char *uri = evhttp_request_get_uri(req);
+    int abs;
+    const char *uri = origin_form(evhttp_request_get_uri(req), &abs);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     struct session_info in = {0};
     char path[256], model[512];
@@ -193,10 +221,19 @@ static void on_request(struct evhttp_request *req, void *arg)
 
     if (n >= sizeof path)
         n = sizeof path - 1;
-    memcpy(path, uri, n);
+    if (abs && uri[0] != '/') { /* "http://host" or "http://host?q" */
+        path[0] = '/';
+        memcpy(path + 1, uri, n < sizeof path - 1 ? n : sizeof path - 2);
+        n = n < sizeof path - 1 ? n + 1 : sizeof path - 1;
+    } else {
+        memcpy(path, uri, n);
+    }
     path[n] = '\0';
+    in.target = uri;
+    in.target_slash = abs && uri[0] != '/';
     in.v1 = strncmp(path, "/v1/", 4) == 0;
     px->requests++;
+    conn_request_arrived(px, req);
 
     if (strcmp(path, "/") == 0 && (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
         reply_root(req);
@@ -218,39 +255,145 @@ static void on_request(struct evhttp_request *req, void *arg)
     session_start(px, req, &in);
 }
 
-/* limits.max_connections, done as HAProxy's maxconn: at the limit the
+/* Client connections. Each connection's bufferevent is made here (evhttp
+ * asks for it) with a reference and a record of ours, for two limits:
+ *
+ * limits.max_connections, done as HAProxy's maxconn: at the limit the
  * listener stops accepting and new connections wait in the kernel's
- * backlog. evhttp 2.1 has no hook for a connection's end, so each
- * connection's bufferevent is made here with a reference of ours; evhttp's
- * bufferevent_free() then clears its callbacks, and the sweep below counts
- * it out and drops our reference. The bufferevent owns the fd
- * (BEV_OPT_CLOSE_ON_FREE): evhttp then only shuts down the sending side (the
- * client sees the close at once) and the fd is closed when our reference
- * goes. Had evhttp closed it, the bufferevent's events would still be
- * registered for an fd number the next connection may get. The count, and
- * the fd, can outlive a close by one sweep period. */
+ * backlog. evhttp 2.1 has no hook for a connection's end; evhttp's
+ * bufferevent_free() clears the callbacks, and the sweep below (every
+ * SWEEP_MS) sees that, counts the connection out and drops our reference.
+ * The bufferevent owns the fd (BEV_OPT_CLOSE_ON_FREE): evhttp then only
+ * shuts down the sending side (the client sees the close at once) and the
+ * fd is closed when our reference goes. Had evhttp closed it, the
+ * bufferevent's events would still be registered for an fd number the next
+ * connection may get. The count, and the fd, can outlive a close by one
+ * sweep period.
+ *
+ * timeouts.request_s, done as HAProxy's "timeout http-request": a request
+ * must arrive whole (head and body) within request_s of its first byte,
+ * plus a second per MiB of body, or the connection is closed. evhttp's own
+ * timeout restarts with every byte, so a client sending a byte a second
+ * (slowloris) would hold its connection, and with enough of them every
+ * connection slot, for ever. A callback on the input buffer notes the first
+ * byte of each request and counts its bytes; on_request() marks the request
+ * handed over, its completion (on_request_done) starts the watch again. A
+ * connection with nothing sent is idle keep-alive, evhttp's idle_s. */
 #define SWEEP_MS 100
+
+struct conn {
+    struct proxy *px;
+    struct bufferevent *bev; /* a reference of ours */
+    double head_start;       /* the first byte of the request being read; 0 none */
+    size_t head_bytes;       /* its bytes so far */
+    int fd;                  /* -1 until evhttp has set it */
+    unsigned in_request : 1; /* handed to on_request, its reply not yet done */
+};
 
 static struct evconnlistener *listener(struct proxy *px)
 {
     return px->bound ? evhttp_bound_socket_get_listener(px->bound) : NULL;
 }
 
+/* Map C's fd to it, once evhttp has given the bufferevent its fd. */
+static void conn_map_fd(struct proxy *px, struct conn *c)
+{
+    int fd = (int)bufferevent_getfd(c->bev);
+    if (c->fd >= 0 || fd < 0)
+        return;
+    if (fd >= px->nconn_fd) {
+        int n = fd + 1 > 2 * px->nconn_fd ? fd + 1 : 2 * px->nconn_fd;
+        struct conn **m = realloc(px->conn_fd, (size_t)n * sizeof *m);
+        if (!m)
+            return;
+        memset(m + px->nconn_fd, 0, (size_t)(n - px->nconn_fd) * sizeof *m);
+        px->conn_fd = m;
+        px->nconn_fd = n;
+    }
+    px->conn_fd[fd] = c;
+    c->fd = fd;
+}
+
+static struct conn *conn_of(struct proxy *px, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    int fd = evcon ? (int)bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)) : -1;
+    return fd >= 0 && fd < px->nconn_fd ? px->conn_fd[fd] : NULL;
+}
+
+static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    (void)buf;
+    if (c->fd < 0)
+        conn_map_fd(c->px, c); /* bytes came: evhttp has set the fd */
+    if (!info->n_added || c->in_request)
+        return;
+    if (!c->head_start)
+        c->head_start = net_now_ms();
+    c->head_bytes += info->n_added;
+}
+
+static void on_request_done(struct evhttp_request *req, void *arg)
+{
+    struct conn *c = arg;
+    size_t left = evbuffer_get_length(bufferevent_get_input(c->bev));
+    (void)req;
+    c->in_request = 0;
+    c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
+    c->head_bytes = left;
+}
+
+/* REQ has arrived whole: its connection's request deadline stops. */
+static void conn_request_arrived(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    if (!c)
+        return;
+    c->in_request = 1;
+    c->head_start = 0;
+    c->head_bytes = 0;
+    evhttp_request_set_on_complete_cb(req, on_request_done, c);
+}
+
+static void conn_release(struct proxy *px, struct conn *c)
+{
+    if (c->fd >= 0 && c->fd < px->nconn_fd && px->conn_fd[c->fd] == c)
+        px->conn_fd[c->fd] = NULL;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_decref(c->bev);
+    free(c);
+}
+
+static int conn_late(const struct proxy *px, const struct conn *c, double now)
+{
+    double allowed = px->cfg->request_s * 1000.0 + (double)c->head_bytes / 1048.576;
+    return !c->in_request && c->head_start && now - c->head_start > allowed;
+}
+
 static void sweep_conns(struct proxy *px)
 {
-    int kept = 0;
+    double now = net_now_ms();
+    int kept = 0, late = 0;
     for (int i = 0; i < px->nconns; i++) {
-        struct bufferevent *bev = px->conns[i];
+        struct conn *c = px->conns[i];
         bufferevent_event_cb errcb = NULL;
-        bufferevent_getcb(bev, NULL, NULL, &errcb, NULL);
-        if (errcb) {
-            px->conns[kept++] = bev;
-        } else { /* evhttp freed it: ours is the last reference */
-            bufferevent_disable(bev, EV_READ | EV_WRITE);
-            bufferevent_decref(bev);
+        void *evcon = NULL;
+        bufferevent_getcb(c->bev, NULL, NULL, &errcb, &evcon);
+        if (errcb && conn_late(px, c, now)) {
+            evhttp_connection_free(evcon); /* clears the callbacks: released below */
+            errcb = NULL;
+            late++;
         }
+        if (errcb)
+            px->conns[kept++] = c;
+        else /* evhttp freed it: ours is the last reference */
+            conn_release(px, c);
     }
     px->nconns = kept;
+    if (late)
+        log_warn("closed %d connections whose request did not arrive within "
+                 "timeouts.request_s (%gs)", late, px->cfg->request_s);
     if (px->accept_paused && px->nconns < px->cfg->max_connections && listener(px)) {
         evconnlistener_enable(listener(px));
         px->accept_paused = 0;
@@ -265,12 +408,13 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 }
 
 /* evhttp asks for the bufferevent of a connection it just accepted. Its
- * callbacks are set only after we return, so the sweep must not see it
- * before that: sweep first, then add it. */
+ * callbacks and fd are set only after we return, so the sweep must not see
+ * it before that: sweep first, then add it. */
 static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
 {
     struct proxy *px = arg;
     struct bufferevent *bev;
+    struct conn *c;
     if (px->nconns + 1 >= px->cfg->max_connections)
         sweep_conns(px);
     bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
@@ -278,14 +422,20 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
         return NULL;
     if (px->nconns == px->conns_cap) {
         int cap = px->conns_cap ? 2 * px->conns_cap : 1024;
-        struct bufferevent **n = realloc(px->conns, (size_t)cap * sizeof *n);
+        struct conn **n = realloc(px->conns, (size_t)cap * sizeof *n);
         if (!n)
-            return bev; /* untracked: only the count suffers */
+            return bev; /* untracked: only the count and the deadline suffer */
         px->conns = n;
         px->conns_cap = cap;
     }
+    if (!(c = calloc(1, sizeof *c)))
+        return bev;
+    c->px = px;
+    c->bev = bev;
+    c->fd = -1;
     bufferevent_incref(bev);
-    px->conns[px->nconns++] = bev;
+    evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c);
+    px->conns[px->nconns++] = c;
     if (px->nconns >= px->cfg->max_connections && !px->accept_paused && listener(px)) {
         evconnlistener_disable(listener(px));
         px->accept_paused = 1;
@@ -346,9 +496,14 @@ void server_free(struct proxy *px)
         evhttp_free(px->http);
     px->http = NULL;
     px->bound = NULL;
-    for (int i = 0; i < px->nconns; i++)
-        bufferevent_decref(px->conns[i]);
+    for (int i = 0; i < px->nconns; i++) {
+        bufferevent_decref(px->conns[i]->bev);
+        free(px->conns[i]);
+    }
     free(px->conns);
+    free(px->conn_fd);
+    px->conn_fd = NULL;
+    px->nconn_fd = 0;
     px->conns = NULL;
     px->nconns = 0;
     if (px->ev_sweep)

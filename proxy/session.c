@@ -55,6 +55,7 @@ struct session {
     char *mkey;         /* name_key() of model, for routing; NULL: any backend */
     char mkey_buf[160];
     char path[160];     /* for the access log: the request may be gone by then */
+    const char *target; /* what is sent upstream: session_info's */
     const char *method;
     int status;
     char reason[64];
@@ -67,6 +68,7 @@ struct session {
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
+    unsigned target_slash : 1;
 };
 
 static void dispatch(struct session *s, struct backend *be);
@@ -127,6 +129,27 @@ static void ln_str(struct line *l, const char *str)
     l->n += k;
 }
 
+/* A field that holds bytes from outside (a path, a model name): anything
+ * that could end the line or fake a field (controls, space, '"', backslash,
+ * bytes >= 0x7f) is written as \xHH, so a log line is one line and its
+ * fields are what they seem. */
+static void ln_esc(struct line *l, const char *str)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
+        if (l->n + 4 > sizeof l->buf)
+            return;
+        if (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
+            l->buf[l->n++] = (char)*p;
+        } else {
+            l->buf[l->n++] = '\\';
+            l->buf[l->n++] = 'x';
+            l->buf[l->n++] = hex[*p >> 4];
+            l->buf[l->n++] = hex[*p & 15];
+        }
+    }
+}
+
 static void ln_int(struct line *l, unsigned long long v)
 {
     char d[24];
@@ -157,11 +180,11 @@ static void access_log(struct session *s, const char *outcome)
     l.n = 0;
     ln_str(&l, s->method);
     ln_str(&l, " ");
-    ln_str(&l, s->path);
+    ln_esc(&l, s->path);
     ln_str(&l, " model=");
-    ln_str(&l, s->model ? s->model : "-");
+    ln_esc(&l, s->model ? s->model : "-");
     ln_str(&l, " backend=");
-    ln_str(&l, s->ntries ? s->tried[s->ntries - 1]->name : "-");
+    ln_esc(&l, s->ntries ? s->tried[s->ntries - 1]->name : "-");
     ln_str(&l, " status=");
     ln_int(&l, (unsigned)s->status);
     ln_str(&l, " wait_ms=");
@@ -307,12 +330,22 @@ static void enqueue_front(struct session *s)
     s->timer_armed = 1;
 }
 
+/* A try failed before the reply started: whatever headers it sent are
+ * forgotten, so that neither our error reply nor the next try's reply
+ * carries them (and they cannot add up across tries). */
+static void drop_reply_headers(struct session *s)
+{
+    evhttp_clear_headers(evhttp_request_get_output_headers(s->req));
+    s->ndjson = s->sse = 0;
+}
+
 /* The try on s->be failed before any byte reached the client. */
 static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
 {
     struct proxy *px = s->px;
     struct backend *failed = s->be, *next;
     char msg[256];
+    drop_reply_headers(s);
     if (err == UPSTREAM_ESTALE) {
         /* The keep-alive race: the backend closed an idle connection as we
          * reused it. Not a failure of the backend, and not a try: go again
@@ -524,8 +557,8 @@ static void on_error(void *arg, enum upstream_err err)
     backend_note_failure(s->be, s->px->cfg->health_fail_after, s->px->cfg->health_interval_s,
                          net_now_ms());
     snprintf(msg, sizeof msg, "backend %s: %s", s->be->name, upstream_strerror(err));
+    drop_reply_headers(s);
     if (s->body) { /* the head came: drop what was gathered */
-        evhttp_clear_headers(evhttp_request_get_output_headers(s->req));
         evbuffer_free(s->body);
         s->body = NULL;
     }
@@ -581,7 +614,9 @@ static void build_request(struct session *s, struct backend *be, struct evbuffer
     evhttp_connection_get_peer(s->evcon, &peer, &port);
     add_str(b, method_name(cmd));
     add_str(b, " ");
-    add_str(b, evhttp_request_get_uri(s->req));
+    if (s->target_slash)
+        add_str(b, "/");
+    add_str(b, s->target);
     add_str(b, " HTTP/1.1\r\nHost: ");
     add_str(b, be->hostport);
     add_str(b, "\r\n");
@@ -716,7 +751,9 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
         s->model = strcpy(s->model_buf, in->model);
     else if (in->model)
         s->model = strdup(in->model);
-    snprintf(s->path, sizeof s->path, "%s", evhttp_request_get_uri(req));
+    s->target = in->target ? in->target : evhttp_request_get_uri(req);
+    s->target_slash = !!in->target_slash;
+    snprintf(s->path, sizeof s->path, "%s%s", s->target_slash ? "/" : "", s->target);
     if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
         s->mkey = s->mkey_buf;
     s->method = method_name(evhttp_request_get_command(req));
@@ -726,7 +763,7 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     px->nsessions++;
 
     if (s->mkey && model_unknown(px, s->mkey)) {
-        char msg[200];
+        char msg[NAME_KEY_MAX + 32];
         snprintf(msg, sizeof msg, "model '%s' not found", s->model);
         fail_session(s, 404, msg, 0, "no-model");
         return;

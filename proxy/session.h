@@ -22,6 +22,8 @@ struct evhttp_request;
 struct session_info {
     const char *model; /* NULL when the body names none; borrowed */
     int v1;            /* OpenAI-style path: OpenAI-shaped errors */
+    const char *target; /* path and query, origin form; borrowed from the request */
+    int target_slash;   /* prepend "/" to target (absolute form without a path) */
 };
 
 /* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the

@@ -28,7 +28,13 @@
 #include "backend.h"
 #include "net.h"
 
+/* A response head, all its lines together (1xx heads included), may have
+ * at most MAX_HEAD_BYTES and MAX_HEADERS lines, as HAProxy's tune.bufsize
+ * and tune.http.maxhdr: past that the response is malformed. Without the
+ * bound a backend sending header lines forever grows the proxy without
+ * limit. */
 #define MAX_HEAD_BYTES (64 * 1024)
+#define MAX_HEADERS 256
 #define READ_CHUNK 4096 /* a non-streamed reply or a few tokens: most fit */
 
 enum up_state { UP_CONNECTING, UP_WAIT_HEAD, UP_HEADERS, UP_BODY, UP_DONE, UP_IDLE };
@@ -54,6 +60,8 @@ struct upstream {
     int status;
     char reason[64];
     long long content_length; /* from the head; -1 none */
+    size_t head_bytes;        /* of this response's head so far */
+    int nheaders;
     unsigned chunked : 1;
     unsigned keepalive : 1;
     unsigned informational : 1;
@@ -194,6 +202,8 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
         return NULL;
     }
     up->got_bytes = 0;
+    up->head_bytes = 0;
+    up->nheaders = 0;
     up->cbs = cbs;
     up->arg = arg;
     up->to = *to;
@@ -309,7 +319,12 @@ static int read_head(struct upstream *up, struct evbuffer *in)
     char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
     int rc = 1;
     if (!line)
-        return evbuffer_get_length(in) > MAX_HEAD_BYTES ? -1 : 0;
+        return up->head_bytes + evbuffer_get_length(in) > MAX_HEAD_BYTES ? -1 : 0;
+    up->head_bytes += n + 2;
+    if (up->head_bytes > MAX_HEAD_BYTES || ++up->nheaders > MAX_HEADERS) {
+        free(line);
+        return -1;
+    }
     if (up->state == UP_WAIT_HEAD) {
         if (parse_status(up, line, n) < 0)
             rc = -1;
@@ -504,7 +519,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     v.iov_len = (size_t)n;
     evbuffer_commit_space(up->in, &v, 1);
     up->got_bytes = 1;
-    up->last_io_ms = net_now_ms();
+    /* Only body bytes restart the clock: first_byte_s is a deadline for
+     * the whole head, which a backend trickling header lines cannot stretch. */
+    if (up->state == UP_BODY)
+        up->last_io_ms = net_now_ms();
     (void)process(up);
 }
 
