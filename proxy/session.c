@@ -59,6 +59,7 @@ struct session {
     const char *method;
     int status;
     char reason[64];
+    char tail[2]; /* the last two bytes forwarded, see note_tail() */
     double t_start, t_dispatch, t_head;
     size_t bytes;
     unsigned v1 : 1;
@@ -399,12 +400,20 @@ static int is_hop_by_hop(const char *name)
     return name_in(name, hop);
 }
 
+/* Headers the proxy itself sets on a reply: a backend cannot forge them. */
+static int is_ours(const char *name)
+{
+    static const char *const ours[] = {"X-Backend", NULL};
+    return name_in(name, ours);
+}
+
+
 /* A header of the backend's response, on its way to the client's. A 503
  * will be retried, so its headers are not kept. */
 static void on_header(void *arg, int status, const char *key, const char *value)
 {
     struct session *s = arg;
-    if (status == 503 || is_hop_by_hop(key))
+    if (status == 503 || is_hop_by_hop(key) || is_ours(key))
         return;
     if (strcasecmp(key, "Content-Type") == 0) {
         s->ndjson = strstr(value, "ndjson") != NULL;
@@ -468,6 +477,19 @@ static void on_drained(struct evhttp_connection *evcon, void *arg)
     }
 }
 
+/* Keep the last two bytes forwarded (s->chunk holds LEN new ones): an
+ * in-band error must start on a line (an event) of its own. */
+static void note_tail(struct session *s, size_t len)
+{
+    struct evbuffer_ptr p;
+    size_t k = len < 2 ? len : 2;
+    if (!k || evbuffer_ptr_set(s->chunk, &p, len - k, EVBUFFER_PTR_SET) < 0)
+        return;
+    if (k == 1)
+        s->tail[0] = s->tail[1];
+    evbuffer_copyout_from(s->chunk, &p, s->tail + 2 - k, k);
+}
+
 static void on_body(void *arg, struct evbuffer *src, size_t len)
 {
     struct session *s = arg;
@@ -478,6 +500,7 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
         return;
     }
     evbuffer_remove_buffer(src, s->chunk, len);
+    note_tail(s, len);
     evhttp_send_reply_chunk_with_cb(s->req, s->chunk, on_drained, s);
     server_flush(s->evcon);
     out = bufferevent_get_output(evhttp_connection_get_bufferevent(s->evcon));
@@ -520,11 +543,16 @@ static void fail_stream(struct session *s, enum upstream_err err)
     char line[320];
     struct evbuffer *b = s->chunk;
     const char *msg = upstream_strerror(err);
+    /* A stream cut inside a line (an event) first gets its end, so that
+     * the error is a line (an event) of its own. */
+    const char *sep = !s->bytes ? ""
+                      : s->sse ? (s->tail[1] != '\n' ? "\n\n" : s->tail[0] != '\n' ? "\n" : "")
+                               : (s->tail[1] != '\n' ? "\n" : "");
     if (s->sse)
-        snprintf(line, sizeof line, "data: {\"error\":{\"message\":\"%s\",\"type\":\"api_error\"}}"
-                 "\n\n", msg);
+        snprintf(line, sizeof line, "%sdata: {\"error\":{\"message\":\"%s\",\"type\":"
+                 "\"api_error\"}}\n\n", sep, msg);
     else
-        snprintf(line, sizeof line, "{\"error\":\"%s\"}\n", msg);
+        snprintf(line, sizeof line, "%s{\"error\":\"%s\"}\n", sep, msg);
     if (s->ndjson || s->sse) {
         evbuffer_add(b, line, strlen(line));
         evhttp_send_reply_chunk(s->req, b);

@@ -13,6 +13,7 @@
  * (the last activity is noted; the timer checks it when it fires). */
 #include "upstream.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -273,9 +274,15 @@ static int parse_header(struct upstream *up, char *line)
     if (strcasecmp(line, "Transfer-Encoding") == 0) {
         up->chunked = strcasestr(v, "chunked") != NULL;
     } else if (strcasecmp(line, "Content-Length") == 0) {
-        up->content_length = strtoll(v, &end, 10);
-        if (*end || end == v || up->content_length < 0)
+        long long cl;
+        errno = 0;
+        cl = strtoll(v, &end, 10);
+        /* Not a number, out of range, or two that differ: the framing is
+         * unknowable (RFC 9112 6.3), the response malformed. */
+        if (*end || end == v || cl < 0 || errno == ERANGE ||
+            (up->content_length >= 0 && cl != up->content_length))
             return -1;
+        up->content_length = cl;
     } else if (strcasecmp(line, "Connection") == 0 && strcasestr(v, "close")) {
         up->keepalive = 0;
     }
@@ -353,24 +360,47 @@ static void body_done(struct upstream *up)
     up->cbs->on_done(up->arg);
 }
 
+/* "1f" or "1f ;ext=v" (RFC 9112 7.1): at most 15 hex digits (< 2^60), so
+ * a size that would overflow is malformed rather than LLONG_MAX bytes, and
+ * anything but an extension after it is malformed too. 0 or -1. */
+static int parse_chunk_size(const char *line, long long *size)
+{
+    const char *p = line;
+    long long v = 0;
+    for (; isxdigit((unsigned char)*p); p++) {
+        if (p - line == 15)
+            return -1;
+        v = v * 16 + (*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+    }
+    if (p == line)
+        return -1;
+    p += strspn(p, " \t");
+    if (*p && *p != ';')
+        return -1;
+    *size = v;
+    return 0;
+}
+
 /* Decode chunked framing; returns 1 to go on, 0 for more input, -1 on error. */
 static int read_chunked(struct upstream *up, struct evbuffer *in)
 {
     size_t have = evbuffer_get_length(in), n;
-    char *line, *end;
+    char *line;
     switch (up->ch) {
     case CH_SIZE:
     case CH_TRAILER:
         if (!(line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF)))
             return have > 4096 ? -1 : 0;
-        if (up->ch == CH_TRAILER) {
+        if (up->ch == CH_TRAILER) { /* counted with the head: bounded too */
             free(line);
+            up->head_bytes += n + 2;
+            if (up->head_bytes > MAX_HEAD_BYTES || ++up->nheaders > MAX_HEADERS)
+                return -1;
             if (n == 0)
                 body_done(up);
             return 1;
         }
-        up->remaining = strtoll(line, &end, 16);
-        if (end == line || up->remaining < 0 || (*end && *end != ';' && *end != ' ')) {
+        if (parse_chunk_size(line, &up->remaining) < 0) {
             free(line);
             return -1;
         }
