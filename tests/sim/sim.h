@@ -95,7 +95,8 @@ struct job {
     enum job_kind kind;
     enum job_state state;
     unsigned stream : 1, load_only : 1, reply_started : 1, include_usage : 1, ka_set : 1,
-        holds_slot : 1, length_cut : 1, fail_mid : 1;
+        holds_slot : 1, length_cut : 1, fail_mid : 1,
+        b64 : 1; /* /v1/embeddings encoding_format "base64" */
     double ka_s;
     int num_ctx;              /* options.num_ctx, or the default */
     char *model_name;         /* as sent, owned */

@@ -4,6 +4,7 @@
 
 #include <event2/buffer.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -292,12 +293,58 @@ void fmt_v1_full(struct evbuffer *b, struct job *job)
     evbuffer_add(b, "}", 1);
 }
 
+/* A float32 with the fewest digits that read back as the same float32, as
+ * Go's encoding/json prints one: a client's float32 of the float answer then
+ * equals the base64 answer bit for bit (9 digits always suffice). */
+static void put_float32(struct evbuffer *b, float v)
+{
+    char s[32];
+    for (int prec = 1; prec <= 9; prec++) {
+        snprintf(s, sizeof s, "%.*g", prec, (double)v);
+        if (strtof(s, NULL) == v)
+            break;
+    }
+    evbuffer_add(b, s, strlen(s));
+}
+
 static void vector(struct evbuffer *b, const float *v)
 {
     evbuffer_add(b, "[", 1);
-    for (int i = 0; i < SIM_EMBED_DIM; i++)
-        evbuffer_add_printf(b, i ? ",%.8g" : "%.8g", (double)v[i]);
+    for (int i = 0; i < SIM_EMBED_DIM; i++) {
+        if (i)
+            evbuffer_add(b, ",", 1);
+        put_float32(b, v[i]);
+    }
     evbuffer_add(b, "]", 1);
+}
+
+/* encoding_format "base64": a JSON string holding the standard, padded
+ * base64 of the vector as little-endian float32s, whatever the host's byte
+ * order (Ollama's openai.floatsToBase64, OpenAI's wire format). */
+static void vector_b64(struct evbuffer *b, const float *v)
+{
+    static const char abc[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char raw[SIM_EMBED_DIM * 4];
+    char out[(sizeof raw + 2) / 3 * 4 + 2];
+    size_t o = 0;
+    for (int i = 0; i < SIM_EMBED_DIM; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        for (int k = 0; k < 4; k++)
+            raw[4 * i + k] = (unsigned char)(u >> (8 * k));
+    }
+    out[o++] = '"';
+    for (size_t i = 0; i < sizeof raw; i += 3) {
+        size_t n = sizeof raw - i < 3 ? sizeof raw - i : 3;
+        uint32_t w = (uint32_t)raw[i] << 16 | (n > 1 ? (uint32_t)raw[i + 1] << 8 : 0) |
+                     (n > 2 ? raw[i + 2] : 0);
+        out[o++] = abc[w >> 18 & 63];
+        out[o++] = abc[w >> 12 & 63];
+        out[o++] = n > 1 ? abc[w >> 6 & 63] : '=';
+        out[o++] = n > 2 ? abc[w & 63] : '=';
+    }
+    out[o++] = '"';
+    evbuffer_add(b, out, o);
 }
 
 void fmt_embed(struct evbuffer *b, struct job *job)
@@ -319,7 +366,7 @@ void fmt_embed(struct evbuffer *b, struct job *job)
                          i ? ",{\"object\":\"embedding\",\"embedding\":"
                            : "{\"object\":\"embedding\",\"embedding\":",
                          i ? 35 : 34);
-            vector(b, job->vecs + i * SIM_EMBED_DIM);
+            (job->b64 ? vector_b64 : vector)(b, job->vecs + i * SIM_EMBED_DIM);
             evbuffer_add_printf(b, ",\"index\":%d}", i);
         }
         evbuffer_add(b, "],\"model\":", 10);

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,7 +41,7 @@ struct ireq {
     const char *item; /* the text the answer depends on */
     json_t *format;
     int num_ctx;
-    int stream, num_predict, include_usage, empty_input, ka_set;
+    int stream, num_predict, include_usage, empty_input, ka_set, b64;
     double ka_s;
     int prompt_tokens;
     json_t *inputs; /* embed: array of strings (owned) */
@@ -526,6 +527,36 @@ static void fill_common(struct ireq *r, enum job_kind kind)
     }
 }
 
+/* /v1/embeddings encoding_format: absent, null, "" or "float" answer JSON
+ * numbers; "base64" answers the float32 bytes (both in any case, as Go's
+ * strings.EqualFold in Ollama's middleware). Returns 0, or -1 after
+ * answering 400 with Ollama's text. */
+static int parse_encoding(struct evhttp_request *req, json_t *v, struct ireq *r)
+{
+    char err[400];
+    const char *s = json_string_value(v);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!s) {
+        snprintf(err, sizeof err,
+                 "json: cannot unmarshal %s into Go struct field EmbedRequest.encoding_format"
+                 " of type string",
+                 go_type(v));
+        http_send_error(req, 400, err, 1);
+        return -1;
+    }
+    if (!*s || !strcasecmp(s, "float"))
+        return 0;
+    if (!strcasecmp(s, "base64")) {
+        r->b64 = 1;
+        return 0;
+    }
+    snprintf(err, sizeof err,
+             "Invalid value for 'encoding_format' = %s. Supported values: ['float', 'base64'].", s);
+    http_send_error(req, 400, err, 1);
+    return -1;
+}
+
 /* ---- the handler ---- */
 
 static int openai(enum job_kind k)
@@ -630,6 +661,8 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
         http_send_error(req, 400, err, 0);
         return -1;
     }
+    if (kind == JK_V1_EMBED && parse_encoding(req, json_object_get(root, "encoding_format"), r))
+        return -1;
     if (embedding_kind(kind) && kind != JK_EMBEDDINGS) {
         json_t *in = json_object_get(root, "input");
         if ((kind == JK_V1_EMBED && (!in || json_array_size(in) == 0) && !json_is_string(in)) ||
@@ -691,6 +724,7 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
     job->ka_s = r->ka_s;
     job->num_ctx = r->num_ctx;
     job->include_usage = r->include_usage;
+    job->b64 = r->b64;
     job->prompt_tokens = r->prompt_tokens;
     job->t0 = net_now_ns();
     job->created = (long)time(NULL);
