@@ -4,7 +4,11 @@
  * b->idle. A job leaves the idle stack when feed() gives it an item and
  * returns when its result line is written (on_done) or the run is stopped
  * (stop_all). feed() runs after every finished job, so the count in flight
- * never sags while there are items left. */
+ * never sags while there are items left.
+ *
+ * Each item read goes one of four ways in feed(): a duplicate id (skipped
+ * and named), a malformed line (an error line), an id the results already
+ * label (skipped, its label counted), or a job. */
 #include "batch.h"
 
 #include <signal.h>
@@ -14,6 +18,9 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "idset.h"
+
+#define DUPS_SHOWN 10 /* duplicate ids named on stderr; the summary counts all */
 
 struct batch {
     const struct batch_conf *conf;
@@ -24,6 +31,8 @@ struct batch {
     size_t ncreated;
     struct job **idle; /* stack of idle jobs */
     size_t nidle;
+    struct idset *seen; /* every id read so far */
+    unsigned long dups; /* items skipped for a duplicate id */
     int eof, stopping, status;
 };
 
@@ -74,6 +83,7 @@ static void stop_all(struct batch *b, int status)
 static void write_failed(struct batch *b, const char *err)
 {
     fprintf(stderr, "ollama-classify: %s\n", err);
+    stats_stopped(b->conf->st, err);
     stop_all(b, 1);
 }
 
@@ -127,8 +137,11 @@ static int on_reply(struct batch *b, struct job *job)
  * once and stop without recording anything misleading. */
 static void on_fatal(struct batch *b, struct job *job)
 {
-    if (!b->stopping)
+    stats_fatal(b->conf->st, job->err_kind);
+    if (!b->stopping) {
         fprintf(stderr, "ollama-classify: %s: %s\n", b->conf->url, job->err);
+        stats_stopped(b->conf->st, "at the first fatal error (above), which every request gets");
+    }
     job_release(b, job);
     stop_all(b, 1);
 }
@@ -171,6 +184,38 @@ static void start(struct batch *b, struct job *job, const struct item *it)
     }
 }
 
+/* 1 when an earlier item of the input had IT's id: then IT is skipped,
+ * so that an id gets one label (and on resume, the twin of a labelled id
+ * is not silently taken for "already done"). The first DUPS_SHOWN are
+ * named; the summary counts them all. */
+static int is_duplicate(struct batch *b, const struct item *it)
+{
+    /* Out of memory (-1): not remembered, the item goes out anyway. */
+    if (idset_add(b->seen, it->id, it->id_len, 0) != 0)
+        return 0;
+    stats_duplicate(b->conf->st);
+    if (++b->dups <= DUPS_SHOWN)
+        fprintf(stderr,
+                "ollama-classify: items: line %ld: duplicate id %.*s%s: skipped (only the first "
+                "item with an id is classified)\n",
+                it->line, it->id_len > 80 ? 80 : (int)it->id_len, it->id,
+                it->id_len > 80 ? "..." : "");
+    if (b->dups == DUPS_SHOWN + 1)
+        fprintf(stderr, "ollama-classify: items: more duplicate ids: not named, the summary "
+                        "counts them\n");
+    return 1;
+}
+
+/* An id the results label already: skipped, its label counted. */
+static int is_done(struct batch *b, const struct item *it)
+{
+    int label;
+    if (!results_find(b->conf->out, it->id, it->id_len, &label))
+        return 0;
+    stats_skipped(b->conf->st, label, it->gold, it->gold_len);
+    return 1;
+}
+
 static void feed(struct batch *b)
 {
     struct item it;
@@ -183,15 +228,17 @@ static void feed(struct batch *b)
             b->eof = 1;
             if (rc < 0) {
                 fprintf(stderr, "ollama-classify: %s\n", err);
+                stats_stopped(b->conf->st, err);
                 stop_all(b, 2);
             }
             break;
         }
-        if (it.error) {
+        if (is_duplicate(b, &it)) {
+            job_release(b, job);
+        } else if (it.error) {
             input_error(b, &it);
             job_release(b, job);
-        } else if (results_has_label(b->conf->out, it.id, it.id_len)) {
-            stats_skipped(b->conf->st);
+        } else if (is_done(b, &it)) {
             job_release(b, job);
         } else {
             start(b, job, &it);
@@ -212,21 +259,25 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     struct batch *b = arg;
     (void)what;
+    char why[128];
+    snprintf(why, sizeof why, "%s: run the same command again to resume", strsignal((int)sig));
     fprintf(stderr, "%sollama-classify: %s: stopping; run the same command again to resume\n",
             isatty(STDERR_FILENO) ? "\n" : "", strsignal((int)sig));
+    stats_stopped(b->conf->st, why);
     stop_all(b, 1);
 }
 
 static int batch_setup(struct batch *b, const struct batch_conf *conf)
 {
-    struct client_conf cc = {conf->url, conf->jobs, conf->timeout_s, conf->retries};
+    struct client_conf cc = {conf->url, conf->jobs, conf->timeout_s, conf->retries, conf->api_key};
     struct timeval tv = {0, 250000};
     char err[256];
     b->conf = conf;
     b->jobs = calloc((size_t)conf->jobs, sizeof *b->jobs);
     b->idle = calloc((size_t)conf->jobs, sizeof *b->idle);
     b->base = event_base_new();
-    if (!b->jobs || !b->idle || !b->base)
+    b->seen = idset_new();
+    if (!b->jobs || !b->idle || !b->base || !b->seen)
         return -1;
     b->cl = client_new(b->base, &cc, conf->st, on_done, b, err, sizeof err);
     b->tick = event_new(b->base, -1, EV_PERSIST, on_tick, b);
@@ -260,6 +311,7 @@ static void batch_cleanup(struct batch *b)
         event_base_free(b->base);
     free(b->jobs);
     free(b->idle);
+    idset_free(b->seen);
 }
 
 int batch_run(const struct batch_conf *conf)

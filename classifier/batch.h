@@ -12,7 +12,8 @@
 
 /* What the run works with; all borrowed, set up by main. */
 struct batch_conf {
-    const char *url; /* base URL */
+    const char *url;     /* base URL */
+    const char *api_key; /* NULL: none */
     long jobs, timeout_s, retries;
     const struct labels *labels;
     const struct request_tpl *tpl;

@@ -17,7 +17,7 @@
 
 #define MAX_REPLY (4 << 20) /* a classification reply is a few hundred bytes */
 #define BACKOFF_BASE_MS 500.0
-#define BACKOFF_MAX_MS 30000.0
+#define BACKOFF_MAX_MS (CLIENT_BACKOFF_MAX_S * 1000.0)
 
 struct client {
     struct event_base *base;
@@ -33,6 +33,7 @@ struct client {
     unsigned rng;
     struct sock *socks;    /* every struct sock alive */
     unsigned long replies; /* HTTP replies received, any status */
+    int has_key;           /* an Authorization header is sent */
 };
 
 /* Per-socket context, attached with curl_multi_assign(). */
@@ -253,9 +254,51 @@ static enum err_kind kind_of_curl(CURLcode rc)
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
         return ERR_CONNECT;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_USE_SSL_FAILED:
+        return ERR_TLS;
     default:
         return ERR_NETWORK;
     }
+}
+
+static void append_err(struct job *job, const char *text)
+{
+    strncat(job->err, text, sizeof job->err - strlen(job->err) - 1);
+}
+
+/* A TLS failure is the same for every request (http:// server behind an
+ * https:// URL, a certificate we do not trust): stop at the first, rather
+ * than retry each item. Only a handshake that failed after the endpoint
+ * has answered before may be a passing fault, and is retried. */
+static int tls_fatal(struct job *job, CURLcode rc)
+{
+    if (rc == CURLE_SSL_CONNECT_ERROR && job->cl->replies > 0)
+        return 0;
+    append_err(job, rc == CURLE_SSL_CONNECT_ERROR
+                        ? " (the TLS handshake failed: is the endpoint plain http://?)"
+                        : " (TLS: the endpoint's certificate or the TLS setup was refused)");
+    return 1;
+}
+
+/* 401/403 say the same to every request: the key is missing or refused. */
+static void auth_hint(struct job *job)
+{
+    if (job->cl->has_key)
+        append_err(job, " (the API key was refused)");
+    else if (job->status == 401)
+        append_err(job, " (the endpoint wants an API key: --api-key or $OLLAMA_API_KEY)");
 }
 
 /* Sort a finished transfer: reply, retry, item error, or fatal. Returns 1
@@ -267,6 +310,10 @@ static int classify(struct job *job, CURLcode rc)
         job->err_kind = kind_of_curl(rc);
         snprintf(job->err, sizeof job->err, "%s: %s", stats_err_name(job->err_kind),
                  job->curl_err[0] ? job->curl_err : curl_easy_strerror(rc));
+        if (job->err_kind == ERR_TLS && tls_fatal(job, rc)) {
+            job->result = JOB_FATAL;
+            return 0;
+        }
         return rc != CURLE_WRITE_ERROR && rc != CURLE_URL_MALFORMAT &&
                rc != CURLE_UNSUPPORTED_PROTOCOL;
     }
@@ -283,6 +330,8 @@ static int classify(struct job *job, CURLcode rc)
         return 1;
     }
     job->err_kind = ERR_HTTP_4XX;
+    if (job->status == 401 || job->status == 403)
+        auth_hint(job);
     if (job->status == 401 || job->status == 403 || job->status == 404)
         job->result = JOB_FATAL;
     return 0;
@@ -290,8 +339,14 @@ static int classify(struct job *job, CURLcode rc)
 
 static double backoff_ms(struct client *c, const struct job *job)
 {
-    if (job->retry_after_s >= 0)
-        return job->retry_after_s * 1000.0 + rand_r(&c->rng) % 250;
+    /* Retry-After wins over our own backoff, but only up to its cap
+     * (CLIENT_BACKOFF_MAX_S, client.h): the header is the server's wish,
+     * and a huge one must not stall the run. */
+    if (job->retry_after_s >= 0) {
+        double s = job->retry_after_s < CLIENT_BACKOFF_MAX_S ? (double)job->retry_after_s
+                                                             : CLIENT_BACKOFF_MAX_S;
+        return s * 1000.0 + rand_r(&c->rng) % 250;
+    }
     double ms = BACKOFF_BASE_MS;
     for (int i = 1; i < job->retries && ms < BACKOFF_MAX_MS; i++)
         ms *= 2;
@@ -326,8 +381,7 @@ static void finish(struct client *c, struct job *job, CURLcode rc)
      * the same way, so stop rather than write an error line for each. */
     if (job->result == JOB_FAILED && job->err_kind == ERR_CONNECT && c->replies == 0) {
         job->result = JOB_FATAL;
-        strncat(job->err, " (no reply from the endpoint yet: is it running?)",
-                sizeof job->err - strlen(job->err) - 1);
+        append_err(job, " (no reply from the endpoint yet: is it running?)");
     }
     c->done(job, c->arg);
 }
@@ -346,6 +400,21 @@ static void check_done(struct client *c)
     }
 }
 
+/* Append "Authorization: Bearer KEY" to the headers of every request. */
+static int add_auth(struct client *c, const char *key)
+{
+    struct buf h = {0};
+    struct curl_slist *l = NULL;
+    if (buf_puts(&h, "Authorization: Bearer ") == 0 && buf_puts(&h, key) == 0)
+        l = curl_slist_append(c->headers, h.data);
+    buf_free(&h);
+    if (!l)
+        return -1;
+    c->headers = l;
+    c->has_key = 1;
+    return 0;
+}
+
 static int client_setup(struct client *c, const struct client_conf *conf)
 {
     if (buf_puts(&c->url, conf->url) < 0 || buf_puts(&c->url, "/api/chat") < 0)
@@ -354,6 +423,9 @@ static int client_setup(struct client *c, const struct client_conf *conf)
     c->conf.url = NULL;
     c->headers = curl_slist_append(NULL, "Content-Type: application/json");
     c->headers = c->headers ? curl_slist_append(c->headers, "Expect:") : NULL;
+    if (conf->api_key && c->headers && add_auth(c, conf->api_key) < 0)
+        return -1;
+    c->conf.api_key = NULL; /* not kept: the header list holds the only copy */
     c->multi = curl_multi_init();
     c->timer = evtimer_new(c->base, on_timeout, c);
     if (!c->headers || !c->multi || !c->timer)

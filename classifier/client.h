@@ -20,13 +20,21 @@
 #include "buf.h"
 #include "stats.h"
 
+/* The longest wait before a retry: the exponential backoff stops growing
+ * there, and a Retry-After asking for more is honoured only up to it (a
+ * server may send any number, 99999999999 included; one item waiting that
+ * long would stall the end of the run). --help says so. */
+#define CLIENT_BACKOFF_MAX_S 30
+
 enum job_state { JOB_IDLE, JOB_SENDING, JOB_BACKOFF };
 
 enum job_result {
     JOB_REPLY,  /* a 2xx; the body is in resp */
     JOB_FAILED, /* this item failed: err_kind, err */
-    JOB_FATAL,  /* every item would fail the same way: 401, 403, 404, or no
-                 * connection at all since the start and retries spent */
+    JOB_FATAL,  /* every item would fail the same way: 401, 403 (key
+                 * refused), 404 (no such model), a TLS failure before any
+                 * reply, or no connection at all since the start and
+                 * retries spent. err says which; not retried. */
 };
 
 struct job {
@@ -60,10 +68,12 @@ struct job {
 typedef void (*client_done_fn)(struct job *job, void *arg);
 
 struct client_conf {
-    const char *url; /* base URL; requests go to URL/api/chat */
-    long jobs;       /* requests in flight at most */
-    long timeout_s;  /* per request */
-    long retries;    /* retries after transient failures */
+    const char *url;     /* base URL; requests go to URL/api/chat */
+    long jobs;           /* requests in flight at most */
+    long timeout_s;      /* per request */
+    long retries;        /* retries after transient failures */
+    const char *api_key; /* NULL: none; else sent as "Authorization: Bearer
+                          * KEY" (copied by client_new; never printed) */
 };
 
 /* A client on BASE. ST (borrowed) counts the retries. Returns NULL with a

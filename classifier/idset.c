@@ -12,6 +12,7 @@ struct slot {
     uint64_t hash; /* 0: empty */
     size_t off;    /* id bytes at arena + off, NUL-terminated */
     size_t len;
+    int value;
 };
 
 struct idset {
@@ -72,7 +73,7 @@ static int grow(struct idset *s)
     return 0;
 }
 
-int idset_add(struct idset *s, const char *id, size_t len)
+int idset_add(struct idset *s, const char *id, size_t len, int value)
 {
     uint64_t h = hash_of(id, len);
     struct slot *sl = find(s, h, id, len);
@@ -86,14 +87,19 @@ int idset_add(struct idset *s, const char *id, size_t len)
     size_t off = s->arena.len;
     if (buf_append(&s->arena, id, len) < 0 || buf_append(&s->arena, "", 1) < 0)
         return -1;
-    *sl = (struct slot){h, off, len};
+    *sl = (struct slot){h, off, len, value};
     s->count++;
     return 1;
 }
 
-int idset_has(const struct idset *s, const char *id, size_t len)
+int idset_get(const struct idset *s, const char *id, size_t len, int *value)
 {
-    return find(s, hash_of(id, len), id, len)->hash != 0;
+    const struct slot *sl = find(s, hash_of(id, len), id, len);
+    if (!sl->hash)
+        return 0;
+    if (value)
+        *value = sl->value;
+    return 1;
 }
 
 size_t idset_count(const struct idset *s)

@@ -264,28 +264,38 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen)
     return (int)n;
 }
 
-/* Count records in F: lines with a non-blank character, with newlines
- * inside CSV quotes not ending a record. */
-static long count_records(FILE *f, int csv)
+/* Count the non-blank lines of F, as next_line() reads them. */
+static long count_lines(FILE *f)
 {
     char chunk[65536];
     size_t n;
     long count = 0;
-    int in_quotes = 0, content = 0;
+    int content = 0;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
         for (size_t i = 0; i < n; i++) {
-            char c = chunk[i];
-            if (csv && c == '"')
-                in_quotes = !in_quotes;
-            if (c == '\n' && !in_quotes) {
+            if (chunk[i] == '\n') {
                 count += content;
                 content = 0;
-            } else if (!isspace((unsigned char)c)) {
+            } else if (!isspace((unsigned char)chunk[i])) {
                 content = 1;
             }
         }
     }
     return count + content;
+}
+
+/* Count the records of F, header included, with the reader's own parser:
+ * a malformed record (a stray or unbalanced quote) is one item, and only a
+ * parser that ends records where csv_read() does can count them. */
+static long count_csv(FILE *f)
+{
+    struct csv_record rec = {0};
+    long line = 0, count = 0;
+    int rc;
+    while ((rc = csv_read(f, &line, &rec)) > 0)
+        count++;
+    csv_record_free(&rec);
+    return rc < 0 ? -1 : count;
 }
 
 long items_count(const struct items *r)
@@ -298,7 +308,7 @@ long items_count(const struct items *r)
     FILE *f = fopen(path, "rb");
     if (!f)
         return -1;
-    long n = count_records(f, r->fmt == ITEMS_CSV);
+    long n = r->fmt == ITEMS_CSV ? count_csv(f) : count_lines(f);
     fclose(f);
     return r->fmt == ITEMS_CSV && n > 0 ? n - 1 : n;
 }

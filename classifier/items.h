@@ -46,8 +46,10 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen);
 /* The format in use. */
 enum items_format items_format(const struct items *r);
 
-/* How many items a regular file holds, by a cheap pass over it; -1 when
- * unknown (stdin, a pipe). Call before the first items_next(). */
+/* How many items a regular file holds, by a pass over it that splits it
+ * exactly as items_next() will (malformed lines included: each is one
+ * item); -1 when unknown (stdin, a pipe). Call before the first
+ * items_next(). */
 long items_count(const struct items *r);
 
 /* The key under which an id is remembered, and the text written for it:

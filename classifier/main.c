@@ -24,6 +24,7 @@ struct setup {
     struct labels labels;
     struct request_tpl tpl;
     struct buf url;
+    const char *api_key; /* NULL: none; borrowed from o or the environment */
     struct items *in;
     struct results *out;
     struct stats *st;
@@ -57,17 +58,39 @@ static int resolve_url(struct setup *s, char *err, size_t errlen)
     return opts_endpoint_url(spec, &s->url, err, errlen);
 }
 
+/* --api-key (or api_key in -c FILE), else $OLLAMA_API_KEY; "" means none.
+ * The key goes into a header line: a control character (CR, LF) would let
+ * it end the header. Errors never quote the key. */
+static int resolve_api_key(struct setup *s, char *err, size_t errlen)
+{
+    const char *key = s->o.api_key, *what = "--api-key";
+    if (!key) {
+        key = getenv("OLLAMA_API_KEY");
+        what = "$OLLAMA_API_KEY";
+    }
+    s->api_key = key && *key ? key : NULL;
+    for (const char *p = s->api_key; p && *p; p++) {
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            snprintf(err, errlen, "bad value for %s: a control character in the key (not shown)",
+                     what);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Everything that can fail before the first request; -1 means exit 2. */
 static int setup_open(struct setup *s, char *err, size_t errlen)
 {
     const struct opts *o = &s->o;
     if (labels_load(&s->labels, o->labels, err, errlen) < 0 || resolve_url(s, err, errlen) < 0 ||
+        resolve_api_key(s, err, errlen) < 0 ||
         request_init(&s->tpl, o->model, &s->labels, o->prompt_file, err, errlen) < 0)
         return -1;
     s->in = items_open(o->input, o->format, o->id_field, o->text_field, o->gold_field, err, errlen);
     if (!s->in)
         return -1;
-    s->out = results_open(o->output, err, errlen);
+    s->out = results_open(o->output, &s->labels, err, errlen);
     if (!s->out)
         return -1;
     s->st = stats_new(&s->labels, items_count(s->in), o->gold_field != NULL);
@@ -91,8 +114,13 @@ static void setup_close(struct setup *s)
 
 static int run(struct setup *s)
 {
-    struct batch_conf bc = {s->url.data, s->o.jobs, s->o.timeout_s, s->o.retries, &s->labels,
-                            &s->tpl,     s->in,     s->out,         s->st};
+    struct batch_conf bc = {s->url.data, s->api_key, s->o.jobs, s->o.timeout_s, s->o.retries,
+                            &s->labels,  &s->tpl,    s->in,     s->out,         s->st};
+    if (results_cut(s->out) > 0)
+        fprintf(stderr,
+                "ollama-classify: %s: removed a torn last line (%zu bytes, left by an interrupted "
+                "run)\n",
+                s->o.output, results_cut(s->out));
     if (results_resumed(s->out) > 0)
         fprintf(stderr, "ollama-classify: resuming: %zu items already labelled in %s\n",
                 results_resumed(s->out), s->o.output);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client.h"
 #include "version.h"
 
 enum opt_type { OPT_STR, OPT_INT };
@@ -38,9 +39,13 @@ static const struct opt_row rows[] = {
     {"format", 0, STR(format)},
     {"retries", 0, INT(retries, 0, 100)},
     {"timeout-s", 0, INT(timeout_s, 1, 86400 * 7)},
+    {"api-key", 0, STR(api_key)},
     {"config", 'c', STR(config)},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
+
+/* The usage text below names the backoff's cap. */
+_Static_assert(CLIENT_BACKOFF_MAX_S == 30, "update --retries in usage_text");
 
 static const char usage_text[] =
     "usage: ollama-classify -i ITEMS -o RESULTS -m MODEL -l LABELS [options]\n"
@@ -49,9 +54,11 @@ static const char usage_text[] =
     "(POST /api/chat, many requests in flight); one JSONL line per item in RESULTS.\n"
     "\n"
     "  -i, --input FILE      items: .jsonl (one object a line), .csv (header row),\n"
-    "                        anything else one text a line; - is stdin\n"
+    "                        anything else one text a line; - is stdin. An id\n"
+    "                        that comes again is skipped with a warning\n"
     "  -o, --output FILE     results (JSONL); if it exists, labelled ids are\n"
-    "                        skipped and new lines appended (resume)\n"
+    "                        skipped and new lines appended (resume), after\n"
+    "                        cutting off a torn last line left by a kill\n"
     "  -m, --model MODEL     model name\n"
     "  -l, --labels LABELS   a,b,c or @FILE with one label a line\n"
     "      --url URL         endpoint (default $OLLAMA_HOST, else\n"
@@ -65,15 +72,22 @@ static const char usage_text[] =
     "      --format FMT      auto (default: by extension; stdin by its first\n"
     "                        character), jsonl, csv or text\n"
     "      --retries N       tries after the first on connect errors, timeouts,\n"
-    "                        429 and 5xx (default 5)\n"
+    "                        429 and 5xx (default 5), with backoff and jitter up\n"
+    "                        to 30 s; a Retry-After is honoured, capped at 30 s\n"
     "      --timeout-s N     per request (default 600)\n"
+    "      --api-key KEY     sent as \"Authorization: Bearer KEY\" on every request\n"
+    "                        (default $OLLAMA_API_KEY; \"\" for none); never printed.\n"
+    "                        $OLLAMA_API_KEY or api_key in -c FILE keep it out of\n"
+    "                        the process list; a refused key (401/403) stops the run\n"
     "  -c, --config FILE     libconfig file with any of the above as keys\n"
     "                        (model = \"llama3\"; jobs = 200; id_field = \"id\"; ...)\n"
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"
-    "Exit status: 0 every item labelled, 1 some items ended in error,\n"
-    "2 bad usage or unreadable input.\n";
+    "Exit status: 0 every item labelled, 1 some items ended in error, or the\n"
+    "run stopped at once because every request would fail the same way (no\n"
+    "such model, API key refused, TLS failure, nothing listening), 2 bad usage\n"
+    "or unreadable input.\n";
 
 static char **field_str(struct opts *o, const struct opt_row *r)
 {
@@ -254,6 +268,11 @@ static int parse_flags(struct opts *o, int argc, char **argv, unsigned char *giv
         if (set_value(o, &rows[r], optarg, what, err, errlen) < 0)
             return -1;
         given[r] = 1;
+        /* Blank the key in our argv: from here on ps and /proc/PID/cmdline
+         * show x's. Until here they showed the key, hence the advice in
+         * --help to pass it in $OLLAMA_API_KEY or the config file. */
+        if (rows[r].off == offsetof(struct opts, api_key))
+            memset(optarg, 'x', strlen(optarg));
     }
     if (optind < argc) {
         snprintf(err, errlen, "unexpected argument '%s' (try --help)", argv[optind]);

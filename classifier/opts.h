@@ -23,6 +23,7 @@ struct opts {
     char *prompt_file; /* NULL: the built-in prompt */
     char *format;      /* NULL or "auto", "jsonl", "csv", "text" */
     char *config;      /* -c */
+    char *api_key;     /* --api-key, NULL: $OLLAMA_API_KEY or none; secret */
     long jobs;         /* -j, default 200 */
     long retries;      /* default 5 */
     long timeout_s;    /* default 600 */

@@ -12,8 +12,8 @@
 #define HIST_BUCKETS 2000
 
 static const char *const err_names[ERR_KINDS] = {
-    "input",    "connect",  "timeout",   "network",    "http_429",
-    "http_5xx", "http_4xx", "off_label", "bad_answer",
+    "input",    "connect",  "timeout",  "network",   "tls",
+    "http_429", "http_5xx", "http_4xx", "off_label", "bad_answer",
 };
 
 struct stats {
@@ -22,10 +22,15 @@ struct stats {
     int with_gold;
     int tty;
     double t0, last_print;
-    int line_open; /* a redrawn line is on the terminal */
-    unsigned long labelled, failed, skipped;
-    unsigned long *per_label; /* labels->n */
+    int line_open;                  /* a redrawn line is on the terminal */
+    unsigned long labelled, failed; /* this run */
+    unsigned long skipped;          /* labelled by an earlier run */
+    unsigned long duplicates;       /* ids seen before in the input */
+    unsigned long *per_label;       /* labels->n: this run's and those read back */
+    unsigned long other_label;      /* read back, not one of the labels */
     unsigned long errors[ERR_KINDS];
+    unsigned long fatal; /* of errors[], replies that stopped the run */
+    char stop_why[320];  /* "" unless the run stopped early */
     unsigned long retries[ERR_KINDS];
     unsigned long hist[HIST_BUCKETS];
     unsigned long gold_items, gold_right;
@@ -82,9 +87,19 @@ static void count_gold(struct stats *st, int pred, const char *gold, size_t gold
     st->gold_right += g >= 0 && g == pred;
 }
 
-void stats_skipped(struct stats *st)
+void stats_skipped(struct stats *st, int label, const char *gold, size_t gold_len)
 {
     st->skipped++;
+    if (label >= 0)
+        st->per_label[label]++;
+    else
+        st->other_label++;
+    count_gold(st, label, gold, gold_len);
+}
+
+void stats_duplicate(struct stats *st)
+{
+    st->duplicates++;
 }
 
 void stats_labelled(struct stats *st, int label, double ms, int attempts, const char *gold,
@@ -109,6 +124,18 @@ void stats_retried(struct stats *st, enum err_kind k)
     st->retries[k]++;
 }
 
+void stats_fatal(struct stats *st, enum err_kind k)
+{
+    st->errors[k]++;
+    st->fatal++;
+}
+
+void stats_stopped(struct stats *st, const char *why)
+{
+    if (!st->stop_why[0])
+        snprintf(st->stop_why, sizeof st->stop_why, "%s", why);
+}
+
 unsigned long stats_errors(const struct stats *st)
 {
     return st->failed;
@@ -129,7 +156,7 @@ void stats_progress(struct stats *st, size_t in_flight, int force)
         return;
     st->last_print = now;
     double secs = (now - st->t0) / 1000.0;
-    unsigned long ran = st->labelled + st->failed, done = ran + st->skipped;
+    unsigned long ran = st->labelled + st->failed, done = ran + st->skipped + st->duplicates;
     double rate = secs > 0 ? ran / secs : 0;
     char total[32], eta[32];
     if (st->total >= 0) {
@@ -157,19 +184,18 @@ static double percentile(const struct stats *st, double p)
     return 0;
 }
 
-/* "name n, name n" for the non-zero COUNTS, or "none". */
-static void print_counts(const unsigned long *counts, size_t n,
-                         const char *(*name)(const struct stats *, size_t), const struct stats *st)
+/* "name n, name n" for the non-zero COUNTS; returns how many it printed. */
+static int print_counts(const unsigned long *counts, size_t n,
+                        const char *(*name)(const struct stats *, size_t), const struct stats *st)
 {
     int any = 0;
     for (size_t i = 0; i < n; i++) {
         if (!counts[i])
             continue;
         fprintf(stderr, "%s%s %lu", any ? ", " : "", name(st, i), counts[i]);
-        any = 1;
+        any++;
     }
-    if (!any)
-        fprintf(stderr, "none");
+    return any;
 }
 
 static const char *label_name(const struct stats *st, size_t i)
@@ -206,24 +232,75 @@ static void print_confusion(const struct stats *st)
     }
 }
 
+static const char *items_word(unsigned long n)
+{
+    return n == 1 ? "item" : "items";
+}
+
+/* The first line: every item accounted for, then this run's pace. */
+static void print_totals(const struct stats *st, double secs)
+{
+    unsigned long ran = st->labelled + st->failed, labelled = st->labelled + st->skipped;
+    double rate = secs > 0 ? ran / secs : 0.0;
+    fprintf(stderr, "summary: %lu %s (%lu labelled, %lu errors", labelled + st->failed,
+            items_word(labelled + st->failed), labelled, st->failed);
+    if (st->fatal)
+        fprintf(stderr, ", %lu fatal", st->fatal);
+    fputc(')', stderr);
+    if (st->skipped)
+        fprintf(stderr,
+                ", %lu of them skipped as already labelled; this run %lu %s in %.2f s, "
+                "%.1f items/s\n",
+                st->skipped, ran, items_word(ran), secs, rate);
+    else
+        fprintf(stderr, " in %.2f s, %.1f items/s\n", secs, rate);
+}
+
+/* Items that are in none of the counts above: duplicates, not done. */
+static void print_left_out(const struct stats *st)
+{
+    unsigned long done = st->labelled + st->failed + st->skipped + st->duplicates;
+    if (st->duplicates)
+        fprintf(stderr,
+                "  duplicates: %lu %s skipped: their id came earlier in the input (an id is "
+                "classified once)\n",
+                st->duplicates, items_word(st->duplicates));
+    if (!st->stop_why[0])
+        return;
+    fprintf(stderr, "  stopped: %s", st->stop_why);
+    if (st->total >= 0 && (unsigned long)st->total > done)
+        fprintf(stderr, "; %lu %s not done", (unsigned long)st->total - done,
+                items_word((unsigned long)st->total - done));
+    fprintf(stderr, "\n");
+}
+
 void stats_summary(struct stats *st)
 {
     double secs = (net_now_ms() - st->t0) / 1000.0;
-    unsigned long ran = st->labelled + st->failed, retried = 0;
+    unsigned long retried = 0;
     for (int k = 0; k < ERR_KINDS; k++)
         retried += st->retries[k];
     if (st->line_open)
         fputc('\n', stderr);
-    fprintf(stderr,
-            "summary: %lu items (%lu labelled, %lu errors, %lu skipped as already labelled) in "
-            "%.2f s, %.1f items/s\n",
-            ran, st->labelled, st->failed, st->skipped, secs, secs > 0 ? ran / secs : 0.0);
-    fprintf(stderr, "  latency ms: p50 %.0f, p95 %.0f, p99 %.0f\n", percentile(st, 0.50),
-            percentile(st, 0.95), percentile(st, 0.99));
+    print_totals(st, secs);
+    print_left_out(st);
+    if (st->labelled)
+        fprintf(stderr, "  latency ms: p50 %.0f, p95 %.0f, p99 %.0f\n", percentile(st, 0.50),
+                percentile(st, 0.95), percentile(st, 0.99));
+    else
+        fprintf(stderr, "  latency ms: no successful request this run\n");
     fprintf(stderr, "  labels: ");
-    print_counts(st->per_label, st->labels->n, label_name, st);
+    int any = print_counts(st->per_label, st->labels->n, label_name, st);
+    if (st->other_label)
+        fprintf(stderr, "%s(read back, not in -l) %lu", any ? ", " : "", st->other_label);
+    else if (!any)
+        fprintf(stderr, "none");
     fprintf(stderr, "\n  errors: ");
-    print_counts(st->errors, ERR_KINDS, err_name, st);
+    if (!print_counts(st->errors, ERR_KINDS, err_name, st))
+        fprintf(stderr, "none");
+    if (st->fatal)
+        fprintf(stderr, " (%lu fatal: the run stopped, nothing recorded for %s)", st->fatal,
+                st->fatal > 1 ? "them" : "it");
     fprintf(stderr, "\n  retries: %lu", retried);
     if (retried) {
         fprintf(stderr, " (");

@@ -1,6 +1,13 @@
 /* stats.h - counting what happened: the progress line while the run goes
  * and the summary at its end. Memory is fixed: latencies go into a
- * histogram (1 ms steps below 100 ms, then 1% steps), not a list. */
+ * histogram (1 ms steps below 100 ms, then 1% steps), not a list.
+ *
+ * Every item of the input ends in exactly one of: labelled (this run),
+ * skipped as already labelled (an earlier run's label, read back from the
+ * results), failed (an error line written), skipped as a duplicate id, or
+ * not done (the run stopped first). The label counts and the accuracy cover
+ * both this run's labels and those read back, so a resumed run reports on
+ * the whole results file; rates and latencies cover this run only. */
 #ifndef CLS_STATS_H
 #define CLS_STATS_H
 
@@ -15,6 +22,7 @@ enum err_kind {
     ERR_CONNECT, /* could not connect / resolve */
     ERR_TIMEOUT, /* --timeout-s hit */
     ERR_NETWORK, /* the connection broke mid-request */
+    ERR_TLS,     /* the TLS handshake or certificate check failed */
     ERR_HTTP_429,
     ERR_HTTP_5XX,
     ERR_HTTP_4XX,   /* another 4xx: not retried */
@@ -31,8 +39,12 @@ struct stats;
  * WITH_GOLD turns on accuracy and the confusion table. NULL: no memory. */
 struct stats *stats_new(const struct labels *labels, long total, int with_gold);
 
-/* An item skipped because the results already label it. */
-void stats_skipped(struct stats *st);
+/* An item skipped because the results already label it with LABEL (an
+ * index in the labels, -1 for a label outside them). GOLD (may be NULL) is
+ * its expected label. */
+void stats_skipped(struct stats *st, int label, const char *gold, size_t gold_len);
+/* An item skipped because an earlier item of the input has its id. */
+void stats_duplicate(struct stats *st);
 /* An item labelled LABEL after MS ms in ATTEMPTS requests. GOLD (may be
  * NULL) is its expected label. */
 void stats_labelled(struct stats *st, int label, double ms, int attempts, const char *gold,
@@ -41,8 +53,14 @@ void stats_labelled(struct stats *st, int label, double ms, int attempts, const 
 void stats_failed(struct stats *st, enum err_kind k, const char *gold, size_t gold_len);
 /* An attempt of kind K is being retried. */
 void stats_retried(struct stats *st, enum err_kind k);
+/* A reply of kind K that every request would get (wrong model, key
+ * refused, TLS failure): counted as an error, though no item records it. */
+void stats_fatal(struct stats *st, enum err_kind k);
+/* The run stops before its end because of WHY (copied); the first reason
+ * given is the one the summary shows. */
+void stats_stopped(struct stats *st, const char *why);
 
-/* Items that ended in error this run. */
+/* Items that ended in error this run (fatal replies not included). */
 unsigned long stats_errors(const struct stats *st);
 
 /* The progress line on stderr (redrawn on a terminal). IN_FLIGHT is the

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import harness
@@ -126,3 +127,80 @@ def check_label_words(rows, items):
             harness.eq(r["label"], it["gold"], "label of %s (%r)" % (r["id"], it["text"]))
             checked += 1
     harness.ok(checked > len(items) // 3, "too few items with a label word: %d" % checked)
+
+
+def chat_answer(label):
+    """The body of a non-streamed /api/chat reply that answers LABEL."""
+    return json.dumps({"model": "m", "created_at": "2024-01-01T00:00:00Z",
+                       "message": {"role": "assistant", "content": json.dumps({"label": label})},
+                       "done": True, "done_reason": "stop"}).encode()
+
+
+class FakeOllama:
+    """A small HTTP/1.1 server on 127.0.0.1 (Python's stdlib) for the cases
+    ollama-sim cannot play. HANDLE(headers, body) runs for every POST and
+    returns (status, extra headers dict, body bytes); every request is kept
+    in .requests as (headers, parsed body)."""
+
+    def __init__(self, handle):
+        import http.server
+        import threading
+        fake = self
+        self.requests = []
+        self.lock = threading.Lock()
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            wbufsize = 1 << 16  # head and body in one segment (no Nagle stall)
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                try:
+                    doc = json.loads(body)
+                except ValueError:
+                    doc = None
+                with fake.lock:
+                    fake.requests.append((self.headers, doc))
+                status, headers, data = handle(self.headers, doc)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    self.close_connection = True  # the classifier stopped and left
+
+            def log_message(self, *a):
+                pass
+
+        class S(http.server.ThreadingHTTPServer):
+            request_queue_size = 256  # listen backlog: -j connections at once
+
+            def handle_error(self, request, client_address):
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.srv = S(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.port = self.srv.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        threading.Thread(target=self.srv.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def user_text(doc):
+    """The item's text in a request body: the user message."""
+    return [m["content"] for m in doc["messages"] if m["role"] == "user"][0]
+
+
+def write_file(name, text):
+    path = fresh(name)
+    with open(path, "w") as f:
+        f.write(text)
+    return path

@@ -1,7 +1,8 @@
 """The command line: --help, --version, bad flags, unreadable input (exit
 2), malformed JSONL and CSV lines reported with their line numbers and
-recorded as errors, the OLLAMA_HOST forms, the -c config file with flags
-winning and unknown keys refused."""
+recorded as errors, the progress total right with malformed rows, the
+OLLAMA_HOST forms, the -c config file with flags winning and unknown keys
+refused."""
 import os
 import re
 import sys
@@ -100,6 +101,30 @@ def test_malformed_csv_lines():
     eq(sorted(rows, key=str), sorted(["a", "b", "e", 5, 6, 8], key=str), "ids")
     eq((rows["a"]["label"], rows["b"]["label"], rows["e"]["label"]),
        ("billing", "bug", "praise"), "labels")
+    sim.stop()
+
+
+def test_progress_total_with_malformed_csv():
+    """The total counts records the way the reader splits them: a stray
+    quote or a blank-looking row is one malformed item, not a quote that
+    swallows the rows after it (which gave "6/2 done")."""
+    sim = C.fast_sim()
+    items = write("quotes.csv", 'id,text\n'
+                  'a,a billing question\n'
+                  'b,he said "hi there\n'   # a stray quote: malformed, one item
+                  'c,a bug\n'
+                  '   \n'                   # one field of spaces: malformed
+                  'd,"x" y praise\n'        # text after a closing quote: malformed
+                  'e,shipping\n')
+    out = C.fresh("quotes.jsonl")
+    r = C.classify(C.std_args(sim.url, items, out))
+    eq(r.rc, 1, "exit %r" % r)
+    eq(len(C.results(out)), 6, "six items")
+    done = re.findall(r"progress: (\d+)/(\S+) done", r.err)
+    ok(done, r.err)
+    for d, total in done:
+        ok(total == "6" and int(d) <= 6, "progress %s/%s: %s" % (d, total, r.err))
+    eq(done[-1], ("6", "6"), "the last progress line")
     sim.stop()
 
 

@@ -1,7 +1,9 @@
 """Faults: 500s, 503 busy and connection resets are retried until every
 item is labelled; a wrong model fails fast, once, with Ollama's message;
 answers outside the labels are retried once, then recorded as errors; an
-endpoint that is not there ends in connect errors; Retry-After is honoured."""
+endpoint that is not there ends in connect errors; Retry-After is honoured,
+up to the backoff's cap of 30 s; a TLS failure stops the run at once; a run
+stopped by a fatal error says so honestly in its summary."""
 import json
 import os
 import re
@@ -186,6 +188,78 @@ def test_retry_after_honoured():
     eq(len(times), 2, "requests")
     ok(times[1] - times[0] >= 0.95, "waited %.2fs" % (times[1] - times[0]))
     eq([(x["label"], x["attempts"]) for x in C.results(out)], [("b", 2)], "result")
+
+
+def test_huge_retry_after_capped():
+    """503 with Retry-After: 99999999999 once per item, then a label: the
+    wait is capped at the backoff's cap (30 s), the run ends."""
+    asked = {}
+
+    def handle(headers, doc):
+        text = C.user_text(doc)
+        asked[text] = asked.get(text, 0) + 1
+        if asked[text] == 1:
+            return 503, {"Retry-After": "99999999999"}, b'{"error":"server busy"}'
+        return 200, {}, C.chat_answer("b")
+
+    srv = C.FakeOllama(handle)
+    txt = C.write_file("ra3.txt", "one\ntwo\nthree\n")
+    out = C.fresh("ra-huge.jsonl")
+    r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "a,b", "--url", srv.url],
+                   timeout=45)
+    srv.stop()
+    eq(r.rc, 0, "exit %r" % r)
+    ok(29 <= r.secs < 30 + 10 * C.SLOW, "waited the cap, 30 s: %.1fs" % r.secs)
+    eq(asked, {"one": 2, "two": 2, "three": 2}, "each item asked twice")
+    eq(sorted((x["id"], x["label"], x["attempts"]) for x in C.results(out)),
+       [(1, "b", 2), (2, "b", 2), (3, "b", 2)], "results")
+    ok(re.search(r"retries: 3 \(http_5xx 3\)", r.err), r.err[-600:])
+
+
+def test_tls_to_plain_http_fails_fast():
+    """An https:// URL to a plain-HTTP server: the handshake cannot work,
+    so the first failure stops the run: no per-item retries."""
+    sim = C.fast_sim()
+    out = C.fresh("tls.jsonl")
+    r = C.classify(C.std_args("https://127.0.0.1:%d" % sim.port, C.ITEMS_JSONL, out, "-j", 20),
+                   timeout=30)
+    eq(r.rc, 1, "exit %r" % r)
+    ok(r.secs < 3 * C.SLOW, "failed fast: %.2fs" % r.secs)
+    eq(r.err.count("TLS handshake failed"), 1, "one clear message: %s" % r.err[-1000:])
+    ok("https://127.0.0.1:%d" % sim.port in r.err and "http://" in r.err, r.err[-1000:])
+    ok(re.search(r"retries: 0\n", r.err), "no retries: %s" % r.err[-600:])
+    ok(re.search(r"errors: tls \d+ \(\d+ fatal", r.err), r.err[-600:])
+    eq(C.results(out), [], "nothing recorded")
+    sim.stop()
+
+
+def test_fatal_summary_honest():
+    """A wrong model: the summary counts the fatal error, says the run
+    stopped and how many items are left, and prints no latencies of zero.
+    A run where nothing was labelled has no latency line of zeros either."""
+    sim = C.fast_sim()
+    out = C.fresh("wrong2.jsonl")
+    args = C.std_args(sim.url, C.ITEMS_JSONL, out, "-j", 50)
+    args[args.index("-m") + 1] = "nosuch:7b"
+    r = C.classify(args, timeout=20)
+    eq(r.rc, 1, "exit %r" % r)
+    summary = r.err[r.err.index("summary:"):]
+    ok("errors: none" not in summary, summary)
+    ok(re.search(r"errors: http_4xx (\d+) \(\1 fatal", summary), summary)
+    ok(re.search(r"summary: 0 items \(0 labelled, 0 errors, \d+ fatal\)", summary), summary)
+    ok("stopped: at the first fatal error" in summary, summary)
+    ok("; 1525 items not done" in summary, summary)
+    ok("p50" not in summary and "latency ms: no successful request" in summary, summary)
+    sim.stop()
+    sim = C.fast_sim("--off-label-rate", 1.0)
+    txt = C.write_file("two.txt", "a bug\nsome praise\n")
+    r = C.classify(C.std_args(sim.url, txt, C.fresh("off.jsonl")))
+    eq(r.rc, 1, "exit %r" % r)
+    summary = r.err[r.err.index("summary:"):]
+    ok("summary: 2 items (0 labelled, 2 errors)" in summary, summary)
+    ok("p50" not in summary and "latency ms: no successful request" in summary, summary)
+    ok("errors: off_label 2\n" in summary and "stopped" not in summary, summary)
+    sim.stop()
 
 
 run(globals())
