@@ -46,7 +46,8 @@ static const struct opt opts[] = {
 static const char *const top_keys[] = {"listen", "backends", "queue",  "timeouts", "health",
                                        "models", "limits",   "auth",   "shutdown_timeout_s"};
 static const char *const backend_keys[] = {"name", "url", "max_concurrent"};
-static const char *const key_keys[] = {"name", "key", "admin", "max_concurrent", "priority"};
+static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
+                                       "max_queued", "weight", "priority"};
 static const char *const prio_names[PRIO_COUNT] = {"high", "normal", "low"};
 
 static void set_defaults(struct px_config *c)
@@ -236,10 +237,14 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
     key->priority = PRIO_NORMAL;
     if (!config_setting_is_group(k))
         FAIL(k, "each key must be a group { name = ...; key = ...; }");
-    if (check_members(file, k, key_keys, 5, "a key", err, errlen) ||
+    key->weight = 1;
+    if (check_members(file, k, key_keys, sizeof key_keys / sizeof key_keys[0], "a key", err,
+                      errlen) ||
         get_string(file, k, "name", 1, &key->name, err, errlen) ||
         get_string(file, k, "key", 1, &key->key, err, errlen) ||
         get_int(file, k, "max_concurrent", 0, 0, 10000000, &key->max_concurrent, err, errlen) ||
+        get_int(file, k, "max_queued", 0, 0, 10000000, &key->max_queued, err, errlen) ||
+        get_int(file, k, "weight", 0, 1, 1000, &key->weight, err, errlen) ||
         get_string(file, k, "priority", 0, &prio, err, errlen))
         return -1;
     a = config_setting_get_member(k, "admin");
@@ -266,14 +271,19 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
 static int load_auth(const char *file, config_setting_t *root, struct px_config *c, char *err,
                      size_t errlen)
 {
-    static const char *const auth_keys[] = {"keys"};
-    config_setting_t *a = config_setting_get_member(root, "auth"), *l;
+    static const char *const auth_keys[] = {"keys", "client_header", "metrics_key_required"};
+    config_setting_t *a = config_setting_get_member(root, "auth"), *l, *m;
     if (!a)
         return 0;
     if (!config_setting_is_group(a))
         FAIL(a, "\"auth\" must be a group");
-    if (check_members(file, a, auth_keys, 1, "auth", err, errlen))
+    if (check_members(file, a, auth_keys, 3, "auth", err, errlen) ||
+        get_string(file, a, "client_header", 0, &c->client_header, err, errlen))
         return -1;
+    m = config_setting_get_member(a, "metrics_key_required");
+    if (m && config_setting_type(m) != CONFIG_TYPE_BOOL)
+        FAIL(m, "\"metrics_key_required\" must be true or false");
+    c->metrics_key_required = m ? config_setting_get_bool(m) : 0;
     l = config_setting_get_member(a, "keys");
     if (!l)
         return 0;
@@ -281,9 +291,18 @@ static int load_auth(const char *file, config_setting_t *root, struct px_config 
         FAIL(l, "auth.keys must be a list ( {...} )");
     c->nkeys = config_setting_length(l);
     c->keys = calloc((size_t)c->nkeys + 1, sizeof *c->keys);
-    for (int i = 0; i < c->nkeys; i++)
-        if (load_key(file, config_setting_get_elem(l, (unsigned)i), &c->keys[i], err, errlen))
+    for (int i = 0; i < c->nkeys; i++) {
+        config_setting_t *k = config_setting_get_elem(l, (unsigned)i);
+        if (load_key(file, k, &c->keys[i], err, errlen))
             return -1;
+        for (int j = 0; j < i; j++) {
+            if (strcmp(c->keys[j].name, c->keys[i].name) == 0)
+                FAIL(k, "duplicate key name \"%s\"", c->keys[i].name);
+            if (strcmp(c->keys[j].key, c->keys[i].key) == 0)
+                FAIL(k, "keys \"%s\" and \"%s\" have the same secret", c->keys[j].name,
+                     c->keys[i].name);
+        }
+    }
     return 0;
 }
 
@@ -371,6 +390,7 @@ void config_free(struct px_config *c)
     }
     free(c->backends);
     free(c->keys);
+    free(c->client_header);
     free(c->listen);
     free(c->listen_host);
     free(c->file);
@@ -401,7 +421,10 @@ void config_print_summary(const struct px_config *c)
     printf("shutdown         %gs\n", c->shutdown_timeout_s);
     printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
     for (int i = 0; i < c->nkeys; i++)
-        printf("  %-14s admin %s, max_concurrent %d, priority %s\n", c->keys[i].name,
-               c->keys[i].admin ? "yes" : "no", c->keys[i].max_concurrent,
-               prio_names[c->keys[i].priority]);
+        printf("  %-14s admin %s, priority %s, weight %d, max_concurrent %d, max_queued %d\n",
+               c->keys[i].name, c->keys[i].admin ? "yes" : "no",
+               prio_names[c->keys[i].priority], c->keys[i].weight, c->keys[i].max_concurrent,
+               c->keys[i].max_queued);
+    if (c->client_header)
+        printf("clients          named by the trusted header %s\n", c->client_header);
 }

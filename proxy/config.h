@@ -23,6 +23,8 @@ struct config_key {
     char *key;
     int admin;
     int max_concurrent; /* 0 = no cap of its own */
+    int max_queued;     /* 0 = no bound of its own */
+    int weight;         /* share relative to other clients of its priority */
     enum key_priority priority;
 };
 
@@ -45,6 +47,8 @@ struct px_config {
     double shutdown_timeout_s;
     struct config_key *keys;
     int nkeys;
+    char *client_header;      /* auth.client_header: a trusted header naming the client */
+    int metrics_key_required; /* auth.metrics_key_required */
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is

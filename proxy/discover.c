@@ -14,6 +14,7 @@
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
+#include "sched.h"
 #include "upstream.h"
 
 static struct proxy *the_px; /* polls outlive no proxy: one per process */
@@ -117,7 +118,7 @@ static void on_done(void *arg)
         be->loaded = l;
         be->ps_json = array;
     }
-    proxy_dispatch_waiting(the_px); /* a waiting request may fit it now */
+    sched_kick(&the_px->sched); /* a waiting request may fit it now */
 }
 
 static void on_error(void *arg, enum upstream_err err)

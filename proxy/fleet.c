@@ -11,6 +11,7 @@
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "sched.h"
 #include "upstream.h"
 
 /* A backend that was down may be tried again: hand it waiting requests.
@@ -25,7 +26,7 @@ static void on_backend_wake(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < px->nbackends; i++)
         if (!px->backends[i]->healthy && px->backends[i]->retry_at_ms <= now + 20)
             px->backends[i]->retry_at_ms = now;
-    proxy_dispatch_waiting(px);
+    sched_kick(&px->sched);
 }
 
 static struct backend *add(struct proxy *px, const struct config_backend *cb)
@@ -46,6 +47,7 @@ int fleet_init(struct proxy *px)
             return -1;
         px->nbackends++;
     }
+    sched_set_backends(&px->sched, px->backends, px->nbackends);
     return 0;
 }
 
@@ -74,7 +76,8 @@ static struct backend *find(struct proxy *px, const struct config_backend *cb)
 void fleet_settings(struct proxy *px)
 {
     const struct px_config *c = px->cfg;
-    px->queue.max_length = c->queue_max_length;
+    if (sched_configure(&px->sched, c) < 0)
+        log_error("out of memory: the keys' limits are not updated");
     px->uto.connect = net_timeval(c->connect_s);
     px->uto.first_byte = net_timeval(c->first_byte_s);
     px->uto.idle = net_timeval(c->idle_s);
@@ -123,7 +126,7 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
     px->cfg = cfg;
     fleet_settings(px);
     log_info("reloaded %s: %d backends", cfg->file, n);
-    proxy_dispatch_waiting(px); /* new slots may take waiting requests */
+    sched_set_backends(&px->sched, px->backends, px->nbackends); /* new slots, new keys */
 }
 
 void fleet_free(struct proxy *px)

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "sched.h"
 #include "server.h"
 #include "session.h"
 #include "version.h"
@@ -83,7 +84,7 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
         return;
     px->draining = 1;
     log_info("signal %d: draining %d requests (queue %d), then exiting", (int)sig,
-             px->nsessions, px->queue.length);
+             px->nsessions, sched_length(&px->sched));
     server_stop_accepting(px);
     if (px->nsessions == 0) {
         exit_soon(px);
@@ -148,13 +149,13 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
     px->cfg = cfg;
     px->start_ms = net_now_ms();
     LIST_INIT(&px->sessions);
-    queue_init(&px->queue, cfg->queue_max_length);
-    fleet_settings(px);
     px->base = new_base();
     if (!px->base) {
         log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
         return -1;
     }
+    sched_init(&px->sched, px->base);
+    fleet_settings(px);
     px->scratch = evbuffer_new();
     if (fleet_init(px) < 0) {
         log_error("out of memory");
@@ -180,6 +181,7 @@ static void proxy_cleanup(struct proxy *px)
     session_abort_all(px);
     server_free(px);
     fleet_free(px);
+    sched_cleanup(&px->sched);
     if (px->ev_term)
         event_free(px->ev_term);
     if (px->ev_int)

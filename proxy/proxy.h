@@ -8,7 +8,7 @@
 #include <event2/event.h>
 #include <sys/queue.h>
 
-#include "queue.h"
+#include "sched.h"
 #include "upstream.h"
 
 struct px_config;
@@ -27,8 +27,7 @@ struct proxy {
     int nbackends;
     struct backend **retired; /* dropped by a reload, freed at exit */
     int nretired;
-    unsigned rr; /* round-robin cursor for ties */
-    struct queue queue;
+    struct sched sched; /* who gets a slot (sched.h) */
     struct session_list sessions; /* every live session */
     int nsessions;
     int draining;
@@ -47,10 +46,6 @@ struct proxy {
     int accept_paused;
     struct event *ev_sweep;
 };
-
-/* Give free slots to waiting requests, oldest first, while any backend has
- * a free slot. Called whenever a slot frees or a backend comes back. */
-void proxy_dispatch_waiting(struct proxy *px);
 
 /* Called when a session ends: during a drain, exits the loop once the last
  * one is gone. */

@@ -27,6 +27,7 @@
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "sched.h"
 #include "session.h"
 
 void server_flush(struct evhttp_connection *evcon)
@@ -118,6 +119,27 @@ static json_t *names_json(const struct model_list *l)
     return a;
 }
 
+static const char *const prio_name[PRIO_COUNT] = {"high", "normal", "low"};
+
+static json_t *clients_json(struct proxy *px)
+{
+    json_t *arr = json_array();
+    struct sched_client *c;
+    LIST_FOREACH(c, &px->sched.clients, link) {
+        json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:I}", "name", c->name, "priority",
+                              prio_name[c->prio], "weight", c->weight, "in_flight", c->in_flight,
+                              "waiting", c->waiting, "served", (json_int_t)c->served,
+                              "refused", (json_int_t)c->refused);
+        if (!o) /* a header's value that is not UTF-8 */
+            continue;
+        json_object_set_new(o, "key", json_boolean(c->key_index >= 0));
+        if (c->max_concurrent)
+            json_object_set_new(o, "max_concurrent", json_integer(c->max_concurrent));
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
 static void reply_status(struct proxy *px, struct evhttp_request *req)
 {
     json_t *arr = json_array();
@@ -130,10 +152,109 @@ static void reply_status(struct proxy *px, struct evhttp_request *req)
                            (json_int_t)be->served, "failed", (json_int_t)be->failed, "models",
                            names_json(be->models), "loaded", names_json(be->loaded)));
     }
-    reply_json(req, json_pack("{s:o,s:{s:i,s:i},s:I,s:i}", "backends", arr, "queue", "length",
-                              px->queue.length, "max_length", px->queue.max_length, "uptime_s",
+    reply_json(req, json_pack("{s:o,s:{s:i,s:i,s:i,s:f},s:o,s:I,s:i}", "backends", arr, "queue",
+                              "length", sched_length(&px->sched), "max_length",
+                              px->sched.max_length, "retry_after_s",
+                              sched_retry_after(&px->sched), "drain_per_s", px->sched.rate,
+                              "clients", clients_json(px), "uptime_s",
                               (json_int_t)((net_now_ms() - px->start_ms) / 1000.0),
                               "connections", px->nconns));
+}
+
+/* ---- keys ---- */
+
+/* A == B for a secret, in time that depends on B's length only. */
+static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < blen; i++)
+        diff |= (unsigned char)(b[i] ^ (i < alen ? a[i] : 0));
+    return diff == 0;
+}
+
+/* The auth.keys row whose secret REQ's "Authorization: Bearer KEY" holds,
+ * or -1. Every key is compared, whichever matches. */
+static int find_key(const struct px_config *cfg, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    size_t n;
+    int found = -1;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return -1;
+    h += 7;
+    h += strspn(h, " \t");
+    for (n = strlen(h); n && (h[n - 1] == ' ' || h[n - 1] == '\t'); n--)
+        ;
+    for (int i = 0; i < cfg->nkeys; i++) {
+        int eq = secret_equal(h, n, cfg->keys[i].key, strlen(cfg->keys[i].key));
+        found = eq ? i : found;
+    }
+    return found;
+}
+
+/* Endpoints that change the fleet or show it whole: admin keys only. */
+static int is_admin_path(const char *path)
+{
+    static const char *const paths[] = {"/api/pull", "/api/push", "/api/delete", "/api/copy",
+                                        "/api/create"};
+    if (strncmp(path, "/proxy/", 7) == 0 || strncmp(path, "/api/blobs/", 11) == 0)
+        return 1;
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
+        if (strcmp(path, paths[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* With auth.keys: 401 without a known key, 403 for a non-admin key on an
+ * admin endpoint. Returns the key's row (-1 without keys), or -2 after
+ * answering the client. */
+static int check_key(struct proxy *px, struct evhttp_request *req, const char *path, int v1)
+{
+    int k;
+    if (!px->cfg->nkeys)
+        return -1;
+    if (strcmp(path, "/metrics") == 0 && !px->cfg->metrics_key_required)
+        return -1;
+    if ((k = find_key(px->cfg, req)) < 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Bearer");
+        server_reply_error(req, v1, 401,
+                           evhttp_find_header(evhttp_request_get_input_headers(req),
+                                              "Authorization")
+                               ? "unauthorized: unknown key"
+                               : "unauthorized: an \"Authorization: Bearer KEY\" header is "
+                                 "required",
+                           0);
+        return -2;
+    }
+    if (is_admin_path(path) && !px->cfg->keys[k].admin) {
+        server_reply_error(req, v1, 403, "forbidden: this endpoint needs an admin key", 0);
+        return -2;
+    }
+    return k;
+}
+
+/* Who REQ is charged to: its key; else the trusted header, if configured
+ * and sent; else the connecting address. */
+static struct sched_client *client_of(struct proxy *px, struct evhttp_request *req, int key)
+{
+    char name[80];
+    char *peer = NULL;
+    ev_uint16_t port;
+    if (key >= 0)
+        return sched_key_client(&px->sched, key);
+    if (px->cfg->client_header) {
+        const char *v = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                           px->cfg->client_header);
+        if (v && *v) {
+            size_t n = strlen(v) < sizeof name - 1 ? strlen(v) : sizeof name - 1;
+            memcpy(name, v, n);
+            name[n] = '\0';
+            return sched_addr_client(&px->sched, name);
+        }
+    }
+    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
+    return sched_addr_client(&px->sched, peer ? peer : "unknown");
 }
 
 /* Paths whose body must name a model (ollama-api.md section 9). */
@@ -218,6 +339,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct session_info in = {0};
     char path[256], model[512];
     size_t n = strcspn(uri, "?");
+    int key;
 
     if (n >= sizeof path)
         n = sizeof path - 1;
@@ -239,6 +361,8 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_root(req);
         return;
     }
+    if ((key = check_key(px, req, path, in.v1)) == -2)
+        return;
     if (strcmp(path, "/proxy/status") == 0 && cmd == EVHTTP_REQ_GET) {
         reply_status(px, req);
         return;
@@ -252,6 +376,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (cmd == EVHTTP_REQ_POST && needs_model(path) &&
         parse_body(req, in.v1, model, sizeof model, &in) < 0)
         return;
+    in.client = client_of(px, req, key);
     session_start(px, req, &in);
 }
 

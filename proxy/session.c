@@ -26,6 +26,7 @@
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
+#include "sched.h"
 #include "server.h"
 
 #define MAX_TRIES 3                      /* the first and at most 2 retries */
@@ -36,16 +37,15 @@ enum session_state { S_QUEUED, S_UPSTREAM, S_STREAMING };
 
 struct session {
     LIST_ENTRY(session) link; /* px->sessions */
-    struct queue_entry qe;    /* first: see from_entry() */
+    struct sched_entry se;    /* its place in the scheduler; se.be is its slot */
+    struct sched_client *client; /* charged with it (se.client once submitted) */
     struct proxy *px;
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
-    struct backend *be;
     struct upstream *up;
     struct backend *tried[MAX_TRIES];
     int ntries;
     enum session_state state;
-    struct event timer;      /* queue timeout */
     struct event watch_timer; /* start watching the client after WATCH_DELAY_MS */
     struct event closewatch; /* EV_CLOSED on the client until the reply starts */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
@@ -64,7 +64,6 @@ struct session {
     size_t bytes;
     unsigned v1 : 1;
     unsigned watching : 1;
-    unsigned timer_armed : 1;
     unsigned watch_timer_armed : 1;
     unsigned paused : 1;
     unsigned ndjson : 1;
@@ -72,24 +71,15 @@ struct session {
     unsigned target_slash : 1;
 };
 
-static void dispatch(struct session *s, struct backend *be);
-static void dispatch_again(struct session *s);
+static void start_try(struct session *s, struct backend *be);
 static void session_close(struct session *s, const char *outcome);
 
-static struct session *from_entry(struct queue_entry *e)
+static struct session *from_entry(struct sched_entry *e)
 {
-    return (struct session *)((char *)e - offsetof(struct session, qe));
+    return (struct session *)((char *)e - offsetof(struct session, se));
 }
 
 /* ---- the end of a session ---- */
-
-static void stop_timer(struct session *s)
-{
-    if (s->timer_armed) {
-        evtimer_del(&s->timer);
-        s->timer_armed = 0;
-    }
-}
 
 /* The reply starts or the session ends: no more watching, nor waiting to
  * start watching. */
@@ -102,15 +92,6 @@ static void stop_watching(struct session *s)
     if (s->watching) {
         event_del(&s->closewatch);
         s->watching = 0;
-    }
-}
-
-/* Give the slot back (if any) without touching the queue. */
-static void drop_slot(struct session *s)
-{
-    if (s->be) {
-        backend_release(s->be);
-        s->be = NULL;
     }
 }
 
@@ -172,8 +153,8 @@ static void ln_ms(struct line *l, double ms)
     ln_int(l, t % 10);
 }
 
-/* method path model=M backend=B status=S wait_ms=W upstream_ms=U bytes=N
- * tries=T outcome */
+/* method path client=C model=M backend=B status=S wait_ms=W upstream_ms=U
+ * bytes=N tries=T outcome */
 static void access_log(struct session *s, const char *outcome)
 {
     double now = net_now_ms();
@@ -182,6 +163,8 @@ static void access_log(struct session *s, const char *outcome)
     ln_str(&l, s->method);
     ln_str(&l, " ");
     ln_esc(&l, s->path);
+    ln_str(&l, " client=");
+    ln_esc(&l, s->client ? s->client->name : "-");
     ln_str(&l, " model=");
     ln_esc(&l, s->model ? s->model : "-");
     ln_str(&l, " backend=");
@@ -202,20 +185,17 @@ static void access_log(struct session *s, const char *outcome)
 }
 
 /* The one teardown. The client's reply must already be sent, or the client
- * gone; this frees everything else and hands a freed slot on. */
+ * gone; this frees everything else and tells the scheduler, which hands a
+ * freed slot on (to other sessions: this one is off every list by then). */
 static void session_close(struct session *s, const char *outcome)
 {
     struct proxy *px = s->px;
-    int had_slot = s->be != NULL;
     access_log(s, outcome);
     stop_watching(s);
-    stop_timer(s);
-    queue_remove(&px->queue, &s->qe);
     if (s->up) {
         upstream_abort(s->up);
         s->up = NULL;
     }
-    drop_slot(s);
     if (s->evcon)
         evhttp_connection_set_closecb(s->evcon, NULL, NULL);
     if (s->body)
@@ -224,11 +204,13 @@ static void session_close(struct session *s, const char *outcome)
         evbuffer_free(s->chunk);
     LIST_REMOVE(s, link);
     px->nsessions--;
+    if (s->se.client)
+        sched_done(&px->sched, &s->se);
+    else if (s->client)
+        sched_client_unused(&px->sched, s->client); /* refused before the queue */
     if (s->model != s->model_buf)
         free(s->model);
     free(s);
-    if (had_slot)
-        proxy_dispatch_waiting(px);
     proxy_session_ended(px);
 }
 
@@ -315,22 +297,6 @@ static int is_retryable(enum upstream_err err)
            err == UPSTREAM_ERESET || err == UPSTREAM_ESTALE;
 }
 
-static void on_queue_timeout(evutil_socket_t fd, short what, void *arg);
-
-static void enqueue_front(struct session *s)
-{
-    struct proxy *px = s->px;
-    double left = px->cfg->queue_timeout_s * 1000.0 - (net_now_ms() - s->t_start);
-    struct timeval tv = net_timeval((left < 1 ? 1 : left) / 1000.0);
-    s->state = S_QUEUED;
-    queue_push_front(&px->queue, &s->qe);
-    stop_timer(s);
-    watch_client_soon(s);
-    evtimer_assign(&s->timer, px->base, on_queue_timeout, s);
-    evtimer_add(&s->timer, &tv);
-    s->timer_armed = 1;
-}
-
 /* A try failed before the reply started: whatever headers it sent are
  * forgotten, so that neither our error reply nor the next try's reply
  * carries them (and they cannot add up across tries). */
@@ -344,7 +310,7 @@ static void drop_reply_headers(struct session *s)
 static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
 {
     struct proxy *px = s->px;
-    struct backend *failed = s->be, *next;
+    struct backend *failed = s->se.be;
     char msg[256];
     drop_reply_headers(s);
     if (err == UPSTREAM_ESTALE) {
@@ -352,12 +318,11 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
          * reused it. Not a failure of the backend, and not a try: go again
          * on a fresh connection to the same backend, slot kept. */
         s->ntries--;
-        dispatch_again(s);
+        start_try(s, failed);
         return;
     }
     backend_note_failure(failed, px->cfg->health_fail_after, px->cfg->health_interval_s,
                          net_now_ms());
-    drop_slot(s);
     if (s->ntries >= MAX_TRIES) {
         if (was_503)
             fail_session(s, 503, "server busy, please try again.  maximum pending requests "
@@ -366,16 +331,12 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
             snprintf(msg, sizeof msg, "backend %s: %s", failed->name, upstream_strerror(err));
             fail_session(s, 502, msg, 0, "upstream-error");
         }
-        proxy_dispatch_waiting(px);
         return;
     }
-    /* Prefer a backend not tried yet; then the waiting queue, first in line. */
-    next = backend_pick(px->backends, px->nbackends, &px->rr, failed, s->mkey, net_now_ms());
-    if (next && next != failed)
-        dispatch(s, next);
-    else
-        enqueue_front(s);
-    proxy_dispatch_waiting(px);
+    /* Another backend than the one that failed, or first in line. */
+    s->state = S_QUEUED;
+    watch_client_soon(s);
+    sched_retry(&px->sched, &s->se);
 }
 
 /* ---- the upstream's callbacks ---- */
@@ -406,7 +367,6 @@ static int is_ours(const char *name)
     static const char *const ours[] = {"X-Backend", NULL};
     return name_in(name, ours);
 }
-
 
 /* A header of the backend's response, on its way to the client's. A 503
  * will be retried, so its headers are not kept. */
@@ -459,7 +419,7 @@ static int on_head(void *arg, int status, const char *reason, long long content_
     }
     s->status = status;
     snprintf(s->reason, sizeof s->reason, "%s", reason && *reason ? reason : "OK");
-    evhttp_add_header(evhttp_request_get_output_headers(s->req), "X-Backend", s->be->name);
+    evhttp_add_header(evhttp_request_get_output_headers(s->req), "X-Backend", s->se.be->name);
     if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
         s->body = evbuffer_new(); /* sent whole, in one write, on_done */
     else
@@ -531,7 +491,7 @@ static void on_done(void *arg)
     struct upstream *up = s->up;
     s->up = NULL;
     upstream_release(up);
-    backend_note_success(s->be);
+    backend_note_success(s->se.be);
     finish_reply(s);
     session_close(s, "ok");
 }
@@ -573,7 +533,7 @@ static void on_error(void *arg, enum upstream_err err)
     char msg[256];
     s->up = NULL; /* already freed */
     if (s->state == S_STREAMING) {
-        backend_note_failure(s->be, s->px->cfg->health_fail_after,
+        backend_note_failure(s->se.be, s->px->cfg->health_fail_after,
                              s->px->cfg->health_interval_s, net_now_ms());
         fail_stream(s, err);
         return;
@@ -582,9 +542,9 @@ static void on_error(void *arg, enum upstream_err err)
         retry_or_fail(s, err, 0);
         return;
     }
-    backend_note_failure(s->be, s->px->cfg->health_fail_after, s->px->cfg->health_interval_s,
-                         net_now_ms());
-    snprintf(msg, sizeof msg, "backend %s: %s", s->be->name, upstream_strerror(err));
+    backend_note_failure(s->se.be, s->px->cfg->health_fail_after,
+                         s->px->cfg->health_interval_s, net_now_ms());
+    snprintf(msg, sizeof msg, "backend %s: %s", s->se.be->name, upstream_strerror(err));
     drop_reply_headers(s);
     if (s->body) { /* the head came: drop what was gathered */
         evbuffer_free(s->body);
@@ -613,10 +573,16 @@ static const char *method_name(enum evhttp_cmd_type cmd)
     return "GET";
 }
 
-static int skip_request_header(const char *name)
+/* Authorization carries the proxy's own keys when auth.keys is set: a key
+ * never reaches a backend. Without keys it is the client's business with
+ * the backend and passes. Proxy-Authorization is for us, never forwarded. */
+static int skip_request_header(const struct session *s, const char *name)
 {
-    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For", NULL};
-    return is_hop_by_hop(name) || name_in(name, skip);
+    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
+                                       "Proxy-Authorization", NULL};
+    static const char *const auth[] = {"Authorization", NULL};
+    return is_hop_by_hop(name) || name_in(name, skip) ||
+           (s->px->cfg->nkeys && name_in(name, auth));
 }
 
 static void add_str(struct evbuffer *b, const char *s)
@@ -649,7 +615,7 @@ static void build_request(struct session *s, struct backend *be, struct evbuffer
     add_str(b, be->hostport);
     add_str(b, "\r\n");
     TAILQ_FOREACH(h, in, next) {
-        if (!skip_request_header(h->key)) {
+        if (!skip_request_header(s, h->key)) {
             add_str(b, h->key);
             add_str(b, ": ");
             add_str(b, h->value);
@@ -674,17 +640,15 @@ static void build_request(struct session *s, struct backend *be, struct evbuffer
         evbuffer_add(b, evbuffer_pullup(body, -1), len);
 }
 
-static void dispatch(struct session *s, struct backend *be)
+/* A try on BE, whose slot s holds. */
+static void start_try(struct session *s, struct backend *be)
 {
     struct evbuffer *req;
-    stop_timer(s);
-    s->be = be;
     s->state = S_UPSTREAM;
     s->tried[s->ntries++] = be;
     if (!s->t_dispatch)
         s->t_dispatch = net_now_ms();
     watch_client_soon(s);
-    backend_acquire(be);
     req = s->px->scratch; /* upstream_start() drains it */
     build_request(s, be, req);
     s->up = upstream_start(s->px->base, be, req,
@@ -695,56 +659,25 @@ static void dispatch(struct session *s, struct backend *be)
         retry_or_fail(s, UPSTREAM_ECONNECT, 0);
 }
 
-/* Resend on the backend whose slot s holds. */
-static void dispatch_again(struct session *s)
+/* ---- the scheduler's callbacks ---- */
+
+static void on_granted(struct sched_entry *e, struct backend *be)
 {
-    struct backend *be = s->be;
-    backend_release(be);
-    s->be = NULL;
-    dispatch(s, be);
+    start_try(from_entry(e), be);
 }
 
-static void on_queue_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_refused(struct sched_entry *e, enum sched_refusal why, int retry_after)
 {
-    struct session *s = arg;
-    (void)fd;
-    (void)what;
-    s->timer_armed = 0;
-    queue_remove(&s->px->queue, &s->qe);
-    fail_session(s, 503, "timed out waiting for a free backend slot (queue.timeout_s)", 5,
-                 "queue-timeout");
+    struct session *s = from_entry(e);
+    if (why == SCHED_TIMED_OUT)
+        fail_session(s, 503, "timed out waiting for a free backend slot (queue.timeout_s)",
+                     retry_after, "queue-timeout");
+    else
+        fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
+                     retry_after, "queue-full");
 }
 
-static int any_slot_free(struct proxy *px, double now)
-{
-    for (int i = 0; i < px->nbackends; i++)
-        if (backend_available(px->backends[i], now))
-            return 1;
-    return 0;
-}
-
-/* Late binding: each free slot goes to the oldest waiting request that its
- * backend can serve. The scan starts again from the head after every
- * dispatch, because a dispatch may itself end sessions and change the
- * queue; it is bounded by the free slots. */
-void proxy_dispatch_waiting(struct proxy *px)
-{
-    double now = net_now_ms();
-    while (px->queue.length && any_slot_free(px, now)) {
-        struct queue_entry *e;
-        struct backend *be = NULL;
-        for (e = queue_first(&px->queue); e; e = queue_next(e)) {
-            struct session *s = from_entry(e);
-            be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->mkey, now);
-            if (be)
-                break;
-        }
-        if (!be)
-            return;
-        queue_remove(&px->queue, e);
-        dispatch(from_entry(e), be);
-    }
-}
+static const struct sched_ops sched_cbs = {on_granted, on_refused};
 
 /* No healthy backend lists KEY, while some healthy one has said what it
  * has: a 404 now rather than a wait. With no healthy backend at all the
@@ -766,14 +699,17 @@ static int model_unknown(struct proxy *px, const char *key)
 void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in)
 {
     struct session *s = calloc(1, sizeof *s);
-    struct backend *be;
-    struct timeval tv;
-    if (!s) {
+    int rc;
+    if (!s || !in->client) {
+        if (in->client)
+            sched_client_unused(&px->sched, in->client);
+        free(s);
         server_reply_error(req, in->v1, 500, "out of memory", 0);
         return;
     }
     s->px = px;
     s->req = req;
+    s->client = in->client;
     s->evcon = evhttp_request_get_connection(req);
     if (in->model && strlen(in->model) < sizeof s->model_buf)
         s->model = strcpy(s->model_buf, in->model);
@@ -796,27 +732,25 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
         fail_session(s, 404, msg, 0, "no-model");
         return;
     }
-    be = backend_pick(px->backends, px->nbackends, &px->rr, NULL, s->mkey, s->t_start);
-    if (be) {
-        dispatch(s, be);
-        return;
-    }
-    if (queue_push(&px->queue, &s->qe) < 0) {
-        fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)", 1,
-                     "queue-full");
-        return;
-    }
+    /* Queued until told otherwise: the grant may come (and even end the
+     * session) before sched_submit returns. */
     s->state = S_QUEUED;
     watch_client_soon(s);
-    tv = net_timeval(px->cfg->queue_timeout_s);
-    evtimer_assign(&s->timer, px->base, on_queue_timeout, s);
-    evtimer_add(&s->timer, &tv);
-    s->timer_armed = 1;
+    s->se.ops = &sched_cbs;
+    s->se.key = s->mkey;
+    rc = sched_submit(&px->sched, &s->se, in->client);
+    if (rc == SCHED_EKEYQ)
+        fail_session(s, 503, "too many requests waiting for this key (max_queued)",
+                     sched_retry_after(&px->sched), "key-queue-full");
+    else if (rc < 0)
+        fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
+                     sched_retry_after(&px->sched), "queue-full");
 }
 
 void session_abort_all(struct proxy *px)
 {
     struct session *s;
+    sched_freeze(&px->sched);
     while ((s = LIST_FIRST(&px->sessions))) {
         struct evhttp_connection *evcon = s->evcon;
         s->evcon = NULL;

@@ -18,12 +18,14 @@
 
 struct proxy;
 struct evhttp_request;
+struct sched_client;
 
 struct session_info {
     const char *model; /* NULL when the body names none; borrowed */
     int v1;            /* OpenAI-style path: OpenAI-shaped errors */
     const char *target; /* path and query, origin form; borrowed from the request */
     int target_slash;   /* prepend "/" to target (absolute form without a path) */
+    struct sched_client *client; /* who it is charged to (sched_*_client) */
 };
 
 /* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the

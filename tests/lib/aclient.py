@@ -74,9 +74,10 @@ async def _read_body(r, resp, method):
 
 
 async def request(port, method, path, body=None, headers=None, host="127.0.0.1",
-                  timeout=60.0, abort_after=None):
+                  timeout=60.0, abort_after=None, local=None):
     """One request on its own connection. ABORT_AFTER: close the connection
-    that many seconds after sending (a client that gives up)."""
+    that many seconds after sending (a client that gives up). LOCAL: the
+    source address to connect from (e.g. "127.0.0.2": another client)."""
     resp = AResp()
     resp.t_start = time.monotonic()
     if body is not None and not isinstance(body, (bytes, str)):
@@ -85,7 +86,8 @@ async def request(port, method, path, body=None, headers=None, host="127.0.0.1",
         body = body.encode()
     w = None
     try:
-        r, w = await asyncio.open_connection(host, port, limit=1 << 20)
+        r, w = await asyncio.open_connection(host, port, limit=1 << 20,
+                                             local_addr=(local, 0) if local else None)
         hdr = "%s %s HTTP/1.1\r\nHost: %s:%d\r\n" % (method, path, host, port)
         for k, v in (headers or {}).items():
             hdr += "%s: %s\r\n" % (k, v)

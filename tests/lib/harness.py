@@ -211,8 +211,8 @@ class Proxy:
         self.port = self.proc.wait_listen()
         self.url = "http://127.0.0.1:%d" % self.port
 
-    def status(self):
-        return get(self.url + "/proxy/status").json()
+    def status(self, headers=None):
+        return get(self.url + "/proxy/status", headers=headers).json()
 
     def backend(self, name):
         return [b for b in self.status()["backends"] if b["name"] == name][0]

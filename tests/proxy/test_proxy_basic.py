@@ -95,12 +95,13 @@ def test_access_log():
     eq(post(px.url + "/api/chat", {"model": "nope", "messages": []}).status, 404, "passed on")
     line = wait_until(lambda: [l for l in px.proc.output().splitlines()
                                if "POST /api/generate" in l], what="the access line")[0]
-    for field in ("model=llama3", "backend=gpu0", "status=200", "wait_ms=", "upstream_ms=",
+    for field in ("client=127.0.0.1", "model=llama3", "backend=gpu0", "status=200", "wait_ms=", "upstream_ms=",
                   "bytes=", "tries=1", " ok"):
         ok(field in line, "%r not in the access line %r" % (field, line))
     ok(int(line.split("bytes=")[1].split()[0]) > 100, "bytes counted: %r" % line)
-    wait_until(lambda: "POST /api/chat model=nope" in px.proc.output() and
-               "status=404" in px.proc.output(), what="the 404 line")
+    wait_until(lambda: [l for l in px.proc.output().splitlines()
+                        if "POST /api/chat client=127.0.0.1 model=nope" in l and
+                        "status=404" in l], what="the 404 line")
     px.stop()
 
 

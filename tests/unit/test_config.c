@@ -59,8 +59,37 @@ int main(void)
         CHECK(c->queue_timeout_s == 0.5);
         CHECK_INT(c->nkeys, 1);
         CHECK_INT(c->keys[0].priority, PRIO_LOW);
+        CHECK_INT(c->keys[0].weight, 1);
+        CHECK_INT(c->keys[0].max_queued, 0);
+        CHECK(c->client_header == NULL && !c->metrics_key_required);
+        CHECK(c->request_s == 10);
     }
     config_free(c);
+    c = load("listen = \"x:1\";\n" BE "timeouts = { request_s = 2.5; };\n"
+             "auth = { client_header = \"X-Client\"; metrics_key_required = true;\n"
+             "  keys = ( { name = \"k\"; key = \"s\"; weight = 3; max_queued = 7;\n"
+             "             max_concurrent = 6; admin = true; } ); };\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK(c->request_s == 2.5);
+        CHECK_STR(c->client_header, "X-Client");
+        CHECK_INT(c->metrics_key_required, 1);
+        CHECK_INT(c->keys[0].weight, 3);
+        CHECK_INT(c->keys[0].max_queued, 7);
+        CHECK_INT(c->keys[0].max_concurrent, 6);
+        CHECK_INT(c->keys[0].admin, 1);
+        CHECK_INT(c->keys[0].priority, PRIO_NORMAL);
+    }
+    config_free(c);
+    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; "
+                 "weight = 0; } ); };\n", 3, "weight");
+    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
+                 "{ name = \"k\"; key = \"t\"; } ); };\n", 4, "duplicate key name");
+    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
+                 "{ name = \"j\"; key = \"s\"; } ); };\n", 4, "same secret");
+    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; "
+                 "priority = \"urgent\"; } ); };\n", 3, "priority");
     expect_error(BE, 0, "missing \"listen\"");
     expect_error("listen = \"x:1\";\n", 0, "missing \"backends\"");
     expect_error("listen = \"x:1\";\n" BE "queue = { max_lenght = 3; };\n", 3, "max_lenght");
@@ -80,5 +109,6 @@ int main(void)
     unlink(path);
     CHECK_INT(config_load("/nonexistent/x.conf", err, sizeof err) == NULL, 1);
     CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);
+    CHECK(strstr(err, "No such file or directory") != NULL); /* the reason, strerror */
     CHECK_DONE();
 }

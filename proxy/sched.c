@@ -1,0 +1,747 @@
+/* sched.c - see sched.h for the entry states.
+ *
+ * The policy, in the order it is applied to each free slot:
+ *   1. retries first: an entry whose try failed was admitted and started
+ *      before anything waiting (FIFO among retries);
+ *   2. priorities strictly: high, then normal, then low;
+ *   3. within a priority, the client with the fewest entries in flight
+ *      relative to its weight (in_flight / weight, lowest first; a tie goes
+ *      to the client whose oldest waiting entry is older);
+ *   4. within a client, oldest first;
+ * and always: only an entry some available backend can serve (late binding
+ * per model), a client at its max_concurrent waits, and the slot goes to
+ * the least-loaded backend that serves the chosen entry (backend_pick).
+ *
+ * Shape, so that handing a slot on costs O(models x backends + log clients)
+ * and never O(queue): entries wait in per-client, per-model FIFOs (a cgq);
+ * each model with entries waiting is a group with one binary min-heap of
+ * its cgqs per priority, keyed by rule 3. Choosing is a look at the top of
+ * each group's heap; a grant pops one entry and re-sifts the client's cgqs
+ * (its in_flight changed). A client at its cap has its cgqs out of the
+ * heaps, so it costs nothing while it waits. */
+#include "sched.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "net.h"
+
+/* A client's queue for one model. */
+struct sched_cgq {
+    struct sched_client *client;
+    struct sched_group *group;
+    TAILQ_HEAD(, sched_entry) entries; /* oldest first */
+    int hidx;                          /* in group->heap[prio]; -1: out */
+    struct sched_cgq *next;            /* client->cgqs */
+};
+
+struct heap {
+    struct sched_cgq **v;
+    int n, cap;
+};
+
+struct sched_group {
+    char *key; /* NULL: requests any backend serves */
+    struct heap heap[PRIO_COUNT];
+    int ncgq;
+    struct sched_group *next;
+};
+
+/* ---- the heap of one group and priority ---- */
+
+static unsigned long long head_seq(const struct sched_cgq *q)
+{
+    return TAILQ_FIRST(&q->entries)->seq;
+}
+
+/* Rule 3: A before B. */
+static int before(const struct sched_cgq *a, const struct sched_cgq *b)
+{
+    long long la = (long long)a->client->in_flight * b->client->weight;
+    long long lb = (long long)b->client->in_flight * a->client->weight;
+    if (la != lb)
+        return la < lb;
+    return head_seq(a) < head_seq(b);
+}
+
+static void heap_set(struct heap *h, int i, struct sched_cgq *q)
+{
+    h->v[i] = q;
+    q->hidx = i;
+}
+
+static void sift_up(struct heap *h, int i)
+{
+    struct sched_cgq *q = h->v[i];
+    while (i > 0 && before(q, h->v[(i - 1) / 2])) {
+        heap_set(h, i, h->v[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    heap_set(h, i, q);
+}
+
+static void sift_down(struct heap *h, int i)
+{
+    struct sched_cgq *q = h->v[i];
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= h->n)
+            break;
+        if (c + 1 < h->n && before(h->v[c + 1], h->v[c]))
+            c++;
+        if (!before(h->v[c], q))
+            break;
+        heap_set(h, i, h->v[c]);
+        i = c;
+    }
+    heap_set(h, i, q);
+}
+
+static int heap_push(struct heap *h, struct sched_cgq *q)
+{
+    if (h->n == h->cap) {
+        int cap = h->cap ? 2 * h->cap : 16;
+        struct sched_cgq **v = realloc(h->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return -1;
+        h->v = v;
+        h->cap = cap;
+    }
+    heap_set(h, h->n++, q);
+    sift_up(h, h->n - 1);
+    return 0;
+}
+
+static void heap_remove(struct heap *h, struct sched_cgq *q)
+{
+    int i = q->hidx;
+    q->hidx = -1;
+    if (--h->n == i)
+        return;
+    heap_set(h, i, h->v[h->n]);
+    sift_up(h, i);
+    sift_down(h, h->v[i]->hidx);
+}
+
+/* Q's key changed (its client's in_flight, or its head): restore order. */
+static void heap_fix(struct heap *h, struct sched_cgq *q)
+{
+    sift_up(h, q->hidx);
+    sift_down(h, q->hidx);
+}
+
+/* ---- cgqs in and out of their heaps ---- */
+
+static struct heap *heap_of(struct sched_cgq *q)
+{
+    return &q->group->heap[q->client->prio];
+}
+
+/* A cgq is in its heap exactly when it has entries and its client is
+ * under its cap. */
+static void cgq_sync(struct sched_cgq *q)
+{
+    int want = !TAILQ_EMPTY(&q->entries) && !q->client->capped;
+    if (want && q->hidx < 0)
+        heap_push(heap_of(q), q); /* on ENOMEM the entry waits for its timeout */
+    else if (!want && q->hidx >= 0)
+        heap_remove(heap_of(q), q);
+    else if (want)
+        heap_fix(heap_of(q), q);
+}
+
+static void client_sync(struct sched_client *c)
+{
+    c->capped = c->max_concurrent > 0 && c->in_flight >= c->max_concurrent;
+    for (struct sched_cgq *q = c->cgqs; q; q = q->next)
+        cgq_sync(q);
+}
+
+static struct sched_group *group_get(struct sched *s, const char *key)
+{
+    struct sched_group *g;
+    for (g = s->groups; g; g = g->next)
+        if ((!g->key && !key) || (g->key && key && strcmp(g->key, key) == 0))
+            return g;
+    g = calloc(1, sizeof *g);
+    if (!g || (key && !(g->key = strdup(key)))) {
+        free(g);
+        return NULL;
+    }
+    g->next = s->groups;
+    s->groups = g;
+    return g;
+}
+
+static void group_put(struct sched *s, struct sched_group *g)
+{
+    struct sched_group **p;
+    if (g->ncgq)
+        return;
+    for (p = &s->groups; *p != g; p = &(*p)->next)
+        ;
+    *p = g->next;
+    for (int i = 0; i < PRIO_COUNT; i++)
+        free(g->heap[i].v);
+    free(g->key);
+    free(g);
+}
+
+static struct sched_cgq *cgq_get(struct sched *s, struct sched_client *c, const char *key)
+{
+    struct sched_group *g;
+    struct sched_cgq *q;
+    for (q = c->cgqs; q; q = q->next)
+        if ((!q->group->key && !key) || (q->group->key && key && !strcmp(q->group->key, key)))
+            return q;
+    if (!(g = group_get(s, key)))
+        return NULL;
+    if (!(q = calloc(1, sizeof *q))) {
+        group_put(s, g);
+        return NULL;
+    }
+    q->client = c;
+    q->group = g;
+    q->hidx = -1;
+    TAILQ_INIT(&q->entries);
+    q->next = c->cgqs;
+    c->cgqs = q;
+    g->ncgq++;
+    return q;
+}
+
+static void cgq_put(struct sched *s, struct sched_cgq *q)
+{
+    struct sched_cgq **p;
+    if (!TAILQ_EMPTY(&q->entries))
+        return;
+    if (q->hidx >= 0)
+        heap_remove(heap_of(q), q);
+    for (p = &q->client->cgqs; *p != q; p = &(*p)->next)
+        ;
+    *p = q->next;
+    q->group->ncgq--;
+    group_put(s, q->group);
+    free(q);
+}
+
+/* ---- clients ---- */
+
+static struct sched_client *client_new(struct sched *s, const char *name)
+{
+    struct sched_client *c = calloc(1, sizeof *c);
+    if (!c || !(c->name = strdup(name))) {
+        free(c);
+        return NULL;
+    }
+    c->prio = PRIO_NORMAL;
+    c->weight = 1;
+    c->key_index = -1;
+    TAILQ_INIT(&c->queue);
+    LIST_INSERT_HEAD(&s->clients, c, link);
+    return c;
+}
+
+static unsigned hash_name(const char *name)
+{
+    unsigned h = 2166136261u; /* FNV-1a */
+    for (; *name; name++)
+        h = (h ^ (unsigned char)*name) * 16777619u;
+    return h;
+}
+
+static void hash_unlink(struct sched *s, struct sched_client *c)
+{
+    struct sched_client **p = &s->hash[hash_name(c->name) & (s->hash_size - 1)];
+    for (; *p; p = &(*p)->hnext)
+        if (*p == c) {
+            *p = c->hnext;
+            s->naddr--;
+            return;
+        }
+}
+
+/* An address client with no entry left, or a retired key, is freed. */
+static void client_put(struct sched *s, struct sched_client *c)
+{
+    if (c->refs || (c->key_index >= 0 && !c->retired))
+        return;
+    if (c->key_index < 0)
+        hash_unlink(s, c);
+    LIST_REMOVE(c, link);
+    free(c->name);
+    free(c);
+}
+
+static int hash_grow(struct sched *s)
+{
+    unsigned n = s->hash_size ? 2 * s->hash_size : 256;
+    struct sched_client **h = calloc(n, sizeof *h);
+    if (!h)
+        return -1;
+    for (unsigned i = 0; i < s->hash_size; i++)
+        while (s->hash[i]) {
+            struct sched_client *c = s->hash[i];
+            s->hash[i] = c->hnext;
+            c->hnext = h[hash_name(c->name) & (n - 1)];
+            h[hash_name(c->name) & (n - 1)] = c;
+        }
+    free(s->hash);
+    s->hash = h;
+    s->hash_size = n;
+    return 0;
+}
+
+struct sched_client *sched_addr_client(struct sched *s, const char *name)
+{
+    struct sched_client *c;
+    unsigned b;
+    if (s->naddr >= s->hash_size && hash_grow(s) < 0 && !s->hash_size)
+        return NULL;
+    b = hash_name(name) & (s->hash_size - 1);
+    for (c = s->hash[b]; c; c = c->hnext)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    if (!(c = client_new(s, name)))
+        return NULL;
+    c->hnext = s->hash[b];
+    s->hash[b] = c;
+    s->naddr++;
+    return c;
+}
+
+void sched_client_unused(struct sched *s, struct sched_client *c)
+{
+    client_put(s, c);
+}
+
+struct sched_client *sched_key_client(struct sched *s, int i)
+{
+    return i >= 0 && i < s->nkeys ? s->keys[i] : NULL;
+}
+
+/* Take C's cgqs out of the heaps, change its priority or weight, put them
+ * back: the heaps' order depends on both. */
+static void client_set(struct sched_client *c, const struct config_key *k)
+{
+    for (struct sched_cgq *q = c->cgqs; q; q = q->next)
+        if (q->hidx >= 0)
+            heap_remove(heap_of(q), q);
+    c->prio = k->priority;
+    c->weight = k->weight > 0 ? k->weight : 1;
+    c->max_concurrent = k->max_concurrent;
+    c->max_queued = k->max_queued;
+    client_sync(c);
+}
+
+int sched_configure(struct sched *s, const struct px_config *cfg)
+{
+    struct sched_client **keys = calloc((size_t)cfg->nkeys + 1, sizeof *keys);
+    if (!keys)
+        return -1;
+    for (int i = 0; i < cfg->nkeys; i++) {
+        struct sched_client *c = NULL;
+        for (int j = 0; j < s->nkeys && !c; j++)
+            if (s->keys[j] && strcmp(s->keys[j]->name, cfg->keys[i].name) == 0) {
+                c = s->keys[j];
+                s->keys[j] = NULL;
+            }
+        if (!c && !(c = client_new(s, cfg->keys[i].name))) {
+            free(keys);
+            return -1;
+        }
+        c->key_index = i;
+        client_set(c, &cfg->keys[i]);
+        keys[i] = c;
+    }
+    for (int j = 0; j < s->nkeys; j++)
+        if (s->keys[j]) { /* dropped: lives until its last entry ends */
+            s->keys[j]->retired = 1;
+            client_put(s, s->keys[j]);
+        }
+    free(s->keys);
+    s->keys = keys;
+    s->nkeys = cfg->nkeys;
+    s->max_length = cfg->queue_max_length;
+    s->timeout_s = cfg->queue_timeout_s;
+    sched_kick(s); /* caps may have grown */
+    return 0;
+}
+
+/* ---- the count of a client's entries in flight ---- */
+
+static void count_in(struct sched_entry *e)
+{
+    if (e->counted)
+        return;
+    e->counted = 1;
+    e->client->in_flight++;
+    client_sync(e->client);
+}
+
+static void count_out(struct sched_entry *e)
+{
+    if (!e->counted)
+        return;
+    e->counted = 0;
+    e->client->in_flight--;
+    client_sync(e->client);
+}
+
+/* ---- the drain rate ---- */
+
+#define RATE_PERIOD_MS 1000.0
+
+/* Fold the grants since the last period into the rate (an average over
+ * about the last 10 s), periods with none included. */
+static void rate_update(struct sched *s, double now)
+{
+    double dt = now - s->rate_t0_ms;
+    if (dt < RATE_PERIOD_MS)
+        return;
+    for (double left = dt; left >= RATE_PERIOD_MS; left -= RATE_PERIOD_MS) {
+        double r = s->drained * 1000.0 / dt; /* spread evenly over dt */
+        s->rate = s->rate ? 0.9 * s->rate + 0.1 * r : r;
+        if (left > 10 * RATE_PERIOD_MS) { /* long idle: start afresh */
+            s->rate = r;
+            break;
+        }
+    }
+    s->drained = 0;
+    s->rate_t0_ms = now;
+}
+
+int sched_retry_after(struct sched *s)
+{
+    double secs;
+    rate_update(s, net_now_ms());
+    if (s->rate <= 0)
+        return 1;
+    secs = (s->waiting + s->retrying) / s->rate + 0.999;
+    if (secs < 1)
+        return 1;
+    return secs > s->timeout_s ? (int)(s->timeout_s + 0.999) : (int)secs;
+}
+
+int sched_length(const struct sched *s)
+{
+    return s->waiting + s->retrying;
+}
+
+/* ---- out of the queue ---- */
+
+static void stop_timer(struct sched_entry *e)
+{
+    if (e->timer_armed) {
+        evtimer_del(&e->timer);
+        e->timer_armed = 0;
+    }
+}
+
+/* Take E (WAITING or RETRY) out of the queue; it is then IDLE. */
+static void unqueue(struct sched *s, struct sched_entry *e)
+{
+    stop_timer(e);
+    if (e->state == SCHED_WAITING) {
+        struct sched_cgq *q = e->cgq;
+        int was_head = TAILQ_FIRST(&q->entries) == e;
+        TAILQ_REMOVE(&q->entries, e, q_link);
+        TAILQ_REMOVE(&e->client->queue, e, c_link);
+        e->client->waiting--;
+        s->waiting--;
+        e->cgq = NULL;
+        if (TAILQ_EMPTY(&q->entries))
+            cgq_put(s, q);
+        else if (was_head)
+            cgq_sync(q);
+    } else if (e->state == SCHED_RETRY) {
+        TAILQ_REMOVE(&s->retries, e, q_link);
+        s->retrying--;
+    }
+    e->state = SCHED_IDLE;
+}
+
+/* ---- granting ---- */
+
+static void grant(struct sched *s, struct sched_entry *e, struct backend *be)
+{
+    if (e->state != SCHED_IDLE) {
+        unqueue(s, e);
+        s->drained++;
+    }
+    e->state = SCHED_RUNNING;
+    e->be = be;
+    e->avoid = NULL;
+    backend_acquire(be);
+    count_in(e);
+    e->ops->granted(e, be);
+}
+
+/* The next entry to run and its backend, by the policy at the top, or
+ * NULL. Groups are few (the models waited for): each is asked whether an
+ * available backend serves it only when its top could win. */
+static struct sched_entry *pick(struct sched *s, struct backend **be_out, double now)
+{
+    struct sched_entry *e;
+    struct sched_cgq *best = NULL;
+    struct backend *be;
+
+    TAILQ_FOREACH(e, &s->retries, q_link) {
+        be = backend_pick(s->backends, s->nbackends, &s->rr, e->avoid, e->key, now);
+        if (be) {
+            *be_out = be;
+            return e;
+        }
+    }
+    for (int p = 0; p < PRIO_COUNT && !best; p++) {
+        for (struct sched_group *g = s->groups; g; g = g->next) {
+            struct sched_cgq *top = g->heap[p].n ? g->heap[p].v[0] : NULL;
+            int servable = 0;
+            if (!top || (best && !before(top, best)))
+                continue;
+            for (int i = 0; i < s->nbackends && !servable; i++)
+                servable = backend_available(s->backends[i], now) &&
+                           backend_serves(s->backends[i], g->key);
+            if (servable)
+                best = top;
+        }
+    }
+    if (!best)
+        return NULL;
+    e = TAILQ_FIRST(&best->entries);
+    *be_out = backend_pick(s->backends, s->nbackends, &s->rr, NULL, e->key, now);
+    return *be_out ? e : NULL;
+}
+
+/* The one function that hands free slots on. Grants may re-enter the
+ * scheduler (a granted entry's try can fail at once and retry, or end a
+ * session): a nested call only asks the running loop to look again. */
+static void dispatch(struct sched *s)
+{
+    long long t0;
+    if (s->frozen)
+        return;
+    if (s->dispatching) {
+        s->again = 1;
+        return;
+    }
+    s->dispatching = 1;
+    t0 = net_now_ns();
+    do {
+        double now = net_now_ms();
+        struct backend *be;
+        struct sched_entry *e;
+        s->again = 0;
+        while ((e = pick(s, &be, now))) {
+            grant(s, e, be);
+            s->dispatches++;
+            now = net_now_ms();
+        }
+    } while (s->again);
+    s->dispatch_ns += (unsigned long long)(net_now_ns() - t0);
+    s->dispatching = 0;
+}
+
+void sched_kick(struct sched *s)
+{
+    if (s->waiting + s->retrying)
+        dispatch(s);
+}
+
+void sched_freeze(struct sched *s)
+{
+    s->frozen = 1;
+}
+
+void sched_set_backends(struct sched *s, struct backend **bes, int n)
+{
+    s->backends = bes;
+    s->nbackends = n;
+    sched_kick(s);
+}
+
+/* ---- admission ---- */
+
+static void on_entry_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched_entry *e = arg;
+    struct sched *s = e->sched;
+    int was_retry = e->state == SCHED_RETRY;
+    (void)fd;
+    (void)what;
+    e->timer_armed = 0;
+    unqueue(s, e);
+    if (was_retry)
+        count_out(e); /* its client may run another now */
+    e->client->refused++;
+    e->ops->refused(e, SCHED_TIMED_OUT, sched_retry_after(s));
+    if (was_retry)
+        dispatch(s);
+}
+
+static void arm(struct sched *s, struct sched_entry *e)
+{
+    double left = s->timeout_s * 1000.0 - (net_now_ms() - e->t_submit_ms);
+    struct timeval tv = net_timeval((left < 1 ? 1 : left) / 1000.0);
+    evtimer_assign(&e->timer, s->base, on_entry_timeout, e);
+    evtimer_add(&e->timer, &tv);
+    e->timer_armed = 1;
+}
+
+/* The client with the most entries waiting (a full queue is rare; the scan
+ * is over clients, not entries). */
+static struct sched_client *most_waiting(struct sched *s)
+{
+    struct sched_client *c, *most = NULL;
+    LIST_FOREACH(c, &s->clients, link)
+        if (c->waiting && (!most || c->waiting > most->waiting))
+            most = c;
+    return most;
+}
+
+/* The queue is full: E's client, or the one with the most waiting, gives
+ * up its newest entry. Returns 0 when room was made, SCHED_EFULL if E is
+ * the one refused. */
+static int make_room(struct sched *s, struct sched_entry *e)
+{
+    struct sched_client *most = most_waiting(s);
+    struct sched_entry *victim;
+    if (!most || most == e->client || most->waiting <= e->client->waiting)
+        return SCHED_EFULL;
+    victim = TAILQ_LAST(&most->queue, sched_entry_list);
+    unqueue(s, victim);
+    most->refused++;
+    victim->ops->refused(victim, SCHED_PUSHED_OUT, sched_retry_after(s));
+    return 0;
+}
+
+static int enqueue(struct sched *s, struct sched_entry *e)
+{
+    struct sched_client *c = e->client;
+    struct sched_cgq *q;
+    if (c->max_queued > 0 && c->waiting >= c->max_queued)
+        return SCHED_EKEYQ;
+    if (s->waiting >= s->max_length && make_room(s, e) < 0)
+        return SCHED_EFULL;
+    if (!(q = cgq_get(s, c, e->key)))
+        return SCHED_EFULL;
+    e->seq = ++s->seq;
+    e->cgq = q;
+    e->state = SCHED_WAITING;
+    TAILQ_INSERT_TAIL(&q->entries, e, q_link);
+    TAILQ_INSERT_TAIL(&c->queue, e, c_link);
+    c->waiting++;
+    s->waiting++;
+    if (TAILQ_FIRST(&q->entries) == e)
+        cgq_sync(q);
+    arm(s, e);
+    return 0;
+}
+
+int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *client)
+{
+    struct backend *be = NULL;
+    double now = net_now_ms();
+    int rc;
+    e->sched = s;
+    e->client = client;
+    e->state = SCHED_IDLE;
+    e->counted = 0;
+    e->t_submit_ms = now;
+    client->refs++;
+    rate_update(s, now);
+    /* Slots are handed on the moment they free, so a free slot for E means
+     * no waiting entry could take it: E may have it, unless its client is
+     * at its cap. */
+    if (!client->capped && !s->frozen)
+        be = backend_pick(s->backends, s->nbackends, &s->rr, NULL, e->key, now);
+    if (be) {
+        grant(s, e, be);
+        return 0;
+    }
+    rc = enqueue(s, e);
+    if (rc < 0) {
+        client->refs--;
+        client->refused++;
+        e->client = NULL;
+        client_put(s, client);
+    }
+    return rc;
+}
+
+void sched_retry(struct sched *s, struct sched_entry *e)
+{
+    struct backend *failed = e->be, *be;
+    backend_release(failed);
+    e->be = NULL;
+    e->state = SCHED_IDLE;
+    be = backend_pick(s->backends, s->nbackends, &s->rr, failed, e->key, net_now_ms());
+    if (be && be != failed && !s->frozen) {
+        grant(s, e, be);
+    } else {
+        e->state = SCHED_RETRY;
+        e->avoid = failed;
+        TAILQ_INSERT_TAIL(&s->retries, e, q_link);
+        s->retrying++;
+        arm(s, e);
+    }
+    dispatch(s); /* the slot given back may serve another */
+}
+
+void sched_done(struct sched *s, struct sched_entry *e)
+{
+    int freed = 0;
+    if (!e->client)
+        return;
+    if (e->state == SCHED_WAITING || e->state == SCHED_RETRY)
+        unqueue(s, e);
+    if (e->state == SCHED_RUNNING) {
+        backend_release(e->be);
+        e->be = NULL;
+        e->state = SCHED_IDLE;
+        freed = 1;
+    }
+    if (e->counted) {
+        count_out(e);
+        freed = 1;
+    }
+    if (freed)
+        e->client->served++;
+    e->client->refs--;
+    client_put(s, e->client);
+    e->client = NULL;
+    if (freed)
+        sched_kick(s);
+}
+
+void sched_init(struct sched *s, struct event_base *base)
+{
+    memset(s, 0, sizeof *s);
+    s->base = base;
+    s->max_length = 1024;
+    s->timeout_s = 600;
+    s->rate_t0_ms = net_now_ms();
+    TAILQ_INIT(&s->retries);
+    LIST_INIT(&s->clients);
+}
+
+void sched_cleanup(struct sched *s)
+{
+    struct sched_client *c;
+    while ((c = LIST_FIRST(&s->clients))) {
+        LIST_REMOVE(c, link);
+        free(c->name);
+        free(c);
+    }
+    while (s->groups) {
+        struct sched_group *g = s->groups;
+        s->groups = g->next;
+        for (int i = 0; i < PRIO_COUNT; i++)
+            free(g->heap[i].v);
+        free(g->key);
+        free(g);
+    }
+    free(s->keys);
+    free(s->hash);
+}

@@ -1,0 +1,179 @@
+/* sched.h - the scheduler: who gets a slot, and when.
+ *
+ * Every proxied request is an entry charged to a client (a key, or the
+ * connecting address). The scheduler owns admission (queue length, a key's
+ * max_queued), the waiting entries by priority, model and client, the
+ * clients' counts (a key's max_concurrent), the backends' slots (taken when
+ * an entry is granted one, given back by sched_done or sched_retry), and the
+ * one function that hands free slots to waiting entries (see sched.c).
+ *
+ * States of an entry (e->state), and who moves it:
+ *   IDLE     not known to the scheduler (before sched_submit, after the end)
+ *   WAITING  in the queue, its timer armed          submit -> WAITING
+ *   RETRY    first in line again after a failed try retry  -> RETRY
+ *   RUNNING  holds a slot of e->be                   dispatch -> RUNNING
+ * WAITING and RETRY end in RUNNING (ops->granted) or IDLE (ops->refused:
+ * queue timeout, or pushed out by a full queue); every state ends in IDLE
+ * by sched_done(). A client counts an entry in flight from the moment it is
+ * first granted a slot until sched_done, retries included: a key's
+ * max_concurrent is never exceeded, and a retry never waits for its own
+ * client.
+ *
+ * The callbacks run from inside scheduler calls (a submit, a done, a
+ * timer); they may call any sched_* function, on any entry. */
+#ifndef PX_SCHED_H
+#define PX_SCHED_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <sys/queue.h>
+
+#include "config.h"
+
+struct backend;
+struct sched_entry;
+struct sched_cgq;
+
+enum sched_refusal {
+    SCHED_TIMED_OUT,  /* queue.timeout_s waited */
+    SCHED_PUSHED_OUT, /* the queue was full and its client had the most waiting */
+};
+
+struct sched_ops {
+    /* E has a slot on BE (E is RUNNING, e->be == BE). */
+    void (*granted)(struct sched_entry *e, struct backend *be);
+    /* E leaves the queue without a slot (E is IDLE, its client still
+     * set until sched_done): answer 503 with Retry-After RETRY_AFTER. */
+    void (*refused)(struct sched_entry *e, enum sched_refusal why, int retry_after);
+};
+
+enum sched_state { SCHED_IDLE, SCHED_WAITING, SCHED_RETRY, SCHED_RUNNING };
+
+/* A client: a key of auth.keys, or an address (or a trusted header's
+ * value). Owned by the scheduler; an entry holds a reference from
+ * sched_submit to sched_done. */
+struct sched_client {
+    char *name;
+    enum key_priority prio;
+    int weight;         /* share of the slots relative to other clients, >= 1 */
+    int max_concurrent; /* 0: no cap of its own */
+    int max_queued;     /* 0: no bound of its own */
+    int in_flight;      /* entries holding a slot or retrying */
+    int waiting;        /* entries WAITING */
+    int refs;           /* entries between submit and done */
+    int key_index;      /* its row in auth.keys, -1 for an address */
+    unsigned capped : 1;  /* at max_concurrent: out of the heaps */
+    unsigned retired : 1; /* a key dropped by a reload */
+    unsigned long long served, refused;
+    TAILQ_HEAD(, sched_entry) queue; /* WAITING entries, oldest first */
+    struct sched_cgq *cgqs;          /* its queues, one per model waited for */
+    struct sched_client *hnext;      /* address hash chain */
+    LIST_ENTRY(sched_client) link;   /* s->clients */
+};
+
+struct sched_entry {
+    /* Set by the caller before sched_submit. */
+    const struct sched_ops *ops;
+    const char *key; /* name_key() of the model, NULL: any backend; borrowed */
+    /* Read-only for the caller. */
+    struct sched_client *client;
+    struct backend *be; /* the slot held while RUNNING */
+    enum sched_state state;
+    /* The scheduler's. */
+    struct sched *sched;
+    TAILQ_ENTRY(sched_entry) q_link; /* its cgq's entries, or s->retries */
+    TAILQ_ENTRY(sched_entry) c_link; /* client->queue while WAITING */
+    struct sched_cgq *cgq;
+    struct backend *avoid; /* RETRY: the backend that just failed it */
+    unsigned long long seq;
+    double t_submit_ms;
+    struct event timer; /* queue timeout while WAITING or RETRY */
+    unsigned timer_armed : 1;
+    unsigned counted : 1; /* in client->in_flight */
+};
+
+LIST_HEAD(sched_client_list, sched_client);
+TAILQ_HEAD(sched_entry_list, sched_entry);
+
+struct sched {
+    struct event_base *base;
+    struct backend **backends; /* the fleet, see sched_set_backends */
+    int nbackends;
+    unsigned rr;
+    int max_length;   /* entries that may wait; retries may pass it */
+    double timeout_s; /* queue.timeout_s */
+    int waiting;      /* WAITING entries */
+    int retrying;     /* RETRY entries */
+    struct sched_group *groups; /* one per model with entries waiting */
+    struct sched_entry_list retries;
+    struct sched_client_list clients;
+    struct sched_client **keys; /* by auth.keys row */
+    int nkeys;
+    struct sched_client **hash; /* address clients */
+    unsigned hash_size, naddr;
+    unsigned long long seq;
+    int dispatching, again, frozen;
+    /* The drain rate, for Retry-After: entries granted from the queue. */
+    double rate, rate_t0_ms;
+    unsigned long long drained;
+    unsigned long long dispatch_ns, dispatches; /* cost of handing slots on */
+};
+
+void sched_init(struct sched *s, struct event_base *base);
+/* Free everything; no entry may be WAITING or RETRY (their owners end them
+ * first). */
+void sched_cleanup(struct sched *s);
+
+/* Take the queue settings and the keys of CFG (startup and reload). Keys
+ * kept by name keep their counts; a dropped key's client lives on until its
+ * last entry ends. Returns 0, or -1 on allocation failure. */
+int sched_configure(struct sched *s, const struct px_config *cfg);
+
+/* The backends slots are handed out on (borrowed; fleet.c calls this
+ * whenever the fleet changes). Dispatches what may now run. */
+void sched_set_backends(struct sched *s, struct backend **bes, int n);
+
+/* The client of auth.keys row I, or the address (or header) client NAME,
+ * made on demand. NULL on allocation failure. */
+struct sched_client *sched_key_client(struct sched *s, int i);
+struct sched_client *sched_addr_client(struct sched *s, const char *name);
+
+/* C was looked up but nothing was submitted for it (a request refused
+ * before the queue): an address client with no entry is freed. */
+void sched_client_unused(struct sched *s, struct sched_client *c);
+
+/* Admit E (IDLE, ops and key set) for CLIENT: granted a slot at once
+ * (ops->granted runs before this returns) or WAITING. Returns 0, or
+ * SCHED_EFULL (queue full and E's client has the most waiting) or
+ * SCHED_EKEYQ (its client's max_queued reached): E stays IDLE and the
+ * caller answers 503 with sched_retry_after(). Admitting E may push the
+ * newest entry of the client with the most waiting out (its refused()). */
+#define SCHED_EFULL (-1)
+#define SCHED_EKEYQ (-2)
+int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *client);
+
+/* E (RUNNING) failed before any byte reached its client: its slot is given
+ * back and it goes to another backend than the one that failed if one is
+ * free (ops->granted), else first in line (RETRY). */
+void sched_retry(struct sched *s, struct sched_entry *e);
+
+/* E ends, in any state: out of the queue, its slot given back, its client
+ * released; free slots are handed on. A no-op on an IDLE entry that was
+ * never submitted. */
+void sched_done(struct sched *s, struct sched_entry *e);
+
+/* Something changed (a backend is back, models were discovered, a reload):
+ * hand free slots to waiting entries. */
+void sched_kick(struct sched *s);
+
+/* Stop handing slots out (a forced shutdown closes everything). */
+void sched_freeze(struct sched *s);
+
+/* Seconds a refused client should wait: the time the measured drain rate
+ * needs to serve what waits now, at least 1 (1 with no measure yet). */
+int sched_retry_after(struct sched *s);
+
+/* Entries waiting, retries included. */
+int sched_length(const struct sched *s);
+
+#endif

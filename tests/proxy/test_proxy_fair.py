@@ -1,0 +1,374 @@
+"""ollama-proxy: fair sharing between clients, keys and priorities.
+
+The case that motivated it: two 4-slot GPUs, ~100 ms a request, caps 4+4. A
+legacy client keeping 5 requests in flight sees ~105 ms alone; beside a
+batch client keeping 200 in flight, one FIFO queue put its requests behind
+~190 of the batch's (25x slower). With fair sharing each freed slot goes to
+the client with the fewest in flight, so the legacy client waits at most
+about one slot's turn."""
+import asyncio
+import json
+import os
+import re
+import statistics
+import time
+
+import aclient
+from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
+
+GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+LEGACY, BATCH = "127.0.0.1", "127.0.0.2"  # two source addresses: two clients
+
+
+def fleet(n=2, ttft=100):
+    """N sims of 4 slots, about TTFT ms a request, and a proxy capping 4 each."""
+    sims = [Sim("--parallel", "4", "--ttft-ms", str(ttft), "--tokens", "1",
+                "--tokens-per-s", "0") for _ in range(n)]
+    return sims
+
+
+async def closed_loop(port, n_inflight, stop, lat, local=None, headers=None, body=GEN,
+                      statuses=None):
+    """N_INFLIGHT workers sending one request after another until STOP is
+    set; latencies of the 200s go to LAT, every status to STATUSES."""
+    async def worker():
+        while not stop.is_set():
+            r = await aclient.request(port, "POST", "/api/generate", body=body, local=local,
+                                      headers=headers, timeout=120)
+            if statuses is not None:
+                statuses.append(r.status)
+            if r.status == 200:
+                lat.append(r.t_end - r.t_start)
+            elif r.status == 0:
+                await asyncio.sleep(0.01)
+    await asyncio.gather(*(worker() for _ in range(n_inflight)))
+
+
+async def legacy_run(port, n_requests, local=LEGACY, headers=None):
+    """The legacy client: 5 in flight, N_REQUESTS in all; returns latencies."""
+    lat = []
+    left = [n_requests]
+
+    async def worker():
+        while left[0] > 0:
+            left[0] -= 1
+            r = await aclient.request(port, "POST", "/api/generate", body=GEN, local=local,
+                                      headers=headers, timeout=120)
+            ok(r.status == 200, "legacy request: %r %r" % (r.status, r.error or r.body[:200]))
+            lat.append(r.t_end - r.t_start)
+    await asyncio.gather(*(worker() for _ in range(5)))
+    return lat
+
+
+def p50(xs):
+    return statistics.median(xs)
+
+
+def served(sims):
+    return sum(s.stats()["served"] for s in sims)
+
+
+def legacy_beside_batch(px, sims, legacy_headers=None, batch_headers=None,
+                        legacy_local=LEGACY, batch_local=BATCH, admin=None):
+    """Legacy alone, then beside a 200-in-flight batch: (alone p50, beside
+    p50, fleet busy share while both ran)."""
+    alone = aclient.run(legacy_run(px.port, 20, legacy_local, legacy_headers))
+
+    async def both():
+        stop = asyncio.Event()
+        blat = []
+        batch = asyncio.ensure_future(closed_loop(px.port, 200, stop, blat, batch_local,
+                                                  batch_headers))
+        # Let the batch fill the queue first.
+        await asyncio.sleep(1.0 * SLOW)
+        st = px.status(headers=admin)
+        ok(st["queue"]["length"] > 150, "the batch keeps the queue full: %r" % st["queue"])
+        s0, t0 = served(sims), time.monotonic()
+        lat = await legacy_run(px.port, 40, legacy_local, legacy_headers)
+        s1, t1 = served(sims), time.monotonic()
+        stop.set()
+        await batch
+        return lat, (s1 - s0) / (t1 - t0), blat
+    lat, rate, blat = aclient.run(both())
+    ok(len(blat) > 0, "the batch was served too")
+    return alone, lat, rate
+
+
+def capacity(sims, ttft_s=0.1):
+    return len(sims) * 4 / ttft_s
+
+
+def check_fair(alone, beside, rate, cap, what):
+    a, b = p50(alone), p50(beside)
+    print("%s: legacy p50 alone %.0f ms, beside the batch %.0f ms (%.2fx); fleet %.0f%% busy"
+          % (what, a * 1000, b * 1000, b / a, 100 * rate / cap))
+    ok(b <= 2.5 * a, "%s: legacy p50 beside the batch %.0f ms > 2.5 x alone (%.0f ms)" %
+       (what, b * 1000, a * 1000))
+    ok(rate >= 0.85 * cap / SLOW ** 0.5,
+       "%s: the fleet was %.0f%% busy while both ran" % (what, 100 * rate / cap))
+
+
+def test_legacy_beside_batch_by_address():
+    sims = fleet()
+    px = Proxy([("gpu0", sims[0].url, 4), ("gpu1", sims[1].url, 4)],
+               extra="queue = { max_length = 1024; };")
+    alone, beside, rate = legacy_beside_batch(px, sims)
+    check_fair(alone, beside, rate, capacity(sims), "by address")
+    st = px.status()
+    names = {c["name"] for c in st["clients"]}
+    eq(sum(b["in_flight"] for b in st["backends"]), 0, "no slot leaked")
+    eq(st["queue"]["length"], 0, "queue empty")
+    ok(all(c["in_flight"] == 0 and c["waiting"] == 0 for c in st["clients"]),
+       "clients idle after: %r" % st["clients"])
+    ok(names <= {LEGACY, BATCH}, "clients are the addresses: %r" % names)
+    px.stop()
+
+
+KEYS = """auth = { keys = (
+  { name = "legacy"; key = "k-legacy"; },
+  { name = "batch"; key = "k-batch"; },
+  { name = "ops"; key = "k-ops"; admin = true; },
+  { name = "vip"; key = "k-vip"; priority = "high"; },
+  { name = "bulk"; key = "k-bulk"; priority = "low"; },
+  { name = "six"; key = "k-six"; max_concurrent = 6; },
+  { name = "few"; key = "k-few"; max_queued = 3; }
+); };
+"""
+
+
+def bearer(k):
+    return {"Authorization": "Bearer " + k}
+
+
+def test_legacy_beside_batch_by_key():
+    sims = fleet()
+    px = Proxy([("gpu0", sims[0].url, 4), ("gpu1", sims[1].url, 4)], extra=KEYS)
+    # Both from one address: only the keys tell them apart.
+    alone, beside, rate = legacy_beside_batch(px, sims, bearer("k-legacy"), bearer("k-batch"),
+                                              LEGACY, LEGACY, bearer("k-ops"))
+    check_fair(alone, beside, rate, capacity(sims), "by key")
+    clients = {c["name"]: c for c in px.status(headers=bearer("k-ops"))["clients"]}
+    ok(clients["legacy"]["served"] >= 60 and clients["batch"]["served"] > 0,
+       "served counted per key: %r" % clients)
+    ok(LEGACY not in clients, "with keys, no client is an address: %r" % list(clients))
+    px.stop()
+
+
+def test_high_priority_beside_normal_flood():
+    sims = fleet(1, ttft=200)
+    px = Proxy([("gpu0", sims[0].url, 4)], extra=KEYS)
+
+    async def scenario():
+        stop = asyncio.Event()
+        lat = []
+        flood = asyncio.ensure_future(closed_loop(px.port, 100, stop, lat, LEGACY,
+                                                  bearer("k-batch")))
+        await asyncio.sleep(1.0 * SLOW)
+        waits = []
+        for _ in range(5):
+            r = await aclient.request(px.port, "POST", "/api/generate", body=GEN,
+                                      headers=bearer("k-vip"), timeout=60)
+            eq(r.status, 200, "high request")
+            waits.append(r.t_end - r.t_start)
+        # A low request beside the same flood waits for every normal one:
+        # it is served only once the flood stops.
+        low = asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate", body=GEN,
+                                                    headers=bearer("k-bulk"), timeout=120))
+        await asyncio.sleep(1.0 * SLOW)
+        ok(not low.done(), "a low request overtook a normal flood")
+        t_stop = time.monotonic()
+        stop.set()
+        await flood
+        low = await low
+        return waits, low, t_stop
+    waits, low, t_stop = aclient.run(scenario())
+    print("high beside a normal flood of 100: %s ms; low: %.0f ms" %
+          ([round(w * 1000) for w in waits], (low.t_end - low.t_start) * 1000))
+    # One service time (0.2 s) for the slot to free, one to be served.
+    ok(p50(waits) <= 0.2 * 2 + 0.15 * SLOW, "high waited %.0f ms (p50)" % (p50(waits) * 1000))
+    eq(low.status, 200, "low request")
+    ok(low.t_end >= t_stop, "the low request waited for the flood")
+    px.stop()
+
+
+def test_key_max_concurrent_and_max_queued():
+    sim = Sim("--parallel", "16", "--ttft-ms", "150", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim.url, 16)], extra=KEYS)
+    reqs = [dict(method="POST", path="/api/generate", body=GEN, headers=bearer("k-six"),
+                 timeout=120)] * 40
+    seen = []
+
+    async def scenario():
+        async def watch():
+            for _ in range(40):
+                st = get(px.url + "/proxy/status", headers=bearer("k-ops")).json()
+                c = [c for c in st["clients"] if c["name"] == "six"]
+                if c:
+                    seen.append(c[0]["in_flight"])
+                await asyncio.sleep(0.05)
+        w = asyncio.ensure_future(watch())
+        res = await aclient.many(px.port, reqs, 40)
+        await w
+        return res
+    res = aclient.run(scenario())
+    ok(all(r.status == 200 for r in res), "all 200: %r" % [r.status for r in res])
+    eq(sim.stats()["max_in_flight"], 6, "the key's cap held at the backend (16 free slots)")
+    ok(max(seen) <= 6 and 6 in seen, "in flight per /proxy/status: %r" % seen)
+    # max_queued = 3: with the one slot full... use a 1-slot proxy.
+    px.stop()
+    sim1 = Sim("--parallel", "1", "--ttft-ms", "500", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim1.url, 1)], extra=KEYS)
+    reqs = [dict(method="POST", path="/api/generate", body=GEN, headers=bearer("k-few"),
+                 timeout=120)] * 6
+    res = aclient.run(aclient.many(px.port, reqs, 6))
+    codes = sorted(r.status for r in res)
+    eq(codes, [200, 200, 200, 200, 503, 503], "1 in flight, 3 queued, 2 refused")
+    for r in res:
+        if r.status == 503:
+            ok("max_queued" in r.json()["error"], r.body)
+            ok(int(r.headers["retry-after"]) >= 1, r.headers)
+    px.stop()
+
+
+def test_queue_full_refuses_the_flooder():
+    sim = Sim("--parallel", "2", "--ttft-ms", "300", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim.url, 2)], extra="queue = { max_length = 20; };")
+
+    async def scenario():
+        stop = asyncio.Event()
+        lat, flood_codes = [], []
+        flood = asyncio.ensure_future(closed_loop(px.port, 60, stop, lat, BATCH,
+                                                  statuses=flood_codes))
+        await asyncio.sleep(1.0 * SLOW)
+        eq(px.status()["queue"]["length"], 20, "the flooder fills the queue")
+        mine = await asyncio.gather(*(aclient.request(px.port, "POST", "/api/generate",
+                                                      body=GEN, local=LEGACY, timeout=120)
+                                      for _ in range(5)))
+        stop.set()
+        await flood
+        return mine, flood_codes
+    mine, flood_codes = aclient.run(scenario())
+    eq([r.status for r in mine], [200] * 5, "the other client is never refused")
+    ok(flood_codes.count(503) > 10, "the flooder gets the 503s: %d" % flood_codes.count(503))
+    log = px.proc.output()
+    refused = [l for l in log.splitlines() if "status=503" in l]
+    ok(refused and all("client=%s " % BATCH in l for l in refused),
+       "every 503 went to the flooder")
+    px.stop()
+
+
+def test_retry_after_from_drain_rate():
+    # 1 slot, 0.5 s a request: 2 per second drain. With 8 waiting, a
+    # refused request should come back in about 4 s, not a constant 1.
+    sim = Sim("--parallel", "1", "--ttft-ms", "500", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 8; };")
+
+    async def scenario():
+        stop = asyncio.Event()
+        codes, ras = [], []
+
+        async def flooder():
+            while not stop.is_set():
+                r = await aclient.request(px.port, "POST", "/api/generate", body=GEN,
+                                          timeout=120)
+                codes.append(r.status)
+                if r.status == 503:
+                    ras.append(int(r.headers["retry-after"]))
+                    await asyncio.sleep(0.05)
+        fs = [asyncio.ensure_future(flooder()) for _ in range(12)]
+        await asyncio.sleep(6.0)
+        stop.set()
+        await asyncio.gather(*fs)
+        return codes, ras
+    codes, ras = aclient.run(scenario())
+    ok(ras, "some refused: %r" % codes[:20])
+    late = ras[len(ras) // 2:]  # once the rate is measured
+    print("Retry-After given: %r" % sorted(set(ras)))
+    ok(2 <= statistics.median(late) <= 12, "Retry-After from the drain rate: %r" % late)
+    px.stop()
+
+
+ADMIN = [("POST", "/api/pull", {"model": "llama3"}), ("POST", "/api/push", {"model": "llama3"}),
+         ("DELETE", "/api/delete", {"model": "llama3"}),
+         ("POST", "/api/copy", {"source": "llama3", "destination": "x"}),
+         ("POST", "/api/create", {"model": "x", "from": "llama3"}),
+         ("GET", "/proxy/status", None)]
+
+
+def test_keys_401_403():
+    sim = Sim("--ttft-ms", "0", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 2)], extra=KEYS)
+    eq(get(px.url + "/").status, 200, "GET / needs no key")
+    eq(http("HEAD", px.url + "/").status, 200, "HEAD / needs no key")
+    for method, path, body in ADMIN + [("POST", "/api/generate", GEN),
+                                      ("GET", "/api/tags", None), ("GET", "/api/version", None)]:
+        for hdr, why in ((None, "no key"), (bearer("wrong"), "unknown key"),
+                         ({"Authorization": "Basic a2V5"}, "not a bearer key")):
+            r = http(method, px.url + path, body, headers=hdr)
+            eq(r.status, 401, "%s %s with %s" % (method, path, why))
+            ok("error" in r.json() and isinstance(r.json()["error"], str), r.body)
+            eq(r.headers.get("www-authenticate"), "Bearer", "WWW-Authenticate")
+    for method, path, body in ADMIN:
+        r = http(method, px.url + path, body, headers=bearer("k-legacy"))
+        eq(r.status, 403, "%s %s with a non-admin key" % (method, path))
+        ok("admin" in r.json()["error"], r.body)
+    for path, body in (("/v1/chat/completions", {"model": "llama3", "messages": []}),
+                       ("/v1/models", None), ("/v1/embeddings", {"model": "llama3",
+                                                                 "input": "x"})):
+        r = http("POST" if body else "GET", px.url + path, body, headers=bearer("nope"))
+        eq(r.status, 401, path)
+        err = r.json()["error"]
+        ok(isinstance(err, dict) and err["message"] and err["type"], "OpenAI shape: %r" % err)
+    eq(sim.stats()["requests"], 0, "nothing refused reached the backend")
+    # The right keys work; an admin key reaches admin endpoints.
+    eq(post(px.url + "/api/generate", GEN, headers=bearer("k-legacy")).status, 200, "a key")
+    eq(post(px.url + "/v1/chat/completions",
+            {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]},
+            headers=bearer("k-legacy")).status, 200, "a key on /v1")
+    eq(get(px.url + "/proxy/status", headers=bearer("k-ops")).status, 200, "admin status")
+    r = post(px.url + "/api/pull", {"model": "llama3", "stream": False}, headers=bearer("k-ops"))
+    eq(r.status, 200, "admin pull: %r" % r)
+    # The key never reaches the backend nor the log; the log names the key.
+    h = {k.lower(): v for k, v in sim.stats()["last_headers"].items()}
+    ok("authorization" not in h, "Authorization forwarded: %r" % h)
+    wait_until(lambda: "client=ops" in px.proc.output(), what="client=ops in the log")
+    log = px.proc.output()
+    for secret in ("k-legacy", "k-ops", "k-batch"):
+        ok(secret not in log, "a key in the log: %s" % secret)
+    ok("client=legacy" in log, "the log names the key")
+    px.stop()
+
+
+def test_trusted_client_header():
+    sim = Sim("--ttft-ms", "0", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 2)], extra='auth = { client_header = "X-Client"; };')
+    eq(post(px.url + "/api/generate", GEN, headers={"X-Client": "alice"}).status, 200, "alice")
+    eq(post(px.url + "/api/generate", GEN).status, 200, "no header")
+    wait_until(lambda: "client=alice" in px.proc.output(), what="client=alice")
+    ok(re.search(r"client=127\.0\.0\.1 ", px.proc.output()), "the address without the header")
+    px.stop()
+
+
+def test_status_clients_while_waiting():
+    sim = Sim("--parallel", "1", "--ttft-ms", "2500", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim.url, 1)], extra=KEYS)
+
+    async def scenario():
+        tasks = [asyncio.ensure_future(aclient.request(
+            px.port, "POST", "/api/generate", body=GEN, headers=bearer(k), timeout=60))
+            for k in ("k-batch", "k-batch", "k-batch", "k-vip", "k-bulk")]
+        await asyncio.sleep(0.5)  # all five in, the first still running (2.5 s)
+        st = get(px.url + "/proxy/status", headers=bearer("k-ops")).json()
+        await asyncio.gather(*tasks)
+        return st
+    st = aclient.run(scenario())
+    cl = {c["name"]: c for c in st["clients"]}
+    eq(cl["batch"]["priority"], "normal", "priority shown")
+    eq(cl["vip"]["priority"], "high", "high shown")
+    eq(sum(c["in_flight"] for c in cl.values()), 1, "one in flight: %r" % cl)
+    eq(sum(c["waiting"] for c in cl.values()), 4, "four waiting: %r" % cl)
+    eq(st["queue"]["length"], 4, "queue length")
+    px.stop()
+
+
+run(globals())

@@ -1,0 +1,399 @@
+/* Unit test of proxy/sched.c: properties of the scheduler's choice under
+ * random load (caps and per-key caps never exceeded, no idle slot while a
+ * request it could serve waits, strict priorities, the fewest-in-flight
+ * client first), shares that follow the weights, a full queue that refuses
+ * the client with the most waiting, max_queued, retries first in line,
+ * the queue timeout. Backends are real struct backend objects that are
+ * never connected to: granting a slot is all the scheduler does. */
+#include <event2/event.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "check.h"
+#include "config.h"
+#include "sched.h"
+
+#define MAXE 4000
+
+struct req {
+    struct sched_entry e;
+    int granted, refused, done;
+    enum sched_refusal why;
+};
+
+static struct req reqs[MAXE];
+static int nreqs;
+static struct sched S;
+static struct backend *bes[8];
+static int nbes;
+static int prop_failures;
+/* The last grant, for the checks made at grant time. */
+static struct req *last_granted;
+
+static void on_granted(struct sched_entry *e, struct backend *be);
+static void on_refused(struct sched_entry *e, enum sched_refusal why, int retry_after)
+{
+    struct req *r = (struct req *)e;
+    (void)retry_after;
+    r->refused++;
+    r->why = why;
+}
+static const struct sched_ops ops = {on_granted, on_refused};
+
+static int ratio_less(const struct sched_client *a, int ina, const struct sched_client *b,
+                      int inb)
+{
+    return (long long)ina * b->weight < (long long)inb * a->weight;
+}
+
+static int servable_now(const char *key)
+{
+    for (int i = 0; i < nbes; i++)
+        if (backend_available(bes[i], 0) && backend_serves(bes[i], key))
+            return 1;
+    return 0;
+}
+
+/* At the moment of a grant from the queue: nothing of a higher priority,
+ * and no client of its priority with fewer in flight for its weight, had
+ * a request waiting that some then available backend could serve. The
+ * granted slot is counted already, so it is taken out again for this. */
+static void on_granted(struct sched_entry *e, struct backend *be)
+{
+    struct req *r = (struct req *)e;
+    struct sched_client *c = e->client;
+    int was_waiting = r->granted == 0 && r->e.seq != 0;
+    CHECK(e->state == SCHED_RUNNING && e->be == be);
+    r->granted++;
+    last_granted = r;
+    if (!was_waiting)
+        return;
+    backend_release(be); /* as it was just before the grant */
+    for (int i = 0; i < nreqs; i++) {
+        struct req *o = &reqs[i];
+        struct sched_client *oc = o->e.client;
+        if (o->e.state != SCHED_WAITING || oc->capped || !servable_now(o->e.key))
+            continue;
+        if (oc->prio < c->prio) {
+            prop_failures++;
+            fprintf(stderr, "priority: a waiting %d before a granted %d\n", oc->prio, c->prio);
+        } else if (oc->prio == c->prio && oc != c &&
+                   ratio_less(oc, oc->in_flight, c, c->in_flight - 1)) {
+            prop_failures++;
+            fprintf(stderr, "fairness: %s (%d/%d) waited while %s (%d/%d) got a slot\n",
+                    oc->name, oc->in_flight, oc->weight, c->name, c->in_flight - 1, c->weight);
+        }
+    }
+    backend_acquire(be);
+}
+
+static struct backend *mk_backend(const char *name, int cap, const char *const *models, int n)
+{
+    struct config_backend cb = {(char *)name, "http://127.0.0.1:1", "127.0.0.1", 1, cap};
+    struct backend *be = backend_new(&cb);
+    if (models) {
+        be->models_known = 1;
+        be->models = calloc(1, sizeof *be->models);
+        be->models->names = calloc((size_t)n, sizeof(char *));
+        be->models->keys = calloc((size_t)n, sizeof(char *));
+        for (int i = 0; i < n; i++) {
+            be->models->names[i] = strdup(models[i]);
+            be->models->keys[i] = strdup(models[i]);
+        }
+        be->models->n = n;
+    }
+    return be;
+}
+
+static void free_backends(void)
+{
+    for (int i = 0; i < nbes; i++)
+        backend_free(bes[i]);
+    nbes = 0;
+}
+
+static struct config_key keys[8];
+static struct px_config cfg;
+
+static void setup(int max_length, double timeout_s, int nkeys)
+{
+    memset(reqs, 0, sizeof reqs);
+    nreqs = 0;
+    cfg.queue_max_length = max_length;
+    cfg.queue_timeout_s = timeout_s;
+    cfg.keys = keys;
+    cfg.nkeys = nkeys;
+    sched_configure(&S, &cfg);
+    sched_set_backends(&S, bes, nbes);
+}
+
+static struct req *submit(struct sched_client *c, const char *key, int *rc)
+{
+    struct req *r = &reqs[nreqs++];
+    r->e.ops = &ops;
+    r->e.key = key;
+    *rc = sched_submit(&S, &r->e, c);
+    return r;
+}
+
+/* Invariants that hold between any two calls. */
+static void check_invariants(void)
+{
+    int on[8] = {0};
+    for (int i = 0; i < nreqs; i++)
+        if (reqs[i].e.state == SCHED_RUNNING)
+            for (int b = 0; b < nbes; b++)
+                on[b] += reqs[i].e.be == bes[b];
+    for (int b = 0; b < nbes; b++) {
+        CHECK(bes[b]->in_flight <= bes[b]->max_concurrent);
+        CHECK_INT(bes[b]->in_flight, on[b]);
+    }
+    for (int k = 0; k < S.nkeys; k++) {
+        struct sched_client *c = S.keys[k];
+        if (c->max_concurrent)
+            CHECK(c->in_flight <= c->max_concurrent);
+    }
+    /* Work-conserving: a waiting request of a client under its cap has no
+     * available backend that serves it. */
+    for (int i = 0; i < nreqs; i++) {
+        struct req *r = &reqs[i];
+        if (r->e.state == SCHED_WAITING && !r->e.client->capped && servable_now(r->e.key)) {
+            prop_failures++;
+            fprintf(stderr, "idle slot: request %d (%s) waits beside a free backend\n", i,
+                    r->e.key ? r->e.key : "any");
+        }
+    }
+}
+
+static void test_random_properties(void)
+{
+    static const char *const m01[] = {"m0", "m1"}, *const m12[] = {"m1", "m2"},
+                             *const m3[] = {"m3"};
+    static const char *const model_keys[] = {"m0", "m1", "m2", "m3", "m4", NULL};
+    static const char *const names[] = {"a", "b", "c", "d", "e", "f"};
+    unsigned seed = 12345;
+    int running[MAXE], nrun;
+    bes[0] = mk_backend("b0", 3, m01, 2);
+    bes[1] = mk_backend("b1", 2, m12, 2);
+    bes[2] = mk_backend("b2", 4, NULL, 0); /* models not known yet: serves all */
+    bes[3] = mk_backend("b3", 1, m3, 1);
+    nbes = 4;
+    for (int k = 0; k < 6; k++) {
+        keys[k].name = (char *)names[k];
+        keys[k].key = (char *)names[k];
+        keys[k].priority = (enum key_priority)(k % 3);
+        keys[k].weight = 1 + k % 3;
+        keys[k].max_concurrent = k == 1 ? 2 : 0;
+        keys[k].max_queued = 0;
+    }
+    setup(100000, 600, 6);
+    /* b2 serves everything: take it out for most of the run so that models
+     * matter (m4 then waits for nobody). */
+    bes[2]->removed = 1;
+    for (int step = 0; step < 3000 && nreqs < MAXE - 1; step++) {
+        int op = rand_r(&seed) % 10, rc;
+        if (step == 2000)
+            bes[2]->removed = 0, sched_kick(&S); /* a backend comes: waiting work moves */
+        if (op < 5) {
+            struct sched_client *c = sched_key_client(&S, rand_r(&seed) % 6);
+            const char *key = model_keys[rand_r(&seed) % 6];
+            submit(c, key, &rc);
+            CHECK_INT(rc, 0);
+        } else {
+            nrun = 0;
+            for (int i = 0; i < nreqs; i++)
+                if (!reqs[i].done && (reqs[i].e.state == SCHED_RUNNING ||
+                                      (op == 9 && reqs[i].e.state == SCHED_WAITING)))
+                    running[nrun++] = i;
+            if (nrun) {
+                struct req *r = &reqs[running[rand_r(&seed) % nrun]];
+                sched_done(&S, &r->e); /* a reply ends, or a waiting client leaves */
+                r->done = 1;
+            }
+        }
+        check_invariants();
+    }
+    CHECK_INT(prop_failures, 0);
+    /* End everything: the counts come back to zero. */
+    for (int i = 0; i < nreqs; i++)
+        if (!reqs[i].done)
+            sched_done(&S, &reqs[i].e), reqs[i].done = 1;
+    for (int b = 0; b < nbes; b++)
+        CHECK_INT(bes[b]->in_flight, 0);
+    for (int k = 0; k < 6; k++) {
+        CHECK_INT(S.keys[k]->in_flight, 0);
+        CHECK_INT(S.keys[k]->waiting, 0);
+    }
+    CHECK_INT(sched_length(&S), 0);
+    CHECK(S.groups == NULL);
+    free_backends();
+}
+
+/* Two clients with weights 1 and 3 on 8 slots, both with plenty waiting:
+ * as replies end, the slots in flight stay within one of 2 and 6. */
+static void test_shares_follow_weights(void)
+{
+    static const char *const names[] = {"light", "heavy"};
+    int rc, worst = 0;
+    bes[0] = mk_backend("b0", 8, NULL, 0);
+    nbes = 1;
+    for (int k = 0; k < 2; k++) {
+        memset(&keys[k], 0, sizeof keys[k]);
+        keys[k].name = keys[k].key = (char *)names[k];
+        keys[k].priority = PRIO_NORMAL;
+        keys[k].weight = k ? 3 : 1;
+    }
+    setup(100000, 600, 2);
+    for (int i = 0; i < 200; i++) {
+        submit(sched_key_client(&S, 0), NULL, &rc);
+        submit(sched_key_client(&S, 1), NULL, &rc);
+    }
+    for (int step = 0; step < 300; step++) {
+        int oldest = -1, dl, dh;
+        for (int i = 0; i < nreqs && oldest < 0; i++)
+            if (reqs[i].e.state == SCHED_RUNNING)
+                oldest = i;
+        if (oldest < 0)
+            break;
+        sched_done(&S, &reqs[oldest].e);
+        dl = abs(S.keys[0]->in_flight - 2);
+        dh = abs(S.keys[1]->in_flight - 6);
+        if (step > 8 && (dl > worst || dh > worst))
+            worst = dl > dh ? dl : dh;
+        CHECK_INT(S.keys[0]->in_flight + S.keys[1]->in_flight, 8);
+    }
+    CHECK(worst <= 1);
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    free_backends();
+}
+
+static void test_full_queue_refuses_the_flooder(void)
+{
+    struct sched_client *flood, *other;
+    struct req *f[7], *o;
+    int rc;
+    bes[0] = mk_backend("b0", 2, NULL, 0);
+    nbes = 1;
+    setup(5, 600, 0);
+    flood = sched_addr_client(&S, "10.0.0.1");
+    other = sched_addr_client(&S, "10.0.0.2");
+    for (int i = 0; i < 7; i++) { /* two run, five wait: the queue is full */
+        f[i] = submit(flood, NULL, &rc);
+        CHECK_INT(rc, 0);
+    }
+    CHECK_INT(f[0]->granted + f[1]->granted, 2);
+    CHECK_INT(S.waiting, 5);
+    o = submit(other, NULL, &rc); /* the flooder's newest makes room */
+    CHECK_INT(rc, 0);
+    CHECK_INT(o->e.state, SCHED_WAITING);
+    CHECK_INT(f[6]->refused, 1);
+    CHECK_INT(f[6]->why, SCHED_PUSHED_OUT);
+    sched_done(&S, &f[6]->e);
+    CHECK_INT(f[5]->refused, 0);
+    submit(flood, NULL, &rc); /* the flooder itself, when full: refused */
+    CHECK_INT(rc, SCHED_EFULL);
+    CHECK_INT(S.waiting, 5);
+    /* The other client is next, though it came last: it has none in
+     * flight, the flooder one. */
+    sched_done(&S, &f[0]->e);
+    CHECK_INT(o->granted, 1);
+    CHECK_INT(f[2]->granted, 0);
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    CHECK_INT(S.waiting, 0);
+    free_backends();
+}
+
+static void test_max_queued_and_cap(void)
+{
+    struct req *r[5];
+    int rc;
+    bes[0] = mk_backend("b0", 4, NULL, 0);
+    nbes = 1;
+    memset(&keys[0], 0, sizeof keys[0]);
+    keys[0].name = keys[0].key = "k";
+    keys[0].weight = 1;
+    keys[0].priority = PRIO_NORMAL;
+    keys[0].max_concurrent = 1;
+    keys[0].max_queued = 2;
+    setup(100, 600, 1);
+    for (int i = 0; i < 4; i++)
+        r[i] = submit(sched_key_client(&S, 0), NULL, &rc);
+    CHECK_INT(r[0]->granted, 1);
+    CHECK_INT(r[1]->e.state, SCHED_WAITING); /* a free slot, but the key is at its cap */
+    CHECK_INT(r[2]->e.state, SCHED_WAITING);
+    CHECK_INT(rc, SCHED_EKEYQ);
+    CHECK_INT(bes[0]->in_flight, 1);
+    sched_done(&S, &r[0]->e);
+    CHECK_INT(r[1]->granted, 1);
+    CHECK_INT(bes[0]->in_flight, 1);
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    free_backends();
+}
+
+static void test_retry_first_in_line(void)
+{
+    struct sched_client *a, *b;
+    struct req *r0, *r1, *w;
+    int rc;
+    bes[0] = mk_backend("b0", 1, NULL, 0);
+    bes[1] = mk_backend("b1", 1, NULL, 0);
+    nbes = 2;
+    setup(100, 600, 0);
+    a = sched_addr_client(&S, "a");
+    b = sched_addr_client(&S, "b");
+    r0 = submit(a, NULL, &rc);
+    r1 = submit(a, NULL, &rc);
+    w = submit(b, NULL, &rc);
+    CHECK_INT(w->e.state, SCHED_WAITING);
+    /* r0's try fails on its backend; the other is busy: r0 goes first in
+     * line, before w (which has fewer in flight, but waits behind a retry). */
+    sched_retry(&S, &r0->e);
+    CHECK_INT(r0->e.state, SCHED_RUNNING); /* its own slot was the free one: taken again */
+    CHECK(r0->e.be == r1->e.be || r0->e.be != NULL);
+    sched_done(&S, &r1->e);
+    CHECK_INT(w->granted, 1);
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    free_backends();
+}
+
+static void test_timeout(struct event_base *base)
+{
+    struct req *r0, *r1;
+    int rc;
+    bes[0] = mk_backend("b0", 1, NULL, 0);
+    nbes = 1;
+    setup(100, 0.05, 0);
+    r0 = submit(sched_addr_client(&S, "x"), NULL, &rc);
+    r1 = submit(sched_addr_client(&S, "x"), NULL, &rc);
+    CHECK_INT(r1->e.state, SCHED_WAITING);
+    event_base_dispatch(base); /* until the timer fired */
+    CHECK_INT(r1->refused, 1);
+    CHECK_INT(r1->why, SCHED_TIMED_OUT);
+    CHECK_INT(r1->e.state, SCHED_IDLE);
+    CHECK_INT(S.waiting, 0);
+    sched_done(&S, &r1->e);
+    sched_done(&S, &r0->e);
+    CHECK_INT(bes[0]->in_flight, 0);
+    free_backends();
+}
+
+int main(void)
+{
+    struct event_base *base = event_base_new();
+    sched_init(&S, base);
+    test_random_properties();
+    test_shares_follow_weights();
+    test_full_queue_refuses_the_flooder();
+    test_max_queued_and_cap();
+    test_retry_first_in_line();
+    test_timeout(base);
+    (void)last_granted;
+    sched_cleanup(&S);
+    event_base_free(base);
+    CHECK_DONE();
+}
