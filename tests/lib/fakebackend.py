@@ -430,4 +430,23 @@ def b_huge(fb, c, req, size=1 << 30, chunked=False):
     return False
 
 
+def b_raw(fb, c, req, data=b""):
+    """DATA as it is (a whole response of the test's making), then close."""
+    fb.send(c, req, data)
+    time.sleep(0.05)
+    return False
+
+
+def b_endless_trailers(fb, c, req, size=100):
+    """A chunked NDJSON stream of one line, its last chunk, then trailer
+    lines of SIZE bytes for ever (each one restarts an idle timer)."""
+    fb.send(c, req, NDJSON_HEAD + _chunk(ndjson_line(0)) + b"0\r\n")
+    req.t_bad = time.monotonic()
+    line = b"X-Trailer: " + b"t" * (size - 13) + b"\r\n"
+    while not fb.halted.is_set():
+        fb.send(c, req, line * 16)
+        time.sleep(0.01)
+    return False
+
+
 BEHAVIOURS = {name[2:]: fn for name, fn in globals().items() if name.startswith("b_")}

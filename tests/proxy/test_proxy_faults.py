@@ -741,6 +741,40 @@ def test_p_absolute_form_uris():
     settled(px, "p")
 
 
+def test_q_framing_and_forged_headers():
+    fb, px = shared()
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+    # A Content-Length strtoll would overflow, and two that differ: the
+    # framing is unknowable, the response malformed (502), not a body cut
+    # at LLONG_MAX or the wrong one of two.
+    for case, extra in (("q overflow", b"Content-Length: 99999999999999999999\r\n"),
+                        ("q two lengths", b"Content-Length: 2\r\nContent-Length: 7\r\n")):
+        fb.set("raw", data=head + extra + b"\r\n{}12345")
+        r = raw(px.port, "/api/generate", GEN)
+        proxy_error(r, 502, case)
+        settled(px, case)
+    # The backend cannot set the proxy's own X-Backend.
+    body = b'{"done":true}'
+    fb.set("raw", data=head + b"X-Backend: evil\r\nX-Backend: evil2\r\nContent-Length: %d"
+           b"\r\n\r\n%s" % (len(body), body))
+    r = raw(px.port, "/api/generate", GEN)
+    eq(r.status, 200, "q forged X-Backend: %r" % r)
+    eq([v for k, v in r.headers if k.lower() == "x-backend"], ["fake"], "q X-Backend headers")
+    settled(px, "q forged")
+
+
+def test_r_endless_trailers():
+    fb, px = shared()
+    fb.set("endless_trailers")
+    t0 = time.monotonic()
+    r = raw(px.port, "/api/generate", GEN, timeout=20)
+    took = time.monotonic() - t0
+    fb.halt()
+    in_band_error(r, "r")
+    ok(took < 5 * SLOW, "r: the stream ended after %.1fs, not when the client gave up" % took)
+    settled(px, "r")
+
+
 def test_z_shared_proxy_exits_cleanly():
     """Last: everything the shared proxy went through left nothing behind."""
     fb, px = shared()
