@@ -267,6 +267,18 @@ def test_check():
                        text=True)
     eq(r.returncode, 1, "--check on bad values")
     ok(":2:" in r.stderr, r.stderr)
+    # An unreadable file says why; without -c and without either default
+    # file, the message names both paths it tried.
+    r = subprocess.run([binary("ollama-proxy"), "--check", "-c", bad + ".missing"],
+                       capture_output=True, text=True)
+    eq(r.returncode, 1, "--check on a missing file")
+    ok(r.stderr.startswith(bad + ".missing:0: cannot read the file: No such file"), r.stderr)
+    if not os.path.exists("/etc/ollama-proxy/ollama-proxy.conf"):
+        r = subprocess.run([binary("ollama-proxy"), "--check"], capture_output=True, text=True,
+                           cwd=tmpdir())
+        eq(r.returncode, 1, "no config at all")
+        ok("conf/ollama-proxy.conf" in r.stderr and "/etc/ollama-proxy/ollama-proxy.conf" in
+           r.stderr and tmpdir() in r.stderr, r.stderr)
     r = subprocess.run([binary("ollama-proxy"), "--bogus"], capture_output=True, text=True)
     eq(r.returncode, 2, "bad flag")
     ok("--bogus" in r.stderr, r.stderr)

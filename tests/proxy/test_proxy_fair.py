@@ -10,11 +10,13 @@ import asyncio
 import json
 import os
 import re
+import signal
 import statistics
 import time
 
 import aclient
-from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
+from harness import (Proxy, Sim, eq, get, http, ok, post, run, wait_until, write_proxy_conf,
+                     SLOW)
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 LEGACY, BATCH = "127.0.0.1", "127.0.0.2"  # two source addresses: two clients
@@ -337,6 +339,23 @@ def test_keys_401_403():
         ok(secret not in log, "a key in the log: %s" % secret)
     ok("client=legacy" in log, "the log names the key")
     px.stop()
+
+
+def test_keys_reloaded():
+    sim = Sim("--ttft-ms", "0", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 2)],
+               extra='auth = { keys = ( { name = "a"; key = "ka"; } ); };')
+    eq(post(px.url + "/api/generate", GEN, headers=bearer("ka")).status, 200, "key a")
+    eq(post(px.url + "/api/generate", GEN, headers=bearer("kb")).status, 401, "no key b yet")
+    write_proxy_conf(px.conf, [("gpu0", sim.url, 2)],
+                     'auth = { keys = ( { name = "b"; key = "kb"; admin = true; } ); };')
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in px.proc.output(), what="the reload")
+    eq(post(px.url + "/api/generate", GEN, headers=bearer("kb")).status, 200, "key b after")
+    eq(post(px.url + "/api/generate", GEN, headers=bearer("ka")).status, 401, "key a dropped")
+    cl = {c["name"]: c for c in px.status(headers=bearer("kb"))["clients"]}
+    ok("b" in cl and "a" not in cl, "clients after the reload: %r" % list(cl))
+    eq(px.stop(), 0, "clean exit")
 
 
 def test_trusted_client_header():
