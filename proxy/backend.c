@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "log.h"
@@ -41,7 +42,7 @@ struct backend *backend_new(const struct config_backend *cb)
     be->url = strdup(cb->url);
     be->host = strdup(cb->host);
     be->port = cb->port;
-    be->max_concurrent = cb->max_concurrent;
+    be->max_concurrent = be->cfg_cap = cb->max_concurrent;
     be->healthy = 1;
     if (strchr(be->host, ':'))
         snprintf(be->hostport, sizeof be->hostport, "[%s]:%d", be->host, be->port);
@@ -89,9 +90,9 @@ void backend_free(struct backend *be)
     model_list_free(be->loaded);
     json_decref(be->tags_json);
     json_decref(be->ps_json);
+    if (be->probe)
+        upstream_abort(be->probe);
     upstream_pool_drain(be);
-    if (be->wake)
-        event_free(be->wake);
     free(be->name);
     free(be->url);
     free(be->host);
@@ -100,9 +101,18 @@ void backend_free(struct backend *be)
 
 int backend_available(const struct backend *be, double now_ms)
 {
-    if (be->removed || be->in_flight >= be->max_concurrent)
-        return 0;
-    return be->healthy || now_ms >= be->retry_at_ms;
+    (void)now_ms;
+    return !be->removed && be->healthy && be->admin == ADMIN_READY &&
+           be->in_flight < be->max_concurrent;
+}
+
+const char *backend_state(const struct backend *be)
+{
+    if (be->admin == ADMIN_DISABLED)
+        return "disabled";
+    if (be->admin == ADMIN_DRAIN)
+        return be->in_flight ? "draining" : "drained";
+    return be->healthy ? "up" : "down";
 }
 
 /* a->in/a->max < b->in/b->max, without division. */
@@ -151,20 +161,26 @@ void backend_release(struct backend *be)
     be->in_flight--;
 }
 
-void backend_note_failure(struct backend *be, int fail_after, double retry_s, double now_ms)
+void backend_mark_down(struct backend *be, const char *why)
 {
+    be->consecutive_ok = 0;
+    if (!be->healthy)
+        return;
+    be->healthy = 0;
+    snprintf(be->down_reason, sizeof be->down_reason, "%s", why);
+    be->down_since = (double)time(NULL);
+    log_warn("backend %s: down: %s", be->name, why);
+}
+
+void backend_note_failure(struct backend *be, int fail_after, const char *why)
+{
+    char reason[160];
     be->failed++;
-    be->consecutive_failures++;
-    if (be->consecutive_failures >= fail_after) {
-        if (be->healthy)
-            log_warn("backend %s: down after %d failures in a row", be->name,
-                     be->consecutive_failures);
-        be->healthy = 0;
-        be->retry_at_ms = now_ms + retry_s * 1000.0;
-        if (be->wake) {
-            struct timeval tv = {(time_t)retry_s, (suseconds_t)((retry_s - (time_t)retry_s) * 1e6)};
-            evtimer_add(be->wake, &tv);
-        }
+    be->consecutive_ok = 0;
+    if (++be->consecutive_failures >= fail_after && be->healthy) {
+        snprintf(reason, sizeof reason, "%d failures in a row, the last: %s",
+                 be->consecutive_failures, why);
+        backend_mark_down(be, reason);
     }
 }
 
@@ -172,7 +188,4 @@ void backend_note_success(struct backend *be)
 {
     be->served++;
     be->consecutive_failures = 0;
-    if (!be->healthy)
-        log_info("backend %s: up again", be->name);
-    be->healthy = 1;
 }

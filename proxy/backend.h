@@ -27,10 +27,22 @@ struct backend {
     int in_flight;
     unsigned long long served; /* responses that ended well */
     unsigned long long failed; /* connect errors, resets, 503s, timeouts */
+    /* Health (health.c): down after fail_after failures in a row, of real
+     * requests or of the active check; up again only after recover_after
+     * checks in a row succeed, so no real request is risked on it. */
     int healthy;
     int consecutive_failures;
-    double retry_at_ms; /* unhealthy: next time one request may try it */
-    struct event *wake; /* fires at retry_at_ms to hand it waiting requests */
+    int consecutive_ok;
+    char down_reason[160]; /* why it went down, for /proxy/status */
+    double down_since;     /* wall-clock seconds */
+    struct upstream *probe; /* an active check in flight */
+    int probe_status;
+    /* The runtime control (/proxy/backends/NAME/...): ADMIN_DRAIN and
+     * ADMIN_DISABLED take no new request; a reload that changes the
+     * backend's row resets it. cfg_cap is the file's max_concurrent. */
+    enum backend_admin { ADMIN_READY, ADMIN_DRAIN, ADMIN_DISABLED } admin;
+    int cfg_cap;
+    int cap_override; /* 0: none */
     struct upstream *idle; /* keep-alive pool (upstream.c owns the list) */
     int nidle;
     int removed; /* dropped by a reload: serves what it has, takes nothing */
@@ -66,8 +78,7 @@ void backend_free(struct backend *be);
 /* Resolve be->host again (a container that was not up yet). 0 or -1. */
 int backend_resolve(struct backend *be);
 
-/* 1 when BE may be given a request now: a free slot, and healthy (or its
- * retry time has come). */
+/* 1 when BE may be given a request now: a free slot, healthy, in service. */
 int backend_available(const struct backend *be, double now_ms);
 
 /* 1 when BE may serve the model with name key KEY (NULL: any request):
@@ -84,9 +95,16 @@ struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
 void backend_acquire(struct backend *be);
 void backend_release(struct backend *be);
 
-/* Record the outcome of a try: failures mark the backend down after
- * FAIL_AFTER in a row (it is retried after RETRY_S); a success marks it up. */
-void backend_note_failure(struct backend *be, int fail_after, double retry_s, double now_ms);
+/* Record the outcome of a real request's try: failures mark the backend
+ * down after FAIL_AFTER in a row (WHY says of what); a success resets the
+ * count (a backend comes back up only through health.c's checks). */
+void backend_note_failure(struct backend *be, int fail_after, const char *why);
 void backend_note_success(struct backend *be);
+
+/* Mark BE down now with WHY (once: the first reason is kept). */
+void backend_mark_down(struct backend *be, const char *why);
+
+/* "up", "down", "draining", "drained" or "disabled". */
+const char *backend_state(const struct backend *be);
 
 #endif

@@ -8,33 +8,17 @@
 
 #include "backend.h"
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
 #include "sched.h"
 #include "upstream.h"
 
-/* A backend that was down may be tried again: hand it waiting requests.
- * libevent's timer clock may run a little ahead of ours, so a backend due
- * within a few milliseconds counts as due now. */
-static void on_backend_wake(evutil_socket_t fd, short what, void *arg)
-{
-    struct proxy *px = arg;
-    double now = net_now_ms();
-    (void)fd;
-    (void)what;
-    for (int i = 0; i < px->nbackends; i++)
-        if (!px->backends[i]->healthy && px->backends[i]->retry_at_ms <= now + 20)
-            px->backends[i]->retry_at_ms = now;
-    sched_kick(&px->sched);
-}
-
 static struct backend *add(struct proxy *px, const struct config_backend *cb)
 {
-    struct backend *be = backend_new(cb);
-    if (be)
-        be->wake = evtimer_new(px->base, on_backend_wake, px);
-    return be;
+    (void)px;
+    return backend_new(cb);
 }
 
 int fleet_init(struct proxy *px)
@@ -81,6 +65,7 @@ void fleet_settings(struct proxy *px)
     px->uto.connect = net_timeval(c->connect_s);
     px->uto.first_byte = net_timeval(c->first_byte_s);
     px->uto.idle = net_timeval(c->idle_s);
+    health_settings(px);
     if (px->http) {
         evhttp_set_max_body_size(px->http, (ev_ssize_t)c->max_body_mb * 1024 * 1024);
         evhttp_set_timeout(px->http, (int)c->idle_s);
@@ -98,12 +83,18 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
     }
     for (int i = 0; i < cfg->nbackends; i++) {
         struct backend *be = find(px, &cfg->backends[i]);
-        if (be) {
-            if (be->max_concurrent != cfg->backends[i].max_concurrent)
-                log_info("backend %s: max_concurrent %d -> %d", be->name, be->max_concurrent,
-                         cfg->backends[i].max_concurrent);
-            be->max_concurrent = cfg->backends[i].max_concurrent;
-        } else if ((be = add(px, &cfg->backends[i]))) {
+        if (be && be->cfg_cap != cfg->backends[i].max_concurrent) {
+            /* The file changed this backend: its row wins over the runtime
+             * control's drain, disable or cap. */
+            log_info("backend %s: max_concurrent %d -> %d%s", be->name, be->max_concurrent,
+                     cfg->backends[i].max_concurrent,
+                     be->admin != ADMIN_READY || be->cap_override
+                         ? " (the runtime drain, disable or cap is undone)"
+                         : "");
+            be->max_concurrent = be->cfg_cap = cfg->backends[i].max_concurrent;
+            be->cap_override = 0;
+            be->admin = ADMIN_READY;
+        } else if (!be && (be = add(px, &cfg->backends[i]))) {
             log_info("backend %s added (%s)", be->name, be->url);
         }
         if (be)

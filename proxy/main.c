@@ -13,6 +13,7 @@
 #include "config.h"
 #include "discover.h"
 #include "fleet.h"
+#include "health.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -170,7 +171,7 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
     evsignal_add(px->ev_term, NULL);
     evsignal_add(px->ev_int, NULL);
     evsignal_add(px->ev_hup, NULL);
-    if (server_start(px) < 0)
+    if (server_start(px) < 0 || health_start(px) < 0)
         return -1;
     return discover_start(px);
 }
@@ -178,6 +179,7 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
 static void proxy_cleanup(struct proxy *px)
 {
     discover_stop(px);
+    health_stop(px);
     session_abort_all(px);
     server_free(px);
     fleet_free(px);

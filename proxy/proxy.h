@@ -33,7 +33,7 @@ struct proxy {
     int draining;
     double start_ms;
     struct upstream_timeouts uto;
-    struct event *ev_term, *ev_int, *ev_hup, *ev_drain, *ev_flush, *ev_discover;
+    struct event *ev_term, *ev_int, *ev_hup, *ev_drain, *ev_flush, *ev_discover, *ev_health;
     unsigned long long requests;
     struct evbuffer *scratch; /* a request being built for upstream_start() */
     /* Client connections, for limits.max_connections: every connection's

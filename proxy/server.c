@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "admin.h"
 #include "backend.h"
 #include "catalog.h"
 #include "config.h"
@@ -81,7 +82,7 @@ void server_reply_error(struct evhttp_request *req, int v1, int status, const ch
     evbuffer_free(b);
 }
 
-static void reply_json(struct evhttp_request *req, json_t *o)
+void server_reply_json(struct evhttp_request *req, int status, json_t *o)
 {
     struct evbuffer *b;
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -96,7 +97,7 @@ static void reply_json(struct evhttp_request *req, json_t *o)
     json_decref(o);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json; charset=utf-8");
-    server_send_reply(req, 200, "OK", b);
+    server_send_reply(req, status, NULL, b);
     evbuffer_free(b);
 }
 
@@ -109,56 +110,6 @@ static void reply_root(struct evhttp_request *req)
                       "text/plain; charset=utf-8");
     server_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
-}
-
-static json_t *names_json(const struct model_list *l)
-{
-    json_t *a = json_array();
-    for (int i = 0; l && i < l->n; i++)
-        json_array_append_new(a, json_string(l->names[i]));
-    return a;
-}
-
-static const char *const prio_name[PRIO_COUNT] = {"high", "normal", "low"};
-
-static json_t *clients_json(struct proxy *px)
-{
-    json_t *arr = json_array();
-    struct sched_client *c;
-    LIST_FOREACH(c, &px->sched.clients, link) {
-        json_t *o = json_pack("{s:s,s:s,s:i,s:i,s:i,s:I,s:I}", "name", c->name, "priority",
-                              prio_name[c->prio], "weight", c->weight, "in_flight", c->in_flight,
-                              "waiting", c->waiting, "served", (json_int_t)c->served,
-                              "refused", (json_int_t)c->refused);
-        if (!o) /* a header's value that is not UTF-8 */
-            continue;
-        json_object_set_new(o, "key", json_boolean(c->key_index >= 0));
-        if (c->max_concurrent)
-            json_object_set_new(o, "max_concurrent", json_integer(c->max_concurrent));
-        json_array_append_new(arr, o);
-    }
-    return arr;
-}
-
-static void reply_status(struct proxy *px, struct evhttp_request *req)
-{
-    json_t *arr = json_array();
-    for (int i = 0; i < px->nbackends; i++) {
-        struct backend *be = px->backends[i];
-        json_array_append_new(
-            arr, json_pack("{s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
-                           be->url, "healthy", be->healthy, "in_flight", be->in_flight,
-                           "max_concurrent", be->max_concurrent, "served",
-                           (json_int_t)be->served, "failed", (json_int_t)be->failed, "models",
-                           names_json(be->models), "loaded", names_json(be->loaded)));
-    }
-    reply_json(req, json_pack("{s:o,s:{s:i,s:i,s:i,s:f},s:o,s:I,s:i}", "backends", arr, "queue",
-                              "length", sched_length(&px->sched), "max_length",
-                              px->sched.max_length, "retry_after_s",
-                              sched_retry_after(&px->sched), "drain_per_s", px->sched.rate,
-                              "clients", clients_json(px), "uptime_s",
-                              (json_int_t)((net_now_ms() - px->start_ms) / 1000.0),
-                              "connections", px->nconns));
 }
 
 /* ---- keys ---- */
@@ -363,10 +314,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     if ((key = check_key(px, req, path, in.v1)) == -2)
         return;
-    if (strcmp(path, "/proxy/status") == 0 && cmd == EVHTTP_REQ_GET) {
-        reply_status(px, req);
+    if (strncmp(path, "/proxy/", 7) == 0 && admin_reply(px, req, path))
         return;
-    }
     if ((cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD) && catalog_reply(px, req, path))
         return;
     if (px->draining) {

@@ -7,6 +7,7 @@ struct proxy;
 struct evhttp_request;
 struct evhttp_connection;
 struct evbuffer;
+struct json_t;
 
 /* Listen on cfg->listen and serve. Returns 0, or -1 after logging why. */
 int server_start(struct proxy *px);
@@ -26,6 +27,10 @@ void server_flush(struct evhttp_connection *evcon);
 /* evhttp_send_reply(), and written in this pass of the loop (server_flush). */
 void server_send_reply(struct evhttp_request *req, int status, const char *reason,
                        struct evbuffer *body);
+
+/* Answer REQ with STATUS and the JSON text of O (a reference taken; NULL
+ * or a text jansson cannot encode: 500). */
+void server_reply_json(struct evhttp_request *req, int status, struct json_t *o);
 
 /* Answer REQ with an error the proxy made itself: {"error":"MSG"}, or the
  * OpenAI shape when V1. RETRY_AFTER > 0 adds a Retry-After header. */

@@ -29,7 +29,8 @@
 #include "sched.h"
 #include "server.h"
 
-#define MAX_TRIES 3                      /* the first and at most 2 retries */
+#define MAX_TRIES 3         /* tries that reached a backend: the first and 2 retries */
+#define MAX_CONNECT_FAILS 20 /* tries that did not: see retry_or_fail() */
 #define CLIENT_HIGH_WATER (256 * 1024)   /* pause the upstream above this */
 #define BUFFER_WHOLE_MAX (1024 * 1024)   /* non-streamed replies up to this go in one write */
 
@@ -43,8 +44,9 @@ struct session {
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct upstream *up;
-    struct backend *tried[MAX_TRIES];
-    int ntries;
+    struct backend *last_be; /* of the last try, for the log */
+    int ntries;       /* tries that reached a backend */
+    int nconnect;     /* tries whose connect failed */
     enum session_state state;
     struct event watch_timer; /* start watching the client after WATCH_DELAY_MS */
     struct event closewatch; /* EV_CLOSED on the client until the reply starts */
@@ -168,7 +170,7 @@ static void access_log(struct session *s, const char *outcome)
     ln_str(&l, " model=");
     ln_esc(&l, s->model ? s->model : "-");
     ln_str(&l, " backend=");
-    ln_esc(&l, s->ntries ? s->tried[s->ntries - 1]->name : "-");
+    ln_esc(&l, s->last_be ? s->last_be->name : "-");
     ln_str(&l, " status=");
     ln_int(&l, (unsigned)s->status);
     ln_str(&l, " wait_ms=");
@@ -178,7 +180,7 @@ static void access_log(struct session *s, const char *outcome)
     ln_str(&l, " bytes=");
     ln_int(&l, s->bytes);
     ln_str(&l, " tries=");
-    ln_int(&l, (unsigned)s->ntries);
+    ln_int(&l, (unsigned)(s->ntries + s->nconnect));
     ln_str(&l, " ");
     ln_str(&l, outcome);
     log_text(LOG_INFO, l.buf, l.n);
@@ -306,12 +308,21 @@ static void drop_reply_headers(struct session *s)
     s->ndjson = s->sse = 0;
 }
 
-/* The try on s->be failed before any byte reached the client. */
+/* The try on s->be failed before any byte reached the client.
+ *
+ * A try whose connect failed never reached the backend: it counts against
+ * the backend's health but not against the request's MAX_TRIES, so that in
+ * an outage (every backend restarting) requests go back to wait, first in
+ * line, until a backend is up again or queue.timeout_s, instead of using
+ * up their tries in the moments before the backends are marked down. Each
+ * such failure counts towards marking its backend down, which ends the
+ * loop; MAX_CONNECT_FAILS is the safety net should fail_after be huge. */
 static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
 {
     struct proxy *px = s->px;
     struct backend *failed = s->se.be;
     char msg[256];
+    int connect_err = err == UPSTREAM_ECONNECT || err == UPSTREAM_ETIMEOUT_CONNECT;
     drop_reply_headers(s);
     if (err == UPSTREAM_ESTALE) {
         /* The keep-alive race: the backend closed an idle connection as we
@@ -321,9 +332,11 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
         start_try(s, failed);
         return;
     }
-    backend_note_failure(failed, px->cfg->health_fail_after, px->cfg->health_interval_s,
-                         net_now_ms());
-    if (s->ntries >= MAX_TRIES) {
+    backend_note_failure(failed, px->cfg->health_fail_after,
+                         was_503 ? "503 busy" : upstream_strerror(err));
+    if (connect_err && ++s->nconnect < MAX_CONNECT_FAILS)
+        s->ntries--;
+    if (s->ntries >= MAX_TRIES || s->nconnect >= MAX_CONNECT_FAILS) {
         if (was_503)
             fail_session(s, 503, "server busy, please try again.  maximum pending requests "
                          "exceeded", 1, "busy");
@@ -533,8 +546,7 @@ static void on_error(void *arg, enum upstream_err err)
     char msg[256];
     s->up = NULL; /* already freed */
     if (s->state == S_STREAMING) {
-        backend_note_failure(s->se.be, s->px->cfg->health_fail_after,
-                             s->px->cfg->health_interval_s, net_now_ms());
+        backend_note_failure(s->se.be, s->px->cfg->health_fail_after, upstream_strerror(err));
         fail_stream(s, err);
         return;
     }
@@ -542,8 +554,7 @@ static void on_error(void *arg, enum upstream_err err)
         retry_or_fail(s, err, 0);
         return;
     }
-    backend_note_failure(s->se.be, s->px->cfg->health_fail_after,
-                         s->px->cfg->health_interval_s, net_now_ms());
+    backend_note_failure(s->se.be, s->px->cfg->health_fail_after, upstream_strerror(err));
     snprintf(msg, sizeof msg, "backend %s: %s", s->se.be->name, upstream_strerror(err));
     drop_reply_headers(s);
     if (s->body) { /* the head came: drop what was gathered */
@@ -645,7 +656,8 @@ static void start_try(struct session *s, struct backend *be)
 {
     struct evbuffer *req;
     s->state = S_UPSTREAM;
-    s->tried[s->ntries++] = be;
+    s->last_be = be;
+    s->ntries++;
     if (!s->t_dispatch)
         s->t_dispatch = net_now_ms();
     watch_client_soon(s);

@@ -61,13 +61,22 @@ def test_retry_on_reset_and_refused():
     px.stop()
 
 
-def test_all_backends_fail_502():
-    # After 2 failures the backend is down; the third try waits for its
-    # retry time (health.interval_s), then fails too: 502.
-    px = Proxy([("dead", "http://127.0.0.1:1", 2)], extra="health = { interval_s = 0.3; };")
+def test_all_backends_down_wait_then_503():
+    # Connect failures mark the backend down (the request's tries are not
+    # spent on them); with no backend up the request waits in the queue,
+    # as in a rolling restart, until queue.timeout_s: 503, not 502.
+    px = Proxy([("dead", "http://127.0.0.1:1", 2)],
+               extra="health = { interval_s = 0.3; };\nqueue = { timeout_s = 1; };")
+    t0 = time.time()
     r = post(px.url + "/api/generate", GEN)
-    eq(r.status, 502, "no backend could answer")
-    ok("dead" in r.json()["error"], r.body)
+    eq(r.status, 503, "waited for a backend: %r" % r)
+    ok("timed out" in r.json()["error"], r.body)
+    ok(time.time() - t0 >= 0.9, "answered before queue.timeout_s")
+    ok(int(r.headers["retry-after"]) >= 1, r.headers)
+    b = px.backend("dead")
+    eq(b["healthy"], False, "marked down")
+    eq(b["state"], "down", "state")
+    ok("connect" in b["down_reason"], "why: %r" % b)
     px.stop()
 
 
@@ -150,13 +159,14 @@ class OneShotServer:
                 return c.close()
             buf += d
         head, _, body = buf.partition(b"\r\n\r\n")
-        n = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        cl = head.lower().split(b"content-length:")  # none on the health check's GET
+        n = int(cl[1].split(b"\r\n")[0]) if len(cl) > 1 else 0
         while len(body) < n:
             body += c.recv(4096)
         reply = b'{"done":true}'
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
-        self.answered += 1
+        self.answered += head.startswith(b"POST")
         c.recv(4096)  # the next request on this connection: hang up on it
         c.close()
 

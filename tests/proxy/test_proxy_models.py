@@ -97,13 +97,15 @@ def test_unknown_tags_serve_anything():
     # never sent to a backend that said it does not have it.
     a = Sim(*FAST, models="alpha:latest")
     px = Proxy([("a", a.url, 2), ("dead", "http://127.0.0.1:1", 2)],
-               extra="models = { refresh_s = 0.2; };\nhealth = { interval_s = 0.3; };")
+               extra="models = { refresh_s = 0.2; };\nhealth = { interval_s = 30; };\n"
+               "queue = { timeout_s = 1; };")  # one check at start: 1 failure of 2
     wait_until(lambda: _known(px, 1), what="a's tags")
     r = post(px.url + "/api/generate", gen("beta"))
-    eq(r.status, 502, "tried on the unknown backend, which is down: %r" % r)
-    ok("dead" in r.json()["error"], r.body)
+    # Tried on the unknown backend, which is down: it waits for it (a
+    # rolling restart loses nothing), then 503 at queue.timeout_s.
+    eq(r.status, 503, "waited for the unknown backend, which is down: %r" % r)
     eq(a.stats()["requests"], 0, "never sent where it is not installed")
-    eq(px.backend("dead")["failed"], 3, "three tries")
+    ok(px.backend("dead")["failed"] >= 1, "tried there")
     eq(post(px.url + "/api/generate", gen("alpha")).headers["x-backend"], "a", "alpha still fine")
     px.stop()
 

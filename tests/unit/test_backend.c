@@ -14,6 +14,7 @@ static void reset(const int *caps, const int *inflight)
 {
     for (int i = 0; i < 4; i++) {
         bes[i] = (struct backend){0};
+        bes[i].name = (char *)"b";
         bes[i].max_concurrent = caps[i];
         bes[i].in_flight = inflight[i];
         bes[i].healthy = 1;
@@ -49,15 +50,16 @@ int main(void)
             f[i] = rand() % (c[i] + 1);
         }
         reset(c, f);
-        if (rand() % 2) { /* one down, not yet due for a retry */
+        if (rand() % 2) { /* one down */
             int d = rand() % 4;
             bes[d].healthy = 0;
-            bes[d].retry_at_ms = 1e18;
         }
+        if (rand() % 4 == 0) /* one drained by the runtime control */
+            bes[rand() % 4].admin = ADMIN_DRAIN;
         b = backend_pick(list, 4, &rr, NULL, NULL, 0);
         if (b) {
             CHECK(acceptable(b));
-            CHECK(b->in_flight < b->max_concurrent && b->healthy);
+            CHECK(b->in_flight < b->max_concurrent && b->healthy && b->admin == ADMIN_READY);
         } else {
             for (int i = 0; i < 4; i++)
                 CHECK(!backend_available(&bes[i], 0));
@@ -82,16 +84,32 @@ int main(void)
     CHECK(backend_pick(list, 4, &rr, &bes[0], NULL, 0) == &bes[0]);
     bes[3].in_flight = 3;
     CHECK(backend_pick(list, 4, &rr, &bes[0], NULL, 0) == &bes[3]);
-    /* Down after fail_after failures; tried again at retry time. */
+    /* Down after fail_after failures in a row, with the reason; a real
+     * request's success resets the count but does not bring it back (only
+     * the health checks do, health.c). */
     reset(caps, zero);
-    backend_note_failure(&bes[0], 2, 5, 1000);
+    backend_note_failure(&bes[0], 2, "connect failed");
     CHECK_INT(bes[0].healthy, 1);
-    backend_note_failure(&bes[0], 2, 5, 1000);
-    CHECK_INT(bes[0].healthy, 0);
-    CHECK(!backend_available(&bes[0], 5999));
-    CHECK(backend_available(&bes[0], 6000));
     backend_note_success(&bes[0]);
+    backend_note_failure(&bes[0], 2, "connect failed");
     CHECK_INT(bes[0].healthy, 1);
+    backend_note_failure(&bes[0], 2, "connect failed");
+    CHECK_INT(bes[0].healthy, 0);
+    CHECK(strstr(bes[0].down_reason, "connect failed") != NULL);
+    CHECK_STR(backend_state(&bes[0]), "down");
+    CHECK(!backend_available(&bes[0], 0));
+    backend_note_success(&bes[0]);
+    CHECK_INT(bes[0].healthy, 0);
     CHECK_INT(bes[0].consecutive_failures, 0);
+    /* Drained: no new request; "draining" while some are in flight. */
+    reset(caps, zero);
+    bes[1].admin = ADMIN_DRAIN;
+    bes[1].in_flight = 1;
+    CHECK(!backend_available(&bes[1], 0));
+    CHECK_STR(backend_state(&bes[1]), "draining");
+    bes[1].in_flight = 0;
+    CHECK_STR(backend_state(&bes[1]), "drained");
+    bes[1].admin = ADMIN_DISABLED;
+    CHECK_STR(backend_state(&bes[1]), "disabled");
     CHECK_DONE();
 }

@@ -1,0 +1,168 @@
+/* admin.c - see admin.h. */
+#include "admin.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "sched.h"
+#include "server.h"
+
+static const char *const prio_name[PRIO_COUNT] = {"high", "normal", "low"};
+
+static json_t *names_json(const struct model_list *l)
+{
+    json_t *a = json_array();
+    for (int i = 0; l && i < l->n; i++)
+        json_array_append_new(a, json_string(l->names[i]));
+    return a;
+}
+
+/* "2026-12-01T22:00:00Z" */
+static json_t *iso_time(double secs)
+{
+    char buf[32];
+    time_t t = (time_t)secs;
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_string(buf);
+}
+
+static json_t *backend_json(const struct backend *be)
+{
+    json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
+                          be->url, "state", backend_state(be), "healthy", be->healthy,
+                          "in_flight", be->in_flight, "max_concurrent", be->max_concurrent,
+                          "served", (json_int_t)be->served, "failed", (json_int_t)be->failed,
+                          "models", names_json(be->models), "loaded", names_json(be->loaded));
+    if (!o)
+        return NULL;
+    if (be->cap_override)
+        json_object_set_new(o, "config_max_concurrent", json_integer(be->cfg_cap));
+    if (!be->healthy) {
+        json_object_set_new(o, "down_reason", json_string(be->down_reason));
+        json_object_set_new(o, "down_since", iso_time(be->down_since));
+    }
+    return o;
+}
+
+static json_t *clients_json(struct proxy *px)
+{
+    json_t *arr = json_array();
+    struct sched_client *c;
+    LIST_FOREACH(c, &px->sched.clients, link) {
+        json_t *o = json_pack("{s:s,s:b,s:s,s:i,s:i,s:i,s:I,s:I}", "name", c->name, "key",
+                              c->key_index >= 0, "priority", prio_name[c->prio], "weight",
+                              c->weight, "in_flight", c->in_flight, "waiting", c->waiting,
+                              "served", (json_int_t)c->served, "refused",
+                              (json_int_t)c->refused);
+        if (!o) /* a header's value that is not UTF-8 */
+            continue;
+        if (c->max_concurrent)
+            json_object_set_new(o, "max_concurrent", json_integer(c->max_concurrent));
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+static void reply_status(struct proxy *px, struct evhttp_request *req)
+{
+    json_t *arr = json_array();
+    for (int i = 0; i < px->nbackends; i++)
+        json_array_append_new(arr, backend_json(px->backends[i]));
+    server_reply_json(
+        req, 200,
+        json_pack("{s:o,s:{s:i,s:i,s:i,s:f},s:o,s:I,s:i}", "backends", arr, "queue", "length",
+                  sched_length(&px->sched), "max_length", px->sched.max_length,
+                  "retry_after_s", sched_retry_after(&px->sched), "drain_per_s",
+                  px->sched.rate, "clients", clients_json(px), "uptime_s",
+                  (json_int_t)((net_now_ms() - px->start_ms) / 1000.0), "connections",
+                  px->nconns));
+}
+
+static struct backend *find(struct proxy *px, const char *name, size_t n)
+{
+    for (int i = 0; i < px->nbackends; i++)
+        if (strlen(px->backends[i]->name) == n && memcmp(px->backends[i]->name, name, n) == 0)
+            return px->backends[i];
+    return NULL;
+}
+
+/* {"max_concurrent": N} from REQ's body: N, or -1. */
+static int cap_from_body(struct evhttp_request *req)
+{
+    struct evbuffer *b = evhttp_request_get_input_buffer(req);
+    json_t *root = json_loadb((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), 0,
+                              NULL);
+    json_t *v = json_object_get(root, "max_concurrent");
+    int n = json_is_integer(v) && json_integer_value(v) >= 1 &&
+                    json_integer_value(v) <= 100000
+                ? (int)json_integer_value(v)
+                : -1;
+    json_decref(root);
+    return n;
+}
+
+static int control(struct proxy *px, struct evhttp_request *req, struct backend *be,
+                   const char *verb)
+{
+    int cap;
+    if (strcmp(verb, "drain") == 0) {
+        be->admin = ADMIN_DRAIN;
+    } else if (strcmp(verb, "disable") == 0) {
+        be->admin = ADMIN_DISABLED;
+    } else if (strcmp(verb, "enable") == 0) {
+        be->admin = ADMIN_READY;
+    } else if (strcmp(verb, "cap") == 0) {
+        if ((cap = cap_from_body(req)) < 0) {
+            server_reply_error(req, 0, 400, "the body must be {\"max_concurrent\": N}, "
+                                            "1 <= N <= 100000", 0);
+            return 1;
+        }
+        be->max_concurrent = cap;
+        be->cap_override = cap != be->cfg_cap ? cap : 0;
+    } else {
+        return 0;
+    }
+    log_info("backend %s: %s by the runtime control (now %s, max_concurrent %d)", be->name,
+             verb, backend_state(be), be->max_concurrent);
+    sched_kick(&px->sched); /* an enabled backend or a higher cap takes waiting requests */
+    server_reply_json(req, 200, backend_json(be));
+    return 1;
+}
+
+int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    const char *name, *verb;
+    struct backend *be;
+    char msg[200];
+    if (strcmp(path, "/proxy/status") == 0 && cmd == EVHTTP_REQ_GET) {
+        reply_status(px, req);
+        return 1;
+    }
+    if (strncmp(path, "/proxy/backends/", 16) != 0)
+        return 0;
+    name = path + 16;
+    if (!(verb = strchr(name, '/')))
+        return 0;
+    if (cmd != EVHTTP_REQ_POST) {
+        server_reply_error(req, 0, 405, "use POST", 0);
+        return 1;
+    }
+    if (!(be = find(px, name, (size_t)(verb - name)))) {
+        snprintf(msg, sizeof msg, "no backend named '%.*s'", (int)(verb - name), name);
+        server_reply_error(req, 0, 404, msg, 0);
+        return 1;
+    }
+    return control(px, req, be, verb + 1);
+}

@@ -1,0 +1,19 @@
+/* admin.h - the proxy's own endpoints under /proxy/: the status document and the
+ * runtime control of backends, as HAProxy's runtime API (admin keys only
+ * when auth.keys is set; server.c checks that):
+ *   GET  /proxy/status                       the fleet, the queue, the clients
+ *   POST /proxy/backends/NAME/drain          no new requests; in flight finish
+ *   POST /proxy/backends/NAME/disable        the same, and no health checks
+ *   POST /proxy/backends/NAME/enable         back in service
+ *   POST /proxy/backends/NAME/cap            {"max_concurrent": N}: a new cap
+ * A change lasts until a reload changes that backend's row in the file. */
+#ifndef PX_ADMIN_H
+#define PX_ADMIN_H
+
+struct proxy;
+struct evhttp_request;
+
+/* Answer REQ if PATH is one of the above; 1 if answered, else 0. */
+int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path);
+
+#endif

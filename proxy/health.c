@@ -1,0 +1,139 @@
+/* health.c - see health.h. A check is a tiny client of upstream.c with the
+ * backend as its context: be->probe is the check in flight. */
+#include "health.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <stdio.h>
+
+#include "backend.h"
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+#include "sched.h"
+#include "upstream.h"
+
+static struct proxy *the_px; /* one proxy per process: checks find it */
+
+static void check(struct backend *be);
+
+static void on_header(void *arg, int status, const char *key, const char *value)
+{
+    (void)arg, (void)status, (void)key, (void)value;
+}
+
+static int on_head(void *arg, int status, const char *reason, long long content_length)
+{
+    struct backend *be = arg;
+    (void)reason, (void)content_length;
+    be->probe_status = status;
+    return 0;
+}
+
+static void on_body(void *arg, struct evbuffer *src, size_t len)
+{
+    (void)arg;
+    evbuffer_drain(src, len);
+}
+
+static void passed(struct backend *be)
+{
+    const struct px_config *c = the_px->cfg;
+    be->consecutive_failures = 0;
+    if (be->healthy || ++be->consecutive_ok < c->health_recover_after)
+        return;
+    be->healthy = 1;
+    be->down_reason[0] = '\0';
+    log_info("backend %s: up again (%d checks passed)", be->name, be->consecutive_ok);
+    sched_kick(&the_px->sched); /* waiting requests may go there now */
+}
+
+static void failed(struct backend *be, const char *why)
+{
+    char reason[160];
+    be->consecutive_ok = 0;
+    if (++be->consecutive_failures >= the_px->cfg->health_fail_after && be->healthy) {
+        snprintf(reason, sizeof reason, "health check: %s", why);
+        backend_mark_down(be, reason);
+    }
+}
+
+static void on_done(void *arg)
+{
+    struct backend *be = arg;
+    struct upstream *up = be->probe;
+    char why[64];
+    be->probe = NULL;
+    upstream_release(up);
+    if (be->probe_status >= 200 && be->probe_status < 300) {
+        passed(be);
+    } else {
+        snprintf(why, sizeof why, "GET /api/version answered %d", be->probe_status);
+        failed(be, why);
+    }
+}
+
+static void on_error(void *arg, enum upstream_err err)
+{
+    struct backend *be = arg;
+    be->probe = NULL;
+    if (err == UPSTREAM_ESTALE) { /* a pooled connection had closed: not the backend's fault */
+        check(be);
+        return;
+    }
+    failed(be, upstream_strerror(err));
+}
+
+static const struct upstream_cbs check_cbs = {on_header, on_head, on_body, on_done, on_error};
+
+static void check(struct backend *be)
+{
+    struct proxy *px = the_px;
+    struct upstream_timeouts to;
+    struct evbuffer *req = px->scratch;
+    if (be->probe || be->removed || be->admin == ADMIN_DISABLED)
+        return;
+    to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
+    be->probe_status = 0;
+    evbuffer_add_printf(req, "GET /api/version HTTP/1.1\r\nHost: %s\r\n\r\n", be->hostport);
+    be->probe = upstream_start(px->base, be, req, 0, &to, &check_cbs, be);
+    evbuffer_drain(req, evbuffer_get_length(req));
+    if (!be->probe)
+        failed(be, "cannot open a socket");
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+    (void)fd, (void)what;
+    for (int i = 0; i < px->nbackends; i++)
+        check(px->backends[i]);
+}
+
+void health_settings(struct proxy *px)
+{
+    struct timeval tv;
+    if (!px->ev_health)
+        return;
+    tv = net_timeval(px->cfg->health_interval_s);
+    event_add(px->ev_health, &tv);
+}
+
+int health_start(struct proxy *px)
+{
+    the_px = px;
+    px->ev_health = event_new(px->base, -1, EV_PERSIST, on_tick, px);
+    if (!px->ev_health)
+        return -1;
+    health_settings(px);
+    event_active(px->ev_health, EV_TIMEOUT, 1); /* and once now */
+    return 0;
+}
+
+void health_stop(struct proxy *px)
+{
+    if (px->ev_health)
+        event_free(px->ev_health);
+    px->ev_health = NULL;
+}
