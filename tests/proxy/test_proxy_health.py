@@ -1,10 +1,12 @@
 """ollama-proxy: active health checks, an outage that waits instead of
 failing, and the runtime control of backends (drain, disable, enable, cap)."""
 import asyncio
+import signal
 import time
 
 import aclient
-from harness import Proc, Proxy, Sim, binary, eq, get, ok, post, run, wait_until, SLOW
+from harness import (Proc, Proxy, Sim, binary, eq, get, ok, post, run, wait_until,
+                     write_proxy_conf, SLOW)
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 FAST = ("--ttft-ms", "0", "--tokens", "1")
@@ -163,6 +165,18 @@ def test_runtime_drain_disable_enable_cap():
     ok(a.stats()["max_in_flight"] <= 4, "a's cap held")
     eq(b.stats()["max_in_flight"], 8, "b at its runtime cap")
     eq(px.backend("b")["config_max_concurrent"], 4, "the file's cap shown")
+    # A reload keeps the runtime cap unless the file changed that backend.
+    ctl("a", "drain")
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: px.proc.output().count("reloaded") == 1, what="reload 1")
+    eq(px.backend("b")["max_concurrent"], 8, "the runtime cap survives an unchanged file")
+    eq(state(px, "a"), "drained", "the drain too")
+    write_proxy_conf(px.conf, [("a", a.url, 4), ("b", b.url, 3)])
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: px.proc.output().count("reloaded") == 2, what="reload 2")
+    eq(px.backend("b")["max_concurrent"], 3, "the file changed b: its cap wins")
+    ok("config_max_concurrent" not in px.backend("b"), "no override left")
+    eq(state(px, "a"), "drained", "a's row did not change: still drained")
     # Errors of the control.
     eq(post(px.url + "/proxy/backends/zz/drain", {}).status, 404, "unknown backend")
     eq(post(px.url + "/proxy/backends/a/cap", {"max_concurrent": 0}).status, 400, "bad cap")
