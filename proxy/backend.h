@@ -9,6 +9,8 @@
 
 #include <sys/socket.h>
 
+#include "metrics.h"
+
 struct event;
 struct evbuffer;
 
@@ -43,6 +45,7 @@ struct backend {
     enum backend_admin { ADMIN_READY, ADMIN_DRAIN, ADMIN_DISABLED } admin;
     int cfg_cap;
     int cap_override; /* 0: none */
+    struct histogram h_first_byte, h_upstream; /* metrics.h */
     struct upstream *idle; /* keep-alive pool (upstream.c owns the list) */
     int nidle;
     int removed; /* dropped by a reload: serves what it has, takes nothing */

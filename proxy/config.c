@@ -43,8 +43,9 @@ static const struct opt opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-static const char *const top_keys[] = {"listen", "backends", "queue",  "timeouts", "health",
-                                       "models", "limits",   "auth",   "shutdown_timeout_s"};
+static const char *const top_keys[] = {"listen", "backends", "queue",   "timeouts",
+                                       "health", "models",   "limits",  "auth",
+                                       "logging", "shutdown_timeout_s"};
 static const char *const backend_keys[] = {"name", "url", "max_concurrent"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
                                        "max_queued", "weight", "priority"};
@@ -66,6 +67,7 @@ static void set_defaults(struct px_config *c)
     c->max_body_mb = 64;
     c->max_connections = 4096;
     c->shutdown_timeout_s = 30;
+    c->access_log = strdup("stderr");
 }
 
 #define FAIL(s, ...)                                                                            \
@@ -189,6 +191,15 @@ static int get_int(const char *file, config_setting_t *g, const char *name, int 
     return 0;
 }
 
+/* A name that goes into headers, logs, label values and URLs as it is:
+ * letters, digits and . _ : - only, 64 at most. */
+static int good_name(const char *name)
+{
+    size_t n = strlen(name);
+    return n <= 64 && strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                   "0123456789._:-") == n;
+}
+
 static int load_backend(const char *file, config_setting_t *b, struct px_config *c, int i,
                         char *err, size_t errlen)
 {
@@ -201,6 +212,9 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
         get_string(file, b, "url", 1, &be->url, err, errlen) ||
         get_int(file, b, "max_concurrent", 1, 1, 100000, &be->max_concurrent, err, errlen))
         return -1;
+    if (!good_name(be->name))
+        FAIL(config_setting_get_member(b, "name"),
+             "backend name \"%s\": letters, digits and . _ : - only, at most 64", be->name);
     if (config_parse_url(be->url, host, sizeof host, &be->port, why, sizeof why) < 0)
         FAIL(config_setting_get_member(b, "url"), "%s", why);
     be->host = strdup(host);
@@ -247,6 +261,9 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
         get_int(file, k, "weight", 0, 1, 1000, &key->weight, err, errlen) ||
         get_string(file, k, "priority", 0, &prio, err, errlen))
         return -1;
+    if (!good_name(key->name))
+        FAIL(config_setting_get_member(k, "name"),
+             "key name \"%s\": letters, digits and . _ : - only, at most 64", key->name);
     a = config_setting_get_member(k, "admin");
     if (a && config_setting_type(a) != CONFIG_TYPE_BOOL)
         FAIL(a, "\"admin\" must be true or false");
@@ -306,6 +323,35 @@ static int load_auth(const char *file, config_setting_t *root, struct px_config 
     return 0;
 }
 
+static int load_logging(const char *file, config_setting_t *root, struct px_config *c,
+                        char *err, size_t errlen)
+{
+    static const char *const keys[] = {"access", "format"};
+    config_setting_t *g = config_setting_get_member(root, "logging");
+    char *format = NULL;
+    if (!g)
+        return 0;
+    if (!config_setting_is_group(g))
+        FAIL(g, "\"logging\" must be a group { ... }");
+    if (check_members(file, g, keys, 2, "logging", err, errlen))
+        return -1;
+    free(c->access_log);
+    c->access_log = NULL;
+    if (get_string(file, g, "access", 0, &c->access_log, err, errlen) ||
+        get_string(file, g, "format", 0, &format, err, errlen))
+        return -1;
+    if (!c->access_log)
+        c->access_log = strdup("stderr");
+    if (format && strcmp(format, "json") != 0 && strcmp(format, "text") != 0) {
+        free(format);
+        FAIL(config_setting_get_member(g, "format"), "logging.format must be \"text\" or "
+                                                     "\"json\"");
+    }
+    c->access_json = format && strcmp(format, "json") == 0;
+    free(format);
+    return 0;
+}
+
 static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
 {
     static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
@@ -342,7 +388,8 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     for (size_t i = 0; i < NOPTS; i++)
         if (load_scalar(file, root, &opts[i], c, err, errlen))
             return -1;
-    if (load_backends(file, root, c, err, errlen) || load_auth(file, root, c, err, errlen))
+    if (load_backends(file, root, c, err, errlen) || load_auth(file, root, c, err, errlen) ||
+        load_logging(file, root, c, err, errlen))
         return -1;
     return 0;
 }
@@ -391,6 +438,7 @@ void config_free(struct px_config *c)
     free(c->backends);
     free(c->keys);
     free(c->client_header);
+    free(c->access_log);
     free(c->listen);
     free(c->listen_host);
     free(c->file);
@@ -419,6 +467,7 @@ void config_print_summary(const struct px_config *c)
     printf("models           refresh every %gs\n", c->models_refresh_s);
     printf("limits           body %d MiB, %d connections\n", c->max_body_mb, c->max_connections);
     printf("shutdown         %gs\n", c->shutdown_timeout_s);
+    printf("access log       %s, %s\n", c->access_log, c->access_json ? "json" : "text");
     printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
     for (int i = 0; i < c->nkeys; i++)
         printf("  %-14s admin %s, priority %s, weight %d, max_concurrent %d, max_queued %d\n",

@@ -48,6 +48,8 @@ struct px_config {
     struct config_key *keys;
     int nkeys;
     char *client_header;      /* auth.client_header: a trusted header naming the client */
+    char *access_log;         /* logging.access: "stderr", "off" or a file */
+    int access_json;          /* logging.format = "json" */
     int metrics_key_required; /* auth.metrics_key_required */
 };
 

@@ -1,12 +1,14 @@
 /* fleet.c - see fleet.h. */
 #include "fleet.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
+#include "accesslog.h"
 #include "config.h"
 #include "health.h"
 #include "log.h"
@@ -66,6 +68,9 @@ void fleet_settings(struct proxy *px)
     px->uto.first_byte = net_timeval(c->first_byte_s);
     px->uto.idle = net_timeval(c->idle_s);
     health_settings(px);
+    if (accesslog_configure(c->access_log, c->access_json) < 0)
+        log_error("logging.access: cannot open %s: %s; the access log stays where it was",
+                  c->access_log, strerror(errno));
     if (px->http) {
         evhttp_set_max_body_size(px->http, (ev_ssize_t)c->max_body_mb * 1024 * 1024);
         evhttp_set_timeout(px->http, (int)c->idle_s);

@@ -6,7 +6,7 @@
 
 /* The length of the valid UTF-8 character at S[0..N) (RFC 3629: no
  * overlong forms, no surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_char(const unsigned char *s, size_t n)
+size_t jout_utf8_char(const unsigned char *s, size_t n)
 {
     size_t len;
     unsigned lo = 0x80, hi = 0xbf;
@@ -42,7 +42,7 @@ size_t jout_utf8_prefix(const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, k;
-    while (i < n && (k = utf8_char(u + i, n - i)) > 0)
+    while (i < n && (k = jout_utf8_char(u + i, n - i)) > 0)
         i += k;
     return i;
 }
@@ -54,7 +54,7 @@ void jout_string(struct evbuffer *b, const char *s, size_t n)
     size_t i = 0, run = 0;
     evbuffer_add(b, "\"", 1);
     while (i < n) {
-        size_t k = utf8_char(u + i, n - i);
+        size_t k = jout_utf8_char(u + i, n - i);
         char esc[6];
         if (k == 1 && u[i] >= 0x20 && u[i] != '"' && u[i] != '\\') {
             i++, run++;

@@ -20,6 +20,10 @@ void jout_string(struct evbuffer *b, const char *s, size_t n);
 /* The same for a NUL-terminated S. */
 void jout_cstring(struct evbuffer *b, const char *s);
 
+/* The length of the valid UTF-8 character at S[0..N) (no overlong form,
+ * no surrogate, nothing above U+10FFFF), or 0 when it is not one. */
+size_t jout_utf8_char(const unsigned char *s, size_t n);
+
 /* Length of the longest prefix of S[0..N) that is valid UTF-8 and does not
  * end inside a character: where to cut a text that must stay valid. */
 size_t jout_utf8_prefix(const char *s, size_t n);

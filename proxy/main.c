@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "accesslog.h"
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
@@ -105,6 +106,7 @@ static void on_log_flush(evutil_socket_t fd, short what, void *arg)
     (void)what;
     (void)arg;
     log_flush();
+    accesslog_flush();
 }
 
 /* SIGHUP: read the config again; a bad one is refused and the old stays. */
@@ -150,6 +152,7 @@ static int proxy_init(struct proxy *px, struct px_config *cfg)
     px->cfg = cfg;
     px->start_ms = net_now_ms();
     LIST_INIT(&px->sessions);
+    metrics_init(&px->metrics);
     px->base = new_base();
     if (!px->base) {
         log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
@@ -194,7 +197,9 @@ static void proxy_cleanup(struct proxy *px)
         event_free(px->ev_drain);
     if (px->ev_flush)
         event_free(px->ev_flush);
+    accesslog_flush();
     log_set_buffered(0);
+    metrics_cleanup(&px->metrics);
     if (px->scratch)
         evbuffer_free(px->scratch);
     if (px->base)

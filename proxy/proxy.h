@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <sys/queue.h>
 
+#include "metrics.h"
 #include "sched.h"
 #include "upstream.h"
 
@@ -28,6 +29,7 @@ struct proxy {
     struct backend **retired; /* dropped by a reload, freed at exit */
     int nretired;
     struct sched sched; /* who gets a slot (sched.h) */
+    struct metrics metrics;
     struct session_list sessions; /* every live session */
     int nsessions;
     int draining;

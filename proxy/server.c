@@ -18,6 +18,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "backend.h"
 #include "catalog.h"
@@ -26,10 +27,42 @@
 #include "jout.h"
 #include "jscan.h"
 #include "log.h"
+#include "metrics.h"
 #include "net.h"
 #include "proxy.h"
 #include "sched.h"
 #include "session.h"
+
+const char *server_method_name(enum evhttp_cmd_type cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_TRACE: return "TRACE";
+    case EVHTTP_REQ_CONNECT: return "CONNECT";
+    }
+    return "GET";
+}
+
+void server_peer(struct evhttp_request *req, char *out, size_t len)
+{
+    char *peer = NULL;
+    ev_uint16_t port;
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon)
+        evhttp_connection_get_peer(evcon, &peer, &port);
+    snprintf(out, len, "%s", peer ? peer : "unknown");
+}
+
+/* The status and size of the last reply the proxy made itself, for the
+ * access line of a request it answered (see self_answered). */
+static int last_status;
+static size_t last_bytes;
 
 void server_flush(struct evhttp_connection *evcon)
 {
@@ -47,6 +80,8 @@ void server_send_reply(struct evhttp_request *req, int status, const char *reaso
                        struct evbuffer *b)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    last_status = status;
+    last_bytes = b ? evbuffer_get_length(b) : 0;
     evhttp_send_reply(req, status, reason, b);
     server_flush(evcon);
 }
@@ -187,11 +222,10 @@ static int check_key(struct proxy *px, struct evhttp_request *req, const char *p
 
 /* Who REQ is charged to: its key; else the trusted header, if configured
  * and sent; else the connecting address. */
-static struct sched_client *client_of(struct proxy *px, struct evhttp_request *req, int key)
+static struct sched_client *client_of(struct proxy *px, struct evhttp_request *req, int key,
+                                      const char *addr)
 {
     char name[80];
-    char *peer = NULL;
-    ev_uint16_t port;
     if (key >= 0)
         return sched_key_client(&px->sched, key);
     if (px->cfg->client_header) {
@@ -204,8 +238,7 @@ static struct sched_client *client_of(struct proxy *px, struct evhttp_request *r
             return sched_addr_client(&px->sched, name);
         }
     }
-    evhttp_connection_get_peer(evhttp_request_get_connection(req), &peer, &port);
-    return sched_addr_client(&px->sched, peer ? peer : "unknown");
+    return sched_addr_client(&px->sched, addr);
 }
 
 /* Paths whose body must name a model (ollama-api.md section 9). */
@@ -281,6 +314,61 @@ static const char *origin_form(const char *uri, int *abs)
 
 static void conn_request_arrived(struct proxy *px, struct evhttp_request *req);
 
+/* The access line and the count of a request the proxy answered itself. */
+static void self_answered(struct proxy *px, struct evhttp_request *req, const char *path,
+                          const char *addr, int key)
+{
+    struct accesslog_entry a = {0};
+    a.method = server_method_name(evhttp_request_get_command(req));
+    a.path = path;
+    a.client = key >= 0 ? px->cfg->keys[key].name : px->cfg->nkeys ? NULL : addr;
+    a.addr = addr;
+    a.status = last_status;
+    a.ttfb_ms = -1;
+    a.bytes = last_bytes;
+    a.tokens = -1;
+    a.outcome = "self";
+    accesslog_write(&a);
+    metrics_request(px, NULL, NULL, last_status, -1);
+}
+
+static void reply_metrics(struct proxy *px, struct evhttp_request *req)
+{
+    struct evbuffer *b = evbuffer_new();
+    metrics_render(px, b);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    server_send_reply(req, 200, "OK", b);
+    evbuffer_free(b);
+}
+
+/* Answer REQ ourselves if it is for the proxy; 1 if answered. */
+static int answer_self(struct proxy *px, struct evhttp_request *req, const char *path,
+                       struct session_info *in, int *key)
+{
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
+    if (strcmp(path, "/") == 0 && get) {
+        reply_root(req);
+        return 1;
+    }
+    if ((*key = check_key(px, req, path, in->v1)) == -2)
+        return 1;
+    if (strcmp(path, "/metrics") == 0 && get) {
+        reply_metrics(px, req);
+        return 1;
+    }
+    if (strncmp(path, "/proxy/", 7) == 0 && admin_reply(px, req, path))
+        return 1;
+    if (get && catalog_reply(px, req, path))
+        return 1;
+    if (px->draining) {
+        server_reply_error(req, in->v1, 503, "the proxy is shutting down", 1);
+        return 1;
+    }
+    return 0;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct proxy *px = arg;
@@ -288,9 +376,9 @@ static void on_request(struct evhttp_request *req, void *arg)
     const char *uri = origin_form(evhttp_request_get_uri(req), &abs);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     struct session_info in = {0};
-    char path[256], model[512];
+    char path[256], model[512], addr[48];
     size_t n = strcspn(uri, "?");
-    int key;
+    int key = -1;
 
     if (n >= sizeof path)
         n = sizeof path - 1;
@@ -307,25 +395,16 @@ static void on_request(struct evhttp_request *req, void *arg)
     in.v1 = strncmp(path, "/v1/", 4) == 0;
     px->requests++;
     conn_request_arrived(px, req);
-
-    if (strcmp(path, "/") == 0 && (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)) {
-        reply_root(req);
+    server_peer(req, addr, sizeof addr);
+    last_status = 0;
+    if (answer_self(px, req, path, &in, &key) ||
+        (cmd == EVHTTP_REQ_POST && needs_model(path) &&
+         parse_body(req, in.v1, model, sizeof model, &in) < 0)) {
+        self_answered(px, req, path, addr, key);
         return;
     }
-    if ((key = check_key(px, req, path, in.v1)) == -2)
-        return;
-    if (strncmp(path, "/proxy/", 7) == 0 && admin_reply(px, req, path))
-        return;
-    if ((cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD) && catalog_reply(px, req, path))
-        return;
-    if (px->draining) {
-        server_reply_error(req, in.v1, 503, "the proxy is shutting down", 1);
-        return;
-    }
-    if (cmd == EVHTTP_REQ_POST && needs_model(path) &&
-        parse_body(req, in.v1, model, sizeof model, &in) < 0)
-        return;
-    in.client = client_of(px, req, key);
+    in.client = client_of(px, req, key, addr);
+    in.addr = addr;
     session_start(px, req, &in);
 }
 

@@ -3,11 +3,20 @@
 #ifndef PX_SERVER_H
 #define PX_SERVER_H
 
+#include <event2/http.h>
+#include <stddef.h>
+
 struct proxy;
 struct evhttp_request;
 struct evhttp_connection;
 struct evbuffer;
 struct json_t;
+
+/* "GET", "POST", ... */
+const char *server_method_name(enum evhttp_cmd_type cmd);
+
+/* REQ's client address ("unknown" if gone) into OUT. */
+void server_peer(struct evhttp_request *req, char *out, size_t len);
 
 /* Listen on cfg->listen and serve. Returns 0, or -1 after logging why. */
 int server_start(struct proxy *px);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "accesslog.h"
 #include "backend.h"
 #include "config.h"
 #include "log.h"
@@ -28,6 +29,7 @@
 #include "proxy.h"
 #include "sched.h"
 #include "server.h"
+#include "tokscan.h"
 
 #define MAX_TRIES 3         /* tries that reached a backend: the first and 2 retries */
 #define MAX_CONNECT_FAILS 20 /* tries that did not: see retry_or_fail() */
@@ -57,12 +59,15 @@ struct session {
     char *mkey;         /* name_key() of model, for routing; NULL: any backend */
     char mkey_buf[160];
     char path[160];     /* for the access log: the request may be gone by then */
+    char addr[48];      /* the client's address, likewise */
     const char *target; /* what is sent upstream: session_info's */
     const char *method;
     int status;
     char reason[64];
     char tail[2]; /* the last two bytes forwarded, see note_tail() */
     double t_start, t_dispatch, t_head;
+    double t_try; /* the start of the last try */
+    struct tokscan tok; /* the generated-token count, read as the body passes */
     size_t bytes;
     unsigned v1 : 1;
     unsigned watching : 1;
@@ -97,93 +102,41 @@ static void stop_watching(struct session *s)
     }
 }
 
-/* A small appender: the access log is written once per request, and
- * printf with its float conversions was a tenth of the proxy's CPU. */
-struct line {
-    char buf[640];
-    size_t n;
-};
-
-static void ln_str(struct line *l, const char *str)
-{
-    size_t k = strlen(str);
-    if (k > sizeof l->buf - l->n)
-        k = sizeof l->buf - l->n;
-    memcpy(l->buf + l->n, str, k);
-    l->n += k;
-}
-
-/* A field that holds bytes from outside (a path, a model name): anything
- * that could end the line or fake a field (controls, space, '"', backslash,
- * bytes >= 0x7f) is written as \xHH, so a log line is one line and its
- * fields are what they seem. */
-static void ln_esc(struct line *l, const char *str)
-{
-    static const char hex[] = "0123456789abcdef";
-    for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
-        if (l->n + 4 > sizeof l->buf)
-            return;
-        if (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
-            l->buf[l->n++] = (char)*p;
-        } else {
-            l->buf[l->n++] = '\\';
-            l->buf[l->n++] = 'x';
-            l->buf[l->n++] = hex[*p >> 4];
-            l->buf[l->n++] = hex[*p & 15];
-        }
-    }
-}
-
-static void ln_int(struct line *l, unsigned long long v)
-{
-    char d[24];
-    int i = sizeof d;
-    d[--i] = '\0';
-    do {
-        d[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    ln_str(l, d + i);
-}
-
-/* Milliseconds with one decimal. */
-static void ln_ms(struct line *l, double ms)
-{
-    unsigned long long t = ms > 0 ? (unsigned long long)(ms * 10 + 0.5) : 0;
-    ln_int(l, t / 10);
-    ln_str(l, ".");
-    ln_int(l, t % 10);
-}
-
-/* method path client=C model=M backend=B status=S wait_ms=W upstream_ms=U
- * bytes=N tries=T outcome */
+/* One line of the access log (accesslog.h). */
 static void access_log(struct session *s, const char *outcome)
 {
     double now = net_now_ms();
-    struct line l;
-    l.n = 0;
-    ln_str(&l, s->method);
-    ln_str(&l, " ");
-    ln_esc(&l, s->path);
-    ln_str(&l, " client=");
-    ln_esc(&l, s->client ? s->client->name : "-");
-    ln_str(&l, " model=");
-    ln_esc(&l, s->model ? s->model : "-");
-    ln_str(&l, " backend=");
-    ln_esc(&l, s->last_be ? s->last_be->name : "-");
-    ln_str(&l, " status=");
-    ln_int(&l, (unsigned)s->status);
-    ln_str(&l, " wait_ms=");
-    ln_ms(&l, (s->t_dispatch ? s->t_dispatch : now) - s->t_start);
-    ln_str(&l, " upstream_ms=");
-    ln_ms(&l, s->t_dispatch ? now - s->t_dispatch : 0);
-    ln_str(&l, " bytes=");
-    ln_int(&l, s->bytes);
-    ln_str(&l, " tries=");
-    ln_int(&l, (unsigned)(s->ntries + s->nconnect));
-    ln_str(&l, " ");
-    ln_str(&l, outcome);
-    log_text(LOG_INFO, l.buf, l.n);
+    struct accesslog_entry a = {0};
+    a.method = s->method;
+    a.path = s->path;
+    a.client = s->client ? s->client->name : NULL;
+    a.addr = s->addr;
+    a.model = s->model;
+    a.backend = s->last_be ? s->last_be->name : NULL;
+    a.status = s->status;
+    a.wait_ms = (s->t_dispatch ? s->t_dispatch : now) - s->t_start;
+    a.ttfb_ms = s->t_head ? s->t_head - s->t_try : -1;
+    a.upstream_ms = s->t_dispatch ? now - s->t_dispatch : 0;
+    a.bytes = s->bytes;
+    a.tokens = tokscan_tokens(&s->tok);
+    a.tries = s->ntries + s->nconnect;
+    a.outcome = outcome;
+    accesslog_write(&a);
+}
+
+/* The request's figures into /metrics. */
+static void count(struct session *s, const char *outcome, double now)
+{
+    struct proxy *px = s->px;
+    metrics_request(px, s->last_be, s->model, s->status, tokscan_tokens(&s->tok));
+    metrics_observe(&px->metrics.queue_wait,
+                    ((s->t_dispatch ? s->t_dispatch : now) - s->t_start) / 1000.0);
+    if (s->last_be && s->t_head)
+        metrics_observe(&s->last_be->h_first_byte, (s->t_head - s->t_try) / 1000.0);
+    if (s->last_be)
+        metrics_observe(&s->last_be->h_upstream, (now - s->t_try) / 1000.0);
+    if (strcmp(outcome, "client-gone") == 0)
+        px->metrics.cancelled++;
 }
 
 /* The one teardown. The client's reply must already be sent, or the client
@@ -193,6 +146,7 @@ static void session_close(struct session *s, const char *outcome)
 {
     struct proxy *px = s->px;
     access_log(s, outcome);
+    count(s, outcome, net_now_ms());
     stop_watching(s);
     if (s->up) {
         upstream_abort(s->up);
@@ -347,6 +301,7 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
         return;
     }
     /* Another backend than the one that failed, or first in line. */
+    px->metrics.retries++;
     s->state = S_QUEUED;
     watch_client_soon(s);
     sched_retry(&px->sched, &s->se);
@@ -463,11 +418,24 @@ static void note_tail(struct session *s, size_t len)
     evbuffer_copyout_from(s->chunk, &p, s->tail + 2 - k, k);
 }
 
+/* The first LEN bytes of SRC through the token counter, without copying. */
+static void count_tokens(struct session *s, struct evbuffer *src, size_t len)
+{
+    struct evbuffer_iovec v[8];
+    int n = evbuffer_peek(src, (ev_ssize_t)len, NULL, v, 8);
+    for (int i = 0; i < n && i < 8 && len; i++) {
+        size_t k = v[i].iov_len < len ? v[i].iov_len : len;
+        tokscan_feed(&s->tok, v[i].iov_base, k);
+        len -= k;
+    }
+}
+
 static void on_body(void *arg, struct evbuffer *src, size_t len)
 {
     struct session *s = arg;
     struct evbuffer *out;
     s->bytes += len;
+    count_tokens(s, src, len);
     if (s->body) {
         evbuffer_remove_buffer(src, s->body, len);
         return;
@@ -568,21 +536,6 @@ static const struct upstream_cbs up_cbs = {on_header, on_head, on_body, on_done,
 
 /* ---- admission ---- */
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET: return "GET";
-    case EVHTTP_REQ_POST: return "POST";
-    case EVHTTP_REQ_HEAD: return "HEAD";
-    case EVHTTP_REQ_PUT: return "PUT";
-    case EVHTTP_REQ_DELETE: return "DELETE";
-    case EVHTTP_REQ_OPTIONS: return "OPTIONS";
-    case EVHTTP_REQ_PATCH: return "PATCH";
-    case EVHTTP_REQ_TRACE: return "TRACE";
-    case EVHTTP_REQ_CONNECT: return "CONNECT";
-    }
-    return "GET";
-}
 
 /* Authorization carries the proxy's own keys when auth.keys is set: a key
  * never reaches a backend. Without keys it is the client's business with
@@ -617,7 +570,7 @@ static void build_request(struct session *s, struct backend *be, struct evbuffer
     char num[24];
 
     evhttp_connection_get_peer(s->evcon, &peer, &port);
-    add_str(b, method_name(cmd));
+    add_str(b, server_method_name(cmd));
     add_str(b, " ");
     if (s->target_slash)
         add_str(b, "/");
@@ -658,6 +611,8 @@ static void start_try(struct session *s, struct backend *be)
     s->state = S_UPSTREAM;
     s->last_be = be;
     s->ntries++;
+    s->t_try = net_now_ms();
+    s->t_head = 0;
     if (!s->t_dispatch)
         s->t_dispatch = net_now_ms();
     watch_client_soon(s);
@@ -723,6 +678,7 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     s->req = req;
     s->client = in->client;
     s->evcon = evhttp_request_get_connection(req);
+    snprintf(s->addr, sizeof s->addr, "%s", in->addr ? in->addr : "unknown");
     if (in->model && strlen(in->model) < sizeof s->model_buf)
         s->model = strcpy(s->model_buf, in->model);
     else if (in->model)
@@ -732,9 +688,10 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     snprintf(s->path, sizeof s->path, "%s%s", s->target_slash ? "/" : "", s->target);
     if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
         s->mkey = s->mkey_buf;
-    s->method = method_name(evhttp_request_get_command(req));
+    s->method = server_method_name(evhttp_request_get_command(req));
     s->v1 = !!in->v1;
     s->t_start = net_now_ms();
+    tokscan_init(&s->tok);
     LIST_INSERT_HEAD(&px->sessions, s, link);
     px->nsessions++;
 

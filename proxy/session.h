@@ -26,6 +26,7 @@ struct session_info {
     const char *target; /* path and query, origin form; borrowed from the request */
     int target_slash;   /* prepend "/" to target (absolute form without a path) */
     struct sched_client *client; /* who it is charged to (sched_*_client) */
+    const char *addr;            /* the client's address; borrowed */
 };
 
 /* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the

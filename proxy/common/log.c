@@ -40,14 +40,11 @@ static const char *second_stamp(time_t sec)
     return ts;
 }
 
-static const char *const level_names[] = {"debug", "info", "warn", "error"};
-
-/* "2026-11-27T12:00:00.123Z NAME LEVEL: " into OUT; returns its length. */
-static size_t prefix(char *out, enum log_level lvl)
+size_t log_stamp(char *out)
 {
     struct timeval tv;
     const char *ts;
-    size_t n, ms, k;
+    size_t n, ms;
     gettimeofday(&tv, NULL);
     ts = second_stamp(tv.tv_sec);
     n = strlen(ts);
@@ -58,6 +55,16 @@ static size_t prefix(char *out, enum log_level lvl)
     out[n++] = (char)('0' + ms / 10 % 10);
     out[n++] = (char)('0' + ms % 10);
     out[n++] = 'Z';
+    out[n] = '\0';
+    return n;
+}
+
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+/* "2026-11-27T12:00:00.123Z NAME LEVEL: " into OUT; returns its length. */
+static size_t prefix(char *out, enum log_level lvl)
+{
+    size_t n = log_stamp(out), k;
     out[n++] = ' ';
     k = strlen(prog);
     memcpy(out + n, prog, k);

@@ -20,6 +20,10 @@ void log_text(enum log_level lvl, const char *text, size_t len);
  * the caller runs on a timer and at exit. log_msg() lines flush first, so
  * the order is kept. */
 void log_set_buffered(int on);
+
+/* "2026-11-27T12:00:00.123Z" (UTC, milliseconds) into OUT (at least 32
+ * bytes); returns its length. */
+size_t log_stamp(char *out);
 void log_flush(void);
 
 #define log_debug(...) log_msg(LOG_DEBUG, __VA_ARGS__)

@@ -1,5 +1,6 @@
 """ollama-proxy: its own endpoints, header handling, errors it makes itself,
 the full queue, the queue timeout, --check and the drain on SIGTERM."""
+import json
 import os
 import signal
 import socket
@@ -93,16 +94,46 @@ def test_access_log():
     px = Proxy([("gpu0", sim.url, 2)])
     eq(post(px.url + "/api/generate", GEN).status, 200, "proxied")
     eq(post(px.url + "/api/chat", {"model": "nope", "messages": []}).status, 404, "passed on")
+    eq(get(px.url + "/").status, 200, "answered by the proxy")
     line = wait_until(lambda: [l for l in px.proc.output().splitlines()
                                if "POST /api/generate" in l], what="the access line")[0]
-    for field in ("client=127.0.0.1", "model=llama3", "backend=gpu0", "status=200", "wait_ms=", "upstream_ms=",
-                  "bytes=", "tries=1", " ok"):
+    for field in ("client=127.0.0.1", "addr=127.0.0.1", "model=llama3", "backend=gpu0",
+                  "status=200", "wait_ms=", "ttfb_ms=", "upstream_ms=", "bytes=", "tries=1",
+                  " ok"):
         ok(field in line, "%r not in the access line %r" % (field, line))
     ok(int(line.split("bytes=")[1].split()[0]) > 100, "bytes counted: %r" % line)
+    # The sim's answer says how many tokens it generated: the line has them.
+    ok(int(line.split("tokens=")[1].split()[0]) == 24, "tokens from eval_count: %r" % line)
     wait_until(lambda: [l for l in px.proc.output().splitlines()
-                        if "POST /api/chat client=127.0.0.1 model=nope" in l and
+                        if "POST /api/chat client=127.0.0.1 " in l and "model=nope" in l and
                         "status=404" in l], what="the 404 line")
+    self_line = wait_until(lambda: [l for l in px.proc.output().splitlines()
+                                    if "GET / client=" in l], what="the line of GET /")[0]
+    for field in ("status=200", "backend=-", "bytes=17", " self"):
+        ok(field in self_line, "%r not in %r" % (field, self_line))
     px.stop()
+
+
+def test_access_log_json_to_a_file():
+    sim = Sim()
+    path = os.path.join(tmpdir(), "access-%d.jsonl" % os.getpid())
+    px = Proxy([("gpu0", sim.url, 2)],
+               extra='logging = { access = "%s"; format = "json"; };' % path)
+    eq(post(px.url + "/api/generate", GEN).status, 200, "proxied")
+    eq(post(px.url + "/api/generate", {"model": "x\n\u00e9\"", "prompt": "p"}).status, 404,
+       "an odd model name")
+    eq(get(px.url + "/api/tags").status, 200, "answered by the proxy")
+    px.stop()
+    lines = [json.loads(l) for l in open(path)]
+    eq(len(lines), 3, "one line per request: %r" % lines)
+    a, b, c = lines
+    eq((a["method"], a["path"], a["status"], a["backend"], a["tokens"], a["tries"]),
+       ("POST", "/api/generate", 200, "gpu0", 24, 1), "the proxied request")
+    ok(a["ttfb_ms"] is not None and a["time"].endswith("Z"), a)
+    eq(b["status"], 404, "the 404")
+    eq(b["model"], "x\n\u00e9\"", "the model name survives, escaped")
+    eq((c["path"], c["outcome"], c["backend"]), ("/api/tags", "self", None), "self-answered")
+    ok("POST /api/generate" not in px.proc.output(), "no access line on stderr")
 
 
 def test_bad_bodies():

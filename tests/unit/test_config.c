@@ -84,6 +84,11 @@ int main(void)
     config_free(c);
     expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; "
                  "weight = 0; } ); };\n", 3, "weight");
+    expect_error("listen = \"x:1\";\nbackends = ( { name = \"a b\"; url = \"http://h:1\"; "
+                 "max_concurrent = 1; } );\n", 2, "backend name");
+    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\\n\"; key = \"s\"; } "
+                 "); };\n", 3, "key name");
+    expect_error("listen = \"x:1\";\n" BE "logging = { format = \"xml\"; };\n", 3, "format");
     expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
                  "{ name = \"k\"; key = \"t\"; } ); };\n", 4, "duplicate key name");
     expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"

@@ -1,0 +1,126 @@
+"""ollama-proxy: GET /metrics in the Prometheus text format, read with a real
+parser (promtool from Debian's prometheus package) and its numbers checked
+against what was sent."""
+import asyncio
+import re
+import shutil
+import subprocess
+
+import aclient
+from fakebackend import FakeBackend
+from harness import Proxy, Sim, eq, get, ok, post, run, wait_until, SLOW
+
+GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+STREAM = {"model": "llama3", "prompt": "hello"}
+CHAT_V1 = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse(text):
+    """{(name, frozenset(labels)): value} of every sample; checks each line
+    is a comment or a sample."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        ok(m, "not a sample line: %r" % line)
+        labels = frozenset(LABEL.findall(m.group(3) or ""))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def value(samples, name, **labels):
+    want = set(labels.items())
+    return sum(v for (n, l), v in samples.items() if n == name and want <= set(l))
+
+
+def promtool_check(text):
+    tool = shutil.which("promtool")
+    ok(tool, "promtool is not installed (.ci/packages: prometheus)")
+    r = subprocess.run([tool, "check", "metrics"], input=text, capture_output=True, text=True)
+    eq(r.returncode, 0, "promtool check metrics: %s%s" % (r.stdout, r.stderr))
+    ok(not r.stdout.strip() and not r.stderr.strip(), "promtool complains: %s%s" %
+       (r.stdout, r.stderr))
+
+
+def test_metrics_match_what_was_sent():
+    sims = [Sim("--parallel", "4", "--ttft-ms", "200", "--tokens", "7", "--tokens-per-s", "0")
+            for _ in range(2)]
+    px = Proxy([("gpu0", sims[0].url, 3), ("gpu1", sims[1].url, 3)])
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+
+    async def burst():
+        reqs = ([dict(method="POST", path="/api/generate", body=GEN, timeout=60)] * 14 +
+                [dict(method="POST", path="/api/generate", body=STREAM, timeout=60)] * 6 +
+                [dict(method="POST", path="/v1/chat/completions", body=CHAT_V1, timeout=60)] * 4)
+        go = asyncio.ensure_future(aclient.many(px.port, reqs, 24))
+        await asyncio.sleep(0.1 * SLOW)
+        during = parse(get(px.url + "/metrics").text())
+        return await go, during
+    res, during = aclient.run(burst())
+    ok(all(r.status == 200 for r in res), "all 200: %r" % [r.status for r in res])
+    eq(value(during, "ollama_proxy_backend_in_flight", backend="gpu0"), 3, "in flight = cap")
+    eq(value(during, "ollama_proxy_backend_in_flight", backend="gpu1"), 3, "in flight = cap")
+    ok(value(during, "ollama_proxy_queue_length") >= 10, "queue length during the burst")
+    m0 = parse(get(px.url + "/metrics").text())
+    eq(post(px.url + "/api/generate", {"model": "nope", "prompt": "x"}).status, 404, "404")
+    eq(get(px.url + "/").status, 200, "GET /")
+    text = get(px.url + "/metrics").text()
+    promtool_check(text)
+    m = parse(text)
+    for name in ("gpu0", "gpu1"):
+        served = sims[int(name[-1])].stats()["served"]
+        eq(value(m, "ollama_proxy_requests_total", backend=name, code="200"), served,
+           "200s of %s = the sim's count" % name)
+        eq(value(m, "ollama_proxy_backend_in_flight", backend=name), 0, "in flight after")
+        eq(value(m, "ollama_proxy_backend_max_concurrent", backend=name), 3, "cap")
+        eq(value(m, "ollama_proxy_backend_healthy", backend=name), 1, "healthy")
+    # 7 tokens each: eval_count on /api, usage.completion_tokens on /v1 (the
+    # sim sends usage on non-streamed answers).
+    eq(value(m, "ollama_proxy_generated_tokens_total"), 24 * 7, "tokens = sum of eval_count")
+    eq(value(m, "ollama_proxy_generated_tokens_total", model="llama3:latest"), 24 * 7,
+       "by model, in its display form")
+    eq(value(m, "ollama_proxy_requests_total", backend="none", code="404", model="other"), 1,
+       "the proxy's own 404 for a model nobody lists")
+    eq(value(m, "ollama_proxy_requests_total", backend="none", code="200") -
+       value(m0, "ollama_proxy_requests_total", backend="none", code="200"), 2,
+       "GET / and the /metrics before it, answered by the proxy")
+    eq(value(m, "ollama_proxy_queue_wait_seconds_count"), 25, "every proxied request waited")
+    ok(value(m, "ollama_proxy_queue_wait_seconds_bucket", le="0.005") < 25,
+       "some waited in the queue")
+    eq(value(m, "ollama_proxy_upstream_seconds_count"), 24, "every request that reached one")
+    eq(value(m, "ollama_proxy_upstream_first_byte_seconds_count"), 24, "every head")
+    ok(value(m, "ollama_proxy_upstream_first_byte_seconds_bucket", le="0.1") == 0,
+       "200 ms to the first token: none under 0.1 s")
+    ok(not any("127.0.0.1" in str(k) for k in m), "no client address as a label")
+    px.stop()
+
+
+def test_metrics_retries_cancels_and_key():
+    fb = FakeBackend("ok", models=("llama3:latest", "fakeonly:latest"))
+    fb.script("busy", "busy")  # Ollama's 503 twice, then an answer
+    sim = Sim("--parallel", "4", "--ttft-ms", "2000", "--tokens", "1")
+    px = Proxy([("fake", fb.url, 1), ("gpu0", sim.url, 4)],
+               extra='auth = { keys = ( { name = "a"; key = "ka"; admin = true; } ); '
+                     'metrics_key_required = true; };\nhealth = { fail_after = 100; };')
+    eq(get(px.url + "/metrics").status, 401, "metrics_key_required")
+    hdr = {"Authorization": "Bearer ka"}
+    # To gpu0 (its 2 s first token), and gone after 0.5 s: a cancel.
+    aclient.run(aclient.request(px.port, "POST", "/api/generate", body=GEN, headers=hdr,
+                                abort_after=0.5))
+    wait_until(lambda: "client-gone" in px.proc.output(), what="the cancel")
+    # Only the fake has this model, and answers 503 twice: two retries, then 200.
+    wait_until(lambda: "fakeonly:latest" in str(px.status(headers=hdr)), what="discovery")
+    r = post(px.url + "/api/chat", {"model": "fakeonly", "messages": [], "stream": False},
+             headers=hdr)
+    eq(r.status, 200, "served after the 503s: %r" % r)
+    m = parse(get(px.url + "/metrics", headers=hdr).text())
+    eq(value(m, "ollama_proxy_cancelled_total"), 1, "cancelled")
+    eq(value(m, "ollama_proxy_retries_total"), 2, "retries")
+    px.stop()
+
+
+run(globals())
