@@ -72,9 +72,10 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     struct proxy *px = arg;
     (void)fd;
     (void)what;
-    log_warn("shutdown: %d requests still running after %gs; closing them", px->nsessions,
+    log_warn("shutdown: %d requests still running after %gs; ending them", px->nsessions,
              px->cfg->shutdown_timeout_s);
-    event_base_loopexit(px->base, NULL);
+    session_end_all(px); /* their last bytes go out during exit_soon()'s delay */
+    exit_soon(px);
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)

@@ -479,11 +479,10 @@ static void on_done(void *arg)
 
 /* After the reply started: end it the way Ollama does, with an in-band
  * error line, so the client learns the stream failed. */
-static void fail_stream(struct session *s, enum upstream_err err)
+static void end_stream(struct session *s, const char *msg, const char *outcome)
 {
     char line[320];
     struct evbuffer *b = s->chunk;
-    const char *msg = upstream_strerror(err);
     /* A stream cut inside a line (an event) first gets its end, so that
      * the error is a line (an event) of its own. */
     const char *sep = !s->bytes ? ""
@@ -498,14 +497,19 @@ static void fail_stream(struct session *s, enum upstream_err err)
         evbuffer_add(b, line, strlen(line));
         evhttp_send_reply_chunk(s->req, b);
         finish_reply(s);
-        session_close(s, "upstream-error");
+        session_close(s, outcome);
     } else { /* a raw body: only a cut connection tells the client */
         struct evhttp_connection *evcon = s->evcon;
         evhttp_connection_set_closecb(evcon, NULL, NULL);
         s->evcon = NULL;
-        session_close(s, "upstream-error");
+        session_close(s, outcome);
         evhttp_connection_free(evcon);
     }
+}
+
+static void fail_stream(struct session *s, enum upstream_err err)
+{
+    end_stream(s, upstream_strerror(err), "upstream-error");
 }
 
 static void on_error(void *arg, enum upstream_err err)
@@ -714,6 +718,28 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     else if (rc < 0)
         fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
                      sched_retry_after(&px->sched), "queue-full");
+}
+
+void session_end_all(struct proxy *px)
+{
+    struct session *s;
+    sched_freeze(&px->sched);
+    while ((s = LIST_FIRST(&px->sessions))) {
+        if (s->state == S_STREAMING) {
+            end_stream(s, "the proxy is shutting down", "shutdown");
+            continue;
+        }
+        if (s->up) { /* no reply yet: the try is abandoned */
+            upstream_abort(s->up);
+            s->up = NULL;
+        }
+        drop_reply_headers(s);
+        if (s->body) {
+            evbuffer_free(s->body);
+            s->body = NULL;
+        }
+        fail_session(s, 503, "the proxy is shutting down", 1, "shutdown");
+    }
 }
 
 void session_abort_all(struct proxy *px)

@@ -33,6 +33,11 @@ struct session_info {
  * queue is full. The reply always ends up sent exactly once. */
 void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in);
 
+/* shutdown_timeout_s has passed: end every live session the way a client
+ * can understand. A stream gets Ollama's in-band {"error":...} line, a
+ * request without a reply yet (queued or at a backend) 503 + Retry-After. */
+void session_end_all(struct proxy *px);
+
 /* Forced shutdown: end every live session, closing its client. */
 void session_abort_all(struct proxy *px);
 

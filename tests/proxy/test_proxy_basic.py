@@ -342,4 +342,35 @@ def test_sigterm_drains():
     eq(px.proc.p.returncode, 0, "exit code")
 
 
+def test_shutdown_timeout_endings():
+    # At shutdown_timeout_s what still runs ends the way a client
+    # understands: a stream with Ollama's in-band error line, a queued
+    # request with 503 + Retry-After.
+    import aclient, asyncio
+    sim = Sim("--parallel", "4", "--ttft-ms", "0", "--tokens", "200", "--tokens-per-s", "20")
+    px = Proxy([("gpu0", sim.url, 1)], extra="shutdown_timeout_s = 0.8;")
+
+    async def scenario():
+        stream = asyncio.ensure_future(aclient.request(
+            px.port, "POST", "/api/generate", body={"model": "llama3", "prompt": "x"}))
+        await asyncio.sleep(0.3)
+        queued = [asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate",
+                                                        body=GEN)) for _ in range(2)]
+        await asyncio.sleep(0.3)
+        px.proc.signal(signal.SIGTERM)
+        return await stream, await asyncio.gather(*queued)
+    stream, queued = aclient.run(scenario())
+    eq(stream.status, 200, "the stream had started")
+    last = stream.lines()[-1]
+    ok("shutting down" in last.get("error", ""), "the stream ends in-band: %r" % last)
+    ok(len(stream.lines()) > 3, "tokens came before")
+    for r in queued:
+        eq(r.status, 503, "a queued request at the shutdown timeout: %r" % r.error)
+        ok("shutting down" in r.json()["error"], r.body)
+        ok(int(r.headers["retry-after"]) >= 1, r.headers)
+    px.proc.p.wait(10 * SLOW)
+    eq(px.proc.p.returncode, 0, "exit code")
+    eq(sim.stats()["in_flight"], 0, "the backend's stream was aborted")
+
+
 run(globals())
