@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "names.h"
 #include "upstream.h"
 
 int backend_resolve(struct backend *be)
@@ -63,6 +64,46 @@ void model_list_free(struct model_list *l)
     free(l->names);
     free(l->keys);
     free(l);
+}
+
+void backend_model_add(struct backend *be, const char *name)
+{
+    char key[NAME_KEY_MAX], disp[NAME_KEY_MAX];
+    struct model_list *l = be->models;
+    char **n, **k;
+    if (!be->models_known || !l || name_key(name, key, sizeof key) < 0 ||
+        name_display(name, disp, sizeof disp) < 0 || model_list_has(l, key))
+        return;
+    n = realloc(l->names, (size_t)(l->n + 2) * sizeof *n);
+    if (n)
+        l->names = n;
+    k = realloc(l->keys, (size_t)(l->n + 2) * sizeof *k);
+    if (k)
+        l->keys = k;
+    if (!n || !k || !(l->names[l->n] = strdup(disp)))
+        return;
+    if (!(l->keys[l->n] = strdup(key))) {
+        free(l->names[l->n]);
+        return;
+    }
+    l->n++;
+}
+
+void backend_model_remove(struct backend *be, const char *name, int loaded)
+{
+    char key[NAME_KEY_MAX];
+    struct model_list *l = loaded ? be->loaded : be->models;
+    if (!l || name_key(name, key, sizeof key) < 0)
+        return;
+    for (int i = 0; i < l->n; i++)
+        if (strcmp(l->keys[i], key) == 0) {
+            free(l->names[i]);
+            free(l->keys[i]);
+            l->names[i] = l->names[l->n - 1];
+            l->keys[i] = l->keys[l->n - 1];
+            l->n--;
+            return;
+        }
 }
 
 int model_list_has(const struct model_list *l, const char *key)

@@ -55,6 +55,8 @@ struct backend {
     int models_known;
     struct model_list *models, *loaded;
     struct json_t *tags_json, *ps_json; /* the last "models" arrays, as sent */
+    double ps_at_ms;             /* when loaded/ps_json were last answered */
+    int poll_again;              /* a refresh was asked while a poll ran */
     struct upstream *poll;       /* a discovery request in flight */
     struct evbuffer *poll_body;  /* its answer so far */
     int poll_phase;              /* 0: /api/tags, 1: /api/ps */
@@ -69,6 +71,13 @@ struct model_list {
 };
 
 void model_list_free(struct model_list *l);
+
+/* What a pull, create, copy, delete or unload just did, into BE's lists at
+ * once (discovery confirms later): NAME added to its installed models, or
+ * removed from its installed (LOADED 0) or loaded (LOADED 1) ones. A
+ * backend whose models are not known yet is left alone. */
+void backend_model_add(struct backend *be, const char *name);
+void backend_model_remove(struct backend *be, const char *name, int loaded);
 /* 1 when L holds KEY. */
 int model_list_has(const struct model_list *l, const char *key);
 

@@ -149,12 +149,17 @@ static void reply(struct evhttp_request *req, json_t *o)
     evbuffer_free(b);
 }
 
+int catalog_known(struct proxy *px)
+{
+    for (int b = 0; b < px->nbackends; b++)
+        if (usable(px->backends[b]))
+            return 1;
+    return 0;
+}
+
 int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path)
 {
-    int known = 0;
-    for (int b = 0; b < px->nbackends; b++)
-        known |= usable(px->backends[b]);
-    if (!known)
+    if (!catalog_known(px))
         return 0;
     if (strcmp(path, "/api/tags") == 0)
         reply(req, json_pack("{s:o}", "models", union_tags(px)));

@@ -16,4 +16,7 @@ struct evhttp_request;
  * known; returns 1 if it answered, 0 to let the request be proxied. */
 int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path);
 
+/* 1 when some usable backend's models are known (catalog_reply answers). */
+int catalog_known(struct proxy *px);
+
 #endif

@@ -85,6 +85,37 @@ done:
     return l;
 }
 
+static void set_ps(struct backend *be, struct model_list *l, json_t *array)
+{
+    model_list_free(be->loaded);
+    json_decref(be->ps_json);
+    be->loaded = l;
+    be->ps_json = array;
+    be->ps_at_ms = net_now_ms();
+}
+
+int discover_set_ps(struct backend *be, struct evbuffer *body)
+{
+    json_t *array = NULL;
+    size_t n = evbuffer_get_length(body);
+    struct model_list *l = discover_parse((const char *)evbuffer_pullup(body, -1), n, &array);
+    if (!l)
+        return -1;
+    set_ps(be, l, array);
+    return 0;
+}
+
+void discover_refresh(struct proxy *px, struct backend *be)
+{
+    (void)px;
+    if (be->removed)
+        return;
+    if (be->poll)
+        be->poll_again = 1;
+    else
+        poll_phase(be, 0);
+}
+
 static void on_done(void *arg)
 {
     struct backend *be = arg;
@@ -113,10 +144,11 @@ static void on_done(void *arg)
         be->models_known = 1;
         poll_phase(be, 1);
     } else {
-        model_list_free(be->loaded);
-        json_decref(be->ps_json);
-        be->loaded = l;
-        be->ps_json = array;
+        set_ps(be, l, array);
+        if (be->poll_again) { /* a refresh was asked meanwhile: once more */
+            be->poll_again = 0;
+            poll_phase(be, 0);
+        }
     }
     sched_kick(&the_px->sched); /* a waiting request may fit it now */
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 
 struct proxy;
+struct backend;
+struct evbuffer;
 struct json_t;
 
 /* Bounds on what a backend may answer: 4 MiB and 10,000 models (Ollama's
@@ -26,6 +28,14 @@ int discover_start(struct proxy *px);
  * [] for null). NULL (and *ARRAY NULL) when malformed or over the bounds.
  * The caller frees both (model_list_free, json_decref). */
 struct model_list *discover_parse(const char *body, size_t len, struct json_t **array);
+
+/* Poll BE now (after a pull, a delete...): at once, or again as soon as the
+ * poll in flight ends. */
+void discover_refresh(struct proxy *px, struct backend *be);
+
+/* BE's answer to /api/ps (BODY) as its loaded models now: 0, or -1 when
+ * malformed (nothing changed). */
+int discover_set_ps(struct backend *be, struct evbuffer *body);
 
 /* Stop polling; NULL-safe on a proxy that never started. */
 void discover_stop(struct proxy *px);

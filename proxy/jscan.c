@@ -113,7 +113,36 @@ static int literal(struct scan *s, const char *word)
     return 0;
 }
 
-/* Members of an object; at top level (TOP) note "model", "name", "stream". */
+/* "0", 0, "0s", "0m", "0h" (and 0.0): keep_alive zero, an unload. */
+static int is_zero_duration(const char *v, size_t n)
+{
+    if (n >= 2 && v[0] == '"')
+        v++, n -= 2;
+    if (!n || v[0] != '0')
+        return 0;
+    v++, n--;
+    if (n && v[0] == '.')
+        for (v++, n--; n && v[0] == '0'; v++, n--)
+            ;
+    return n == 0 || (n == 1 && (v[0] == 's' || v[0] == 'm' || v[0] == 'h'));
+}
+
+/* A top-level member K: V[0..VN) (the value's text) of interest. */
+static void note_member(struct jscan_result *top, const char *k, size_t kn, const char *v,
+                        size_t vn)
+{
+    if (kn == 6 && !memcmp(k, "stream", 6))
+        top->stream = *v == 't' ? 1 : *v == 'f' ? 0 : -1;
+    else if (kn == 10 && !memcmp(k, "keep_alive", 10))
+        top->keep_alive_zero = is_zero_duration(v, vn);
+    else if ((kn == 6 && !memcmp(k, "prompt", 6)) || (kn == 8 && !memcmp(k, "messages", 8)))
+        /* an empty "" or [] asks for nothing: an unload or a load */
+        top->has_input |= !(vn == 2 && (v[0] == '"' || v[0] == '[')) &&
+                           !(vn == 4 && !memcmp(v, "null", 4));
+}
+
+/* Members of an object; at top level (TOP) note "model", "name", "stream",
+ * "keep_alive", "prompt" and "messages". */
 static int object(struct scan *s, int depth, struct jscan_result *top)
 {
     const char *name_b = NULL;
@@ -152,8 +181,8 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
         } else {
             if (value(s, depth + 1) < 0)
                 return -1;
-            if (top && kn == 6 && !memcmp(k, "stream", 6))
-                top->stream = *v == 't' ? 1 : *v == 'f' ? 0 : -1;
+            if (top)
+                note_member(top, k, kn, v, (size_t)(s->p - v));
         }
         skip_ws(s);
         if (s->p < s->end && *s->p == ',') {

@@ -18,6 +18,8 @@ struct jscan_result {
     size_t model_len;
     int model_escaped;
     int stream; /* 1 true, 0 false, -1 absent or null */
+    int keep_alive_zero; /* "keep_alive" is 0, "0", "0s", "0m" or "0h" */
+    int has_input;       /* a "prompt" or "messages" that is not empty ("", [], null) */
     int is_object;
 };
 

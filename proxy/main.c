@@ -13,6 +13,7 @@
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
+#include "fanout.h"
 #include "fleet.h"
 #include "health.h"
 #include "log.h"
@@ -184,6 +185,7 @@ static void proxy_cleanup(struct proxy *px)
 {
     discover_stop(px);
     health_stop(px);
+    fanout_abort_all(px);
     session_abort_all(px);
     server_free(px);
     fleet_free(px);

@@ -23,6 +23,7 @@
 #include "backend.h"
 #include "catalog.h"
 #include "config.h"
+#include "fanout.h"
 #include "fleet.h"
 #include "jout.h"
 #include "jscan.h"
@@ -294,6 +295,7 @@ static int parse_body(struct evhttp_request *req, int v1, char *model, size_t mo
         model[js.model_len] = '\0';
     }
     in->model = model;
+    in->unload = js.keep_alive_zero && !js.has_input;
     return 0;
 }
 
@@ -360,7 +362,7 @@ static int answer_self(struct proxy *px, struct evhttp_request *req, const char 
     }
     if (strncmp(path, "/proxy/", 7) == 0 && admin_reply(px, req, path))
         return 1;
-    if (get && catalog_reply(px, req, path))
+    if (get && strcmp(path, "/api/ps") != 0 && catalog_reply(px, req, path))
         return 1;
     if (px->draining) {
         server_reply_error(req, in->v1, 503, "the proxy is shutting down", 1);
@@ -378,7 +380,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     struct session_info in = {0};
     char path[256], model[512], addr[48];
     size_t n = strcspn(uri, "?");
-    int key = -1;
+    int key = -1, kind;
 
     if (n >= sizeof path)
         n = sizeof path - 1;
@@ -401,6 +403,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         (cmd == EVHTTP_REQ_POST && needs_model(path) &&
          parse_body(req, in.v1, model, sizeof model, &in) < 0)) {
         self_answered(px, req, path, addr, key);
+        return;
+    }
+    if ((kind = fanout_kind_of(req, path, in.unload)) >= 0 &&
+        (kind != FAN_PS || catalog_known(px))) {
+        fanout_start(px, req, (enum fanout_kind)kind, path, in.v1);
         return;
     }
     in.client = client_of(px, req, key, addr);

@@ -615,6 +615,7 @@ static void start_try(struct session *s, struct backend *be)
     s->state = S_UPSTREAM;
     s->last_be = be;
     s->ntries++;
+    be->ps_at_ms = 0; /* it may load a model: the next /api/ps asks again */
     s->t_try = net_now_ms();
     s->t_head = 0;
     if (!s->t_dispatch)

@@ -27,6 +27,7 @@ struct session_info {
     int target_slash;   /* prepend "/" to target (absolute form without a path) */
     struct sched_client *client; /* who it is charged to (sched_*_client) */
     const char *addr;            /* the client's address; borrowed */
+    int unload;                  /* keep_alive 0 without a prompt: fanout.h */
 };
 
 /* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the

@@ -1,0 +1,123 @@
+"""ollama-proxy: model management applies to the whole fleet (pull, delete,
+copy, unload reach every backend concerned; pulled models are routable at
+once, deleted ones 404 at once) and /api/ps is live."""
+import json
+import time
+
+import aclient
+from fakebackend import FakeBackend
+from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until
+
+FAST = ("--ttft-ms", "0", "--tokens", "1")
+
+
+def three(refresh_s=30):
+    """Three sims behind a proxy; by default no help from periodic polls."""
+    sims = [Sim(*FAST, models="llama3:latest") for _ in range(3)]
+    px = Proxy([("gpu%d" % i, s.url, 2) for i, s in enumerate(sims)],
+               extra="models = { refresh_s = %g; };" % refresh_s)
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+    return sims, px
+
+
+def tags(sim):
+    return sorted(m["name"] for m in get(sim.url + "/api/tags").json()["models"])
+
+
+def test_pull_streams_from_every_backend_and_is_routable_at_once():
+    sims, px = three()
+    r = aclient.run(aclient.request(px.port, "POST", "/api/pull", body={"model": "qwen2.5:7b"}))
+    eq(r.status, 200, "pull")
+    lines = r.lines()
+    eq(lines[-1], {"status": "success"}, "one success at the end")
+    progress = lines[:-1]
+    eq({l.get("backend") for l in progress}, {"gpu0", "gpu1", "gpu2"},
+       "progress lines from all three, each named")
+    ok(all("status" in l and l["status"] != "success" for l in progress),
+       "the backends' own successes are not forwarded: %r" % progress)
+    for s in sims:
+        ok("qwen2.5:7b" in tags(s), "pulled on every sim")
+    # Routable at once, with no poll in between (refresh_s = 30).
+    r = post(px.url + "/api/generate", {"model": "qwen2.5:7b", "prompt": "x", "stream": False})
+    eq(r.status, 200, "routable right after the pull: %r" % r)
+    # stream:false: one answer.
+    r = post(px.url + "/api/pull", {"model": "phi3", "stream": False})
+    eq((r.status, r.json()), (200, {"status": "success"}), "non-streamed pull")
+    px.stop()
+
+
+def test_pull_failing_on_one_names_it():
+    sims = [Sim(*FAST) for _ in range(2)]
+    fb = FakeBackend("ok")  # answers /api/pull 404: it cannot pull
+    px = Proxy([("gpu0", sims[0].url, 2), ("gpu1", sims[1].url, 2), ("bad", fb.url, 2)])
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+    r = aclient.run(aclient.request(px.port, "POST", "/api/pull", body={"model": "phi3"}))
+    eq(r.status, 200, "the stream started")
+    last = r.lines()[-1]
+    ok("error" in last and "bad" in last["error"] and "gpu0" not in last["error"],
+       "the error names the backend that failed, only it: %r" % last)
+    r = post(px.url + "/api/pull", {"model": "phi3", "stream": False})
+    eq(r.status, 500, "non-streamed: an error")
+    ok("bad" in r.json()["error"], r.body)
+    px.stop()
+
+
+def test_delete_reaches_the_backends_that_have_it():
+    sims, px = three(refresh_s=0.2)
+    # Only gpu1 and gpu2 have qwen (pulled behind the proxy's back).
+    for s in sims[1:]:
+        eq(post(s.url + "/api/pull", {"model": "qwen2.5:7b", "stream": False}).status, 200, "")
+    wait_until(lambda: sum("qwen2.5:7b" in b["models"] for b in px.status()["backends"]) == 2,
+               what="the proxy knows who has qwen")
+    r = http("DELETE", px.url + "/api/delete", {"model": "qwen2.5:7b"})
+    eq(r.status, 200, "delete: %r" % r)
+    for s in sims:
+        ok("qwen2.5:7b" not in tags(s), "deleted everywhere")
+    r = post(px.url + "/api/generate", {"model": "qwen2.5:7b", "prompt": "x"})
+    eq(r.status, 404, "a deleted model 404s at once")
+    r = http("DELETE", px.url + "/api/delete", {"model": "qwen2.5:7b"})
+    eq(r.status, 404, "deleting what nobody has")
+    px.stop()
+
+
+def test_copy_and_unload_on_all():
+    sims, px = three()
+    r = post(px.url + "/api/copy", {"source": "llama3", "destination": "mine:v1"})
+    eq(r.status, 200, "copy: %r" % r)
+    for s in sims:
+        ok("mine:v1" in tags(s), "copied on every sim")
+    eq(post(px.url + "/api/generate", {"model": "mine:v1", "prompt": "x",
+                                       "stream": False}).status, 200, "routable at once")
+    # Load llama3 on two backends, then unload: both unload it.
+    for i in range(4):
+        eq(post(px.url + "/api/generate", {"model": "llama3", "prompt": "x",
+                                           "stream": False}).status, 200, "")
+    loaded = {"gpu%d" % i for i, s in enumerate(sims) if get(s.url + "/api/ps").json()["models"]}
+    ok(len(loaded) >= 2, "llama3 loaded on several: %r" % loaded)
+    ps = get(px.url + "/api/ps").json()["models"]
+    eq({m["backend"] for m in ps}, loaded, "/api/ps right after the loads shows them (live)")
+    r = post(px.url + "/api/generate", {"model": "llama3", "keep_alive": 0})
+    eq(r.status, 200, "unload: %r" % r)
+    eq(r.json().get("done_reason"), "unload", r.body)
+    for s in sims:
+        eq([m["name"] for m in get(s.url + "/api/ps").json()["models"]
+            if m["name"].startswith("llama3")], [], "unloaded everywhere")
+    eq([m for m in get(px.url + "/api/ps").json()["models"] if m["name"].startswith("llama3")],
+       [], "and /api/ps says so at once")
+    px.stop()
+
+
+def test_ps_is_live():
+    sim = Sim(*FAST)
+    px = Proxy([("gpu0", sim.url, 2)], extra="models = { refresh_s = 30; };")
+    wait_until(lambda: px.status()["backends"][0]["models"], what="discovery")
+    eq(get(px.url + "/api/ps").json()["models"], [], "nothing loaded")
+    eq(post(sim.url + "/api/generate", {"model": "llama3", "prompt": "x",
+                                        "stream": False}).status, 200, "a load behind its back")
+    time.sleep(1.1)  # past the one-second reuse
+    ps = get(px.url + "/api/ps").json()["models"]
+    eq([(m["name"], m["backend"]) for m in ps], [("llama3:latest", "gpu0")], "live: %r" % ps)
+    px.stop()
+
+
+run(globals())
