@@ -8,6 +8,8 @@
 
 #include <errno.h>
 #include <libconfig.h>
+#include <netdb.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -70,13 +72,60 @@ static void set_defaults(struct px_config *c)
     c->access_log = strdup("stderr");
 }
 
-#define FAIL(s, ...)                                                                            \
-    do {                                                                                        \
-        snprintf(err, errlen, "%s:%d: ", file, (s) ? (int)config_setting_source_line(s) : 0); \
-        size_t n_ = strlen(err);                                                                \
-        snprintf(err + n_, errlen - n_, __VA_ARGS__);                                           \
-        return -1;                                                                              \
+/* Every error of a file is reported, in file order: FAIL records one for
+ * the setting S and makes the function return -1; its callers go on with
+ * the next setting, and config_load() joins what was recorded. Loading is
+ * not re-entrant (one load at a time, in the loop thread). */
+#define MAX_ERRORS 32
+static struct {
+    int n, dropped;
+    int line[MAX_ERRORS];
+    char text[MAX_ERRORS][320];
+} errs;
+
+static void add_error(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void add_error(const char *file, int line, const char *fmt, ...)
+{
+    va_list ap;
+    size_t k;
+    if (errs.n == MAX_ERRORS) {
+        errs.dropped++;
+        return;
+    }
+    k = (size_t)snprintf(errs.text[errs.n], sizeof errs.text[0], "%s:%d: ", file, line);
+    if (k >= sizeof errs.text[0])
+        k = sizeof errs.text[0] - 1;
+    va_start(ap, fmt);
+    vsnprintf(errs.text[errs.n] + k, sizeof errs.text[0] - k, fmt, ap);
+    va_end(ap);
+    errs.line[errs.n++] = line;
+}
+
+#define FAIL(s, ...)                                                                    \
+    do {                                                                                \
+        (void)err, (void)errlen;                                                        \
+        add_error(file, (s) ? (int)config_setting_source_line(s) : 0, __VA_ARGS__);     \
+        return -1;                                                                      \
     } while (0)
+
+/* The recorded errors into ERR, one a line, in file order. */
+static void join_errors(char *err, size_t errlen)
+{
+    size_t used = 0;
+    err[0] = '\0';
+    for (int ln = -1, done = 0; done < errs.n; ln++) /* a stable sort by line */
+        for (int i = 0; i < errs.n; i++)
+            if (errs.line[i] == ln + 1) {
+                used += (size_t)snprintf(err + used, used < errlen ? errlen - used : 0, "%s%s",
+                                         done ? "\n" : "", errs.text[i]);
+                done++;
+                if (used >= errlen)
+                    return;
+            }
+    if (errs.dropped && used < errlen)
+        snprintf(err + used, errlen - used, "\n(%d more errors)", errs.dropped);
+}
 
 static int in_list(const char *name, const char *const *list, size_t n)
 {
@@ -90,13 +139,17 @@ static int in_list(const char *name, const char *const *list, size_t n)
 static int check_members(const char *file, config_setting_t *group, const char *const *names,
                          size_t n, const char *where, char *err, size_t errlen)
 {
+    int rc = 0;
+    (void)err, (void)errlen;
     for (int i = 0; i < config_setting_length(group); i++) {
         config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
-        if (!in_list(config_setting_name(m), names, n))
-            FAIL(m, "unknown key \"%s\"%s%s", config_setting_name(m), where[0] ? " in " : "",
-                 where);
+        if (!in_list(config_setting_name(m), names, n)) {
+            add_error(file, (int)config_setting_source_line(m), "unknown key \"%s\"%s%s",
+                      config_setting_name(m), where[0] ? " in " : "", where);
+            rc = -1;
+        }
     }
-    return 0;
+    return rc;
 }
 
 static int load_scalar(const char *file, config_setting_t *root, const struct opt *o,
@@ -151,6 +204,12 @@ int config_parse_url(const char *url, char *host, size_t hostlen, int *port, cha
     }
     if (net_parse_hostport(hp, host, hostlen, port, err, errlen) < 0)
         return -1;
+    if (strspn(host, strchr(host, ':') ? "0123456789abcdefABCDEF:.%" /* an IPv6 literal */
+                                       : "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                         "0123456789.-_") != strlen(host)) {
+        snprintf(err, errlen, "url \"%s\": \"%s\" is not a host name or address", url, host);
+        return -1;
+    }
     if (!host[0] || *port == 0) {
         snprintf(err, errlen, "url \"%s\" needs a host and a port", url);
         return -1;
@@ -218,8 +277,9 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     if (config_parse_url(be->url, host, sizeof host, &be->port, why, sizeof why) < 0)
         FAIL(config_setting_get_member(b, "url"), "%s", why);
     be->host = strdup(host);
+    be->line = (int)config_setting_source_line(b);
     for (int j = 0; j < i; j++)
-        if (strcmp(c->backends[j].name, be->name) == 0)
+        if (c->backends[j].name && strcmp(c->backends[j].name, be->name) == 0)
             FAIL(b, "duplicate backend name \"%s\"", be->name);
     return 0;
 }
@@ -228,6 +288,7 @@ static int load_backends(const char *file, config_setting_t *root, struct px_con
                          char *err, size_t errlen)
 {
     config_setting_t *l = config_setting_get_member(root, "backends");
+    int rc = 0;
     if (!l)
         FAIL(root, "missing \"backends\"");
     if (!config_setting_is_list(l) && !config_setting_is_array(l))
@@ -237,9 +298,8 @@ static int load_backends(const char *file, config_setting_t *root, struct px_con
         FAIL(l, "\"backends\" is empty: at least one backend is needed");
     c->backends = calloc((size_t)c->nbackends, sizeof *c->backends);
     for (int i = 0; i < c->nbackends; i++)
-        if (load_backend(file, config_setting_get_elem(l, (unsigned)i), c, i, err, errlen))
-            return -1;
-    return 0;
+        rc |= load_backend(file, config_setting_get_elem(l, (unsigned)i), c, i, err, errlen);
+    return rc;
 }
 
 static int load_key(const char *file, config_setting_t *k, struct config_key *key, char *err,
@@ -275,8 +335,9 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
                 found = i;
         free(prio);
         if (found < 0) {
-            snprintf(err, errlen, "%s:%d: priority must be high, normal or low", file,
-                     (int)config_setting_source_line(config_setting_get_member(k, "priority")));
+            add_error(file,
+                      (int)config_setting_source_line(config_setting_get_member(k, "priority")),
+                      "priority must be high, normal or low");
             rc = -1;
         } else {
             key->priority = (enum key_priority)found;
@@ -285,11 +346,29 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
     return rc;
 }
 
+static int load_key_unique(const char *file, config_setting_t *k, struct px_config *c, int i,
+                           char *err, size_t errlen)
+{
+    if (load_key(file, k, &c->keys[i], err, errlen))
+        return -1;
+    for (int j = 0; j < i; j++) {
+        if (!c->keys[j].name || !c->keys[j].key)
+            continue;
+        if (strcmp(c->keys[j].name, c->keys[i].name) == 0)
+            FAIL(k, "duplicate key name \"%s\"", c->keys[i].name);
+        if (strcmp(c->keys[j].key, c->keys[i].key) == 0)
+            FAIL(k, "keys \"%s\" and \"%s\" have the same secret", c->keys[j].name,
+                 c->keys[i].name);
+    }
+    return 0;
+}
+
 static int load_auth(const char *file, config_setting_t *root, struct px_config *c, char *err,
                      size_t errlen)
 {
     static const char *const auth_keys[] = {"keys", "client_header", "metrics_key_required"};
     config_setting_t *a = config_setting_get_member(root, "auth"), *l, *m;
+    int rc = 0;
     if (!a)
         return 0;
     if (!config_setting_is_group(a))
@@ -308,19 +387,9 @@ static int load_auth(const char *file, config_setting_t *root, struct px_config 
         FAIL(l, "auth.keys must be a list ( {...} )");
     c->nkeys = config_setting_length(l);
     c->keys = calloc((size_t)c->nkeys + 1, sizeof *c->keys);
-    for (int i = 0; i < c->nkeys; i++) {
-        config_setting_t *k = config_setting_get_elem(l, (unsigned)i);
-        if (load_key(file, k, &c->keys[i], err, errlen))
-            return -1;
-        for (int j = 0; j < i; j++) {
-            if (strcmp(c->keys[j].name, c->keys[i].name) == 0)
-                FAIL(k, "duplicate key name \"%s\"", c->keys[i].name);
-            if (strcmp(c->keys[j].key, c->keys[i].key) == 0)
-                FAIL(k, "keys \"%s\" and \"%s\" have the same secret", c->keys[j].name,
-                     c->keys[i].name);
-        }
-    }
-    return 0;
+    for (int i = 0; i < c->nkeys; i++)
+        rc |= load_key_unique(file, config_setting_get_elem(l, (unsigned)i), c, i, err, errlen);
+    return rc;
 }
 
 static int load_logging(const char *file, config_setting_t *root, struct px_config *c,
@@ -355,21 +424,25 @@ static int load_logging(const char *file, config_setting_t *root, struct px_conf
 static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
 {
     static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
+    int rc = 0;
     for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
         config_setting_t *s = config_setting_get_member(root, groups[g]);
         const char *names[8];
         size_t n = 0;
         if (!s)
             continue;
-        if (!config_setting_is_group(s))
-            FAIL(s, "\"%s\" must be a group { ... }", groups[g]);
+        if (!config_setting_is_group(s)) {
+            add_error(file, (int)config_setting_source_line(s), "\"%s\" must be a group { ... }",
+                      groups[g]);
+            rc = -1;
+            continue;
+        }
         for (size_t i = 0; i < NOPTS; i++)
             if (opts[i].group && strcmp(opts[i].group, groups[g]) == 0)
                 names[n++] = opts[i].name;
-        if (check_members(file, s, names, n, groups[g], err, errlen))
-            return -1;
+        rc |= check_members(file, s, names, n, groups[g], err, errlen);
     }
-    return 0;
+    return rc;
 }
 
 static int load_root(const char *file, config_t *cf, struct px_config *c, char *err,
@@ -377,21 +450,28 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
 {
     config_setting_t *root = config_root_setting(cf);
     char why[300], host[256];
-    if (check_members(file, root, top_keys, sizeof top_keys / sizeof top_keys[0], "", err,
-                      errlen) ||
-        load_groups(file, root, err, errlen) ||
-        get_string(file, root, "listen", 1, &c->listen, err, errlen))
-        return -1;
-    if (net_parse_hostport(c->listen, host, sizeof host, &c->listen_port, why, sizeof why) < 0)
-        FAIL(config_setting_get_member(root, "listen"), "listen: %s", why);
-    c->listen_host = strdup(host);
+    int rc = check_members(file, root, top_keys, sizeof top_keys / sizeof top_keys[0], "",
+                           err, errlen);
+    rc |= load_groups(file, root, err, errlen);
+    if (get_string(file, root, "listen", 1, &c->listen, err, errlen) == 0 && c->listen) {
+        if (net_parse_hostport(c->listen, host, sizeof host, &c->listen_port, why,
+                               sizeof why) < 0) {
+            add_error(file, (int)config_setting_source_line(config_setting_get_member(root,
+                                                                                       "listen")),
+                      "listen: %s", why);
+            rc = -1;
+        } else {
+            c->listen_host = strdup(host);
+        }
+    } else {
+        rc = -1;
+    }
     for (size_t i = 0; i < NOPTS; i++)
-        if (load_scalar(file, root, &opts[i], c, err, errlen))
-            return -1;
-    if (load_backends(file, root, c, err, errlen) || load_auth(file, root, c, err, errlen) ||
-        load_logging(file, root, c, err, errlen))
-        return -1;
-    return 0;
+        rc |= load_scalar(file, root, &opts[i], c, err, errlen);
+    rc |= load_backends(file, root, c, err, errlen);
+    rc |= load_auth(file, root, c, err, errlen);
+    rc |= load_logging(file, root, c, err, errlen);
+    return rc;
 }
 
 struct px_config *config_load(const char *file, char *err, size_t errlen)
@@ -412,8 +492,11 @@ struct px_config *config_load(const char *file, char *err, size_t errlen)
                      config_error_line(&cf), config_error_text(&cf));
         goto fail;
     }
-    if (load_root(file, &cf, c, err, errlen) < 0)
+    errs.n = errs.dropped = 0;
+    if (load_root(file, &cf, c, err, errlen) < 0 || errs.n) {
+        join_errors(err, errlen);
         goto fail;
+    }
     config_destroy(&cf);
     return c;
 fail:
@@ -443,6 +526,37 @@ void config_free(struct px_config *c)
     free(c->listen_host);
     free(c->file);
     free(c);
+}
+
+int config_warnings(const struct px_config *c, char *out, size_t outlen)
+{
+    size_t used = 0;
+    int n = 0;
+    out[0] = '\0';
+    for (int i = 0; i < c->nbackends; i++) {
+        const struct config_backend *b = &c->backends[i];
+        struct addrinfo hints = {0}, *res = NULL;
+        int rc;
+        char line[600];
+        line[0] = '\0';
+        for (int j = 0; j < i && !line[0]; j++)
+            if (strcmp(c->backends[j].host, b->host) == 0 && c->backends[j].port == b->port)
+                snprintf(line, sizeof line, "%s:%d: warning: backends \"%s\" and \"%s\" are "
+                         "one server (%s:%d): its slots are counted twice", c->file, b->line,
+                         c->backends[j].name, b->name, b->host, b->port);
+        hints.ai_socktype = SOCK_STREAM;
+        if (!line[0] && (rc = getaddrinfo(b->host, NULL, &hints, &res)) != 0)
+            snprintf(line, sizeof line, "%s:%d: warning: backend \"%s\": host \"%s\" does "
+                     "not resolve now (%s); it is tried again when used", c->file, b->line,
+                     b->name, b->host, gai_strerror(rc));
+        if (res)
+            freeaddrinfo(res);
+        if (line[0] && used < outlen) {
+            used += (size_t)snprintf(out + used, outlen - used, "%s%s", n ? "\n" : "", line);
+            n++;
+        }
+    }
+    return n;
 }
 
 void config_print_summary(const struct px_config *c)

@@ -14,6 +14,7 @@ struct config_backend {
     char *host; /* from the URL, without brackets */
     int port;
     int max_concurrent;
+    int line; /* in the file, for messages */
 };
 
 enum key_priority { PRIO_HIGH, PRIO_NORMAL, PRIO_LOW, PRIO_COUNT };
@@ -59,6 +60,12 @@ struct px_config *config_load(const char *file, char *err, size_t errlen);
 
 /* Free a config; NULL is a no-op. */
 void config_free(struct px_config *cfg);
+
+/* What is legal but probably wrong: two backends that are one server, a
+ * host that does not resolve (blocking: --check and startup only). Writes
+ * "FILE:LINE: warning: ..." lines, in file order, into OUT; returns how
+ * many. */
+int config_warnings(const struct px_config *cfg, char *out, size_t outlen);
 
 /* Print the one-screen summary of --check to stdout. */
 void config_print_summary(const struct px_config *cfg);

@@ -248,6 +248,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
         return 1;
     }
+    if (config_warnings(cfg, err, sizeof err))
+        fprintf(stderr, "%s\n", err);
     if (check) {
         config_print_summary(cfg);
         config_free(cfg);

@@ -315,6 +315,27 @@ def test_check():
     ok("--bogus" in r.stderr, r.stderr)
 
 
+def test_cmake_install_puts_the_config():
+    dest = os.path.join(tmpdir(), "destdir")
+    env = dict(os.environ, DESTDIR=dest)
+    r = subprocess.run(["cmake", "--install", os.environ.get("OP_BUILD_DIR", "build")],
+                       env=env, capture_output=True, text=True)
+    eq(r.returncode, 0, "cmake --install: " + r.stderr)
+    conf = os.path.join(dest, "etc/ollama-proxy/ollama-proxy.conf")
+    ok(os.path.exists(conf), "the config the proxy reads by default: %s" % r.stdout)
+    prefix = [d for d in ("usr/local", "usr") if os.path.exists(os.path.join(dest, d, "bin"))][0]
+    for prog in ("ollama-proxy", "ollama-classify", "ollama-sim"):
+        ok(os.access(os.path.join(dest, prefix, "bin", prog), os.X_OK), prog)
+    r2 = subprocess.run([binary("ollama-proxy"), "--check", "-c", conf], capture_output=True,
+                        text=True)
+    eq(r2.returncode, 0, "the installed config passes --check: " + r2.stderr)
+    with open(conf, "a") as f:
+        f.write("# the admin's edit\n")
+    r = subprocess.run(["cmake", "--install", os.environ.get("OP_BUILD_DIR", "build")],
+                       env=env, capture_output=True, text=True)
+    ok(open(conf).read().endswith("# the admin's edit\n"), "an existing config is kept")
+
+
 def test_sigterm_drains():
     sim = Sim("--parallel", "4", "--ttft-ms", "800", "--tokens", "3")
     px = Proxy([("gpu0", sim.url, 1)])

@@ -111,6 +111,36 @@ int main(void)
     expect_error("listen = \"x:1\";\n" BE "queue = { max_length = ; };\n", 3, "syntax error");
     expect_error("listen = \"x:1\";\nbackends = ();\n", 2, "empty");
     expect_error("listen = \"x:1\";\n" BE "queue = { max_length = 1.5; };\n", 3, "integer");
+    /* Every error, in file order, not only the first. */
+    c = load("listen = \"x:1\";\ncolour = 3;\nbackends = (\n"
+             " { name = \"a\"; url = \"http://no such host:1\"; max_concurrent = 1; },\n"
+             " { name = \"b\"; url = \"http://h:1\"; max_concurrent = 0; } );\n"
+             "queue = { max_length = -1; };\ntimeouts = { conect_s = 3; };\n", err, sizeof err);
+    CHECK(c == NULL);
+    {
+        char want[600];
+        snprintf(want, sizeof want, "%s:2: unknown key \"colour\"\n%s:4: url \"http://no such "
+                 "host:1\": \"no such host\" is not a host name or address\n%s:5: "
+                 "\"max_concurrent\" = 0 is out of range [1, 100000]\n%s:6: queue.max_length = "
+                 "-1 is out of range [0, 1e+07]\n%s:7: unknown key \"conect_s\" in timeouts",
+                 path, path, path, path, path);
+        CHECK_STR(err, want);
+    }
+    /* Warnings: one server twice, a host that does not resolve. */
+    c = load("listen = \"x:1\";\nbackends = (\n"
+             " { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 1; },\n"
+             " { name = \"b\"; url = \"http://127.0.0.1:1/\"; max_concurrent = 1; },\n"
+             " { name = \"c\"; url = \"http://nosuchhost.invalid:1\"; max_concurrent = 1; } );\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        char w[2048];
+        CHECK_INT(config_warnings(c, w, sizeof w), 2);
+        CHECK(strstr(w, ":4: warning: backends \"a\" and \"b\" are one server") != NULL);
+        CHECK(strstr(w, ":5: warning: backend \"c\": host \"nosuchhost.invalid\" does not "
+                        "resolve") != NULL);
+    }
+    config_free(c);
     unlink(path);
     CHECK_INT(config_load("/nonexistent/x.conf", err, sizeof err) == NULL, 1);
     CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);

@@ -90,7 +90,8 @@ static void on_granted(struct sched_entry *e, struct backend *be)
 
 static struct backend *mk_backend(const char *name, int cap, const char *const *models, int n)
 {
-    struct config_backend cb = {(char *)name, "http://127.0.0.1:1", "127.0.0.1", 1, cap};
+    struct config_backend cb = {.name = (char *)name, .url = "http://127.0.0.1:1",
+                                .host = "127.0.0.1", .port = 1, .max_concurrent = cap};
     struct backend *be = backend_new(&cb);
     if (models) {
         be->models_known = 1;
