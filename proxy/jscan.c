@@ -62,7 +62,7 @@ static int string(struct scan *s, const char **b, size_t *n, int *esc)
                 p += 6;
                 continue;
             }
-            if (!strchr("\"\\/bfnrt", p[1]))
+            if (!p[1] || !strchr("\"\\/bfnrt", p[1])) /* strchr finds the NUL too */
                 return s->p = p, fail(s, "bad escape");
             p += 2;
             continue;
@@ -113,6 +113,19 @@ static int literal(struct scan *s, const char *word)
     return 0;
 }
 
+/* The key K[0..N) (escaped) decoded into BUF, if it fits: only short keys
+ * can be one we look for. Returns the key to compare, its length in *OUT. */
+static const char *key_unescaped(const char *k, size_t n, char *buf, size_t len, size_t *out)
+{
+    size_t got = jscan_unescape(k, n, buf, len);
+    if (got >= len) { /* too long to be one of ours */
+        *out = 0;
+        return k;
+    }
+    *out = got;
+    return buf;
+}
+
 /* "0", 0, "0s", "0m", "0h" (and 0.0): keep_alive zero, an unload. */
 static int is_zero_duration(const char *v, size_t n)
 {
@@ -147,7 +160,8 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
 {
     const char *name_b = NULL;
     size_t name_n = 0;
-    int name_esc = 0;
+    int name_esc = 0, model_seen = 0;
+    char kbuf[16];
     s->p++;
     skip_ws(s);
     if (s->p < s->end && *s->p == '}') {
@@ -169,12 +183,22 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
         s->p++;
         skip_ws(s);
         v = s->p;
-        if (top && s->p < s->end && *s->p == '"' &&
-            ((kn == 5 && !memcmp(k, "model", 5)) || (kn == 4 && !memcmp(k, "name", 4)))) {
-            if (string(s, &v, &vn, &vesc) < 0)
-                return -1;
-            if (kn == 5) {
+        if (top && kesc) /* "mod\u0065l" is "model": compare the decoded key */
+            k = key_unescaped(k, kn, kbuf, sizeof kbuf, &kn);
+        if (top && ((kn == 5 && !memcmp(k, "model", 5)) || (kn == 4 && !memcmp(k, "name", 4)))) {
+            /* The last one wins, as in jansson and Go. */
+            vn = 0, vesc = 0;
+            if (s->p < s->end && *s->p == '"') {
+                if (string(s, &v, &vn, &vesc) < 0)
+                    return -1;
+            } else {
+                if (value(s, depth + 1) < 0)
+                    return -1;
+                v = NULL;
+            }
+            if (kn == 5) { /* a "model" that is no string lets "name" stand in */
                 top->model = v, top->model_len = vn, top->model_escaped = vesc;
+                model_seen = v != NULL;
             } else {
                 name_b = v, name_n = vn, name_esc = vesc;
             }
@@ -195,7 +219,7 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
         }
         return fail(s, "expected ',' or '}'");
     }
-    if (top && !top->model && name_b)
+    if (top && !model_seen && name_b)
         top->model = name_b, top->model_len = name_n, top->model_escaped = name_esc;
     return 0;
 }
@@ -252,6 +276,77 @@ static int value(struct scan *s, int depth)
             return number(s);
         return fail(s, "invalid character");
     }
+}
+
+static unsigned hexval(const char *p)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++)
+        v = v * 16 + (unsigned)(p[i] <= '9' ? p[i] - '0' : (p[i] | 0x20) - 'a' + 10);
+    return v;
+}
+
+static size_t put_utf8(unsigned cp, char *out, size_t at, size_t len)
+{
+    char b[4];
+    size_t n;
+    if (cp < 0x80)
+        b[0] = (char)cp, n = 1;
+    else if (cp < 0x800)
+        b[0] = (char)(0xc0 | cp >> 6), b[1] = (char)(0x80 | (cp & 0x3f)), n = 2;
+    else if (cp < 0x10000)
+        b[0] = (char)(0xe0 | cp >> 12), b[1] = (char)(0x80 | (cp >> 6 & 0x3f)),
+        b[2] = (char)(0x80 | (cp & 0x3f)), n = 3;
+    else
+        b[0] = (char)(0xf0 | cp >> 18), b[1] = (char)(0x80 | (cp >> 12 & 0x3f)),
+        b[2] = (char)(0x80 | (cp >> 6 & 0x3f)), b[3] = (char)(0x80 | (cp & 0x3f)), n = 4;
+    for (size_t i = 0; i < n; i++)
+        if (at + i < len)
+            out[at + i] = b[i];
+    return at + n;
+}
+
+size_t jscan_unescape(const char *s, size_t n, char *out, size_t len)
+{
+    size_t i = 0, o = 0;
+    while (i < n) {
+        char c = s[i++];
+        unsigned cp;
+        if (c != '\\' || i >= n) {
+            if (o < len)
+                out[o] = c;
+            o++;
+            continue;
+        }
+        c = s[i++];
+        switch (c) {
+        case 'b': cp = '\b'; break;
+        case 'f': cp = '\f'; break;
+        case 'n': cp = '\n'; break;
+        case 'r': cp = '\r'; break;
+        case 't': cp = '\t'; break;
+        case 'u':
+            if (i + 4 > n) {
+                cp = 0xfffd;
+                break;
+            }
+            cp = hexval(s + i);
+            i += 4;
+            if (cp >= 0xd800 && cp < 0xdc00 && i + 6 <= n && s[i] == '\\' && s[i + 1] == 'u' &&
+                hexval(s + i + 2) >= 0xdc00 && hexval(s + i + 2) < 0xe000) {
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (hexval(s + i + 2) - 0xdc00);
+                i += 6;
+            } else if (cp >= 0xd800 && cp < 0xe000) {
+                cp = 0xfffd; /* a lone surrogate, as Go's decoder */
+            }
+            break;
+        default: cp = (unsigned char)c; /* \" \\ \/ */
+        }
+        o = put_utf8(cp, out, o, len);
+    }
+    if (len)
+        out[o < len ? o : len - 1] = '\0';
+    return o;
 }
 
 int jscan_body(const char *body, size_t len, struct jscan_result *out, char *err,

@@ -23,6 +23,12 @@ struct jscan_result {
     int is_object;
 };
 
+/* Decode the JSON string contents S[0..N) (between the quotes, as jscan
+ * returns them) into OUT (LEN bytes, NUL-terminated, cut if short): the
+ * escapes decoded, a lone surrogate as U+FFFD (as Go's decoder). Returns the
+ * length the whole decoded text has (>= LEN: it was cut). */
+size_t jscan_unescape(const char *s, size_t n, char *out, size_t len);
+
 /* Scan BODY[0..LEN). Returns 0, or -1 with a reason and the byte offset in
  * ERR when it is not one valid JSON value. */
 int jscan_body(const char *body, size_t len, struct jscan_result *out, char *err,

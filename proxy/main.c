@@ -9,17 +9,11 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include "accesslog.h"
-#include "backend.h"
 #include "config.h"
-#include "discover.h"
-#include "fanout.h"
 #include "fleet.h"
-#include "health.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
-#include "sched.h"
 #include "server.h"
 #include "session.h"
 #include "version.h"
@@ -54,20 +48,6 @@ static const char *default_config(void)
     return NULL;
 }
 
-/* The last reply may still sit in a client's output buffer: give the loop
- * a moment to flush it before the connections are closed. */
-static void exit_soon(struct proxy *px)
-{
-    struct timeval flush = {0, 250000};
-    event_base_loopexit(px->base, &flush);
-}
-
-void proxy_session_ended(struct proxy *px)
-{
-    if (px->draining && px->nsessions == 0)
-        exit_soon(px);
-}
-
 static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct proxy *px = arg;
@@ -75,8 +55,8 @@ static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
     (void)what;
     log_warn("shutdown: %d requests still running after %gs; ending them", px->nsessions,
              px->cfg->shutdown_timeout_s);
-    session_end_all(px); /* their last bytes go out during exit_soon()'s delay */
-    exit_soon(px);
+    session_end_all(px); /* their last bytes go out during proxy_exit_soon()'s delay */
+    proxy_exit_soon(px);
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -91,24 +71,12 @@ static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
              px->nsessions, sched_length(&px->sched));
     server_stop_accepting(px);
     if (px->nsessions == 0) {
-        exit_soon(px);
+        proxy_exit_soon(px);
         return;
     }
     tv = net_timeval(px->cfg->shutdown_timeout_s);
     px->ev_drain = evtimer_new(px->base, on_drain_timeout, px);
     evtimer_add(px->ev_drain, &tv);
-}
-
-/* The access log is written in blocks; this bounds how late a line is. */
-#define LOG_FLUSH_MS 100
-
-static void on_log_flush(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-    log_flush();
-    accesslog_flush();
 }
 
 /* SIGHUP: read the config again; a bad one is refused and the old stays. */
@@ -136,78 +104,27 @@ static void raise_nofile(void)
     }
 }
 
-static struct event_base *new_base(void)
+static int signals(struct proxy *px)
 {
-    struct event_config *ec = event_config_new();
-    struct event_base *base;
-    /* Fewer epoll_ctl calls: changes are batched per loop iteration. */
-    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
-    event_config_require_features(ec, EV_FEATURE_EARLY_CLOSE);
-    base = event_base_new_with_config(ec);
-    event_config_free(ec);
-    return base;
-}
-
-static int proxy_init(struct proxy *px, struct px_config *cfg)
-{
-    struct timeval flush = {0, LOG_FLUSH_MS * 1000};
-    px->cfg = cfg;
-    px->start_ms = net_now_ms();
-    LIST_INIT(&px->sessions);
-    metrics_init(&px->metrics);
-    px->base = new_base();
-    if (!px->base) {
-        log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
-        return -1;
-    }
-    sched_init(&px->sched, px->base);
-    fleet_settings(px);
-    px->scratch = evbuffer_new();
-    if (fleet_init(px) < 0) {
-        log_error("out of memory");
-        return -1;
-    }
-    px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
-    event_add(px->ev_flush, &flush);
-    log_set_buffered(1);
     px->ev_term = evsignal_new(px->base, SIGTERM, on_stop_signal, px);
     px->ev_int = evsignal_new(px->base, SIGINT, on_stop_signal, px);
     px->ev_hup = evsignal_new(px->base, SIGHUP, on_reload_signal, px);
+    if (!px->ev_term || !px->ev_int || !px->ev_hup)
+        return -1;
     evsignal_add(px->ev_term, NULL);
     evsignal_add(px->ev_int, NULL);
     evsignal_add(px->ev_hup, NULL);
-    if (server_start(px) < 0 || health_start(px) < 0)
-        return -1;
-    return discover_start(px);
+    return 0;
 }
 
-static void proxy_cleanup(struct proxy *px)
+static void signals_free(struct proxy *px)
 {
-    discover_stop(px);
-    health_stop(px);
-    fanout_abort_all(px);
-    session_abort_all(px);
-    server_free(px);
-    fleet_free(px);
-    sched_cleanup(&px->sched);
-    if (px->ev_term)
-        event_free(px->ev_term);
-    if (px->ev_int)
-        event_free(px->ev_int);
-    if (px->ev_hup)
-        event_free(px->ev_hup);
-    if (px->ev_drain)
-        event_free(px->ev_drain);
-    if (px->ev_flush)
-        event_free(px->ev_flush);
-    accesslog_flush();
-    log_set_buffered(0);
-    metrics_cleanup(&px->metrics);
-    if (px->scratch)
-        evbuffer_free(px->scratch);
-    if (px->base)
-        event_base_free(px->base);
-    config_free(px->cfg);
+    struct event **evs[] = {&px->ev_term, &px->ev_int, &px->ev_hup, &px->ev_drain};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (*evs[i]) {
+            event_free(*evs[i]);
+            *evs[i] = NULL;
+        }
 }
 
 int main(int argc, char **argv)
@@ -262,11 +179,12 @@ int main(int argc, char **argv)
      * in again for the next request. */
     mallopt(M_TRIM_THRESHOLD, 64 << 20);
     mallopt(M_TOP_PAD, 4 << 20);
-    rc = proxy_init(&px, cfg);
-    if (rc == 0) {
+    rc = proxy_start(&px, cfg);
+    if (rc == 0 && signals(&px) == 0) {
         event_base_dispatch(px.base);
         log_info("exiting");
     }
-    proxy_cleanup(&px);
+    signals_free(&px);
+    proxy_stop(&px);
     return rc == 0 ? 0 : 1;
 }

@@ -49,6 +49,19 @@ struct proxy {
     struct event *ev_sweep;
 };
 
+/* Start a proxy on CFG (owned from now on): the event loop, the fleet, the
+ * scheduler, the listener, health checks and model discovery; signals are
+ * the caller's (main.c). Returns 0, or -1 after logging why; either way
+ * proxy_stop() frees what was made. */
+int proxy_start(struct proxy *px, struct px_config *cfg);
+
+/* Free everything proxy_start() made, ending what still runs. */
+void proxy_stop(struct proxy *px);
+
+/* Leave the loop in a moment: the last replies may still sit in clients'
+ * output buffers. */
+void proxy_exit_soon(struct proxy *px);
+
 /* Called when a session ends: during a drain, exits the loop once the last
  * one is gone. */
 void proxy_session_ended(struct proxy *px);

@@ -283,13 +283,12 @@ static int parse_body(struct evhttp_request *req, int v1, char *model, size_t mo
         server_reply_error(req, v1, 400, "invalid model name", 0);
         return -1;
     }
-    if (js.model_escaped) { /* rare: let jansson undo the escapes */
-        json_t *root = json_loadb(body, len, 0, NULL);
-        json_t *m = json_object_get(root, "model");
-        if (!m)
-            m = json_object_get(root, "name");
-        snprintf(model, modellen, "%s", json_string_value(m) ? json_string_value(m) : "");
-        json_decref(root);
+    if (js.model_escaped) { /* rare: undo the escapes */
+        size_t got = jscan_unescape(js.model, js.model_len, model, modellen);
+        if (!got || got >= modellen || strlen(model) != got) { /* "", or a "\u0000" */
+            server_reply_error(req, v1, 400, "invalid model name", 0);
+            return -1;
+        }
     } else {
         memcpy(model, js.model, js.model_len);
         model[js.model_len] = '\0';

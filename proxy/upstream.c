@@ -525,7 +525,12 @@ static void on_end(struct upstream *up, int timeout)
         }
         fail(up, timeout ? UPSTREAM_ETIMEOUT_IDLE : UPSTREAM_EBODY);
         break;
-    default: /* idle in the pool, or done and waiting for release */
+    case UP_DONE: /* done, waiting for its owner's release or abort: that frees it */
+        up->keepalive = 0;
+        event_del(&up->rev); /* the end stays readable: no more wake-ups */
+        event_del(&up->tev);
+        break;
+    default: /* idle in the pool */
         up_close(up);
     }
 }

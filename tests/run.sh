@@ -6,7 +6,7 @@
 #   JOBS        tests run side by side (default 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.ci/install-deps build runtime test
+.ci/install-deps build runtime test fuzz
 flags=()
 dir=${BUILD_DIR:-build}
 if [ "${SANITIZE:-0}" = 1 ]; then

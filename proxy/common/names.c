@@ -27,16 +27,19 @@ static int copy_lower(char *dst, size_t dstlen, const char *src, size_t n)
  * then the rest on '/' from the right; missing parts get the defaults. */
 static int split(const char *name, struct parts *p)
 {
-    while (isspace((unsigned char)*name))
-        name++;
     size_t len = strlen(name);
-    while (len > 0 && isspace((unsigned char)name[len - 1]))
-        len--;
-    const char *at = memchr(name, '@', len); /* drop "@digest" */
+    const char *at = memchr(name, '@', len); /* drop "@digest" first, then trim */
     if (at)
         len = (size_t)(at - name);
+    while (len > 0 && isspace((unsigned char)*name))
+        name++, len--;
+    while (len > 0 && isspace((unsigned char)name[len - 1]))
+        len--;
     if (len == 0)
         return -1;
+    for (size_t i = 0; i < len; i++) /* no blank inside a name: it is not one */
+        if (isspace((unsigned char)name[i]))
+            return -1;
 
     const char *slash = NULL, *colon = NULL;
     for (size_t i = 0; i < len; i++) {

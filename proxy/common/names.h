@@ -15,7 +15,7 @@
 /* Write the canonical key of NAME into OUT (OUTLEN bytes): host/ns/model:tag,
  * lowercased, with the defaults filled in (registry.ollama.ai, library,
  * latest) and leading/trailing blanks trimmed. Returns 0, or -1 when NAME is
- * empty or does not fit (OUT is then ""). */
+ * empty, has a blank inside, or does not fit (OUT is then ""). */
 int name_key(const char *name, char *out, size_t outlen);
 
 /* Write the display form of NAME (what /api/tags shows: "llama3:latest",

@@ -75,5 +75,29 @@ int main(void)
     }
     CHECK_INT(jscan_body("{\"a\":x}", 7, &r, err, sizeof err), -1);
     CHECK(strstr(err, "offset 5") != NULL);
+    /* Found by the fuzzer: a backslash and a NUL is no escape; an escaped
+     * key is the key it decodes to; the last "model" wins, as in jansson. */
+    {
+        struct jscan_result r;
+        char err[128], out[32];
+        static const char nul_escape[] = {'"', '\\', 0, '"'};
+        CHECK_INT(jscan_body(nul_escape, sizeof nul_escape, &r, err, sizeof err), -1);
+        CHECK_INT(jscan_body("{\"mod\\u0065l\":\"llama3\"}", strlen("{\"mod\\u0065l\":\"llama3\"}"), &r, err, sizeof err), 0);
+        CHECK(r.model && r.model_len == 6 && !memcmp(r.model, "llama3", 6));
+        CHECK_INT(jscan_body("{\"model\":\"x\",\"model\":1}", strlen("{\"model\":\"x\",\"model\":1}"), &r, err, sizeof err), 0);
+        CHECK(r.model == NULL);
+        CHECK_INT(jscan_body("{\"model\":1,\"model\":\"y\"}", strlen("{\"model\":1,\"model\":\"y\"}"), &r, err, sizeof err), 0);
+        CHECK(r.model && r.model_len == 1 && r.model[0] == 'y');
+        CHECK_INT(jscan_body("{\"model\":1,\"name\":\"n\"}", strlen("{\"model\":1,\"name\":\"n\"}"), &r, err, sizeof err), 0);
+        CHECK(r.model && r.model[0] == 'n'); /* a "model" that is no string: "name" */
+        CHECK_INT(jscan_unescape("a\\u00e9\\n\\ud83d\\ude00\\ud800x", 28, out, sizeof out), 12);
+        CHECK_STR(out, "a\xc3\xa9\n\xf0\x9f\x98\x80\xef\xbf\xbdx");
+        CHECK_INT(jscan_body("{\"keep_alive\":\"0s\",\"messages\":[]}", strlen("{\"keep_alive\":\"0s\",\"messages\":[]}"), &r, err,
+                             sizeof err), 0);
+        CHECK(r.keep_alive_zero && !r.has_input);
+        CHECK_INT(jscan_body("{\"keep_alive\":0,\"prompt\":\"hi\"}", strlen("{\"keep_alive\":0,\"prompt\":\"hi\"}"), &r, err, sizeof err),
+                  0);
+        CHECK(r.keep_alive_zero && r.has_input);
+    }
     CHECK_DONE();
 }

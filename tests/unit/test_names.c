@@ -31,5 +31,16 @@ int main(void)
     CHECK_INT(name_key("llama3", k, 8), -1);
     CHECK_STR(k, "");
     CHECK(!name_same("", ""));
+    /* Found by the fuzzer: blanks before "@digest" are trimmed, and a blank
+     * inside a name makes it no name (name_key is idempotent). */
+    {
+        char k1[NAME_KEY_MAX], k2[NAME_KEY_MAX];
+        CHECK_INT(name_key("qwen2:0.5b @sha256:1", k1, sizeof k1), 0);
+        CHECK_STR(k1, "registry.ollama.ai/library/qwen2:0.5b");
+        CHECK_INT(name_key(k1, k2, sizeof k2), 0);
+        CHECK_STR(k2, k1);
+        CHECK_INT(name_key("library/ x", k1, sizeof k1), -1);
+        CHECK_INT(name_key("my model", k1, sizeof k1), -1);
+    }
     CHECK_DONE();
 }

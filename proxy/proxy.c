@@ -1,0 +1,107 @@
+/* proxy.c - the start and the end of a proxy: everything but its signals
+ * (main.c), so that a fuzz target can run the same proxy in-process. */
+#include "proxy.h"
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "accesslog.h"
+#include "config.h"
+#include "discover.h"
+#include "fanout.h"
+#include "fleet.h"
+#include "health.h"
+#include "log.h"
+#include "net.h"
+#include "server.h"
+#include "session.h"
+
+/* The last reply may still sit in a client's output buffer: give the loop
+ * a moment to flush it before the connections are closed. */
+void proxy_exit_soon(struct proxy *px)
+{
+    struct timeval flush = {0, 250000};
+    event_base_loopexit(px->base, &flush);
+}
+
+void proxy_session_ended(struct proxy *px)
+{
+    if (px->draining && px->nsessions == 0)
+        proxy_exit_soon(px);
+}
+
+/* The access log is written in blocks; this bounds how late a line is. */
+#define LOG_FLUSH_MS 100
+
+static void on_log_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    log_flush();
+    accesslog_flush();
+}
+
+static struct event_base *new_base(void)
+{
+    struct event_config *ec = event_config_new();
+    struct event_base *base;
+    /* Fewer epoll_ctl calls: changes are batched per loop iteration. */
+    event_config_set_flag(ec, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+    event_config_require_features(ec, EV_FEATURE_EARLY_CLOSE);
+    base = event_base_new_with_config(ec);
+    event_config_free(ec);
+    return base;
+}
+
+int proxy_start(struct proxy *px, struct px_config *cfg)
+{
+    struct timeval flush = {0, LOG_FLUSH_MS * 1000};
+    px->cfg = cfg;
+    px->start_ms = net_now_ms();
+    LIST_INIT(&px->sessions);
+    metrics_init(&px->metrics);
+    px->base = new_base();
+    if (!px->base) {
+        log_error("cannot create the event loop (epoll with EV_CLOSED is required)");
+        return -1;
+    }
+    sched_init(&px->sched, px->base);
+    fleet_settings(px);
+    px->scratch = evbuffer_new();
+    if (!px->scratch || fleet_init(px) < 0) {
+        log_error("out of memory");
+        return -1;
+    }
+    px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
+    event_add(px->ev_flush, &flush);
+    log_set_buffered(1);
+    if (server_start(px) < 0 || health_start(px) < 0)
+        return -1;
+    return discover_start(px);
+}
+
+void proxy_stop(struct proxy *px)
+{
+    discover_stop(px);
+    health_stop(px);
+    fanout_abort_all(px);
+    session_abort_all(px);
+    server_free(px);
+    fleet_free(px);
+    sched_cleanup(&px->sched);
+    if (px->ev_flush)
+        event_free(px->ev_flush);
+    accesslog_flush();
+    log_set_buffered(0);
+    metrics_cleanup(&px->metrics);
+    if (px->scratch)
+        evbuffer_free(px->scratch);
+    if (px->base)
+        event_base_free(px->base);
+    config_free(px->cfg);
+    px->ev_flush = NULL;
+    px->scratch = NULL;
+    px->base = NULL;
+    px->cfg = NULL;
+}
