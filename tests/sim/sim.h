@@ -5,6 +5,7 @@
  *   sim_http.c   routing, Host/Origin checks, management  (http_*)
  *   sim_infer.c  inference requests: parse, job life      (infer_*, job_*)
  *   sim_sched.c  models, runners, slots, loads, eviction  (sched_*)
+ *   sim_gpu.c    batching curves, presets, pace clocks    (gpu_*)
  *   sim_fmt.c    JSON writers and times                   (fmt_*)
  *   sim_text.c   deterministic answers and embeddings     (text_*)
  *
@@ -13,7 +14,8 @@
  *   JS_PENDING  in the scheduler's load queue (bounded by --max-queue)  sched
  *   JS_LOADING  the request whose load is in progress (one at a time)  sched
  *   JS_WAITSLOT in its model's FIFO of slot waiters (unbounded)         sched
- *   JS_RUNNING  holds a slot: prompt timer, then token timer            infer
+ *   JS_RUNNING  holds a slot, in its model's running list: prompt, then
+ *               tokens, each paced by the model's clocks (sim_gpu.c)    infer
  * A job is freed exactly once, by job_finish() (reply sent) or job_cancel()
  * (client gone); both first take it out of whatever queue it is in. */
 #ifndef SIM_H
@@ -23,6 +25,7 @@
 #include <event2/http.h>
 #include <jansson.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/queue.h>
 
 #include "names.h"
@@ -37,6 +40,7 @@ struct sim_cfg {
     const char *models;
     int parallel, max_loaded, max_queue, max_waiting, tokens;
     double load_ms, keep_alive_s, ttft_ms, tokens_per_s, slowdown, time_scale;
+    const char *gpu, *curve, *prompt_curve; /* preset name or "B:TPS,..." list; NULL: none */
     double fail_rate, reset_rate, offlabel_rate, stream_fail_rate;
     uint64_t seed;
     int loopback; /* listening on loopback: Host check on */
@@ -72,6 +76,14 @@ struct model {
     double expires_wall; /* when idle: unload time */
     struct event *expire_ev;
     struct job_list waiters; /* FIFO of JS_WAITSLOT jobs */
+    struct job_list running; /* JS_RUNNING jobs (slot holders), any order */
+    int prompting;           /* of those, in prompt processing on the prompt curve */
+    /* Pace clocks (sim_gpu.c): tokens one slot has generated, and one prompt
+     * has processed, since the model was created, at the rates of the time;
+     * brought up to clock_ns by gpu_settle(). paced_* are the rates the
+     * running jobs' timers were last armed with. */
+    double gen_work, prompt_work, paced_gen, paced_prompt;
+    long long clock_ns;
     struct sim_counts c;
 };
 
@@ -87,7 +99,7 @@ enum job_kind {
 enum job_state { JS_NEW, JS_PENDING, JS_LOADING, JS_WAITSLOT, JS_RUNNING };
 
 struct job {
-    TAILQ_ENTRY(job) link; /* pending queue or model waiters */
+    TAILQ_ENTRY(job) link; /* pending queue, model waiters or model running */
     TAILQ_ENTRY(job) all;  /* every live job (for shutdown) */
     struct evhttp_request *req;
     struct evhttp_connection *evcon;
@@ -95,7 +107,7 @@ struct job {
     enum job_kind kind;
     enum job_state state;
     unsigned stream : 1, load_only : 1, reply_started : 1, include_usage : 1, ka_set : 1,
-        holds_slot : 1, length_cut : 1, fail_mid : 1,
+        holds_slot : 1, length_cut : 1, fail_mid : 1, prompting : 1,
         b64 : 1; /* /v1/embeddings encoding_format "base64" */
     double ka_s;
     int num_ctx;              /* options.num_ctx, or the default */
@@ -107,9 +119,8 @@ struct job {
     float *vecs; /* embeddings: nvec * SIM_EMBED_DIM, owned */
     int nvec;
     long long t0, t_runner, t_slot, t_first, t_end; /* monotonic ns, real */
-    double tok_debt;                                /* tokens owed to the clock, fractional */
-    long long t_last_tick;
-    struct event *watch; /* EV_CLOSED until the reply starts */
+    double prompt0, gen0; /* the model's clocks when the prompt / generation began */
+    struct event *watch;  /* EV_CLOSED until the reply starts */
     struct event *timer;
     long created;
     int v1id;
@@ -136,7 +147,23 @@ void infer_handle(struct evhttp_request *req, enum job_kind kind, const char *pa
 void job_start_slot(struct job *job);   /* called by sched when JOB got a slot */
 void job_runner_ready(struct job *job); /* load-only job: runner is ready */
 void job_arm_watch(struct job *job);    /* watch for a client hang-up while waiting */
+/* M's busy or prompting count changed (gpu_settle() ran before): re-arm the
+ * timers of its running jobs if the rates moved. Never completes a job. */
+void job_repace(struct model *m);
 void infer_free_all(void);
+
+/* sim_gpu.c */
+/* Parse simcfg.gpu / curve / prompt_curve. Returns 0, or -1 with ERR. */
+int gpu_init(char *err, size_t errlen);
+void gpu_list(FILE *out);       /* the presets and their source */
+const char *gpu_describe(void); /* one line for the startup log; static */
+double gpu_gen_total(int b);    /* aggregate generation tokens/s, B slots busy */
+double gpu_prompt_total(int p); /* aggregate prompt tokens/s, P prompts; 0: no curve */
+int gpu_instant(void);          /* --tokens-per-s 0 and no curve: no pacing */
+int gpu_has_prompt_curve(void);
+double gpu_slot_rate(const struct model *m);   /* tokens/s of each of M's slots now */
+double gpu_prompt_rate(const struct model *m); /* prompt tokens/s of each prompt now */
+void gpu_settle(struct model *m);              /* M's clocks up to now */
 
 /* sim_http.c */
 void http_send_json(struct evhttp_request *req, int code, struct evbuffer *b);

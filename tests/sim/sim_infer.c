@@ -1,6 +1,7 @@
 /* sim_infer.c - inference requests: parse and validate the body, make a
  * job, hand it to the scheduler, then play it out: prompt processing
- * (--ttft-ms), tokens at the per-slot rate, and the reply.
+ * (--ttft-ms or the prompt curve), tokens at the per-slot rate of the
+ * model's generation curve (sim_gpu.c), and the reply.
  *
  * Reply framing follows Ollama: nothing at all (no status line) until the
  * first token; then a streamed reply starts with its first chunk. A
@@ -185,10 +186,9 @@ static void stream_end(struct job *job)
 
 /* ---- generation ---- */
 
-static double slot_rate(const struct job *job)
+static int is_embed(const struct job *job)
 {
-    int b = job->m->busy < 1 ? 1 : job->m->busy;
-    return simcfg.tokens_per_s / (1.0 + simcfg.slowdown * (b - 1));
+    return job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED;
 }
 
 static void emit_tokens(struct job *job, int upto)
@@ -229,6 +229,8 @@ static void finish(struct job *job)
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
+/* Rounded up to the microsecond: a timer never fires before its clock
+ * position is due. */
 static void arm_timer(struct job *job, double real_s)
 {
     struct timeval tv;
@@ -236,45 +238,74 @@ static void arm_timer(struct job *job, double real_s)
         job->timer = evtimer_new(simbase, on_timer, job);
     if (real_s < 0)
         real_s = 0;
-    tv.tv_sec = (time_t)real_s;
-    tv.tv_usec = (suseconds_t)((real_s - (double)tv.tv_sec) * 1e6);
+    double us = ceil(real_s * 1e6);
+    tv.tv_sec = (time_t)(us / 1e6);
+    tv.tv_usec = (suseconds_t)(us - (double)tv.tv_sec * 1e6);
     evtimer_add(job->timer, &tv);
 }
 
-/* Tokens are owed to the clock: each tick emits what the elapsed time paid
- * for at the current rate (at least one), so late timers catch up and fast
- * rates need fewer events (never more than one tick per millisecond). */
+/* Arm JOB for its next event at its model's rates now: the end of its
+ * prompt, or its next token (token i is due when the model's generation
+ * clock is at gen0 + i), but not sooner than MIN_S real seconds. */
+static void arm_next(struct job *job, double min_s)
+{
+    struct model *m = job->m;
+    double sim_s;
+    if (job->prompting)
+        sim_s = (job->prompt0 + job->prompt_tokens - m->prompt_work) / gpu_prompt_rate(m);
+    else
+        sim_s = (job->gen0 + job->tok_i - m->gen_work) / gpu_slot_rate(m);
+    double real_s = sim_s / simcfg.time_scale;
+    arm_timer(job, real_s < min_s ? min_s : real_s);
+}
+
+/* After a tick, at most one more a millisecond: a tick emits every token
+ * due, so fast rates need fewer events. A re-arm for new rates is exact
+ * (a due job fires at once): delaying it would let every slot freed push
+ * the others back, a chain that costs throughput. */
+#define TICK_MIN_S 0.001
+
+void job_repace(struct model *m)
+{
+    double g = gpu_slot_rate(m), p = gpu_prompt_rate(m);
+    if (g == m->paced_gen && p == m->paced_prompt)
+        return;
+    m->paced_gen = g;
+    m->paced_prompt = p;
+    if (gpu_instant())
+        return;
+    struct job *j;
+    TAILQ_FOREACH(j, &m->running, link)
+    {
+        if (j->prompting || (j->t_first && j->tok_i < j->stop_at))
+            arm_next(j, 0);
+    }
+}
+
+/* Emit what the model's clock says is due, then wait for the next one. */
 static void tick(struct job *job)
 {
-    long long now = net_now_ns();
-    double rate = slot_rate(job);
-    job->tok_debt += (double)(now - job->t_last_tick) / 1e9 * simcfg.time_scale * rate;
-    job->t_last_tick = now;
-    int n = (int)job->tok_debt;
-    if (n < 1)
-        n = 1;
-    job->tok_debt -= n;
-    if (job->tok_debt < 0)
-        job->tok_debt = 0;
-    int upto = job->tok_i + n > job->stop_at ? job->stop_at : job->tok_i + n;
-    emit_tokens(job, upto);
+    gpu_settle(job->m);
+    int due = (int)floor(job->m->gen_work - job->gen0 + 1e-6) + 1;
+    emit_tokens(job, due > job->stop_at ? job->stop_at : due);
     if (job->tok_i >= job->stop_at) {
         finish(job);
         return;
     }
-    double wait = (1.0 - job->tok_debt) / rate / simcfg.time_scale;
-    arm_timer(job, wait < 0.001 ? 0.001 : wait);
+    arm_next(job, TICK_MIN_S);
 }
 
 /* Prompt processing is over: the first token exists. */
 static void first_token(struct job *job)
 {
     job->t_first = net_now_ns();
-    if (job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED) {
+    job->stop_at = job->ntok;
+    gpu_settle(job->m); /* before any I/O: job_repace() may see this job from now on */
+    job->gen0 = job->m->gen_work;
+    if (is_embed(job)) {
         reply_whole(job);
         return;
     }
-    job->stop_at = job->ntok;
     if (job->stream) {
         stream_start(job);
         if (simcfg.stream_fail_rate > 0 && text_rand() < simcfg.stream_fail_rate) {
@@ -282,7 +313,7 @@ static void first_token(struct job *job)
             job->stop_at = job->ntok / 2 > 0 ? job->ntok / 2 : 1;
         }
     }
-    if (simcfg.tokens_per_s <= 0) {
+    if (gpu_instant()) {
         emit_tokens(job, job->stop_at);
         finish(job);
         return;
@@ -293,32 +324,65 @@ static void first_token(struct job *job)
         return;
     }
     job_arm_watch(job); /* non-streamed: still silent, so watch the socket */
-    job->t_last_tick = job->t_first;
-    job->tok_debt = 0;
-    arm_timer(job, 1.0 / slot_rate(job) / simcfg.time_scale);
+    arm_next(job, 0);
+}
+
+/* On the prompt curve: done once the model's prompt clock has advanced by
+ * the prompt's tokens; earlier (the rate fell since the timer was armed),
+ * wait for the rest. */
+static void prompt_tick(struct job *job)
+{
+    struct model *m = job->m;
+    gpu_settle(m);
+    if (m->prompt_work - job->prompt0 < job->prompt_tokens - 1e-6) {
+        arm_next(job, 0);
+        return;
+    }
+    job->prompting = 0;
+    m->prompting--;
+    first_token(job); /* may free job */
+    job_repace(m);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct job *job = arg;
     (void)fd, (void)what;
-    if (!job->t_first)
+    if (job->prompting)
+        prompt_tick(job);
+    else if (!job->t_first)
         first_token(job);
     else
         tick(job);
 }
 
+/* JOB holds a slot (sched has already counted it in busy): process its
+ * prompt, on the prompt curve by its token count, or for the fixed
+ * --ttft-ms (embeddings always: the curves describe the generation model,
+ * and embedding is a cheap prompt pass, so a quarter of --ttft-ms). */
 void job_start_slot(struct job *job)
 {
-    double ttft = simcfg.ttft_ms / simcfg.time_scale / 1000.0;
-    if (job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED)
-        ttft /= 4; /* embedding is prompt processing only, and cheap */
-    if (ttft <= 0) {
-        first_token(job);
+    struct model *m = job->m;
+    if (gpu_has_prompt_curve() && !is_embed(job)) {
+        gpu_settle(m);
+        m->prompting++;
+        job->prompting = 1;
+        job->prompt0 = m->prompt_work;
+        job_arm_watch(job);
+        arm_next(job, 0);
+        job_repace(m);
         return;
     }
-    job_arm_watch(job);
-    arm_timer(job, ttft);
+    double ttft = simcfg.ttft_ms / simcfg.time_scale / 1000.0;
+    if (is_embed(job))
+        ttft /= 4;
+    if (ttft <= 0)
+        first_token(job); /* may free job */
+    else {
+        job_arm_watch(job);
+        arm_timer(job, ttft);
+    }
+    job_repace(m);
 }
 
 void job_runner_ready(struct job *job)

@@ -19,6 +19,9 @@ struct sim_cfg simcfg;
 struct sim_counts simstats;
 struct event_base *simbase;
 
+/* Options given on the command line, for the ones that exclude each other. */
+static int set_tps, set_slowdown, set_ttft;
+
 static const char usage[] =
     "usage: ollama-sim --port N [options]\n"
     "A fast Ollama simulator for tests and benchmarks: Ollama's HTTP API, framing,\n"
@@ -37,13 +40,27 @@ static const char usage[] =
     "  --max-queue N       requests waiting for a model load, OLLAMA_MAX_QUEUE;\n"
     "                      beyond it 503 busy at once (default 512)\n"
     "  --keep-alive S      default keep-alive in seconds, <0 = forever (default 300)\n"
-    "  --ttft-ms MS        time to first token: prompt processing (default 20)\n"
+    "  --ttft-ms MS        time to first token: prompt processing (default 20;\n"
+    "                      embeddings take a quarter of it)\n"
     "  --tokens N          tokens in a free-text reply (default 24);\n"
     "                      options.num_predict / max_tokens cap it\n"
     "  --tokens-per-s F    generation speed of one slot (default 50; 0 = instant)\n"
     "  --slowdown F        with B slots of a model busy, each slot generates at\n"
     "                        tokens_per_s / (1 + F * (B - 1))\n"
     "                      so throughput B * rate grows sub-linearly (default 0.15)\n"
+    "GPU model (measured batching curves; see tests/sim/README.md):\n"
+    "  --curve LIST        aggregate generation tokens/s of a model by sequences in\n"
+    "                      flight, \"B:TPS,...\" (e.g. 1:81,4:152,16:401,32:615),\n"
+    "                      linear in between, flat beyond the last point, or a\n"
+    "                      preset name; with B slots busy each generates at\n"
+    "                      curve(B) / B. Replaces --tokens-per-s and --slowdown\n"
+    "  --prompt-curve LIST the same for prompt processing (prompt tokens/s by\n"
+    "                      prompts in process): time to first token = prompt\n"
+    "                      tokens (~ characters / 4 + 8) at pcurve(P) / P each.\n"
+    "                      Replaces --ttft-ms for generation\n"
+    "  --gpu NAME          both curves from a preset (default: none, the rules\n"
+    "                      above); \"--gpu default\" is gb10-gpt-oss-20b,\n"
+    "                      \"--gpu list\" prints the presets and their source\n"
     "  --time-scale F      run F times faster than real time; durations in replies\n"
     "                      stay in simulated ns (default 1)\n"
     "Test knobs (Ollama has none of these):\n"
@@ -79,6 +96,9 @@ enum {
     O_TPS,
     O_SLOWDOWN,
     O_TIMESCALE,
+    O_GPU,
+    O_CURVE,
+    O_PCURVE,
     O_MAXWAITING,
     O_FAIL,
     O_RESET,
@@ -103,6 +123,9 @@ static const struct option longopts[] = {
     {"tokens-per-s", required_argument, 0, O_TPS},
     {"slowdown", required_argument, 0, O_SLOWDOWN},
     {"time-scale", required_argument, 0, O_TIMESCALE},
+    {"gpu", required_argument, 0, O_GPU},
+    {"curve", required_argument, 0, O_CURVE},
+    {"prompt-curve", required_argument, 0, O_PCURVE},
     {"max-waiting", required_argument, 0, O_MAXWAITING},
     {"fail-rate", required_argument, 0, O_FAIL},
     {"reset-rate", required_argument, 0, O_RESET},
@@ -172,17 +195,40 @@ static void cli_option(int c, const char *a)
     case O_LOADMS: simcfg.load_ms = num(name, a, 0, 1e9); break;
     case O_MAXQUEUE: simcfg.max_queue = integer(name, a, 0, 100000000); break;
     case O_KEEPALIVE: simcfg.keep_alive_s = num(name, a, -1e18, 1e9); break;
-    case O_TTFT: simcfg.ttft_ms = num(name, a, 0, 1e9); break;
+    case O_TTFT: simcfg.ttft_ms = num(name, a, 0, 1e9), set_ttft = 1; break;
     case O_TOKENS: simcfg.tokens = integer(name, a, 1, 1000000); break;
-    case O_TPS: simcfg.tokens_per_s = num(name, a, 0, 1e9); break;
-    case O_SLOWDOWN: simcfg.slowdown = num(name, a, 0, 1e6); break;
+    case O_TPS: simcfg.tokens_per_s = num(name, a, 0, 1e9), set_tps = 1; break;
+    case O_SLOWDOWN: simcfg.slowdown = num(name, a, 0, 1e6), set_slowdown = 1; break;
     case O_TIMESCALE: simcfg.time_scale = num(name, a, 1e-6, 1e9); break;
+    case O_GPU: simcfg.gpu = a; break;
+    case O_CURVE: simcfg.curve = a; break;
+    case O_PCURVE: simcfg.prompt_curve = a; break;
     case O_MAXWAITING: simcfg.max_waiting = integer(name, a, 0, 100000000); break;
     case O_FAIL: simcfg.fail_rate = num(name, a, 0, 1); break;
     case O_RESET: simcfg.reset_rate = num(name, a, 0, 1); break;
     case O_STREAMFAIL: simcfg.stream_fail_rate = num(name, a, 0, 1); break;
     case O_OFFLABEL: simcfg.offlabel_rate = num(name, a, 0, 1); break;
     case O_SEED: simcfg.seed = (uint64_t)num(name, a, 0, 1.8e19); break;
+    }
+}
+
+/* A curve replaces the older knobs: giving both is a mistake, not a choice. */
+static void cli_check_gpu(void)
+{
+    char err[256];
+    if ((simcfg.curve || simcfg.gpu) && (set_tps || set_slowdown)) {
+        fprintf(stderr, "ollama-sim: --%s replaces --tokens-per-s and --slowdown (see --help)\n",
+                simcfg.curve ? "curve" : "gpu");
+        exit(2);
+    }
+    if ((simcfg.prompt_curve || simcfg.gpu) && set_ttft) {
+        fprintf(stderr, "ollama-sim: --%s replaces --ttft-ms (see --help)\n",
+                simcfg.prompt_curve ? "prompt-curve" : "gpu");
+        exit(2);
+    }
+    if (gpu_init(err, sizeof err)) {
+        fprintf(stderr, "ollama-sim: %s (see --help)\n", err);
+        exit(2);
     }
 }
 
@@ -209,6 +255,11 @@ static void cli_parse(int argc, char **argv)
         fprintf(stderr, "ollama-sim: unexpected argument: %s (see --help)\n", argv[optind]);
         exit(2);
     }
+    if (simcfg.gpu && !strcmp(simcfg.gpu, "list")) {
+        gpu_list(stdout);
+        exit(0);
+    }
+    cli_check_gpu();
     if (simcfg.port < 0) {
         fprintf(stderr, "ollama-sim: --port is required (see --help)\n");
         exit(2);
@@ -276,8 +327,8 @@ int main(int argc, char **argv)
     struct event *sigint = evsignal_new(simbase, SIGINT, on_signal, NULL);
     event_add(sigterm, NULL);
     event_add(sigint, NULL);
-    log_info("listening on %s:%d (ollama-sim %s, models %s, parallel %d)", simcfg.host,
-             net_bound_port(fd), OP_VERSION, simcfg.models, simcfg.parallel);
+    log_info("listening on %s:%d (ollama-sim %s, models %s, parallel %d, %s)", simcfg.host,
+             net_bound_port(fd), OP_VERSION, simcfg.models, simcfg.parallel, gpu_describe());
     event_base_dispatch(simbase);
 
     infer_free_all();

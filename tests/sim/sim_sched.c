@@ -93,6 +93,7 @@ struct model *sched_add(const char *name)
     m->modified_wall = fmt_wall_now() - (double)(nmodels * 60);
     m->keep_alive_s = simcfg.keep_alive_s;
     TAILQ_INIT(&m->waiters);
+    TAILQ_INIT(&m->running);
     m->expire_ev = evtimer_new(simbase, on_expire, m);
     models[nmodels++] = m;
     return m;
@@ -200,10 +201,13 @@ static int slots(const struct model *m)
     return m->embedding ? 1 : simcfg.parallel;
 }
 
+/* The caller then starts JOB (job_start_slot), which re-paces the model. */
 static void take_slot(struct job *job)
 {
     struct model *m = job->m;
+    gpu_settle(m); /* the rates change with busy */
     m->busy++;
+    TAILQ_INSERT_TAIL(&m->running, job, link);
     job->holds_slot = 1;
     job->state = JS_RUNNING;
     job->t_slot = now_ns();
@@ -437,11 +441,18 @@ void sched_detach(struct job *job)
     int was = job->state;
     job->state = JS_NEW;
     if (job->holds_slot) {
+        gpu_settle(m);
         job->holds_slot = 0;
+        TAILQ_REMOVE(&m->running, job, link);
         m->busy--;
+        if (job->prompting) {
+            job->prompting = 0;
+            m->prompting--;
+        }
         simstats.in_flight--;
         m->c.in_flight--;
         dispatch(m);
+        job_repace(m);
     } else if (was == JS_WAITSLOT && m->busy == 0 && TAILQ_EMPTY(&m->waiters)) {
         idle(m);
     }
