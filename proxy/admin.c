@@ -79,12 +79,15 @@ static void reply_status(struct proxy *px, struct evhttp_request *req)
     json_t *arr = json_array();
     for (int i = 0; i < px->nbackends; i++)
         json_array_append_new(arr, backend_json(px->backends[i]));
+    const struct sched *sc = &px->sched;
     server_reply_json(
         req, 200,
-        json_pack("{s:o,s:{s:i,s:i,s:i,s:f},s:o,s:I,s:i}", "backends", arr, "queue", "length",
-                  sched_length(&px->sched), "max_length", px->sched.max_length,
-                  "retry_after_s", sched_retry_after(&px->sched), "drain_per_s",
-                  px->sched.rate, "clients", clients_json(px), "uptime_s",
+        json_pack("{s:o,s:{s:i,s:i,s:i,s:f,s:I,s:f},s:o,s:I,s:i}", "backends", arr, "queue",
+                  "length", sched_length(sc), "max_length", sc->max_length, "retry_after_s",
+                  sched_retry_after(&px->sched), "drain_per_s", sc->rate, "grants",
+                  (json_int_t)sc->dispatches, "dispatch_us",
+                  sc->dispatches ? sc->dispatch_ns / 1000.0 / (double)sc->dispatches : 0.0,
+                  "clients", clients_json(px), "uptime_s",
                   (json_int_t)((net_now_ms() - px->start_ms) / 1000.0), "connections",
                   px->nconns));
 }

@@ -112,9 +112,13 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
         if (!kept)
             retire(px, px->backends[i]);
     }
+    /* The scheduler looks at the fleet from here on (fleet_settings below
+     * may dispatch): it must never see the old array once freed. */
     free(px->backends);
     px->backends = next;
     px->nbackends = n;
+    px->sched.backends = next;
+    px->sched.nbackends = n;
     if (strcmp(cfg->listen, px->cfg->listen) != 0)
         log_warn("reload: listen %s -> %s needs a restart; still on %s", px->cfg->listen,
                  cfg->listen, px->cfg->listen);

@@ -226,6 +226,61 @@ static void cgq_put(struct sched *s, struct sched_cgq *q)
     free(q);
 }
 
+/* ---- the clients by entries waiting ---- */
+
+static void most_set(struct sched *s, int i, struct sched_client *c)
+{
+    s->most[i] = c;
+    c->widx = i;
+}
+
+static void most_sift(struct sched *s, int i)
+{
+    struct sched_client *c = s->most[i];
+    while (i > 0 && s->most[(i - 1) / 2]->waiting < c->waiting) {
+        most_set(s, i, s->most[(i - 1) / 2]);
+        i = (i - 1) / 2;
+    }
+    for (;;) {
+        int k = 2 * i + 1;
+        if (k >= s->nmost)
+            break;
+        if (k + 1 < s->nmost && s->most[k + 1]->waiting > s->most[k]->waiting)
+            k++;
+        if (s->most[k]->waiting <= c->waiting)
+            break;
+        most_set(s, i, s->most[k]);
+        i = k;
+    }
+    most_set(s, i, c);
+}
+
+/* C's waiting count changed: in the heap while it is above 0. */
+static void most_update(struct sched *s, struct sched_client *c)
+{
+    if (c->waiting > 0 && c->widx < 0) {
+        if (s->nmost == s->most_cap) {
+            int cap = s->most_cap ? 2 * s->most_cap : 64;
+            struct sched_client **m = realloc(s->most, (size_t)cap * sizeof *m);
+            if (!m)
+                return; /* it is then never pushed out for a full queue */
+            s->most = m;
+            s->most_cap = cap;
+        }
+        most_set(s, s->nmost++, c);
+        most_sift(s, c->widx);
+    } else if (c->waiting == 0 && c->widx >= 0) {
+        int i = c->widx;
+        c->widx = -1;
+        if (--s->nmost != i) {
+            most_set(s, i, s->most[s->nmost]);
+            most_sift(s, i);
+        }
+    } else if (c->widx >= 0) {
+        most_sift(s, c->widx);
+    }
+}
+
 /* ---- clients ---- */
 
 static struct sched_client *client_new(struct sched *s, const char *name)
@@ -238,6 +293,7 @@ static struct sched_client *client_new(struct sched *s, const char *name)
     c->prio = PRIO_NORMAL;
     c->weight = 1;
     c->key_index = -1;
+    c->widx = -1;
     TAILQ_INIT(&c->queue);
     LIST_INSERT_HEAD(&s->clients, c, link);
     return c;
@@ -450,6 +506,7 @@ static void unqueue(struct sched *s, struct sched_entry *e)
         TAILQ_REMOVE(&e->client->queue, e, c_link);
         e->client->waiting--;
         s->waiting--;
+        most_update(s, e->client);
         e->cgq = NULL;
         if (TAILQ_EMPTY(&q->entries))
             cgq_put(s, q);
@@ -589,15 +646,12 @@ static void arm(struct sched *s, struct sched_entry *e)
     e->timer_armed = 1;
 }
 
-/* The client with the most entries waiting (a full queue is rare; the scan
- * is over clients, not entries). */
+/* The client with the most entries waiting: the top of s->most, a max-heap
+ * of clients by waiting kept as entries come and go (O(log clients) each),
+ * so that a full queue under a flood from many addresses costs no scan. */
 static struct sched_client *most_waiting(struct sched *s)
 {
-    struct sched_client *c, *most = NULL;
-    LIST_FOREACH(c, &s->clients, link)
-        if (c->waiting && (!most || c->waiting > most->waiting))
-            most = c;
-    return most;
+    return s->nmost ? s->most[0] : NULL;
 }
 
 /* The queue is full: E's client, or the one with the most waiting, gives
@@ -633,6 +687,7 @@ static int enqueue(struct sched *s, struct sched_entry *e)
     TAILQ_INSERT_TAIL(&c->queue, e, c_link);
     c->waiting++;
     s->waiting++;
+    most_update(s, c);
     if (TAILQ_FIRST(&q->entries) == e)
         cgq_sync(q);
     arm(s, e);
@@ -661,11 +716,10 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
         return 0;
     }
     rc = enqueue(s, e);
-    if (rc < 0) {
+    if (rc < 0) { /* the caller still holds CLIENT: it puts it (sched_client_unused) */
         client->refs--;
         client->refused++;
         e->client = NULL;
-        client_put(s, client);
     }
     return rc;
 }
@@ -744,4 +798,5 @@ void sched_cleanup(struct sched *s)
     }
     free(s->keys);
     free(s->hash);
+    free(s->most);
 }

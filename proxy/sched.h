@@ -62,6 +62,7 @@ struct sched_client {
     int waiting;        /* entries WAITING */
     int refs;           /* entries between submit and done */
     int key_index;      /* its row in auth.keys, -1 for an address */
+    int widx;           /* in s->most (by waiting, the largest first); -1: out */
     unsigned capped : 1;  /* at max_concurrent: out of the heaps */
     unsigned retired : 1; /* a key dropped by a reload */
     unsigned long long served, refused;
@@ -110,6 +111,8 @@ struct sched {
     struct sched_client **keys; /* by auth.keys row */
     int nkeys;
     struct sched_client **hash; /* address clients */
+    struct sched_client **most; /* a max-heap of the clients with entries waiting */
+    int nmost, most_cap;
     unsigned hash_size, naddr;
     unsigned long long seq;
     int dispatching, again, frozen;
@@ -145,8 +148,9 @@ void sched_client_unused(struct sched *s, struct sched_client *c);
 /* Admit E (IDLE, ops and key set) for CLIENT: granted a slot at once
  * (ops->granted runs before this returns) or WAITING. Returns 0, or
  * SCHED_EFULL (queue full and E's client has the most waiting) or
- * SCHED_EKEYQ (its client's max_queued reached): E stays IDLE and the
- * caller answers 503 with sched_retry_after(). Admitting E may push the
+ * SCHED_EKEYQ (its client's max_queued reached): E stays IDLE, CLIENT is
+ * still the caller's to put (sched_client_unused), and the caller answers
+ * 503 with sched_retry_after(). Admitting E may push the
  * newest entry of the client with the most waiting out (its refused()). */
 #define SCHED_EFULL (-1)
 #define SCHED_EKEYQ (-2)

@@ -341,6 +341,38 @@ def test_keys_401_403():
     px.stop()
 
 
+def test_refused_at_once_and_reload_while_waiting():
+    # Two ways the scheduler once used freed memory (seen under ASan):
+    # a request refused at submit (queue.max_length = 0) from a client with
+    # nothing else, and a reload while requests wait.
+    sim = Sim("--parallel", "1", "--ttft-ms", "400", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 0; };")
+
+    async def refused():
+        first = asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate",
+                                                      body=GEN, local=LEGACY))
+        await asyncio.sleep(0.1)
+        other = await aclient.request(px.port, "POST", "/api/generate", body=GEN, local=BATCH)
+        return await first, other
+    first, other = aclient.run(refused())
+    eq((first.status, other.status), (200, 503), "one in flight, none may wait")
+    write_proxy_conf(px.conf, [("gpu0", sim.url, 1)], "queue = { max_length = 10; };")
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: "reloaded" in px.proc.output(), what="reload 1")
+
+    async def reload_while_waiting():
+        reqs = [asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate",
+                                                      body=GEN)) for _ in range(6)]
+        await asyncio.sleep(0.2)
+        eq(px.status()["queue"]["length"], 5, "five wait")
+        write_proxy_conf(px.conf, [("gpu0", sim.url, 2)], "queue = { max_length = 10; };")
+        px.proc.signal(signal.SIGHUP)
+        return await asyncio.gather(*reqs)
+    res = aclient.run(reload_while_waiting())
+    eq([r.status for r in res], [200] * 6, "all served across the reload")
+    eq(px.stop(), 0, "clean exit")
+
+
 def test_keys_reloaded():
     sim = Sim("--ttft-ms", "0", "--tokens", "1")
     px = Proxy([("gpu0", sim.url, 2)],

@@ -155,6 +155,19 @@ static void check_invariants(void)
         if (c->max_concurrent)
             CHECK(c->in_flight <= c->max_concurrent);
     }
+    /* The clients by waiting: the heap holds exactly those with some, the
+     * most first. */
+    {
+        int with = 0, max = 0;
+        for (int k = 0; k < S.nkeys; k++) {
+            with += S.keys[k]->waiting > 0;
+            if (S.keys[k]->waiting > max)
+                max = S.keys[k]->waiting;
+        }
+        CHECK_INT(S.nmost, with);
+        if (S.nmost)
+            CHECK_INT(S.most[0]->waiting, max);
+    }
     /* Work-conserving: a waiting request of a client under its cap has no
      * available backend that serves it. */
     for (int i = 0; i < nreqs; i++) {
