@@ -3,9 +3,11 @@
 # (as root, or with sudo): installs the missing packages of the build,
 # runtime and demo groups of .ci/packages, builds into build/ (or $BUILD_DIR),
 # then runs tests/demo/demo.py: two simulated GPUs (ollama-sim), the proxy in
-# front of them, and the bundled 1,525 items classified three ways, with a
-# table and a PNG chart in build/demo/. About a minute; it stops everything
-# it started, also on Ctrl-C.
+# front of them, the bundled 1,525 items classified three ways, then two
+# clients at once through the proxy (-j 5 and -j 200, told apart by their
+# keys), with a table and two PNG charts in build/demo/ (throughput.png,
+# shares.png). A little over a minute; it stops everything it started, also
+# on Ctrl-C.
 #   DEMO_TIME_SCALE  how much faster than real time the sims run (default 100)
 #   DEMO_DIR         where results go (default build/demo)
 set -euo pipefail
