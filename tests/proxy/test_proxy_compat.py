@@ -9,7 +9,7 @@ import shutil
 import struct
 import subprocess
 
-from harness import BUILD, SRC, Proxy, Sim, eq, ok, post, run, SLOW
+from harness import BUILD, SRC, Proxy, Sim, eq, get, ok, post, run, wait_until, SLOW
 
 KEY, WRONG = "s3cret", "not-the-key"
 AUTH = 'auth = { keys = ( { name = "batch"; key = "%s"; admin = false; } ); };' % KEY
@@ -90,6 +90,24 @@ def test_ollama_js_and_openai_sdk():
     served = a.stats()["served"] + b.stats()["served"]
     ok(a.stats()["served"] > 0 and b.stats()["served"] > 0, "both backends used")
     ok(served >= 6, "served %d" % served)
+    px.stop()
+
+
+def test_ollama_js_pull_and_delete():
+    d = _install()
+    a, b = _sims()
+    px = Proxy([("a", a.url, 2), ("b", b.url, 2)], extra="models = { refresh_s = 0.2; };")
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"]), what="discovery")
+    out = _clients(d, px.url, "manage")
+    print(out)
+    eq(out["progress"][-1], {"status": "success", "backend": None}, "one success at the end")
+    eq({p["backend"] for p in out["progress"][:-1]}, {"a", "b"},
+       "ollama-js saw each backend's progress")
+    ok("qwen2.5:7b" in out["listed"], "listed after the pull: %r" % out["listed"])
+    ok("qwen2.5:7b" not in out["after"], "gone after the delete: %r" % out["after"])
+    for sim in (a, b):
+        ok("qwen2.5:7b" not in [m["name"] for m in get(sim.url + "/api/tags").json()["models"]],
+           "deleted on every backend")
     px.stop()
 
 

@@ -3,6 +3,7 @@
 // embeddings in full, for the caller to compare with the backend's).
 // clients.mjs URL auth KEY WRONG: the same clients with a good key, a wrong
 // key and (ollama-js) no key; each call's outcome, error or not, is printed.
+// clients.mjs URL manage: ollama-js pull (with its progress) and delete.
 // Exit 1 on any exception not caught on purpose.
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
@@ -112,9 +113,23 @@ async function auth() {
   return out;
 }
 
-const modes = { basic, auth };
+// Model management through the proxy: a pull with its progress, then a
+// delete, as `ollama pull` and `ollama rm` do them with ollama-js.
+async function manage() {
+  const ollama = new Ollama({ host: url });
+  const progress = [];
+  for await (const p of await ollama.pull({ model: 'qwen2.5:7b', stream: true })) {
+    progress.push({ status: p.status, backend: p.backend ?? null });
+  }
+  const listed = (await ollama.list()).models.map((m) => m.name);
+  const deleted = await ollama.delete({ model: 'qwen2.5:7b' });
+  const after = (await ollama.list()).models.map((m) => m.name);
+  return { progress, listed, deleted: deleted.status ?? 'ok', after };
+}
+
+const modes = { basic, auth, manage };
 if (!url || !modes[mode] || (mode === 'auth' && !(key && wrong))) {
-  console.error('usage: node clients.mjs URL [basic | auth KEY WRONG]');
+  console.error('usage: node clients.mjs URL [basic | auth KEY WRONG | manage]');
   process.exit(2);
 }
 console.log(JSON.stringify(await modes[mode]()));
