@@ -123,4 +123,36 @@ def test_metrics_retries_cancels_and_key():
     px.stop()
 
 
+def test_monitoring_config_and_alerts():
+    """docker/monitoring: promtool checks the scrape config and the alert
+    rules, and promtool's rule tests show each alert fires when it should;
+    a broken rule is caught (the check can fail)."""
+    import os
+    import tempfile
+    from harness import SRC
+    tool = shutil.which("promtool")
+    ok(tool, "promtool is not installed (.ci/packages: prometheus)")
+    mon = os.path.join(SRC, "docker", "monitoring")
+    for args in (["check", "config", "prometheus.yml"], ["check", "rules", "alerts.yml"],
+                 ["test", "rules", "alerts_test.yml"]):
+        r = subprocess.run([tool] + args, cwd=mon, capture_output=True, text=True)
+        eq(r.returncode, 0, "promtool %s: %s%s" % (" ".join(args), r.stdout, r.stderr))
+    # Every metric an alert uses is one the proxy exports.
+    sim = Sim("--ttft-ms", "0", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 2)])
+    eq(get(px.url + "/").status, 200, "a request, so that requests_total has a row")
+    names = {n for (n, _l) in parse(get(px.url + "/metrics").text())}
+    rules = open(os.path.join(mon, "alerts.yml")).read()
+    used = set(re.findall(r"ollama_proxy_[a-z_]+", rules))
+    ok(used and used <= names, "alerts use metrics the proxy lacks: %r" % (used - names))
+    px.stop()
+    with tempfile.TemporaryDirectory() as d:
+        bad = os.path.join(d, "alerts.yml")
+        with open(bad, "w") as f:
+            f.write(rules.replace("ollama_proxy_backend_healthy == 0",
+                                  "ollama_proxy_backend_healthy == == 0"))
+        r = subprocess.run([tool, "check", "rules", bad], capture_output=True, text=True)
+        ok(r.returncode != 0, "a broken rule passed promtool")
+
+
 run(globals())
