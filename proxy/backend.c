@@ -134,6 +134,8 @@ void backend_free(struct backend *be)
     if (be->probe)
         upstream_abort(be->probe);
     upstream_pool_drain(be);
+    free(be->tmpl);
+    free(be->tmpl_url);
     free(be->name);
     free(be->url);
     free(be->host);

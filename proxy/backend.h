@@ -49,6 +49,7 @@ struct backend {
     struct upstream *idle; /* keep-alive pool (upstream.c owns the list) */
     int nidle;
     int removed; /* dropped by a reload: serves what it has, takes nothing */
+    char *tmpl, *tmpl_url; /* made from the dns row of this name and url; NULL: a url row */
     /* Model discovery (discover.c): installed models from /api/tags and
      * loaded ones from /api/ps, as display names and as name_key() keys.
      * Until the first answer, models_known is 0 and it serves anything. */

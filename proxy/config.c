@@ -47,8 +47,9 @@ static const struct opt opts[] = {
 
 static const char *const top_keys[] = {"listen", "backends", "queue",   "timeouts",
                                        "health", "models",   "limits",  "auth",
-                                       "logging", "shutdown_timeout_s"};
-static const char *const backend_keys[] = {"name", "url", "max_concurrent"};
+                                       "logging", "resolvers", "shutdown_timeout_s"};
+static const char *const backend_keys[] = {"name", "url", "dns", "max_concurrent",
+                                           "resolve_s"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
                                        "max_queued", "weight", "priority"};
 static const char *const prio_names[PRIO_COUNT] = {"high", "normal", "low"};
@@ -266,16 +267,42 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     char host[256], why[300];
     if (!config_setting_is_group(b))
         FAIL(b, "each backend must be a group { name = ...; url = ...; max_concurrent = ...; }");
-    if (check_members(file, b, backend_keys, 3, "a backend", err, errlen) ||
+    config_setting_t *rs;
+    char *dns = NULL;
+    be->resolve_s = 10;
+    if (check_members(file, b, backend_keys, 5, "a backend", err, errlen) ||
         get_string(file, b, "name", 1, &be->name, err, errlen) ||
-        get_string(file, b, "url", 1, &be->url, err, errlen) ||
+        get_string(file, b, "dns", 0, &dns, err, errlen) ||
+        get_string(file, b, "url", !dns, &be->url, err, errlen) ||
         get_int(file, b, "max_concurrent", 1, 1, 100000, &be->max_concurrent, err, errlen))
-        return -1;
+        return free(dns), -1;
+    if (dns && be->url) {
+        free(dns);
+        FAIL(b, "a backend has a url or a dns name, not both");
+    }
+    if (dns) { /* "host:port": each address it resolves to is a backend */
+        size_t n = strlen(dns) + 16;
+        be->is_dns = 1;
+        be->url = malloc(n);
+        snprintf(be->url, n, "http://%s", dns);
+        free(dns);
+    }
+    if ((rs = config_setting_get_member(b, "resolve_s"))) {
+        if (!config_setting_is_number(rs) || config_setting_get_float(rs) +
+                                                     (double)config_setting_get_int64(rs) <
+                                                 1)
+            FAIL(rs, "\"resolve_s\" must be a number of seconds >= 1");
+        be->resolve_s = config_setting_type(rs) == CONFIG_TYPE_FLOAT
+                            ? config_setting_get_float(rs)
+                            : (double)config_setting_get_int64(rs);
+        if (!be->is_dns)
+            FAIL(rs, "\"resolve_s\" is for a backend given by a dns name");
+    }
     if (!good_name(be->name))
         FAIL(config_setting_get_member(b, "name"),
              "backend name \"%s\": letters, digits and . _ : - only, at most 64", be->name);
     if (config_parse_url(be->url, host, sizeof host, &be->port, why, sizeof why) < 0)
-        FAIL(config_setting_get_member(b, "url"), "%s", why);
+        FAIL(config_setting_get_member(b, be->is_dns ? "dns" : "url"), "%s", why);
     be->host = strdup(host);
     be->line = (int)config_setting_source_line(b);
     for (int j = 0; j < i; j++)
@@ -421,6 +448,27 @@ static int load_logging(const char *file, config_setting_t *root, struct px_conf
     return 0;
 }
 
+/* resolvers = ( "127.0.0.1:53" ); the name servers of dns backends
+ * (default: /etc/resolv.conf's). */
+static int load_resolvers(const char *file, config_setting_t *root, struct px_config *c,
+                          char *err, size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(root, "resolvers");
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"resolvers\" must be a list of \"host:port\" strings");
+    c->nresolvers = config_setting_length(l);
+    c->resolvers = calloc((size_t)c->nresolvers + 1, sizeof *c->resolvers);
+    for (int i = 0; i < c->nresolvers; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v || !*v)
+            FAIL(l, "\"resolvers\" must be a list of \"host:port\" strings");
+        c->resolvers[i] = strdup(v);
+    }
+    return 0;
+}
+
 static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
 {
     static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
@@ -471,6 +519,7 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     rc |= load_backends(file, root, c, err, errlen);
     rc |= load_auth(file, root, c, err, errlen);
     rc |= load_logging(file, root, c, err, errlen);
+    rc |= load_resolvers(file, root, c, err, errlen);
     return rc;
 }
 
@@ -521,6 +570,9 @@ void config_free(struct px_config *c)
     free(c->backends);
     free(c->keys);
     free(c->client_header);
+    for (int i = 0; c->resolvers && i < c->nresolvers; i++)
+        free(c->resolvers[i]);
+    free(c->resolvers);
     free(c->access_log);
     free(c->listen);
     free(c->listen_host);

@@ -15,6 +15,9 @@ struct config_backend {
     int port;
     int max_concurrent;
     int line; /* in the file, for messages */
+    int is_dns;       /* a template: url is "http://NAME:PORT" of a dns name whose
+                         every address is a backend NAME-1, NAME-2, ... (dnsfleet.c) */
+    double resolve_s; /* how often it is resolved again */
 };
 
 enum key_priority { PRIO_HIGH, PRIO_NORMAL, PRIO_LOW, PRIO_COUNT };
@@ -51,6 +54,8 @@ struct px_config {
     char *client_header;      /* auth.client_header: a trusted header naming the client */
     char *access_log;         /* logging.access: "stderr", "off" or a file */
     int access_json;          /* logging.format = "json" */
+    char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
+    int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
 };
 

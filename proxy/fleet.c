@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "accesslog.h"
 #include "config.h"
+#include "dnsfleet.h"
 #include "health.h"
 #include "log.h"
 #include "net.h"
@@ -29,7 +30,9 @@ int fleet_init(struct proxy *px)
     if (!px->backends)
         return -1;
     for (int i = 0; i < px->cfg->nbackends; i++) {
-        if (!(px->backends[i] = add(px, &px->cfg->backends[i])))
+        if (px->cfg->backends[i].is_dns) /* its addresses come from dnsfleet.c */
+            continue;
+        if (!(px->backends[px->nbackends] = add(px, &px->cfg->backends[i])))
             return -1;
         px->nbackends++;
     }
@@ -47,6 +50,52 @@ static void retire(struct proxy *px, struct backend *be)
         px->retired[px->nretired++] = be;
     }
     log_info("backend %s retired (%d requests in flight finish there)", be->name, be->in_flight);
+}
+
+/* The backends made from the dns row CB (same name and name:port) go on,
+ * re-capped if its cap changed; appended to NEXT[N..]; returns the new N. */
+static int keep_dns(struct proxy *px, const struct config_backend *cb, struct backend **next,
+                    int n)
+{
+    for (int i = 0; i < px->nbackends; i++) {
+        struct backend *be = px->backends[i];
+        if (!be->tmpl || strcmp(be->tmpl, cb->name) || strcmp(be->tmpl_url, cb->url))
+            continue;
+        if (be->cfg_cap != cb->max_concurrent) {
+            be->max_concurrent = be->cfg_cap = cb->max_concurrent;
+            be->cap_override = 0;
+            be->admin = ADMIN_READY;
+        }
+        next[n++] = be;
+    }
+    return n;
+}
+
+int fleet_add(struct proxy *px, struct backend *be)
+{
+    struct backend **b = realloc(px->backends, (size_t)(px->nbackends + 1) * sizeof *b);
+    if (!b) {
+        log_error("backend %s: out of memory, not added", be->name);
+        backend_free(be);
+        return -1;
+    }
+    b[px->nbackends++] = be;
+    px->backends = b;
+    sched_set_backends(&px->sched, px->backends, px->nbackends);
+    return 0;
+}
+
+void fleet_remove(struct proxy *px, struct backend *be)
+{
+    int k = 0;
+    for (int i = 0; i < px->nbackends; i++)
+        if (px->backends[i] != be)
+            px->backends[k++] = px->backends[i];
+    if (k == px->nbackends)
+        return;
+    px->nbackends = k;
+    retire(px, be);
+    sched_set_backends(&px->sched, px->backends, px->nbackends);
 }
 
 /* The current backend called NAME at URL, or NULL. */
@@ -79,7 +128,7 @@ void fleet_settings(struct proxy *px)
 
 void fleet_apply(struct proxy *px, struct px_config *cfg)
 {
-    struct backend **next = calloc((size_t)cfg->nbackends, sizeof *next);
+    struct backend **next = calloc((size_t)(cfg->nbackends + px->nbackends) + 1, sizeof *next);
     int n = 0;
     if (!next) {
         log_error("reload: out of memory; the old config stays");
@@ -87,7 +136,12 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
         return;
     }
     for (int i = 0; i < cfg->nbackends; i++) {
-        struct backend *be = find(px, &cfg->backends[i]);
+        struct backend *be;
+        if (cfg->backends[i].is_dns) { /* its addresses' backends stay while it does */
+            n = keep_dns(px, &cfg->backends[i], next, n);
+            continue;
+        }
+        be = find(px, &cfg->backends[i]);
         if (be && be->cfg_cap != cfg->backends[i].max_concurrent) {
             /* The file changed this backend: its row wins over the runtime
              * control's drain, disable or cap. */
@@ -125,6 +179,8 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
     config_free(px->cfg);
     px->cfg = cfg;
     fleet_settings(px);
+    if (dnsfleet_apply(px) < 0)
+        log_error("reload: the dns rows cannot be resolved (out of memory)");
     log_info("reloaded %s: %d backends", cfg->file, n);
     sched_set_backends(&px->sched, px->backends, px->nbackends); /* new slots, new keys */
 }

@@ -10,6 +10,7 @@
 
 struct proxy;
 struct px_config;
+struct backend;
 
 /* Build px->backends from px->cfg (startup). Returns 0 or -1. */
 int fleet_init(struct proxy *px);
@@ -23,6 +24,12 @@ void fleet_apply(struct proxy *px, struct px_config *cfg);
 /* Apply px->cfg's queue length, timeouts and request limits to the queue,
  * the upstream timeouts and evhttp (startup and reload). */
 void fleet_settings(struct proxy *px);
+
+/* A backend made from a dns row (dnsfleet.c) joins the fleet (BE owned
+ * from now on), or leaves it: it retires like one a reload dropped (its
+ * requests in flight finish, no new one goes there). */
+int fleet_add(struct proxy *px, struct backend *be); /* 0, or -1: BE was freed */
+void fleet_remove(struct proxy *px, struct backend *be);
 
 /* Free every backend, current and retired (exit). */
 void fleet_free(struct proxy *px);

@@ -8,6 +8,7 @@
 #include "accesslog.h"
 #include "config.h"
 #include "discover.h"
+#include "dnsfleet.h"
 #include "fanout.h"
 #include "fleet.h"
 #include "health.h"
@@ -15,6 +16,7 @@
 #include "net.h"
 #include "server.h"
 #include "session.h"
+#include "ui.h"
 
 /* The last reply may still sit in a client's output buffer: give the loop
  * a moment to flush it before the connections are closed. */
@@ -69,14 +71,14 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
     sched_init(&px->sched, px->base);
     fleet_settings(px);
     px->scratch = evbuffer_new();
-    if (!px->scratch || fleet_init(px) < 0) {
+    if (!px->scratch || fleet_init(px) < 0 || ui_start(px) < 0) {
         log_error("out of memory");
         return -1;
     }
     px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
     event_add(px->ev_flush, &flush);
     log_set_buffered(1);
-    if (server_start(px) < 0 || health_start(px) < 0)
+    if (server_start(px) < 0 || health_start(px) < 0 || dnsfleet_apply(px) < 0)
         return -1;
     return discover_start(px);
 }
@@ -85,11 +87,13 @@ void proxy_stop(struct proxy *px)
 {
     discover_stop(px);
     health_stop(px);
+    dnsfleet_stop(px);
     fanout_abort_all(px);
     session_abort_all(px);
     server_free(px);
     fleet_free(px);
     sched_cleanup(&px->sched);
+    ui_stop(px);
     if (px->ev_flush)
         event_free(px->ev_flush);
     accesslog_flush();

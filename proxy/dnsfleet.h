@@ -1,0 +1,23 @@
+/* dnsfleet.h - backends from DNS, as HAProxy's server-template: a backend
+ * row { name = "gpu"; dns = "ollama.svc:11434"; max_concurrent = 4;
+ * resolve_s = 10; } is resolved (A records, with libevent's evdns: never
+ * blocking the loop) every resolve_s; each address becomes a backend
+ * "gpu-1", "gpu-2", ..., its number kept for that address for the life of
+ * the process. A new address joins; one that vanishes from an answer
+ * retires like a backend dropped by a reload (its requests in flight
+ * finish there, none new goes there). A failed lookup (timeout, no such
+ * name) keeps the backends as they are; an answer with no address retires
+ * them all. Name servers: `resolvers`, else /etc/resolv.conf. */
+#ifndef PX_DNSFLEET_H
+#define PX_DNSFLEET_H
+
+struct proxy;
+
+/* Start (or, after a reload, re-sync to px->cfg): resolve every dns row
+ * now and every resolve_s. Returns 0 or -1. */
+int dnsfleet_apply(struct proxy *px);
+
+/* Stop; NULL-safe on a proxy that never started. */
+void dnsfleet_stop(struct proxy *px);
+
+#endif

@@ -1,0 +1,155 @@
+"""ollama-proxy: backends from DNS. A dnsmasq started by the test on
+127.0.0.1 answers for a name whose addresses change during the test; each
+address is a sim on 127.0.0.x, one port for all (as a headless Service)."""
+import asyncio
+import os
+import shutil
+import signal
+import socket
+
+import aclient
+from harness import Proc, Proxy, binary, eq, get, ok, post, run, tmpdir, wait_until, SLOW
+
+GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+NAME = "ollama.fleet.test"
+
+
+def free_udp_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def free_tcp_port(hosts):
+    """A port free on every one of HOSTS."""
+    for _ in range(50):
+        s = socket.socket()
+        s.bind((hosts[0], 0))
+        p = s.getsockname()[1]
+        s.close()
+        try:
+            for h in hosts[1:]:
+                t = socket.socket()
+                t.bind((h, p))
+                t.close()
+            return p
+        except OSError:
+            continue
+    raise AssertionError("no port free on %r" % hosts)
+
+
+class Dns:
+    """dnsmasq answering NAME from a hosts file the test rewrites."""
+
+    def __init__(self, addrs):
+        tool = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+        ok(os.path.exists(tool), "dnsmasq is not installed (.ci/packages: dnsmasq-base)")
+        self.hosts = os.path.join(tmpdir(), "dns-hosts-%d" % os.getpid())
+        self.port = free_udp_port()
+        self.set(addrs, reload=False)
+        self.proc = Proc([tool, "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                          "--addn-hosts=" + self.hosts, "--listen-address=127.0.0.1",
+                          "--bind-interfaces", "--port=%d" % self.port, "--local-ttl=1",
+                          "--log-facility=-", "--user=root", "--pid-file="], name="dnsmasq")
+        wait_until(lambda: "started" in self.proc.output() or not self.proc.alive(),
+                   what="dnsmasq")
+        ok(self.proc.alive(), "dnsmasq: " + self.proc.output())
+
+    def set(self, addrs, reload=True):
+        with open(self.hosts + ".tmp", "w") as f:
+            for a in addrs:
+                f.write("%s %s\n" % (a, NAME))
+        os.rename(self.hosts + ".tmp", self.hosts)
+        if reload:
+            self.proc.signal(signal.SIGHUP)  # dnsmasq rereads its hosts files
+
+
+def sim_at(host, port, *args):
+    p = Proc([binary("ollama-sim"), "--host", host, "--port", str(port), "--models",
+              "llama3:latest"] + [str(a) for a in args], name="ollama-sim")
+    p.wait_listen()
+    return p
+
+
+def names(px):
+    return sorted(b["name"] for b in px.status()["backends"])
+
+
+def test_dns_backends_join_and_leave():
+    hosts = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+    port = free_tcp_port(hosts)
+    sims = {h: sim_at(h, port, "--parallel", "4", "--ttft-ms", "600", "--tokens", "1",
+                      "--tokens-per-s", "0") for h in hosts}
+    dns = Dns(hosts[:2])
+    px = Proxy([("static", "http://%s:%d" % (hosts[2], port), 1)],
+               extra='resolvers = ( "127.0.0.1:%d" );' % dns.port)
+    # A dns row added by a reload (the harness writes url rows only).
+    with open(px.conf) as f:
+        text = f.read()
+    text = text.replace('max_concurrent = 1; }',
+                        'max_concurrent = 1; },\n  { name = "gpu"; dns = "%s:%d"; '
+                        'max_concurrent = 2; resolve_s = 1; }' % (NAME, port))
+    with open(px.conf, "w") as f:
+        f.write(text)
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: names(px) == ["gpu-1", "gpu-2", "static"], timeout=10,
+               what="a backend per address")
+    by_name = {b["name"]: b for b in px.status()["backends"]}
+    eq({by_name["gpu-1"]["url"], by_name["gpu-2"]["url"]},
+       {"http://%s:%d" % (h, port) for h in hosts[:2]}, "one per address")
+    gpu1_url = by_name["gpu-1"]["url"]
+
+    async def scenario():
+        # Requests in flight on both dns backends, then an address vanishes.
+        reqs = [asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate",
+                                                      body=GEN, timeout=60)) for _ in range(5)]
+        await asyncio.sleep(0.2 * SLOW)
+        gone = gpu1_url.split("//")[1].split(":")[0]
+        dns.set([h for h in hosts[:2] if h != gone])
+        for _ in range(int(60 * SLOW)):
+            await asyncio.sleep(0.1)
+            if "gpu-1" not in names(px):
+                break
+        return await asyncio.gather(*reqs), gone
+    res, gone = aclient.run(scenario())
+    eq([r.status for r in res], [200] * 5, "in flight on the vanished address: they finish")
+    eq(names(px), ["gpu-2", "static"], "gpu-1 left")
+    served_gone = get("http://%s:%d/_sim/stats" % (gone, port)).json()["served"]
+    for _ in range(6):
+        eq(post(px.url + "/api/generate", GEN).status, 200, "served after it left")
+    eq(get("http://%s:%d/_sim/stats" % (gone, port)).json()["served"], served_gone,
+       "no new request goes to a vanished address")
+    # It comes back: the same number for the same address.
+    dns.set(hosts[:2])
+    wait_until(lambda: names(px) == ["gpu-1", "gpu-2", "static"], timeout=10,
+               what="gpu-1 back")
+    eq({b["name"]: b["url"] for b in px.status()["backends"]}["gpu-1"], gpu1_url,
+       "a number stays with its address")
+    # The DNS server goes away: the backends stay.
+    dns.proc.kill()
+    import time
+    time.sleep(3)
+    eq(names(px), ["gpu-1", "gpu-2", "static"], "a failed lookup keeps the backends")
+    eq(post(px.url + "/api/generate", GEN).status, 200, "still served")
+    eq(px.stop(), 0, "clean exit")
+    for p in sims.values():
+        p.stop()
+
+
+def test_dns_row_config():
+    import subprocess
+    bad = os.path.join(tmpdir(), "dns-bad.conf")
+    with open(bad, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nbackends = (\n'
+                ' { name = "a"; url = "http://h:1"; dns = "h:1"; max_concurrent = 1; },\n'
+                ' { name = "b"; url = "http://h:2"; max_concurrent = 1; resolve_s = 5; } );\n')
+    r = subprocess.run([binary("ollama-proxy"), "--check", "-c", bad], capture_output=True,
+                       text=True)
+    eq(r.returncode, 1, "--check")
+    ok(":3: a backend has a url or a dns name" in r.stderr, r.stderr)
+    ok(":4: \"resolve_s\" is for a backend given by a dns name" in r.stderr, r.stderr)
+
+
+run(globals())
