@@ -13,7 +13,15 @@
 - the Dockerfile's shape: multi-stage, non-root user, HEALTHCHECK on GET /,
   the config at /etc/ollama-proxy/ollama-proxy.conf;
 - every proxy config the images use passes `ollama-proxy --check` and
-  listens on 0.0.0.0:11434, and a broken copy fails it.
+  listens on 0.0.0.0:11434, and a broken copy fails it;
+- the build context: a root .dockerignore (the only one the classic builder
+  of docker.io 20.10 and docker-compose 1.29 reads) leaves out .git, the
+  build folders and the job's data, and no Dockerfile-specific ignore file
+  (read by BuildKit instead of it) can say otherwise;
+- the image's user and group are made with fixed ids (groupadd --gid first).
+
+tests/docker/test_deploy.py runs the sim stack for real; test_k8s.py checks
+docker/k8s.
 """
 import json
 import os
@@ -295,6 +303,38 @@ def test_healthcheck_command_works():
         eq(r.returncode != 0, bool(want), "health check on port %d: %s" % (port, r.stdout))
     proxy.stop()
     sim.stop()
+
+
+def test_dockerignore():
+    path = os.path.join(SRC, ".dockerignore")
+    ok(os.path.exists(path), "no .dockerignore at the root of the build context")
+    with open(path) as f:
+        rules = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    for want in (".git", "build", "build-*", "docker/data", "docker/out"):
+        ok(want in rules, ".dockerignore does not leave out %s: %s" % (want, rules))
+    for name in os.listdir(DOCKER):
+        ok(not name.endswith(".dockerignore"),
+           "docker/%s: BuildKit reads it instead of the root .dockerignore, the classic "
+           "builder never; keep one list" % name)
+    # Nothing the Dockerfile COPYs is ignored.
+    for s, w, a in dockerfile_instructions():
+        if w == "COPY" and "--from" not in a:
+            for src in a.split()[:-1]:
+                top = src.rstrip("/").split("/")[0]
+                ok(src.rstrip("/") not in rules and top not in rules,
+                   "COPY %s, but .dockerignore leaves it out" % src)
+
+
+def test_image_user_fixed_ids():
+    runs = " ".join(a for s, w, a in dockerfile_instructions() if w == "RUN")
+    m_g = re.search(r"groupadd\s+[^&;]*--gid\s+(\d+)[^&;]*\bollama-proxy\b", runs)
+    m_u = re.search(r"useradd\s+[^&;]*--uid\s+(\d+)[^&;]*--gid\s+(\d+)", runs)
+    ok(m_g and m_u, "the image's user and group are not made with fixed ids: " + runs)
+    ok(runs.index("groupadd") < runs.index("useradd"), "the group is made after the user")
+    ok("--user-group" not in runs, "useradd --user-group takes whatever gid is free")
+    eq((m_u.group(1), m_u.group(2)), ("10001", m_g.group(1)), "uid and gid of the image's user")
+    if "--system" in runs:
+        ok(int(m_u.group(1)) <= 999, "useradd --system warns for a uid above SYS_UID_MAX")
 
 
 # ---- proxy configs ----
