@@ -47,14 +47,18 @@ class Dns:
         tool = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         ok(os.path.exists(tool), "dnsmasq is not installed (.ci/packages: dnsmasq-base)")
         self.hosts = os.path.join(tmpdir(), "dns-hosts-%d" % os.getpid())
-        self.port = free_udp_port()
         self.set(addrs, reload=False)
-        self.proc = Proc([tool, "--keep-in-foreground", "--no-resolv", "--no-hosts",
-                          "--addn-hosts=" + self.hosts, "--listen-address=127.0.0.1",
-                          "--bind-interfaces", "--port=%d" % self.port, "--local-ttl=1",
-                          "--log-facility=-", "--user=root", "--pid-file="], name="dnsmasq")
-        wait_until(lambda: "started" in self.proc.output() or not self.proc.alive(),
-                   what="dnsmasq")
+        for _ in range(10):  # it listens on UDP and TCP: a port free on both
+            self.port = free_udp_port()
+            self.proc = Proc([tool, "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                              "--addn-hosts=" + self.hosts, "--listen-address=127.0.0.1",
+                              "--bind-interfaces", "--port=%d" % self.port, "--local-ttl=1",
+                              "--log-facility=-", "--user=root", "--pid-file="],
+                             name="dnsmasq")
+            wait_until(lambda: "started" in self.proc.output() or not self.proc.alive(),
+                       what="dnsmasq")
+            if self.proc.alive() or "in use" not in self.proc.output():
+                break
         ok(self.proc.alive(), "dnsmasq: " + self.proc.output())
 
     def set(self, addrs, reload=True):
