@@ -15,6 +15,7 @@
 #include "proxy.h"
 #include "sched.h"
 #include "server.h"
+#include "ui.h"
 
 static const char *const prio_name[PRIO_COUNT] = {"high", "normal", "low"};
 
@@ -48,11 +49,40 @@ static json_t *backend_json(const struct backend *be)
         return NULL;
     if (be->cap_override)
         json_object_set_new(o, "config_max_concurrent", json_integer(be->cfg_cap));
+    if (be->adapt.on) {
+        json_object_set_new(o, "effective_cap", json_integer(be->adapt.cap));
+        json_object_set_new(o, "adaptive",
+                            json_pack("{s:i,s:s,s:o}", "ceiling", be->adapt.ceiling, "reason",
+                                      be->adapt.reason, "since",
+                                      iso_time(be->adapt.changed_at)));
+    }
     if (!be->healthy) {
         json_object_set_new(o, "down_reason", json_string(be->down_reason));
         json_object_set_new(o, "down_since", iso_time(be->down_since));
     }
     return o;
+}
+
+/* Seconds since SUBMIT_MS (net_now_ms() time); 0 for 0. */
+static double wait_s(double submit_ms)
+{
+    return submit_ms ? (net_now_ms() - submit_ms) / 1000.0 : 0.0;
+}
+
+/* For the status page (ui.h): how long the oldest has waited, what waits
+ * at each priority, and the last errors. */
+static void status_extras(struct proxy *px, json_t *st)
+{
+    json_t *q = json_object_get(st, "queue");
+    int by[PRIO_COUNT] = {0};
+    struct sched_client *c;
+    LIST_FOREACH(c, &px->sched.clients, link)
+        by[c->prio] += c->waiting;
+    json_object_set_new(q, "oldest_wait_s", json_real(wait_s(sched_oldest_ms(&px->sched))));
+    json_object_set_new(q, "by_priority", json_pack("{s:i,s:i,s:i,s:i}", prio_name[0], by[0],
+                                                    prio_name[1], by[1], prio_name[2], by[2],
+                                                    "retrying", px->sched.retrying));
+    json_object_set_new(st, "errors", ui_errors_json(px));
 }
 
 static json_t *clients_json(struct proxy *px)
@@ -69,6 +99,9 @@ static json_t *clients_json(struct proxy *px)
             continue;
         if (c->max_concurrent)
             json_object_set_new(o, "max_concurrent", json_integer(c->max_concurrent));
+        if (!TAILQ_EMPTY(&c->queue)) /* oldest first */
+            json_object_set_new(o, "oldest_wait_s", json_real(wait_s(TAILQ_FIRST(&c->queue)
+                                                                       ->t_submit_ms)));
         json_array_append_new(arr, o);
     }
     return arr;
@@ -80,8 +113,7 @@ static void reply_status(struct proxy *px, struct evhttp_request *req)
     for (int i = 0; i < px->nbackends; i++)
         json_array_append_new(arr, backend_json(px->backends[i]));
     const struct sched *sc = &px->sched;
-    server_reply_json(
-        req, 200,
+    json_t *st =
         json_pack("{s:o,s:{s:i,s:i,s:i,s:f,s:I,s:f},s:o,s:I,s:i}", "backends", arr, "queue",
                   "length", sched_length(sc), "max_length", sc->max_length, "retry_after_s",
                   sched_retry_after(&px->sched), "drain_per_s", sc->rate, "grants",
@@ -89,7 +121,10 @@ static void reply_status(struct proxy *px, struct evhttp_request *req)
                   sc->dispatches ? sc->dispatch_ns / 1000.0 / (double)sc->dispatches : 0.0,
                   "clients", clients_json(px), "uptime_s",
                   (json_int_t)((net_now_ms() - px->start_ms) / 1000.0), "connections",
-                  px->nconns));
+                  px->nconns);
+    if (st)
+        status_extras(px, st);
+    server_reply_json(req, 200, st);
 }
 
 static struct backend *find(struct proxy *px, const char *name, size_t n)
@@ -131,8 +166,12 @@ static int control(struct proxy *px, struct evhttp_request *req, struct backend 
                                             "1 <= N <= 100000", 0);
             return 1;
         }
-        be->max_concurrent = cap;
         be->cap_override = cap != be->cfg_cap ? cap : 0;
+        if (be->adapt.on) { /* the ceiling: the cap is found again under it */
+            adapt_init(&be->adapt, cap);
+            cap = be->adapt.cap;
+        }
+        be->max_concurrent = cap;
     } else {
         return 0;
     }
@@ -151,6 +190,14 @@ int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path)
     char msg[200];
     if (strcmp(path, "/proxy/status") == 0 && cmd == EVHTTP_REQ_GET) {
         reply_status(px, req);
+        return 1;
+    }
+    if (strcmp(path, "/proxy/ui") == 0) {
+        ui_reply_page(req);
+        return 1;
+    }
+    if (strcmp(path, "/proxy/history") == 0 && cmd == EVHTTP_REQ_GET) {
+        server_reply_json(req, 200, ui_history_json(px));
         return 1;
     }
     if (strncmp(path, "/proxy/backends/", 16) != 0)

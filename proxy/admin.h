@@ -2,6 +2,8 @@
  * runtime control of backends, as HAProxy's runtime API (admin keys only
  * when auth.keys is set; server.c checks that):
  *   GET  /proxy/status                       the fleet, the queue, the clients
+ *   GET  /proxy/ui                           the status page (ui.h; served without a key)
+ *   GET  /proxy/history                      the last ten minutes, second by second (ui.h)
  *   POST /proxy/backends/NAME/drain          no new requests; in flight finish
  *   POST /proxy/backends/NAME/disable        the same, and no health checks
  *   POST /proxy/backends/NAME/enable         back in service

@@ -12,6 +12,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "net.h"
 #include "names.h"
 #include "upstream.h"
 
@@ -45,6 +46,10 @@ struct backend *backend_new(const struct config_backend *cb)
     be->port = cb->port;
     be->max_concurrent = be->cfg_cap = cb->max_concurrent;
     be->healthy = 1;
+    if (cb->adaptive) {
+        adapt_init(&be->adapt, cb->max_concurrent);
+        be->max_concurrent = be->adapt.cap;
+    }
     if (strchr(be->host, ':'))
         snprintf(be->hostport, sizeof be->hostport, "[%s]:%d", be->host, be->port);
     else
@@ -196,11 +201,15 @@ struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
 
 void backend_acquire(struct backend *be)
 {
+    if (be->adapt.on)
+        adapt_inflight(&be->adapt, be->in_flight, net_now_ms());
     be->in_flight++;
 }
 
 void backend_release(struct backend *be)
 {
+    if (be->adapt.on)
+        adapt_inflight(&be->adapt, be->in_flight, net_now_ms());
     be->in_flight--;
 }
 

@@ -9,6 +9,7 @@
 
 #include <sys/socket.h>
 
+#include "adapt.h"
 #include "metrics.h"
 
 struct event;
@@ -46,6 +47,7 @@ struct backend {
     int cfg_cap;
     int cap_override; /* 0: none */
     struct histogram h_first_byte, h_upstream; /* metrics.h */
+    struct adapt adapt; /* adapt.on: max_concurrent is adapt.cap, cfg_cap the ceiling */
     struct upstream *idle; /* keep-alive pool (upstream.c owns the list) */
     int nidle;
     int removed; /* dropped by a reload: serves what it has, takes nothing */

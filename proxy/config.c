@@ -48,8 +48,8 @@ static const struct opt opts[] = {
 static const char *const top_keys[] = {"listen", "backends", "queue",   "timeouts",
                                        "health", "models",   "limits",  "auth",
                                        "logging", "resolvers", "shutdown_timeout_s"};
-static const char *const backend_keys[] = {"name", "url", "dns", "max_concurrent",
-                                           "resolve_s"};
+static const char *const backend_keys[] = {"name",      "url",     "dns", "max_concurrent",
+                                           "resolve_s", "adaptive"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
                                        "max_queued", "weight", "priority"};
 static const char *const prio_names[PRIO_COUNT] = {"high", "normal", "low"};
@@ -270,7 +270,11 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     config_setting_t *rs;
     char *dns = NULL;
     be->resolve_s = 10;
-    if (check_members(file, b, backend_keys, 5, "a backend", err, errlen) ||
+    config_setting_t *ad = config_setting_get_member(b, "adaptive");
+    if (ad && config_setting_type(ad) != CONFIG_TYPE_BOOL)
+        FAIL(ad, "\"adaptive\" must be true or false");
+    be->adaptive = ad ? config_setting_get_bool(ad) : 0;
+    if (check_members(file, b, backend_keys, 6, "a backend", err, errlen) ||
         get_string(file, b, "name", 1, &be->name, err, errlen) ||
         get_string(file, b, "dns", 0, &dns, err, errlen) ||
         get_string(file, b, "url", !dns, &be->url, err, errlen) ||

@@ -18,6 +18,7 @@ struct config_backend {
     int is_dns;       /* a template: url is "http://NAME:PORT" of a dns name whose
                          every address is a backend NAME-1, NAME-2, ... (dnsfleet.c) */
     double resolve_s; /* how often it is resolved again */
+    int adaptive;     /* max_concurrent is a ceiling: adapt.h finds the cap */
 };
 
 enum key_priority { PRIO_HIGH, PRIO_NORMAL, PRIO_LOW, PRIO_COUNT };

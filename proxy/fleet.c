@@ -153,6 +153,10 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
             be->max_concurrent = be->cfg_cap = cfg->backends[i].max_concurrent;
             be->cap_override = 0;
             be->admin = ADMIN_READY;
+            if (be->adapt.on) { /* a new ceiling: found again */
+                adapt_init(&be->adapt, be->cfg_cap);
+                be->max_concurrent = be->adapt.cap;
+            }
         } else if (!be && (be = add(px, &cfg->backends[i]))) {
             log_info("backend %s added (%s)", be->name, be->url);
         }

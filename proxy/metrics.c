@@ -223,6 +223,8 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     backend_gauge(out, px, "ollama_proxy_backend_max_concurrent",
                   "The cap on requests in flight (the runtime control's, if set).", 1);
     backend_gauge(out, px, "ollama_proxy_backend_healthy", "1 when the health checks pass.", 2);
+    backend_gauge(out, px, "ollama_proxy_backend_effective_cap",
+                  "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
     backend_gauge(out, px, "ollama_proxy_backend_in_service",
                   "0 when drained or disabled by the runtime control.", 3);
     head(out, "ollama_proxy_queue_length", "gauge", "Requests waiting for a slot.");

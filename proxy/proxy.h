@@ -16,6 +16,7 @@ struct px_config;
 struct backend;
 struct session;
 struct conn;
+struct ui;
 
 LIST_HEAD(session_list, session);
 
@@ -47,6 +48,7 @@ struct proxy {
     int nconn_fd;
     int accept_paused;
     struct event *ev_sweep;
+    struct ui *ui; /* the status page's history and last errors (ui.h) */
 };
 
 /* Start a proxy on CFG (owned from now on): the event loop, the fleet, the

@@ -485,6 +485,20 @@ int sched_length(const struct sched *s)
     return s->waiting + s->retrying;
 }
 
+double sched_oldest_ms(const struct sched *s)
+{
+    const struct sched_client *c;
+    const struct sched_entry *e;
+    double oldest = 0;
+    LIST_FOREACH(c, &s->clients, link) /* each client's queue is oldest first */
+        if ((e = TAILQ_FIRST(&c->queue)) && (!oldest || e->t_submit_ms < oldest))
+            oldest = e->t_submit_ms;
+    TAILQ_FOREACH(e, &s->retries, q_link)
+        if (!oldest || e->t_submit_ms < oldest)
+            oldest = e->t_submit_ms;
+    return oldest;
+}
+
 /* ---- out of the queue ---- */
 
 static void stop_timer(struct sched_entry *e)

@@ -180,4 +180,8 @@ int sched_retry_after(struct sched *s);
 /* Entries waiting, retries included. */
 int sched_length(const struct sched *s);
 
+/* When the longest-waiting entry (WAITING or RETRY) was submitted, in
+ * net_now_ms() time; 0 when none waits. O(clients + retries). */
+double sched_oldest_ms(const struct sched *s);
+
 #endif

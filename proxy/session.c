@@ -30,6 +30,7 @@
 #include "sched.h"
 #include "server.h"
 #include "tokscan.h"
+#include "ui.h"
 
 #define MAX_TRIES 3         /* tries that reached a backend: the first and 2 retries */
 #define MAX_CONNECT_FAILS 20 /* tries that did not: see retry_or_fail() */
@@ -137,6 +138,11 @@ static void count(struct session *s, const char *outcome, double now)
         metrics_observe(&s->last_be->h_upstream, (now - s->t_try) / 1000.0);
     if (strcmp(outcome, "client-gone") == 0)
         px->metrics.cancelled++;
+    if (s->last_be && s->last_be->adapt.on && strcmp(outcome, "client-gone") != 0)
+        s->last_be->max_concurrent =
+            adapt_sample(&s->last_be->adapt, s->last_be->in_flight, tokscan_tokens(&s->tok),
+                         s->t_head ? s->t_head - s->t_try : -1,
+                         strcmp(outcome, "ok") == 0 && s->status < 500, now);
 }
 
 /* The one teardown. The client's reply must already be sent, or the client
@@ -147,6 +153,7 @@ static void session_close(struct session *s, const char *outcome)
     struct proxy *px = s->px;
     access_log(s, outcome);
     count(s, outcome, net_now_ms());
+    ui_request_ended(px, s->last_be, s->status, s->path, outcome, tokscan_tokens(&s->tok));
     stop_watching(s);
     if (s->up) {
         upstream_abort(s->up);
