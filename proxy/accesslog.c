@@ -39,6 +39,8 @@ static void ln_str(struct line *l, const char *str)
  * and its fields are what they seem. JSON: a valid string literal
  * (controls, '"' and backslash as \u00HH, UTF-8 as it is, a byte that is
  * not UTF-8 as U+FFFD). NULL: "-" or null. */
+static unsigned char plain[256]; /* 1: the byte is written as it is */
+
 static void ln_esc(struct line *l, const char *str)
 {
     static const char hex[] = "0123456789abcdef";
@@ -46,15 +48,24 @@ static void ln_esc(struct line *l, const char *str)
         ln_str(l, json ? "null" : "-");
         return;
     }
+    if (!plain['a'])
+        for (int c = 0x21; c < 0x7f; c++)
+            plain[c] = c != '"' && c != '\\';
     if (json)
         ln_raw(l, "\"", 1);
     for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
-        size_t k;
+        size_t k = 0;
+        while (plain[p[k]])
+            k++;
+        if (k) { /* a run of plain bytes at once */
+            ln_raw(l, (const char *)p, k);
+            p += k;
+            if (!*p)
+                break;
+        }
         if (l->n + 7 > sizeof l->buf)
             break;
-        if (*p > 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
-            l->buf[l->n++] = (char)*p;
-        } else if (json && *p == ' ') {
+        if (json && *p == ' ') {
             l->buf[l->n++] = ' ';
         } else if (json && *p >= 0x80) { /* UTF-8 as it is; a bad byte as U+FFFD */
             k = jout_utf8_char(p, strlen((const char *)p));
@@ -93,13 +104,10 @@ static void ln_ms(struct line *l, double ms)
     ln_int(l, t % 10);
 }
 
-/* " name=" in text, ",\"name\":" in JSON. */
-static void ln_key(struct line *l, const char *name)
-{
-    ln_str(l, json ? ",\"" : " ");
-    ln_str(l, name);
-    ln_str(l, json ? "\":" : "=");
-}
+/* " name=" in text, ",\"name\":" in JSON; NAME a string literal. */
+#define ln_key(l, name)                                                          \
+    (json ? ln_raw(l, ",\"" name "\":", sizeof(",\"" name "\":") - 1)           \
+          : ln_raw(l, " " name "=", sizeof(" " name "=") - 1))
 
 static void emit(const char *p, size_t n)
 {

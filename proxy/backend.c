@@ -65,33 +65,56 @@ void model_list_free(struct model_list *l)
     for (int i = 0; i < l->n; i++) {
         free(l->names[i]);
         free(l->keys[i]);
+        free(l->labels[i]);
     }
     free(l->names);
     free(l->keys);
+    free(l->labels);
     free(l);
+}
+
+int model_list_push(struct model_list *l, const char *name, const char *key)
+{
+    char disp[NAME_KEY_MAX];
+    char **n, **k, **d;
+    if (name_display(name, disp, sizeof disp) < 0)
+        snprintf(disp, sizeof disp, "%s", "other");
+    if (l->n == l->cap) {
+        int cap = l->cap ? 2 * l->cap : 8;
+        if (!(n = realloc(l->names, (size_t)cap * sizeof *n)))
+            return -1;
+        l->names = n;
+        if (!(k = realloc(l->keys, (size_t)cap * sizeof *k)))
+            return -1;
+        l->keys = k;
+        if (!(d = realloc(l->labels, (size_t)cap * sizeof *d)))
+            return -1;
+        l->labels = d;
+        l->cap = cap;
+    }
+    n = l->names;
+    k = l->keys;
+    d = l->labels;
+    n[l->n] = strdup(name);
+    k[l->n] = strdup(key);
+    d[l->n] = strdup(disp);
+    if (!n[l->n] || !k[l->n] || !d[l->n]) {
+        free(n[l->n]);
+        free(k[l->n]);
+        free(d[l->n]);
+        return -1;
+    }
+    l->n++;
+    return 0;
 }
 
 void backend_model_add(struct backend *be, const char *name)
 {
     char key[NAME_KEY_MAX], disp[NAME_KEY_MAX];
-    struct model_list *l = be->models;
-    char **n, **k;
-    if (!be->models_known || !l || name_key(name, key, sizeof key) < 0 ||
-        name_display(name, disp, sizeof disp) < 0 || model_list_has(l, key))
+    if (!be->models_known || !be->models || name_key(name, key, sizeof key) < 0 ||
+        name_display(name, disp, sizeof disp) < 0 || model_list_has(be->models, key))
         return;
-    n = realloc(l->names, (size_t)(l->n + 2) * sizeof *n);
-    if (n)
-        l->names = n;
-    k = realloc(l->keys, (size_t)(l->n + 2) * sizeof *k);
-    if (k)
-        l->keys = k;
-    if (!n || !k || !(l->names[l->n] = strdup(disp)))
-        return;
-    if (!(l->keys[l->n] = strdup(key))) {
-        free(l->names[l->n]);
-        return;
-    }
-    l->n++;
+    model_list_push(be->models, disp, key);
 }
 
 void backend_model_remove(struct backend *be, const char *name, int loaded)
@@ -104,9 +127,11 @@ void backend_model_remove(struct backend *be, const char *name, int loaded)
         if (strcmp(l->keys[i], key) == 0) {
             free(l->names[i]);
             free(l->keys[i]);
-            l->names[i] = l->names[l->n - 1];
-            l->keys[i] = l->keys[l->n - 1];
+            free(l->labels[i]);
             l->n--;
+            l->names[i] = l->names[l->n];
+            l->keys[i] = l->keys[l->n];
+            l->labels[i] = l->labels[l->n];
             return;
         }
 }
@@ -117,6 +142,14 @@ int model_list_has(const struct model_list *l, const char *key)
         if (strcmp(l->keys[i], key) == 0)
             return 1;
     return 0;
+}
+
+const char *model_list_label(const struct model_list *l, const char *key)
+{
+    for (int i = 0; l && i < l->n; i++)
+        if (strcmp(l->keys[i], key) == 0)
+            return l->labels[i];
+    return NULL;
 }
 
 int backend_serves(const struct backend *be, const char *key)

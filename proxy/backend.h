@@ -68,9 +68,10 @@ struct backend {
 
 /* A list of model names, owned by its backend. */
 struct model_list {
-    int n;
-    char **names; /* display form, as the backend lists them */
-    char **keys;  /* name_key() of each */
+    int n, cap;
+    char **names;  /* as the backend lists them */
+    char **keys;   /* name_key() of each */
+    char **labels; /* name_display() of each: the /metrics label */
 };
 
 void model_list_free(struct model_list *l);
@@ -83,6 +84,10 @@ void backend_model_add(struct backend *be, const char *name);
 void backend_model_remove(struct backend *be, const char *name, int loaded);
 /* 1 when L holds KEY. */
 int model_list_has(const struct model_list *l, const char *key);
+/* The display form of KEY in L, or NULL when L does not hold it. */
+const char *model_list_label(const struct model_list *l, const char *key);
+/* Append NAME (KEY its name_key()) to L. 0, or -1 when out of memory. */
+int model_list_push(struct model_list *l, const char *name, const char *key);
 
 /* Make a backend from its config row; resolves the host (blocking, at
  * startup and reload only). Returns NULL on allocation failure. */

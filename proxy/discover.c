@@ -67,17 +67,18 @@ struct model_list *discover_parse(const char *body, size_t len, json_t **array)
         goto done;
     if (json_array_size(arr) > DISCOVER_MAX_MODELS)
         goto done;
-    l = calloc(1, sizeof *l);
-    l->names = calloc(json_array_size(arr) + 1, sizeof *l->names);
-    l->keys = calloc(json_array_size(arr) + 1, sizeof *l->keys);
+    if (!(l = calloc(1, sizeof *l)))
+        goto done;
     json_array_foreach(arr, i, m) {
         const char *name = json_string_value(json_object_get(m, "name"));
         char key[NAME_KEY_MAX];
         if (!name || name_key(name, key, sizeof key) < 0)
             continue;
-        l->names[l->n] = strdup(name);
-        l->keys[l->n] = strdup(key);
-        l->n++;
+        if (model_list_push(l, name, key) < 0) {
+            model_list_free(l);
+            l = NULL;
+            goto done;
+        }
     }
     *array = json_is_array(arr) ? json_incref(arr) : json_array();
 done:

@@ -125,7 +125,9 @@ static void log_line(struct fanout *f, int status, const char *outcome)
     a.tries = f->nsubs;
     a.outcome = outcome;
     accesslog_write(&a);
-    metrics_request(f->px, NULL, f->model, status, -1);
+    char key[NAME_KEY_MAX];
+    metrics_request(f->px, NULL, f->model,
+                    f->model && name_key(f->model, key, sizeof key) == 0 ? key : NULL, status, -1);
 }
 
 /* "pull failed on gpu1 (reason); gpu2 (reason)", or NULL if none failed. */

@@ -104,29 +104,28 @@ static struct metrics_row *row(struct metrics *m, const char *backend, const cha
     return r;
 }
 
-/* The model label: bounded by what the backends list. */
+/* The model label, bounded by what the backends list: their display form
+ * of KEY, "other" for a name none lists (or no valid name), "" for none. */
 static const char *model_label(struct proxy *px, const struct backend *be, const char *model,
-                               char *buf, size_t len)
+                               const char *key)
 {
-    char key[NAME_KEY_MAX];
-    int known = 0;
+    const char *l = NULL;
     if (!model)
         return "";
-    if (name_key(model, key, sizeof key) < 0 || name_display(model, buf, len) < 0)
+    if (!key)
         return "other";
     if (be)
-        known = model_list_has(be->models, key);
-    for (int i = 0; !known && i < px->nbackends; i++)
-        known = model_list_has(px->backends[i]->models, key);
-    return known ? buf : "other";
+        l = model_list_label(be->models, key);
+    for (int i = 0; !l && i < px->nbackends; i++)
+        l = model_list_label(px->backends[i]->models, key);
+    return l ? l : "other";
 }
 
 void metrics_request(struct proxy *px, const struct backend *backend, const char *model,
-                     int code, long long tokens)
+                     const char *key, int code, long long tokens)
 {
-    char buf[NAME_KEY_MAX];
     const char *b = backend ? backend->name : "none";
-    const char *ml = model_label(px, backend, model, buf, sizeof buf);
+    const char *ml = model_label(px, backend, model, key);
     struct metrics_row *r = row(&px->metrics, b, ml, code);
     if (r)
         r->n++;
@@ -134,126 +133,235 @@ void metrics_request(struct proxy *px, const struct backend *backend, const char
         r->n += (unsigned long long)tokens;
 }
 
-/* A label value: backslash, quote and newline escaped. */
-static void label(struct evbuffer *out, const char *v)
+/* The text is built in a buffer of our own and handed to the evbuffer
+ * 4 KiB at a time: a scrape of a large fleet is some 10,000 lines, and an
+ * evbuffer_add_printf() a line cost most of it. */
+struct out {
+    struct evbuffer *ev;
+    size_t n;
+    char b[4096];
+};
+
+static void flush(struct out *o)
 {
-    for (; *v; v++) {
-        if (*v == '\\' || *v == '"')
-            evbuffer_add_printf(out, "\\%c", *v);
-        else if (*v == '\n')
-            evbuffer_add(out, "\\n", 2);
-        else
-            evbuffer_add(out, v, 1);
+    evbuffer_add(o->ev, o->b, o->n);
+    o->n = 0;
+}
+
+static void put(struct out *o, const char *p, size_t n)
+{
+    while (n) {
+        size_t k = sizeof o->b - o->n;
+        if (!k) {
+            flush(o);
+            continue;
+        }
+        if (k > n)
+            k = n;
+        memcpy(o->b + o->n, p, k);
+        o->n += k;
+        p += k;
+        n -= k;
     }
 }
 
-static void head(struct evbuffer *out, const char *name, const char *type, const char *help)
+static void str(struct out *o, const char *s)
 {
-    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    put(o, s, strlen(s));
 }
 
-/* NAME{LABELS,le="..."} for each bucket, then _sum and _count; LABELS is
- * "" or 'backend="x"'. */
-static void histogram(struct evbuffer *out, const char *name, const char *labels,
+static void num(struct out *o, unsigned long long v)
+{
+    char d[24], *p = d + sizeof d;
+    do
+        *--p = (char)('0' + v % 10);
+    while (v /= 10);
+    put(o, p, (size_t)(d + sizeof d - p));
+}
+
+static void inum(struct out *o, long long v)
+{
+    if (v < 0) {
+        put(o, "-", 1);
+        num(o, 0ULL - (unsigned long long)v);
+    } else {
+        num(o, (unsigned long long)v);
+    }
+}
+
+/* A label value: backslash, quote and newline escaped; runs of plain
+ * characters copied at once. */
+static void label(struct out *o, const char *v)
+{
+    while (*v) {
+        size_t k = strcspn(v, "\\\"\n");
+        put(o, v, k);
+        v += k;
+        if (*v) {
+            put(o, *v == '\n' ? "\\n" : *v == '"' ? "\\\"" : "\\\\", 2);
+            v++;
+        }
+    }
+}
+
+static void head(struct out *o, const char *name, const char *type, const char *help)
+{
+    str(o, "# HELP ");
+    str(o, name);
+    put(o, " ", 1);
+    str(o, help);
+    str(o, "\n# TYPE ");
+    str(o, name);
+    put(o, " ", 1);
+    str(o, type);
+    put(o, "\n", 1);
+}
+
+/* The bucket bounds as Prometheus prints them (%g of bounds[]). */
+static const char *const bound_text[METRICS_BUCKETS + 1] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1",   "2.5",
+    "5",     "10",   "30",    "60",   "120", "300",  "600", "+Inf"};
+
+/* NAME{backend="B",le="..."} for each bucket, then _sum and _count; B NULL:
+ * no label. */
+static void histogram(struct out *o, const char *name, const char *backend,
                       const struct histogram *h)
 {
     unsigned long long cum = 0;
-    const char *sep = *labels ? "," : "";
+    char sum[48];
     for (int i = 0; i <= METRICS_BUCKETS; i++) {
         cum += h->count[i];
-        if (i < METRICS_BUCKETS)
-            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
-                                bounds[i], cum);
-        else
-            evbuffer_add_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
-                                cum);
+        str(o, name);
+        str(o, "_bucket{");
+        if (backend) {
+            str(o, "backend=\"");
+            label(o, backend);
+            str(o, "\",");
+        }
+        str(o, "le=\"");
+        str(o, bound_text[i]);
+        str(o, "\"} ");
+        num(o, cum);
+        put(o, "\n", 1);
     }
-    evbuffer_add_printf(out, "%s_sum%s%s%s %.6f\n%s_count%s%s%s %llu\n", name,
-                        *labels ? "{" : "", labels, *labels ? "}" : "", h->sum, name,
-                        *labels ? "{" : "", labels, *labels ? "}" : "", cum);
+    snprintf(sum, sizeof sum, " %.6f\n", h->sum);
+    for (int k = 0; k < 2; k++) {
+        str(o, name);
+        str(o, k ? "_count" : "_sum");
+        if (backend) {
+            str(o, "{backend=\"");
+            label(o, backend);
+            str(o, "\"}");
+        }
+        if (k) {
+            put(o, " ", 1);
+            num(o, cum);
+            put(o, "\n", 1);
+        } else {
+            str(o, sum);
+        }
+    }
 }
 
-static void backend_gauge(struct evbuffer *out, struct proxy *px, const char *name,
-                          const char *help, int which)
+static void backend_gauge(struct out *o, struct proxy *px, const char *name, const char *help,
+                          int which)
 {
-    head(out, name, "gauge", help);
+    head(o, name, "gauge", help);
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
         int v = which == 0   ? be->in_flight
                 : which == 1 ? be->max_concurrent
                 : which == 2 ? be->healthy
                              : be->admin == ADMIN_READY;
-        evbuffer_add(out, name, strlen(name));
-        evbuffer_add(out, "{backend=\"", 10);
-        label(out, be->name);
-        evbuffer_add_printf(out, "\"} %d\n", v);
+        str(o, name);
+        str(o, "{backend=\"");
+        label(o, be->name);
+        str(o, "\"} ");
+        inum(o, v);
+        put(o, "\n", 1);
     }
 }
 
-static void rows(struct evbuffer *out, struct metrics *m, int tokens)
+static void rows(struct out *o, struct metrics *m, int tokens)
 {
     const char *name = tokens ? "ollama_proxy_generated_tokens_total" : "ollama_proxy_requests_total";
     for (unsigned i = 0; i < m->size; i++) {
         const struct metrics_row *r = m->tab[i];
         if (!r || (tokens ? r->code != 0 : r->code == 0))
             continue;
-        evbuffer_add_printf(out, "%s{backend=\"", name);
-        label(out, r->backend);
-        evbuffer_add(out, "\",model=\"", 9);
-        label(out, r->model);
-        if (tokens)
-            evbuffer_add_printf(out, "\"} %llu\n", r->n);
-        else
-            evbuffer_add_printf(out, "\",code=\"%d\"} %llu\n", r->code, r->n);
+        str(o, name);
+        str(o, "{backend=\"");
+        label(o, r->backend);
+        str(o, "\",model=\"");
+        label(o, r->model);
+        if (!tokens) {
+            str(o, "\",code=\"");
+            inum(o, r->code);
+        }
+        str(o, "\"} ");
+        num(o, r->n);
+        put(o, "\n", 1);
     }
+}
+
+/* NAME VALUE, a single sample. */
+static void single(struct out *o, const char *name, long long v)
+{
+    str(o, name);
+    put(o, " ", 1);
+    inum(o, v);
+    put(o, "\n", 1);
 }
 
 void metrics_render(struct proxy *px, struct evbuffer *out)
 {
     struct metrics *m = &px->metrics;
-    char lab[200];
-    head(out, "ollama_proxy_requests_total", "counter",
+    struct out *o = malloc(sizeof *o);
+    if (!o)
+        return;
+    o->ev = out;
+    o->n = 0;
+    head(o, "ollama_proxy_requests_total", "counter",
          "Requests ended, by the backend that served them (none: answered by the proxy), "
          "model and status code.");
-    rows(out, m, 0);
-    head(out, "ollama_proxy_generated_tokens_total", "counter",
+    rows(o, m, 0);
+    head(o, "ollama_proxy_generated_tokens_total", "counter",
          "Tokens generated, from the final eval_count (usage.completion_tokens on /v1).");
-    rows(out, m, 1);
-    backend_gauge(out, px, "ollama_proxy_backend_in_flight", "Requests in flight.", 0);
-    backend_gauge(out, px, "ollama_proxy_backend_max_concurrent",
+    rows(o, m, 1);
+    backend_gauge(o, px, "ollama_proxy_backend_in_flight", "Requests in flight.", 0);
+    backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
                   "The cap on requests in flight (the runtime control's, if set).", 1);
-    backend_gauge(out, px, "ollama_proxy_backend_healthy", "1 when the health checks pass.", 2);
-    backend_gauge(out, px, "ollama_proxy_backend_effective_cap",
+    backend_gauge(o, px, "ollama_proxy_backend_healthy", "1 when the health checks pass.", 2);
+    backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
-    backend_gauge(out, px, "ollama_proxy_backend_in_service",
+    backend_gauge(o, px, "ollama_proxy_backend_in_service",
                   "0 when drained or disabled by the runtime control.", 3);
-    head(out, "ollama_proxy_queue_length", "gauge", "Requests waiting for a slot.");
-    evbuffer_add_printf(out, "ollama_proxy_queue_length %d\n", sched_length(&px->sched));
-    head(out, "ollama_proxy_queue_max_length", "gauge", "queue.max_length.");
-    evbuffer_add_printf(out, "ollama_proxy_queue_max_length %d\n", px->sched.max_length);
-    head(out, "ollama_proxy_queue_wait_seconds", "histogram",
+    head(o, "ollama_proxy_queue_length", "gauge", "Requests waiting for a slot.");
+    single(o, "ollama_proxy_queue_length", sched_length(&px->sched));
+    head(o, "ollama_proxy_queue_max_length", "gauge", "queue.max_length.");
+    single(o, "ollama_proxy_queue_max_length", px->sched.max_length);
+    head(o, "ollama_proxy_queue_wait_seconds", "histogram",
          "Time from arrival to a slot (or to the answer, for a request that got none).");
-    histogram(out, "ollama_proxy_queue_wait_seconds", "", &m->queue_wait);
-    head(out, "ollama_proxy_upstream_first_byte_seconds", "histogram",
+    histogram(o, "ollama_proxy_queue_wait_seconds", NULL, &m->queue_wait);
+    head(o, "ollama_proxy_upstream_first_byte_seconds", "histogram",
          "Time from sending a request to its backend to the response head.");
-    for (int i = 0; i < px->nbackends; i++) {
-        snprintf(lab, sizeof lab, "backend=\"%s\"", px->backends[i]->name);
-        histogram(out, "ollama_proxy_upstream_first_byte_seconds", lab,
+    for (int i = 0; i < px->nbackends; i++)
+        histogram(o, "ollama_proxy_upstream_first_byte_seconds", px->backends[i]->name,
                   &px->backends[i]->h_first_byte);
-    }
-    head(out, "ollama_proxy_upstream_seconds", "histogram",
+    head(o, "ollama_proxy_upstream_seconds", "histogram",
          "Time from sending a request to its backend to its last byte.");
-    for (int i = 0; i < px->nbackends; i++) {
-        snprintf(lab, sizeof lab, "backend=\"%s\"", px->backends[i]->name);
-        histogram(out, "ollama_proxy_upstream_seconds", lab, &px->backends[i]->h_upstream);
-    }
-    head(out, "ollama_proxy_retries_total", "counter",
+    for (int i = 0; i < px->nbackends; i++)
+        histogram(o, "ollama_proxy_upstream_seconds", px->backends[i]->name,
+                  &px->backends[i]->h_upstream);
+    head(o, "ollama_proxy_retries_total", "counter",
          "Tries that failed before the reply started and went again.");
-    evbuffer_add_printf(out, "ollama_proxy_retries_total %llu\n", m->retries);
-    head(out, "ollama_proxy_cancelled_total", "counter",
+    single(o, "ollama_proxy_retries_total", (long long)m->retries);
+    head(o, "ollama_proxy_cancelled_total", "counter",
          "Requests whose client went away before the end; their upstream was aborted.");
-    evbuffer_add_printf(out, "ollama_proxy_cancelled_total %llu\n", m->cancelled);
-    head(out, "ollama_proxy_start_time_seconds", "gauge", "When the proxy started, Unix time.");
-    evbuffer_add_printf(out, "ollama_proxy_start_time_seconds %.0f\n",
-                        (double)time(NULL) - (net_now_ms() - px->start_ms) / 1000.0);
+    single(o, "ollama_proxy_cancelled_total", (long long)m->cancelled);
+    head(o, "ollama_proxy_start_time_seconds", "gauge", "When the proxy started, Unix time.");
+    single(o, "ollama_proxy_start_time_seconds",
+           (long long)((double)time(NULL) - (net_now_ms() - px->start_ms) / 1000.0 + 0.5));
+    flush(o);
+    free(o);
 }

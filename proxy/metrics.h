@@ -34,10 +34,10 @@ void metrics_init(struct metrics *m);
 void metrics_cleanup(struct metrics *m);
 
 /* One request ended: BACKEND served it (NULL: the proxy answered itself),
- * MODEL as the client named it (NULL: none), CODE its status, TOKENS it
- * generated (-1: unknown). */
+ * MODEL as the client named it (NULL: none) and KEY its name_key() (NULL:
+ * not a valid name), CODE its status, TOKENS it generated (-1: unknown). */
 void metrics_request(struct proxy *px, const struct backend *backend, const char *model,
-                     int code, long long tokens);
+                     const char *key, int code, long long tokens);
 
 /* A histogram observation, in seconds. */
 void metrics_observe(struct histogram *h, double seconds);

@@ -57,7 +57,7 @@ void server_peer(struct evhttp_request *req, char *out, size_t len)
     struct evhttp_connection *evcon = evhttp_request_get_connection(req);
     if (evcon)
         evhttp_connection_get_peer(evcon, &peer, &port);
-    snprintf(out, len, "%s", peer ? peer : "unknown");
+    net_copy(out, len, peer ? peer : "unknown", NULL);
 }
 
 /* The status and size of the last reply the proxy made itself, for the
@@ -332,7 +332,7 @@ static void self_answered(struct proxy *px, struct evhttp_request *req, const ch
     a.tokens = -1;
     a.outcome = "self";
     accesslog_write(&a);
-    metrics_request(px, NULL, NULL, last_status, -1);
+    metrics_request(px, NULL, NULL, NULL, last_status, -1);
 }
 
 static void reply_metrics(struct proxy *px, struct evhttp_request *req)

@@ -129,7 +129,7 @@ static void access_log(struct session *s, const char *outcome)
 static void count(struct session *s, const char *outcome, double now)
 {
     struct proxy *px = s->px;
-    metrics_request(px, s->last_be, s->model, s->status, tokscan_tokens(&s->tok));
+    metrics_request(px, s->last_be, s->model, s->mkey, s->status, tokscan_tokens(&s->tok));
     metrics_observe(&px->metrics.queue_wait,
                     ((s->t_dispatch ? s->t_dispatch : now) - s->t_start) / 1000.0);
     if (s->last_be && s->t_head)
@@ -393,7 +393,7 @@ static int on_head(void *arg, int status, const char *reason, long long content_
         return -1;
     }
     s->status = status;
-    snprintf(s->reason, sizeof s->reason, "%s", reason && *reason ? reason : "OK");
+    net_copy(s->reason, sizeof s->reason, reason && *reason ? reason : "OK", NULL);
     evhttp_add_header(evhttp_request_get_output_headers(s->req), "X-Backend", s->se.be->name);
     if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
         s->body = evbuffer_new(); /* sent whole, in one write, on_done */
@@ -690,14 +690,14 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     s->req = req;
     s->client = in->client;
     s->evcon = evhttp_request_get_connection(req);
-    snprintf(s->addr, sizeof s->addr, "%s", in->addr ? in->addr : "unknown");
+    net_copy(s->addr, sizeof s->addr, in->addr ? in->addr : "unknown", NULL);
     if (in->model && strlen(in->model) < sizeof s->model_buf)
         s->model = strcpy(s->model_buf, in->model);
     else if (in->model)
         s->model = strdup(in->model);
     s->target = in->target ? in->target : evhttp_request_get_uri(req);
     s->target_slash = !!in->target_slash;
-    snprintf(s->path, sizeof s->path, "%s%s", s->target_slash ? "/" : "", s->target);
+    net_copy(s->path, sizeof s->path, s->target_slash ? "/" : "", s->target);
     if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
         s->mkey = s->mkey_buf;
     s->method = server_method_name(evhttp_request_get_command(req));

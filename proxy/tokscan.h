@@ -11,8 +11,9 @@
 #include <stddef.h>
 
 struct tokscan {
-    unsigned char m_eval, m_comp; /* characters of each key matched so far */
-    unsigned char in_num;         /* 0, or which key's number is being read (1, 2) */
+    char tail[20];       /* the last bytes fed, for a key cut by a chunk's end */
+    unsigned char ntail; /* how many of them */
+    unsigned char in_num; /* 0, or which key's number is being read (1, 2) */
     unsigned char digits;
     long long cur;
     long long eval, comp; /* the last value seen of each; -1: none */

@@ -22,6 +22,20 @@ int net_bound_port(int fd);
 /* SECONDS (fractions allowed) as a struct timeval for libevent timers. */
 struct timeval net_timeval(double seconds);
 
+/* A then B (NULL: none) into DST of CAP bytes (CAP > 0), cut to fit and
+ * always terminated: snprintf("%s%s") without its formatting cost, for
+ * the strings copied on every request. Returns the length written. */
+static inline size_t net_copy(char *dst, size_t cap, const char *a, const char *b)
+{
+    size_t n = 0;
+    for (const char *p = a; p && *p && n + 1 < cap; p++)
+        dst[n++] = *p;
+    for (const char *p = b; p && *p && n + 1 < cap; p++)
+        dst[n++] = *p;
+    dst[n] = '\0';
+    return n;
+}
+
 /* Monotonic clock in milliseconds and in nanoseconds. */
 double net_now_ms(void);
 long long net_now_ns(void);

@@ -53,7 +53,11 @@ static void check_list(const struct model_list *l, json_t *arr)
         FZ_CHECK(name_key(l->keys[k], again, sizeof again) == 0);
         FZ_CHECK(strcmp(again, l->keys[k]) == 0);
     }
-    FZ_CHECK(l->names[l->n] == NULL && l->keys[l->n] == NULL);
+    for (int k = 0; k < l->n; k++) { /* the /metrics label: the display form */
+        FZ_CHECK(l->labels[k] && name_display(l->names[k], again, sizeof again) == 0);
+        FZ_CHECK(strcmp(l->labels[k], again) == 0);
+        FZ_CHECK(model_list_label(l, l->keys[k]) != NULL);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

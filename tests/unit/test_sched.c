@@ -96,13 +96,9 @@ static struct backend *mk_backend(const char *name, int cap, const char *const *
     if (models) {
         be->models_known = 1;
         be->models = calloc(1, sizeof *be->models);
-        be->models->names = calloc((size_t)n, sizeof(char *));
-        be->models->keys = calloc((size_t)n, sizeof(char *));
-        for (int i = 0; i < n; i++) {
-            be->models->names[i] = strdup(models[i]);
-            be->models->keys[i] = strdup(models[i]);
-        }
-        be->models->n = n;
+        for (int i = 0; i < n; i++)
+            if (model_list_push(be->models, models[i], models[i]) < 0)
+                abort();
     }
     return be;
 }

@@ -18,6 +18,21 @@ static void every_split(const char *text, long long want)
     }
 }
 
+/* TEXT fed in three pieces, cut at every pair of positions: always WANT. */
+static void every_three(const char *text, long long want)
+{
+    size_t n = strlen(text);
+    for (size_t a = 0; a <= n; a++)
+        for (size_t b = a; b <= n; b++) {
+            struct tokscan t;
+            tokscan_init(&t);
+            tokscan_feed(&t, text, a);
+            tokscan_feed(&t, text + a, b - a);
+            tokscan_feed(&t, text + b, n - b);
+            CHECK_INT(tokscan_tokens(&t), want);
+        }
+}
+
 int main(void)
 {
     struct tokscan t;
@@ -29,6 +44,13 @@ int main(void)
     every_split("{\"eval_count\": 7}", 7);  /* a space, and the body ends on the number */
     every_split("{\"prompt_eval_count\":5}", -1);
     every_split("{\"xeval_count\":5}", -1);
+    every_split("{\"xcompletion_tokens\":5,\"n\":1}", -1);
+    every_split("\"eval_count\":8", 8); /* the key at the very start */
+    every_split(":\":\"eval_count\"::3", -1);
+    /* A key cut in three (its middle piece shorter than the tail). */
+    every_three("{\"a\":\"b\",\"completion_tokens\":31}", 31);
+    every_three("{\"created_at\":\"10:00\",\"eval_count\":4,\"x\":1}", 4);
+    every_three("{\"n\":\"eval_count\",\"p\":\"q\"}", -1);
     /* Byte by byte, a stream of lines: the last value counts. */
     tokscan_init(&t);
     const char *s = "{\"response\":\"a\"}\n{\"done\":true,\"eval_count\":123}\n";
