@@ -20,12 +20,17 @@ The steps, in order (a step whose prerequisite failed fails at once):
              config instead of docker/ollama-proxy.sim.conf, so that the
              reload step can edit it without touching the repository
   endpoints  through the published port: /, /api/tags, /api/version,
-             /api/ps, /proxy/status (both sims healthy, listing llama3),
+             /api/ps, /proxy/status (both sims healthy, listing llama3,
+             adaptive with the ceiling OLLAMA_NUM_PARALLEL, set here to 6
+             where the config says 4: the one variable reached the sims'
+             --parallel and, through ollama-proxy-start, the proxy),
              streamed /api/chat served by both sims, /api/generate,
              /api/embed, /v1/chat/completions, /v1/models, a 404 for an
              unknown model (JSON error) and for an unknown path
   reload     the mounted config edited in place, `docker-compose kill -s HUP
-             proxy`: the proxy applies it without restarting
+             proxy`: the proxy applies it without restarting (gpu1's
+             ceiling set by hand, then its marked line back: 6 again, the
+             variable's value, rendered anew on SIGHUP)
   classify   the job (profile job) started detached, killed with SIGKILL
              part way, run again: it resumes and ends with one labelled line
              per item of tests/data/items.jsonl (1,525)
@@ -73,6 +78,7 @@ CONF_PATH = "/etc/ollama-proxy/ollama-proxy.conf"
 IMAGE, BASE = "ollama-proxy:local", "debian:12-slim"
 PROJECT, BROKEN = "op-deploy", "op-deploy-broken"
 SIM_TIME_SCALE = "60"  # the job takes ~25 s instead of ~40 s at the default 30
+NUM_PARALLEL = 6  # OLLAMA_NUM_PARALLEL: not the default 4 the config files say
 
 
 class State:
@@ -115,7 +121,8 @@ def free_port():
 
 def compose_env(port=0):
     env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-    env.update(SIM_TIME_SCALE=SIM_TIME_SCALE, CLASSIFY_DIR=os.path.join(_tmp, "out"),
+    env.update(SIM_TIME_SCALE=SIM_TIME_SCALE, OLLAMA_NUM_PARALLEL=str(NUM_PARALLEL),
+               CLASSIFY_DIR=os.path.join(_tmp, "out"),
                CLASSIFY_USER="%d:%d" % (os.getuid(), os.getgid()))
     if port:
         env["PROXY_PORT"] = "127.0.0.1:%d" % port
@@ -208,6 +215,12 @@ def request(method, path, body=None, timeout=30, url=None):
         return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
     finally:
         c.close()
+
+
+def ceiling(b):
+    """A backend's max_concurrent from the config: for an adaptive one its
+    ceiling (its max_concurrent is then the cap in force)."""
+    return (b.get("adaptive") or {}).get("ceiling", b["max_concurrent"])
 
 
 def status(url=None):
@@ -367,10 +380,18 @@ def test_endpoints():
     names = [m["name"] for m in json.loads(body)["models"]]
     ok("llama3:latest" in names, "/api/tags lists %s" % names)
     bs = status()["backends"]
-    eq(sorted((b["name"], b["url"], b["max_concurrent"]) for b in bs),
-       [("gpu0", "http://sim-gpu0:11434", 4), ("gpu1", "http://sim-gpu1:11434", 4)],
-       "backends of /proxy/status")
+    eq(sorted((b["name"], b["url"], ceiling(b)) for b in bs),
+       [("gpu0", "http://sim-gpu0:11434", NUM_PARALLEL),
+        ("gpu1", "http://sim-gpu1:11434", NUM_PARALLEL)],
+       "backends of /proxy/status (ceilings from OLLAMA_NUM_PARALLEL=%d)" % NUM_PARALLEL)
     check_fleet(S.url, 30)
+    for b in status()["backends"]:
+        ad = b.get("adaptive") or {}
+        eq(ad.get("ceiling"), NUM_PARALLEL, "backend %s is adaptive with the ceiling "
+                                           "OLLAMA_NUM_PARALLEL: %s" % (b["name"], b))
+        cap = b.get("effective_cap")
+        ok(isinstance(cap, int) and 1 <= cap <= NUM_PARALLEL,
+           "backend %s: effective_cap %r within 1..%d" % (b["name"], cap, NUM_PARALLEL))
     for method, path, body, want in (
             ("GET", "/api/version", None, "version"),
             ("GET", "/api/ps", None, "models"),
@@ -399,18 +420,26 @@ def test_sighup_reload():
         return sh(["docker", "inspect", "-f", "{{.State.StartedAt}} {{.RestartCount}}",
                    cid]).stdout.strip()
 
-    def set_gpu1_cap(cap):
+    with open(S.conf) as f:
+        original = f.read()
+
+    def set_gpu1_cap(cap, text=None):
+        """gpu1's ceiling set to CAP by hand (its line without the marker),
+        or the config replaced by TEXT, which must give CAP."""
         with open(S.conf, "r+") as f:  # in place: the mount follows the inode
-            text = f.read()
-            new = re.sub(r'(name = "gpu1";[^\n]*max_concurrent = )\d+', r"\g<1>%d" % cap, text)
-            ok(new != text or "max_concurrent = %d" % cap in text, "gpu1 row not found")
+            old = f.read()
+            new = text
+            if new is None:
+                new = re.sub(r'(name = "gpu1";[^\n]*max_concurrent = )\d+([^\n]*?)\s*#[^\n]*',
+                             r"\g<1>%d\2" % cap, old)
+                ok(new != old, "gpu1 row not found")
             f.seek(0)
             f.write(new)
             f.truncate()
         st.must("kill", "-s", "HUP", "proxy")
         deadline = time.time() + 15
         while time.time() < deadline:
-            caps = {b["name"]: b["max_concurrent"] for b in status()["backends"]}
+            caps = {b["name"]: ceiling(b) for b in status()["backends"]}
             if caps.get("gpu1") == cap:
                 return
             time.sleep(0.2)
@@ -419,7 +448,9 @@ def test_sighup_reload():
 
     before = started()
     set_gpu1_cap(2)
-    set_gpu1_cap(4)
+    ok("max_concurrent = 4" in original, "the config no longer says 4: the last step proves "
+                                         "nothing")
+    set_gpu1_cap(NUM_PARALLEL, original)  # the marked line: the variable's value again
     eq(started(), before, "the proxy container restarted on SIGHUP")
     logs = st.compose("logs", "--no-color", "proxy", timeout=60).stdout
     eq(len(re.findall(r"reloaded \S+: 2 backends", logs)), 2, "reload lines in the log:\n" +

@@ -6,6 +6,14 @@
   file, its OLLAMA_NUM_PARALLEL (or ollama-sim --parallel) equals the
   backend's max_concurrent, the proxy starts after every backend is healthy,
   the classify job sits under a profile and waits for a healthy proxy;
+- one variable, OLLAMA_NUM_PARALLEL, sets the slots of every GPU service
+  and, through docker/ollama-proxy-start (the proxy's command), the ceiling
+  of every backend, each adaptive: rendered with a value that is not the
+  default (7), every service and every ceiling says 7;
+- ollama-proxy-start itself, run on this host in front of a sim: the
+  proxy reads the rendered ceiling, SIGHUP renders the edited config again
+  and the proxy reloads it, SIGTERM ends both with status 0; a bad value
+  is refused;
 - docker/Dockerfile takes its packages from .ci/packages through
   .ci/install-deps (the build group in the build stage, only the runtime
   group in the runtime stage; no hand-written apt-get install), and the
@@ -49,12 +57,15 @@ def compose_bin():
     return exe
 
 
-def compose_config(path, profile=True):
+def compose_config(path, profile=True, **env_vars):
     """The resolved compose file as data (docker-compose config prints YAML;
-    the Python that runs docker-compose has PyYAML, so it converts it)."""
+    the Python that runs docker-compose has PyYAML, so it converts it).
+    ENV_VARS are the settings it is rendered with (the default: none of
+    this host's OLLAMA_NUM_PARALLEL)."""
     exe = compose_bin()
     argv = [exe, "-f", path] + (["--profile", "job"] if profile else []) + ["config"]
-    env = dict(os.environ, CLASSIFY_USER="1000:1000")
+    env = {k: v for k, v in os.environ.items() if k != "OLLAMA_NUM_PARALLEL"}
+    env.update(CLASSIFY_USER="1000:1000", **env_vars)
     r = sh(argv, env=env)
     eq(r.returncode, 0, "%s config:\n%s" % (path, r.stdout.decode()))
     with open(exe) as f:
@@ -114,15 +125,72 @@ def configs_used():
     return used
 
 
-def read_backends(conf):
+START = os.path.join(DOCKER, "ollama-proxy-start")
+
+
+def render_conf(conf, env):
+    """CONF as the proxy's command (ollama-proxy-start) hands it to the proxy,
+    with the proxy service's ENV."""
+    e = {k: v for k, v in os.environ.items() if k != "OLLAMA_NUM_PARALLEL"}
+    e.update({k: str(v) for k, v in env.items()})
+    r = sh([START, "--render", conf], env=e)
+    eq(r.returncode, 0, "ollama-proxy-start --render %s: %s" % (conf, r.stdout.decode()))
+    return r.stdout.decode()
+
+
+def read_backends(conf, text=None):
     """[(name, host, port, max_concurrent)] from a proxy config (simple
-    one-backend-per-line form, as ours are written)."""
-    with open(conf) as f:
-        text = f.read()
+    one-backend-per-line form, as ours are written); TEXT instead of the
+    file's, e.g. rendered."""
+    return [b[:4] for b in backend_rows(conf, text)]
+
+
+def backend_rows(conf, text=None):
+    """[(name, host, port, max_concurrent, adaptive)] of CONF's backend rows."""
+    if text is None:
+        with open(conf) as f:
+            text = f.read()
     text = re.sub(r"#.*", "", text)
     rows = re.findall(r'name\s*=\s*"([^"]+)"\s*;\s*url\s*=\s*"http://([^":/]+):(\d+)"\s*;'
-                      r'\s*max_concurrent\s*=\s*(\d+)', text)
-    return [(n, h, int(p), int(m)) for n, h, p, m in rows]
+                      r'\s*max_concurrent\s*=\s*(\d+)\s*;([^}]*)\}', text)
+    return [(n, h, int(p), int(m), bool(re.search(r"\badaptive\s*=\s*true\b", rest)))
+            for n, h, p, m, rest in rows]
+
+
+def proxy_conf_of(svcs):
+    """(host path of the config mounted at CONF_PATH, its text as the proxy
+    reads it) for the proxy service of a resolved compose file."""
+    proxy = svcs["proxy"]
+    conf = [v["source"] if isinstance(v, dict) else v.split(":")[0]
+            for v in proxy.get("volumes", [])
+            if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == CONF_PATH]
+    ok(conf, "proxy has no config mounted at %s" % CONF_PATH)
+    cmd = proxy.get("command") or []
+    if cmd and os.path.basename(cmd[0]) == "ollama-proxy-start":
+        return conf[0], render_conf(conf[0], env_of(proxy))
+    with open(conf[0]) as f:
+        return conf[0], f.read()
+
+
+def env_of(svc):
+    env = svc.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(e.split("=", 1) for e in env)
+    return env
+
+
+def parallel_of(svc):
+    """The parallel slots a backend service runs with: OLLAMA_NUM_PARALLEL or
+    ollama-sim's --parallel; None if it sets neither."""
+    env = env_of(svc)
+    cmd = svc.get("command") or []
+    if isinstance(cmd, str):
+        cmd = cmd.split()
+    if "OLLAMA_NUM_PARALLEL" in env:
+        return int(env["OLLAMA_NUM_PARALLEL"])
+    if "--parallel" in cmd:
+        return int(cmd[cmd.index("--parallel") + 1])
+    return None
 
 
 # ---- compose files ----
@@ -168,12 +236,9 @@ def test_compose_shape():
         ports = [str(p.get("target")) if isinstance(p, dict) else str(p).split(":")[-1]
                  for p in proxy.get("ports", [])]
         ok("11434" in ports, "%s: proxy does not publish 11434: %s" % (fname, ports))
-        conf = [v["source"] if isinstance(v, dict) else v.split(":")[0]
-                for v in proxy.get("volumes", [])
-                if (v["target"] if isinstance(v, dict) else v.split(":")[1]) == CONF_PATH]
-        ok(conf, "%s: proxy has no config mounted at %s" % (fname, CONF_PATH))
-        backends = read_backends(conf[0])
-        ok(len(backends) >= 2, "%s: fewer than 2 backends in %s" % (fname, conf[0]))
+        conf, text = proxy_conf_of(svcs)
+        backends = read_backends(conf, text)
+        ok(len(backends) >= 2, "%s: fewer than 2 backends in %s" % (fname, conf))
         deps = proxy.get("depends_on", {})
         for name, host, port, cap in backends:
             ok(host in svcs, "%s: backend %s points at %s, not a service" % (fname, name, host))
@@ -182,19 +247,15 @@ def test_compose_shape():
                "%s: proxy does not wait for %s to be healthy" % (fname, host))
             ok(svc.get("healthcheck") and not svc["healthcheck"].get("disable"),
                "%s: %s has no health check" % (fname, host))
-            env = svc.get("environment") or {}
-            if isinstance(env, list):
-                env = dict(e.split("=", 1) for e in env)
             cmd = svc.get("command") or []
             if isinstance(cmd, str):
                 cmd = cmd.split()
-            if "OLLAMA_NUM_PARALLEL" in env:
-                par = int(env["OLLAMA_NUM_PARALLEL"])
+            par = parallel_of(svc)
+            ok(par is not None, "%s: %s sets neither OLLAMA_NUM_PARALLEL nor --parallel" %
+               (fname, host))
+            if "OLLAMA_NUM_PARALLEL" in env_of(svc):
                 ok(port == 11434, "%s: %s listens on 11434, not %d" % (fname, host, port))
             else:
-                ok("--parallel" in cmd, "%s: %s sets neither OLLAMA_NUM_PARALLEL nor "
-                                        "--parallel" % (fname, host))
-                par = int(cmd[cmd.index("--parallel") + 1])
                 eq(str(port), cmd[cmd.index("--port") + 1], "%s: %s port" % (fname, host))
             eq(cap, par, "%s: max_concurrent of %s vs the parallel slots of %s" %
                (fname, name, host))
@@ -205,6 +266,101 @@ def test_compose_shape():
         ok(job.get("volumes"), "%s: classify has no mounted folder" % fname)
         ok("http://proxy:11434" in (job.get("command") or []),
            "%s: classify does not go through the proxy" % fname)
+
+
+def test_num_parallel_one_variable():
+    """OLLAMA_NUM_PARALLEL=7 (not the default) reaches every backend service
+    and every ceiling of the proxy's config as the proxy reads it, and each
+    of those backends is adaptive; unset, both sides say the same default."""
+    for path in COMPOSE:
+        fname = os.path.basename(path)
+        seen = {}
+        for value in ("7", None):
+            svcs = compose_config(path, **({"OLLAMA_NUM_PARALLEL": value} if value else {})
+                                  )["services"]
+            conf, text = proxy_conf_of(svcs)
+            rows = backend_rows(conf, text)
+            ok(len(rows) >= 2, "%s: fewer than 2 backends in %s" % (fname, conf))
+            pars = {h: parallel_of(svcs[h]) for _, h, _, _, _ in rows}
+            caps = {h: cap for _, h, _, cap, _ in rows}
+            if value:
+                eq(pars, {h: 7 for h in pars}, "%s: the slots of each backend service with "
+                                                "OLLAMA_NUM_PARALLEL=7" % fname)
+                eq(caps, {h: 7 for h in caps}, "%s: the proxy's ceilings (%s, rendered) with "
+                                                "OLLAMA_NUM_PARALLEL=7" % (fname, conf))
+                gpus = [n for n, s in svcs.items()
+                        if str(s.get("image", "")).startswith("ollama/ollama") or
+                        "ollama-sim" in (s.get("command") or [])]
+                eq(sorted(gpus), sorted(pars), "%s: GPU services vs the proxy's backends" % fname)
+            else:
+                eq(caps, pars, "%s: ceilings vs slots with the defaults" % fname)
+            for name, host, _, _, adaptive in rows:
+                ok(adaptive, "%s: backend %s (%s) is not adaptive" % (fname, name, host))
+            seen[value] = caps
+        ok(seen["7"] != seen[None], "%s: the ceilings do not follow the variable" % fname)
+
+
+def test_proxy_start_script():
+    """docker/ollama-proxy-start on this host: the ceiling from the variable,
+    SIGHUP renders the edited config and reloads it, SIGTERM ends it, a bad
+    value is refused."""
+    import signal
+    from harness import Proc, Sim
+    sims = Sim("--parallel", "8"), Sim("--parallel", "3")
+    d = tmpdir()
+    conf, rendered = os.path.join(d, "start.conf"), os.path.join(d, "rendered.conf")
+
+    def write(extra):
+        with open(conf, "w") as f:  # in place, as an edited mount
+            f.write('listen = "127.0.0.1:0";\nbackends = (\n'
+                    '  { name = "a"; url = "%s"; max_concurrent = 2; adaptive = true; },'
+                    '  # ceiling: OLLAMA_NUM_PARALLEL\n'
+                    '  { name = "b"; url = "%s"; max_concurrent = 3; }\n);\n%s\n' %
+                    (sims[0].url, sims[1].url, extra))
+
+    write("")
+    path = os.path.dirname(binary("ollama-proxy")) + os.pathsep + os.environ.get("PATH", "")
+    env = {"PATH": path, "OLLAMA_PROXY_RENDERED": rendered}
+    bad = sh([START, conf], env=dict(os.environ, OLLAMA_NUM_PARALLEL="0", **env), timeout=10)
+    ok(bad.returncode != 0 and b"OLLAMA_NUM_PARALLEL" in bad.stdout,
+       "OLLAMA_NUM_PARALLEL=0 accepted: %s" % bad.stdout)
+    p = Proc([START, conf], name="ollama-proxy-start", env=dict(env, OLLAMA_NUM_PARALLEL="6"))
+    try:
+        check_start_script(p, write)
+    finally:
+        # the script and the proxy it started: its process group (new session)
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.kill()
+        for s in sims:
+            s.stop()
+
+
+def check_start_script(p, write):
+    import signal
+    from harness import get, wait_until
+    port = p.wait_listen()
+
+    def status():
+        return json.loads(get("http://127.0.0.1:%d/proxy/status" % port).body)
+
+    def caps():
+        bs = {b["name"]: b for b in status()["backends"]}
+        ok("adaptive" in bs["a"] and "adaptive" not in bs["b"], "adaptive only on a: %s" % bs)
+        return bs["a"]["adaptive"]["ceiling"], bs["b"]["max_concurrent"]
+
+    eq(caps(), (6, 3), "ceilings: a marked (OLLAMA_NUM_PARALLEL=6), b as written")
+    write("queue = { max_length = 77; };")
+    p.signal(signal.SIGHUP)
+    wait_until(lambda: status()["queue"]["max_length"] == 77, 5, 0.05,
+               "the edited config reloaded after SIGHUP")
+    eq(caps(), (6, 3), "the ceilings after the reload")
+    ok(p.alive(), "ollama-proxy-start died on SIGHUP:\n" + p.tail())
+    p.signal(signal.SIGTERM)
+    p.p.wait(15)
+    eq(p.p.returncode, 0, "exit status after SIGTERM:\n" + p.tail())
 
 
 def test_compose_gpus():
