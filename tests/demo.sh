@@ -2,14 +2,19 @@
 # tests/demo.sh - the README's first command. On a fresh Debian 12 or Ubuntu
 # (as root, or with sudo): installs the missing packages of the build,
 # runtime and demo groups of .ci/packages, builds into build/ (or $BUILD_DIR),
-# then runs tests/demo/demo.py: two simulated GPUs (ollama-sim), the proxy in
-# front of them, the bundled 1,525 items classified three ways, then two
-# clients at once through the proxy (-j 5 and -j 200, told apart by their
-# keys), with a table and two PNG charts in build/demo/ (throughput.png,
-# shares.png). A little over a minute; it stops everything it started, also
-# on Ctrl-C.
-#   DEMO_TIME_SCALE  how much faster than real time the sims run (default 100)
+# then runs tests/demo/demo.py: the job of 1,525 items on two simulated GPUs
+# (ollama-sim on a published batching curve), in seven rows: straight to one
+# GPU at Ollama's default parallel 1, with 200 in flight, with parallel 16;
+# then through the proxy (fixed caps 16, then adaptive caps with a ceiling of
+# 64), the job's -j 5 client alone and beside a -j 200 batch (told apart by
+# their keys). A table, and two PNG charts in build/demo/ (throughput.png:
+# each backend's items/s, slots busy and the proxy's effective cap over time;
+# shares.png: row 7's clients). About a minute; it stops everything it
+# started, also on Ctrl-C.
+#   DEMO_TIME_SCALE  how much faster than real time the sims run (default 10;
+#                    more distorts the adaptive rows, see demo.py)
 #   DEMO_DIR         where results go (default build/demo)
+#   --quick          fewer items, and check the rows' properties (ctest demo_quick)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 .ci/install-deps build runtime demo

@@ -1,40 +1,49 @@
 #!/usr/bin/env python3
 """demo.py - the README's demo, driven by tests/demo.sh once the programs are
-built: two simulated GPUs, the proxy in front of them, the bundled 1,525
-items classified three ways, then two clients at once through the proxy.
+built: the job of 1,525 items on a box with two simulated GPUs, in seven rows
+that separate what the GPU's batching gives from what the proxy gives.
 Standard library only.
 
-  run 1  ollama-classify -j 5    straight to gpu0       (the seed's setup)
-  run 2  ollama-classify -j 5    through the proxy
-  run 3  ollama-classify -j 200  through the proxy
-  run 4  both at once through the proxy, as two clients (keys "batch" and
-         "legacy"): the -j 200 batch on all 1,525 items and, once it holds
-         every slot with more waiting, the -j 5 client on the first 500
-         (it ends well before the batch, so all of it ran beside the batch)
+  row  client              route             Ollama parallel per GPU (proxy cap)
+   1   -j 5                straight to gpu0  1, Ollama's default: the job today
+   2   -j 200              straight to gpu0  1
+   3   -j 200              straight to gpu0  16
+   4   -j 5                via the proxy     16 (caps 16)
+   5   -j 200              via the proxy     16 (caps 16)
+   6   -j 200              via the proxy     16 (adaptive, ceiling 64: not told 16)
+   7   -j 5 beside -j 200  via the proxy     16 (adaptive; two clients by their keys)
 
-The proxy shares its queue fairly between clients (each freed slot goes to
-the waiting client with the fewest in flight), so in run 4 the legacy client
-should keep 4 slots, as many as it had alone on gpu0 in run 1, and the batch
-get the other 4; /proxy/status (with the admin key "demo") is sampled every
-STATUS_S seconds for the chart of the two clients' shares.
+Rows 1-2 run against gpu0 started with --parallel 1; then both sims are
+started again with --parallel 16 (new ports) for rows 3-7. Row 6 is the job
+run twice on a freshly started adaptive proxy: 6a is the first job after the
+start (it pays for the climb from a cap of 1), 6 the same job again, with the
+caps the proxy found. Row 7 runs the -j 200 batch (key batch) and, once it
+holds every slot with more waiting, the -j 5 client (key legacy) on the same
+proxy; its rows are measured while both ran.
 
-The two ollama-sim backends stand for two GPUs, each with OLLAMA_NUM_PARALLEL=4
-(--parallel 4, and max_concurrent = 4 in the proxy), calibrated so that 5
-requests in flight against one of them give the seed's 0.7 items/s (1,525
-items in 36 minutes), and run --time-scale times faster than real time so the
-whole demo takes a little over a minute. Every rate and duration printed is in
-simulated real time (measured wall time x the time scale).
+The simulated GPU: both curves of the ollama-sim preset PRESET (llama.cpp's
+published llama-batched-bench run, tests/sim/README.md), up to 16 sequences;
+the generation curve divided by GEN_DIV so that row 1 gives the job's 0.7
+items/s. Why, and what it stands for: the README's demo section.
 
-Writes into build/demo/ (or $DEMO_DIR): the results of each run, every
-program's log, throughput.dat (a sample of each sim's /_sim/stats every 0.5 s)
-and throughput.png (gnuplot), shares.dat (run 4's clients[] of /proxy/status)
-and shares.png. Everything it starts it stops, by PID, also on
-Ctrl-C, SIGTERM and errors.
+Every rate and duration printed is simulated real time (wall time x the time
+scale). The sims run SCALE (DEMO_TIME_SCALE, default 10) times faster than
+real time; not more, because the adaptive controller measures windows of at
+least 0.5 s of wall time, which at 100x would be 50 s of simulated time.
+
+Writes into build/demo/ (or $DEMO_DIR): each row's results, every program's
+log, samples.dat (every SAMPLE_S: each sim's /_sim/stats and the proxy's
+/proxy/status backends[]) and throughput.png (gnuplot: items/s per backend,
+slots busy, waiting inside Ollama and the proxy's effective cap over time),
+shares.dat and shares.png (row 7: each client's slots and items/s), and
+summary.json. --quick runs fewer items and asserts the demo's properties
+with wide margins (the ctest demo_quick). Everything it starts it stops, by
+PID, also on Ctrl-C, SIGTERM and errors.
 """
 import json
+import math
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,37 +51,49 @@ import threading
 import time
 import urllib.request
 
+import charts
+
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-BUILD = os.environ.get("BUILD_DIR") or os.path.join(SRC, "build")
-OUT = os.environ.get("DEMO_DIR") or os.path.join(BUILD, "demo")
+BUILD = os.environ.get("OP_BUILD_DIR") or os.environ.get("BUILD_DIR") or os.path.join(SRC, "build")
+if not os.path.isabs(BUILD):
+    BUILD = os.path.join(SRC, BUILD)
+QUICK = "--quick" in sys.argv[1:]
+OUT = os.environ.get("DEMO_DIR") or os.path.join(BUILD, "demo-quick" if QUICK else "demo")
 ITEMS = os.path.join(SRC, "tests", "data", "items.jsonl")
 LABELS = os.path.join(SRC, "tests", "data", "labels.txt")
 MODEL = "llama3"
 
-# The simulated GPU. One request = prompt processing (TTFT) + the answer's
-# tokens ({"label":"billing"} is 5 tokens) at TOKENS_PER_S per slot, each slot
-# slowed to TOKENS_PER_S / (1 + SLOWDOWN * (busy - 1)) when several are busy.
-# With 4 slots busy that is 4.2 s + 4 x 1.45 / 6 s = 5.2 s a request, plus
-# about 0.5 s (5 ms of wall time at scale 100: HTTP, timers, the client),
-# measured: 5.7 s, so 4 / 5.7 = 0.7 items/s. Calibrated on 2 cores; a much
-# slower machine shows a little less, and the table says what it measured.
-SCALE = float(os.environ.get("DEMO_TIME_SCALE", "100"))
-PARALLEL = 4
-TTFT_MS = 4200
-TOKENS_PER_S = 6
-SLOWDOWN = 0.15
-SIM_FLAGS = ["--parallel", str(PARALLEL), "--ttft-ms", str(TTFT_MS),
-             "--tokens-per-s", str(TOKENS_PER_S), "--slowdown", str(SLOWDOWN),
-             "--time-scale", "%g" % SCALE, "--models", MODEL + ":latest"]
-SAMPLE_S = 0.5
-STATUS_S = 0.15  # /proxy/status sampling in run 4 (15 s of simulated time)
-# The proxy's keys (auth.keys): one per client of run 4, and an admin key
-# for /proxy/status. Runs 2 and 3 use the legacy and batch keys too.
+# The GPU: a dense 7-8B model (like the job's llama3 8B) on a published
+# batching curve, with the points up to 16 sequences (no row runs more).
+PRESET = "gb10-qwen2.5-coder-7b"
+MAX_B = 16
+# The sim answers a classification in about 5 tokens ({"label":"billing"},
+# 4 characters a token): 3.8 generated after the first on average. The job's
+# items take 1.43 s each on one slot, so each generated token of the sim
+# stands for GEN_DIV tokens of the published curve (~40 a reply). Measured:
+# row 1 at 0.70 items/s on the 2-core development machine.
+GEN_DIV = 10.25
+SCALE = float(os.environ.get("DEMO_TIME_SCALE", "10"))
+DEFAULT_PARALLEL = 1  # Ollama's OLLAMA_NUM_PARALLEL default since v0.10
+PARALLEL = 16
+CEILING = 64
+N_GPUS = 2
+JOB_ITEMS = 1525
+JOB_RATE = 0.7  # the job's items/s today
+
+# Items per row: fewer than 1,525 where a row is slow (rates are per item,
+# and the table's minutes are scaled to 1,525). Row 7: (legacy, batch).
+PLAN = {1: 40, 2: 40, 3: 400, 4: 150, 5: 800, "6a": 1525, 6: 800, 7: (100, 800)}
+if QUICK:
+    PLAN = {1: 16, 2: 16, 3: 200, 4: 60, 5: 400, "6a": 1525, 6: 400, 7: (40, 400)}
+
+SAMPLE_S = 0.2
+# The proxy's keys (auth.keys): one per client of row 7, and an admin key
+# for /proxy/status. Rows 4-6 use the legacy and batch keys too.
 KEYS = [("legacy", "demo-legacy-key", False), ("batch", "demo-batch-key", False),
         ("demo", "demo-admin-key", True)]
 KEY = {name: key for name, key, admin in KEYS}
 ADMIN_KEY = KEY["demo"]
-LEGACY_ITEMS = 500  # run 4's legacy client: the first 500 items
 
 procs = []  # (name, Popen, logfile) of everything we started
 
@@ -80,6 +101,8 @@ procs = []  # (name, Popen, logfile) of everything we started
 def log(msg=""):
     print(msg, flush=True)
 
+
+# ---- processes ----
 
 def start(name, argv):
     """Start a program of ours in its own session (Ctrl-C reaches only us;
@@ -107,9 +130,30 @@ def wait_listen(name, p, path, timeout=10.0):
     raise RuntimeError("%s did not start (log %s):\n%s" % (name, path, tail))
 
 
+def stop(p, grace=10.0):
+    """SIGTERM P, SIGKILL after GRACE seconds; forget it."""
+    for i, (name, q, f) in enumerate(procs):
+        if q is p:
+            break
+    else:
+        return
+    if p.poll() is None:
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    try:
+        p.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    f.close()
+    del procs[i]
+
+
 def stop_all():
-    """SIGTERM every process we started, newest first (the proxy lets its
-    requests finish), then SIGKILL whatever is left after 10 s."""
+    """Every process we started, newest first (the proxy lets its requests
+    finish); SIGKILL whatever is left after 10 s."""
     for name, p, f in reversed(procs):
         if p.poll() is None:
             try:
@@ -141,26 +185,133 @@ def get_json(url, timeout=2.0, key=None):
         return json.loads(r.read())
 
 
-class Sampler(threading.Thread):
-    """Every SAMPLE_S seconds: each sim's served and in_flight counters."""
+# ---- the simulated GPU ----
 
-    def __init__(self, sims):
+def preset_curves(name):
+    """The generation and prompt curves of preset NAME, from `ollama-sim
+    --gpu list` (the sim is the one source of the published figures)."""
+    out = subprocess.run([os.path.join(BUILD, "ollama-sim"), "--gpu", "list"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT).stdout.decode()
+    m = re.search(r"^  %s\s+(.*)\n\s+generation (\S+)\n\s+prompts\s+(\S+)" % re.escape(name),
+                  out, re.M)
+    if not m:
+        raise RuntimeError("ollama-sim --gpu list has no preset %s:\n%s" % (name, out))
+
+    def parse(s):
+        return [(int(b), float(t)) for b, t in (p.split(":") for p in s.split(","))]
+    return m.group(1).strip(), parse(m.group(2)), parse(m.group(3))
+
+
+def curve_arg(points):
+    return ",".join("%d:%.3f" % (b, t) for b, t in points)
+
+
+def answer_steps(label):
+    """Generated tokens of the sim's answer {"label":"LABEL"} after its first
+    (the sim cuts structured answers into 4-character tokens, and the first
+    token comes with the end of the prompt)."""
+    return math.ceil(len(json.dumps({"label": label}, separators=(",", ":"))) / 4) - 1
+
+
+class Sim:
+    """One ollama-sim "GPU"."""
+
+    def __init__(self, name, parallel, gen, prompt, tag):
+        self.name, self.parallel = name, parallel
+        argv = [os.path.join(BUILD, "ollama-sim"), "--host", "127.0.0.1", "--port", "0",
+                "--parallel", str(parallel), "--curve", curve_arg(gen),
+                "--prompt-curve", curve_arg(prompt), "--time-scale", "%g" % SCALE,
+                "--models", MODEL + ":latest"]
+        self.p, path = start("sim-%s-%s" % (name, tag), argv)
+        self.url = "http://127.0.0.1:%d" % wait_listen(name, self.p, path)
+        self.epoch = self.p.pid  # counters start again with each process
+
+    def stop(self):
+        stop(self.p)
+
+
+class Proxy:
+    """ollama-proxy in front of SIMS, caps PARALLEL fixed or adaptive with
+    ceiling CEILING, with the demo's keys."""
+
+    def __init__(self, tag, sims, adaptive):
+        conf = os.path.join(OUT, "ollama-proxy-%s.conf" % tag)
+        cap = ("max_concurrent = %d; adaptive = true;" % CEILING if adaptive
+               else "max_concurrent = %d;" % PARALLEL)
+        with open(conf, "w") as f:
+            f.write('# written by tests/demo/demo.py: the proxy in front of the two sims; one key\n'
+                    '# per client (the queue is shared fairly between them), "demo" for '
+                    '/proxy/status\nlisten = "127.0.0.1:0";\nbackends = (\n%s\n);\n'
+                    'auth = { keys = (\n%s\n); };\n' % (
+                        ",\n".join('  { name = "%s"; url = "%s"; %s }' % (s.name, s.url, cap)
+                                   for s in sims),
+                        ",\n".join('  { name = "%s"; key = "%s"; admin = %s; }' %
+                                   (n, k, "true" if a else "false") for n, k, a in KEYS)))
+        self.p, path = start("proxy-" + tag, [os.path.join(BUILD, "ollama-proxy"), "-c", conf])
+        self.url = "http://127.0.0.1:%d" % wait_listen("ollama-proxy", self.p, path)
+        self.adaptive = adaptive
+        self.wait_ready(len(sims))
+
+    def wait_ready(self, n, timeout=10.0):
+        """Until every backend is up with its models known."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                st = get_json(self.url + "/proxy/status", key=ADMIN_KEY)
+                if sum(1 for b in st["backends"] if b.get("healthy") and b.get("models")) == n:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the proxy's backends did not come up (%s)" % self.url)
+
+    def stop(self):
+        stop(self.p)
+
+
+# ---- sampling ----
+
+class Sampler(threading.Thread):
+    """Every SAMPLE_S seconds: each sim's /_sim/stats (served, slots busy,
+    waiting inside) and, while a proxy is in use, its /proxy/status
+    (backends' effective cap and in flight, clients)."""
+
+    def __init__(self):
         super().__init__(daemon=True)
-        self.sims = sims  # [(name, url)]
-        self.rows = []    # (t, run, [served...], [in_flight...])
-        self.run_no = 0
+        self.lock = threading.Lock()
+        self.sims = []     # [Sim]
+        self.proxy = None  # Proxy
+        self.row = ""      # the row running now
+        # (t, row, {sim: (epoch, served, busy, queued)},
+        #  {backend: (cap, in_flight, adaptive reason)} or None, {client: (in_flight, waiting, served)})
+        self.rows = []
         self.halt = threading.Event()
         self.t0 = time.time()
 
+    def use(self, sims=None, proxy=None):
+        with self.lock:
+            if sims is not None:
+                self.sims = list(sims)
+            self.proxy = proxy
+
     def sample(self):
-        served, inflight = [], []
-        for name, url in self.sims:
-            s = get_json(url + "/_sim/stats")
-            served.append(s["served"])
-            inflight.append(s["in_flight"])
-        row = (time.time() - self.t0, self.run_no, served, inflight)
-        self.rows.append(row)
-        return row
+        with self.lock:
+            sims, proxy, row = list(self.sims), self.proxy, self.row
+        st = {}
+        for s in sims:
+            j = get_json(s.url + "/_sim/stats")
+            st[s.name] = (s.epoch, j["served"], j["in_flight"], j["queued"])
+        backends, clients = None, {}
+        if proxy:
+            ps = get_json(proxy.url + "/proxy/status", key=ADMIN_KEY)
+            backends = {b["name"]: (b.get("effective_cap", b["max_concurrent"]), b["in_flight"],
+                                    (b.get("adaptive") or {}).get("reason"))
+                        for b in ps["backends"]}
+            clients = {c["name"]: (c["in_flight"], c["waiting"], c["served"])
+                       for c in ps["clients"]}
+        r = (time.time() - self.t0, row, st, backends, clients)
+        self.rows.append(r)
+        return r
 
     def run(self):
         while not self.halt.is_set():
@@ -171,36 +322,25 @@ class Sampler(threading.Thread):
             self.halt.wait(SAMPLE_S)
 
 
-class StatusSampler(threading.Thread):
-    """Every STATUS_S seconds: the proxy's clients[] (in_flight, waiting,
-    served per client), with the admin key."""
-
-    def __init__(self, proxy, t0):
-        super().__init__(daemon=True)
-        self.url = proxy + "/proxy/status"
-        self.rows = []  # (t, {name: (in_flight, waiting, served)})
-        self.halt = threading.Event()
-        self.t0 = t0
-
-    def sample(self):
-        st = get_json(self.url, key=ADMIN_KEY)
-        row = (time.time() - self.t0,
-               {c["name"]: (c["in_flight"], c["waiting"], c["served"]) for c in st["clients"]})
-        self.rows.append(row)
-        return row
-
-    def run(self):
-        while not self.halt.is_set():
-            try:
-                self.sample()
-            except OSError:
-                pass
-            self.halt.wait(STATUS_S)
+def served_of(snap, sims):
+    return [snap[2][s.name][1] if s.name in snap[2] else 0 for s in sims]
 
 
-def count_items(path=ITEMS):
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+# ---- items and runs ----
+
+def read_items():
+    with open(ITEMS, "rb") as f:
+        return [line for line in f if line.strip()]
+
+
+def subset(items, n):
+    """N of ITEMS spread evenly over the file (its label mix), as a file."""
+    if n >= len(items):
+        return ITEMS, len(items)
+    path = os.path.join(OUT, "items-%d.jsonl" % n)
+    with open(path, "wb") as f:
+        f.writelines(items[int(i * len(items) / n)] for i in range(n))
+    return path, n
 
 
 class Classify:
@@ -209,7 +349,7 @@ class Classify:
 
     def __init__(self, tag, jobs, url, key, items, n_items):
         self.tag, self.jobs, self.n_items = tag, jobs, n_items
-        self.res = os.path.join(OUT, tag + ".jsonl")
+        self.res = os.path.join(OUT, "row%s.jsonl" % tag)
         self.argv = [os.path.join(BUILD, "ollama-classify"), "-i", items, "-o", self.res,
                      "-m", MODEL, "-l", "@" + LABELS, "-j", str(jobs), "--url", url]
         if key:
@@ -219,13 +359,14 @@ class Classify:
         self.exit_snap = None
 
     def command(self):
-        return " ".join(["ollama-classify"] + self.argv[1:]).replace(SRC + "/", "")
+        return (" ".join(["ollama-classify"] + self.argv[1:])
+                .replace(OUT + "/", "").replace(SRC + "/", ""))
 
     def start(self):
         if os.path.exists(self.res):
             os.unlink(self.res)
         self.t0 = time.time()
-        self.p, self.log = start("classify-" + self.tag, self.argv)
+        self.p, self.log = start("classify-row" + self.tag, self.argv)
         threading.Thread(target=self._wait, daemon=True).start()
 
     def _wait(self):
@@ -239,140 +380,144 @@ class Classify:
         self.exited.set()
 
     def check(self, what):
-        """The run's wall time; raises unless every item was labelled."""
-        labelled = 0
+        """Raises unless every item was labelled; the mean generated tokens
+        per item (after the first) of the sim's answers."""
+        labels = []
         with open(self.res) as f:
             for line in f:
-                if line.strip() and json.loads(line).get("label") is not None:
-                    labelled += 1
-        if self.p.returncode != 0 or labelled != self.n_items:
+                if line.strip():
+                    lab = json.loads(line).get("label")
+                    if lab is not None:
+                        labels.append(lab)
+        if self.p.returncode != 0 or len(labels) != self.n_items:
             with open(self.log, "rb") as f:
                 tail = f.read().decode("utf-8", "replace")[-1500:]
             raise RuntimeError("%s: ollama-classify exited %s with %d of %d items labelled "
-                               "(log %s):\n%s" % (what, self.p.returncode, labelled,
+                               "(log %s):\n%s" % (what, self.p.returncode, len(labels),
                                                   self.n_items, self.log, tail))
         self.wall = self.t1 - self.t0
-        return labelled
+        return sum(answer_steps(x) for x in labels) / len(labels)
 
 
-def classify(no, jobs, url, key, n_items, sampler, what):
-    c = Classify("run%d" % no, jobs, url, key, ITEMS, n_items)
-    log("run %d: %s" % (no, what))
-    log("       %s" % c.command())
-    sampler.run_no = no
-    before = sampler.sample()[2]
-    c.start()
+def progress(done_fn, until, t0):
     tty = sys.stdout.isatty()
-    last_print = c.t0
-    while not c.exited.wait(0.25):
-        if sampler.rows:
-            done = sum(sampler.rows[-1][2]) - sum(before)
-            now = time.time()
-            if tty:
-                sys.stdout.write("\r       %d/%d items, %.0f s " % (done, n_items, now - c.t0))
-                sys.stdout.flush()
-            elif now - last_print >= 5:
-                log("       %d/%d items, %.0f s" % (done, n_items, now - c.t0))
-                last_print = now
+    last = time.time()
+    while not until():
+        time.sleep(0.25)
+        msg = done_fn()
+        if tty:
+            sys.stdout.write("\r       %s, %.0f s " % (msg, time.time() - t0))
+            sys.stdout.flush()
+        elif time.time() - last >= 5:
+            log("       %s, %.0f s" % (msg, time.time() - t0))
+            last = time.time()
     if tty:
-        sys.stdout.write("\r" + " " * 60 + "\r")
-    after = sampler.sample()[2]
-    sampler.run_no = 0
-    labelled = c.check("run %d" % no)
-    per_backend = [a - b for a, b in zip(after, before)]
-    log("       done: %d items in %.1f s, per backend %s" %
-        (labelled, c.wall, " ".join("%s %d" % (s[0], n) for s, n in zip(sampler.sims, per_backend))))
-    return {"no": no, "jobs": jobs, "what": what, "wall": c.wall, "items": labelled,
-            "per_backend": per_backend, "t0": c.t0 - sampler.t0, "t1": c.t1 - sampler.t0}
+        sys.stdout.write("\r" + " " * 72 + "\r")
 
 
-def run_both(no, proxy, n_items, sampler, slots):
-    """Run 4: the -j 200 batch (key batch) on every item; once it holds all
-    SLOTS with more waiting, the -j 5 client (key legacy) on the first
-    LEGACY_ITEMS. The legacy client's rows are measured over its own run,
+def single(row, jobs, target, key, items, n, sampler, sims, route, parallel, cap, what):
+    """One row: one ollama-classify run of N items at TARGET."""
+    path, n = subset(items, n)
+    c = Classify(str(row), jobs, target.url, key, path, n)
+    log("row %s: %s" % (row, what))
+    log("       %s" % c.command())
+    sampler.row = str(row)
+    before = sampler.sample()
+    c.start()
+    progress(lambda: "%d/%d items" % (sum(served_of(sampler.rows[-1], sims)) -
+                                      sum(served_of(before, sims)), n),
+             c.exited.is_set, c.t0)
+    after = sampler.sample()
+    sampler.row = ""
+    steps = c.check("row %s" % row)
+    per_backend = [a - b for a, b in zip(served_of(after, sims), served_of(before, sims))]
+    r = {"row": str(row), "jobs": jobs, "route": route, "parallel": parallel, "cap": cap,
+         "items": n, "wall": c.wall, "rate": n / (c.wall * SCALE), "steps": steps,
+         "per_backend": per_backend, "t0": c.t0 - sampler.t0, "t1": c.t1 - sampler.t0}
+    log("       done: %d items in %.1f s (%.2f items/s), per backend %s" %
+        (n, c.wall, r["rate"], " ".join("%s %d" % (s.name, k)
+                                        for s, k in zip(sims, per_backend))))
+    return r
+
+
+def run_both(row, proxy, items, n_legacy, n_batch, sampler, sims):
+    """Row 7: the -j 200 batch (key batch) on N_BATCH items; once it holds
+    every slot (the effective caps) with more waiting, the -j 5 client (key
+    legacy) on N_LEGACY. The rows are measured over the legacy client's run,
     which lies inside the batch's."""
-    sub = os.path.join(OUT, "items-first%d.jsonl" % LEGACY_ITEMS)
-    with open(ITEMS, "rb") as f, open(sub, "wb") as g:
-        g.writelines([line for line in f if line.strip()][:LEGACY_ITEMS])
-    batch = Classify("run%d-batch" % no, 200, proxy, "batch", ITEMS, n_items)
-    legacy = Classify("run%d-legacy" % no, 5, proxy, "legacy", sub, LEGACY_ITEMS)
-    log("run %d: both at once through the proxy, two clients by their keys" % no)
+    bpath, n_batch = subset(items, n_batch)
+    lpath, n_legacy = subset(items, n_legacy)
+    batch = Classify("%d-batch" % row, 200, proxy.url, "batch", bpath, n_batch)
+    legacy = Classify("%d-legacy" % row, 5, proxy.url, "legacy", lpath, n_legacy)
+    log("row %d: both at once through the proxy, two clients by their keys" % row)
     log("       batch:  %s" % batch.command())
     log("       legacy: %s" % legacy.command())
-    log("       (the legacy client starts once the batch holds all %d slots and has more "
-        "waiting)" % slots)
-    fill = None
-    status = StatusSampler(proxy, sampler.t0)
+    log("       (the legacy client starts once the batch holds every slot and has more waiting)")
 
     def snap():  # (t, each sim's served, each client's served at the proxy)
-        served = {n: v[2] for n, v in status.sample()[1].items()}
-        return time.time(), sampler.sample()[2], served
+        s = sampler.sample()
+        return time.time(), served_of(s, sims), {n: v[2] for n, v in s[4].items()}
 
-    sampler.run_no = no
+    sampler.row = str(row)
     s0 = snap()
-    status.start()
     batch.start()
-    deadline = time.time() + 10
+    deadline = time.time() + 20
     while True:
-        c = status.sample()[1].get("batch")
+        s = sampler.sample()
+        c = s[4].get("batch")
+        slots = sum(v[0] for v in s[3].values())
         if c and c[0] >= slots and c[1] > 0:
-            fill = c
+            fill = (c, slots)
             break
         if batch.exited.is_set() or time.time() > deadline:
             batch.exited.wait(2)
-            batch.check("run %d (batch)" % no)
-            raise RuntimeError("run %d: the batch did not fill the fleet (%s)" % (no, c))
+            batch.check("row %d (batch)" % row)
+            raise RuntimeError("row %d: the batch did not fill the fleet (%s)" % (row, c))
         time.sleep(0.02)
     legacy.on_exit = snap
     w0 = snap()
     legacy.start()
-    tty = sys.stdout.isatty()
-    last_print = time.time()
-    while not (batch.exited.is_set() and legacy.exited.is_set()):
-        time.sleep(0.25)
-        if legacy.exited.is_set() and legacy.p.returncode != 0:
-            break  # reported by check() below
-        row = status.rows[-1][1] if status.rows else {}
-        got = {n: row[n][2] - s0[2].get(n, 0) if n in row else 0 for n in ("legacy", "batch")}
-        msg = "legacy %d/%d, batch %d/%d items, %.0f s" % (
-            got["legacy"], LEGACY_ITEMS, got["batch"], n_items, time.time() - batch.t0)
-        if tty:
-            sys.stdout.write("\r       %s " % msg)
-            sys.stdout.flush()
-        elif time.time() - last_print >= 5:
-            log("       " + msg)
-            last_print = time.time()
-    if tty:
-        sys.stdout.write("\r" + " " * 70 + "\r")
+
+    def done():
+        cl = sampler.rows[-1][4]
+        got = {n: cl[n][2] - s0[2].get(n, 0) if n in cl else 0 for n in ("legacy", "batch")}
+        return "legacy %d/%d, batch %d/%d items" % (got["legacy"], n_legacy, got["batch"], n_batch)
+    progress(done, lambda: batch.exited.is_set() and legacy.exited.is_set() or
+             legacy.exited.is_set() and legacy.p.returncode != 0, batch.t0)
     legacy.exited.wait(5)
-    legacy.check("run %d (legacy)" % no)
+    lsteps = legacy.check("row %d (legacy)" % row)
     batch.exited.wait()
-    batch.check("run %d (batch)" % no)
+    bsteps = batch.check("row %d (batch)" % row)
     s1 = snap()
-    status.halt.set()
-    status.join()
-    sampler.run_no = 0
+    sampler.row = ""
     w1 = legacy.exit_snap
     if not w1:
-        raise RuntimeError("run %d: /proxy/status did not answer when the legacy client ended" % no)
+        raise RuntimeError("row %d: /proxy/status did not answer when the legacy client ended" %
+                           row)
     window = w1[0] - w0[0]
     in_window = [b - a for a, b in zip(w0[1], w1[1])]
     per_client = {n: w1[2].get(n, 0) - w0[2].get(n, 0) for n in ("legacy", "batch")}
     per_backend = [b - a for a, b in zip(s0[1], s1[1])]
     log("       done: legacy %d items in %.1f s; batch %d items in %.1f s, %d of them while "
         "the legacy client ran; per backend %s" %
-        (LEGACY_ITEMS, legacy.wall, n_items, batch.wall, per_client["batch"],
-         " ".join("%s %d" % (s[0], n) for s, n in zip(sampler.sims, per_backend))))
-    return {"no": no, "both": True, "status": status.rows,
+        (n_legacy, legacy.wall, n_batch, batch.wall, per_client["batch"],
+         " ".join("%s %d" % (s.name, k) for s, k in zip(sims, per_backend))))
+    steps = (lsteps * n_legacy + bsteps * n_batch) / (n_legacy + n_batch)
+    lrate = n_legacy / (legacy.wall * SCALE)
+    return {"row": str(row), "both": True, "steps": steps,
             "t0": batch.t0 - sampler.t0, "t1": batch.t1 - sampler.t0,
-            "legacy": {"jobs": 5, "items": LEGACY_ITEMS, "wall": legacy.wall,
+            "legacy": {"jobs": 5, "items": n_legacy, "wall": legacy.wall, "rate": lrate,
                        "t0": legacy.t0 - sampler.t0, "t1": legacy.t1 - sampler.t0,
                        "served_at_proxy": per_client["legacy"]},
-            "batch": {"jobs": 200, "items": n_items, "wall": batch.wall,
+            "batch": {"jobs": 200, "items": n_batch, "wall": batch.wall,
+                      "rate_while_both": per_client["batch"] / (window * SCALE),
                       "items_while_both": per_client["batch"]},
             "window": {"wall": window, "per_backend": in_window,
-                       "batch_waiting_at_start": fill[1]}}
+                       "rate": sum(in_window) / (window * SCALE),
+                       "batch_waiting_at_start": fill[0][1], "slots_at_start": fill[1]}}
 
+
+# ---- the table ----
 
 def wrap(text, width=96, indent="  "):
     """TEXT in lines of at most WIDTH, the lines after the first indented."""
@@ -386,196 +531,119 @@ def wrap(text, width=96, indent="  "):
     return "\n".join(lines + [line])
 
 
-def real_time(sim_s):
-    if sim_s >= 5400:
-        return "%.1f h" % (sim_s / 3600)
-    if sim_s >= 90:
-        return "%.0f min" % (sim_s / 60)
-    return "%.0f s" % sim_s
+def minutes(rate):
+    return "%.1f" % (JOB_ITEMS / rate / 60) if rate >= 1.5 else "%.0f" % (JOB_ITEMS / rate / 60)
 
 
-def table(runs, capacity):
-    rows = [("run", "client", "route", "items/s", "wall", "real time", "capacity used",
-             "gpu0/gpu1 served")]
-    for r in runs:
+def capacity(rate, steps, gen_max):
+    """Share of the box's generation capacity: both GPUs at the curve's
+    maximum, in the sim's tokens."""
+    return rate * steps / (N_GPUS * gen_max)
+
+
+def table(rows, gen_max, md=False):
+    head = ("row", "client", "route", "Ollama parallel", "proxy cap", "items", "items/s",
+            "min for 1,525", "vs row 1", "GPU capacity used", "gpu0/gpu1 served")
+    out = [head]
+    r1 = rows[0]["rate"]
+
+    def line(row, client, route, par, cap, items, rate, steps, served, mins=True):
+        out.append((row, client, route, par, cap, items, "%.2f" % rate,
+                    minutes(rate) if mins else "-", "%.1fx" % (rate / r1),
+                    "%.0f%%" % (100 * capacity(rate, steps, gen_max)), served))
+
+    for r in rows:
         if r.get("both"):
             L, B, W = r["legacy"], r["batch"], r["window"]
-            lrate = L["items"] / (L["wall"] * SCALE)
-            brate = B["items_while_both"] / (W["wall"] * SCALE)
-            trate = sum(W["per_backend"]) / (W["wall"] * SCALE)
-            no = "%d" % r["no"]
-            rows.append((no, "-j 5", "via proxy, beside -j 200", "%.2f" % lrate,
-                         "%.1f s" % L["wall"], real_time(runs[0]["items"] / lrate) + " *",
-                         "%.0f%%" % (100 * lrate / capacity), "-"))
-            rows.append((no, "-j 200", "via proxy, beside -j 5", "%.2f" % brate,
-                         "%.1f s" % W["wall"], "-", "%.0f%%" % (100 * brate / capacity), "-"))
-            rows.append((no, "both", "while both ran", "%.2f" % trate,
-                         "%.1f s" % W["wall"], "-", "%.0f%%" % (100 * trate / capacity),
-                         "/".join(str(n) for n in W["per_backend"])))
+            line("7", "-j 5 (legacy)", "via proxy, beside -j 200", "16", "adaptive", "%d *" %
+                 L["items"], L["rate"], r["steps"], "-")
+            line("7", "-j 200 (batch)", "via proxy, beside -j 5", "16", "adaptive",
+                 "%d *" % B["items_while_both"], B["rate_while_both"], r["steps"], "-",
+                 mins=False)
+            line("7", "both", "while both ran", "16", "adaptive", "%d *" % sum(W["per_backend"]),
+                 W["rate"], r["steps"], "/".join(str(k) for k in W["per_backend"]), mins=False)
             continue
-        rate = r["items"] / (r["wall"] * SCALE)
-        rows.append(("%d" % r["no"], "-j %d" % r["jobs"], r["route"], "%.2f" % rate,
-                     "%.1f s" % r["wall"], real_time(r["wall"] * SCALE),
-                     "%.0f%%" % (100 * rate / capacity),
-                     "/".join(str(n) for n in r["per_backend"])))
-    w = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        line(r["row"], "-j %d" % r["jobs"], r["route"], r["parallel"], r["cap"],
+             "%d" % r["items"], r["rate"], r["steps"],
+             "/".join(str(k) for k in r["per_backend"]) if len(r["per_backend"]) > 1 else
+             "%d/-" % r["per_backend"][0])
+    if md:
+        lines = ["| " + " | ".join(out[0]) + " |", "|" + "---|" * len(out[0])]
+        lines += ["| " + " | ".join(c.replace("-j", "`-j").replace(" (", "` (")
+                                    if c.startswith("-j") and "(" in c else
+                                    ("`%s`" % c if c.startswith("-j") else c)
+                                    for c in row) + " |" for row in out[1:]]
+        return "\n".join(lines)
+    w = [max(len(row[i]) for row in out) for i in range(len(out[0]))]
     lines = []
-    for k, row in enumerate(rows):
-        cells = [c.ljust(w[i]) if i in (1, 2) else c.rjust(w[i]) for i, c in enumerate(row)]
+    for k, row in enumerate(out):
+        cells = [c.ljust(w[i]) if i in (1, 2, 3, 4) else c.rjust(w[i]) for i, c in enumerate(row)]
         lines.append("  ".join(cells).rstrip())
         if k == 0:
             lines.append("  ".join("-" * x for x in w))
     return "\n".join(lines)
 
 
-COLORS = ["#4477aa", "#ee7733", "#228833", "#aa3377"]
+# ---- charts ----
+
+# ---- the story ----
+
+def settle(sampler, run, names):
+    """How row 6a's caps climbed: each backend's median cap over the run's
+    second half, and when every backend first came within a slot of it
+    (simulated seconds since the run started; None if never)."""
+    rs = [r for r in sampler.rows if r[3] and run["t0"] <= r[0] <= run["t1"]]
+    rs.sort(key=lambda r: r[0])
+    med = {}
+    for n in names:
+        caps = sorted(r[3][n][0] for r in rs[len(rs) // 2:] if n in r[3])
+        med[n] = caps[len(caps) // 2] if caps else 0
+    for r in rs:
+        if all(n in r[3] and r[3][n][0] >= med[n] - 1 for n in names):
+            return (r[0] - run["t0"]) * SCALE, med
+    return None, med
 
 
-def gnuplot(name, script):
-    gp = os.path.join(OUT, name + ".gp")
-    with open(gp, "w") as f:
-        f.write(script)
-    r = subprocess.run(["gnuplot", gp], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if r.returncode != 0:
-        log("gnuplot failed on %s:\n%s" % (gp, r.stdout.decode("utf-8", "replace")))
-        return None
-    return os.path.join(OUT, name + ".png")
+def cap_changes(sampler, t0, names):
+    """Each backend's adaptive cap changes after T0 (wall seconds): [(simulated
+    seconds since T0, the reason /proxy/status gave)]."""
+    out = {n: [] for n in names}
+    for r in sorted(sampler.rows, key=lambda r: r[0]):
+        if r[0] < t0 or not r[3]:
+            continue
+        for n in names:
+            why = r[3].get(n, (0, 0, None))[2]
+            if why and (not out[n] or out[n][-1][1] != why):
+                out[n].append(((r[0] - t0) * SCALE, why))
+    return out
 
 
-def write_chart(sampler, runs, capacity, per_sim):
-    """throughput.dat: time (simulated min), then per backend items/s
-    (simulated) over the last SMOOTH samples, then their sum; throughput.png."""
-    dat = os.path.join(OUT, "throughput.dat")
-    rows = sampler.rows
-    smooth = 4  # 2 s of samples: less jitter from the 0.5 s sampling
-    with open(dat, "w") as f:
-        f.write("# sim_minutes run " + " ".join(n for n, u in sampler.sims) + " total"
-                "   (items/s in simulated time, from /_sim/stats served)\n")
-        for i in range(smooth, len(rows)):
-            t0, _, s0, _ = rows[i - smooth]
-            t1, run, s1, _ = rows[i]
-            dt = (t1 - t0) * SCALE
-            rates = [(b - a) / dt for a, b in zip(s0, s1)]
-            tm = (t1 + rows[i - smooth][0]) / 2 * SCALE / 60
-            f.write("%.3f %d %s %.4f\n" % (tm, run, " ".join("%.4f" % x for x in rates),
-                                           sum(rates)))
-    if not shutil.which("gnuplot"):
-        log("gnuplot not found (.ci/install-deps demo installs it): no chart, data in " + dat)
-        return None
-    labels = ""
-    for r in runs:
-        a, b = r["t0"] * SCALE / 60, r["t1"] * SCALE / 60
-        labels += ('set object rect from %.3f, graph 0 to %.3f, graph 1 fc rgb "%s" '
-                   'fs solid 0.12 noborder behind\n' % (a, b, COLORS[(r["no"] - 1) % 4]))
-        text = ("run %d: -j 5 + -j 200\\nvia proxy" % r["no"] if r.get("both") else
-                "run %d: -j %d\\n%s" % (r["no"], r["jobs"], r["route"]))
-        labels += ('set label "%s" at %.3f, graph 0.97 center front font ",10"\n' %
-                   (text, (a + b) / 2))
-    script = """
-set terminal pngcairo size 1100,520 font "DejaVu Sans,11"
-set output "{png}"
-set title "Throughput per backend: the demo's four runs (2 simulated GPUs, 4 slots each)"
-set xlabel "time (simulated minutes; the demo runs {scale:g}x faster)"
-set ylabel "items/s (simulated time)"
-set yrange [0:{ymax:.2f}]
-set xrange [0:*]
-set autoscale xfixmax
-set key outside right top
-set grid ytics
-{labels}
-set arrow from graph 0, first {cap:.4f} to graph 1, first {cap:.4f} nohead dt 2 lc rgb "#555555"
-set label "fleet capacity {cap:.2f}/s" at graph 0.01, first {cap:.4f} offset 0,0.6 font ",9"
-set arrow from graph 0, first {one:.4f} to graph 1, first {one:.4f} nohead dt 3 lc rgb "#999999"
-set label "one GPU {one:.2f}/s" at graph 0.01, first {one:.4f} offset 0,0.6 font ",9"
-plot "{dat}" using 1:3 with lines lw 2 lc rgb "#cc3311" title "gpu0", \\
-     "{dat}" using 1:4 with lines lw 2 lc rgb "#0077bb" title "gpu1", \\
-     "{dat}" using 1:5 with lines lw 1 dt 1 lc rgb "#333333" title "total"
-""".format(png=os.path.join(OUT, "throughput.png"), scale=SCALE, ymax=capacity * 1.35,
-           labels=labels, cap=capacity, one=per_sim, dat=dat)
-    return gnuplot("throughput", script)
-
-
-def write_shares(run, capacity, per_sim, slots):
-    """shares.dat: run 4's /proxy/status samples: time (simulated minutes
-    since the batch started), each client's in flight and waiting, and its
-    items/s (simulated) from its served count over about 1 s of wall time
-    around the sample; shares.png: in flight (stacked) above, items/s below."""
-    dat = os.path.join(OUT, "shares.dat")
-    rows = sorted((r for r in run["status"] if r[0] >= run["t0"] - 0.05), key=lambda r: r[0])
-    names = ("legacy", "batch")
-    half = max(1, int(round(0.5 / STATUS_S)))
-
-    def get(row, n, k):
-        return row[1][n][k] if n in row[1] else 0
-
-    with open(dat, "w") as f:
-        f.write("# sim_minutes legacy_in_flight legacy_waiting batch_in_flight batch_waiting "
-                "legacy_items_s batch_items_s   (from /proxy/status clients[], every %g s "
-                "wall; items/s in simulated time)\n" % STATUS_S)
-        for i, row in enumerate(rows):
-            a, b = rows[max(0, i - half)], rows[min(len(rows) - 1, i + half)]
-            dt = (b[0] - a[0]) * SCALE
-            rates = [(get(b, n, 2) - get(a, n, 2)) / dt if dt > 0 else 0 for n in names]
-            f.write("%.3f %d %d %d %d %.4f %.4f\n" % (
-                (row[0] - run["t0"]) * SCALE / 60, get(row, "legacy", 0), get(row, "legacy", 1),
-                get(row, "batch", 0), get(row, "batch", 1), rates[0], rates[1]))
-    if not shutil.which("gnuplot"):
-        return None
-    L = run["legacy"]
-    a, b = (L["t0"] - run["t0"]) * SCALE / 60, (L["t1"] - run["t0"]) * SCALE / 60
-    xmax = (run["t1"] - run["t0"]) * SCALE / 60
-    script = """
-set terminal pngcairo size 1100,760 font "DejaVu Sans,11"
-set output "{png}"
-set multiplot layout 2,1 title "Run 4: ollama-classify -j 5 (key legacy) beside -j 200 (key batch), through the proxy" font ",12"
-set lmargin at screen 0.07
-set rmargin at screen 0.73
-set xrange [0:{xmax:.3f}]
-set grid ytics
-set key outside right top
-set object 1 rect from {a:.3f}, graph 0 to {b:.3f}, graph 1 fc rgb "#ee7733" fs solid 0.08 noborder behind
-set label 1 "the legacy client runs ({nl} items)" at {mid:.3f}, graph 0.94 center front font ",9"
-
-set title "slots in flight per client (stacked), and requests waiting in the proxy" font ",11"
-set ylabel "slots in flight"
-set yrange [0:{slots_top:.1f}]
-set ytics 0,1,{slots} nomirror
-set y2label "requests waiting"
-set y2range [0:{wmax}]
-set y2tics
-set arrow 1 from graph 0, first {slots} to graph 1, first {slots} nohead dt 2 lc rgb "#555555" front
-set label 2 "fleet: {slots} slots" at graph 0.99, first {slots} right offset 0,0.6 front font ",9"
-set arrow 2 from graph 0, first {half_slots} to graph 1, first {half_slots} nohead dt 3 lc rgb "#999999" front
-set label 3 "one GPU: {half_slots} slots" at graph 0.99, first {half_slots} right offset 0,0.6 front font ",9"
-plot "{dat}" using 1:(0):2 with filledcurves fc rgb "#ee7733" fs solid 0.55 noborder title "legacy in flight", \\
-     "{dat}" using 1:2:($2+$4) with filledcurves fc rgb "#228833" fs solid 0.45 noborder title "batch in flight", \\
-     "{dat}" using 1:5 axes x1y2 with lines lw 1.5 dt 2 lc rgb "#1b5e20" title "batch waiting (right)", \\
-     "{dat}" using 1:3 axes x1y2 with lines lw 1.5 dt 2 lc rgb "#bf360c" title "legacy waiting (right)"
-
-unset arrow 1
-unset arrow 2
-unset label 2
-unset label 3
-unset y2label
-unset y2tics
-set ytics auto mirror
-set title "items/s per client (simulated time, from its served count at the proxy)" font ",11"
-set xlabel "time since run 4 started (simulated minutes; the demo runs {scale:g}x faster)"
-set ylabel "items/s"
-set yrange [0:{ymax:.3f}]
-set arrow 3 from graph 0, first {cap:.4f} to graph 1, first {cap:.4f} nohead dt 2 lc rgb "#555555"
-set label 4 "fleet capacity {cap:.2f}/s" at graph 0.99, first {cap:.4f} right offset 0,0.6 font ",9"
-set arrow 4 from graph 0, first {one:.4f} to graph 1, first {one:.4f} nohead dt 3 lc rgb "#999999"
-set label 5 "run 1: -j 5 alone on gpu0, {one:.2f}/s" at graph 0.99, first {one:.4f} right offset 0,0.6 font ",9"
-plot "{dat}" using 1:6 with lines lw 2.5 lc rgb "#ee7733" title "legacy", \\
-     "{dat}" using 1:7 with lines lw 2.5 lc rgb "#228833" title "batch", \\
-     "{dat}" using 1:($6+$7) with lines lw 1 lc rgb "#333333" title "both"
-unset multiplot
-""".format(png=os.path.join(OUT, "shares.png"), nl=L["items"], nb=run["batch"]["items"],
-           xmax=xmax, a=a, b=b, mid=(a + b) / 2, slots=slots, slots_top=slots * 1.5,
-           half_slots=slots // 2, wmax=240, dat=dat, scale=SCALE, ymax=capacity * 1.45,
-           cap=capacity, one=per_sim)
-    return gnuplot("shares", script)
+def check_goals(R):
+    """The issue's goals [(what, met)], and the properties demo_quick asserts
+    [(what, holds)]: the order of the rows, with wide margins, because the
+    ctest runs beside others on 2 cores, under ASan too. The adaptive rows
+    are held only to beating one GPU: today's controller, misled by noisy
+    windows, has settled a backend as low as 7 of 16 in a quick run."""
+    r1, r2, r3, r4, r5, r6 = (R[k]["rate"] for k in ("1", "2", "3", "4", "5", "6"))
+    r7 = R["7"]
+    lg, both = r7["legacy"]["rate"], r7["window"]["rate"]
+    goals = [("row 5 >= 10x row 1 (%.1fx)" % (r5 / r1), r5 >= 10 * r1),
+             ("row 6 >= 95%% of row 5 (%.0f%%)" % (100 * r6 / r5), r6 >= 0.95 * r5),
+             ("row 4 >= 3x row 1 (%.1fx)" % (r4 / r1), r4 >= 3 * r1)]
+    props = [
+        ("row 1 near the job's 0.7 items/s (%.2f)" % r1, 0.45 <= r1 <= 0.8),
+        ("row 2 within 25%% of row 1: 200 in flight don't help at parallel 1 (%.2fx)" %
+         (r2 / r1), 0.75 <= r2 / r1 <= 1.25),
+        ("row 3 >= 5x row 1: the GPU's batching (%.1fx)" % (r3 / r1), r3 >= 5 * r1),
+        ("row 5 >= 1.5x row 3: the second GPU (%.2fx)" % (r5 / r3), r5 >= 1.5 * r3),
+        ("row 5 >= 7x row 1 (%.1fx)" % (r5 / r1), r5 >= 7 * r1),
+        ("row 4 >= 2x row 1 (%.1fx)" % (r4 / r1), r4 >= 2 * r1),
+        ("row 6 >= 1.2x row 3: adaptive caps use both GPUs (%.2fx)" % (r6 / r3), r6 >= 1.2 * r3),
+        ("row 7: the legacy client beside the batch >= 2x row 1 (%.1fx)" % (lg / r1),
+         lg >= 2 * r1),
+        ("row 7: both together >= 1.2x row 3 (%.2fx)" % (both / r3), both >= 1.2 * r3),
+    ]
+    return goals, props
 
 
 def main():
@@ -583,114 +651,140 @@ def main():
     for prog in ("ollama-sim", "ollama-proxy", "ollama-classify"):
         if not os.access(os.path.join(BUILD, prog), os.X_OK):
             sys.exit("demo: %s/%s is missing: run bash tests/demo.sh (it builds)" % (BUILD, prog))
-    n_items = count_items()
+    items = read_items()
     t_start = time.time()
-
-    sims = []
-    for i in range(2):
-        name = "gpu%d" % i
-        p, path = start("sim-" + name, [os.path.join(BUILD, "ollama-sim"), "--host", "127.0.0.1",
-                                        "--port", "0"] + SIM_FLAGS)
-        sims.append((name, "http://127.0.0.1:%d" % wait_listen(name, p, path)))
-    conf = os.path.join(OUT, "ollama-proxy.conf")
-    with open(conf, "w") as f:
-        f.write('# written by tests/demo/demo.py: the proxy in front of the two sims; one key\n'
-                '# per client (the queue is shared fairly between them), "demo" for /proxy/status\n'
-                'listen = "127.0.0.1:0";\nbackends = (\n%s\n);\n'
-                'auth = { keys = (\n%s\n); };\n' % (
-                    ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' %
-                               (n, u, PARALLEL) for n, u in sims),
-                    ",\n".join('  { name = "%s"; key = "%s"; admin = %s; }' %
-                               (n, k, "true" if a else "false") for n, k, a in KEYS)))
-    p, path = start("proxy", [os.path.join(BUILD, "ollama-proxy"), "-c", conf])
-    proxy = "http://127.0.0.1:%d" % wait_listen("ollama-proxy", p, path)
-    slots = len(sims) * PARALLEL
-    log("backends: %s and %s: ollama-sim --parallel %d --ttft-ms %d --tokens-per-s %g "
-        "--time-scale %g" % (sims[0][1], sims[1][1], PARALLEL, TTFT_MS, TOKENS_PER_S, SCALE))
-    log("proxy:    %s (max_concurrent %d per backend; keys %s, the queue shared fairly "
-        "between them)" % (proxy, PARALLEL, ", ".join(n for n, k, a in KEYS if not a)))
-    log("items:    %d from tests/data/items.jsonl, labels from tests/data/labels.txt" % n_items)
+    gpu, gen_pub, prompt_pub = preset_curves(PRESET)
+    gen = [(b, t / GEN_DIV) for b, t in gen_pub if b <= MAX_B]
+    prompt = [(b, t) for b, t in prompt_pub if b <= MAX_B]
+    gen_max = max(t for b, t in gen)
+    log("GPU:      %s (ollama-sim preset %s, points up to %d sequences)" % (gpu, PRESET, MAX_B))
+    log("          generation tokens/s / %g: --curve %s" % (GEN_DIV, curve_arg(gen)))
+    log("          prompt tokens/s as published: --prompt-curve %s" % curve_arg(prompt))
+    log("          the sims run %gx faster than real time; every figure is simulated time" %
+        SCALE)
+    log("items:    from tests/data/items.jsonl (%d), labels from tests/data/labels.txt" %
+        len(items))
     log()
 
-    sampler = Sampler(sims)
+    sampler = Sampler()
+    R = {}
+    order = []
+
+    def add(r):
+        R[r["row"]] = r
+        order.append(r)
+
+    # Rows 1-2: gpu0 as Ollama starts by default, one request at a time.
+    g0 = Sim("gpu0", DEFAULT_PARALLEL, gen, prompt, "parallel1")
+    sampler.use([g0])
     sampler.start()
-    plan = [(5, sims[0][1], None, "straight to gpu0", "the seed's setup: 5 in flight, one GPU"),
-            (5, proxy, "legacy", "via proxy", "the same client through the proxy"),
-            (200, proxy, "batch", "via proxy", "200 in flight through the proxy")]
-    runs = []
-    for no, (jobs, url, key, route, what) in enumerate(plan, 1):
-        r = classify(no, jobs, url, key, n_items, sampler, what)
-        r["route"] = route
-        runs.append(r)
-        time.sleep(1.0)  # a gap in the chart between runs
-    runs.append(run_both(len(plan) + 1, proxy, n_items, sampler, slots))
-    time.sleep(1.0)
+    log("gpu0:     %s, --parallel %d (Ollama's default)" % (g0.url, DEFAULT_PARALLEL))
+    add(single(1, 5, g0, None, items, PLAN[1], sampler, [g0], "straight to gpu0", "1", "-",
+               "the job today: 5 in flight, one GPU, Ollama's default parallel 1"))
+    add(single(2, 200, g0, None, items, PLAN[2], sampler, [g0], "straight to gpu0", "1", "-",
+               "200 in flight to the same Ollama (all %d items at once)" % PLAN[2]))
+    sampler.use([])
+    g0.stop()
+
+    # Rows 3-7: both GPUs with 16 slots each (OLLAMA_NUM_PARALLEL=16).
+    sims = [Sim("gpu%d" % i, PARALLEL, gen, prompt, "parallel%d" % PARALLEL)
+            for i in range(N_GPUS)]
+    sampler.use(sims)
+    log("gpu0/1:   %s and %s, --parallel %d" % (sims[0].url, sims[1].url, PARALLEL))
+    add(single(3, 200, sims[0], None, items, PLAN[3], sampler, sims, "straight to gpu0", "16",
+               "-", "the same, with OLLAMA_NUM_PARALLEL=16 on gpu0"))
+    fixed = Proxy("fixed", sims, adaptive=False)
+    sampler.use(proxy=fixed)
+    log("proxy:    %s (max_concurrent %d per backend)" % (fixed.url, PARALLEL))
+    add(single(4, 5, fixed, "legacy", items, PLAN[4], sampler, sims, "via proxy", "16", "16",
+               "the job's client unchanged, through the proxy"))
+    add(single(5, 200, fixed, "batch", items, PLAN[5], sampler, sims, "via proxy", "16", "16",
+               "200 in flight through the proxy"))
+    sampler.use(proxy=None)
+    fixed.stop()
+    adaptive = Proxy("adaptive", sims, adaptive=True)
+    sampler.use(proxy=adaptive)
+    log("proxy:    %s (adaptive = true, max_concurrent %d per backend: a ceiling; started "
+        "now, caps from 1)" % (adaptive.url, CEILING))
+    add(single("6a", 200, adaptive, "batch", items, PLAN["6a"], sampler, sims,
+               "via proxy, just started", "16", "adaptive",
+               "200 in flight, the adaptive proxy just started: it climbs from a cap of 1"))
+    add(single(6, 200, adaptive, "batch", items, PLAN[6], sampler, sims, "via proxy", "16",
+               "adaptive", "the same client again, with the caps the proxy found"))
+    add(run_both(7, adaptive, items, PLAN[7][0], PLAN[7][1], sampler, sims))
+    time.sleep(0.5)
     sampler.halt.set()
     sampler.join()
 
-    # Capacity of one backend = its rate with all 4 slots busy. Run 1 is that
-    # measurement: 5 in flight on one sim keep its 4 slots busy all the time
-    # (the 5th request waits for the next free slot), and the sampler checks it.
-    busy = [row[3][0] for row in sampler.rows if row[1] == 1]
-    mid = busy[len(busy) // 10: len(busy) - len(busy) // 10] or busy
-    per_sim = runs[0]["items"] / (runs[0]["wall"] * SCALE)
-    capacity = len(sims) * per_sim
-
-    r4 = runs[-1]
-    L, B, W = r4["legacy"], r4["batch"], r4["window"]
-    # How the slots were shared while both ran: the mean of the samples.
-    inside = [row[1] for row in r4["status"] if L["t0"] + 0.3 <= row[0] <= L["t1"] - 0.1]
-    mean = {n: sum(c[n][0] for c in inside if n in c) / max(1, len(inside))
-            for n in ("legacy", "batch")}
-    waiting = [c["batch"][1] for c in inside if "batch" in c]
+    names = [s.name for s in sims]
+    t_settle, med = settle(sampler, R["6a"], names)
+    shown = order
     log()
-    log(table(runs, capacity))
+    log(table(shown, gen_max))
     log()
-    log("items/s and real time are simulated real time: the sims run %gx faster, so a wall "
-        "second is %g s." % (SCALE, SCALE))
-    log("capacity used = items/s / fleet capacity; fleet capacity = %d backends x %.2f items/s "
-        "= %.2f items/s," % (len(sims), per_sim, capacity))
-    log("  where %.2f items/s is one sim with its %d slots busy, measured by run 1 "
-        "(gpu0 had %d in flight in %d%% of the samples)." %
-        (per_sim, PARALLEL, PARALLEL,
-         round(100 * sum(1 for b in mid if b >= PARALLEL) / max(1, len(mid)))))
-    at4 = sum(1 for c in inside if c.get("legacy", (0,))[0] >= PARALLEL)
-    lrate = L["items"] / (L["wall"] * SCALE)
-    notes = (
-        "run 4: two clients through the proxy at once, told apart by their keys (legacy and batch, "
-        "the same priority and weight). The batch (-j 200, all {n:,} items) starts first; once it "
-        "holds all {slots} slots with {w0} more waiting, the -j 5 client of runs 1-2 classifies the "
-        "first {nl} items and ends long before the batch, so every one of its requests met a full "
-        "queue. Run 4's rows are measured over the legacy client's {lw:.1f} s; * = {n:,} items at "
-        "its rate ({pct:.0f}% of run 1's {r1:.2f} items/s). It held {par} slots in {at4:.0f}% of "
-        "the samples of /proxy/status ({lm:.2f} on average, the batch {bm:.2f} with {wmin}-{wmax} "
-        "waiting){why}. The batch's whole run: {n:,} items in {bw:.1f} s ({brt}; run 3 alone "
-        "{r3}), the slots the legacy client left while it ran, then the whole fleet.").format(
-            n=n_items, slots=slots, w0=W["batch_waiting_at_start"], nl=L["items"], lw=L["wall"],
-            pct=100 * lrate / per_sim, r1=per_sim, par=PARALLEL,
-            at4=100 * at4 / max(1, len(inside)), lm=mean["legacy"], bm=mean["batch"],
-            wmin=min(waiting or [0]), wmax=max(waiting or [0]),
-            why=(": when two of its requests end together, the slot the second frees goes to "
-                 "the batch (its next request has not reached the proxy yet, and no slot is "
-                 "kept idle while requests wait) and it gets one back when a batch request ends"
-                 if mean["legacy"] < PARALLEL - 0.01 else ""),
-            bw=B["wall"], brt=real_time(B["wall"] * SCALE),
-            r3=real_time(runs[2]["wall"] * SCALE))
-    log(wrap(notes))
-    png = write_chart(sampler, runs, capacity, per_sim)
-    shares = write_shares(r4, capacity, per_sim, slots)
+    r1 = R["1"]["rate"]
+    notes = [
+        "items/s are simulated real time (the sims run %gx faster); min for 1,525 = 1,525 / "
+        "items/s. Rows with fewer items are spread evenly over the file." % SCALE,
+        "GPU capacity used = generated tokens/s / both GPUs at the curve's maximum (%d slots "
+        "busy: %.1f tokens/s each in the sim's tokens, %.1f published)." %
+        (MAX_B, gen_max, gen_max * GEN_DIV),
+        "Row 6a is the first job after the adaptive proxy started: its caps climb from 1, one "
+        "slot at a time, and %s (median over 6a's second half: %s). Row 6 is the next job, "
+        "with the caps the proxy found." % (
+            "came within a slot of their answer after %.0f s of simulated time" % t_settle
+            if t_settle is not None else "had not settled by its end",
+            "/".join(str(med[n]) for n in names)),
+        "Row 7 (* measured while both ran, %.0f s): the -j 200 batch starts first; once it "
+        "holds all %d slots with %d more waiting, the -j 5 client runs %d items beside it. Each "
+        "freed slot goes to the waiting client with the fewest in flight." % (
+            R["7"]["window"]["wall"] * SCALE, R["7"]["window"]["slots_at_start"],
+            R["7"]["window"]["batch_waiting_at_start"], R["7"]["legacy"]["items"]),
+    ]
+    for n in notes:
+        log(wrap(n))
+    changes = cap_changes(sampler, R["6a"]["t0"], names)
+    for n in names:
+        steps = [c for c in changes[n] if "probing up" not in c[1] and "added" in c[1] or
+                 "doubled" in c[1]]
+        log(wrap("%s: %d cap changes from the start of row 6a; the last steps down: %s" % (
+            n, len(changes[n]), "; ".join("at %.0f s %s" % c for c in steps[-3:]) or "none")))
+    log()
+    log("Where the speed-up comes from (items/s, x row 1):")
+    for a, b, why in (("1", "2", "200 in flight instead of 5, Ollama still at parallel 1"),
+                      ("1", "3", "the GPU's batching: OLLAMA_NUM_PARALLEL=16 on one GPU"),
+                      ("3", "5", "the proxy: the second GPU and late binding"),
+                      ("1", "4", "the proxy for the unchanged -j 5 client (both GPUs, 16 slots)"),
+                      ("5", "6", "adaptive caps, not told 16")):
+        log("  row %s -> %s: %5.2fx  %s" % (a, b, R[b]["rate"] / R[a]["rate"], why))
+    log()
+    goals, props = check_goals(R)
+    log("The issue's goals:")
+    for what, ok in goals:
+        log("  %s %s" % ("met   " if ok else "MISSED", what))
+    if QUICK:
+        log("The properties demo_quick checks:")
+        for what, ok in props:
+            log("  %s %s" % ("ok  " if ok else "FAIL", what))
+    png = charts.write_chart(OUT, SCALE, PRESET, PARALLEL, sampler, order, names, r1)
+    shares = charts.write_shares(OUT, SCALE, SAMPLE_S, N_GPUS * PARALLEL, sampler, R["7"])
     with open(os.path.join(OUT, "summary.json"), "w") as f:
-        json.dump({"time_scale": SCALE, "per_backend_capacity": per_sim,
-                   "fleet_capacity": capacity,
-                   "runs": [{k: v for k, v in r.items() if k != "status"} for r in runs],
-                   "run4_mean_in_flight": mean}, f, indent=1)
+        json.dump({"time_scale": SCALE, "preset": PRESET, "gen_div": GEN_DIV,
+                   "curve": gen, "prompt_curve": prompt, "rows": order,
+                   "row6a_settle_sim_s": t_settle, "row6a_caps_median": med,
+                   "cap_changes": changes,
+                   "goals": goals, "properties": props}, f, indent=1)
+    with open(os.path.join(OUT, "table.md"), "w") as f:
+        f.write(table(shown, gen_max, md=True) + "\n")
     log()
     log("results, logs and data: %s/" % os.path.relpath(OUT))
     if png:
-        log("chart: %s (throughput per backend)" % os.path.relpath(png))
+        log("chart: %s (throughput, slots and caps per backend)" % os.path.relpath(png))
     if shares:
-        log("chart: %s (run 4: each client's slots and items/s)" % os.path.relpath(shares))
+        log("chart: %s (row 7: each client's slots and items/s)" % os.path.relpath(shares))
     log("demo took %.0f s" % (time.time() - t_start))
+    if QUICK and not all(ok for what, ok in props):
+        raise RuntimeError("some of the demo's properties do not hold (above)")
 
 
 if __name__ == "__main__":
