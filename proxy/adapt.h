@@ -3,60 +3,103 @@
  * in flight where that backend's throughput stops growing, and caps there.
  *
  * Measure: windows of completed requests (at least ADAPT_MIN_SAMPLES and
- * 2 x the cap, and 0.5 s). For each window: throughput X (generated tokens
- * per second, a request counting at least 1), the time-weighted mean in
- * flight, and the mean time to the response head. A window only counts
- * when the backend was kept busy (mean in flight within half a slot of the
- * cap): an idle backend says nothing of its capacity.
+ * 2 x the cap, and 0.5 s). A window's figure is its throughput X:
+ * generated tokens per second (a successful request counts at least 1, a
+ * failed one 0). A window is not judged when the backend was not kept busy
+ * (time-weighted mean in flight more than half a slot under the cap: an
+ * idle backend says nothing of its capacity), when more than 1 in
+ * ADAPT_ERR_SHARE of its requests failed (a burst of errors teaches
+ * nothing; the search goes on from where it was once they stop), nor when
+ * it is the first at a new cap (the in-flight count and the completions
+ * still reflect the old one).
  *
- * Decide (adapt_decide, a pure function, unit-tested):
- *   - X is kept per cap level (a moving average). The last slot's gain is
- *     (X[C] - X[C-1]) / (X[C] / C): what slot C adds, against what an
- *     average slot gives. Below ADAPT_GAIN (0.1) slot C does not pay:
- *     the knee is C-1. That finds both knees: the soft one where a GPU's
- *     batching curve flattens, and the hard one where Ollama's own
- *     OLLAMA_NUM_PARALLEL ends (beyond it requests wait inside and X is
- *     flat, while the time to first byte grows).
- *   - A mean time to first byte over 2x its best (and 50 ms more) means
- *     requests queue inside the backend: one slot down at once.
- *   - Otherwise one slot up, to the ceiling (probing).
- *   - Settled at a knee, it probes one slot up every ADAPT_PROBE_EVERY
- *     windows, so a change of model or load moves the answer; it never
- *     goes more than one slot above a steady answer, nor above the
- *     ceiling.
- * The first window after a change is not judged (the in-flight count was
- * moving); a level is judged on the next one while climbing, on three once
- * settled. Noise in a
- * window's figures is amplified by the cap in the gain, so the answer may
- * swing a slot or two above the knee before it settles back.
- * Errors of a window (failed tries) make it not count. */
+ * The rule: slots LO+1..HI "pay" when what they add, per slot, is at
+ * least ADAPT_GAIN (10%) of what an average slot gives at HI:
+ *     gain = (X[HI] - X[LO]) / (HI - LO) / (X[HI] / HI).
+ * The answer (the knee) is where the next slot stops paying: the soft
+ * knee where a GPU's batching curve flattens, and the hard one where
+ * Ollama's own OLLAMA_NUM_PARALLEL ends (beyond it requests wait inside
+ * and X is flat). The time to first byte does not steer: for a reply that
+ * is not streamed the head comes at the end, so it grows with batching on
+ * any curve, knee or not; X alone is flat beyond a hard knee.
+ *
+ * Search (adapt_decide, a pure function, unit-tested): the cap sits at
+ * the knee K, measuring it (its figure: the median of its last
+ * ADAPT_WINDOWS windows), and every ADAPT_PROBE_EVERY windows probes one
+ * level, alternately above and below, and comes back unless the probe
+ * wins:
+ *   - up to K+s: won if slots K+1..K+s pay ADAPT_UP_GAIN (2 x ADAPT_GAIN:
+ *     the hysteresis that keeps noise from walking the cap up);
+ *   - down to K-s: won if slots K-s+1..K do not pay ADAPT_GAIN.
+ * Each window of a probe votes against K's figure; two agreeing votes, or
+ * the majority of ADAPT_WINDOWS, decide, so one stray window (a stall)
+ * cannot. A won probe becomes the knee and the search goes on at once in
+ * the same direction: the first probe from a resting knee steps 1 slot,
+ * the next max(1, K/8), then the step doubles (up: to at most 2K and the
+ * ceiling; down: at most K/2 removed in one move); a lost probe is retried
+ * with max(1, K/8), then 1, before the cap goes back to K (a step of K/8
+ * amplifies a window's noise about 8 times, one slot K times). So the
+ * start climbs 1, 2, 4, 8, 16 ... and then closes in
+ * on the knee; a knee that moves (a model swap, another load) is found
+ * again in a few probes, either way; and once settled the cap in force is
+ * K, or K+1 / K-1 while a probe lasts. Never above the ceiling, never
+ * below 1.
+ * Limitation: the noise of a window's X is amplified by HI in the gain of
+ * one slot; at knees of tens of slots a probe can then be won or lost by
+ * noise. The votes and the hysteresis keep the answer within a slot or
+ * two of the knee for noise of a few percent a window (tests/unit). */
 #ifndef PX_ADAPT_H
 #define PX_ADAPT_H
 
-#define ADAPT_MAX 1024        /* levels measured */
-#define ADAPT_GAIN 0.10       /* a slot must add 10% of an average slot */
-#define ADAPT_MIN_SAMPLES 4
-#define ADAPT_PROBE_EVERY 10  /* windows between probes once settled */
+#define ADAPT_MAX 1024       /* the highest ceiling */
+#define ADAPT_GAIN 0.10      /* a slot must add 10% of an average slot */
+#define ADAPT_UP_GAIN 0.20   /* ... and 20% to win a probe up */
+#define ADAPT_MIN_SAMPLES 4  /* requests in a window, at least */
+#define ADAPT_WINDOWS 3      /* windows judged per level: median / majority */
+#define ADAPT_PROBE_EVERY 4  /* windows at the knee between probes */
+#define ADAPT_ERR_SHARE 10   /* a window with over 1 in 10 failed is not judged */
+
+/* Why the cap last changed: a bounded set, for /metrics' labels. */
+enum adapt_cause {
+    ADAPT_START,      /* (re)started from 1: a new backend, ceiling or reload */
+    ADAPT_PROBE_UP,   /* a probe above the knee: do more slots pay? */
+    ADAPT_PROBE_DOWN, /* a probe below it: do its last slots pay? */
+    ADAPT_GREW,       /* a probe up won and the cap rests at the new knee */
+    ADAPT_SHRANK,     /* a probe down won and the cap rests there */
+    ADAPT_BACK,       /* a probe lost: back at the knee */
+    ADAPT_NCAUSES
+};
+extern const char *const adapt_cause_name[ADAPT_NCAUSES];
 
 struct adapt {
-    int on, ceiling, cap;
-    double x[ADAPT_MAX + 1]; /* throughput measured at each cap; 0: not yet */
-    double ttfb_best;        /* the best window mean, rising slowly */
-    int settled, probe_in, probing;
-    int fresh; /* windows at this cap so far: the first after a change is skipped */
-    char reason[120];
-    double changed_at; /* wall-clock seconds */
+    int on, ceiling, cap; /* cap: in force, the knee or a probe's level */
+    int knee;             /* the standing answer */
+    int dir;              /* 0 at the knee, +1 / -1 while probing up / down */
+    int step, streak;     /* the probe's step; probes won in a row */
+    int next_dir;         /* the direction of the next probe from the knee */
+    int wait;             /* windows at the knee before the next probe */
+    int skip;             /* windows still to skip at this cap (the change's own) */
+    int nw;               /* windows judged at this cap, this visit */
+    double w[ADAPT_WINDOWS]; /* their X, the last ADAPT_WINDOWS, oldest first */
+    int votes, yes;          /* a probe's windows so far, and those for the move */
+    double ref;              /* the knee's X when the probe started */
+    double ttfb;             /* the last judged window's mean time to first byte (ms) */
+    enum adapt_cause cause; /* of the last change of the cap */
+    char reason[120];       /* the same in words, with its figures */
+    double changed_at;      /* wall-clock seconds */
     /* The window being measured. */
     double t0, last_t, area; /* ms; in-flight x ms */
     int n, errors;
     double tokens, ttfb_sum;
+    int ttfb_n;
 };
 
 /* A window's figures: throughput, mean in flight, mean time to first
- * byte (ms). Returns the new cap and fills a->reason when it changes. */
+ * byte (ms, -1 unknown; recorded, not used to decide). Returns the cap in
+ * force after it, and fills a->reason when it changes. */
 int adapt_decide(struct adapt *a, double x, double mean_inflight, double ttfb_ms);
 
-/* Start (or re-ceil) A at CEILING: from 1, probing up. */
+/* Start (or re-ceil) A at CEILING: from 1, climbing. */
 void adapt_init(struct adapt *a, int ceiling);
 
 /* The in-flight count is about to change (IN_FLIGHT now) at NOW_MS. */

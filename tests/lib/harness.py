@@ -165,10 +165,12 @@ def get(url, **kw):
 
 
 class Sim:
-    """An ollama-sim process. ARGS are extra flags, e.g. "--parallel", "2"."""
+    """An ollama-sim process. ARGS are extra flags, e.g. "--parallel", "2".
+    PORT: 0 for a free one; a port a stopped Sim had, to restart "the same
+    backend" with other flags."""
 
-    def __init__(self, *args, models="llama3:latest"):
-        argv = [binary("ollama-sim"), "--port", "0"]
+    def __init__(self, *args, models="llama3:latest", port=0):
+        argv = [binary("ollama-sim"), "--port", str(port)]
         if models and "--models" not in args:
             argv += ["--models", models]
         argv += [str(a) for a in args]
@@ -190,10 +192,12 @@ class Sim:
 
 
 def write_proxy_conf(path, backends, extra="", listen="127.0.0.1:0"):
-    """Write a proxy config: BACKENDS is a list of (name, url, max_concurrent),
-    EXTRA more config text. Written aside and renamed, so that a proxy
-    reloading it never reads half a file."""
-    rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; }' % b
+    """Write a proxy config: BACKENDS is a list of (name, url, max_concurrent)
+    or (name, url, max_concurrent, more settings of that backend, e.g.
+    "adaptive = true;"), EXTRA more config text. Written aside and renamed,
+    so that a proxy reloading it never reads half a file."""
+    rows = ",\n".join('  { name = "%s"; url = "%s"; max_concurrent = %d; %s}' %
+                      (tuple(b[:3]) + ((b[3] + " ") if len(b) > 3 else "",))
                       for b in backends)
     with open(path + ".tmp", "w") as f:
         f.write('listen = "%s";\nbackends = (\n%s\n);\n%s\n' % (listen, rows, extra))
@@ -201,8 +205,8 @@ def write_proxy_conf(path, backends, extra="", listen="127.0.0.1:0"):
 
 
 class Proxy:
-    """An ollama-proxy process in front of BACKENDS, a list of
-    (name, url, max_concurrent). EXTRA is more config text."""
+    """An ollama-proxy process in front of BACKENDS (as write_proxy_conf's).
+    EXTRA is more config text."""
 
     def __init__(self, backends, extra="", listen="127.0.0.1:0"):
         self.conf = os.path.join(_tmp, "proxy-%d.conf" % len(_procs))

@@ -1,22 +1,77 @@
 """ollama-proxy: adaptive caps (adaptive = true: max_concurrent is a
-ceiling). The hard knee: two sims whose Ollama-style parallelism is 4 (one
-fast, one 5x slower) behind a ceiling of 16: each backend's cap settles
-near 4, where its throughput stops growing, so the excess waits in the
-proxy's queue and binds late; a fixed batch is faster than with fixed caps
-of 16, where requests queue inside the slow sim."""
+ceiling).
+
+Hard knee: two sims whose Ollama-style parallelism is 4 (one fast, one 5x
+slower) behind a ceiling of 16: each backend's cap settles near 4, where
+its throughput stops growing, so the excess waits in the proxy's queue and
+binds late; a fixed batch is faster than with fixed caps of 16, where
+requests queue inside the slow sim.
+
+Soft knee: one sim with 64 slots whose batching curve is linear to 8 and
+then nearly flat, behind a ceiling of 64, under a load of 96 in flight: the
+cap settles within a slot or two of the knee the documented rule gives
+(the last slot adding at least ADAPT_GAIN = 10% of an average slot's
+throughput), not at 64, and stays within +-2 of its median.
+
+Moving knee: the sim is restarted on the same port with another curve
+(the knee goes from 8 to 24, then back to 8, as a model swap would move
+it): the cap follows, up within UP_S and down within DOWN_S seconds
+(x SLOW under the sanitizers), and rests there."""
 import asyncio
-import os
+import re
+import statistics
 import time
 
 import aclient
-from harness import Proc, Proxy, Sim, binary, ok, run, tmpdir, write_proxy_conf, SLOW
+from harness import Proxy, Sim, get, ok, run, SLOW
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+ADAPT_GAIN = 0.10  # proxy/adapt.h
+
+# The soft-knee sims: 50 tokens/s a slot up to the knee, then 1/3 token/s
+# more a slot; 50 tokens a reply; 8x real time (a request: 0.125 s at the
+# knee). The two knees have the same pace per slot, as two models that
+# batch alike up to different sizes.
+KNEE8 = "8:400,64:420"
+KNEE24 = "24:1200,64:1214"
+SOFT = ("--parallel", "64", "--tokens", "50", "--ttft-ms", "10", "--time-scale", "8")
+LOAD = 96          # requests kept in flight: well above the ceiling of 64
+SETTLE_S = 20.0    # from the start to the knee (measured: ~12 s)
+STEADY_S = 12.0    # then watched for oscillation
+UP_S = 30.0        # knee 8 -> 24 (measured: ~15 s)
+DOWN_S = 45.0      # knee 24 -> 8 (measured: ~25 s)
+
+
+def curve_at(spec, b):
+    """The sim's curve (tests/sim/README.md): through the origin below the
+    first point, linear between points, flat beyond the last."""
+    pts = [tuple(float(v) for v in p.split(":")) for p in spec.split(",")]
+    prev = (0.0, 0.0)
+    for pt in pts:
+        if b <= pt[0]:
+            return prev[1] + (pt[1] - prev[1]) * (b - prev[0]) / (pt[0] - prev[0])
+        prev = pt
+    return pts[-1][1]
+
+
+def expected_knee(spec, ceiling):
+    """adapt.h's rule: climbing from 1, the knee is the last C before the
+    first slot C+1 that adds less than ADAPT_GAIN of an average slot."""
+    for c in range(1, ceiling):
+        x0, x1 = curve_at(spec, c), curve_at(spec, c + 1)
+        if (x1 - x0) / (x1 / (c + 1)) < ADAPT_GAIN:
+            return c
+    return ceiling
 
 
 def sims():
     return (Sim("--parallel", "4", "--ttft-ms", "100", "--tokens", "1", "--tokens-per-s", "0"),
             Sim("--parallel", "4", "--ttft-ms", "500", "--tokens", "1", "--tokens-per-s", "0"))
+
+
+def adaptive_proxy(backends):
+    """A proxy whose BACKENDS (name, url, ceiling) are all adaptive."""
+    return Proxy([b + ("adaptive = true;",) for b in backends])
 
 
 def batch(px, n, seen=None):
@@ -36,17 +91,9 @@ def batch(px, n, seen=None):
 def test_hard_knee_settles_and_binds_late():
     fast, slow = sims()
     px = Proxy([("fast", fast.url, 16), ("slow", slow.url, 16)])  # fixed caps of 16
-    conf = os.path.join(tmpdir(), "adaptive.conf")
-    write_proxy_conf(conf, [("fast", fast.url, 16), ("slow", slow.url, 16)])
-    with open(conf) as f:
-        text = f.read().replace("max_concurrent = 16; }", "max_concurrent = 16; adaptive = true; }")
-    with open(conf, "w") as f:
-        f.write(text)
-    aproc = Proc([binary("ollama-proxy"), "-c", conf], name="ollama-proxy")
-    apx = Proxy.__new__(Proxy)  # the same helpers, on the process started here
-    apx.proc, apx.conf, apx.port = aproc, conf, aproc.wait_listen()
-    apx.url = "http://127.0.0.1:%d" % apx.port
+    apx = adaptive_proxy([("fast", fast.url, 16), ("slow", slow.url, 16)])
     seen = []
+    t0 = time.monotonic()
     batch(apx, 500, seen)  # learning
     res, t_adaptive = batch(apx, 300, seen)
     ok(all(r.status == 200 for r in res), "all 200")
@@ -60,14 +107,167 @@ def test_hard_knee_settles_and_binds_late():
     res, t_fixed = batch(px, 300)
     ok(all(r.status == 200 for r in res), "all 200 with fixed caps")
     ideal = 300 / (4 / 0.1 + 4 / 0.5)
+    print("hard knee: caps over the last 2 s %r; 800 requests learning + measured in %.1fs" %
+          (late, time.monotonic() - t0))
     print("300 requests: adaptive %.2fs, fixed caps of 16 %.2fs, ideal %.2fs" %
           (t_adaptive, t_fixed, ideal))
     ok(t_adaptive < t_fixed, "adaptive (%.2fs) measurably faster than fixed 16 (%.2fs)" %
        (t_adaptive, t_fixed))
     ok(ideal / t_adaptive >= 0.80 / SLOW ** 0.5,
        "adaptive reaches %.0f%% of the ideal late-binding rate" % (100 * ideal / t_adaptive))
-    aproc.stop()
+    apx.stop()
     px.stop()
+
+
+class Load:
+    """LOAD requests kept in flight through PX, and the backend's effective
+    cap sampled every 0.25 s as (seconds since start, cap)."""
+
+    def __init__(self, px, name):
+        self.px, self.name = px, name
+        self.caps, self.errors, self.done = [], 0, 0
+        self.stop = False
+        self.t0 = time.monotonic()
+
+    async def worker(self):
+        while not self.stop:
+            r = await aclient.request(self.px.port, "POST", "/api/generate", body=GEN,
+                                      timeout=60 * SLOW)
+            if r.status == 200:
+                self.done += 1
+            else:  # the sim restarting: the proxy answers 502/503 meanwhile
+                self.errors += 1
+                await asyncio.sleep(0.05)
+
+    async def sampler(self):
+        while not self.stop:
+            r = await aclient.request(self.px.port, "GET", "/proxy/status", timeout=10 * SLOW)
+            if r.status == 200:
+                b = [b for b in r.json()["backends"] if b["name"] == self.name][0]
+                self.caps.append((time.monotonic() - self.t0, b["effective_cap"], b["adaptive"]))
+            await asyncio.sleep(0.25)
+
+    def now(self):
+        return time.monotonic() - self.t0
+
+    def since(self, t):
+        return [c for (s, c, _) in self.caps if s >= t]
+
+    async def reach(self, knee, timeout, what, hold=4.0):
+        """Wait until the cap has stayed within 2 of KNEE for HOLD seconds
+        (passing by on the way is not settling); return the seconds from
+        the call to the start of that stretch."""
+        t = self.now()
+        while self.now() - t < timeout * SLOW + hold:
+            near = None  # the start of the latest stretch near the knee
+            for (s, c, _) in self.caps:
+                if s >= t:
+                    near = (near if near is not None else s) if abs(c - knee) <= 2 else None
+            if near is not None and self.now() - near >= hold:
+                took = near - t
+                ok(took <= timeout * SLOW, "%s: settled after %.1fs, over %.0fs\n%s" %
+                   (what, took, timeout * SLOW, self.reasons(t)))
+                return took
+            await asyncio.sleep(0.1)
+        raise AssertionError("%s: the cap did not settle at %d +-2 within %.0fs: %r\n%s" %
+                             (what, knee, timeout * SLOW, self.since(t), self.reasons(t)))
+
+    def reasons(self, t):
+        """The controller's reasons since T, one line each as it changed."""
+        out, last = [], None
+        for (s, c, a) in self.caps:
+            if s >= t and a["reason"] != last:
+                out.append("%6.1fs %3d %s" % (s, c, a["reason"]))
+                last = a["reason"]
+        return "\n".join(out)
+
+    async def steady(self, knee, seconds, what):
+        """Watch SECONDS: the median cap within 2 of KNEE, every sample
+        within 2 of the median. Returns (median, lo, hi)."""
+        t = self.now()
+        await asyncio.sleep(seconds)
+        caps = self.since(t)
+        ok(len(caps) >= seconds * 2, "%s: samples %r" % (what, caps))
+        med = statistics.median(caps)
+        ok(abs(med - knee) <= 2, "%s: settles near the knee %d: median %s of %r\n%s" %
+           (what, knee, med, caps, self.reasons(0)))
+        ok(all(abs(c - med) <= 2 for c in caps), "%s: no swing over +-2 around %s: %r\n%s" %
+           (what, med, caps, self.reasons(0)))
+        ok(max(caps) < 64, "%s: never at the ceiling: %r" % (what, caps))
+        return med, min(caps), max(caps)
+
+
+def soft_sim(spec, port=0):
+    return Sim(*SOFT, "--curve", spec, port=port)
+
+
+def metrics_cap(px, name):
+    text = get(px.url + "/metrics").text()
+    m = re.search(r'ollama_proxy_backend_effective_cap\{backend="%s"\} (\d+)' % name, text)
+    ok(m, "effective cap in /metrics")
+    return int(m.group(1))
+
+
+async def with_load(px, name, script):
+    load = Load(px, name)
+    tasks = [asyncio.ensure_future(load.worker()) for _ in range(LOAD)]
+    tasks.append(asyncio.ensure_future(load.sampler()))
+    try:
+        return await script(load)
+    finally:
+        load.stop = True
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def test_soft_knee_settles_near_the_curves_knee():
+    knee = expected_knee(KNEE8, 64)
+    ok(knee == 8, "the curve's knee by the rule: %d" % knee)
+    sim = soft_sim(KNEE8)
+    px = adaptive_proxy([("gpu", sim.url, 64)])
+
+    async def script(load):
+        took = await load.reach(knee, SETTLE_S, "soft knee")
+        med, lo, hi = await load.steady(knee, STEADY_S, "soft knee")
+        print("soft knee %d: cap within a slot after %.1fs; then %.0fs at median %s, range %d-%d"
+              % (knee, took, STEADY_S, med, lo, hi))
+        # The same figure in /metrics.
+        ok(abs(metrics_cap(px, "gpu") - med) <= 2, "/metrics agrees")
+        reason = load.caps[-1][2]
+        ok(reason["ceiling"] == 64 and reason["reason"], reason)
+    aclient.run(with_load(px, "gpu", script))
+    px.stop()
+    sim.stop()
+
+
+def test_knee_moves_and_the_cap_follows():
+    lo_knee, hi_knee = expected_knee(KNEE8, 64), expected_knee(KNEE24, 64)
+    ok((lo_knee, hi_knee) == (8, 24), "the curves' knees: %d, %d" % (lo_knee, hi_knee))
+    holder = [soft_sim(KNEE8)]
+    port = holder[0].port
+    px = adaptive_proxy([("gpu", holder[0].url, 64)])
+
+    async def swap(spec):
+        holder[0].stop()
+        # On the same port: the proxy keeps pointing at the same URL.
+        holder[0] = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: soft_sim(spec, port))
+
+    async def script(load):
+        took0 = await load.reach(lo_knee, SETTLE_S, "knee 8, first")
+        await swap(KNEE24)
+        up = await load.reach(hi_knee, UP_S, "knee 8 -> 24")
+        med_up, lo_up, hi_up = await load.steady(hi_knee, STEADY_S / 2, "knee 24")
+        await swap(KNEE8)
+        down = await load.reach(lo_knee, DOWN_S, "knee 24 -> 8")
+        med_dn, lo_dn, hi_dn = await load.steady(lo_knee, STEADY_S / 2, "knee 8 again")
+        print("moving knee: 8 reached in %.1fs; 8 -> 24 in %.1fs (then median %s, %d-%d); "
+              "24 -> 8 in %.1fs (then median %s, %d-%d); %d requests, %d errors" %
+              (took0, up, med_up, lo_up, hi_up, down, med_dn, lo_dn, hi_dn, load.done,
+               load.errors))
+        print(load.reasons(0))
+    aclient.run(with_load(px, "gpu", script))
+    px.stop()
+    holder[0].stop()
 
 
 run(globals())
