@@ -42,7 +42,7 @@ static json_t *backend_json(const struct backend *be)
 {
     json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
                           be->url, "state", backend_state(be), "healthy", be->healthy,
-                          "in_flight", be->in_flight, "max_concurrent", be->max_concurrent,
+                          "in_flight", be->in_flight, "max_concurrent", backend_ceiling(be),
                           "served", (json_int_t)be->served, "failed", (json_int_t)be->failed,
                           "models", names_json(be->models), "loaded", names_json(be->loaded));
     if (!o)
@@ -52,7 +52,8 @@ static json_t *backend_json(const struct backend *be)
     if (be->adapt.on) {
         json_object_set_new(o, "effective_cap", json_integer(be->adapt.cap));
         json_object_set_new(o, "adaptive",
-                            json_pack("{s:i,s:s,s:o}", "ceiling", be->adapt.ceiling, "reason",
+                            json_pack("{s:i,s:s,s:s,s:o}", "ceiling", be->adapt.ceiling, "cause",
+                                      adapt_cause_name[be->adapt.cause], "reason",
                                       be->adapt.reason, "since",
                                       iso_time(be->adapt.changed_at)));
     }

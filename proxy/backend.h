@@ -98,6 +98,13 @@ void backend_free(struct backend *be);
 /* Resolve be->host again (a container that was not up yet). 0 or -1. */
 int backend_resolve(struct backend *be);
 
+/* The max_concurrent shown (status, metrics): the configured or runtime
+ * cap; for an adaptive backend its ceiling, not the cap it found. */
+static inline int backend_ceiling(const struct backend *be)
+{
+    return be->adapt.on ? be->adapt.ceiling : be->max_concurrent;
+}
+
 /* 1 when BE may be given a request now: a free slot, healthy, in service. */
 int backend_available(const struct backend *be, double now_ms);
 

@@ -271,6 +271,7 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
         const struct backend *be = px->backends[i];
         int v = which == 0   ? be->in_flight
                 : which == 1 ? be->max_concurrent
+                : which == 4 ? backend_ceiling(be)
                 : which == 2 ? be->healthy
                              : be->admin == ADMIN_READY;
         str(o, name);
@@ -304,6 +305,37 @@ static void rows(struct out *o, struct metrics *m, int tokens)
     }
 }
 
+/* Adaptive backends: why the cap last changed (a state set: one sample
+ * per cause, 1 for the current one) and when. */
+static void adaptive_causes(struct out *o, struct proxy *px)
+{
+    head(o, "ollama_proxy_backend_cap_cause", "gauge",
+         "Adaptive backends: 1 for the cause of the cap's last change (start, probe_up, "
+         "probe_down, grew, shrank, back), 0 for the others.");
+    for (int i = 0; i < px->nbackends; i++) {
+        const struct backend *be = px->backends[i];
+        for (int c = 0; be->adapt.on && c < ADAPT_NCAUSES; c++) {
+            str(o, "ollama_proxy_backend_cap_cause{backend=\"");
+            label(o, be->name);
+            str(o, "\",cause=\"");
+            str(o, adapt_cause_name[c]);
+            str(o, be->adapt.cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
+        }
+    }
+    head(o, "ollama_proxy_backend_cap_changed_timestamp_seconds", "gauge",
+         "Adaptive backends: when the cap last changed (Unix time).");
+    for (int i = 0; i < px->nbackends; i++) {
+        const struct backend *be = px->backends[i];
+        if (!be->adapt.on)
+            continue;
+        str(o, "ollama_proxy_backend_cap_changed_timestamp_seconds{backend=\"");
+        label(o, be->name);
+        str(o, "\"} ");
+        inum(o, (long long)be->adapt.changed_at);
+        put(o, "\n", 1);
+    }
+}
+
 /* NAME VALUE, a single sample. */
 static void single(struct out *o, const char *name, long long v)
 {
@@ -330,10 +362,12 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     rows(o, m, 1);
     backend_gauge(o, px, "ollama_proxy_backend_in_flight", "Requests in flight.", 0);
     backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
-                  "The cap on requests in flight (the runtime control's, if set).", 1);
+                  "max_concurrent (the runtime control's, if set): an adaptive backend's "
+                  "ceiling.", 4);
     backend_gauge(o, px, "ollama_proxy_backend_healthy", "1 when the health checks pass.", 2);
     backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
+    adaptive_causes(o, px);
     backend_gauge(o, px, "ollama_proxy_backend_in_service",
                   "0 when drained or disabled by the runtime control.", 3);
     head(o, "ollama_proxy_queue_length", "gauge", "Requests waiting for a slot.");

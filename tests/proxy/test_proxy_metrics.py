@@ -5,6 +5,7 @@ import asyncio
 import re
 import shutil
 import subprocess
+import time
 
 import aclient
 from fakebackend import FakeBackend
@@ -153,6 +154,64 @@ def test_monitoring_config_and_alerts():
                                   "ollama_proxy_backend_healthy == == 0"))
         r = subprocess.run([tool, "check", "rules", bad], capture_output=True, text=True)
         ok(r.returncode != 0, "a broken rule passed promtool")
+
+
+def test_metrics_adaptive_cap_and_its_cause():
+    """An adaptive backend (ceiling 16, a sim whose own parallelism is 4):
+    max_concurrent is the ceiling, effective_cap the cap it found, and
+    ollama_proxy_backend_cap_cause a state set naming why the cap last
+    changed, the same cause /proxy/status gives, with the time it did."""
+    sim = Sim("--parallel", "4", "--ttft-ms", "50", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu", sim.url, 16, "adaptive = true;"), ("fixed", sim.url, 2)])
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+    causes = ("start", "probe_up", "probe_down", "grew", "shrank", "back")
+
+    def check(want_cause=None):
+        """(status cause, metrics) once two /proxy/status reads around one
+        /metrics read agree: the controller may change between them."""
+        for _ in range(50):
+            before = px.backend("gpu")
+            text = get(px.url + "/metrics").text()
+            after = px.backend("gpu")
+            if before["adaptive"] == after["adaptive"] and \
+                    before["effective_cap"] == after["effective_cap"]:
+                break
+        else:
+            raise AssertionError("the cap never held still for one /metrics read")
+        promtool_check(text)
+        m = parse(text)
+        eq(after["max_concurrent"], 16, "/proxy/status: max_concurrent is the ceiling")
+        eq(value(m, "ollama_proxy_backend_max_concurrent", backend="gpu"), 16, "the ceiling")
+        eq(value(m, "ollama_proxy_backend_max_concurrent", backend="fixed"), 2, "a fixed cap")
+        eq(value(m, "ollama_proxy_backend_effective_cap", backend="gpu"), after["effective_cap"],
+           "the cap in force")
+        eq(value(m, "ollama_proxy_backend_effective_cap", backend="fixed"), 2, "fixed: the cap")
+        got = {c: value(m, "ollama_proxy_backend_cap_cause", backend="gpu", cause=c)
+               for c in causes}
+        eq(sorted(got.values()), [0] * 5 + [1], "one cause at 1: %r" % got)
+        cause = [c for c, v in got.items() if v == 1][0]
+        eq(cause, after["adaptive"]["cause"], "the cause /proxy/status gives")
+        ok(after["adaptive"]["reason"], "and in words: %r" % after["adaptive"])
+        if want_cause:
+            eq(cause, want_cause, "cause")
+        ok(not any(n == "ollama_proxy_backend_cap_cause" and ("backend", "fixed") in l
+                   for (n, l) in m), "no cause for a fixed backend")
+        stamp = value(m, "ollama_proxy_backend_cap_changed_timestamp_seconds", backend="gpu")
+        ok(abs(stamp - time.time()) < 120 * SLOW, "changed at %s, now %s" % (stamp, time.time()))
+        return cause, after["effective_cap"]
+
+    eq(check("start"), ("start", 1), "a fresh adaptive backend starts at 1")
+
+    async def load():
+        reqs = [dict(method="POST", path="/api/generate",
+                     body=dict(GEN, model="llama3"), timeout=60 * SLOW)] * 400
+        return await aclient.many(px.port, reqs, 40)
+    res = aclient.run(load())
+    ok(all(r.status == 200 for r in res), "all 200")
+    cause, cap = check()
+    ok(cause != "start" and cap > 1, "the cap moved: %s at %d" % (cause, cap))
+    px.stop()
+    sim.stop()
 
 
 run(globals())
