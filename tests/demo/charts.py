@@ -98,7 +98,7 @@ plot "{dat}" using 1:6 with steps lw 7 lc rgb "#a0cc3311" title "gpu0: proxy's c
      "{dat}" using 1:12 axes x1y2 with lines lw 1.5 dt 3 lc rgb "#555555" title "waiting inside (right)"
 unset multiplot
 """.format(png=os.path.join(out, "throughput.png"), preset=preset, spans=spans, ymax=ymax,
-           job=job_rate, dat=dat, scale=scale, stop=parallel + 8)
+           job=job_rate, dat=dat, scale=scale, stop=2 * parallel + 4)
     return gnuplot(out, "throughput", script)
 
 

@@ -729,8 +729,8 @@ def main():
         "GPU capacity used = generated tokens/s / both GPUs at the curve's maximum (%d slots "
         "busy: %.1f tokens/s each in the sim's tokens, %.1f published)." %
         (MAX_B, gen_max, gen_max * GEN_DIV),
-        "Row 6a is the first job after the adaptive proxy started: its caps climb from 1, one "
-        "slot at a time, and %s (median over 6a's second half: %s). Row 6 is the next job, "
+        "Row 6a is the first job after the adaptive proxy started: its caps climb from 1 "
+        "(doubling: 1, 2, 4, 8, 16, then closing in), and %s (median over 6a's second half: %s). Row 6 is the next job, "
         "with the caps the proxy found." % (
             "came within a slot of their answer after %.0f s of simulated time" % t_settle
             if t_settle is not None else "had not settled by its end",
