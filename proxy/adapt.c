@@ -25,6 +25,8 @@ void adapt_init(struct adapt *a, int ceiling)
     a->streak = 1; /* so the climb doubles from the first won probe: 1, 2, 4, 8 */
     a->wait = 2;   /* one slot against none says little: start soon */
     a->ttfb = -1;
+    a->from = 1;
+    a->skip = 1; /* on a re-ceil, the old cap's requests are still in flight */
     snprintf(a->reason, sizeof a->reason, "start: climbing from 1");
     a->changed_at = (double)time(NULL);
 }
@@ -101,7 +103,9 @@ static void rest(struct adapt *a, const char *why)
     a->step = 1;
     a->streak = 0;
     a->wait = ADAPT_PROBE_EVERY;
-    set(a, a->knee, ADAPT_BACK, why);
+    set(a, a->knee, a->knee > a->from ? ADAPT_GREW : a->knee < a->from ? ADAPT_SHRANK : ADAPT_BACK,
+        why);
+    a->from = a->knee;
 }
 
 /* From the knee: probe in the turn's direction, else the other one. */
@@ -109,6 +113,7 @@ static void on_knee_window(struct adapt *a)
 {
     if (a->nw < a->wait)
         return;
+    a->from = a->knee;
     if (!start_probe(a, a->next_dir, 0) && !start_probe(a, -a->next_dir, 0))
         a->nw = 0; /* a ceiling of 1: nothing to probe */
 }
@@ -134,7 +139,8 @@ static void probe_won(struct adapt *a, double g)
     a->changed_at = (double)time(NULL);
     /* The probe's windows are the new knee's: go on from them. */
     if (!start_probe(a, a->dir, 0)) {
-        a->cause = a->dir > 0 ? ADAPT_GREW : ADAPT_SHRANK;
+        a->cause = a->knee > a->from ? ADAPT_GREW : ADAPT_SHRANK;
+        a->from = a->knee;
         a->next_dir = a->dir;
         a->dir = 0;
         a->wait = ADAPT_PROBE_EVERY;
@@ -149,7 +155,8 @@ static void probe_lost(struct adapt *a, double g)
     if (a->step > 1) { /* the knee lies within the step: closer in */
         a->step = a->step > step0(a) ? step0(a) : 1;
         a->streak = 0;
-        if (start_probe(a, a->dir, 1))
+        /* Unless the smaller step is clamped to the level that just lost. */
+        if (probe_level(a, a->dir, a->step) != a->cap && start_probe(a, a->dir, 1))
             return;
     }
     snprintf(why, sizeof why, "back: slots %d-%d added %.0f%% of an average slot each (%s)",
@@ -185,7 +192,9 @@ static void on_probe_window(struct adapt *a, double x)
 
 int adapt_decide(struct adapt *a, double x, double mean_inflight, double ttfb_ms)
 {
-    if (mean_inflight < a->cap - 0.5) /* not kept busy: nothing learnt */
+    /* Not kept busy, nothing learnt; or more in flight than the cap, the
+     * requests of a higher cap before it (a re-ceil, a probe down). */
+    if (mean_inflight < a->cap - 0.5 || mean_inflight > a->cap + 0.5)
         return a->cap;
     if (a->skip) { /* the window of the change itself */
         a->skip--;

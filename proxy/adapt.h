@@ -3,7 +3,7 @@
  * in flight where that backend's throughput stops growing, and caps there.
  *
  * Measure: windows of completed requests (at least ADAPT_MIN_SAMPLES and
- * 2 x the cap, and 0.5 s). A window's figure is its throughput X:
+ * 2 x the cap, a whole number of rounds of the cap, and 0.5 s). A window's figure is its throughput X:
  * generated tokens per second (a successful request counts at least 1, a
  * failed one 0). A window is not judged when the backend was not kept busy
  * (time-weighted mean in flight more than half a slot under the cap: an
@@ -31,9 +31,14 @@
  *   - up to K+s: won if slots K+1..K+s pay ADAPT_UP_GAIN (2 x ADAPT_GAIN:
  *     the hysteresis that keeps noise from walking the cap up);
  *   - down to K-s: won if slots K-s+1..K do not pay ADAPT_GAIN.
- * Each window of a probe votes against K's figure; two agreeing votes, or
- * the majority of ADAPT_WINDOWS, decide, so one stray window (a stall)
- * cannot. A won probe becomes the knee and the search goes on at once in
+ * Each window of a probe votes against K's figure. A probe down is decided
+ * by the majority of ADAPT_WINDOWS (two agreeing votes), so one stray
+ * window cannot shrink the cap; a probe up is won only if every one of
+ * them votes for it, and lost at the first that does not (a stall ends it:
+ * the safe side; a majority up lets noise walk a cap of tens of slots a
+ * few slots up). A lost probe is not retried at the level that lost, nor
+ * is a window judged while more than the cap is still in flight (the
+ * requests of a higher cap before it). A won probe becomes the knee and the search goes on at once in
  * the same direction: the first probe from a resting knee steps 1 slot,
  * the next max(1, K/8), then the step doubles (up: to at most 2K and the
  * ceiling; down: at most K/2 removed in one move); a lost probe is retried
@@ -47,7 +52,21 @@
  * Limitation: the noise of a window's X is amplified by HI in the gain of
  * one slot; at knees of tens of slots a probe can then be won or lost by
  * noise. The votes and the hysteresis keep the answer within a slot or
- * two of the knee for noise of a few percent a window (tests/unit). */
+ * two of the knee for noise of a few percent a window (tests/unit).
+ *
+ * Why throughput and not latency, against the usual anchors: TCP Vegas
+ * and Netflix's Vegas and Gradient2 limits, and Envoy's adaptive
+ * concurrency filter, steer on latency (the limit shrinks as the round
+ * trip grows over its minimum, or over its long-term mean). They assume a
+ * server whose service time is constant until a queue forms. A GPU that
+ * batches is the other kind: each sequence decodes slower as more share a
+ * step, so latency grows with every slot even while the throughput still
+ * grows several times over; a latency gradient reads batching as queueing
+ * and holds the cap far under the knee. BBR measures what we do: the
+ * delivery rate, and it probes (a pacing gain above, then below, the
+ * estimate, and now and then a drop to re-measure the floor); the probes
+ * here, alternately above and below the knee, follow that idea, and
+ * Envoy's periodic re-measuring at a low limit is the probe down. */
 #ifndef PX_ADAPT_H
 #define PX_ADAPT_H
 
@@ -79,6 +98,7 @@ struct adapt {
     int next_dir;         /* the direction of the next probe from the knee */
     int wait;             /* windows at the knee before the next probe */
     int skip;             /* windows still to skip at this cap (the change's own) */
+    int from;             /* the knee the search left from: grew, shrank or back */
     int nw;               /* windows judged at this cap, this visit */
     double w[ADAPT_WINDOWS]; /* their X, the last ADAPT_WINDOWS, oldest first */
     int votes, yes;          /* a probe's windows so far, and those for the move */
@@ -99,7 +119,8 @@ struct adapt {
  * force after it, and fills a->reason when it changes. */
 int adapt_decide(struct adapt *a, double x, double mean_inflight, double ttfb_ms);
 
-/* Start (or re-ceil) A at CEILING: from 1, climbing. */
+/* Start (or re-ceil) A at CEILING (at most ADAPT_MAX): from 1, climbing;
+ * the first window is not judged. */
 void adapt_init(struct adapt *a, int ceiling);
 
 /* The in-flight count is about to change (IN_FLIGHT now) at NOW_MS. */

@@ -7,6 +7,7 @@
  * learns nothing from an idle backend, and comes through a burst of errors
  * to the same answer (while a few errors in a window do not stop it). */
 #include <stdlib.h>
+#include <string.h>
 
 #include "adapt.h"
 #include "check.h"
@@ -221,6 +222,66 @@ int main(void)
         CHECK_INT(a.cap, before);
         now = feed(&a, now, 40, 8, 0);
         CHECK(a.cap >= 6 && a.cap <= 10);
+    }
+
+    /* A lost probe is not retried at the level that lost: under a ceiling
+     * of 5 at a hard knee of 4 a probe up to 5 (its step clamped) lasts
+     * the window of the change and one vote, then the cap is back at 4. */
+    noise = 0;
+    adapt_init(&a, 5);
+    {
+        int at5 = 0, visits = 0, prev = a.cap;
+        for (int i = 0; i < 200; i++) {
+            adapt_decide(&a, hard(a.cap, 4), a.cap, 100);
+            if (a.cap == 5 && a.knee == 4) {
+                at5++;
+                visits += prev != 5;
+            }
+            prev = a.cap;
+        }
+        CHECK(visits > 0);
+        CHECK_INT(at5, 2 * visits); /* the skipped window and one vote */
+    }
+
+    /* A new ceiling at runtime (adapt_init on a busy backend): the window
+     * of the old cap's requests is not judged, nor one with more in flight
+     * than the cap. */
+    adapt_init(&a, 64);
+    run(&a, 100, 10, soft, 8);
+    adapt_init(&a, 16);
+    adapt_decide(&a, soft(8, 8), 8, 100); /* 8 still in flight at cap 1 */
+    adapt_decide(&a, soft(1, 8), 1, 100); /* the first window at 1: skipped */
+    CHECK_INT(a.nw, 0);
+    adapt_decide(&a, soft(1, 8), 1, 100);
+    CHECK_INT(a.nw, 1);
+    CHECK_INT(a.cap, 1);
+
+    /* The cause of the last change: the climb from 1 that rests at the
+     * knee grew it; a probe that comes back is "back"; a knee that moves
+     * down rests "shrank". */
+    noise = 0.005;
+    seed = 7;
+    adapt_init(&a, 64);
+    CHECK_INT(a.cause, ADAPT_START);
+    {
+        int i, saw_grew = 0, saw_back = 0, saw_shrank = 0;
+        for (i = 0; i < 200; i++) {
+            adapt_decide(&a, soft(a.cap, 8), a.cap, 100);
+            if (a.dir == 0 && a.cause == ADAPT_GREW)
+                saw_grew = a.knee;
+            if (saw_grew && a.dir == 0 && a.cause == ADAPT_BACK)
+                saw_back = a.knee;
+        }
+        CHECK(saw_grew >= 6 && saw_grew <= 10);
+        CHECK(saw_back >= 6 && saw_back <= 10);
+        run(&a, 200, 10, soft, 24);
+        for (i = 0; i < 300; i++) {
+            adapt_decide(&a, soft(a.cap, 8), a.cap, 100);
+            if (a.dir == 0 && a.cause == ADAPT_SHRANK && !saw_shrank)
+                saw_shrank = a.knee;
+        }
+        CHECK(saw_shrank >= 6 && saw_shrank <= 10);
+        CHECK(strcmp(adapt_cause_name[ADAPT_SHRANK], "shrank") == 0);
     }
     CHECK_DONE();
 }
