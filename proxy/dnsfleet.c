@@ -22,7 +22,7 @@
 struct tmpl {
     struct proxy *px;
     char *name, *url, *host;
-    int port, cap;
+    int port, cap, adaptive;
     double resolve_s;
     struct event *timer;
     struct evdns_request *pending;
@@ -77,6 +77,7 @@ static void join(struct tmpl *t, unsigned addr)
     cb.host = ip;
     cb.port = t->port;
     cb.max_concurrent = t->cap;
+    cb.adaptive = t->adaptive;
     if (!(be = backend_new(&cb)))
         return;
     be->tmpl = strdup(t->name);
@@ -203,6 +204,7 @@ int dnsfleet_apply(struct proxy *px)
         }
         t->live = 1;
         t->cap = cb->max_concurrent;
+        t->adaptive = cb->adaptive;
         t->resolve_s = cb->resolve_s;
         event_add(t->timer, &tv);
         resolve(t);

@@ -52,8 +52,31 @@ static void retire(struct proxy *px, struct backend *be)
     log_info("backend %s retired (%d requests in flight finish there)", be->name, be->in_flight);
 }
 
+/* BE's row is now CB: when its max_concurrent or adaptive changed, the
+ * row wins over the runtime control's drain, disable or cap, and an
+ * adaptive backend finds its cap again under the new ceiling. */
+static void recap(struct backend *be, const struct config_backend *cb)
+{
+    if (be->cfg_cap == cb->max_concurrent && be->adapt.on == !!cb->adaptive)
+        return;
+    log_info("backend %s: max_concurrent %d%s -> %d%s%s", be->name, be->cfg_cap,
+             be->adapt.on ? " (adaptive)" : "", cb->max_concurrent,
+             cb->adaptive ? " (adaptive)" : "",
+             be->admin != ADMIN_READY || be->cap_override
+                 ? " (the runtime drain, disable or cap is undone)"
+                 : "");
+    be->max_concurrent = be->cfg_cap = cb->max_concurrent;
+    be->cap_override = 0;
+    be->admin = ADMIN_READY;
+    be->adapt.on = 0;
+    if (cb->adaptive) {
+        adapt_init(&be->adapt, be->cfg_cap);
+        be->max_concurrent = be->adapt.cap;
+    }
+}
+
 /* The backends made from the dns row CB (same name and name:port) go on,
- * re-capped if its cap changed; appended to NEXT[N..]; returns the new N. */
+ * re-capped if its row changed; appended to NEXT[N..]; returns the new N. */
 static int keep_dns(struct proxy *px, const struct config_backend *cb, struct backend **next,
                     int n)
 {
@@ -61,11 +84,7 @@ static int keep_dns(struct proxy *px, const struct config_backend *cb, struct ba
         struct backend *be = px->backends[i];
         if (!be->tmpl || strcmp(be->tmpl, cb->name) || strcmp(be->tmpl_url, cb->url))
             continue;
-        if (be->cfg_cap != cb->max_concurrent) {
-            be->max_concurrent = be->cfg_cap = cb->max_concurrent;
-            be->cap_override = 0;
-            be->admin = ADMIN_READY;
-        }
+        recap(be, cb);
         next[n++] = be;
     }
     return n;
@@ -142,22 +161,9 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
             continue;
         }
         be = find(px, &cfg->backends[i]);
-        if (be && be->cfg_cap != cfg->backends[i].max_concurrent) {
-            /* The file changed this backend: its row wins over the runtime
-             * control's drain, disable or cap. */
-            log_info("backend %s: max_concurrent %d -> %d%s", be->name, be->max_concurrent,
-                     cfg->backends[i].max_concurrent,
-                     be->admin != ADMIN_READY || be->cap_override
-                         ? " (the runtime drain, disable or cap is undone)"
-                         : "");
-            be->max_concurrent = be->cfg_cap = cfg->backends[i].max_concurrent;
-            be->cap_override = 0;
-            be->admin = ADMIN_READY;
-            if (be->adapt.on) { /* a new ceiling: found again */
-                adapt_init(&be->adapt, be->cfg_cap);
-                be->max_concurrent = be->adapt.cap;
-            }
-        } else if (!be && (be = add(px, &cfg->backends[i]))) {
+        if (be) {
+            recap(be, &cfg->backends[i]);
+        } else if ((be = add(px, &cfg->backends[i]))) {
             log_info("backend %s added (%s)", be->name, be->url);
         }
         if (be)

@@ -19,11 +19,12 @@ it): the cap follows, up within UP_S and down within DOWN_S seconds
 (x SLOW under the sanitizers), and rests there."""
 import asyncio
 import re
+import signal
 import statistics
 import time
 
 import aclient
-from harness import Proxy, Sim, get, ok, run, SLOW
+from harness import Proxy, Sim, eq, get, ok, run, wait_until, write_proxy_conf, SLOW
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 ADAPT_GAIN = 0.10  # proxy/adapt.h
@@ -117,6 +118,56 @@ def test_hard_knee_settles_and_binds_late():
        "adaptive reaches %.0f%% of the ideal late-binding rate" % (100 * ideal / t_adaptive))
     apx.stop()
     px.stop()
+
+
+def test_reload_turns_adaptive_on_and_off():
+    """A reload that sets or drops `adaptive` on a backend, max_concurrent
+    unchanged, takes effect: set, the cap starts again from 1 (one request
+    in flight of four sent); dropped, the cap is max_concurrent again (all
+    four in flight)."""
+    sim = Sim("--parallel", "8", "--ttft-ms", str(int(1500 * SLOW)), "--tokens", "1",
+              "--tokens-per-s", "0")
+    px = Proxy([("gpu", sim.url, 4)])
+
+    def in_flight_of_four():
+        """Four requests sent at once: how many the proxy has in flight
+        while the first are still running. Those left waiting are given
+        up (a cap of 1 would run them one after the other)."""
+        async def go():
+            reqs = [asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate",
+                                                          body=GEN, timeout=60 * SLOW))
+                    for _ in range(4)]
+            await asyncio.sleep(0.5 * SLOW)
+            n = px.backend("gpu")["in_flight"]
+            if n == 4:
+                res = await asyncio.gather(*reqs)
+                ok(all(r.status == 200 for r in res), "all 200")
+            else:
+                for r in reqs:
+                    r.cancel()
+                await asyncio.gather(*reqs, return_exceptions=True)
+                wait_until(lambda: px.backend("gpu")["in_flight"] == 0, timeout=10,
+                           what="the given-up requests to end")
+            return n
+        return aclient.run(go())
+
+    def reload(backends):
+        write_proxy_conf(px.conf, backends)
+        px.proc.signal(signal.SIGHUP)
+
+    eq(in_flight_of_four(), 4, "fixed cap 4")
+    reload([("gpu", sim.url, 4, "adaptive = true;")])
+    wait_until(lambda: "adaptive" in px.backend("gpu"), timeout=10 * SLOW, what="adaptive on")
+    b = px.backend("gpu")
+    eq((b["max_concurrent"], b["effective_cap"], b["adaptive"]["cause"]), (4, 1, "start"),
+       "the ceiling, and the cap from 1")
+    eq(in_flight_of_four(), 1, "the adaptive cap in force")
+    reload([("gpu", sim.url, 4)])
+    wait_until(lambda: "adaptive" not in px.backend("gpu"), timeout=10 * SLOW,
+               what="adaptive off")
+    eq(in_flight_of_four(), 4, "fixed cap 4 again")
+    eq(px.stop(), 0, "clean exit")
+    sim.stop()
 
 
 class Load:

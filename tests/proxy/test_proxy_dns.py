@@ -142,6 +142,48 @@ def test_dns_backends_join_and_leave():
         p.stop()
 
 
+def test_dns_row_adaptive():
+    """adaptive = true on a dns row: each address's backend is adaptive,
+    with the row's max_concurrent as its ceiling; a reload that drops the
+    flag makes them fixed at max_concurrent, one that sets it again makes
+    them find their caps again."""
+    host = "127.0.0.2"
+    port = free_tcp_port([host])
+    sim = sim_at(host, port, "--parallel", "4")
+    dns = Dns([host])
+    row = '{ name = "gpu"; dns = "%s:%d"; max_concurrent = 4; resolve_s = 1;%s }'
+    conf = os.path.join(tmpdir(), "dns-adaptive.conf")
+
+    def write(adaptive):
+        with open(conf + ".tmp", "w") as f:
+            f.write('listen = "127.0.0.1:0";\nresolvers = ( "127.0.0.1:%d" );\n'
+                    'backends = ( %s );\n' %
+                    (dns.port, row % (NAME, port, " adaptive = true;" if adaptive else "")))
+        os.rename(conf + ".tmp", conf)
+    write(True)
+    proc = Proc([binary("ollama-proxy"), "-c", conf], name="ollama-proxy")
+    px = Proxy.__new__(Proxy)
+    px.proc, px.conf, px.port = proc, conf, proc.wait_listen()
+    px.url = "http://127.0.0.1:%d" % px.port
+    wait_until(lambda: names(px) == ["gpu-1"], timeout=10, what="the address's backend")
+    b = px.backend("gpu-1")
+    ok(b.get("adaptive", {}).get("ceiling") == 4 and b["effective_cap"] == 1,
+       "adaptive from the dns row: %r" % b)
+    eq(b["max_concurrent"], 4, "max_concurrent: the ceiling")
+    write(False)
+    proc.signal(signal.SIGHUP)
+    wait_until(lambda: "adaptive" not in px.backend("gpu-1"), timeout=10,
+               what="the flag dropped by a reload")
+    eq(px.backend("gpu-1")["max_concurrent"], 4, "fixed at the row's max_concurrent")
+    write(True)
+    proc.signal(signal.SIGHUP)
+    wait_until(lambda: "adaptive" in px.backend("gpu-1"), timeout=10,
+               what="the flag set again by a reload")
+    eq(px.backend("gpu-1")["effective_cap"], 1, "finding its cap again, from 1")
+    eq(proc.stop(), 0, "clean exit")
+    sim.stop()
+
+
 def test_dns_row_config():
     import subprocess
     bad = os.path.join(tmpdir(), "dns-bad.conf")
