@@ -21,9 +21,8 @@
  * - it ends: once all bytes are sent and the connection closed, the request
  *   must end within 5 s (else abort: a hang);
  * - nothing leaks (the pool is drained after each input; ASan's leak check).
- *
- * -DFZ_UPSTREAM_DEFER_RELEASE also lets the release after on_done wait for
- * a later pass of the loop (README.md, findings). */
+ * - the release after on_done may wait for a later pass of the loop
+ *   (README.md, findings). */
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -176,12 +175,10 @@ static void on_done(void *arg)
     if (r->cl >= 0)
         FZ_CHECK_INT(r->body, r->cl);
     r->state = R_DONE;
-#ifdef FZ_UPSTREAM_DEFER_RELEASE
-    if (fz_rng_one_in(&r->rng, 4)) {
+    if (fz_rng_one_in(&r->rng, 4)) { /* the API allows a release after on_done returns */
         r->defer_release = 1;
         return;
     }
-#endif
     if (fz_rng_one_in(&r->rng, 8))
         upstream_abort(r->up);
     else

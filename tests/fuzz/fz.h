@@ -8,7 +8,6 @@
 #ifndef FZ_H
 #define FZ_H
 
-#include <ctype.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -81,22 +80,5 @@ static inline void fz_dump(const char *name, const void *p, size_t n)
     }
     fputs("\"\n", stderr);
 }
-
-/* A finding reported and not fixed yet (README.md, "Findings"), which two
- * targets meet: names.c trims blanks before it drops "@digest", so in
- * "x:tag @sha256:..." the tag keeps a blank and the key of the key differs.
- * -DFZ_STRICT turns every such tolerance off. */
-#ifndef FZ_STRICT
-static inline int fz_known_blank_before_digest(const char *name)
-{
-    const char *at;
-    while (isspace((unsigned char)*name))
-        name++;
-    at = strchr(name, '@');
-    return at && at > name && isspace((unsigned char)at[-1]);
-}
-#else
-#define fz_known_blank_before_digest(name) 0
-#endif
 
 #endif
