@@ -120,11 +120,12 @@ def conf_of(objs):
 
 
 def dns_rows(conf):
-    """[(name, host, port, max_concurrent, resolve_s)] of the dns backend rows."""
+    """[(name, host, port, max_concurrent, resolve_s, adaptive)] of the dns
+    backend rows."""
     rows = re.findall(r'\{\s*name\s*=\s*"([^"]+)"\s*;\s*dns\s*=\s*"([^":]+):(\d+)"\s*;'
-                      r'\s*max_concurrent\s*=\s*(\d+)\s*;\s*resolve_s\s*=\s*(\d+)\s*;\s*\}',
-                      conf)
-    return [(n, h, int(p), int(m), int(r)) for n, h, p, m, r in rows]
+                      r'\s*max_concurrent\s*=\s*(\d+)\s*;(\s*adaptive\s*=\s*true\s*;)?'
+                      r'\s*resolve_s\s*=\s*(\d+)\s*;\s*\}', conf)
+    return [(n, h, int(p), int(m), int(r), bool(a)) for n, h, p, m, a, r in rows]
 
 
 def namespace():
@@ -215,7 +216,8 @@ def check_ollama_one_pod_per_gpu(objs):
     rows = dns_rows(conf_of(objs))
     eq(len(rows), 1, "dns backend rows in ollama-proxy.conf")
     eq(int(env.get("OLLAMA_NUM_PARALLEL", 0)), rows[0][3],
-       "OLLAMA_NUM_PARALLEL vs max_concurrent of the dns row")
+       "OLLAMA_NUM_PARALLEL vs max_concurrent (the adaptive ceiling) of the dns row")
+    ok(rows[0][5], "the dns row is adaptive: each pod's cap is found under that ceiling")
     for probe in ("readinessProbe", "livenessProbe"):
         p = c.get(probe, {}).get("httpGet", {})
         eq((p.get("path"), p.get("port") and container_port(c, p["port"])), ("/", 11434),
@@ -235,7 +237,7 @@ def check_headless_service_is_the_dns_row(objs):
        "the headless Service does not select the Ollama pods")
     ok(not svc["spec"].get("publishNotReadyAddresses"),
        "pods that are not ready would be in DNS")
-    name, host, port, cap, resolve_s = dns_rows(conf_of(objs))[0]
+    name, host, port, cap, resolve_s, _ = dns_rows(conf_of(objs))[0]
     eq(host, "%s.%s.svc.cluster.local" % (svc["metadata"]["name"], namespace()),
        "the dns row's name")
     sp = [p for p in svc["spec"]["ports"] if p["port"] == port]
@@ -316,7 +318,6 @@ def test_objects_fit_together():
     objs = objects()
     for check in CHECKS:
         check(objs)
-    print("not run: ollama-proxy --check of ollama-proxy.conf (dns rows are not parsed yet)")
 
 
 def _set(objs, kind, name, path, value):
@@ -351,6 +352,7 @@ def test_checks_catch_breakage():
             o, "ollama.default.svc", "ollama-gpu.default.svc")),
         ("a dns row on another port", lambda o: conf_sub(o, "cluster.local:11434",
                                                          "cluster.local:11435")),
+        ("a dns row with fixed caps", lambda o: conf_sub(o, " adaptive = true;", "")),
         ("a proxy listening on loopback", lambda o: conf_sub(o, '"0.0.0.0:11434"',
                                                              '"127.0.0.1:11434"')),
         ("the config mounted elsewhere", lambda o: _set(
