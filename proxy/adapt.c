@@ -55,6 +55,17 @@ static double median(const double *w, int n)
     return w[2] < lo ? lo : w[2] > hi ? hi : w[2];
 }
 
+/* How far apart the last windows at this cap are (N of them). */
+static double spread(const double *w, int n)
+{
+    double lo = w[0], hi = w[0];
+    for (int i = 1; i < n && i < ADAPT_WINDOWS; i++) {
+        lo = w[i] < lo ? w[i] : lo;
+        hi = w[i] > hi ? w[i] : hi;
+    }
+    return hi - lo;
+}
+
 /* What slots LO+1..HI add per slot, against an average slot at HI. */
 static double gain(double x_lo, int lo, double x_hi, int hi)
 {
@@ -85,8 +96,10 @@ static int start_probe(struct adapt *a, int dir, int retry)
         return 0;
     a->dir = dir;
     a->votes = a->yes = 0;
-    if (!retry)
+    if (!retry) {
         a->ref = median(a->w, a->nw);
+        a->spread = spread(a->w, a->nw);
+    }
     if (dir > 0)
         snprintf(why, sizeof why, "probing up: do slots %d-%d pay?", a->knee + 1, l);
     else
@@ -169,7 +182,9 @@ static void probe_lost(struct adapt *a, double g)
 static void on_probe_window(struct adapt *a, double x)
 {
     double g = a->dir > 0 ? gain(a->ref, a->knee, x, a->cap) : gain(x, a->cap, a->ref, a->knee);
-    int move = a->dir > 0 ? g >= ADAPT_UP_GAIN : g < ADAPT_GAIN;
+    /* Up must also beat the noise the knee was measured with: at a knee of
+     * tens of slots one slot's 20% is a fraction of a percent of X. */
+    int move = a->dir > 0 ? g >= ADAPT_UP_GAIN && x - a->ref > a->spread : g < ADAPT_GAIN;
     int won, lost;
     a->votes++;
     a->yes += move;

@@ -29,7 +29,10 @@
  * level, alternately above and below, and comes back unless the probe
  * wins:
  *   - up to K+s: won if slots K+1..K+s pay ADAPT_UP_GAIN (2 x ADAPT_GAIN:
- *     the hysteresis that keeps noise from walking the cap up);
+ *     the hysteresis that keeps noise from walking the cap up) and the
+ *     probe's X beats the knee's by more than the spread of the knee's own
+ *     windows (at a knee of tens of slots, one slot's 20% is a fraction of
+ *     a percent of X, inside a window's noise);
  *   - down to K-s: won if slots K-s+1..K do not pay ADAPT_GAIN.
  * Each window of a probe votes against K's figure. A probe down is decided
  * by the majority of ADAPT_WINDOWS (two agreeing votes), so one stray
@@ -103,6 +106,7 @@ struct adapt {
     double w[ADAPT_WINDOWS]; /* their X, the last ADAPT_WINDOWS, oldest first */
     int votes, yes;          /* a probe's windows so far, and those for the move */
     double ref;              /* the knee's X when the probe started */
+    double spread;           /* ... and how far apart its windows were */
     double ttfb;             /* the last judged window's mean time to first byte (ms) */
     enum adapt_cause cause; /* of the last change of the cap */
     char reason[120];       /* the same in words, with its figures */
