@@ -32,12 +32,15 @@ ADAPT_GAIN = 0.10  # proxy/adapt.h
 HARD_SETTLE_S = 60.0  # the hard knee's learning, at most (measured: 15-30 s)
 
 # The soft-knee sims: 50 tokens/s a slot up to the knee, then 1/3 token/s
-# more a slot; 50 tokens a reply; 8x real time (a request: 0.125 s at the
+# more a slot; 50 tokens a reply; 4x real time (a request: 0.25 s at the
 # knee). The two knees have the same pace per slot, as two models that
-# batch alike up to different sizes.
+# batch alike up to different sizes. Faster, the slot a reply frees stays
+# empty for the turnaround (a ms or two) long enough against the request
+# that one more slot past 24 measures 1% more throughput: 25% of an
+# average slot, a probe up won (a real GPU's requests are 10-100x longer).
 KNEE8 = "8:400,64:420"
 KNEE24 = "24:1200,64:1214"
-SOFT = ("--parallel", "64", "--tokens", "50", "--ttft-ms", "10", "--time-scale", "8")
+SOFT = ("--parallel", "64", "--tokens", "50", "--ttft-ms", "10", "--time-scale", "4")
 LOAD = 96          # requests kept in flight: well above the ceiling of 64
 SETTLE_S = 20.0    # from the start to the knee (measured: ~12 s)
 STEADY_S = 12.0    # then watched for oscillation
