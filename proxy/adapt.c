@@ -24,7 +24,6 @@ void adapt_init(struct adapt *a, int ceiling)
     a->step = 1;
     a->streak = 1; /* so the climb doubles from the first won probe: 1, 2, 4, 8 */
     a->wait = 2;   /* one slot against none says little: start soon */
-    a->ttfb = -1;
     a->from = 1;
     a->skip = 1; /* on a re-ceil, the old cap's requests are still in flight */
     snprintf(a->reason, sizeof a->reason, "start: climbing from 1");
@@ -205,7 +204,7 @@ static void on_probe_window(struct adapt *a, double x)
         probe_lost(a, g);
 }
 
-int adapt_decide(struct adapt *a, double x, double mean_inflight, double ttfb_ms)
+int adapt_decide(struct adapt *a, double x, double mean_inflight)
 {
     /* Not kept busy, nothing learnt; or more in flight than the cap, the
      * requests of a higher cap before it (a re-ceil, a probe down). */
@@ -215,7 +214,6 @@ int adapt_decide(struct adapt *a, double x, double mean_inflight, double ttfb_ms
         a->skip--;
         return a->cap;
     }
-    a->ttfb = ttfb_ms;
     if (a->nw < ADAPT_WINDOWS) {
         a->w[a->nw] = x;
     } else { /* the last ADAPT_WINDOWS, oldest first */
@@ -239,8 +237,7 @@ void adapt_inflight(struct adapt *a, int in_flight, double now_ms)
         a->t0 = now_ms;
 }
 
-int adapt_sample(struct adapt *a, int in_flight, long long tokens, double ttfb_ms, int ok,
-                 double now_ms)
+int adapt_sample(struct adapt *a, int in_flight, long long tokens, int ok, double now_ms)
 {
     double span;
     adapt_inflight(a, in_flight, now_ms);
@@ -248,21 +245,16 @@ int adapt_sample(struct adapt *a, int in_flight, long long tokens, double ttfb_m
     a->errors += !ok;
     if (ok)
         a->tokens += tokens > 1 ? (double)tokens : 1;
-    if (ttfb_ms >= 0) {
-        a->ttfb_sum += ttfb_ms;
-        a->ttfb_n++;
-    }
     span = now_ms - a->t0;
     /* Whole rounds of the cap: with every slot having ended as many
      * requests, the span does not depend on how the slots' phases bunch. */
     if (a->n < ADAPT_MIN_SAMPLES || a->n < 2 * a->cap || a->n % a->cap || span < 500)
         return a->cap;
     if (a->errors * ADAPT_ERR_SHARE <= a->n)
-        adapt_decide(a, a->tokens * 1000.0 / span, a->area / span,
-                     a->ttfb_n ? a->ttfb_sum / a->ttfb_n : -1);
+        adapt_decide(a, a->tokens * 1000.0 / span, a->area / span);
     a->t0 = now_ms;
     a->area = 0;
-    a->n = a->errors = a->ttfb_n = 0;
-    a->tokens = a->ttfb_sum = 0;
+    a->n = a->errors = 0;
+    a->tokens = 0;
     return a->cap;
 }

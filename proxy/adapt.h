@@ -107,21 +107,18 @@ struct adapt {
     int votes, yes;          /* a probe's windows so far, and those for the move */
     double ref;              /* the knee's X when the probe started */
     double spread;           /* ... and how far apart its windows were */
-    double ttfb;             /* the last judged window's mean time to first byte (ms) */
     enum adapt_cause cause; /* of the last change of the cap */
     char reason[120];       /* the same in words, with its figures */
     double changed_at;      /* wall-clock seconds */
     /* The window being measured. */
     double t0, last_t, area; /* ms; in-flight x ms */
     int n, errors;
-    double tokens, ttfb_sum;
-    int ttfb_n;
+    double tokens;
 };
 
-/* A window's figures: throughput, mean in flight, mean time to first
- * byte (ms, -1 unknown; recorded, not used to decide). Returns the cap in
+/* A window's figures: throughput and mean in flight. Returns the cap in
  * force after it, and fills a->reason when it changes. */
-int adapt_decide(struct adapt *a, double x, double mean_inflight, double ttfb_ms);
+int adapt_decide(struct adapt *a, double x, double mean_inflight);
 
 /* Start (or re-ceil) A at CEILING (at most ADAPT_MAX): from 1, climbing;
  * the first window is not judged. */
@@ -130,9 +127,9 @@ void adapt_init(struct adapt *a, int ceiling);
 /* The in-flight count is about to change (IN_FLIGHT now) at NOW_MS. */
 void adapt_inflight(struct adapt *a, int in_flight, double now_ms);
 
-/* A request on the backend ended: TOKENS generated (-1 unknown), TTFB_MS
- * (-1: no head), OK 0 for a failed try. Returns the cap to use. */
-int adapt_sample(struct adapt *a, int in_flight, long long tokens, double ttfb_ms, int ok,
+/* A request on the backend ended: TOKENS generated (-1 unknown), OK 0 for
+ * a failed try. Returns the cap to use. */
+int adapt_sample(struct adapt *a, int in_flight, long long tokens, int ok,
                  double now_ms);
 
 #endif

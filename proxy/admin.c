@@ -168,11 +168,10 @@ static int control(struct proxy *px, struct evhttp_request *req, struct backend 
             return 1;
         }
         be->cap_override = cap != be->cfg_cap ? cap : 0;
-        if (be->adapt.on) { /* the ceiling: the cap is found again under it */
-            adapt_init(&be->adapt, cap);
-            cap = be->adapt.cap;
-        }
-        be->max_concurrent = cap;
+        if (be->adapt.on) /* the ceiling: the cap is found again under it */
+            backend_adapt(be, cap);
+        else
+            be->max_concurrent = cap;
     } else {
         return 0;
     }

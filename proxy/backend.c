@@ -46,10 +46,8 @@ struct backend *backend_new(const struct config_backend *cb)
     be->port = cb->port;
     be->max_concurrent = be->cfg_cap = cb->max_concurrent;
     be->healthy = 1;
-    if (cb->adaptive) {
-        adapt_init(&be->adapt, cb->max_concurrent);
-        be->max_concurrent = be->adapt.cap;
-    }
+    if (cb->adaptive)
+        backend_adapt(be, cb->max_concurrent);
     if (strchr(be->host, ':'))
         snprintf(be->hostport, sizeof be->hostport, "[%s]:%d", be->host, be->port);
     else
@@ -134,6 +132,12 @@ void backend_model_remove(struct backend *be, const char *name, int loaded)
             l->labels[i] = l->labels[l->n];
             return;
         }
+}
+
+void backend_adapt(struct backend *be, int ceiling)
+{
+    adapt_init(&be->adapt, ceiling);
+    be->max_concurrent = be->adapt.cap;
 }
 
 int model_list_has(const struct model_list *l, const char *key)

@@ -105,6 +105,10 @@ static inline int backend_ceiling(const struct backend *be)
     return be->adapt.on ? be->adapt.ceiling : be->max_concurrent;
 }
 
+/* Make BE adaptive under CEILING (again, on a new one): its cap is found
+ * from 1. */
+void backend_adapt(struct backend *be, int ceiling);
+
 /* 1 when BE may be given a request now: a free slot, healthy, in service. */
 int backend_available(const struct backend *be, double now_ms);
 

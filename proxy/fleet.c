@@ -69,10 +69,8 @@ static void recap(struct backend *be, const struct config_backend *cb)
     be->cap_override = 0;
     be->admin = ADMIN_READY;
     be->adapt.on = 0;
-    if (cb->adaptive) {
-        adapt_init(&be->adapt, be->cfg_cap);
-        be->max_concurrent = be->adapt.cap;
-    }
+    if (cb->adaptive)
+        backend_adapt(be, be->cfg_cap);
 }
 
 /* The backends made from the dns row CB (same name and name:port) go on,

@@ -141,7 +141,6 @@ static void count(struct session *s, const char *outcome, double now)
     if (s->last_be && s->last_be->adapt.on && strcmp(outcome, "client-gone") != 0)
         s->last_be->max_concurrent =
             adapt_sample(&s->last_be->adapt, s->last_be->in_flight, tokscan_tokens(&s->tok),
-                         s->t_head ? s->t_head - s->t_try : -1,
                          strcmp(outcome, "ok") == 0 && s->status < 500, now);
 }
 

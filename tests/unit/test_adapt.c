@@ -56,7 +56,7 @@ static struct span run(struct adapt *a, int n, int half, double (*curve)(int, in
 {
     struct span s = {1 << 30, 0, -1};
     for (int i = 0; i < n; i++) {
-        adapt_decide(a, curve(a->cap, knee), a->cap, 100);
+        adapt_decide(a, curve(a->cap, knee), a->cap);
         CHECK(a->cap >= 1 && a->cap <= a->ceiling);
         if (abs(a->cap - knee) > 2)
             s.first_near = -1;
@@ -126,7 +126,7 @@ static double feed(struct adapt *a, double now, int windows, int knee, int err_e
         for (int i = 1; i <= n; i++) {
             int ok = !(err_every && i % err_every == 0);
             now += 500.0 / n;
-            adapt_sample(a, a->cap, (long long)(x * 0.5 / n + 0.5), 100, ok, now);
+            adapt_sample(a, a->cap, (long long)(x * 0.5 / n + 0.5), ok, now);
         }
     }
     return now;
@@ -157,7 +157,7 @@ int main(void)
         adapt_init(&a, 64);
         run(&a, 300, 10, soft, 24);
         for (int i = 0; i < 2000; i++) {
-            adapt_decide(&a, soft(a.cap, 24), a.cap, 100);
+            adapt_decide(&a, soft(a.cap, 24), a.cap);
             hi = a.knee > hi ? a.knee : hi;
         }
         if (hi > 25)
@@ -189,7 +189,7 @@ int main(void)
         adapt_init(&a, 64);
         run(&a, 100, 50, between, 8);
         for (int i = 0; i < 300; i++) {
-            adapt_decide(&a, between(a.cap, 8), a.cap, 100);
+            adapt_decide(&a, between(a.cap, 8), a.cap);
             at9 += a.cap == 9;
             CHECK(a.cap >= 7 && a.cap <= 9);
         }
@@ -209,7 +209,7 @@ int main(void)
             double x = soft(a.cap, 8);
             if (i % 7 == 3)
                 x *= (i / 7) % 2 ? 1.4 : 0.6;
-            adapt_decide(&a, x, a.cap, 100);
+            adapt_decide(&a, x, a.cap);
             CHECK_INT(a.knee, 8); /* probes to 7 and 9 only */
         }
     }
@@ -223,7 +223,7 @@ int main(void)
     {
         int cap = a.cap;
         for (int i = 0; i < 50; i++)
-            adapt_decide(&a, 10, 1, 100);
+            adapt_decide(&a, 10, 1);
         CHECK_INT(a.cap, cap);
     }
 
@@ -253,7 +253,7 @@ int main(void)
     {
         int at5 = 0, visits = 0, prev = a.cap;
         for (int i = 0; i < 200; i++) {
-            adapt_decide(&a, hard(a.cap, 4), a.cap, 100);
+            adapt_decide(&a, hard(a.cap, 4), a.cap);
             if (a.cap == 5 && a.knee == 4) {
                 at5++;
                 visits += prev != 5;
@@ -270,10 +270,10 @@ int main(void)
     adapt_init(&a, 64);
     run(&a, 100, 10, soft, 8);
     adapt_init(&a, 16);
-    adapt_decide(&a, soft(8, 8), 8, 100); /* 8 still in flight at cap 1 */
-    adapt_decide(&a, soft(1, 8), 1, 100); /* the first window at 1: skipped */
+    adapt_decide(&a, soft(8, 8), 8); /* 8 still in flight at cap 1 */
+    adapt_decide(&a, soft(1, 8), 1); /* the first window at 1: skipped */
     CHECK_INT(a.nw, 0);
-    adapt_decide(&a, soft(1, 8), 1, 100);
+    adapt_decide(&a, soft(1, 8), 1);
     CHECK_INT(a.nw, 1);
     CHECK_INT(a.cap, 1);
 
@@ -287,7 +287,7 @@ int main(void)
     {
         int i, saw_grew = 0, saw_back = 0, saw_shrank = 0;
         for (i = 0; i < 200; i++) {
-            adapt_decide(&a, soft(a.cap, 8), a.cap, 100);
+            adapt_decide(&a, soft(a.cap, 8), a.cap);
             if (a.dir == 0 && a.cause == ADAPT_GREW)
                 saw_grew = a.knee;
             if (saw_grew && a.dir == 0 && a.cause == ADAPT_BACK)
@@ -297,7 +297,7 @@ int main(void)
         CHECK(saw_back >= 6 && saw_back <= 10);
         run(&a, 200, 10, soft, 24);
         for (i = 0; i < 300; i++) {
-            adapt_decide(&a, soft(a.cap, 8), a.cap, 100);
+            adapt_decide(&a, soft(a.cap, 8), a.cap);
             if (a.dir == 0 && a.cause == ADAPT_SHRANK && !saw_shrank)
                 saw_shrank = a.knee;
         }
