@@ -23,6 +23,7 @@
 #include "config.h"
 #include "discover.h"
 #include "jout.h"
+#include "jscan.h"
 #include "log.h"
 #include "metrics.h"
 #include "names.h"
@@ -380,29 +381,52 @@ static int targets(struct fanout *f, struct backend **out)
     return n;
 }
 
-/* The body's names: "model" (or "name"), a copy's "source" and
- * "destination", and "stream". Returns 0, or -1 if it is not JSON. */
+/* A JSON string's contents S[0..N) (escaped when ESC), decoded. */
+static char *decoded(const char *s, size_t n, int esc)
+{
+    size_t len = esc ? jscan_unescape(s, n, NULL, 0) : n;
+    char *out = malloc(len + 1);
+    if (!out)
+        return NULL;
+    if (esc)
+        jscan_unescape(s, n, out, len + 1);
+    else
+        memcpy(out, s, n);
+    out[len] = '\0';
+    return out;
+}
+
+/* The body's names as Ollama reads them (jscan.h): the model
+ * (cmp.Or(model, name)), and stream; a copy's "source" and "destination".
+ * Returns 0, or -1 if it is not a JSON object. */
 static int read_body(struct fanout *f)
 {
     struct evbuffer *b = evhttp_request_get_input_buffer(f->req);
     size_t n = evbuffer_get_length(b);
+    const char *body;
+    struct jscan_result js;
+    char why[128];
     json_t *root, *m;
     if (f->kind == FAN_PS)
         return 0;
-    root = json_loadb((const char *)evbuffer_pullup(b, -1), n, 0, NULL);
-    if (!json_is_object(root)) {
-        json_decref(root);
+    body = (const char *)evbuffer_pullup(b, -1);
+    if (jscan_body(body, n, &js, why, sizeof why) < 0 || !js.is_object)
         return -1;
-    }
-    m = json_object_get(root, f->kind == FAN_COPY ? "source" : "model");
-    if (!json_is_string(m) && f->kind != FAN_COPY)
-        m = json_object_get(root, "name");
-    if (json_is_string(m))
+    if (js.model && js.model_len)
+        f->model = decoded(js.model, js.model_len, js.model_escaped);
+    else if (js.name && js.name_len)
+        f->model = decoded(js.name, js.name_len, js.name_escaped);
+    f->stream = (f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE) &&
+                js.stream != 0;
+    if (f->kind != FAN_COPY)
+        return 0;
+    free(f->model); /* a copy names its model "source" */
+    f->model = NULL;
+    root = json_loadb(body, n, 0, NULL);
+    if ((m = json_object_get(root, "source")) && json_is_string(m))
         f->model = strdup(json_string_value(m));
     if ((m = json_object_get(root, "destination")) && json_is_string(m))
         f->dest = strdup(json_string_value(m));
-    f->stream = (f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE) &&
-                !json_is_false(json_object_get(root, "stream"));
     json_decref(root);
     return 0;
 }

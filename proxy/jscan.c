@@ -2,7 +2,9 @@
  * that a hostile body cannot exhaust the stack. */
 #include "jscan.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_DEPTH 512
@@ -113,55 +115,231 @@ static int literal(struct scan *s, const char *word)
     return 0;
 }
 
-/* The key K[0..N) (escaped) decoded into BUF, if it fits: only short keys
- * can be one we look for. Returns the key to compare, its length in *OUT. */
-static const char *key_unescaped(const char *k, size_t n, char *buf, size_t len, size_t *out)
+static const char *const member_names[JSCAN_NMEMBERS] = {
+    "model", "name", "prompt", "messages", "keep_alive", "stream", "input", "options"};
+
+int jscan_member_of(const char *k, size_t n, int esc)
 {
-    size_t got = jscan_unescape(k, n, buf, len);
-    if (got >= len) { /* too long to be one of ours */
-        *out = 0;
-        return k;
+    char dec[48], fold[16];
+    size_t len = n, f = 0, i = 0;
+    const unsigned char *p;
+    if (esc) { /* "mod\u0065l" is "model": compare the decoded name */
+        if ((len = jscan_unescape(k, n, dec, sizeof dec)) >= sizeof dec)
+            return -1; /* too long to be one of ours */
+        k = dec;
     }
-    *out = got;
-    return buf;
+    p = (const unsigned char *)k;
+    while (i < len) { /* Go's bytes.EqualFold, as far as it can reach ASCII names */
+        if (f == sizeof fold)
+            return -1;
+        if (p[i] < 0x80) {
+            fold[f++] = (char)(p[i] >= 'A' && p[i] <= 'Z' ? p[i] | 0x20 : p[i]);
+            i++;
+        } else if (p[i] == 0xc5 && i + 1 < len && p[i + 1] == 0xbf) { /* U+017F long s */
+            fold[f++] = 's';
+            i += 2;
+        } else if (p[i] == 0xe2 && i + 2 < len && p[i + 1] == 0x84 && p[i + 2] == 0xaa) {
+            fold[f++] = 'k'; /* U+212A Kelvin sign */
+            i += 3;
+        } else {
+            return -1;
+        }
+    }
+    for (int m = 0; m < JSCAN_NMEMBERS; m++)
+        if (strlen(member_names[m]) == f && memcmp(member_names[m], fold, f) == 0)
+            return m;
+    return -1;
 }
 
-/* "0", 0, "0s", "0m", "0h" (and 0.0): keep_alive zero, an unload. */
-static int is_zero_duration(const char *v, size_t n)
+/* The digits of S[*I..N) as Go's leadingInt / leadingFraction read them. */
+static int duration_int(const char *s, size_t n, size_t *i, unsigned long long *v)
 {
-    if (n >= 2 && v[0] == '"')
-        v++, n -= 2;
-    if (!n || v[0] != '0')
-        return 0;
-    v++, n--;
-    if (n && v[0] == '.')
-        for (v++, n--; n && v[0] == '0'; v++, n--)
+    const unsigned long long top = 1ULL << 63;
+    *v = 0;
+    for (; *i < n && s[*i] >= '0' && s[*i] <= '9'; (*i)++) {
+        if (*v > top / 10)
+            return -1;
+        *v = *v * 10 + (unsigned long long)(s[*i] - '0');
+        if (*v > top)
+            return -1;
+    }
+    return 0;
+}
+
+static void duration_frac(const char *s, size_t n, size_t *i, unsigned long long *f,
+                          double *scale)
+{
+    int overflow = 0;
+    *f = 0;
+    *scale = 1;
+    for (; *i < n && s[*i] >= '0' && s[*i] <= '9'; (*i)++) {
+        unsigned long long y;
+        if (overflow)
+            continue;
+        y = *f * 10 + (unsigned long long)(s[*i] - '0');
+        if (*f > (1ULL << 63) / 10 || y > 1ULL << 63) {
+            overflow = 1;
+            continue;
+        }
+        *f = y;
+        *scale *= 10;
+    }
+}
+
+static unsigned long long duration_unit(const char *u, size_t n)
+{
+    static const struct { const char *name; unsigned long long ns; } units[] = {
+        {"ns", 1ULL}, {"us", 1000ULL}, {"\xc2\xb5s", 1000ULL}, {"\xce\xbcs", 1000ULL},
+        {"ms", 1000000ULL}, {"s", 1000000000ULL}, {"m", 60000000000ULL},
+        {"h", 3600000000000ULL}};
+    for (size_t k = 0; k < sizeof units / sizeof units[0]; k++)
+        if (strlen(units[k].name) == n && memcmp(units[k].name, u, n) == 0)
+            return units[k].ns;
+    return 0;
+}
+
+/* Go's time.ParseDuration(S[0..N)): 1 when it is zero, 0 when it is not,
+ * -1 when Go refuses it. */
+static int duration_zero(const char *s, size_t n)
+{
+    unsigned long long d = 0;
+    size_t i = 0;
+    if (n && (s[0] == '-' || s[0] == '+'))
+        i++;
+    if (n - i == 1 && s[i] == '0')
+        return 1;
+    if (i == n)
+        return -1;
+    while (i < n) {
+        unsigned long long v, f = 0, unit;
+        double scale = 1;
+        size_t at = i, u;
+        int pre, post = 0;
+        if (s[i] != '.' && (s[i] < '0' || s[i] > '9'))
+            return -1;
+        if (duration_int(s, n, &i, &v) < 0)
+            return -1;
+        pre = i != at;
+        if (i < n && s[i] == '.') {
+            at = ++i;
+            duration_frac(s, n, &i, &f, &scale);
+            post = i != at;
+        }
+        if (!pre && !post)
+            return -1;
+        for (u = i; u < n && s[u] != '.' && (s[u] < '0' || s[u] > '9'); u++)
             ;
-    return n == 0 || (n == 1 && (v[0] == 's' || v[0] == 'm' || v[0] == 'h'));
+        if (u == i || !(unit = duration_unit(s + i, u - i)))
+            return -1;
+        i = u;
+        if (v > (1ULL << 63) / unit)
+            return -1;
+        v *= unit;
+        if (f > 0) {
+            v += (unsigned long long)((double)f * ((double)unit / scale));
+            if (v > 1ULL << 63)
+                return -1;
+        }
+        d += v;
+        if (d > 1ULL << 63)
+            return -1;
+    }
+    return d == 0;
 }
 
-/* A top-level member K: V[0..VN) (the value's text) of interest. */
-static void note_member(struct jscan_result *top, const char *k, size_t kn, const char *v,
-                        size_t vn)
+/* A keep_alive value V[0..N) (its JSON text) as Ollama's api.Duration:
+ * a number of seconds (negative: forever) or a Go duration string. Values
+ * too long to copy here are taken as not zero: then the proxy sends the
+ * request to a slot, and the backend, if it unloads, does so from there. */
+static enum jscan_keep_alive keep_alive_of(const char *v, size_t n, int *wrong)
 {
-    if (kn == 6 && !memcmp(k, "stream", 6))
-        top->stream = *v == 't' ? 1 : *v == 'f' ? 0 : -1;
-    else if (kn == 10 && !memcmp(k, "keep_alive", 10))
-        top->keep_alive_zero = is_zero_duration(v, vn);
-    else if ((kn == 6 && !memcmp(k, "prompt", 6)) || (kn == 8 && !memcmp(k, "messages", 8)))
-        /* an empty "" or [] asks for nothing: an unload or a load */
-        top->has_input |= !(vn == 2 && (v[0] == '"' || v[0] == '[')) &&
-                           !(vn == 4 && !memcmp(v, "null", 4));
+    char buf[512];
+    int z;
+    if (*v == 'n')
+        return JSCAN_KA_ABSENT;
+    if (*v == '"') {
+        size_t len = jscan_unescape(v + 1, n - 2, buf, sizeof buf);
+        if (len >= sizeof buf)
+            return JSCAN_KA_SET;
+        if ((z = duration_zero(buf, len)) < 0)
+            *wrong = 1;
+        return z == 1 ? JSCAN_KA_ZERO : JSCAN_KA_SET;
+    }
+    if (*v == '-' || (*v >= '0' && *v <= '9')) {
+        double t;
+        if (n >= sizeof buf)
+            return JSCAN_KA_SET;
+        memcpy(buf, v, n);
+        buf[n] = '\0';
+        t = strtod(buf, NULL);
+        if (isinf(t)) {
+            *wrong = 1; /* Go's ParseFloat: out of range */
+            return JSCAN_KA_SET;
+        }
+        return !signbit(t) && t * 1e9 < 1.0 ? JSCAN_KA_ZERO
+               : t == 0                     ? JSCAN_KA_ZERO /* -0 */
+                                            : JSCAN_KA_SET;
+    }
+    *wrong = 1; /* true, false, an array or an object */
+    return JSCAN_KA_SET;
 }
 
-/* Members of an object; at top level (TOP) note "model", "name", "stream",
- * "keep_alive", "prompt" and "messages". */
+/* The top-level member M with value V[0..N), by Go's rules (jscan.h). */
+static void note_member(struct jscan_result *top, int m, const char *v, size_t n)
+{
+    char c = *v;
+    int null = c == 'n', str = c == '"', wrong = 0;
+    top->present |= 1u << m;
+    switch (m) {
+    case JSCAN_MODEL:
+    case JSCAN_NAME:
+        if (str) {
+            const char *b = v + 1;
+            size_t len = n - 2;
+            int esc = memchr(b, '\\', len) != NULL;
+            if (m == JSCAN_MODEL)
+                top->model = b, top->model_len = len, top->model_escaped = esc;
+            else
+                top->name = b, top->name_len = len, top->name_escaped = esc;
+        }
+        wrong = !str && !null;
+        break;
+    case JSCAN_PROMPT:
+        if (str)
+            top->prompt = n > 2;
+        wrong = !str && !null;
+        break;
+    case JSCAN_MESSAGES:
+        if (c == '[') {
+            const char *p = v + 1;
+            while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+                p++;
+            top->messages = *p != ']';
+        } else if (null) {
+            top->messages = 0;
+        }
+        wrong = c != '[' && !null;
+        break;
+    case JSCAN_KEEP_ALIVE:
+        top->keep_alive = keep_alive_of(v, n, &wrong);
+        break;
+    case JSCAN_STREAM:
+        top->stream = c == 't' ? 1 : c == 'f' ? 0 : -1;
+        wrong = c != 't' && c != 'f' && !null;
+        break;
+    case JSCAN_OPTIONS:
+        wrong = c != '{' && !null;
+        break;
+    default: /* input: any value */
+        break;
+    }
+    if (wrong)
+        top->wrong_type |= 1u << m;
+}
+
+/* Members of an object; at top level (TOP) note the routed ones. */
 static int object(struct scan *s, int depth, struct jscan_result *top)
 {
-    const char *name_b = NULL;
-    size_t name_n = 0;
-    int name_esc = 0, model_seen = 0;
-    char kbuf[16];
     s->p++;
     skip_ws(s);
     if (s->p < s->end && *s->p == '}') {
@@ -170,8 +348,8 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
     }
     for (;;) {
         const char *k, *v;
-        size_t kn, vn;
-        int kesc, vesc;
+        size_t kn;
+        int kesc, m;
         skip_ws(s);
         if (s->p >= s->end || *s->p != '"')
             return fail(s, "expected a member name");
@@ -183,31 +361,10 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
         s->p++;
         skip_ws(s);
         v = s->p;
-        if (top && kesc) /* "mod\u0065l" is "model": compare the decoded key */
-            k = key_unescaped(k, kn, kbuf, sizeof kbuf, &kn);
-        if (top && ((kn == 5 && !memcmp(k, "model", 5)) || (kn == 4 && !memcmp(k, "name", 4)))) {
-            /* The last one wins, as in jansson and Go. */
-            vn = 0, vesc = 0;
-            if (s->p < s->end && *s->p == '"') {
-                if (string(s, &v, &vn, &vesc) < 0)
-                    return -1;
-            } else {
-                if (value(s, depth + 1) < 0)
-                    return -1;
-                v = NULL;
-            }
-            if (kn == 5) { /* a "model" that is no string lets "name" stand in */
-                top->model = v, top->model_len = vn, top->model_escaped = vesc;
-                model_seen = v != NULL;
-            } else {
-                name_b = v, name_n = vn, name_esc = vesc;
-            }
-        } else {
-            if (value(s, depth + 1) < 0)
-                return -1;
-            if (top)
-                note_member(top, k, kn, v, (size_t)(s->p - v));
-        }
+        if (value(s, depth + 1) < 0)
+            return -1;
+        if (top && (m = jscan_member_of(k, kn, kesc)) >= 0)
+            note_member(top, m, v, (size_t)(s->p - v));
         skip_ws(s);
         if (s->p < s->end && *s->p == ',') {
             s->p++;
@@ -215,13 +372,10 @@ static int object(struct scan *s, int depth, struct jscan_result *top)
         }
         if (s->p < s->end && *s->p == '}') {
             s->p++;
-            break;
+            return 0;
         }
         return fail(s, "expected ',' or '}'");
     }
-    if (top && !model_seen && name_b)
-        top->model = name_b, top->model_len = name_n, top->model_escaped = name_esc;
-    return 0;
 }
 
 static int array(struct scan *s, int depth)
@@ -356,6 +510,8 @@ int jscan_body(const char *body, size_t len, struct jscan_result *out, char *err
     int rc;
     memset(out, 0, sizeof *out);
     out->stream = -1;
+    out->prompt = -1;
+    out->messages = -1;
     skip_ws(&s);
     if (s.p < s.end && *s.p == '{') {
         out->is_object = 1;

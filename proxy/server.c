@@ -33,6 +33,7 @@
 #include "proxy.h"
 #include "sched.h"
 #include "session.h"
+#include "urlpath.h"
 
 const char *server_method_name(enum evhttp_cmd_type cmd)
 {
@@ -256,16 +257,40 @@ static int needs_model(const char *path)
     return 0;
 }
 
-/* Read "model" from the body of a model path into IN (the
- * model copied into MODEL). Returns 0, or -1 after answering the client. */
-static int parse_body(struct evhttp_request *req, int v1, char *model, size_t modellen,
-                      struct session_info *in)
+/* Paths whose request type has the legacy "name" beside "model" (Ollama
+ * takes cmp.Or(model, name)). */
+static int takes_name(const char *path)
+{
+    return strcmp(path, "/api/show") == 0;
+}
+
+/* The request is an unload, as Ollama decides it (server/routes.go): an
+ * empty prompt (generate) or no messages (chat) with keep_alive zero.
+ * A body with a value of the wrong type is none: Ollama refuses it (400),
+ * and the proxy lets it take a slot and hear that from the backend. */
+static int is_unload(const char *path, const struct jscan_result *js)
+{
+    if (js->keep_alive != JSCAN_KA_ZERO || js->wrong_type)
+        return 0;
+    if (strcmp(path, "/api/generate") == 0)
+        return js->prompt != 1;
+    if (strcmp(path, "/api/chat") == 0)
+        return js->messages != 1;
+    return 0;
+}
+
+/* Read the model from the body of a model path, as the backend will (see
+ * jscan.h), into MODEL and IN. Returns 0, or -1 after answering the
+ * client. */
+static int parse_body(struct evhttp_request *req, const char *path, int v1, char *model,
+                      size_t modellen, struct session_info *in)
 {
     struct evbuffer *b = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(b);
-    const char *body;
+    size_t len = evbuffer_get_length(b), mlen;
+    const char *body, *m;
     struct jscan_result js;
     char why[160], msg[200];
+    int mesc;
     if (len == 0) {
         server_reply_error(req, v1, 400, "missing request body", 0);
         return -1;
@@ -277,33 +302,41 @@ static int parse_body(struct evhttp_request *req, int v1, char *model, size_t mo
         server_reply_error(req, v1, 400, msg, 0);
         return -1;
     }
-    if (!js.model || js.model_len == 0) {
+    if (js.wrong_type & (1u << JSCAN_MODEL | 1u << JSCAN_NAME)) {
+        server_reply_error(req, v1, 400, "invalid JSON in request body: the model must be a "
+                                         "string", 0);
+        return -1;
+    }
+    m = js.model, mlen = js.model_len, mesc = js.model_escaped;
+    if (!mlen && takes_name(path))
+        m = js.name, mlen = js.name_len, mesc = js.name_escaped;
+    if (!m || mlen == 0) {
         server_reply_error(req, v1, 400, "model is required", 0);
         return -1;
     }
-    if (js.model_len >= modellen) {
+    if (mlen >= modellen) {
         server_reply_error(req, v1, 400, "invalid model name", 0);
         return -1;
     }
-    if (js.model_escaped) { /* rare: undo the escapes */
-        size_t got = jscan_unescape(js.model, js.model_len, model, modellen);
+    if (mesc) { /* rare: undo the escapes */
+        size_t got = jscan_unescape(m, mlen, model, modellen);
         if (!got || got >= modellen || strlen(model) != got) { /* "", or a "\u0000" */
             server_reply_error(req, v1, 400, "invalid model name", 0);
             return -1;
         }
     } else {
-        memcpy(model, js.model, js.model_len);
-        model[js.model_len] = '\0';
+        memcpy(model, m, mlen);
+        model[mlen] = '\0';
     }
     in->model = model;
-    in->unload = js.keep_alive_zero && !js.has_input;
+    in->unload = is_unload(path, &js);
     return 0;
 }
 
 /* The request target in origin form. An absolute-form URI (RFC 9112
  * 3.2.2: "GET http://host/proxy/status") is taken as its path and query,
  * so that it reaches the proxy's own endpoints and checks like any other;
- * *ABS is then set (an empty path is "/", which the caller adds). */
+ * *ABS is then set (an empty path is "/": urlpath_normalize adds it). */
 static const char *origin_form(const char *uri, int *abs)
 {
     const char *p;
@@ -372,37 +405,42 @@ static int answer_self(struct proxy *px, struct evhttp_request *req, const char 
     return 0;
 }
 
+/* An error before the path is known: the dialect from the raw target. */
+static void refuse_target(struct proxy *px, struct evhttp_request *req, const char *uri,
+                          int rc, const char *why, const char *addr)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "bad request target: %s", why);
+    server_reply_error(req, strncmp(uri, "/v1/", 4) == 0, rc == URLPATH_ELONG ? 414 : 400, msg,
+                       0);
+    self_answered(px, req, uri, addr, -1); /* the log shows what was sent (escaped) */
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct proxy *px = arg;
-    int abs;
-    const char *uri = origin_form(evhttp_request_get_uri(req), &abs);
+    int abs, rc;
+    const char *uri = origin_form(evhttp_request_get_uri(req), &abs), *why = NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     struct session_info in = {0};
-    char path[256], model[512], addr[48];
-    size_t n = strcspn(uri, "?");
+    char path[URLPATH_MAX + 1], target[8192], model[512], addr[48];
     int key = -1, kind;
 
-    if (n >= sizeof path)
-        n = sizeof path - 1;
-    if (abs && uri[0] != '/') { /* "http://host" or "http://host?q" */
-        path[0] = '/';
-        memcpy(path + 1, uri, n < sizeof path - 1 ? n : sizeof path - 2);
-        n = n < sizeof path - 1 ? n + 1 : sizeof path - 1;
-    } else {
-        memcpy(path, uri, n);
-    }
-    path[n] = '\0';
-    in.target = uri;
-    in.target_slash = abs && uri[0] != '/';
-    in.v1 = strncmp(path, "/v1/", 4) == 0;
     px->requests++;
     conn_request_arrived(px, req);
     server_peer(req, addr, sizeof addr);
     last_status = 0;
+    /* Routing, keys and fan-outs are decided on the path as Ollama will
+     * route it (decoded), and what is forwarded decodes to that path. */
+    if ((rc = urlpath_normalize(uri, path, sizeof path, target, sizeof target, &why)) < 0) {
+        refuse_target(px, req, uri, rc, why, addr);
+        return;
+    }
+    in.target = target;
+    in.v1 = strncmp(path, "/v1/", 4) == 0;
     if (answer_self(px, req, path, &in, &key) ||
         (cmd == EVHTTP_REQ_POST && needs_model(path) &&
-         parse_body(req, in.v1, model, sizeof model, &in) < 0)) {
+         parse_body(req, path, in.v1, model, sizeof model, &in) < 0)) {
         self_answered(px, req, path, addr, key);
         return;
     }

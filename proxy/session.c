@@ -61,7 +61,8 @@ struct session {
     char mkey_buf[160];
     char path[160];     /* for the access log: the request may be gone by then */
     char addr[48];      /* the client's address, likewise */
-    const char *target; /* what is sent upstream: session_info's */
+    char *target;       /* what is sent upstream: session_info's; target_buf or malloc'd */
+    char target_buf[128];
     const char *method;
     int status;
     char reason[64];
@@ -76,7 +77,6 @@ struct session {
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
-    unsigned target_slash : 1;
 };
 
 static void start_try(struct session *s, struct backend *be);
@@ -172,6 +172,8 @@ static void session_close(struct session *s, const char *outcome)
         sched_client_unused(&px->sched, s->client); /* refused before the queue */
     if (s->model != s->model_buf)
         free(s->model);
+    if (s->target != s->target_buf)
+        free(s->target);
     free(s);
     proxy_session_ended(px);
 }
@@ -582,8 +584,6 @@ static void build_request(struct session *s, struct backend *be, struct evbuffer
     evhttp_connection_get_peer(s->evcon, &peer, &port);
     add_str(b, server_method_name(cmd));
     add_str(b, " ");
-    if (s->target_slash)
-        add_str(b, "/");
     add_str(b, s->target);
     add_str(b, " HTTP/1.1\r\nHost: ");
     add_str(b, be->hostport);
@@ -678,7 +678,11 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
 {
     struct session *s = calloc(1, sizeof *s);
     int rc;
-    if (!s || !in->client) {
+    if (s && strlen(in->target) < sizeof s->target_buf)
+        s->target = strcpy(s->target_buf, in->target);
+    else if (s)
+        s->target = strdup(in->target);
+    if (!s || !s->target || !in->client) {
         if (in->client)
             sched_client_unused(&px->sched, in->client);
         free(s);
@@ -694,9 +698,7 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
         s->model = strcpy(s->model_buf, in->model);
     else if (in->model)
         s->model = strdup(in->model);
-    s->target = in->target ? in->target : evhttp_request_get_uri(req);
-    s->target_slash = !!in->target_slash;
-    net_copy(s->path, sizeof s->path, s->target_slash ? "/" : "", s->target);
+    net_copy(s->path, sizeof s->path, s->target, NULL);
     if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
         s->mkey = s->mkey_buf;
     s->method = server_method_name(evhttp_request_get_command(req));

@@ -23,8 +23,8 @@ struct sched_client;
 struct session_info {
     const char *model; /* NULL when the body names none; borrowed */
     int v1;            /* OpenAI-style path: OpenAI-shaped errors */
-    const char *target; /* path and query, origin form; borrowed from the request */
-    int target_slash;   /* prepend "/" to target (absolute form without a path) */
+    const char *target; /* what to forward: the normalised path and the query (urlpath.h);
+                           copied */
     struct sched_client *client; /* who it is charged to (sched_*_client) */
     const char *addr;            /* the client's address; borrowed */
     int unload;                  /* keep_alive 0 without a prompt: fanout.h */

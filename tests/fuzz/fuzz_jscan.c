@@ -1,8 +1,14 @@
-/* fuzz_jscan.c - proxy/jscan.c checked against jansson on every input.
+/* fuzz_jscan.c - proxy/jscan.c checked against jansson and against a
+ * reference that reads members as Go does, on every input.
  *
  * jscan_body() must agree with json_loadb(JSON_DECODE_ANY) on whether the
- * bytes are one JSON value, and, when they are, on is_object and on the
- * top-level "model" (else "name") string and "stream" boolean.
+ * bytes are one JSON value, and, when they are an object, with the
+ * reference below on every routed top-level member (jscan.h): the last
+ * "model" and "name" strings, stream, prompt, messages, keep_alive given
+ * as a number, and which of them has a type Go refuses. Member names match
+ * as Go's encoding/json matches them: case-insensitively, with Unicode
+ * simple folding, the last duplicate winning. keep_alive given as a Go
+ * duration string is checked against Go itself, in test_proxy_hardening.
  *
  * Where the two are allowed to differ, the input is transformed so that
  * they are not, instead of skipping it:
@@ -69,17 +75,6 @@ static int utf8_valid(const unsigned char *s, size_t n)
     return 1;
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The code point of the \uXXXX at P (P[0] == '\\'), or -1. */
 static long u_escape(const char *p, size_t left)
 {
@@ -87,7 +82,7 @@ static long u_escape(const char *p, size_t left)
     if (left < 6 || p[0] != '\\' || p[1] != 'u')
         return -1;
     for (int i = 2; i < 6; i++) {
-        int h = hexval((unsigned char)p[i]);
+        int h = fz_hexval((unsigned char)p[i]);
         if (h < 0)
             return -1;
         v = v << 4 | h;
@@ -205,7 +200,9 @@ static ptrdiff_t model_offset(const struct jscan_result *r, const char *base)
     return r->model ? r->model - base : -1;
 }
 
-/* jscan on the original and on the transformed bytes: the same answer. */
+/* jscan on the original and on the transformed bytes: the same answer
+ * (but for members spelled with U+017F or U+212A, which the transform of a
+ * non-UTF-8 input turns into other names). */
 static void check_same_scan(const uint8_t *data, const char *m, size_t size, int rc0, int rc1,
                             const struct jscan_result *r0, const struct jscan_result *r1,
                             const char *e0, const char *e1)
@@ -213,7 +210,7 @@ static void check_same_scan(const uint8_t *data, const char *m, size_t size, int
     if (rc0 == rc1 && (rc0 == 0 || strcmp(e0, e1) == 0) &&
         model_offset(r0, (const char *)data) == model_offset(r1, m) &&
         r0->model_len == r1->model_len && r0->model_escaped == r1->model_escaped &&
-        r0->stream == r1->stream && r0->is_object == r1->is_object)
+        r0->is_object == r1->is_object)
         return;
     fz_dump("input", data, size);
     fz_dump("transformed", m, size);
@@ -231,26 +228,181 @@ static void check_result(const char *m, size_t size, const struct jscan_result *
     FZ_CHECK(!!memchr(r->model, '\\', r->model_len) == !!r->model_escaped);
 }
 
-/* The oracle: "model" if it is a string, else "name" if that is one. */
-static json_t *oracle_model(json_t *root)
+/* ---- the reference: the top-level members as Go's encoding/json reads
+ * them (jscan.h), written apart from jscan: the member boundaries found by
+ * a skipper over text jansson has already validated, every key and value
+ * decoded by jansson, names folded per code point. ---- */
+
+struct ref {
+    json_t *model, *name; /* the last string (borrowed from vals) */
+    int stream, prompt, messages;
+    int keep_alive;       /* JSCAN_KA_*, or -1: a duration string (checked in e2e) */
+    int ka_strings;       /* some keep_alive was a string: its type is not judged here */
+    unsigned wrong;
+    json_t *vals;         /* owns every value decoded */
+};
+
+static const char *skip_string(const char *p)
 {
-    json_t *v = json_object_get(root, "model");
-    if (json_is_string(v))
-        return v;
-    v = json_object_get(root, "name");
-    return json_is_string(v) ? v : NULL;
+    for (p++; *p != '"'; p++)
+        if (*p == '\\')
+            p++;
+    return p + 1;
 }
 
-static int oracle_stream(json_t *root)
+static const char *skip_ws(const char *p, const char *end)
 {
-    json_t *v = json_object_get(root, "stream");
-    return json_is_true(v) ? 1 : json_is_false(v) ? 0 : -1;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static const char *skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    if (*p == '"')
+        return skip_string(p);
+    if (*p != '{' && *p != '[') {
+        while (p < end && !strchr(",}] \t\n\r", *p))
+            p++;
+        return p;
+    }
+    do {
+        if (*p == '"') {
+            p = skip_string(p);
+            continue;
+        }
+        if (*p == '{' || *p == '[')
+            depth++;
+        else if (*p == '}' || *p == ']')
+            depth--;
+        p++;
+    } while (depth > 0);
+    return p;
+}
+
+/* The member Go would fill from the (decoded, valid UTF-8) name K, or -1:
+ * ASCII letters fold to lower case, U+017F to 's', U+212A to 'k'. */
+static int ref_member(const char *k, size_t n)
+{
+    static const char *const names[JSCAN_NMEMBERS] = {
+        "model", "name", "prompt", "messages", "keep_alive", "stream", "input", "options"};
+    char folded[32];
+    size_t f = 0;
+    for (size_t i = 0; i < n;) {
+        unsigned long cp = (unsigned char)k[i];
+        size_t len = cp < 0x80 ? 1 : cp < 0xe0 ? 2 : cp < 0xf0 ? 3 : 4;
+        for (size_t j = 1; j < len && i + j < n; j++)
+            cp = (j == 1 ? cp & (0x7f >> len) : cp) << 6 | ((unsigned char)k[i + j] & 0x3f);
+        i += len;
+        if (cp >= 'A' && cp <= 'Z')
+            cp += 32;
+        else if (cp == 0x17f)
+            cp = 's';
+        else if (cp == 0x212a)
+            cp = 'k';
+        if (cp >= 0x80 || f == sizeof folded)
+            return -1;
+        folded[f++] = (char)cp;
+    }
+    for (int m = 0; m < JSCAN_NMEMBERS; m++)
+        if (strlen(names[m]) == f && memcmp(names[m], folded, f) == 0)
+            return m;
+    return -1;
+}
+
+static void ref_value(struct ref *r, int m, json_t *v)
+{
+    int null = json_is_null(v), str = json_is_string(v);
+    unsigned bit = 1u << m;
+    switch (m) {
+    case JSCAN_MODEL:
+    case JSCAN_NAME:
+        if (str)
+            *(m == JSCAN_MODEL ? &r->model : &r->name) = v;
+        if (!str && !null)
+            r->wrong |= bit;
+        break;
+    case JSCAN_PROMPT:
+        if (str)
+            r->prompt = json_string_length(v) > 0;
+        if (!str && !null)
+            r->wrong |= bit;
+        break;
+    case JSCAN_MESSAGES:
+        if (json_is_array(v))
+            r->messages = json_array_size(v) > 0;
+        else if (null)
+            r->messages = 0;
+        else
+            r->wrong |= bit;
+        break;
+    case JSCAN_KEEP_ALIVE:
+        if (null) {
+            r->keep_alive = JSCAN_KA_ABSENT;
+        } else if (json_is_number(v)) {
+            double t = json_number_value(v);
+            r->keep_alive = t == 0 || (t > 0 && t * 1e9 < 1.0) ? JSCAN_KA_ZERO : JSCAN_KA_SET;
+        } else if (str) {
+            r->keep_alive = -1;
+            r->ka_strings = 1;
+        } else {
+            r->keep_alive = JSCAN_KA_SET;
+            r->wrong |= bit;
+        }
+        break;
+    case JSCAN_STREAM:
+        r->stream = json_is_true(v) ? 1 : json_is_false(v) ? 0 : -1;
+        if (!json_is_boolean(v) && !null)
+            r->wrong |= bit;
+        break;
+    case JSCAN_OPTIONS:
+        if (!json_is_object(v) && !null)
+            r->wrong |= bit;
+        break;
+    }
+}
+
+/* Walk the top-level members of M (a valid JSON object) in order. */
+static void ref_scan(const char *m, size_t size, struct ref *r)
+{
+    const char *p = m, *end = m + size;
+    memset(r, 0, sizeof *r);
+    r->stream = r->prompt = r->messages = -1;
+    r->vals = json_array();
+    p = skip_ws(p, end) + 1; /* '{' */
+    for (;;) {
+        const char *k, *v;
+        json_t *key, *val;
+        int mem;
+        p = skip_ws(p, end);
+        if (*p == '}')
+            return;
+        k = p;
+        p = skip_string(p);
+        key = json_loadb(k, (size_t)(p - k), JSON_DECODE_ANY, NULL);
+        FZ_CHECK(json_is_string(key));
+        p = skip_ws(skip_ws(p, end) + 1, end); /* ':' */
+        v = p;
+        p = skip_value(p, end);
+        mem = ref_member(json_string_value(key), json_string_length(key));
+        json_decref(key);
+        if (mem >= 0) {
+            val = json_loadb(v, (size_t)(p - v), JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, NULL);
+            FZ_CHECK(val != NULL);
+            json_array_append_new(r->vals, val);
+            ref_value(r, mem, val);
+        }
+        p = skip_ws(p, end);
+        if (*p == ',')
+            p++;
+    }
 }
 
 static void report(const uint8_t *data, const char *m, size_t size, const char *what, int rc,
                    const char *err, const json_error_t *je, json_t *root)
 {
-    fprintf(stderr, "jscan and jansson disagree: %s\n", what);
+    fprintf(stderr, "jscan and the reference disagree: %s\n", what);
     fz_dump("input", data, size);
     fz_dump("compared", m, size);
     fprintf(stderr, "jscan: %s; jansson: %s\n", rc ? err : "valid",
@@ -258,28 +410,52 @@ static void report(const uint8_t *data, const char *m, size_t size, const char *
     abort();
 }
 
+/* jscan's string S[0..N) (escaped) decoded equals V's. */
+static int same_string(const char *s, size_t n, json_t *v)
+{
+    char *dec;
+    size_t k;
+    int same;
+    if (!s || !v)
+        return !s && !v;
+    dec = malloc(n + 1);
+    k = unescape(s, n, dec);
+    same = k == json_string_length(v) && memcmp(dec, json_string_value(v), k) == 0;
+    if (!same) {
+        fz_dump("jscan (decoded)", dec, k);
+        fz_dump("reference", json_string_value(v), json_string_length(v));
+    }
+    free(dec);
+    return same;
+}
+
 static void compare_values(const uint8_t *data, const char *m, size_t size,
                            const struct jscan_result *r, json_t *root, const json_error_t *je)
 {
-    json_t *jm = oracle_model(root);
+    struct ref ref;
+    unsigned mask = ~(1u << JSCAN_KEEP_ALIVE);
     if (r->is_object != json_is_object(root))
         report(data, m, size, "is_object", 0, "", je, root);
-    if (!jm != !r->model) {
-        report(data, m, size, "whether there is a model", 0, "", je, root);
-    } else if (jm) {
-        char *dec = malloc(r->model_len + 1);
-        size_t n = unescape(r->model, r->model_len, dec);
-        if (n != json_string_length(jm) || memcmp(dec, json_string_value(jm), n) != 0) {
-            fz_dump("jscan model (decoded)", dec, n);
-            fz_dump("jansson model", json_string_value(jm), json_string_length(jm));
-            free(dec);
-            report(data, m, size, "the model", 0, "", je, root);
-        } else {
-            free(dec);
-        }
-    }
-    if (r->stream != oracle_stream(root))
+    if (!r->is_object)
+        return;
+    ref_scan(m, size, &ref);
+    if (!same_string(r->model, r->model_len, ref.model))
+        report(data, m, size, "the model", 0, "", je, root);
+    if (!same_string(r->name, r->name_len, ref.name))
+        report(data, m, size, "the name", 0, "", je, root);
+    if (r->stream != ref.stream)
         report(data, m, size, "stream", 0, "", je, root);
+    if (r->prompt != ref.prompt)
+        report(data, m, size, "prompt", 0, "", je, root);
+    if (r->messages != ref.messages)
+        report(data, m, size, "messages", 0, "", je, root);
+    if (ref.keep_alive >= 0 && (int)r->keep_alive != ref.keep_alive)
+        report(data, m, size, "keep_alive", 0, "", je, root);
+    if (!ref.ka_strings)
+        mask = ~0u;
+    if ((r->wrong_type & mask) != (ref.wrong & mask))
+        report(data, m, size, "which values have a wrong type", 0, "", je, root);
+    json_decref(ref.vals);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

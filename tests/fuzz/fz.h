@@ -33,6 +33,18 @@
         }                                                                              \
     } while (0)
 
+/* The value of the hex digit C, or -1. */
+static inline int fz_hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 /* xorshift32: never 0 once seeded with fz_rng_seed(). */
 struct fz_rng {
     uint32_t s;
