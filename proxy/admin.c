@@ -185,26 +185,30 @@ static int control(struct proxy *px, struct evhttp_request *req, struct backend 
 int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
     const char *name, *verb;
     struct backend *be;
     char msg[200];
-    if (strcmp(path, "/proxy/status") == 0 && cmd == EVHTTP_REQ_GET) {
-        reply_status(px, req);
+    /* Everything under /proxy/ is the proxy's own: none of it may reach a
+     * backend, whatever the method or the rest of the path. */
+    if (strcmp(path, "/proxy/status") == 0 || strcmp(path, "/proxy/history") == 0) {
+        if (!get)
+            server_reply_error(req, 0, 405, "use GET", 0);
+        else if (path[7] == 's')
+            reply_status(px, req);
+        else
+            server_reply_json(req, 200, ui_history_json(px));
         return 1;
     }
     if (strcmp(path, "/proxy/ui") == 0) {
         ui_reply_page(req);
         return 1;
     }
-    if (strcmp(path, "/proxy/history") == 0 && cmd == EVHTTP_REQ_GET) {
-        server_reply_json(req, 200, ui_history_json(px));
+    name = path + 16;
+    if (strncmp(path, "/proxy/backends/", 16) != 0 || !(verb = strchr(name, '/'))) {
+        server_reply_error(req, 0, 404, "no such endpoint of the proxy", 0);
         return 1;
     }
-    if (strncmp(path, "/proxy/backends/", 16) != 0)
-        return 0;
-    name = path + 16;
-    if (!(verb = strchr(name, '/')))
-        return 0;
     if (cmd != EVHTTP_REQ_POST) {
         server_reply_error(req, 0, 405, "use POST", 0);
         return 1;
@@ -214,5 +218,10 @@ int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path)
         server_reply_error(req, 0, 404, msg, 0);
         return 1;
     }
-    return control(px, req, be, verb + 1);
+    if (!control(px, req, be, verb + 1)) {
+        snprintf(msg, sizeof msg, "unknown action '%.40s': drain, disable, enable or cap",
+                 verb + 1);
+        server_reply_error(req, 0, 404, msg, 0);
+    }
+    return 1;
 }

@@ -8,14 +8,16 @@
  *   POST /proxy/backends/NAME/disable        the same, and no health checks
  *   POST /proxy/backends/NAME/enable         back in service
  *   POST /proxy/backends/NAME/cap            {"max_concurrent": N}: a new cap
- * A change lasts until a reload changes that backend's row in the file. */
+ * A change lasts until a reload changes that backend's row in the file.
+ * Nothing under /proxy/ ever reaches a backend: another method gets 405,
+ * another path or action 404. */
 #ifndef PX_ADMIN_H
 #define PX_ADMIN_H
 
 struct proxy;
 struct evhttp_request;
 
-/* Answer REQ if PATH is one of the above; 1 if answered, else 0. */
+/* Answer REQ, whose PATH starts with /proxy/. Returns 1 (answered). */
 int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path);
 
 #endif

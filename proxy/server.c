@@ -201,8 +201,10 @@ static int check_key(struct proxy *px, struct evhttp_request *req, const char *p
     int k;
     if (!px->cfg->nkeys)
         return -1;
-    if (strcmp(path, "/metrics") == 0 && !px->cfg->metrics_key_required)
-        return -1;
+    if (strcmp(path, "/metrics") == 0 && !px->cfg->metrics_key_required &&
+        (evhttp_request_get_command(req) == EVHTTP_REQ_GET ||
+         evhttp_request_get_command(req) == EVHTTP_REQ_HEAD))
+        return -1; /* open for scrapes; any other method is no scrape */
     if (strcmp(path, "/proxy/ui") == 0) /* the page's shell holds no data: ui.h */
         return -1;
     if ((k = find_key(px->cfg, req)) < 0) {
@@ -390,12 +392,15 @@ static int answer_self(struct proxy *px, struct evhttp_request *req, const char 
     }
     if ((*key = check_key(px, req, path, in->v1)) == -2)
         return 1;
-    if (strcmp(path, "/metrics") == 0 && get) {
-        reply_metrics(px, req);
+    if (strcmp(path, "/metrics") == 0) { /* the proxy's own: never a backend's */
+        if (get)
+            reply_metrics(px, req);
+        else
+            server_reply_error(req, 0, 405, "use GET", 0);
         return 1;
     }
-    if (strncmp(path, "/proxy/", 7) == 0 && admin_reply(px, req, path))
-        return 1;
+    if (strncmp(path, "/proxy/", 7) == 0)
+        return admin_reply(px, req, path);
     if (get && strcmp(path, "/api/ps") != 0 && catalog_reply(px, req, path))
         return 1;
     if (px->draining) {

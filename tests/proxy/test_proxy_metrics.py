@@ -9,7 +9,7 @@ import time
 
 import aclient
 from fakebackend import FakeBackend
-from harness import Proxy, Sim, eq, get, ok, post, run, wait_until, SLOW
+from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 STREAM = {"model": "llama3", "prompt": "hello"}
@@ -122,6 +122,25 @@ def test_metrics_retries_cancels_and_key():
     eq(value(m, "ollama_proxy_cancelled_total"), 1, "cancelled")
     eq(value(m, "ollama_proxy_retries_total"), 2, "retries")
     px.stop()
+
+
+def test_metrics_open_to_scrapes_only():
+    """Issue 18, item 3: the key exemption of /metrics is for GET and HEAD;
+    any other method needs a key and is never proxied to a backend."""
+    sim = Sim()
+    px = Proxy([("gpu0", sim.url, 2)],
+               extra='auth = { keys = ( { name = "a"; key = "ka"; admin = true; } ); };')
+    eq(get(px.url + "/metrics").status, 200, "GET without a key")
+    eq(http("HEAD", px.url + "/metrics").status, 200, "HEAD without a key")
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        r = http(method, px.url + "/metrics", body=b'{"model":"llama3"}')
+        eq(r.status, 401, method + " /metrics without a key")
+        r = http(method, px.url + "/metrics", body=b"{}",
+                 headers={"Authorization": "Bearer ka"})
+        eq(r.status, 405, method + " /metrics with a key")
+        ok("x-backend" not in r.headers, method + " /metrics reached a backend")
+    px.stop()
+    sim.stop()
 
 
 def test_monitoring_config_and_alerts():

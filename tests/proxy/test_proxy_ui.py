@@ -320,6 +320,33 @@ def test_keys_shell_open_data_admin_only():
     sim.stop()
 
 
+def test_proxy_paths_never_reach_a_backend():
+    """Issue 18, item 14: HEAD /proxy/status, an unknown action and an
+    unknown /proxy/ path are answered by the proxy; none is forwarded (a
+    forwarded one would carry X-Backend)."""
+    sim = Sim()
+    px = Proxy([("gpu0", sim.url, 2)], extra=KEYS)
+    adm = bearer(ADMIN)
+    r = http("HEAD", px.url + "/proxy/status", headers=adm)
+    eq(r.status, 200, "HEAD /proxy/status")
+    ok("x-backend" not in r.headers, "HEAD /proxy/status answered by the proxy")
+    for method, path, want in (("POST", "/proxy/backends/gpu0/bogus", 404),
+                               ("POST", "/proxy/backends/nobody/drain", 404),
+                               ("GET", "/proxy/backends/gpu0/drain", 405),
+                               ("GET", "/proxy/nothing", 404),
+                               ("DELETE", "/proxy/status", 405),
+                               ("PUT", "/proxy/history", 405)):
+        r = http(method, px.url + path, body=b"{}", headers=adm)
+        eq(r.status, want, "%s %s" % (method, path))
+        ok("x-backend" not in r.headers, "%s %s went to a backend" % (method, path))
+        ok("error" in r.json(), "%s %s: the proxy's JSON error" % (method, path))
+    eq(px.status(headers=adm)["backends"][0]["state"], "up",
+       "the unknown action changed nothing")
+    eq(sim.stats()["requests"], 0, "the sim saw no request")
+    px.stop()
+    sim.stop()
+
+
 def test_history_counts_requests_and_tokens():
     a, b = sims(2)
     px = Proxy([("gpu0", a.url, 2), ("gpu1", b.url, 2)])
