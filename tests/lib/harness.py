@@ -6,12 +6,19 @@ accepts connections; started with port 0 it picks a free port itself, so
 tests never race each other for ports under `ctest -j`.
 
 A test script defines functions named test_* and ends with run(globals()).
+
+A test that cannot run here (a tool it needs is absent: chromium, docker,
+promtool...) calls skip("why") or need_tool(...): it is reported SKIP, not
+PASS. When every test of a script skipped, or the script called
+skip_all("why"), the script exits SKIP_RC (77), which ctest shows as
+skipped (op_py_test sets SKIP_RETURN_CODE 77); a failure still exits 1.
 """
 import atexit
 import http.client as httpclient
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -246,26 +253,93 @@ def ok(cond, msg="check failed"):
         raise AssertionError(msg)
 
 
+SKIP_RC = 77  # the exit code of a script whose every test skipped (ctest SKIP_RETURN_CODE)
+
+
+class Skip(Exception):
+    """A test cannot run here; the message says why. Raised by skip()."""
+
+
+class SkipAll(Skip):
+    """No test of this script can run here. Raised by skip_all() in a test."""
+
+
+_in_test = False
+
+
+def skip(why):
+    """End the running test as SKIPPED (not passed), for WHY, e.g. "chromium
+    not found". Outside a test (at the top of a script) it skips them all."""
+    if not _in_test:
+        skip_all(why)
+    raise Skip(why)
+
+
+def skip_all(why):
+    """Skip this test and every test after it; the script exits SKIP_RC
+    unless a test failed. At the top of a script, before run(): print
+    "SKIP all: WHY" and exit SKIP_RC at once."""
+    if _in_test:
+        raise SkipAll(why)
+    print("SKIP all: %s" % why, flush=True)
+    _cleanup()
+    sys.exit(SKIP_RC)
+
+
+def need_tool(*names):
+    """The path of the first of the commands NAMES on the PATH; if none is
+    there, skip the test: "NAME not found"."""
+    for n in names:
+        path = shutil.which(n)
+        if path:
+            return path
+    skip("%s not found" % " or ".join(names))
+
+
 def run(ns):
-    """Run every test_* function of namespace NS in definition order; print
-    the closing line ctest logs show; exit 1 on any failure."""
+    """Run every test_* function of namespace NS in definition order (only
+    those named on the command line, if any); print the closing line ctest
+    logs show. Exit 1 on any failure; SKIP_RC when no test failed or passed
+    but some skipped, or one called skip_all(); else 0."""
+    global _in_test
     only = sys.argv[1:]
     tests = [(k, v) for k, v in ns.items() if k.startswith("test_") and callable(v)]
-    passed = failed = 0
+    unknown = [n for n in only if n not in [k for k, _ in tests]]
+    if unknown:
+        print("no such test: %s" % " ".join(unknown))
+        sys.exit(1)
+    passed = failed = skipped = 0
+    skip_rest = None  # the reason of a skip_all(), once called
     for name, fn in tests:
         if only and name not in only:
             continue
+        if skip_rest is not None:
+            skipped += 1
+            print("SKIP %s: %s" % (name, skip_rest), flush=True)
+            continue
         t0 = time.time()
+        _in_test = True
         try:
             fn()
             passed += 1
             print("PASS %s (%.2fs)" % (name, time.time() - t0), flush=True)
+        except Skip as e:
+            skipped += 1
+            print("SKIP %s: %s" % (name, e), flush=True)
+            if isinstance(e, SkipAll):
+                skip_rest = str(e)
         except Exception:
             failed += 1
             print("FAIL %s (%.2fs)" % (name, time.time() - t0), flush=True)
             traceback.print_exc()
             for p in _procs:
                 print("--- log of %s (pid %d):\n%s" % (p.name, p.pid, p.tail(25)))
+        finally:
+            _in_test = False
     _cleanup()
-    print("%d passed, %d failed" % (passed, failed))
-    sys.exit(1 if failed else 0)
+    print("%d passed, %d failed, %d skipped" % (passed, failed, skipped))
+    if failed:
+        sys.exit(1)
+    if skipped and (passed == 0 or skip_rest is not None):
+        sys.exit(SKIP_RC)
+    sys.exit(0)
