@@ -168,8 +168,7 @@ int main(void)
     /* Found by the fuzzer: a backslash and a NUL is no escape; an escaped
      * key is the key it decodes to; the last "model" wins, as in jansson. */
     {
-        struct jscan_result r;
-        char err[128], out[32];
+        char out[32];
         static const char nul_escape[] = {'"', '\\', 0, '"'};
         CHECK_INT(jscan_body(nul_escape, sizeof nul_escape, &r, err, sizeof err), -1);
         CHECK_INT(jscan_body("{\"mod\\u0065l\":\"llama3\"}", strlen("{\"mod\\u0065l\":\"llama3\"}"), &r, err, sizeof err), 0);

@@ -90,8 +90,10 @@ static void on_granted(struct sched_entry *e, struct backend *be)
 
 static struct backend *mk_backend(const char *name, int cap, const char *const *models, int n)
 {
-    struct config_backend cb = {.name = (char *)name, .url = "http://127.0.0.1:1",
-                                .host = "127.0.0.1", .port = 1, .max_concurrent = cap};
+    char nm[32], url[] = "http://127.0.0.1:1", host[] = "127.0.0.1";
+    struct config_backend cb = {.name = nm, .url = url, .host = host, .port = 1,
+                                .max_concurrent = cap};
+    snprintf(nm, sizeof nm, "%s", name);
     struct backend *be = backend_new(&cb);
     if (models) {
         be->models_known = 1;
@@ -181,7 +183,7 @@ static void test_random_properties(void)
     static const char *const m01[] = {"m0", "m1"}, *const m12[] = {"m1", "m2"},
                              *const m3[] = {"m3"};
     static const char *const model_keys[] = {"m0", "m1", "m2", "m3", "m4", NULL};
-    static const char *const names[] = {"a", "b", "c", "d", "e", "f"};
+    static char names[][8] = {"a", "b", "c", "d", "e", "f"};
     unsigned seed = 12345;
     int running[MAXE], nrun;
     bes[0] = mk_backend("b0", 3, m01, 2);
@@ -190,8 +192,8 @@ static void test_random_properties(void)
     bes[3] = mk_backend("b3", 1, m3, 1);
     nbes = 4;
     for (int k = 0; k < 6; k++) {
-        keys[k].name = (char *)names[k];
-        keys[k].key = (char *)names[k];
+        keys[k].name = names[k];
+        keys[k].key = names[k];
         keys[k].priority = (enum key_priority)(k % 3);
         keys[k].weight = 1 + k % 3;
         keys[k].max_concurrent = k == 1 ? 2 : 0;
@@ -244,13 +246,13 @@ static void test_random_properties(void)
  * as replies end, the slots in flight stay within one of 2 and 6. */
 static void test_shares_follow_weights(void)
 {
-    static const char *const names[] = {"light", "heavy"};
+    static char names[][8] = {"light", "heavy"};
     int rc, worst = 0;
     bes[0] = mk_backend("b0", 8, NULL, 0);
     nbes = 1;
     for (int k = 0; k < 2; k++) {
         memset(&keys[k], 0, sizeof keys[k]);
-        keys[k].name = keys[k].key = (char *)names[k];
+        keys[k].name = keys[k].key = names[k];
         keys[k].priority = PRIO_NORMAL;
         keys[k].weight = k ? 3 : 1;
     }
