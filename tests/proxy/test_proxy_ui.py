@@ -16,7 +16,7 @@ OP_UI_WARMUP_S=N runs the warm-up load N seconds first, for a screenshot
 whose sparklines have more to show (tests/proxy/ui-screenshot.png, the one
 README.md shows, was made so).
 
-Without a chromium on the PATH the browser tests say "skip" and pass; the
+Without a chromium on the PATH the browser tests report SKIPPED (never passed); the
 HTTP ones always run. The browser gets no network but 127.0.0.1: every
 other host name resolves to nothing, background services are off."""
 import base64
@@ -32,6 +32,7 @@ import subprocess
 import threading
 import time
 
+import harness
 from harness import (BUILD, Proxy, Sim, eq, get, http, ok, post, run, tmpdir, wait_until,
                      SLOW)
 
@@ -218,9 +219,9 @@ class Browser:
 
 
 def browser_or_skip():
+    """A browser, or the test ends SKIPPED (never passed) without one."""
     if not CHROMIUM:
-        print("skip: no chromium on the PATH (.ci/packages installs it)")
-        return None
+        harness.skip("no chromium on the PATH (.ci/packages installs it)")
     return Browser()
 
 
@@ -413,8 +414,6 @@ def renders(br):
 
 def test_page_live_fleet():
     br = browser_or_skip()
-    if not br:
-        return
     a, b = sims(2)
     px = Proxy([("gpu0", a.url, 3), ("gpu1", b.url, 2)],
                extra="health = { interval_s = 0.3; timeout_s = 0.5; fail_after = 2; };\n"
@@ -516,8 +515,6 @@ def test_page_live_fleet():
 
 def test_page_asks_for_an_admin_key():
     br = browser_or_skip()
-    if not br:
-        return
     sim = Sim()
     px = Proxy([("gpu0", sim.url, 2)], extra=KEYS)
     try:
