@@ -46,6 +46,7 @@ struct backend *backend_new(const struct config_backend *cb)
     be->port = cb->port;
     be->max_concurrent = be->cfg_cap = cb->max_concurrent;
     be->healthy = 1;
+    be->models_pending = 1; /* until discovery has asked it (discover_refresh) */
     if (cb->adaptive)
         backend_adapt(be, cb->max_concurrent);
     if (strchr(be->host, ':'))
@@ -112,6 +113,7 @@ void backend_model_add(struct backend *be, const char *name)
     if (!be->models_known || !be->models || name_key(name, key, sizeof key) < 0 ||
         name_display(name, disp, sizeof disp) < 0 || model_list_has(be->models, key))
         return;
+    be->local_change_ms = net_now_ms();
     model_list_push(be->models, disp, key);
 }
 
@@ -121,6 +123,7 @@ void backend_model_remove(struct backend *be, const char *name, int loaded)
     struct model_list *l = loaded ? be->loaded : be->models;
     if (!l || name_key(name, key, sizeof key) < 0)
         return;
+    be->local_change_ms = net_now_ms();
     for (int i = 0; i < l->n; i++)
         if (strcmp(l->keys[i], key) == 0) {
             free(l->names[i]);
@@ -158,7 +161,11 @@ const char *model_list_label(const struct model_list *l, const char *key)
 
 int backend_serves(const struct backend *be, const char *key)
 {
-    return !key || !be->models_known || model_list_has(be->models, key);
+    if (!key)
+        return 1;
+    if (be->models_pending)
+        return 0;
+    return !be->models_known || model_list_has(be->models, key);
 }
 
 void backend_free(struct backend *be)

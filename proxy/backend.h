@@ -28,6 +28,7 @@ struct backend {
     socklen_t addrlen; /* 0 until the host resolved */
     int max_concurrent;
     int in_flight;
+    int meta_in_flight; /* metadata requests, outside the cap (sched.h SCHED_META_CAP) */
     unsigned long long served; /* responses that ended well */
     unsigned long long failed; /* connect errors, resets, 503s, timeouts */
     /* Health (health.c): down after fail_after failures in a row, of real
@@ -40,6 +41,9 @@ struct backend {
     double down_since;     /* wall-clock seconds */
     struct upstream *probe; /* an active check in flight */
     int probe_status;
+    char probe_body[128];   /* the start of its answer, {"version":"..."} */
+    size_t probe_len;
+    char version[48];       /* what it last said of its version; "" before */
     /* The runtime control (/proxy/backends/NAME/...): ADMIN_DRAIN and
      * ADMIN_DISABLED take no new request; a reload that changes the
      * backend's row resets it. cfg_cap is the file's max_concurrent. */
@@ -54,8 +58,13 @@ struct backend {
     char *tmpl, *tmpl_url; /* made from the dns row of this name and url; NULL: a url row */
     /* Model discovery (discover.c): installed models from /api/tags and
      * loaded ones from /api/ps, as display names and as name_key() keys.
-     * Until the first answer, models_known is 0 and it serves anything. */
+     * A backend that joins (startup, reload, dns) or comes back up is asked
+     * at once and is models_pending until that answer: it takes no request
+     * for a model meanwhile, so it never answers one it does not have. A
+     * backend whose /api/tags never answered (models_known 0 and not
+     * pending) serves anything, as CONTRACT.md says. */
     int models_known;
+    int models_pending;
     struct model_list *models, *loaded;
     struct json_t *tags_json, *ps_json; /* the last "models" arrays, as sent */
     double ps_at_ms;             /* when loaded/ps_json were last answered */
@@ -63,6 +72,8 @@ struct backend {
     struct upstream *poll;       /* a discovery request in flight */
     struct evbuffer *poll_body;  /* its answer so far */
     int poll_phase;              /* 0: /api/tags, 1: /api/ps */
+    double poll_t0_ms;           /* when the phase in flight was asked */
+    double local_change_ms;      /* when a fan-out of ours last changed the lists */
     int poll_status;
 };
 
@@ -113,7 +124,8 @@ void backend_adapt(struct backend *be, int ceiling);
 int backend_available(const struct backend *be, double now_ms);
 
 /* 1 when BE may serve the model with name key KEY (NULL: any request):
- * its /api/tags lists it, or its models are not known yet. */
+ * its /api/tags lists it, or its models could not be known; 0 while the
+ * answer of a joining backend is awaited (models_pending). */
 int backend_serves(const struct backend *be, const char *key);
 
 /* The least loaded available backend among BES[0..N-1] that serves KEY

@@ -9,12 +9,39 @@
 #include <time.h>
 
 #include "backend.h"
+#include "names.h"
 #include "proxy.h"
 #include "server.h"
 
+/* In service: up, neither drained nor disabled, nor retired. */
+static int in_service(const struct backend *be)
+{
+    return be->healthy && !be->removed && be->admin == ADMIN_READY;
+}
+
+/* The backends the answers are built from: those in service whose models
+ * are known; when there is none, every one whose models were ever known,
+ * as they said last (the answer is then stale). */
+static int stale;
+
 static int usable(const struct backend *be)
 {
-    return be->healthy && !be->removed && be->models_known;
+    return be->models_known && !be->removed && (stale || in_service(be));
+}
+
+/* Choose fresh or stale for the answer about to be built: 0 when nothing
+ * is known at all. */
+static int choose(struct proxy *px)
+{
+    int any = 0;
+    stale = 0;
+    for (int b = 0; b < px->nbackends; b++) {
+        if (px->backends[b]->models_known && in_service(px->backends[b]))
+            return 1;
+        any |= px->backends[b]->models_known && !px->backends[b]->removed;
+    }
+    stale = any;
+    return any;
 }
 
 static const char *str(json_t *o, const char *key)
@@ -145,6 +172,9 @@ static void reply(struct evhttp_request *req, json_t *o)
     free(text);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json; charset=utf-8");
+    if (stale)
+        evhttp_add_header(evhttp_request_get_output_headers(req), CATALOG_STALE_HEADER,
+                          "no backend in service; as the backends said last");
     server_send_reply(req, 200, "OK", b);
     evbuffer_free(b);
 }
@@ -152,22 +182,75 @@ static void reply(struct evhttp_request *req, json_t *o)
 int catalog_known(struct proxy *px)
 {
     for (int b = 0; b < px->nbackends; b++)
-        if (usable(px->backends[b]))
+        if (px->backends[b]->models_known && in_service(px->backends[b]))
             return 1;
     return 0;
 }
 
+/* GET /v1/models/M: the union's entry for M, OpenAI's shape. */
+static void reply_v1_model(struct proxy *px, struct evhttp_request *req, const char *id)
+{
+    json_t *tags = union_tags(px), *m, *found = NULL;
+    char want[NAME_KEY_MAX], key[NAME_KEY_MAX], msg[NAME_KEY_MAX + 64];
+    size_t i;
+    int have = name_key(id, want, sizeof want) == 0;
+    json_array_foreach(tags, i, m) {
+        if (have && name_key(str(m, "name"), key, sizeof key) == 0 && !strcmp(key, want)) {
+            found = json_pack("{s:s,s:s,s:I,s:o}", "id", id, "object", "model", "created",
+                              (json_int_t)unix_time(str(m, "modified_at")), "owned_by",
+                              owner(str(m, "name")));
+            break;
+        }
+    }
+    json_decref(tags);
+    if (found) {
+        reply(req, found);
+        return;
+    }
+    snprintf(msg, sizeof msg, "model '%s' not found", id);
+    server_reply_error(req, 1, 404, msg, 0);
+}
+
+/* GET /api/version: what a backend in service said to its last health
+ * check (else, stale, what any said). */
+static void reply_version(struct proxy *px, struct evhttp_request *req)
+{
+    const struct backend *src = NULL;
+    for (int pass = 0; pass < 2 && !src; pass++)
+        for (int b = 0; b < px->nbackends && !src; b++) {
+            const struct backend *be = px->backends[b];
+            if (be->version[0] && !be->removed && (pass || in_service(be)))
+                src = be;
+        }
+    if (!src) {
+        server_reply_error(req, 0, 503, "no backend has answered yet", 1);
+        return;
+    }
+    stale = !in_service(src);
+    reply(req, json_pack("{s:s}", "version", src->version));
+}
+
 int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path)
 {
-    if (!catalog_known(px))
+    if (strcmp(path, "/api/version") == 0) {
+        reply_version(px, req);
+        return 1;
+    }
+    if (strcmp(path, "/api/tags") != 0 && strcmp(path, "/v1/models") != 0 &&
+        strncmp(path, "/v1/models/", 11) != 0 && strcmp(path, "/api/ps") != 0)
         return 0;
+    if (!choose(px)) {
+        server_reply_error(req, strncmp(path, "/v1/", 4) == 0, 503,
+                           "no backend has said what models it has yet", 1);
+        return 1;
+    }
     if (strcmp(path, "/api/tags") == 0)
         reply(req, json_pack("{s:o}", "models", union_tags(px)));
-    else if (strcmp(path, "/api/ps") == 0)
-        reply(req, json_pack("{s:o}", "models", all_ps(px)));
+    else if (strcmp(path, "/api/ps") == 0) /* nothing out of service runs a model for us */
+        reply(req, json_pack("{s:o}", "models", stale ? json_array() : all_ps(px)));
     else if (strcmp(path, "/v1/models") == 0)
         reply(req, v1_models(px));
     else
-        return 0;
+        reply_v1_model(px, req, path + 11);
     return 1;
 }

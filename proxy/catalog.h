@@ -5,18 +5,24 @@
  *   GET /api/ps     every backend's loaded models, one entry per (model,
  *                   backend), each with an added "backend" field
  *   GET /v1/models  the union in OpenAI's shape
- * GET /api/version is proxied to a backend like any request. */
+ *   GET /v1/models/M  its entry, or 404 in OpenAI's shape
+ *   GET /api/version  what a backend said to its last health check
+ * None of them takes a GPU slot or waits. With no backend in service they
+ * answer from what the backends said last, with the header
+ * CATALOG_STALE_HEADER (and /api/ps with no model), or 503 at once when
+ * nothing was ever heard. */
 #ifndef PX_CATALOG_H
 #define PX_CATALOG_H
 
 struct proxy;
 struct evhttp_request;
 
-/* Answer REQ if PATH is one of the above and some backend's models are
- * known; returns 1 if it answered, 0 to let the request be proxied. */
+#define CATALOG_STALE_HEADER "X-Proxy-Stale"
+
+/* Answer REQ if PATH is one of the above: 1 if it answered, else 0. */
 int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path);
 
-/* 1 when some usable backend's models are known (catalog_reply answers). */
+/* 1 when some backend in service has said what models it has. */
 int catalog_known(struct proxy *px);
 
 #endif

@@ -30,6 +30,7 @@ struct opt {
 static const struct opt opts[] = {
     {"queue", "max_length", OPT_INT, OFF(queue_max_length), 0, 10000000},
     {"queue", "timeout_s", OPT_NUM, OFF(queue_timeout_s), 0.001, 86400 * 7},
+    {"queue", "no_backend_s", OPT_NUM, OFF(queue_no_backend_s), 0, 86400},
     {"timeouts", "connect_s", OPT_NUM, OFF(connect_s), 0.001, 3600},
     {"timeouts", "first_byte_s", OPT_NUM, OFF(first_byte_s), 0.001, 86400},
     {"timeouts", "idle_s", OPT_NUM, OFF(idle_s), 0.001, 86400},
@@ -58,6 +59,7 @@ static void set_defaults(struct px_config *c)
 {
     c->queue_max_length = 1024;
     c->queue_timeout_s = 600;
+    c->queue_no_backend_s = 5;
     c->connect_s = 3;
     c->first_byte_s = 600;
     c->idle_s = 300;
@@ -627,8 +629,8 @@ void config_print_summary(const struct px_config *c)
         slots += c->backends[i].max_concurrent;
     }
     printf("fleet slots      %d\n", slots);
-    printf("queue            max_length %d, timeout %gs\n", c->queue_max_length,
-           c->queue_timeout_s);
+    printf("queue            max_length %d, timeout %gs, no backend %gs\n",
+           c->queue_max_length, c->queue_timeout_s, c->queue_no_backend_s);
     printf("timeouts         connect %gs, first byte %gs, idle %gs, request %gs\n",
            c->connect_s, c->first_byte_s, c->idle_s, c->request_s);
     printf("health           every %gs, timeout %gs, down after %d, up after %d\n",

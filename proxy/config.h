@@ -42,6 +42,7 @@ struct px_config {
     int nbackends;
     int queue_max_length;
     double queue_timeout_s;
+    double queue_no_backend_s; /* a model no backend in service has: 503 after this */
     double connect_s, first_byte_s, idle_s;
     double request_s; /* a request's head and body arrive within this of its first byte */
     double health_interval_s, health_timeout_s;

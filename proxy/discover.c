@@ -21,6 +21,17 @@ static struct proxy *the_px; /* polls outlive no proxy: one per process */
 
 static void poll_phase(struct backend *be, int phase);
 
+/* The /api/tags phase of BE's poll has ended, answered or not: a joining
+ * backend is pending no more (what it said, or, failing that, what it
+ * said before, or "anything" when it never answered). */
+static void tags_ended(struct backend *be)
+{
+    if (!be->models_pending)
+        return;
+    be->models_pending = 0;
+    sched_kick(&the_px->sched); /* requests for its models may go there now */
+}
+
 static void on_header(void *arg, int status, const char *key, const char *value)
 {
     (void)arg, (void)status, (void)key, (void)value;
@@ -48,6 +59,8 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
                  be->poll_phase ? "/api/ps" : "/api/tags", DISCOVER_MAX_BYTES);
         be->poll = NULL;
         upstream_abort(up); /* freed when this callback returns */
+        if (be->poll_phase == 0)
+            tags_ended(be);
         return;
     }
     evbuffer_remove_buffer(src, be->poll_body, len);
@@ -106,6 +119,12 @@ int discover_set_ps(struct backend *be, struct evbuffer *body)
     return 0;
 }
 
+void discover_rejoin(struct proxy *px, struct backend *be)
+{
+    be->models_pending = 1;
+    discover_refresh(px, be);
+}
+
 void discover_refresh(struct proxy *px, struct backend *be)
 {
     (void)px;
@@ -133,6 +152,18 @@ static void on_done(void *arg)
     if (!l) {
         log_warn("backend %s: unusable answer to %s (status %d)", be->name,
                      be->poll_phase ? "/api/ps" : "/api/tags", be->poll_status);
+        if (be->poll_phase == 0)
+            tags_ended(be);
+        return;
+    }
+    if (be->poll_t0_ms < be->local_change_ms) {
+        /* Asked before a pull, delete or unload of ours changed BE's lists:
+         * this answer may predate the change (the red flake of stop 16:
+         * an /api/ps answered after an unload listed the model again).
+         * Keep what we set and ask again. */
+        model_list_free(l);
+        json_decref(array);
+        poll_phase(be, be->poll_phase); /* asked again, after the change */
         return;
     }
     if (be->poll_phase == 0) {
@@ -143,6 +174,7 @@ static void on_done(void *arg)
         be->models = l;
         be->tags_json = array;
         be->models_known = 1;
+        be->models_pending = 0;
         poll_phase(be, 1);
     } else {
         set_ps(be, l, array);
@@ -160,6 +192,8 @@ static void on_error(void *arg, enum upstream_err err)
     be->poll = NULL;
     evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
     log_debug("backend %s: model poll failed: %s", be->name, upstream_strerror(err));
+    if (be->poll_phase == 0)
+        tags_ended(be);
 }
 
 static const struct upstream_cbs poll_cbs = {on_header, on_head, on_body, on_done, on_error};
@@ -174,10 +208,13 @@ static void poll_phase(struct backend *be, int phase)
         be->poll_body = evbuffer_new();
     be->poll_phase = phase;
     be->poll_status = 0;
+    be->poll_t0_ms = net_now_ms();
     evbuffer_add_printf(req, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
                         phase ? "/api/ps" : "/api/tags", be->hostport);
     be->poll = upstream_start(px->base, be, req, 0, &to, &poll_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));
+    if (!be->poll && phase == 0)
+        tags_ended(be);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

@@ -33,6 +33,10 @@ struct model_list *discover_parse(const char *body, size_t len, struct json_t **
  * poll in flight ends. */
 void discover_refresh(struct proxy *px, struct backend *be);
 
+/* BE joins the fleet or comes back up: it is asked at once, and takes no
+ * request for a model until it has answered (backend.h, models_pending). */
+void discover_rejoin(struct proxy *px, struct backend *be);
+
 /* BE's answer to /api/ps (BODY) as its loaded models now: 0, or -1 when
  * malformed (nothing changed). */
 int discover_set_ps(struct backend *be, struct evbuffer *body);

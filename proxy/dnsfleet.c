@@ -84,7 +84,7 @@ static void join(struct tmpl *t, unsigned addr)
     be->tmpl_url = strdup(t->url);
     log_info("backend %s joins (%s resolves to %s)", name, t->host, ip);
     if (fleet_add(t->px, be) == 0)
-        discover_refresh(t->px, be); /* its models, now rather than at the next poll */
+        discover_rejoin(t->px, be); /* its models before any request for one */
 }
 
 static void tmpl_free(struct tmpl *t);

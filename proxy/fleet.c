@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "accesslog.h"
 #include "config.h"
+#include "discover.h"
 #include "dnsfleet.h"
 #include "health.h"
 #include "log.h"
@@ -163,6 +164,7 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
             recap(be, &cfg->backends[i]);
         } else if ((be = add(px, &cfg->backends[i]))) {
             log_info("backend %s added (%s)", be->name, be->url);
+            discover_rejoin(px, be); /* no request for a model before its answer */
         }
         if (be)
             next[n++] = be;

@@ -4,10 +4,13 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "backend.h"
 #include "config.h"
+#include "discover.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -31,10 +34,27 @@ static int on_head(void *arg, int status, const char *reason, long long content_
     return 0;
 }
 
+/* The answer's first bytes are kept: the version the proxy answers
+ * /api/version with (catalog.h), without a request of its own. */
 static void on_body(void *arg, struct evbuffer *src, size_t len)
 {
-    (void)arg;
-    evbuffer_drain(src, len);
+    struct backend *be = arg;
+    size_t room = sizeof be->probe_body - 1 - be->probe_len, k = len < room ? len : room;
+    if (k)
+        evbuffer_remove(src, be->probe_body + be->probe_len, k);
+    be->probe_len += k;
+    evbuffer_drain(src, len - k);
+}
+
+static void note_version(struct backend *be)
+{
+    json_t *o, *v;
+    be->probe_body[be->probe_len] = '\0';
+    o = json_loads(be->probe_body, 0, NULL);
+    v = json_object_get(o, "version");
+    if (json_is_string(v) && json_string_length(v) < sizeof be->version)
+        memcpy(be->version, json_string_value(v), json_string_length(v) + 1);
+    json_decref(o);
 }
 
 static void passed(struct backend *be)
@@ -46,6 +66,7 @@ static void passed(struct backend *be)
     be->healthy = 1;
     be->down_reason[0] = '\0';
     log_info("backend %s: up again (%d checks passed)", be->name, be->consecutive_ok);
+    discover_rejoin(the_px, be); /* what it has now, before any request for a model */
     sched_kick(&the_px->sched); /* waiting requests may go there now */
 }
 
@@ -67,6 +88,7 @@ static void on_done(void *arg)
     be->probe = NULL;
     upstream_release(up);
     if (be->probe_status >= 200 && be->probe_status < 300) {
+        note_version(be);
         passed(be);
     } else {
         snprintf(why, sizeof why, "GET /api/version answered %d", be->probe_status);
@@ -96,6 +118,7 @@ static void check(struct backend *be)
         return;
     to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
     be->probe_status = 0;
+    be->probe_len = 0;
     evbuffer_add_printf(req, "GET /api/version HTTP/1.1\r\nHost: %s\r\n\r\n", be->hostport);
     be->probe = upstream_start(px->base, be, req, 0, &to, &check_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));

@@ -45,6 +45,7 @@ struct sched_group {
     char *key; /* NULL: requests any backend serves */
     struct heap heap[PRIO_COUNT];
     int ncgq;
+    double unserved_ms; /* since when no backend in service serves it; 0: one does */
     struct sched_group *next;
 };
 
@@ -421,6 +422,7 @@ int sched_configure(struct sched *s, const struct px_config *cfg)
     s->nkeys = cfg->nkeys;
     s->max_length = cfg->queue_max_length;
     s->timeout_s = cfg->queue_timeout_s;
+    s->no_backend_s = cfg->queue_no_backend_s;
     sched_kick(s); /* caps may have grown */
     return 0;
 }
@@ -482,7 +484,7 @@ int sched_retry_after(struct sched *s)
 
 int sched_length(const struct sched *s)
 {
-    return s->waiting + s->retrying;
+    return s->waiting + s->retrying + s->meta_waiting;
 }
 
 double sched_oldest_ms(const struct sched *s)
@@ -513,7 +515,10 @@ static void stop_timer(struct sched_entry *e)
 static void unqueue(struct sched *s, struct sched_entry *e)
 {
     stop_timer(e);
-    if (e->state == SCHED_WAITING) {
+    if (e->meta && e->state == SCHED_WAITING) {
+        TAILQ_REMOVE(&s->meta_q, e, q_link);
+        s->meta_waiting--;
+    } else if (e->state == SCHED_WAITING) {
         struct sched_cgq *q = e->cgq;
         int was_head = TAILQ_FIRST(&q->entries) == e;
         TAILQ_REMOVE(&q->entries, e, q_link);
@@ -585,6 +590,70 @@ static struct sched_entry *pick(struct sched *s, struct backend **be_out, double
     return *be_out ? e : NULL;
 }
 
+/* ---- metadata ---- */
+
+static void arm(struct sched *s, struct sched_entry *e);
+static void nb_arm(struct sched *s);
+
+/* The backend in service serving KEY with the fewest metadata requests
+ * under SCHED_META_CAP, AVOID only if it is the only one; NULL if none. */
+static struct backend *meta_pick(struct sched *s, const char *key, const struct backend *avoid)
+{
+    struct backend *best = NULL, *fallback = NULL;
+    for (int i = 0; i < s->nbackends; i++) {
+        struct backend *be = s->backends[i];
+        if (be->removed || !be->healthy || be->admin != ADMIN_READY ||
+            be->meta_in_flight >= SCHED_META_CAP || !backend_serves(be, key))
+            continue;
+        if (be == avoid)
+            fallback = be;
+        else if (!best || be->meta_in_flight < best->meta_in_flight)
+            best = be;
+    }
+    return best ? best : fallback;
+}
+
+static void meta_grant(struct sched *s, struct sched_entry *e, struct backend *be)
+{
+    if (e->state != SCHED_IDLE)
+        unqueue(s, e);
+    e->state = SCHED_RUNNING;
+    e->be = be;
+    be->meta_in_flight++;
+    e->ops->granted(e, be);
+}
+
+/* Waiting metadata entries, oldest first, each to a backend that serves
+ * its model (one that cannot be served yet does not hold up the rest). */
+static void meta_dispatch(struct sched *s)
+{
+    struct sched_entry *e, *next;
+    struct backend *be;
+    for (e = TAILQ_FIRST(&s->meta_q); e && !s->frozen; e = next) {
+        next = TAILQ_NEXT(e, q_link);
+        if ((be = meta_pick(s, e->key, e->avoid))) {
+            meta_grant(s, e, be);
+            next = TAILQ_FIRST(&s->meta_q); /* a grant may end others */
+        }
+    }
+}
+
+static int meta_enqueue(struct sched *s, struct sched_entry *e, int head)
+{
+    if (!head && s->meta_waiting >= s->max_length)
+        return SCHED_EFULL;
+    e->state = SCHED_WAITING;
+    e->unserved_ms = sched_serveable(s, e->key) ? 0 : net_now_ms();
+    if (head)
+        TAILQ_INSERT_HEAD(&s->meta_q, e, q_link);
+    else
+        TAILQ_INSERT_TAIL(&s->meta_q, e, q_link);
+    s->meta_waiting++;
+    arm(s, e);
+    nb_arm(s);
+    return 0;
+}
+
 /* The one function that hands free slots on. Grants may re-enter the
  * scheduler (a granted entry's try can fail at once and retry, or end a
  * session): a nested call only asks the running loop to look again. */
@@ -609,6 +678,7 @@ static void dispatch(struct sched *s)
             s->dispatches++;
             now = net_now_ms();
         }
+        meta_dispatch(s);
     } while (s->again);
     s->dispatch_ns += (unsigned long long)(net_now_ns() - t0);
     s->dispatching = 0;
@@ -616,7 +686,7 @@ static void dispatch(struct sched *s)
 
 void sched_kick(struct sched *s)
 {
-    if (s->waiting + s->retrying)
+    if (s->waiting + s->retrying + s->meta_waiting)
         dispatch(s);
 }
 
@@ -630,6 +700,124 @@ void sched_set_backends(struct sched *s, struct backend **bes, int n)
     s->backends = bes;
     s->nbackends = n;
     sched_kick(s);
+}
+
+/* ---- the no-backend rule ---- */
+
+int sched_serveable(const struct sched *s, const char *key)
+{
+    for (int i = 0; i < s->nbackends; i++) {
+        const struct backend *be = s->backends[i];
+        if (!be->removed && be->healthy && be->admin == ADMIN_READY &&
+            (be->models_pending || backend_serves(be, key)))
+            return 1;
+    }
+    return 0;
+}
+
+static int no_backend_retry_after(const struct sched *s)
+{
+    return s->no_backend_s >= 1 ? (int)(s->no_backend_s + 0.999) : 1;
+}
+
+static void refuse_no_backend(struct sched *s, struct sched_entry *e)
+{
+    int was_retry = e->state == SCHED_RETRY;
+    unqueue(s, e);
+    if (was_retry)
+        count_out(e);
+    e->client->refused++;
+    e->ops->refused(e, SCHED_NO_BACKEND, no_backend_retry_after(s));
+}
+
+/* The oldest waiting entry of G, or NULL; *LAST when it is G's last. */
+static struct sched_entry *group_first(struct sched *s, struct sched_group *g, int *last)
+{
+    struct sched_client *c;
+    LIST_FOREACH(c, &s->clients, link)
+        for (struct sched_cgq *q = c->cgqs; q; q = q->next)
+            if (q->group == g) {
+                struct sched_entry *e = TAILQ_FIRST(&q->entries);
+                *last = g->ncgq == 1 && !TAILQ_NEXT(e, q_link);
+                return e;
+            }
+    return NULL;
+}
+
+/* Refuse every entry of G (a refusal may free G with its last entry). */
+static void refuse_group(struct sched *s, struct sched_group *g)
+{
+    struct sched_entry *e;
+    int last = 0;
+    while (!last && (e = group_first(s, g, &last)))
+        refuse_no_backend(s, e);
+}
+
+/* Models that no backend in service has had for no_backend_s: their
+ * entries are refused. Run every NB_SWEEP_MS; the clock of a model starts
+ * when an entry for it is queued or when a sweep first finds it
+ * unserved, so the bound holds within a sweep period. O(models x
+ * backends) when nothing is to be refused. */
+#define NB_SWEEP_MS 250
+
+static int no_backend_expired(const struct sched *s, const char *key, double *since, double now)
+{
+    if (sched_serveable(s, key)) {
+        *since = 0;
+        return 0;
+    }
+    if (!*since)
+        *since = now;
+    return now - *since >= s->no_backend_s * 1000.0;
+}
+
+static void no_backend_sweep(struct sched *s)
+{
+    double now = net_now_ms();
+    struct sched_entry *e, *next;
+    int again = 1;
+    while (again) { /* refusals may free groups: look again from the start */
+        again = 0;
+        for (struct sched_group *g = s->groups; g && !again; g = g->next)
+            if (no_backend_expired(s, g->key, &g->unserved_ms, now)) {
+                refuse_group(s, g);
+                again = 1;
+            }
+    }
+    for (e = TAILQ_FIRST(&s->retries); e; e = next) {
+        next = TAILQ_NEXT(e, q_link);
+        if (no_backend_expired(s, e->key, &e->unserved_ms, now)) {
+            refuse_no_backend(s, e);
+            next = TAILQ_FIRST(&s->retries); /* the callback may have ended others */
+        }
+    }
+    for (e = TAILQ_FIRST(&s->meta_q); e; e = next) {
+        next = TAILQ_NEXT(e, q_link);
+        if (no_backend_expired(s, e->key, &e->unserved_ms, now)) {
+            refuse_no_backend(s, e);
+            next = TAILQ_FIRST(&s->meta_q);
+        }
+    }
+}
+
+/* The sweep runs only while entries wait: an idle proxy never wakes. */
+static void nb_arm(struct sched *s)
+{
+    struct timeval tv = {0, NB_SWEEP_MS * 1000};
+    if (s->base && !s->nb_armed && s->waiting + s->retrying + s->meta_waiting) {
+        evtimer_add(&s->nb_sweep, &tv);
+        s->nb_armed = 1;
+    }
+}
+
+static void on_nb_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    struct sched *s = arg;
+    (void)fd, (void)what;
+    s->nb_armed = 0;
+    if (!s->frozen)
+        no_backend_sweep(s);
+    nb_arm(s);
 }
 
 /* ---- admission ---- */
@@ -694,6 +882,8 @@ static int enqueue(struct sched *s, struct sched_entry *e)
         return SCHED_EFULL;
     if (!(q = cgq_get(s, c, e->key)))
         return SCHED_EFULL;
+    if (!q->group->unserved_ms && !sched_serveable(s, e->key))
+        q->group->unserved_ms = net_now_ms(); /* the no-backend clock starts now */
     e->seq = ++s->seq;
     e->cgq = q;
     e->state = SCHED_WAITING;
@@ -705,6 +895,7 @@ static int enqueue(struct sched *s, struct sched_entry *e)
     if (TAILQ_FIRST(&q->entries) == e)
         cgq_sync(q);
     arm(s, e);
+    nb_arm(s);
     return 0;
 }
 
@@ -720,6 +911,15 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
     e->t_submit_ms = now;
     client->refs++;
     rate_update(s, now);
+    if (e->meta) {
+        if (!s->frozen && (be = meta_pick(s, e->key, NULL))) {
+            meta_grant(s, e, be);
+            return 0;
+        }
+        rc = s->no_backend_s <= 0 && !sched_serveable(s, e->key) ? SCHED_ENOBACKEND
+                                                                 : meta_enqueue(s, e, 0);
+        goto out;
+    }
     /* Slots are handed on the moment they free, so a free slot for E means
      * no waiting entry could take it: E may have it, unless its client is
      * at its cap. */
@@ -729,7 +929,8 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
         grant(s, e, be);
         return 0;
     }
-    rc = enqueue(s, e);
+    rc = s->no_backend_s <= 0 && !sched_serveable(s, e->key) ? SCHED_ENOBACKEND : enqueue(s, e);
+out:
     if (rc < 0) { /* the caller still holds CLIENT: it puts it (sched_client_unused) */
         client->refs--;
         client->refused++;
@@ -741,6 +942,18 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
 void sched_retry(struct sched *s, struct sched_entry *e)
 {
     struct backend *failed = e->be, *be;
+    if (e->meta) {
+        failed->meta_in_flight--;
+        e->be = NULL;
+        e->state = SCHED_IDLE;
+        e->avoid = failed;
+        if (!s->frozen && (be = meta_pick(s, e->key, failed)))
+            meta_grant(s, e, be);
+        else
+            meta_enqueue(s, e, 1); /* first in line */
+        dispatch(s);
+        return;
+    }
     backend_release(failed);
     e->be = NULL;
     e->state = SCHED_IDLE;
@@ -750,8 +963,10 @@ void sched_retry(struct sched *s, struct sched_entry *e)
     } else {
         e->state = SCHED_RETRY;
         e->avoid = failed;
+        e->unserved_ms = 0;
         TAILQ_INSERT_TAIL(&s->retries, e, q_link);
         s->retrying++;
+        nb_arm(s);
         arm(s, e);
     }
     dispatch(s); /* the slot given back may serve another */
@@ -764,7 +979,12 @@ void sched_done(struct sched *s, struct sched_entry *e)
         return;
     if (e->state == SCHED_WAITING || e->state == SCHED_RETRY)
         unqueue(s, e);
-    if (e->state == SCHED_RUNNING) {
+    if (e->state == SCHED_RUNNING && e->meta) {
+        e->be->meta_in_flight--;
+        e->be = NULL;
+        e->state = SCHED_IDLE;
+        freed = 1;
+    } else if (e->state == SCHED_RUNNING) {
         backend_release(e->be);
         e->be = NULL;
         e->state = SCHED_IDLE;
@@ -790,13 +1010,19 @@ void sched_init(struct sched *s, struct event_base *base)
     s->max_length = 1024;
     s->timeout_s = 600;
     s->rate_t0_ms = net_now_ms();
+    s->no_backend_s = 5;
     TAILQ_INIT(&s->retries);
+    TAILQ_INIT(&s->meta_q);
     LIST_INIT(&s->clients);
+    if (base)
+        evtimer_assign(&s->nb_sweep, base, on_nb_sweep, s);
 }
 
 void sched_cleanup(struct sched *s)
 {
     struct sched_client *c;
+    if (s->nb_armed)
+        evtimer_del(&s->nb_sweep);
     while ((c = LIST_FIRST(&s->clients))) {
         LIST_REMOVE(c, link);
         free(c->name);

@@ -37,6 +37,7 @@ struct sched_cgq;
 enum sched_refusal {
     SCHED_TIMED_OUT,  /* queue.timeout_s waited */
     SCHED_PUSHED_OUT, /* the queue was full and its client had the most waiting */
+    SCHED_NO_BACKEND, /* no backend in service could serve it for queue.no_backend_s */
 };
 
 struct sched_ops {
@@ -76,6 +77,7 @@ struct sched_entry {
     /* Set by the caller before sched_submit. */
     const struct sched_ops *ops;
     const char *key; /* name_key() of the model, NULL: any backend; borrowed */
+    unsigned meta : 1; /* metadata (/api/show...): no GPU slot, see SCHED_META_CAP */
     /* Read-only for the caller. */
     struct sched_client *client;
     struct backend *be; /* the slot held while RUNNING */
@@ -88,6 +90,7 @@ struct sched_entry {
     struct backend *avoid; /* RETRY: the backend that just failed it */
     unsigned long long seq;
     double t_submit_ms;
+    double unserved_ms; /* RETRY: since when no backend in service serves it; 0: one does */
     struct event timer; /* queue timeout while WAITING or RETRY */
     unsigned timer_armed : 1;
     unsigned counted : 1; /* in client->in_flight */
@@ -103,8 +106,13 @@ struct sched {
     unsigned rr;
     int max_length;   /* entries that may wait; retries may pass it */
     double timeout_s; /* queue.timeout_s */
+    double no_backend_s; /* queue.no_backend_s */
+    struct event nb_sweep; /* every NB_SWEEP_MS while entries wait: the no-backend rule */
+    int nb_armed;
     int waiting;      /* WAITING entries */
     int retrying;     /* RETRY entries */
+    struct sched_entry_list meta_q; /* metadata entries WAITING, oldest first */
+    int meta_waiting;
     struct sched_group *groups; /* one per model with entries waiting */
     struct sched_entry_list retries;
     struct sched_client_list clients;
@@ -148,12 +156,14 @@ void sched_client_unused(struct sched *s, struct sched_client *c);
 /* Admit E (IDLE, ops and key set) for CLIENT: granted a slot at once
  * (ops->granted runs before this returns) or WAITING. Returns 0, or
  * SCHED_EFULL (queue full and E's client has the most waiting) or
- * SCHED_EKEYQ (its client's max_queued reached): E stays IDLE, CLIENT is
+ * SCHED_EKEYQ (its client's max_queued reached) or SCHED_ENOBACKEND (no
+ * backend in service serves its model and queue.no_backend_s is 0): E stays IDLE, CLIENT is
  * still the caller's to put (sched_client_unused), and the caller answers
  * 503 with sched_retry_after(). Admitting E may push the
  * newest entry of the client with the most waiting out (its refused()). */
 #define SCHED_EFULL (-1)
 #define SCHED_EKEYQ (-2)
+#define SCHED_ENOBACKEND (-3) /* no backend in service serves it, queue.no_backend_s 0 */
 int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *client);
 
 /* E (RUNNING) failed before any byte reached its client: its slot is given
@@ -172,6 +182,19 @@ void sched_kick(struct sched *s);
 
 /* Stop handing slots out (a forced shutdown closes everything). */
 void sched_freeze(struct sched *s);
+
+/* Metadata requests (e->meta: /api/show and reads like it) never run on a
+ * GPU: they take no slot and never wait behind inference. Each backend
+ * takes at most SCHED_META_CAP of them at once, the least busy first; more
+ * wait in a FIFO of their own, under the same queue timeout and
+ * no-backend rule. They are not charged to their client's share. */
+#define SCHED_META_CAP 4
+
+/* 1 when some backend in service (up, not drained, not disabled, not
+ * retired) serves, or may serve, the model KEY (NULL: any). An entry whose
+ * model none serves waits at most queue.no_backend_s, then is refused
+ * (SCHED_NO_BACKEND): an outage is a quick 503, not a wait of timeout_s. */
+int sched_serveable(const struct sched *s, const char *key);
 
 /* Seconds a refused client should wait: the time the measured drain rate
  * needs to serve what waits now, at least 1 (1 with no measure yet). */

@@ -449,11 +449,19 @@ static void on_request(struct evhttp_request *req, void *arg)
         self_answered(px, req, path, addr, key);
         return;
     }
-    if ((kind = fanout_kind_of(req, path, in.unload)) >= 0 &&
-        (kind != FAN_PS || catalog_known(px))) {
+    if ((kind = fanout_kind_of(req, path, in.unload)) == FAN_PS && !catalog_known(px) &&
+        catalog_reply(px, req, path)) { /* nobody in service to ask */
+        self_answered(px, req, path, addr, key);
+        return;
+    }
+    if (kind >= 0) {
         fanout_start(px, req, (enum fanout_kind)kind, path, in.v1);
         return;
     }
+    /* Reads that never run on a GPU take no slot and wait behind no
+     * inference (sched.h, SCHED_META_CAP). */
+    in.meta = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD ||
+              (cmd == EVHTTP_REQ_POST && strcmp(path, "/api/show") == 0);
     in.client = client_of(px, req, key, addr);
     in.addr = addr;
     session_start(px, req, &in);

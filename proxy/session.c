@@ -23,6 +23,7 @@
 #include "accesslog.h"
 #include "backend.h"
 #include "config.h"
+#include "discover.h"
 #include "log.h"
 #include "names.h"
 #include "net.h"
@@ -138,7 +139,7 @@ static void count(struct session *s, const char *outcome, double now)
         metrics_observe(&s->last_be->h_upstream, (now - s->t_try) / 1000.0);
     if (strcmp(outcome, "client-gone") == 0)
         px->metrics.cancelled++;
-    if (s->last_be && s->last_be->adapt.on && strcmp(outcome, "client-gone") != 0)
+    if (s->last_be && s->last_be->adapt.on && !s->se.meta && strcmp(outcome, "client-gone") != 0)
         s->last_be->max_concurrent =
             adapt_sample(&s->last_be->adapt, s->last_be->in_flight, tokscan_tokens(&s->tok),
                          strcmp(outcome, "ok") == 0 && s->status < 500, now);
@@ -474,6 +475,48 @@ static void finish_reply(struct session *s)
     server_flush(evcon);
 }
 
+/* Another backend in service lists KEY (BE's answer said it has not). */
+static int listed_elsewhere(struct proxy *px, const char *key, const struct backend *be)
+{
+    for (int i = 0; i < px->nbackends; i++) {
+        const struct backend *o = px->backends[i];
+        if (o != be && !o->removed && o->healthy && o->admin == ADMIN_READY &&
+            o->models_known && model_list_has(o->models, key))
+            return 1;
+    }
+    return 0;
+}
+
+/* The backend answered 404 "model ... not found" (a GPU added since its
+ * list was read, a model deleted behind the proxy's back): it does not
+ * have the model, whatever it listed. It is asked again, and the request
+ * goes to a backend that lists the model; the client gets the 404 only
+ * when no other one does. Returns 1 when the request was sent on. */
+static int retry_missing_model(struct session *s)
+{
+    struct proxy *px = s->px;
+    struct backend *be = s->se.be;
+    size_t n = s->body ? evbuffer_get_length(s->body) : 0;
+    if (s->status != 404 || !s->mkey || !n || s->ntries >= MAX_TRIES ||
+        evbuffer_search(s->body, "not found", 9, NULL).pos < 0)
+        return 0;
+    backend_model_remove(be, s->model, 0);
+    discover_refresh(px, be);
+    if (!listed_elsewhere(px, s->mkey, be))
+        return 0;
+    log_info("backend %s: 404 for model %s, which others list: sent to another backend",
+             be->name, s->model);
+    px->metrics.retries++;
+    drop_reply_headers(s);
+    evbuffer_free(s->body);
+    s->body = NULL;
+    s->status = 0;
+    s->state = S_QUEUED;
+    watch_client_soon(s);
+    sched_retry(&px->sched, &s->se);
+    return 1;
+}
+
 static void on_done(void *arg)
 {
     struct session *s = arg;
@@ -481,6 +524,8 @@ static void on_done(void *arg)
     s->up = NULL;
     upstream_release(up);
     backend_note_success(s->se.be);
+    if (retry_missing_model(s))
+        return;
     finish_reply(s);
     session_close(s, "ok");
 }
@@ -644,12 +689,24 @@ static void on_granted(struct sched_entry *e, struct backend *be)
     start_try(from_entry(e), be);
 }
 
+/* No backend in service (up, not drained, not disabled) serves the
+ * session's model: 503 at once or after queue.no_backend_s. */
+static void fail_no_backend(struct session *s, int retry_after)
+{
+    char msg[NAME_KEY_MAX + 96];
+    snprintf(msg, sizeof msg, "no backend in service has model '%s' (every backend that "
+             "serves it is down, drained or disabled)", s->model ? s->model : "");
+    fail_session(s, 503, msg, retry_after, "no-backend");
+}
+
 static void on_refused(struct sched_entry *e, enum sched_refusal why, int retry_after)
 {
     struct session *s = from_entry(e);
     if (why == SCHED_TIMED_OUT)
         fail_session(s, 503, "timed out waiting for a free backend slot (queue.timeout_s)",
                      retry_after, "queue-timeout");
+    else if (why == SCHED_NO_BACKEND)
+        fail_no_backend(s, retry_after);
     else
         fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
                      retry_after, "queue-full");
@@ -657,21 +714,23 @@ static void on_refused(struct sched_entry *e, enum sched_refusal why, int retry_
 
 static const struct sched_ops sched_cbs = {on_granted, on_refused};
 
-/* No healthy backend lists KEY, while some healthy one has said what it
- * has: a 404 now rather than a wait. With no healthy backend at all the
- * request waits (a rolling restart loses nothing). */
+/* No backend of the fleet lists KEY (down ones by what they said last),
+ * and every one has said what it has: a 404 now rather than a wait. While
+ * some backend's answer is awaited (joining, or never answered) the
+ * request waits; a model only backends out of service have gets the
+ * no-backend 503 (sched.h) instead. */
 static int model_unknown(struct proxy *px, const char *key)
 {
-    int healthy = 0;
+    int known = 0;
     for (int i = 0; i < px->nbackends; i++) {
         struct backend *be = px->backends[i];
-        if (be->removed || !be->healthy)
+        if (be->removed)
             continue;
-        healthy = 1;
-        if (backend_serves(be, key))
+        if (be->models_pending || !be->models_known || model_list_has(be->models, key))
             return 0;
+        known = 1;
     }
-    return healthy;
+    return known;
 }
 
 void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in)
@@ -720,10 +779,13 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     watch_client_soon(s);
     s->se.ops = &sched_cbs;
     s->se.key = s->mkey;
+    s->se.meta = !!in->meta;
     rc = sched_submit(&px->sched, &s->se, in->client);
     if (rc == SCHED_EKEYQ)
         fail_session(s, 503, "too many requests waiting for this key (max_queued)",
                      sched_retry_after(&px->sched), "key-queue-full");
+    else if (rc == SCHED_ENOBACKEND)
+        fail_no_backend(s, 1);
     else if (rc < 0)
         fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
                      sched_retry_after(&px->sched), "queue-full");

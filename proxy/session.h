@@ -28,6 +28,7 @@ struct session_info {
     struct sched_client *client; /* who it is charged to (sched_*_client) */
     const char *addr;            /* the client's address; borrowed */
     int unload;                  /* keep_alive 0 without a prompt: fanout.h */
+    int meta;                    /* metadata: no GPU slot (sched.h SCHED_META_CAP) */
 };
 
 /* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the

@@ -136,6 +136,7 @@ static struct backend *fake_backend(int i, int nbes, int extra)
     if (!be)
         return NULL;
     be->models_known = 1;
+    be->models_pending = 0;
     be->models = models_new(i < nbes / 2 ? first : second, 2, extra);
     return be;
 }

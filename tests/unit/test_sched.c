@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "check.h"
 #include "config.h"
+#include "net.h"
 #include "sched.h"
 
 #define MAXE 4000
@@ -95,6 +96,7 @@ static struct backend *mk_backend(const char *name, int cap, const char *const *
                                 .max_concurrent = cap};
     snprintf(nm, sizeof nm, "%s", name);
     struct backend *be = backend_new(&cb);
+    be->models_pending = 0; /* as if discovery had asked (and, without MODELS, failed) */
     if (models) {
         be->models_known = 1;
         be->models = calloc(1, sizeof *be->models);
@@ -121,6 +123,7 @@ static void setup(int max_length, double timeout_s, int nkeys)
     nreqs = 0;
     cfg.queue_max_length = max_length;
     cfg.queue_timeout_s = timeout_s;
+    cfg.queue_no_backend_s = 1e6; /* off but where a test sets it */
     cfg.keys = keys;
     cfg.nkeys = nkeys;
     sched_configure(&S, &cfg);
@@ -394,6 +397,62 @@ static void test_timeout(struct event_base *base)
     free_backends();
 }
 
+/* The no-backend rule: a model no backend in service serves waits at most
+ * queue.no_backend_s, then SCHED_NO_BACKEND; with 0, refused at submit. A
+ * backend coming back in time saves the entry. */
+static void on_backend_back(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd, (void)what;
+    bes[1]->healthy = 1;
+    sched_kick(arg);
+}
+
+static void test_no_backend(struct event_base *base)
+{
+    static const char *const m0[] = {"m0"}, *const m1[] = {"m1"};
+    struct req *drained, *saved, *now;
+    struct event *ev;
+    struct timeval back = {0, 150000};
+    double t0;
+    int rc;
+    bes[0] = mk_backend("b0", 1, m0, 1);
+    bes[1] = mk_backend("b1", 1, m1, 1);
+    nbes = 2;
+    setup(100, 60, 0);
+    bes[0]->healthy = 0;
+    bes[1]->healthy = 0;
+    cfg.queue_no_backend_s = 0; /* fail fast */
+    sched_configure(&S, &cfg);
+    now = submit(sched_addr_client(&S, "x"), "m0", &rc);
+    CHECK_INT(rc, SCHED_ENOBACKEND);
+    CHECK_INT(now->e.state, SCHED_IDLE);
+    CHECK_INT(S.waiting, 0);
+    cfg.queue_no_backend_s = 0.4;
+    sched_configure(&S, &cfg);
+    bes[0]->healthy = 1;
+    bes[0]->admin = ADMIN_DRAIN; /* up but out of service: the same as down */
+    drained = submit(sched_addr_client(&S, "x"), "m0", &rc);
+    CHECK_INT(rc, 0);
+    saved = submit(sched_addr_client(&S, "y"), "m1", &rc); /* b1 comes back in 150 ms */
+    CHECK_INT(rc, 0);
+    CHECK_INT(S.waiting, 2);
+    ev = evtimer_new(base, on_backend_back, &S);
+    evtimer_add(ev, &back);
+    t0 = net_now_ms();
+    event_base_dispatch(base); /* until nothing waits */
+    CHECK_INT(drained->refused, 1);
+    CHECK_INT(drained->why, SCHED_NO_BACKEND);
+    CHECK(net_now_ms() - t0 >= 400 && net_now_ms() - t0 < 400 + 3 * 250 + 500);
+    CHECK_INT(saved->refused, 0);
+    CHECK_INT(saved->granted, 1);
+    CHECK(saved->e.be == bes[1]);
+    sched_done(&S, &drained->e);
+    sched_done(&S, &saved->e);
+    CHECK_INT(bes[1]->in_flight, 0);
+    event_free(ev);
+    free_backends();
+}
+
 int main(void)
 {
     struct event_base *base = event_base_new();
@@ -404,6 +463,7 @@ int main(void)
     test_max_queued_and_cap();
     test_retry_first_in_line();
     test_timeout(base);
+    test_no_backend(base);
     (void)last_granted;
     sched_cleanup(&S);
     event_base_free(base);
