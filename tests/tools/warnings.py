@@ -4,7 +4,7 @@
 Reads BUILD_DIR/compile_commands.json (CMake writes it) and checks that:
 1. every C file of proxy/, classifier/ and tests/sim is compiled with each
    flag of WANTED, and with -Werror exactly when the build says so;
-2. the real compile command of proxy/server.c, given a small probe file that
+2. the real compile command of proxy/proxy.c, given a small probe file that
    breaks one rule, reports that rule's warning, and under --werror fails
    with it as an error (under --no-werror it still builds).
 So dropping a flag from CMakeLists.txt, or WERROR=ON not stopping the build
@@ -67,12 +67,12 @@ def main():
             errors.append("%s: -Werror %s, the build has WERROR=%s" %
                           (rel, "present" if "-Werror" in argv else "absent",
                            "ON" if werror else "OFF"))
-        if rel == "proxy/server.c":
+        if rel == "proxy/proxy.c":
             probe_cmd = (argv, e["directory"])
     if checked < 10:
         errors.append("only %d files of %s in %s" % (checked, " ".join(DIRS), path))
     if probe_cmd is None:
-        errors.append("proxy/server.c is not in %s" % path)
+        errors.append("proxy/proxy.c is not in %s" % path)
     else:
         errors += probe(*probe_cmd, werror=werror)
     for m in errors:
