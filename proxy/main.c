@@ -10,12 +10,9 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "fleet.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
-#include "server.h"
-#include "session.h"
 #include "version.h"
 
 static const char usage[] =
@@ -48,51 +45,17 @@ static const char *default_config(void)
     return NULL;
 }
 
-static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct proxy *px = arg;
-    (void)fd;
-    (void)what;
-    log_warn("shutdown: %d requests still running after %gs; ending them", px->nsessions,
-             px->cfg->shutdown_timeout_s);
-    session_end_all(px); /* their last bytes go out during proxy_exit_soon()'s delay */
-    proxy_exit_soon(px);
-}
-
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
 {
-    struct proxy *px = arg;
-    struct timeval tv;
     (void)what;
-    if (px->draining)
-        return;
-    px->draining = 1;
-    log_info("signal %d: draining %d requests (queue %d), then exiting", (int)sig,
-             px->nsessions, sched_length(&px->sched));
-    server_stop_accepting(px);
-    if (px->nsessions == 0) {
-        proxy_exit_soon(px);
-        return;
-    }
-    tv = net_timeval(px->cfg->shutdown_timeout_s);
-    px->ev_drain = evtimer_new(px->base, on_drain_timeout, px);
-    evtimer_add(px->ev_drain, &tv);
+    proxy_drain(arg, (int)sig);
 }
 
-/* SIGHUP: read the config again; a bad one is refused and the old stays. */
 static void on_reload_signal(evutil_socket_t sig, short what, void *arg)
 {
-    struct proxy *px = arg;
-    char err[512];
-    struct px_config *cfg;
     (void)sig;
     (void)what;
-    cfg = config_load(px->cfg->file, err, sizeof err);
-    if (!cfg) {
-        log_error("reload refused, the old config stays: %s", err);
-        return;
-    }
-    fleet_apply(px, cfg);
+    proxy_reload(arg);
 }
 
 static void raise_nofile(void)
@@ -119,7 +82,7 @@ static int signals(struct proxy *px)
 
 static void signals_free(struct proxy *px)
 {
-    struct event **evs[] = {&px->ev_term, &px->ev_int, &px->ev_hup, &px->ev_drain};
+    struct event **evs[] = {&px->ev_term, &px->ev_int, &px->ev_hup};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (*evs[i]) {
             event_free(*evs[i]);

@@ -3,6 +3,7 @@
 #include "proxy.h"
 
 #include <event2/buffer.h>
+#include <event2/dns.h>
 #include <event2/event.h>
 
 #include "accesslog.h"
@@ -14,22 +15,69 @@
 #include "health.h"
 #include "log.h"
 #include "net.h"
-#include "server.h"
+#include "conns.h"
+#include "router.h"
 #include "session.h"
+#include "sched.h"
 #include "ui.h"
 
 /* The last reply may still sit in a client's output buffer: give the loop
  * a moment to flush it before the connections are closed. */
-void proxy_exit_soon(struct proxy *px)
+static void proxy_exit_soon(struct proxy *px)
 {
     struct timeval flush = {0, 250000};
     event_base_loopexit(px->base, &flush);
 }
 
-void proxy_session_ended(struct proxy *px)
+/* ---- reload and drain ---- */
+
+void proxy_reload(struct proxy *px)
 {
-    if (px->draining && px->nsessions == 0)
+    char err[512];
+    struct px_config *cfg = config_load(px->cfg->file, err, sizeof err);
+    if (!cfg) {
+        log_error("reload refused, the old config stays: %s", err);
+        return;
+    }
+    fleet_apply(px, cfg);
+    if (dnsfleet_apply(px) < 0)
+        log_error("reload: the dns rows cannot be resolved (out of memory)");
+}
+
+static void on_idle(struct proxy *px)
+{
+    proxy_exit_soon(px);
+}
+
+static void on_drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct proxy *px = arg;
+    (void)fd;
+    (void)what;
+    log_warn("shutdown: %d requests still running after %gs; ending them", px->live,
+             px->cfg->shutdown_timeout_s);
+    session_end_all(px); /* their last bytes go out during proxy_exit_soon()'s delay */
+    fanout_end_all(px);
+    proxy_exit_soon(px);
+}
+
+void proxy_drain(struct proxy *px, int sig)
+{
+    struct timeval tv;
+    if (px->draining)
+        return;
+    px->draining = 1;
+    log_info("signal %d: draining %d requests (%d fan-outs; queue %d), then exiting", sig,
+             px->live, px->live - px->nsessions, sched_length(&px->sched));
+    conns_stop_accepting(px);
+    if (px->live == 0) {
         proxy_exit_soon(px);
+        return;
+    }
+    px->on_idle = on_idle;
+    tv = net_timeval(px->cfg->shutdown_timeout_s);
+    px->ev_drain = evtimer_new(px->base, on_drain_timeout, px);
+    evtimer_add(px->ev_drain, &tv);
 }
 
 /* The access log is written in blocks; this bounds how late a line is. */
@@ -62,6 +110,7 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
     px->cfg = cfg;
     px->start_ms = net_now_ms();
     LIST_INIT(&px->sessions);
+    LIST_INIT(&px->fanouts);
     metrics_init(&px->metrics);
     px->base = new_base();
     if (!px->base) {
@@ -69,6 +118,9 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
         return -1;
     }
     sched_init(&px->sched, px->base);
+    /* Backends' names are looked up without blocking the loop (resolve.h):
+     * /etc/hosts and the name servers of /etc/resolv.conf. */
+    px->dns = evdns_base_new(px->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
     fleet_settings(px);
     px->scratch = evbuffer_new();
     if (!px->scratch || fleet_init(px) < 0 || ui_start(px) < 0) {
@@ -78,20 +130,27 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
     px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
     event_add(px->ev_flush, &flush);
     log_set_buffered(1);
-    if (server_start(px) < 0 || health_start(px) < 0 || dnsfleet_apply(px) < 0)
+    if (router_start(px) < 0 || health_start(px) < 0 || dnsfleet_apply(px) < 0)
         return -1;
     return discover_start(px);
 }
 
 void proxy_stop(struct proxy *px)
 {
+    px->on_idle = NULL;
+    if (px->ev_drain)
+        event_free(px->ev_drain);
+    px->ev_drain = NULL;
     discover_stop(px);
     health_stop(px);
     dnsfleet_stop(px);
     fanout_abort_all(px);
     session_abort_all(px);
-    server_free(px);
+    conns_free(px);
     fleet_free(px);
+    if (px->dns)
+        evdns_base_free(px->dns, 1);
+    px->dns = NULL;
     sched_cleanup(&px->sched);
     ui_stop(px);
     if (px->ev_flush)

@@ -17,11 +17,14 @@ struct backend;
 struct session;
 struct conn;
 struct ui;
+struct evdns_base;
 
 LIST_HEAD(session_list, session);
+LIST_HEAD(fanout_list, fanout);
 
 struct proxy {
     struct event_base *base;
+    struct evdns_base *dns; /* for backends' host names (fleet/resolve.h) */
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct px_config *cfg;
@@ -33,6 +36,9 @@ struct proxy {
     struct metrics metrics;
     struct session_list sessions; /* every live session */
     int nsessions;
+    struct fanout_list fanouts; /* every live fan-out */
+    int live;                   /* live requests of every kind: the drain waits for them */
+    void (*on_idle)(struct proxy *px); /* set while draining: live reached 0 */
     int draining;
     double start_ms;
     struct upstream_timeouts uto;
@@ -42,7 +48,7 @@ struct proxy {
     /* Client connections, for limits.max_connections: every connection's
      * bufferevent, with a reference of ours so that we can see evhttp free
      * it (its callbacks are cleared) and count it out; see server.c. */
-    struct conn **conns; /* server.c */
+    struct conn **conns; /* conns.c */
     int nconns, conns_cap;
     struct conn **conn_fd; /* by fd, for the request deadline */
     int nconn_fd;
@@ -57,15 +63,30 @@ struct proxy {
  * proxy_stop() frees what was made. */
 int proxy_start(struct proxy *px, struct px_config *cfg);
 
+/* SIGHUP: read the config file again and apply it; a config that fails
+ * validation is refused with a log line and the old one stays. */
+void proxy_reload(struct proxy *px);
+
+/* SIGTERM/SIGINT: stop accepting, let every live request (sessions and
+ * fan-outs alike) finish, up to shutdown_timeout_s, then end the rest the
+ * way a client can understand and leave the loop. */
+void proxy_drain(struct proxy *px, int sig);
+
 /* Free everything proxy_start() made, ending what still runs. */
 void proxy_stop(struct proxy *px);
 
-/* Leave the loop in a moment: the last replies may still sit in clients'
- * output buffers. */
-void proxy_exit_soon(struct proxy *px);
+/* A request of any kind begins or ends (session.c, fanout.c): the drain
+ * counts them. An inline hook rather than a call into proxy.c, so that
+ * nothing below calls up into the lifecycle. */
+static inline void proxy_request_begin(struct proxy *px)
+{
+    px->live++;
+}
 
-/* Called when a session ends: during a drain, exits the loop once the last
- * one is gone. */
-void proxy_session_ended(struct proxy *px);
+static inline void proxy_request_end(struct proxy *px)
+{
+    if (--px->live == 0 && px->on_idle)
+        px->on_idle(px);
+}
 
 #endif

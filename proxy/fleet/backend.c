@@ -4,7 +4,6 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <jansson.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,26 +13,8 @@
 #include "log.h"
 #include "net.h"
 #include "names.h"
+#include "resolve.h"
 #include "upstream.h"
-
-int backend_resolve(struct backend *be)
-{
-    struct addrinfo hints = {0}, *res = NULL;
-    char port[16];
-    int rc;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    snprintf(port, sizeof port, "%d", be->port);
-    rc = getaddrinfo(be->host, port, &hints, &res);
-    if (rc != 0 || !res) {
-        log_warn("backend %s: cannot resolve %s: %s", be->name, be->host, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(&be->addr, res->ai_addr, res->ai_addrlen);
-    be->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
 
 struct backend *backend_new(const struct config_backend *cb)
 {
@@ -45,6 +26,7 @@ struct backend *backend_new(const struct config_backend *cb)
     be->host = strdup(cb->host);
     be->port = cb->port;
     be->max_concurrent = be->cfg_cap = cb->max_concurrent;
+    be->refs = 1; /* the fleet's: fleet_remove (retire) drops it */
     be->healthy = 1;
     be->models_pending = 1; /* until discovery has asked it (discover_refresh) */
     if (cb->adaptive)
@@ -53,7 +35,10 @@ struct backend *backend_new(const struct config_backend *cb)
         snprintf(be->hostport, sizeof be->hostport, "[%s]:%d", be->host, be->port);
     else
         snprintf(be->hostport, sizeof be->hostport, "%s:%d", be->host, be->port);
-    backend_resolve(be);
+    if (!be->name || !be->url || !be->host) {
+        backend_free(be);
+        return NULL;
+    }
     return be;
 }
 
@@ -182,7 +167,8 @@ void backend_free(struct backend *be)
     json_decref(be->ps_json);
     if (be->probe)
         upstream_abort(be->probe);
-    upstream_pool_drain(be);
+    resolve_cancel(be);
+    upstream_pool_drain(&be->target);
     free(be->tmpl);
     free(be->tmpl_url);
     free(be->name);
@@ -241,6 +227,23 @@ struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
     if (best)
         (*rr)++;
     return best;
+}
+
+void backend_feedback(struct backend *be, long long tokens, int ok, double now_ms)
+{
+    if (be->adapt.on)
+        be->max_concurrent = adapt_sample(&be->adapt, be->in_flight, tokens, ok, now_ms);
+}
+
+void backend_ref(struct backend *be)
+{
+    be->refs++;
+}
+
+void backend_unref(struct backend *be)
+{
+    if (--be->refs == 0)
+        backend_free(be);
 }
 
 void backend_acquire(struct backend *be)

@@ -11,11 +11,13 @@
 
 #include "adapt.h"
 #include "metrics.h"
+#include "upstream.h"
 
 struct event;
 struct evbuffer;
 
 struct upstream;
+struct resolving;
 struct config_backend;
 
 struct backend {
@@ -24,8 +26,8 @@ struct backend {
     char *host;
     int port;
     char hostport[300]; /* the Host header the backend is sent */
-    struct sockaddr_storage addr;
-    socklen_t addrlen; /* 0 until the host resolved */
+    struct upstream_target target; /* its address, transport and keep-alive pool */
+    struct resolving *resolving;   /* a lookup of host under way (resolve.h) */
     int max_concurrent;
     int in_flight;
     int meta_in_flight; /* metadata requests, outside the cap (sched.h SCHED_META_CAP) */
@@ -52,9 +54,8 @@ struct backend {
     int cap_override; /* 0: none */
     struct histogram h_first_byte, h_upstream; /* metrics.h */
     struct adapt adapt; /* adapt.on: max_concurrent is adapt.cap, cfg_cap the ceiling */
-    struct upstream *idle; /* keep-alive pool (upstream.c owns the list) */
-    int nidle;
     int removed; /* dropped by a reload: serves what it has, takes nothing */
+    int refs;    /* requests that name it (backend_ref); the fleet's list is one */
     char *tmpl, *tmpl_url; /* made from the dns row of this name and url; NULL: a url row */
     /* Model discovery (discover.c): installed models from /api/tags and
      * loaded ones from /api/ps, as display names and as name_key() keys.
@@ -100,14 +101,12 @@ const char *model_list_label(const struct model_list *l, const char *key);
 /* Append NAME (KEY its name_key()) to L. 0, or -1 when out of memory. */
 int model_list_push(struct model_list *l, const char *name, const char *key);
 
-/* Make a backend from its config row; resolves the host (blocking, at
- * startup and reload only). Returns NULL on allocation failure. */
+/* Make a backend from its config row (its host is resolved by the caller:
+ * resolve.h). Returns NULL on allocation failure. */
 struct backend *backend_new(const struct config_backend *cb);
 /* Free a backend with no request in flight; NULL is a no-op. */
 void backend_free(struct backend *be);
 
-/* Resolve be->host again (a container that was not up yet). 0 or -1. */
-int backend_resolve(struct backend *be);
 
 /* The max_concurrent shown (status, metrics): the configured or runtime
  * cap; for an adaptive backend its ceiling, not the cap it found. */
@@ -134,6 +133,16 @@ int backend_serves(const struct backend *be, const char *key);
  * round-robin from *RR. NULL when none is available. */
 struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
                              const struct backend *avoid, const char *key, double now_ms);
+
+/* A request BE served has ended: TOKENS generated (-1 unknown), OK when
+ * it succeeded; an adaptive backend learns its cap from it. */
+void backend_feedback(struct backend *be, long long tokens, int ok, double now_ms);
+
+/* References: a request that names BE as its backend holds one
+ * (request.h); a backend a reload or a DNS answer retired is freed when
+ * its last reference goes. */
+void backend_ref(struct backend *be);
+void backend_unref(struct backend *be);
 
 void backend_acquire(struct backend *be);
 void backend_release(struct backend *be);

@@ -211,7 +211,7 @@ static void poll_phase(struct backend *be, int phase)
     be->poll_t0_ms = net_now_ms();
     evbuffer_add_printf(req, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
                         phase ? "/api/ps" : "/api/tags", be->hostport);
-    be->poll = upstream_start(px->base, be, req, 0, &to, &poll_cbs, be);
+    be->poll = upstream_start(px->base, &be->target, req, 0, &to, &poll_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!be->poll && phase == 0)
         tags_ended(be);

@@ -13,6 +13,7 @@
 #include "discover.h"
 #include "fleet.h"
 #include "log.h"
+#include "resolve.h"
 #include "net.h"
 #include "proxy.h"
 
@@ -80,6 +81,7 @@ static void join(struct tmpl *t, unsigned addr)
     cb.adaptive = t->adaptive;
     if (!(be = backend_new(&cb)))
         return;
+    resolve_backend(NULL, be); /* a numeric address: at once */
     be->tmpl = strdup(t->name);
     be->tmpl_url = strdup(t->url);
     log_info("backend %s joins (%s resolves to %s)", name, t->host, ip);

@@ -10,9 +10,11 @@
 #include "backend.h"
 #include "accesslog.h"
 #include "config.h"
+#include "conns.h"
 #include "discover.h"
 #include "dnsfleet.h"
 #include "health.h"
+#include "resolve.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -21,8 +23,10 @@
 
 static struct backend *add(struct proxy *px, const struct config_backend *cb)
 {
-    (void)px;
-    return backend_new(cb);
+    struct backend *be = backend_new(cb);
+    if (be)
+        resolve_backend(px->dns, be);
+    return be;
 }
 
 int fleet_init(struct proxy *px)
@@ -45,7 +49,8 @@ static void retire(struct proxy *px, struct backend *be)
 {
     struct backend **r = realloc(px->retired, (size_t)(px->nretired + 1) * sizeof *r);
     be->removed = 1;
-    upstream_pool_drain(be); /* connections in use close when released */
+    be->target.closing = 1;
+    upstream_pool_drain(&be->target); /* connections in use close when released */
     if (r) {
         px->retired = r;
         px->retired[px->nretired++] = be;
@@ -138,10 +143,7 @@ void fleet_settings(struct proxy *px)
     if (accesslog_configure(c->access_log, c->access_json) < 0)
         log_error("logging.access: cannot open %s: %s; the access log stays where it was",
                   c->access_log, strerror(errno));
-    if (px->http) {
-        evhttp_set_max_body_size(px->http, (ev_ssize_t)c->max_body_mb * 1024 * 1024);
-        evhttp_set_timeout(px->http, (int)c->idle_s);
-    }
+    conns_settings(px);
 }
 
 void fleet_apply(struct proxy *px, struct px_config *cfg)
@@ -189,8 +191,6 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
     config_free(px->cfg);
     px->cfg = cfg;
     fleet_settings(px);
-    if (dnsfleet_apply(px) < 0)
-        log_error("reload: the dns rows cannot be resolved (out of memory)");
     log_info("reloaded %s: %d backends", cfg->file, n);
     sched_set_backends(&px->sched, px->backends, px->nbackends); /* new slots, new keys */
 }

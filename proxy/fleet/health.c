@@ -11,6 +11,7 @@
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
+#include "resolve.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -116,11 +117,18 @@ static void check(struct backend *be)
     struct evbuffer *req = px->scratch;
     if (be->probe || be->removed || be->admin == ADMIN_DISABLED)
         return;
+    if (!be->target.addrlen) { /* not resolved (yet): ask again, and fail this check */
+        resolve_backend(px->dns, be);
+        if (!be->target.addrlen) {
+            failed(be, "its host name does not resolve");
+            return;
+        }
+    }
     to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
     be->probe_status = 0;
     be->probe_len = 0;
     evbuffer_add_printf(req, "GET /api/version HTTP/1.1\r\nHost: %s\r\n\r\n", be->hostport);
-    be->probe = upstream_start(px->base, be, req, 0, &to, &check_cbs, be);
+    be->probe = upstream_start(px->base, &be->target, req, 0, &to, &check_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!be->probe)
         failed(be, "cannot open a socket");

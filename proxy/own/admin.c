@@ -14,7 +14,8 @@
 #include "net.h"
 #include "proxy.h"
 #include "sched.h"
-#include "server.h"
+#include "reply.h"
+#include "request.h"
 #include "ui.h"
 
 static const char *const prio_name[PRIO_COUNT] = {"high", "normal", "low"};
@@ -108,7 +109,7 @@ static json_t *clients_json(struct proxy *px)
     return arr;
 }
 
-static void reply_status(struct proxy *px, struct evhttp_request *req)
+static void reply_status(struct proxy *px, struct request *r)
 {
     json_t *arr = json_array();
     for (int i = 0; i < px->nbackends; i++)
@@ -125,7 +126,7 @@ static void reply_status(struct proxy *px, struct evhttp_request *req)
                   px->nconns);
     if (st)
         status_extras(px, st);
-    server_reply_json(req, 200, st);
+    reply_json(r, 200, st);
 }
 
 static struct backend *find(struct proxy *px, const char *name, size_t n)
@@ -137,9 +138,9 @@ static struct backend *find(struct proxy *px, const char *name, size_t n)
 }
 
 /* {"max_concurrent": N} from REQ's body: N, or -1. */
-static int cap_from_body(struct evhttp_request *req)
+static int cap_from_body(struct request *r)
 {
-    struct evbuffer *b = evhttp_request_get_input_buffer(req);
+    struct evbuffer *b = evhttp_request_get_input_buffer(r->req);
     json_t *root = json_loadb((const char *)evbuffer_pullup(b, -1), evbuffer_get_length(b), 0,
                               NULL);
     json_t *v = json_object_get(root, "max_concurrent");
@@ -151,7 +152,7 @@ static int cap_from_body(struct evhttp_request *req)
     return n;
 }
 
-static int control(struct proxy *px, struct evhttp_request *req, struct backend *be,
+static int control(struct proxy *px, struct request *r, struct backend *be,
                    const char *verb)
 {
     int cap;
@@ -162,9 +163,9 @@ static int control(struct proxy *px, struct evhttp_request *req, struct backend 
     } else if (strcmp(verb, "enable") == 0) {
         be->admin = ADMIN_READY;
     } else if (strcmp(verb, "cap") == 0) {
-        if ((cap = cap_from_body(req)) < 0) {
-            server_reply_error(req, 0, 400, "the body must be {\"max_concurrent\": N}, "
-                                            "1 <= N <= 100000", 0);
+        if ((cap = cap_from_body(r)) < 0) {
+            reply_error(r, 400, "the body must be {\"max_concurrent\": N}, 1 <= N <= 100000",
+                        0);
             return 1;
         }
         be->cap_override = cap != be->cfg_cap ? cap : 0;
@@ -178,13 +179,13 @@ static int control(struct proxy *px, struct evhttp_request *req, struct backend 
     log_info("backend %s: %s by the runtime control (now %s, max_concurrent %d)", be->name,
              verb, backend_state(be), be->max_concurrent);
     sched_kick(&px->sched); /* an enabled backend or a higher cap takes waiting requests */
-    server_reply_json(req, 200, backend_json(be));
+    reply_json(r, 200, backend_json(be));
     return 1;
 }
 
-int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path)
+int admin_reply(struct proxy *px, struct request *r, const char *path)
 {
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
     int get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
     const char *name, *verb;
     struct backend *be;
@@ -193,35 +194,35 @@ int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path)
      * backend, whatever the method or the rest of the path. */
     if (strcmp(path, "/proxy/status") == 0 || strcmp(path, "/proxy/history") == 0) {
         if (!get)
-            server_reply_error(req, 0, 405, "use GET", 0);
+            reply_error(r, 405, "use GET", 0);
         else if (path[7] == 's')
-            reply_status(px, req);
+            reply_status(px, r);
         else
-            server_reply_json(req, 200, ui_history_json(px));
+            reply_json(r, 200, ui_history_json(px));
         return 1;
     }
     if (strcmp(path, "/proxy/ui") == 0) {
-        ui_reply_page(req);
+        ui_reply_page(r);
         return 1;
     }
     name = path + 16;
     if (strncmp(path, "/proxy/backends/", 16) != 0 || !(verb = strchr(name, '/'))) {
-        server_reply_error(req, 0, 404, "no such endpoint of the proxy", 0);
+        reply_error(r, 404, "no such endpoint of the proxy", 0);
         return 1;
     }
     if (cmd != EVHTTP_REQ_POST) {
-        server_reply_error(req, 0, 405, "use POST", 0);
+        reply_error(r, 405, "use POST", 0);
         return 1;
     }
     if (!(be = find(px, name, (size_t)(verb - name)))) {
         snprintf(msg, sizeof msg, "no backend named '%.*s'", (int)(verb - name), name);
-        server_reply_error(req, 0, 404, msg, 0);
+        reply_error(r, 404, msg, 0);
         return 1;
     }
-    if (!control(px, req, be, verb + 1)) {
+    if (!control(px, r, be, verb + 1)) {
         snprintf(msg, sizeof msg, "unknown action '%.40s': drain, disable, enable or cap",
                  verb + 1);
-        server_reply_error(req, 0, 404, msg, 0);
+        reply_error(r, 404, msg, 0);
     }
     return 1;
 }

@@ -15,9 +15,9 @@
 #define PX_ADMIN_H
 
 struct proxy;
-struct evhttp_request;
+struct request;
 
 /* Answer REQ, whose PATH starts with /proxy/. Returns 1 (answered). */
-int admin_reply(struct proxy *px, struct evhttp_request *req, const char *path);
+int admin_reply(struct proxy *px, struct request *r, const char *path);
 
 #endif

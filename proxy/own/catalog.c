@@ -11,7 +11,8 @@
 #include "backend.h"
 #include "names.h"
 #include "proxy.h"
-#include "server.h"
+#include "reply.h"
+#include "request.h"
 
 /* In service: up, neither drained nor disabled, nor retired. */
 static int in_service(const struct backend *be)
@@ -157,26 +158,12 @@ static json_t *v1_models(struct proxy *px)
     return json_pack("{s:s,s:o}", "object", "list", "data", data);
 }
 
-static void reply(struct evhttp_request *req, json_t *o)
+static void reply(struct request *r, json_t *o)
 {
-    struct evbuffer *b = evbuffer_new();
-    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(o);
-    if (!text) {
-        evbuffer_free(b);
-        server_reply_error(req, 0, 500, "cannot encode the answer", 0);
-        return;
-    }
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
-        evbuffer_add(b, text, strlen(text));
-    free(text);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "application/json; charset=utf-8");
     if (stale)
-        evhttp_add_header(evhttp_request_get_output_headers(req), CATALOG_STALE_HEADER,
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), CATALOG_STALE_HEADER,
                           "no backend in service; as the backends said last");
-    server_send_reply(req, 200, "OK", b);
-    evbuffer_free(b);
+    reply_json(r, 200, o);
 }
 
 int catalog_known(struct proxy *px)
@@ -188,7 +175,7 @@ int catalog_known(struct proxy *px)
 }
 
 /* GET /v1/models/M: the union's entry for M, OpenAI's shape. */
-static void reply_v1_model(struct proxy *px, struct evhttp_request *req, const char *id)
+static void reply_v1_model(struct proxy *px, struct request *r, const char *id)
 {
     json_t *tags = union_tags(px), *m, *found = NULL;
     char want[NAME_KEY_MAX], key[NAME_KEY_MAX], msg[NAME_KEY_MAX + 64];
@@ -204,16 +191,16 @@ static void reply_v1_model(struct proxy *px, struct evhttp_request *req, const c
     }
     json_decref(tags);
     if (found) {
-        reply(req, found);
+        reply(r, found);
         return;
     }
     snprintf(msg, sizeof msg, "model '%s' not found", id);
-    server_reply_error(req, 1, 404, msg, 0);
+    reply_error(r, 404, msg, 0);
 }
 
 /* GET /api/version: what a backend in service said to its last health
  * check (else, stale, what any said). */
-static void reply_version(struct proxy *px, struct evhttp_request *req)
+static void reply_version(struct proxy *px, struct request *r)
 {
     const struct backend *src = NULL;
     for (int pass = 0; pass < 2 && !src; pass++)
@@ -223,34 +210,33 @@ static void reply_version(struct proxy *px, struct evhttp_request *req)
                 src = be;
         }
     if (!src) {
-        server_reply_error(req, 0, 503, "no backend has answered yet", 1);
+        reply_error(r, 503, "no backend has answered yet", 1);
         return;
     }
     stale = !in_service(src);
-    reply(req, json_pack("{s:s}", "version", src->version));
+    reply(r, json_pack("{s:s}", "version", src->version));
 }
 
-int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path)
+int catalog_reply(struct proxy *px, struct request *r, const char *path)
 {
     if (strcmp(path, "/api/version") == 0) {
-        reply_version(px, req);
+        reply_version(px, r);
         return 1;
     }
     if (strcmp(path, "/api/tags") != 0 && strcmp(path, "/v1/models") != 0 &&
         strncmp(path, "/v1/models/", 11) != 0 && strcmp(path, "/api/ps") != 0)
         return 0;
     if (!choose(px)) {
-        server_reply_error(req, strncmp(path, "/v1/", 4) == 0, 503,
-                           "no backend has said what models it has yet", 1);
+        reply_error(r, 503, "no backend has said what models it has yet", 1);
         return 1;
     }
     if (strcmp(path, "/api/tags") == 0)
-        reply(req, json_pack("{s:o}", "models", union_tags(px)));
+        reply(r, json_pack("{s:o}", "models", union_tags(px)));
     else if (strcmp(path, "/api/ps") == 0) /* nothing out of service runs a model for us */
-        reply(req, json_pack("{s:o}", "models", stale ? json_array() : all_ps(px)));
+        reply(r, json_pack("{s:o}", "models", stale ? json_array() : all_ps(px)));
     else if (strcmp(path, "/v1/models") == 0)
-        reply(req, v1_models(px));
+        reply(r, v1_models(px));
     else
-        reply_v1_model(px, req, path + 11);
+        reply_v1_model(px, r, path + 11);
     return 1;
 }

@@ -15,12 +15,12 @@
 #define PX_CATALOG_H
 
 struct proxy;
-struct evhttp_request;
+struct request;
 
 #define CATALOG_STALE_HEADER "X-Proxy-Stale"
 
 /* Answer REQ if PATH is one of the above: 1 if it answered, else 0. */
-int catalog_reply(struct proxy *px, struct evhttp_request *req, const char *path);
+int catalog_reply(struct proxy *px, struct request *r, const char *path);
 
 /* 1 when some backend in service has said what models it has. */
 int catalog_known(struct proxy *px);

@@ -2,6 +2,7 @@
 #include "metrics.h"
 
 #include <event2/buffer.h>
+#include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +11,8 @@
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
+#include "reply.h"
+#include "request.h"
 #include "sched.h"
 
 /* Seconds: from a fast answer to a long generation. */
@@ -398,4 +401,19 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
            (long long)((double)time(NULL) - (net_now_ms() - px->start_ms) / 1000.0 + 0.5));
     flush(o);
     free(o);
+}
+
+void metrics_reply(struct proxy *px, struct request *r)
+{
+    struct evbuffer *b = evbuffer_new();
+    if (!b) {
+        reply_error(r, 500, "out of memory", 0);
+        return;
+    }
+    if (evhttp_request_get_command(r->req) != EVHTTP_REQ_HEAD)
+        metrics_render(px, b);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "text/plain; version=0.0.4; charset=utf-8");
+    reply_send(r, 200, b);
+    evbuffer_free(b);
 }

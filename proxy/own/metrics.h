@@ -13,6 +13,7 @@
 struct proxy;
 struct backend;
 struct evbuffer;
+struct request;
 
 #define METRICS_BUCKETS 16
 
@@ -44,5 +45,8 @@ void metrics_observe(struct histogram *h, double seconds);
 
 /* The whole text of GET /metrics into OUT. */
 void metrics_render(struct proxy *px, struct evbuffer *out);
+
+/* Answer R, a GET or HEAD /metrics, with it. */
+void metrics_reply(struct proxy *px, struct request *r);
 
 #endif

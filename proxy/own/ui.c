@@ -22,7 +22,8 @@
 #include "backend.h"
 #include "proxy.h"
 #include "sched.h"
-#include "server.h"
+#include "reply.h"
+#include "request.h"
 
 /* The page, made from proxy/ui/index.html by proxy/ui/embed.cmake. */
 extern const unsigned char ui_page[];
@@ -281,17 +282,17 @@ void ui_request_ended(struct proxy *px, const struct backend *be, int status, co
     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; "               \
     "frame-ancestors 'none'"
 
-void ui_reply_page(struct evhttp_request *req)
+void ui_reply_page(struct request *r)
 {
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(r->req);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     struct evbuffer *b;
     if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
-        server_reply_error(req, 0, 405, "use GET", 0);
+        reply_error(r, 405, "use GET", 0);
         return;
     }
     if (!(b = evbuffer_new())) {
-        server_reply_error(req, 0, 500, "out of memory", 0);
+        reply_error(r, 500, "out of memory", 0);
         return;
     }
     evbuffer_add_reference(b, ui_page, ui_page_len, NULL, NULL);
@@ -300,7 +301,7 @@ void ui_reply_page(struct evhttp_request *req)
     evhttp_add_header(h, "Content-Security-Policy", UI_CSP);
     evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
     evhttp_add_header(h, "Referrer-Policy", "no-referrer");
-    server_send_reply(req, 200, "OK", b);
+    reply_send(r, 200, b);
     evbuffer_free(b);
 }
 

@@ -28,7 +28,7 @@
 
 struct proxy;
 struct backend;
-struct evhttp_request;
+struct request;
 struct json_t;
 
 #define UI_HISTORY 600 /* one-second samples: the last ten minutes */
@@ -49,7 +49,7 @@ void ui_request_ended(struct proxy *px, const struct backend *be, int status, co
                       const char *outcome, long long tokens);
 
 /* GET or HEAD /proxy/ui: the page (405 for another method). */
-void ui_reply_page(struct evhttp_request *req);
+void ui_reply_page(struct request *r);
 
 /* GET /proxy/history: {"interval_s":1,"samples":N,"end":"ISO time",
  * "backends":[{"name":..,"requests":[..],"tokens":[..]}],"queue":[..]},

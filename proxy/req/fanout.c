@@ -17,7 +17,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "accesslog.h"
 #include "backend.h"
 #include "catalog.h"
 #include "config.h"
@@ -29,7 +28,9 @@
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
-#include "server.h"
+#include "reply.h"
+#include "reqlog.h"
+#include "request.h"
 #include "upstream.h"
 
 #define FANOUT_MAX_BODY (1024 * 1024)
@@ -48,50 +49,25 @@ struct sub {
 };
 
 struct fanout {
-    LIST_ENTRY(fanout) link;
+    LIST_ENTRY(fanout) link; /* px->fanouts */
+    struct request h;        /* the head: who, what, how it went (request.h) */
     struct proxy *px;
-    struct evhttp_request *req;
     struct evhttp_connection *evcon;
     enum fanout_kind kind;
-    int v1, stream, started, nsubs, pending;
+    int stream, started, nsubs, pending;
     struct sub *subs;
     char *model, *dest; /* the model (the copy's source) and the copy's destination */
     char path[64];
-    const char *method;
-    double t0;
 };
-
-static LIST_HEAD(, fanout) fanouts = LIST_HEAD_INITIALIZER(fanouts);
 
 static const char *const kind_verb[] = {"pull", "push", "create", "delete", "copy", "unload",
                                         "ps"};
-
-int fanout_kind_of(struct evhttp_request *req, const char *path, int unload)
-{
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    if (cmd == EVHTTP_REQ_POST) {
-        if (!strcmp(path, "/api/pull"))
-            return FAN_PULL;
-        if (!strcmp(path, "/api/push"))
-            return FAN_PUSH;
-        if (!strcmp(path, "/api/create"))
-            return FAN_CREATE;
-        if (!strcmp(path, "/api/copy"))
-            return FAN_COPY;
-        if (unload && (!strcmp(path, "/api/generate") || !strcmp(path, "/api/chat")))
-            return FAN_UNLOAD;
-    }
-    if (cmd == EVHTTP_REQ_DELETE && !strcmp(path, "/api/delete"))
-        return FAN_DELETE;
-    if (cmd == EVHTTP_REQ_GET && !strcmp(path, "/api/ps"))
-        return FAN_PS;
-    return -1;
-}
 
 /* ---- the end ---- */
 
 static void fanout_free(struct fanout *f)
 {
+    struct proxy *px = f->px;
     LIST_REMOVE(f, link);
     for (int i = 0; i < f->nsubs; i++) {
         struct sub *u = &f->subs[i];
@@ -101,34 +77,26 @@ static void fanout_free(struct fanout *f)
             evbuffer_free(u->body);
         free(u->error);
     }
+    for (int i = 0; i < f->nsubs; i++)
+        if (f->subs[i].be)
+            backend_unref(f->subs[i].be);
     if (f->evcon)
         evhttp_connection_set_closecb(f->evcon, NULL, NULL);
+    request_cleanup(&f->h);
     free(f->subs);
     free(f->model);
     free(f->dest);
     free(f);
+    proxy_request_end(px);
 }
 
+/* The one record of F (reqlog.h); STATUS is what the client got. */
 static void log_line(struct fanout *f, int status, const char *outcome)
 {
-    struct accesslog_entry a = {0};
-    char addr[48];
-    server_peer(f->req, addr, sizeof addr);
-    a.method = f->method;
-    a.path = f->path;
-    a.addr = addr;
-    a.model = f->model;
-    a.backend = "*";
-    a.status = status;
-    a.ttfb_ms = -1;
-    a.upstream_ms = net_now_ms() - f->t0;
-    a.tokens = -1;
-    a.tries = f->nsubs;
-    a.outcome = outcome;
-    accesslog_write(&a);
-    char key[NAME_KEY_MAX];
-    metrics_request(f->px, NULL, f->model,
-                    f->model && name_key(f->model, key, sizeof key) == 0 ? key : NULL, status, -1);
+    f->h.status = status;
+    f->h.backend_label = "*";
+    f->h.tries = f->nsubs;
+    reqlog_end(f->px, &f->h, outcome);
 }
 
 /* "pull failed on gpu1 (reason); gpu2 (reason)", or NULL if none failed. */
@@ -172,11 +140,11 @@ static void note_models(struct fanout *f)
     }
 }
 
-static void reply_text(struct evhttp_request *req, int status, struct evbuffer *body)
+static void reply_text(struct request *r, int status, struct evbuffer *body)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
                       "application/json; charset=utf-8");
-    server_send_reply(req, status, NULL, body);
+    reply_send(r, status, body);
 }
 
 /* Every sub has ended: the one reply. */
@@ -195,15 +163,15 @@ static void finish(struct fanout *f)
         } else {
             evbuffer_add_printf(b, "{\"status\":\"success\"}\n");
         }
-        evhttp_send_reply_chunk(f->req, b);
-        evhttp_send_reply_end(f->req);
-        server_flush(f->evcon);
+        f->h.bytes += evbuffer_get_length(b);
+        evhttp_send_reply_chunk(f->h.req, b);
+        evhttp_send_reply_end(f->h.req);
+        reply_flush(f->evcon);
         evbuffer_free(b);
         log_line(f, 200, failed ? "fanout-failed" : "fanout");
     } else if (f->kind == FAN_PS) {
-        log_line(f, 200, "fanout");
-        if (!catalog_reply(f->px, f->req, "/api/ps")) /* every backend went meanwhile */
-            server_reply_json(f->req, 200, json_pack("{s:[]}", "models"));
+        catalog_reply(f->px, &f->h, "/api/ps");
+        log_line(f, f->h.status, "fanout");
     } else if (!failed) {
         struct sub *first = &f->subs[0];
         b = evbuffer_new();
@@ -211,14 +179,14 @@ static void finish(struct fanout *f)
             evbuffer_add_printf(b, "{\"status\":\"success\"}");
         else if (first->body)
             evbuffer_add_buffer(b, first->body);
-        reply_text(f->req, first->status ? first->status : 200, b);
+        reply_text(&f->h, first->status ? first->status : 200, b);
         evbuffer_free(b);
-        log_line(f, first->status ? first->status : 200, "fanout");
+        log_line(f, f->h.status, "fanout");
     } else {
         for (int i = 0; i < f->nsubs; i++)
             all_404 &= f->subs[i].status == 404;
         status = all_404 ? 404 : 500;
-        server_reply_error(f->req, f->v1, status, failed, 0);
+        reply_error(&f->h, status, failed, 0);
         log_line(f, status, "fanout-failed");
     }
     free(failed);
@@ -280,8 +248,9 @@ static void on_line(struct sub *u, const char *line, size_t n)
         if ((text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
             evbuffer_add_printf(b, "%s\n", text);
             free(text);
-            evhttp_send_reply_chunk(f->req, b);
-            server_flush(f->evcon);
+            f->h.bytes += evbuffer_get_length(b);
+            evhttp_send_reply_chunk(f->h.req, b);
+            reply_flush(f->evcon);
         }
         evbuffer_free(b);
     }
@@ -401,7 +370,7 @@ static char *decoded(const char *s, size_t n, int esc)
  * Returns 0, or -1 if it is not a JSON object. */
 static int read_body(struct fanout *f)
 {
-    struct evbuffer *b = evhttp_request_get_input_buffer(f->req);
+    struct evbuffer *b = evhttp_request_get_input_buffer(f->h.req);
     size_t n = evbuffer_get_length(b);
     const char *body;
     struct jscan_result js;
@@ -418,25 +387,26 @@ static int read_body(struct fanout *f)
         f->model = decoded(js.name, js.name_len, js.name_escaped);
     f->stream = (f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE) &&
                 js.stream != 0;
-    if (f->kind != FAN_COPY)
-        return 0;
-    free(f->model); /* a copy names its model "source" */
-    f->model = NULL;
-    root = json_loadb(body, n, 0, NULL);
-    if ((m = json_object_get(root, "source")) && json_is_string(m))
-        f->model = strdup(json_string_value(m));
-    if ((m = json_object_get(root, "destination")) && json_is_string(m))
-        f->dest = strdup(json_string_value(m));
-    json_decref(root);
+    if (f->kind == FAN_COPY) {
+        free(f->model); /* a copy names its model "source" */
+        f->model = NULL;
+        root = json_loadb(body, n, 0, NULL);
+        if ((m = json_object_get(root, "source")) && json_is_string(m))
+            f->model = strdup(json_string_value(m));
+        if ((m = json_object_get(root, "destination")) && json_is_string(m))
+            f->dest = strdup(json_string_value(m));
+        json_decref(root);
+    }
+    request_set_model(&f->h, f->model);
     return 0;
 }
 
 static void send_sub(struct fanout *f, struct sub *u)
 {
-    struct evbuffer *body = evhttp_request_get_input_buffer(f->req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(f->h.req);
     struct evbuffer *req = f->px->scratch;
     size_t len = evbuffer_get_length(body);
-    evbuffer_add_printf(req, "%s %s HTTP/1.1\r\nHost: %s\r\n", f->method, f->path,
+    evbuffer_add_printf(req, "%s %s HTTP/1.1\r\nHost: %s\r\n", f->h.method, f->path,
                         u->be->hostport);
     if (len)
         evbuffer_add_printf(req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
@@ -445,7 +415,7 @@ static void send_sub(struct fanout *f, struct sub *u)
     if (len)
         evbuffer_add(req, evbuffer_pullup(body, -1), len);
     u->body = evbuffer_new();
-    u->up = upstream_start(f->px->base, u->be, req, 0, &f->px->uto, &sub_cbs, u);
+    u->up = upstream_start(f->px->base, &u->be->target, req, 0, &f->px->uto, &sub_cbs, u);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!u->up) {
         set_error(u, "cannot open a socket");
@@ -462,7 +432,7 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     (void)evcon;
     f->evcon = NULL;
     log_line(f, 499, "client-gone");
-    evhttp_send_reply_end(f->req);
+    evhttp_send_reply_end(f->h.req);
     fanout_free(f);
 }
 
@@ -477,65 +447,77 @@ static int ps_fresh(struct proxy *px)
     return 1;
 }
 
-void fanout_start(struct proxy *px, struct evhttp_request *req, enum fanout_kind kind,
-                  const char *path, int v1)
+/* F could not start: STATUS and MSG to the client, OUTCOME in the log. */
+static void refuse(struct fanout *f, int status, const char *msg, int retry_after,
+                   const char *outcome)
+{
+    reply_error(&f->h, status, msg, retry_after);
+    log_line(f, status, outcome);
+    fanout_free(f);
+}
+
+void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
+                  const char *path)
 {
     struct fanout *f;
     struct backend **bes;
     char msg[NAME_KEY_MAX + 64];
     int n;
-    if (kind == FAN_PS && ps_fresh(px) && catalog_reply(px, req, "/api/ps"))
-        return;
-    if (!(f = calloc(1, sizeof *f))) {
-        server_reply_error(req, v1, 500, "out of memory", 0);
+    if (kind == FAN_PS && ps_fresh(px)) { /* answers a second old at most */
+        catalog_reply(px, head, "/api/ps");
+        reqlog_end(px, head, "self");
         return;
     }
-    LIST_INSERT_HEAD(&fanouts, f, link);
+    if (!(f = calloc(1, sizeof *f))) {
+        reply_error(head, 500, "out of memory", 0);
+        reqlog_end(px, head, "no-memory");
+        return;
+    }
+    LIST_INSERT_HEAD(&px->fanouts, f, link);
+    proxy_request_begin(px);
+    f->h = *head;
+    f->h.be = NULL;
+    f->h.t_dispatch = f->h.t_start; /* sent at once: no queue */
     f->px = px;
-    f->req = req;
-    f->evcon = evhttp_request_get_connection(req);
+    f->evcon = evhttp_request_get_connection(f->h.req);
     f->kind = kind;
-    f->v1 = v1;
-    f->t0 = net_now_ms();
-    f->method = server_method_name(evhttp_request_get_command(req));
     snprintf(f->path, sizeof f->path, "%s", path);
     if (read_body(f) < 0) {
-        server_reply_error(req, v1, 400, "invalid JSON in request body", 0);
-        log_line(f, 400, "fanout-failed");
-        fanout_free(f);
+        refuse(f, 400, "invalid JSON in request body", 0, "fanout-failed");
         return;
     }
     if (!(bes = calloc((size_t)px->nbackends + 1, sizeof *bes))) {
-        server_reply_error(req, v1, 500, "out of memory", 0);
-        fanout_free(f);
+        refuse(f, 500, "out of memory", 0, "no-memory");
         return;
     }
     n = targets(f, bes);
+    if (n && !(f->subs = calloc((size_t)n, sizeof *f->subs))) {
+        free(bes);
+        refuse(f, 500, "out of memory", 0, "no-memory");
+        return;
+    }
     if (!n) {
         free(bes);
         if (kind == FAN_DELETE || kind == FAN_COPY || kind == FAN_UNLOAD) {
             snprintf(msg, sizeof msg, "model '%s' not found", f->model ? f->model : "");
-            server_reply_error(req, v1, 404, msg, 0);
-            log_line(f, 404, "no-model");
+            refuse(f, 404, msg, 0, "no-model");
         } else {
-            server_reply_error(req, v1, 503, "no healthy backend", 1);
-            log_line(f, 503, "no-backend");
+            refuse(f, 503, "no healthy backend", 1, "no-backend");
         }
-        fanout_free(f);
         return;
     }
-    f->subs = calloc((size_t)n, sizeof *f->subs);
     f->nsubs = f->pending = n;
     if (f->stream) { /* progress as it comes: the reply starts now */
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+        evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
                           "application/x-ndjson");
-        evhttp_send_reply_start(req, 200, "OK");
+        evhttp_send_reply_start(f->h.req, 200, "OK");
         evhttp_connection_set_closecb(f->evcon, on_client_close, f);
         f->started = 1;
     }
     for (int i = 0; i < n; i++) {
         f->subs[i].f = f;
         f->subs[i].be = bes[i];
+        backend_ref(bes[i]);
     }
     free(bes);
     for (int i = 0; i < n; i++)
@@ -544,11 +526,39 @@ void fanout_start(struct proxy *px, struct evhttp_request *req, enum fanout_kind
         finish(f);
 }
 
+void fanout_end_all(struct proxy *px)
+{
+    static const char line[] = "{\"error\":\"the proxy is shutting down\"}\n";
+    while (!LIST_EMPTY(&px->fanouts)) {
+        struct fanout *f = LIST_FIRST(&px->fanouts);
+        for (int i = 0; i < f->nsubs; i++) /* a cancel for Ollama */
+            if (f->subs[i].up) {
+                upstream_abort(f->subs[i].up);
+                f->subs[i].up = NULL;
+            }
+        if (f->started) {
+            struct evbuffer *b = evbuffer_new();
+            if (b) {
+                evbuffer_add(b, line, sizeof line - 1);
+                f->h.bytes += sizeof line - 1;
+                evhttp_send_reply_chunk(f->h.req, b);
+                evbuffer_free(b);
+            }
+            evhttp_connection_set_closecb(f->evcon, NULL, NULL);
+            evhttp_send_reply_end(f->h.req);
+            reply_flush(f->evcon);
+            log_line(f, 200, "shutdown");
+            fanout_free(f);
+        } else {
+            refuse(f, 503, "the proxy is shutting down", 1, "shutdown");
+        }
+    }
+}
+
 void fanout_abort_all(struct proxy *px)
 {
-    (void)px;
-    while (!LIST_EMPTY(&fanouts)) {
-        struct fanout *f = LIST_FIRST(&fanouts);
+    while (!LIST_EMPTY(&px->fanouts)) {
+        struct fanout *f = LIST_FIRST(&px->fanouts);
         struct evhttp_connection *evcon = f->evcon;
         f->evcon = NULL;
         if (evcon)

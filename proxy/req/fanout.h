@@ -21,20 +21,21 @@
 #define PX_FANOUT_H
 
 struct proxy;
-struct evhttp_request;
+struct request;
 
 enum fanout_kind { FAN_PULL, FAN_PUSH, FAN_CREATE, FAN_DELETE, FAN_COPY, FAN_UNLOAD, FAN_PS };
 
-/* The kind REQ (on PATH) is, or -1 when it is an ordinary request. BODY is
- * what jscan found (keep_alive zero without input: an unload). */
-int fanout_kind_of(struct evhttp_request *req, const char *path, int unload);
+/* Answer the request of HEAD (copied) by sending it to the backends KIND
+ * says. The reply is sent exactly once, now or when the last backend
+ * answered, and the request recorded (reqlog.h). */
+void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
+                  const char *path);
 
-/* Answer REQ by sending it to the backends KIND says. The reply is sent
- * exactly once, now or when the last backend answered. */
-void fanout_start(struct proxy *px, struct evhttp_request *req, enum fanout_kind kind,
-                  const char *path, int v1);
+/* shutdown_timeout_s has passed: end every fan-out the way a client can
+ * understand (a stream's in-band {"error":...} line, else 503). */
+void fanout_end_all(struct proxy *px);
 
-/* Forced shutdown: end every fan-out in flight. */
+/* Forced shutdown: end every fan-out in flight, closing its client. */
 void fanout_abort_all(struct proxy *px);
 
 #endif

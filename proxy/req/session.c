@@ -20,7 +20,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "accesslog.h"
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
@@ -29,7 +28,9 @@
 #include "net.h"
 #include "proxy.h"
 #include "sched.h"
-#include "server.h"
+#include "reply.h"
+#include "reqlog.h"
+#include "request.h"
 #include "tokscan.h"
 #include "ui.h"
 
@@ -42,13 +43,12 @@ enum session_state { S_QUEUED, S_UPSTREAM, S_STREAMING };
 
 struct session {
     LIST_ENTRY(session) link; /* px->sessions */
+    struct request h;         /* the head: who, what, how it went (request.h) */
     struct sched_entry se;    /* its place in the scheduler; se.be is its slot */
     struct sched_client *client; /* charged with it (se.client once submitted) */
     struct proxy *px;
-    struct evhttp_request *req;
     struct evhttp_connection *evcon;
     struct upstream *up;
-    struct backend *last_be; /* of the last try, for the log */
     int ntries;       /* tries that reached a backend */
     int nconnect;     /* tries whose connect failed */
     enum session_state state;
@@ -56,23 +56,11 @@ struct session {
     struct event closewatch; /* EV_CLOSED on the client until the reply starts */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
-    char *model;        /* NULL or model_buf */
-    char model_buf[128];
-    char *mkey;         /* name_key() of model, for routing; NULL: any backend */
-    char mkey_buf[160];
-    char path[160];     /* for the access log: the request may be gone by then */
-    char addr[48];      /* the client's address, likewise */
     char *target;       /* what is sent upstream: session_info's; target_buf or malloc'd */
     char target_buf[128];
-    const char *method;
-    int status;
     char reason[64];
     char tail[2]; /* the last two bytes forwarded, see note_tail() */
-    double t_start, t_dispatch, t_head;
-    double t_try; /* the start of the last try */
     struct tokscan tok; /* the generated-token count, read as the body passes */
-    size_t bytes;
-    unsigned v1 : 1;
     unsigned watching : 1;
     unsigned watch_timer_armed : 1;
     unsigned paused : 1;
@@ -104,56 +92,15 @@ static void stop_watching(struct session *s)
     }
 }
 
-/* One line of the access log (accesslog.h). */
-static void access_log(struct session *s, const char *outcome)
-{
-    double now = net_now_ms();
-    struct accesslog_entry a = {0};
-    a.method = s->method;
-    a.path = s->path;
-    a.client = s->client ? s->client->name : NULL;
-    a.addr = s->addr;
-    a.model = s->model;
-    a.backend = s->last_be ? s->last_be->name : NULL;
-    a.status = s->status;
-    a.wait_ms = (s->t_dispatch ? s->t_dispatch : now) - s->t_start;
-    a.ttfb_ms = s->t_head ? s->t_head - s->t_try : -1;
-    a.upstream_ms = s->t_dispatch ? now - s->t_dispatch : 0;
-    a.bytes = s->bytes;
-    a.tokens = tokscan_tokens(&s->tok);
-    a.tries = s->ntries + s->nconnect;
-    a.outcome = outcome;
-    accesslog_write(&a);
-}
-
-/* The request's figures into /metrics. */
-static void count(struct session *s, const char *outcome, double now)
-{
-    struct proxy *px = s->px;
-    metrics_request(px, s->last_be, s->model, s->mkey, s->status, tokscan_tokens(&s->tok));
-    metrics_observe(&px->metrics.queue_wait,
-                    ((s->t_dispatch ? s->t_dispatch : now) - s->t_start) / 1000.0);
-    if (s->last_be && s->t_head)
-        metrics_observe(&s->last_be->h_first_byte, (s->t_head - s->t_try) / 1000.0);
-    if (s->last_be)
-        metrics_observe(&s->last_be->h_upstream, (now - s->t_try) / 1000.0);
-    if (strcmp(outcome, "client-gone") == 0)
-        px->metrics.cancelled++;
-    if (s->last_be && s->last_be->adapt.on && !s->se.meta && strcmp(outcome, "client-gone") != 0)
-        s->last_be->max_concurrent =
-            adapt_sample(&s->last_be->adapt, s->last_be->in_flight, tokscan_tokens(&s->tok),
-                         strcmp(outcome, "ok") == 0 && s->status < 500, now);
-}
-
 /* The one teardown. The client's reply must already be sent, or the client
  * gone; this frees everything else and tells the scheduler, which hands a
  * freed slot on (to other sessions: this one is off every list by then). */
 static void session_close(struct session *s, const char *outcome)
 {
     struct proxy *px = s->px;
-    access_log(s, outcome);
-    count(s, outcome, net_now_ms());
-    ui_request_ended(px, s->last_be, s->status, s->path, outcome, tokscan_tokens(&s->tok));
+    s->h.tokens = tokscan_tokens(&s->tok);
+    s->h.tries = s->ntries + s->nconnect;
+    reqlog_end(px, &s->h, outcome);
     stop_watching(s);
     if (s->up) {
         upstream_abort(s->up);
@@ -171,21 +118,20 @@ static void session_close(struct session *s, const char *outcome)
         sched_done(&px->sched, &s->se);
     else if (s->client)
         sched_client_unused(&px->sched, s->client); /* refused before the queue */
-    if (s->model != s->model_buf)
-        free(s->model);
     if (s->target != s->target_buf)
         free(s->target);
+    request_cleanup(&s->h);
     free(s);
-    proxy_session_ended(px);
+    proxy_request_end(px);
 }
 
 /* Answer with an error of our own (before any reply byte) and close. */
 static void fail_session(struct session *s, int status, const char *msg, int retry_after,
                          const char *outcome)
 {
-    s->status = status;
+    s->h.status = status;
     stop_watching(s);
-    server_reply_error(s->req, s->v1, status, msg, retry_after);
+    reply_error(&s->h, status, msg, retry_after);
     session_close(s, outcome);
 }
 
@@ -198,7 +144,7 @@ static void on_client_closed(evutil_socket_t fd, short what, void *arg)
     struct evhttp_connection *evcon = s->evcon;
     (void)fd;
     (void)what;
-    s->status = 499;
+    s->h.status = 499;
     s->watching = 0;
     s->evcon = NULL;
     evhttp_connection_set_closecb(evcon, NULL, NULL);
@@ -211,7 +157,7 @@ static void on_client_closed(evutil_socket_t fd, short what, void *arg)
 static void on_client_close(struct evhttp_connection *evcon, void *arg)
 {
     struct session *s = arg;
-    struct evhttp_request *req = s->req;
+    struct evhttp_request *req = s->h.req;
     (void)evcon;
     s->evcon = NULL;
     session_close(s, "client-gone");
@@ -267,7 +213,7 @@ static int is_retryable(enum upstream_err err)
  * carries them (and they cannot add up across tries). */
 static void drop_reply_headers(struct session *s)
 {
-    evhttp_clear_headers(evhttp_request_get_output_headers(s->req));
+    evhttp_clear_headers(evhttp_request_get_output_headers(s->h.req));
     s->ndjson = s->sse = 0;
 }
 
@@ -356,7 +302,7 @@ static void on_header(void *arg, int status, const char *key, const char *value)
         s->ndjson = strstr(value, "ndjson") != NULL;
         s->sse = strstr(value, "event-stream") != NULL;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(s->req), key, value);
+    evhttp_add_header(evhttp_request_get_output_headers(s->h.req), key, value);
 }
 
 /* Start the client's reply: from now on nothing may be retried. */
@@ -368,7 +314,7 @@ static void start_reply(struct session *s, long long content_length)
     stop_watching(s);
     if (content_length >= 0) { /* evhttp then sends the body as is */
         snprintf(cl, sizeof cl, "%lld", content_length);
-        evhttp_add_header(evhttp_request_get_output_headers(s->req), "Content-Length", cl);
+        evhttp_add_header(evhttp_request_get_output_headers(s->h.req), "Content-Length", cl);
     }
     /* evhttp's connection timeout is a read timeout that stays armed while
      * we stream: a long pause between tokens would cut the client. Keep
@@ -379,14 +325,14 @@ static void start_reply(struct session *s, long long content_length)
     evhttp_connection_set_closecb(s->evcon, on_client_close, s);
     s->state = S_STREAMING;
     s->chunk = evbuffer_new();
-    evhttp_send_reply_start(s->req, s->status, s->reason);
-    server_flush(s->evcon);
+    evhttp_send_reply_start(s->h.req, s->h.status, s->reason);
+    reply_flush(s->evcon);
 }
 
 static int on_head(void *arg, int status, const char *reason, long long content_length)
 {
     struct session *s = arg;
-    s->t_head = net_now_ms();
+    s->h.t_head = net_now_ms();
     if (status == 503) { /* Ollama's busy answer: try another slot */
         struct upstream *up = s->up;
         s->up = NULL;
@@ -394,9 +340,9 @@ static int on_head(void *arg, int status, const char *reason, long long content_
         retry_or_fail(s, UPSTREAM_ERESET, 1);
         return -1;
     }
-    s->status = status;
+    s->h.status = status;
     net_copy(s->reason, sizeof s->reason, reason && *reason ? reason : "OK", NULL);
-    evhttp_add_header(evhttp_request_get_output_headers(s->req), "X-Backend", s->se.be->name);
+    evhttp_add_header(evhttp_request_get_output_headers(s->h.req), "X-Backend", s->se.be->name);
     if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
         s->body = evbuffer_new(); /* sent whole, in one write, on_done */
     else
@@ -443,7 +389,7 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
 {
     struct session *s = arg;
     struct evbuffer *out;
-    s->bytes += len;
+    s->h.bytes += len;
     count_tokens(s, src, len);
     if (s->body) {
         evbuffer_remove_buffer(src, s->body, len);
@@ -451,8 +397,8 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
     }
     evbuffer_remove_buffer(src, s->chunk, len);
     note_tail(s, len);
-    evhttp_send_reply_chunk_with_cb(s->req, s->chunk, on_drained, s);
-    server_flush(s->evcon);
+    evhttp_send_reply_chunk_with_cb(s->h.req, s->chunk, on_drained, s);
+    reply_flush(s->evcon);
     out = bufferevent_get_output(evhttp_connection_get_bufferevent(s->evcon));
     if (evbuffer_get_length(out) > CLIENT_HIGH_WATER && !s->paused) {
         s->paused = 1;
@@ -466,13 +412,13 @@ static void finish_reply(struct session *s)
     evhttp_connection_set_closecb(evcon, NULL, NULL);
     if (s->body) {
         stop_watching(s);
-        evhttp_send_reply(s->req, s->status, s->reason, s->body);
+        evhttp_send_reply(s->h.req, s->h.status, s->reason, s->body);
     } else {
-        evhttp_send_reply_end(s->req);
+        evhttp_send_reply_end(s->h.req);
         /* Back to the keep-alive read timeout that start_reply() lifted. */
         evhttp_connection_set_timeout(evcon, (int)s->px->cfg->idle_s);
     }
-    server_flush(evcon);
+    reply_flush(evcon);
 }
 
 /* Another backend in service lists KEY (BE's answer said it has not). */
@@ -497,20 +443,20 @@ static int retry_missing_model(struct session *s)
     struct proxy *px = s->px;
     struct backend *be = s->se.be;
     size_t n = s->body ? evbuffer_get_length(s->body) : 0;
-    if (s->status != 404 || !s->mkey || !n || s->ntries >= MAX_TRIES ||
+    if (s->h.status != 404 || !request_mkey(&s->h) || !n || s->ntries >= MAX_TRIES ||
         evbuffer_search(s->body, "not found", 9, NULL).pos < 0)
         return 0;
-    backend_model_remove(be, s->model, 0);
+    backend_model_remove(be, request_model(&s->h), 0);
     discover_refresh(px, be);
-    if (!listed_elsewhere(px, s->mkey, be))
+    if (!listed_elsewhere(px, request_mkey(&s->h), be))
         return 0;
     log_info("backend %s: 404 for model %s, which others list: sent to another backend",
-             be->name, s->model);
+             be->name, request_model(&s->h));
     px->metrics.retries++;
     drop_reply_headers(s);
     evbuffer_free(s->body);
     s->body = NULL;
-    s->status = 0;
+    s->h.status = 0;
     s->state = S_QUEUED;
     watch_client_soon(s);
     sched_retry(&px->sched, &s->se);
@@ -538,7 +484,7 @@ static void end_stream(struct session *s, const char *msg, const char *outcome)
     struct evbuffer *b = s->chunk;
     /* A stream cut inside a line (an event) first gets its end, so that
      * the error is a line (an event) of its own. */
-    const char *sep = !s->bytes ? ""
+    const char *sep = !s->h.bytes ? ""
                       : s->sse ? (s->tail[1] != '\n' ? "\n\n" : s->tail[0] != '\n' ? "\n" : "")
                                : (s->tail[1] != '\n' ? "\n" : "");
     if (s->sse)
@@ -548,7 +494,7 @@ static void end_stream(struct session *s, const char *msg, const char *outcome)
         snprintf(line, sizeof line, "%s{\"error\":\"%s\"}\n", sep, msg);
     if (s->ndjson || s->sse) {
         evbuffer_add(b, line, strlen(line));
-        evhttp_send_reply_chunk(s->req, b);
+        evhttp_send_reply_chunk(s->h.req, b);
         finish_reply(s);
         session_close(s, outcome);
     } else { /* a raw body: only a cut connection tells the client */
@@ -615,9 +561,9 @@ static void add_str(struct evbuffer *b, const char *s)
  * hop-by-hop headers dropped and X-Forwarded-For added. */
 static void build_request(struct session *s, struct backend *be, struct evbuffer *b)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(s->req);
-    struct evbuffer *body = evhttp_request_get_input_buffer(s->req);
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(s->req);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(s->h.req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(s->h.req);
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(s->h.req);
     const char *xff = evhttp_find_header(in, "X-Forwarded-For");
     struct evkeyval *h;
     char *peer = NULL;
@@ -627,7 +573,7 @@ static void build_request(struct session *s, struct backend *be, struct evbuffer
     char num[24];
 
     evhttp_connection_get_peer(s->evcon, &peer, &port);
-    add_str(b, server_method_name(cmd));
+    add_str(b, reply_method(cmd));
     add_str(b, " ");
     add_str(b, s->target);
     add_str(b, " HTTP/1.1\r\nHost: ");
@@ -664,18 +610,18 @@ static void start_try(struct session *s, struct backend *be)
 {
     struct evbuffer *req;
     s->state = S_UPSTREAM;
-    s->last_be = be;
+    request_set_backend(&s->h, be);
     s->ntries++;
     be->ps_at_ms = 0; /* it may load a model: the next /api/ps asks again */
-    s->t_try = net_now_ms();
-    s->t_head = 0;
-    if (!s->t_dispatch)
-        s->t_dispatch = net_now_ms();
+    s->h.t_try = net_now_ms();
+    s->h.t_head = 0;
+    if (!s->h.t_dispatch)
+        s->h.t_dispatch = net_now_ms();
     watch_client_soon(s);
     req = s->px->scratch; /* upstream_start() drains it */
     build_request(s, be, req);
-    s->up = upstream_start(s->px->base, be, req,
-                           evhttp_request_get_command(s->req) == EVHTTP_REQ_HEAD, &s->px->uto,
+    s->up = upstream_start(s->px->base, &be->target, req,
+                           evhttp_request_get_command(s->h.req) == EVHTTP_REQ_HEAD, &s->px->uto,
                            &up_cbs, s);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!s->up)
@@ -695,7 +641,7 @@ static void fail_no_backend(struct session *s, int retry_after)
 {
     char msg[NAME_KEY_MAX + 96];
     snprintf(msg, sizeof msg, "no backend in service has model '%s' (every backend that "
-             "serves it is down, drained or disabled)", s->model ? s->model : "");
+             "serves it is down, drained or disabled)", s->h.model);
     fail_session(s, 503, msg, retry_after, "no-backend");
 }
 
@@ -733,7 +679,7 @@ static int model_unknown(struct proxy *px, const char *key)
     return known;
 }
 
-void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in)
+void session_start(struct proxy *px, const struct session_info *in)
 {
     struct session *s = calloc(1, sizeof *s);
     int rc;
@@ -742,34 +688,29 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     else if (s)
         s->target = strdup(in->target);
     if (!s || !s->target || !in->client) {
+        struct request h = *in->head;
         if (in->client)
             sched_client_unused(&px->sched, in->client);
         free(s);
-        server_reply_error(req, in->v1, 500, "out of memory", 0);
+        reply_error(&h, 500, "out of memory", 0);
+        reqlog_end(px, &h, "no-memory");
         return;
     }
     s->px = px;
-    s->req = req;
+    s->h = *in->head;
+    s->h.be = NULL; /* the head comes without a backend: no reference to copy */
+    s->h.queued = 1;
     s->client = in->client;
-    s->evcon = evhttp_request_get_connection(req);
-    net_copy(s->addr, sizeof s->addr, in->addr ? in->addr : "unknown", NULL);
-    if (in->model && strlen(in->model) < sizeof s->model_buf)
-        s->model = strcpy(s->model_buf, in->model);
-    else if (in->model)
-        s->model = strdup(in->model);
-    net_copy(s->path, sizeof s->path, s->target, NULL);
-    if (s->model && name_key(s->model, s->mkey_buf, sizeof s->mkey_buf) == 0)
-        s->mkey = s->mkey_buf;
-    s->method = server_method_name(evhttp_request_get_command(req));
-    s->v1 = !!in->v1;
-    s->t_start = net_now_ms();
+    s->evcon = evhttp_request_get_connection(s->h.req);
+    net_copy(s->h.client, sizeof s->h.client, in->client->name, NULL);
     tokscan_init(&s->tok);
     LIST_INSERT_HEAD(&px->sessions, s, link);
     px->nsessions++;
+    proxy_request_begin(px);
 
-    if (s->mkey && model_unknown(px, s->mkey)) {
-        char msg[NAME_KEY_MAX + 32];
-        snprintf(msg, sizeof msg, "model '%s' not found", s->model);
+    if (request_mkey(&s->h) && model_unknown(px, request_mkey(&s->h))) {
+        char msg[REQUEST_MODEL_MAX + 32];
+        snprintf(msg, sizeof msg, "model '%s' not found", s->h.model);
         fail_session(s, 404, msg, 0, "no-model");
         return;
     }
@@ -778,8 +719,8 @@ void session_start(struct proxy *px, struct evhttp_request *req, const struct se
     s->state = S_QUEUED;
     watch_client_soon(s);
     s->se.ops = &sched_cbs;
-    s->se.key = s->mkey;
-    s->se.meta = !!in->meta;
+    s->se.key = request_mkey(&s->h);
+    s->se.meta = s->h.meta;
     rc = sched_submit(&px->sched, &s->se, in->client);
     if (rc == SCHED_EKEYQ)
         fail_session(s, 503, "too many requests waiting for this key (max_queued)",

@@ -17,23 +17,21 @@
 #define PX_SESSION_H
 
 struct proxy;
-struct evhttp_request;
+struct request;
 struct sched_client;
 
 struct session_info {
-    const char *model; /* NULL when the body names none; borrowed */
-    int v1;            /* OpenAI-style path: OpenAI-shaped errors */
-    const char *target; /* what to forward: the normalised path and the query (urlpath.h);
-                           copied */
-    struct sched_client *client; /* who it is charged to (sched_*_client) */
-    const char *addr;            /* the client's address; borrowed */
-    int unload;                  /* keep_alive 0 without a prompt: fanout.h */
-    int meta;                    /* metadata: no GPU slot (sched.h SCHED_META_CAP) */
+    const struct request *head; /* who, what (request.h): copied */
+    const char *target;  /* what to forward: the normalised path and the query
+                            (urlpath.h); copied */
+    struct sched_client *client; /* who it is charged to (sched_*_client); the
+                                    session's from now on, even on failure */
 };
 
-/* Take REQ: dispatch it to a free slot or queue it, or answer 503 when the
- * queue is full. The reply always ends up sent exactly once. */
-void session_start(struct proxy *px, struct evhttp_request *req, const struct session_info *in);
+/* Take the request of IN: dispatch it to a free slot or queue it, or answer
+ * 503 when the queue is full. The reply always ends up sent exactly once,
+ * and the request recorded (reqlog.h). */
+void session_start(struct proxy *px, const struct session_info *in);
 
 /* shutdown_timeout_s has passed: end every live session the way a client
  * can understand. A stream gets Ollama's in-band {"error":...} line, a

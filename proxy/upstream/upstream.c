@@ -20,14 +20,15 @@
 #include <event2/event_struct.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "backend.h"
 #include "net.h"
+#include "transport.h"
 
 /* A response head, all its lines together (1xx heads included), may have
  * at most MAX_HEAD_BYTES and MAX_HEADERS lines, as HAProxy's tune.bufsize
@@ -38,19 +39,19 @@
 #define MAX_HEADERS 256
 #define READ_CHUNK 4096 /* a non-streamed reply or a few tokens: most fit */
 
-enum up_state { UP_CONNECTING, UP_WAIT_HEAD, UP_HEADERS, UP_BODY, UP_DONE, UP_IDLE };
+enum up_state { UP_CONNECTING, UP_SETUP, UP_WAIT_HEAD, UP_HEADERS, UP_BODY, UP_DONE, UP_IDLE };
 enum body_mode { BODY_NONE, BODY_CL, BODY_CHUNKED, BODY_EOF };
 enum chunk_state { CH_SIZE, CH_DATA, CH_DATA_CRLF, CH_TRAILER };
 
 struct upstream {
-    struct backend *be;
-    evutil_socket_t fd;
+    struct upstream_target *t;
+    struct tconn c;      /* the socket and its transport */
     struct event rev, wev, tev; /* readable, writable, timeout */
     struct evbuffer *in, *out;
     double timeout_ms;   /* of the current phase; 0 none */
     double last_io_ms;   /* the last read, or the start of the phase */
     int pending_err;     /* an error found in upstream_start(), told later */
-    struct upstream *next, *prev; /* the backend's idle list */
+    struct upstream *next, *prev; /* the target's idle list */
     const struct upstream_cbs *cbs;
     void *arg;
     struct upstream_timeouts to;
@@ -78,6 +79,8 @@ struct upstream {
 static void on_readable(evutil_socket_t fd, short what, void *arg);
 static void on_writable(evutil_socket_t fd, short what, void *arg);
 static void on_timer(evutil_socket_t fd, short what, void *arg);
+static void setup_step(struct upstream *up);
+static void on_end(struct upstream *up, int timeout);
 
 const char *upstream_strerror(enum upstream_err err)
 {
@@ -96,6 +99,8 @@ const char *upstream_strerror(enum upstream_err err)
         return "connection closed in the middle of the response";
     case UPSTREAM_EPROTO:
         return "malformed response";
+    case UPSTREAM_ESETUP:
+        return "transport setup failed";
     case UPSTREAM_ESTALE:
         return "kept-alive connection closed by the backend";
     }
@@ -109,12 +114,12 @@ static void pool_unlink(struct upstream *up)
     if (up->prev)
         up->prev->next = up->next;
     else
-        up->be->idle = up->next;
+        up->t->idle = up->next;
     if (up->next)
         up->next->prev = up->prev;
     up->next = up->prev = NULL;
     up->pooled = 0;
-    up->be->nidle--;
+    up->t->nidle--;
 }
 
 static void up_free(struct upstream *up)
@@ -125,7 +130,8 @@ static void up_free(struct upstream *up)
     event_del(&up->tev);
     evbuffer_free(up->in);
     evbuffer_free(up->out);
-    close(up->fd);
+    up->c.tp->close(&up->c);
+    close(up->c.fd);
     free(up);
 }
 
@@ -159,13 +165,13 @@ static void fail(struct upstream *up, enum upstream_err err)
         cbs->on_error(arg, err);
 }
 
-static struct upstream *connect_new(struct event_base *base, struct backend *be)
+static struct upstream *connect_new(struct event_base *base, struct upstream_target *t)
 {
     struct upstream *up;
     int one = 1, fd;
-    if (!be->addrlen && backend_resolve(be) < 0)
+    if (!t->addrlen) /* its name is not resolved (yet) */
         return NULL;
-    fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return NULL;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -178,28 +184,45 @@ static struct upstream *connect_new(struct event_base *base, struct backend *be)
         close(fd);
         return NULL;
     }
-    up->be = be;
-    up->fd = fd;
+    up->t = t;
+    up->c.fd = fd;
+    up->c.tp = t->tp ? t->tp : &transport_plain;
+    up->c.ctx = t->tp_ctx;
     up->state = UP_CONNECTING;
     event_assign(&up->rev, base, fd, EV_READ | EV_PERSIST, on_readable, up);
     event_assign(&up->wev, base, fd, EV_WRITE | EV_PERSIST, on_writable, up);
     evtimer_assign(&up->tev, base, on_timer, up);
-    if (connect(fd, (struct sockaddr *)&be->addr, be->addrlen) < 0 && errno != EINPROGRESS)
+    if (connect(fd, (struct sockaddr *)&t->addr, t->addrlen) < 0 && errno != EINPROGRESS)
         up->pending_err = errno; /* told through the timer, never from here */
     return up;
 }
 
-struct upstream *upstream_start(struct event_base *base, struct backend *be,
+/* Write what B holds through the transport, as far as the socket takes it.
+ * Returns 0, or -1 on an error other than EAGAIN. */
+static int write_out(struct upstream *up, struct evbuffer *b)
+{
+    while (evbuffer_get_length(b)) {
+        struct evbuffer_iovec v[16];
+        int n = evbuffer_peek(b, -1, NULL, v, 16);
+        ssize_t w = up->c.tp->writev(&up->c, (struct iovec *)v, n < 16 ? n : 16);
+        if (w < 0)
+            return errno == EAGAIN || errno == EINTR ? 0 : -1;
+        evbuffer_drain(b, (size_t)w);
+    }
+    return 0;
+}
+
+struct upstream *upstream_start(struct event_base *base, struct upstream_target *t,
                                 struct evbuffer *req, int head_req,
                                 const struct upstream_timeouts *to,
                                 const struct upstream_cbs *cbs, void *arg)
 {
-    struct upstream *up = be->idle;
+    struct upstream *up = t->idle;
     if (up) {
         pool_unlink(up);
         up->state = UP_WAIT_HEAD;
         up->reused = 1;
-    } else if (!(up = connect_new(base, be))) {
+    } else if (!(up = connect_new(base, t))) {
         return NULL;
     }
     up->got_bytes = 0;
@@ -227,8 +250,8 @@ struct upstream *upstream_start(struct event_base *base, struct backend *be,
     /* A connected socket: write the request now. A request that fits the
      * socket buffer (nearly all) then needs no write event. */
     set_timeout(up, &to->first_byte);
-    while (evbuffer_get_length(req) && evbuffer_write(req, up->fd) > 0)
-        ;
+    if (write_out(up, req) < 0)
+        evbuffer_drain(req, evbuffer_get_length(req)); /* the read will see the end */
     if (evbuffer_get_length(req)) {
         evbuffer_add_buffer(up->out, req);
         event_add(&up->wev, NULL);
@@ -506,6 +529,12 @@ static void on_end(struct upstream *up, int timeout)
     case UP_CONNECTING:
         fail(up, timeout ? UPSTREAM_ETIMEOUT_CONNECT : UPSTREAM_ECONNECT);
         break;
+    case UP_SETUP: /* the handshake is part of connecting: retried elsewhere */
+        if (!up->t->setup_err[0] || timeout)
+            snprintf(up->t->setup_err, sizeof up->t->setup_err, "%s",
+                     timeout ? "transport setup timed out" : "closed during transport setup");
+        fail(up, UPSTREAM_ESETUP);
+        break;
     case UP_WAIT_HEAD:
     case UP_HEADERS:
         if (timeout)
@@ -541,9 +570,14 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     struct evbuffer_iovec v;
     ssize_t n;
     (void)what;
+    (void)fd;
+    if (up->state == UP_SETUP) {
+        setup_step(up);
+        return;
+    }
     if (evbuffer_reserve_space(up->in, READ_CHUNK, &v, 1) < 1)
         return;
-    n = read(fd, v.iov_base, v.iov_len);
+    n = up->c.tp->read(&up->c, v.iov_base, v.iov_len);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n <= 0) {
@@ -561,6 +595,37 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     (void)process(up);
 }
 
+/* The transport's setup (transport.h), driven by readiness until done:
+ * then the request goes out as on a plain connection. */
+static void setup_step(struct upstream *up)
+{
+    int rc = up->c.tp->setup(&up->c, up->t->setup_err, sizeof up->t->setup_err);
+    if (rc < 0) {
+        fail(up, UPSTREAM_ESETUP);
+        return;
+    }
+    if (rc == TRANSPORT_WANT_READ) {
+        event_del(&up->wev);
+        event_add(&up->rev, NULL);
+        return;
+    }
+    if (rc == TRANSPORT_WANT_WRITE) {
+        event_add(&up->wev, NULL);
+        return;
+    }
+    up->state = UP_WAIT_HEAD;
+    set_timeout(up, &up->to.first_byte);
+    event_add(&up->rev, NULL);
+    if (write_out(up, up->out) < 0) { /* the request, waiting in up->out */
+        on_end(up, 0);
+        return;
+    }
+    if (evbuffer_get_length(up->out))
+        event_add(&up->wev, NULL);
+    else
+        event_del(&up->wev);
+}
+
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
@@ -572,11 +637,13 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
             on_end(up, 0);
             return;
         }
-        up->state = UP_WAIT_HEAD;
-        set_timeout(up, &up->to.first_byte);
-        event_add(&up->rev, NULL);
+        up->state = UP_SETUP; /* the connect's deadline covers the setup too */
     }
-    if (evbuffer_write(up->out, fd) < 0 && errno != EAGAIN && errno != EINTR) {
+    if (up->state == UP_SETUP) {
+        setup_step(up);
+        return;
+    }
+    if (write_out(up, up->out) < 0) {
         on_end(up, 0);
         return;
     }
@@ -625,9 +692,9 @@ void upstream_pause(struct upstream *up, int paused)
 
 void upstream_release(struct upstream *up)
 {
-    struct backend *be = up->be;
+    struct upstream_target *t = up->t;
     if (!up->keepalive || up->state != UP_DONE || evbuffer_get_length(up->in) ||
-        evbuffer_get_length(up->out) || be->removed) {
+        evbuffer_get_length(up->out) || t->closing) {
         up_close(up);
         return;
     }
@@ -640,12 +707,12 @@ void upstream_release(struct upstream *up)
     }
     /* Idle: no timeout, but reading stays on so a close is noticed. */
     set_timeout(up, NULL);
-    up->next = be->idle;
+    up->next = t->idle;
     up->prev = NULL;
-    if (be->idle)
-        be->idle->prev = up;
-    be->idle = up;
-    be->nidle++;
+    if (t->idle)
+        t->idle->prev = up;
+    t->idle = up;
+    t->nidle++;
     up->pooled = 1;
 }
 
@@ -655,8 +722,8 @@ void upstream_abort(struct upstream *up)
         up_close(up);
 }
 
-void upstream_pool_drain(struct backend *be)
+void upstream_pool_drain(struct upstream_target *t)
 {
-    while (be->idle)
-        up_free(be->idle);
+    while (t->idle)
+        up_free(t->idle);
 }

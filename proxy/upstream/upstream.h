@@ -1,8 +1,9 @@
 /* upstream.h - HTTP/1.1 client connections to backends, with a keep-alive
- * pool per backend.
+ * pool per target. Bytes move through the target's transport (transport.h).
  *
  * States of a connection:
- *   CONNECTING -> SENDING/WAIT_HEAD (request written, no response yet)
+ *   CONNECTING -> SETUP (the transport's: a TLS handshake) ->
+ *     SENDING/WAIT_HEAD (request written, no response yet)
  *     -> BODY (head delivered) -> IDLE (response complete, back in the pool)
  *   any state -> freed on error, abort, or a response that cannot be reused.
  * An IDLE connection watches its socket; if the backend closes it, it is
@@ -17,9 +18,25 @@
 
 #include <event2/event.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
-struct backend;
 struct evbuffer;
+struct transport;
+struct upstream;
+
+/* Where requests go: an address, the transport on it, and the keep-alive
+ * pool of connections to it. Owned by the caller (a backend embeds one);
+ * upstream.c knows a target, never a backend. */
+struct upstream_target {
+    struct sockaddr_storage addr;
+    socklen_t addrlen;          /* 0: no address yet, upstream_start fails */
+    const struct transport *tp; /* NULL: plain TCP (transport.h) */
+    void *tp_ctx;               /* the transport's per-target state (a TLS context) */
+    struct upstream *idle;      /* the pool, upstream.c's */
+    int nidle;
+    unsigned closing : 1;       /* retired: no connection is pooled any more */
+    char setup_err[160];        /* why the last transport setup failed */
+};
 
 enum upstream_err {
     UPSTREAM_ECONNECT = 1, /* connect refused or failed */
@@ -29,6 +46,8 @@ enum upstream_err {
     UPSTREAM_ETIMEOUT_IDLE,     /* no body bytes within idle_s */
     UPSTREAM_EBODY,             /* closed or reset in the middle of the body */
     UPSTREAM_EPROTO,            /* unparsable response */
+    UPSTREAM_ESETUP,            /* the transport's setup failed (a TLS handshake):
+                                   why in the target's setup_err */
     UPSTREAM_ESTALE,            /* a pooled connection the backend had closed: no
                                    byte of the response came; not the backend's fault */
 };
@@ -56,11 +75,11 @@ struct upstream_timeouts {
 struct upstream;
 
 /* Start REQ (a complete request head plus body, which is drained) on an idle
- * pooled connection to BE or a new one. HEAD_REQ: the request is a HEAD, so
+ * pooled connection to T or a new one. HEAD_REQ: the request is a HEAD, so
  * the response has no body whatever its headers say. Returns the
- * connection, or NULL when a socket could not even be created (then nothing
- * was called). */
-struct upstream *upstream_start(struct event_base *base, struct backend *be,
+ * connection, or NULL when a socket could not even be created, or T has no
+ * address yet (then nothing was called). */
+struct upstream *upstream_start(struct event_base *base, struct upstream_target *t,
                                 struct evbuffer *req, int head_req,
                                 const struct upstream_timeouts *to,
                                 const struct upstream_cbs *cbs, void *arg);
@@ -76,8 +95,8 @@ void upstream_release(struct upstream *up);
  * generating). No callback is called. */
 void upstream_abort(struct upstream *up);
 
-/* Close all idle connections of BE (removal, shutdown). */
-void upstream_pool_drain(struct backend *be);
+/* Close all idle connections of T (removal, shutdown). */
+void upstream_pool_drain(struct upstream_target *t);
 
 /* A short name for ERR, for logs and error replies. */
 const char *upstream_strerror(enum upstream_err err);

@@ -34,7 +34,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "backend.h"
 #include "fz.h"
 #include "net.h"
 #include "upstream.h"
@@ -62,12 +61,13 @@ struct run {
 
 static struct event_base *base;
 static int lfd = -1;
-static struct backend be;
+static struct upstream_target target; /* upstream.c knows a target, not a backend */
+static char hostport[64];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     struct event_config *ec = event_config_new();
-    struct sockaddr_in *sin = (struct sockaddr_in *)&be.addr;
+    struct sockaddr_in *sin = (struct sockaddr_in *)&target.addr;
     char err[256];
     (void)argc, (void)argv;
     signal(SIGPIPE, SIG_IGN);
@@ -84,13 +84,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     sin->sin_family = AF_INET;
     sin->sin_port = htons((uint16_t)net_bound_port(lfd));
     sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    be.addrlen = sizeof *sin;
-    be.name = "fuzz";
-    be.host = "127.0.0.1";
-    be.port = net_bound_port(lfd);
-    snprintf(be.hostport, sizeof be.hostport, "127.0.0.1:%d", be.port);
-    be.healthy = 1;
-    be.max_concurrent = 1;
+    target.addrlen = sizeof *sin;
+    snprintf(hostport, sizeof hostport, "127.0.0.1:%d", net_bound_port(lfd));
     return 0;
 }
 
@@ -280,7 +275,7 @@ static void run_request(struct run *r, struct server *sv, int i, const struct up
     struct evbuffer *req = evbuffer_new();
     double start = net_now_ms();
     evbuffer_add_printf(req, "%s /r%d HTTP/1.1\r\nHost: %s\r\n\r\n",
-                        r->head_req ? "HEAD" : "GET", i, be.hostport);
+                        r->head_req ? "HEAD" : "GET", i, hostport);
     r->state = R_RUNNING;
     r->head_seen = 0;
     r->status = 0;
@@ -288,7 +283,7 @@ static void run_request(struct run *r, struct server *sv, int i, const struct up
     r->paused = 0;
     r->body = 0;
     r->defer_release = 0;
-    r->up = upstream_start(base, &be, req, r->head_req, to, &cbs, r);
+    r->up = upstream_start(base, &target, req, r->head_req, to, &cbs, r);
     FZ_CHECK(r->up != NULL);
     evbuffer_free(req);
     while (r->state == R_RUNNING) {
@@ -346,8 +341,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (int i = 0; i < nreq; i++)
         run_request(&r, &sv, i, &to);
 
-    upstream_pool_drain(&be);
-    FZ_CHECK(be.idle == NULL && be.nidle == 0);
+    upstream_pool_drain(&target);
+    FZ_CHECK(target.idle == NULL && target.nidle == 0);
     if (sv.fd >= 0) {
         drain_fd(sv.fd);
         close(sv.fd);

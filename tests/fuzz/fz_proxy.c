@@ -18,7 +18,6 @@
 #include "net.h"
 #include "proxy.h"
 #include "sched.h"
-#include "server.h"
 #include "session.h"
 
 static struct proxy px;

@@ -1,0 +1,92 @@
+/* auth.c - see auth.h. */
+#include "auth.h"
+
+#include <event2/http.h>
+#include <string.h>
+#include <strings.h>
+
+#include "config.h"
+#include "net.h"
+#include "proxy.h"
+#include "reply.h"
+#include "request.h"
+#include "sched.h"
+
+/* A == B for a secret, in time that depends on B's length only. */
+static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
+{
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < blen; i++)
+        diff |= (unsigned char)(b[i] ^ (i < alen ? a[i] : 0));
+    return diff == 0;
+}
+
+/* The auth.keys row whose secret REQ's "Authorization: Bearer KEY" holds,
+ * or -1. Every key is compared, whichever matches. */
+static int find_key(const struct px_config *cfg, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    size_t n;
+    int found = -1;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+        return -1;
+    h += 7;
+    h += strspn(h, " \t");
+    for (n = strlen(h); n && (h[n - 1] == ' ' || h[n - 1] == '\t'); n--)
+        ;
+    for (int i = 0; i < cfg->nkeys; i++) {
+        int eq = secret_equal(h, n, cfg->keys[i].key, strlen(cfg->keys[i].key));
+        found = eq ? i : found;
+    }
+    return found;
+}
+
+int auth_check(struct proxy *px, struct request *r, int admin, int open)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    int k;
+    if (!px->cfg->nkeys) {
+        net_copy(r->client, sizeof r->client, r->addr, NULL);
+        return -1;
+    }
+    if (open)
+        return -1;
+    if ((k = find_key(px->cfg, r->req)) < 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate",
+                          "Bearer");
+        reply_error(r, 401,
+                    evhttp_find_header(in, "Authorization")
+                        ? "unauthorized: unknown key"
+                        : "unauthorized: an \"Authorization: Bearer KEY\" header is required",
+                    0);
+        return AUTH_ANSWERED;
+    }
+    net_copy(r->client, sizeof r->client, px->cfg->keys[k].name, NULL);
+    if (admin && !px->cfg->keys[k].admin) {
+        reply_error(r, 403, "forbidden: this endpoint needs an admin key", 0);
+        return AUTH_ANSWERED;
+    }
+    return k;
+}
+
+/* Who REQ is charged to: its key; else the trusted header, if configured
+ * and sent; else the connecting address. */
+struct sched_client *auth_client(struct proxy *px, struct request *r, int key)
+{
+    struct evhttp_request *req = r->req;
+    char name[80];
+    if (key >= 0)
+        return sched_key_client(&px->sched, key);
+    if (px->cfg->client_header) {
+        const char *v = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                           px->cfg->client_header);
+        if (v && *v) {
+            size_t n = strlen(v) < sizeof name - 1 ? strlen(v) : sizeof name - 1;
+            memcpy(name, v, n);
+            name[n] = '\0';
+            return sched_addr_client(&px->sched, name);
+        }
+    }
+    return sched_addr_client(&px->sched, r->addr);
+}
+

@@ -1,0 +1,28 @@
+/* auth.h - keys, admin rights and who a request is charged to
+ * (CONTRACT.md, "Keys, priorities and fair sharing").
+ *
+ * With auth.keys set, a request needs a known key unless its endpoint is
+ * open (router.h); a non-admin key gets 403 on an admin endpoint. Keys are
+ * compared in constant time and never logged (the log names the key). A
+ * client is a key by its name, else the value of the trusted
+ * auth.client_header, else the connecting address. */
+#ifndef PX_AUTH_H
+#define PX_AUTH_H
+
+struct proxy;
+struct request;
+struct sched_client;
+
+#define AUTH_ANSWERED (-2)
+
+/* Check R's key for an endpoint that is ADMIN and/or OPEN. Returns the
+ * key's row of auth.keys, -1 when no key is needed (no keys configured, or
+ * an open endpoint), or AUTH_ANSWERED after answering 401 or 403. Sets
+ * R's client name for the log. */
+int auth_check(struct proxy *px, struct request *r, int admin, int open);
+
+/* The scheduler's client of R with key row KEY (-1: none); NULL when out
+ * of memory. */
+struct sched_client *auth_client(struct proxy *px, struct request *r, int key);
+
+#endif

@@ -1,0 +1,283 @@
+/* conns.c - see conns.h.
+ *
+ * The listener is ours (net_listen) because evhttp's would listen with a
+ * backlog of 128 and without TCP_NODELAY, and Nagle plus delayed ACKs add
+ * ~40 ms to every streamed reply. */
+#include "conns.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "net.h"
+#include "proxy.h"
+
+void conns_settings(struct proxy *px)
+{
+    if (!px->http)
+        return;
+    evhttp_set_max_body_size(px->http, (ev_ssize_t)px->cfg->max_body_mb * 1024 * 1024);
+    evhttp_set_timeout(px->http, (int)px->cfg->idle_s);
+}
+
+/* Client connections. Each connection's bufferevent is made here (evhttp
+ * asks for it) with a reference and a record of ours, for two limits:
+ *
+ * limits.max_connections, done as HAProxy's maxconn: at the limit the
+ * listener stops accepting and new connections wait in the kernel's
+ * backlog. evhttp 2.1 has no hook for a connection's end; evhttp's
+ * bufferevent_free() clears the callbacks, and the sweep below (every
+ * SWEEP_MS) sees that, counts the connection out and drops our reference.
+ * The bufferevent owns the fd (BEV_OPT_CLOSE_ON_FREE): evhttp then only
+ * shuts down the sending side (the client sees the close at once) and the
+ * fd is closed when our reference goes. Had evhttp closed it, the
+ * bufferevent's events would still be registered for an fd number the next
+ * connection may get. The count, and the fd, can outlive a close by one
+ * sweep period.
+ *
+ * timeouts.request_s, done as HAProxy's "timeout http-request": a request
+ * must arrive whole (head and body) within request_s of its first byte,
+ * plus a second per MiB of body, or the connection is closed. evhttp's own
+ * timeout restarts with every byte, so a client sending a byte a second
+ * (slowloris) would hold its connection, and with enough of them every
+ * connection slot, for ever. A callback on the input buffer notes the first
+ * byte of each request and counts its bytes; on_request() marks the request
+ * handed over, its completion (on_request_done) starts the watch again. A
+ * connection with nothing sent is idle keep-alive, evhttp's idle_s. */
+#define SWEEP_MS 100
+
+struct conn {
+    struct proxy *px;
+    struct bufferevent *bev; /* a reference of ours */
+    double head_start;       /* the first byte of the request being read; 0 none */
+    size_t head_bytes;       /* its bytes so far */
+    int fd;                  /* -1 until evhttp has set it */
+    unsigned in_request : 1; /* handed to on_request, its reply not yet done */
+};
+
+static struct evconnlistener *listener(struct proxy *px)
+{
+    return px->bound ? evhttp_bound_socket_get_listener(px->bound) : NULL;
+}
+
+/* Map C's fd to it, once evhttp has given the bufferevent its fd. */
+static void conn_map_fd(struct proxy *px, struct conn *c)
+{
+    int fd = (int)bufferevent_getfd(c->bev);
+    if (c->fd >= 0 || fd < 0)
+        return;
+    if (fd >= px->nconn_fd) {
+        int n = fd + 1 > 2 * px->nconn_fd ? fd + 1 : 2 * px->nconn_fd;
+        struct conn **m = realloc(px->conn_fd, (size_t)n * sizeof *m);
+        if (!m)
+            return;
+        memset(m + px->nconn_fd, 0, (size_t)(n - px->nconn_fd) * sizeof *m);
+        px->conn_fd = m;
+        px->nconn_fd = n;
+    }
+    px->conn_fd[fd] = c;
+    c->fd = fd;
+}
+
+static struct conn *conn_of(struct proxy *px, struct evhttp_request *req)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    int fd = evcon ? (int)bufferevent_getfd(evhttp_connection_get_bufferevent(evcon)) : -1;
+    return fd >= 0 && fd < px->nconn_fd ? px->conn_fd[fd] : NULL;
+}
+
+static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct conn *c = arg;
+    (void)buf;
+    if (c->fd < 0)
+        conn_map_fd(c->px, c); /* bytes came: evhttp has set the fd */
+    if (!info->n_added || c->in_request)
+        return;
+    if (!c->head_start)
+        c->head_start = net_now_ms();
+    c->head_bytes += info->n_added;
+}
+
+static void on_request_done(struct evhttp_request *req, void *arg)
+{
+    struct conn *c = arg;
+    size_t left = evbuffer_get_length(bufferevent_get_input(c->bev));
+    (void)req;
+    c->in_request = 0;
+    c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
+    c->head_bytes = left;
+}
+
+/* REQ has arrived whole: its connection's request deadline stops. */
+void conns_request_arrived(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    if (!c)
+        return;
+    c->in_request = 1;
+    c->head_start = 0;
+    c->head_bytes = 0;
+    evhttp_request_set_on_complete_cb(req, on_request_done, c);
+}
+
+static void conn_release(struct proxy *px, struct conn *c)
+{
+    if (c->fd >= 0 && c->fd < px->nconn_fd && px->conn_fd[c->fd] == c)
+        px->conn_fd[c->fd] = NULL;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    bufferevent_decref(c->bev);
+    free(c);
+}
+
+static int conn_late(const struct proxy *px, const struct conn *c, double now)
+{
+    double allowed = px->cfg->request_s * 1000.0 + (double)c->head_bytes / 1048.576;
+    return !c->in_request && c->head_start && now - c->head_start > allowed;
+}
+
+static void sweep_conns(struct proxy *px)
+{
+    double now = net_now_ms();
+    int kept = 0, late = 0;
+    for (int i = 0; i < px->nconns; i++) {
+        struct conn *c = px->conns[i];
+        bufferevent_event_cb errcb = NULL;
+        void *evcon = NULL;
+        bufferevent_getcb(c->bev, NULL, NULL, &errcb, &evcon);
+        if (errcb && conn_late(px, c, now)) {
+            evhttp_connection_free(evcon); /* clears the callbacks: released below */
+            errcb = NULL;
+            late++;
+        }
+        if (errcb)
+            px->conns[kept++] = c;
+        else /* evhttp freed it: ours is the last reference */
+            conn_release(px, c);
+    }
+    px->nconns = kept;
+    if (late)
+        log_warn("closed %d connections whose request did not arrive within "
+                 "timeouts.request_s (%gs)", late, px->cfg->request_s);
+    if (px->accept_paused && px->nconns < px->cfg->max_connections && listener(px)) {
+        evconnlistener_enable(listener(px));
+        px->accept_paused = 0;
+    }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sweep_conns(arg);
+}
+
+/* evhttp asks for the bufferevent of a connection it just accepted. Its
+ * callbacks and fd are set only after we return, so the sweep must not see
+ * it before that: sweep first, then add it. */
+static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+{
+    struct proxy *px = arg;
+    struct bufferevent *bev;
+    struct conn *c;
+    if (px->nconns + 1 >= px->cfg->max_connections)
+        sweep_conns(px);
+    bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev)
+        return NULL;
+    if (px->nconns == px->conns_cap) {
+        int cap = px->conns_cap ? 2 * px->conns_cap : 1024;
+        struct conn **n = realloc(px->conns, (size_t)cap * sizeof *n);
+        if (!n)
+            return bev; /* untracked: only the count and the deadline suffer */
+        px->conns = n;
+        px->conns_cap = cap;
+    }
+    if (!(c = calloc(1, sizeof *c)))
+        return bev;
+    c->px = px;
+    c->bev = bev;
+    c->fd = -1;
+    bufferevent_incref(bev);
+    evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c);
+    px->conns[px->nconns++] = c;
+    if (px->nconns >= px->cfg->max_connections && !px->accept_paused && listener(px)) {
+        evconnlistener_disable(listener(px));
+        px->accept_paused = 1;
+        log_warn("limits.max_connections (%d) reached: new connections wait",
+                 px->cfg->max_connections);
+    }
+    return bev;
+}
+
+int conns_start(struct proxy *px, void (*on_request)(struct evhttp_request *, void *))
+{
+    struct timeval sweep = {0, SWEEP_MS * 1000};
+    char err[256];
+    int fd;
+    px->http = evhttp_new(px->base);
+    if (!px->http)
+        return -1;
+    evhttp_set_allowed_methods(px->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(px->http, 64 * 1024);
+    /* Read (and drop) an oversized body before answering 413, so that the
+     * answer is not lost to a reset of a socket closed with unread data. */
+    evhttp_set_flags(px->http, EVHTTP_SERVER_LINGERING_CLOSE);
+    conns_settings(px); /* the body limit and the keep-alive timeout */
+    evhttp_set_default_content_type(px->http, "application/json; charset=utf-8");
+    evhttp_set_gencb(px->http, on_request, px);
+    evhttp_set_bevcb(px->http, on_new_connection, px);
+    px->ev_sweep = event_new(px->base, -1, EV_PERSIST, on_sweep, px);
+    event_add(px->ev_sweep, &sweep);
+    fd = net_listen(px->cfg->listen_host, px->cfg->listen_port, 4096, err, sizeof err);
+    if (fd < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    px->bound = evhttp_accept_socket_with_handle(px->http, fd);
+    if (!px->bound) {
+        log_error("cannot serve on %s", px->cfg->listen);
+        return -1;
+    }
+    log_info("listening on %s%s%s:%d", strchr(px->cfg->listen_host, ':') ? "[" : "",
+             px->cfg->listen_host, strchr(px->cfg->listen_host, ':') ? "]" : "",
+             net_bound_port(fd));
+    return 0;
+}
+
+void conns_stop_accepting(struct proxy *px)
+{
+    if (px->bound) {
+        evhttp_del_accept_socket(px->http, px->bound);
+        px->bound = NULL;
+    }
+}
+
+void conns_free(struct proxy *px)
+{
+    if (px->http)
+        evhttp_free(px->http);
+    px->http = NULL;
+    px->bound = NULL;
+    for (int i = 0; i < px->nconns; i++) {
+        bufferevent_decref(px->conns[i]->bev);
+        free(px->conns[i]);
+    }
+    free(px->conns);
+    free(px->conn_fd);
+    px->conn_fd = NULL;
+    px->nconn_fd = 0;
+    px->conns = NULL;
+    px->nconns = 0;
+    if (px->ev_sweep)
+        event_free(px->ev_sweep);
+    px->ev_sweep = NULL;
+}

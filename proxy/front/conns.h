@@ -1,0 +1,27 @@
+/* conns.h - the client side's connections: the listener, the evhttp server
+ * on it, limits.max_connections and the request deadline (slowloris).
+ * What a request is and where it goes is the router's (router.h). */
+#ifndef PX_CONNS_H
+#define PX_CONNS_H
+
+struct proxy;
+struct evhttp_request;
+
+/* Listen on cfg->listen and hand every request to ON_REQUEST(req, px).
+ * Returns 0, or -1 after logging why. */
+int conns_start(struct proxy *px, void (*on_request)(struct evhttp_request *, void *));
+
+/* Apply cfg's body limit and keep-alive timeout (startup and reload). */
+void conns_settings(struct proxy *px);
+
+/* REQ has arrived whole: its connection's request deadline stops until the
+ * reply is done. */
+void conns_request_arrived(struct proxy *px, struct evhttp_request *req);
+
+/* Stop accepting new connections (drain); connections open stay served. */
+void conns_stop_accepting(struct proxy *px);
+
+/* Free the evhttp server and every client connection; NULL-safe. */
+void conns_free(struct proxy *px);
+
+#endif
