@@ -9,6 +9,9 @@
  *   sim_fmt.c    JSON writers and times                   (fmt_*)
  *   sim_text.c   deterministic answers and embeddings     (text_*)
  *   sim_lp.c     log-probabilities in Ollama's format        (lp_*)
+ *   sim_anthropic.c  /v1/messages: request and replies      (anth_*)
+ *   sim_responses.c  /v1/responses: request and replies     (resp_*)
+ *   sim_transcribe.c /v1/audio/transcriptions               (trans_*)
  *
  * A job is one inference request. Its states, and who moves it:
  *   JS_NEW      created by infer_*, not yet scheduled
@@ -34,6 +37,9 @@
 #define SIM_OLLAMA_VERSION "0.12.6"
 #define SIM_EMBED_DIM 16
 #define SIM_DEFAULT_CTX 4096
+
+/* Append a string literal to an evbuffer. */
+#define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
 
 struct sim_cfg {
     const char *host;
@@ -95,8 +101,16 @@ enum job_kind {
     JK_V1_COMPLETION,
     JK_EMBED,
     JK_EMBEDDINGS,
-    JK_V1_EMBED
+    JK_V1_EMBED,
+    JK_MESSAGES,  /* /v1/messages, Anthropic */
+    JK_RESPONSES, /* /v1/responses, OpenAI Responses */
+    JK_TRANSCRIBE /* /v1/audio/transcriptions */
 };
+
+/* Error bodies by dialect: {"error":"..."}; OpenAI's
+ * {"error":{"message","type","param","code"}}; Anthropic's
+ * {"type":"error","error":{"type","message"},"request_id"}. */
+enum err_shape { SHAPE_NATIVE = 0, SHAPE_OPENAI = 1, SHAPE_ANTHROPIC = 2 };
 enum job_state { JS_NEW, JS_PENDING, JS_LOADING, JS_WAITSLOT, JS_RUNNING };
 
 /* Log-probabilities of an answer (sim_lp.c): one JSON fragment per token,
@@ -115,6 +129,49 @@ struct lp_alt {
     size_t n;
     double p;
 };
+
+struct job;
+
+/* How a job's reply is written: one row per wire format (sim_fmt.c,
+ * sim_anthropic.c, sim_responses.c). Each writes into B. A streamed reply
+ * is start (may be NULL), token for each token, then end, or fail for an
+ * in-band error after the head; a non-streamed one is whole. loaded is the
+ * reply to a load-only request (NULL: Ollama's native "load" object). */
+struct reply_fmt {
+    const char *stream_type; /* Content-Type of a streamed reply */
+    enum err_shape shape;
+    void (*start)(struct evbuffer *b, struct job *job);
+    void (*token)(struct evbuffer *b, struct job *job, int i);
+    void (*end)(struct evbuffer *b, struct job *job);
+    void (*whole)(struct evbuffer *b, struct job *job);
+    void (*fail)(struct evbuffer *b, struct job *job, const char *msg);
+    void (*loaded)(struct evbuffer *b, struct job *job);
+};
+extern const struct reply_fmt fmt_native, fmt_v1, anth_fmt, resp_fmt, trans_fmt;
+
+/* An inference request's fields as read from its body, whatever the wire
+ * format (sim_infer.c, anth_parse, resp_parse). Strings are borrowed from
+ * ROOT, except the owned ITEM and PROMPT. */
+struct ireq {
+    json_t *root;
+    const char *model;
+    char *item;   /* what the answer depends on: the last user message (owned) */
+    char *prompt; /* the prompt's text: system, then the messages in order (owned) */
+    size_t plen, pcap;
+    json_t *format;
+    int num_ctx;
+    int stream, num_predict, include_usage, empty_input, ka_set, b64;
+    int logprobs, top_logprobs; /* top_logprobs 0..20, checked */
+    double ka_s;
+    int prompt_tokens;
+    int est_tokens; /* /v1/messages: Ollama's estimate for message_start */
+    json_t *inputs; /* embed: array of strings (owned) */
+};
+void ireq_prompt_add(struct ireq *r, const char *s, size_t n);
+void ireq_set_item(struct ireq *r, const char *s, size_t n); /* copies */
+/* Append a message content to the prompt: a string, or the "text" of each
+ * part of an array (a part's "content" for tool results), in order. */
+void ireq_add_content(struct ireq *r, json_t *c, int depth);
 
 struct job {
     TAILQ_ENTRY(job) link; /* pending queue, model waiters or model running */
@@ -144,6 +201,11 @@ struct job {
     struct event *timer;
     long created;
     int v1id;
+    const struct reply_fmt *fmt;
+    char id[48];      /* msg_... / resp_...: the reply's id */
+    char item_id[32]; /* /v1/responses: the output message's id */
+    int est_tokens;   /* /v1/messages: input_tokens of message_start */
+    json_t *echo;     /* /v1/responses: the request, echoed in the reply (owned) */
 };
 
 /* sim_sched.c */
@@ -187,8 +249,10 @@ void gpu_settle(struct model *m);              /* M's clocks up to now */
 
 /* sim_http.c */
 void http_send_json(struct evhttp_request *req, int code, struct evbuffer *b);
-void http_send_error(struct evhttp_request *req, int code, const char *msg, int openai);
+void http_send_typed(struct evhttp_request *req, int code, const char *type, struct evbuffer *b);
+void http_send_error(struct evhttp_request *req, int code, const char *msg, enum err_shape shape);
 void http_note_request(struct evhttp_request *req);
+void http_count_path(const char *route); /* one more request to ROUTE in /_sim/stats */
 int http_setup(struct evhttp *http);
 void http_free(void);
 
@@ -215,6 +279,19 @@ void lp_token(struct lp_buf *b, const char *s, size_t n, double p, struct lp_alt
               uint64_t h);
 void lp_go_float(char *out, size_t len, double v); /* as Go's encoding/json */
 void lp_free(struct lp_buf *b);                    /* zeroes B; B may be empty */
+
+/* sim_anthropic.c: /v1/messages. Fill R from its body (R->root). Returns 0,
+ * or -1 after answering 400 in Anthropic's shape. */
+int anth_parse(struct evhttp_request *req, struct ireq *r);
+void anth_new_id(char *out, size_t len, const char *prefix); /* prefix_ + 24 hex */
+
+/* sim_responses.c: /v1/responses. Fill R from its body. Returns 0, or -1
+ * after answering 400 in OpenAI's shape. */
+int resp_parse(struct evhttp_request *req, struct ireq *r);
+
+/* sim_transcribe.c: the multipart form into R (R->root made, owned by R).
+ * Returns 0, or -1 after answering 400 in OpenAI's shape. */
+int trans_parse(struct evhttp_request *req, struct ireq *r);
 
 /* sim_text.c */
 uint64_t text_hash(const char *s, size_t n);

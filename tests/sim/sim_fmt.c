@@ -216,6 +216,30 @@ void fmt_native_final(struct evbuffer *b, struct job *job, int with_text)
     evbuffer_add(b, "}", 1);
 }
 
+static void native_end(struct evbuffer *b, struct job *job)
+{
+    fmt_native_final(b, job, 0);
+    evbuffer_add(b, "\n", 1);
+}
+
+static void native_whole(struct evbuffer *b, struct job *job)
+{
+    fmt_native_final(b, job, 1);
+}
+
+/* Ollama's in-band error after status 200, then the end of the stream. */
+static void native_fail(struct evbuffer *b, struct job *job, const char *msg)
+{
+    (void)job;
+    evbuffer_add(b, "{\"error\":", 9);
+    fmt_jcstr(b, msg);
+    evbuffer_add(b, "}\n", 2);
+}
+
+const struct reply_fmt fmt_native = {
+    "application/x-ndjson", SHAPE_NATIVE, NULL, fmt_native_chunk, native_end,
+    native_whole,           native_fail,  NULL};
+
 void fmt_native_special(struct evbuffer *b, const char *model, int chat, const char *reason)
 {
     char ts[48];
@@ -323,6 +347,18 @@ void fmt_v1_full(struct evbuffer *b, struct job *job)
     v1_usage(b, job, 0);
     evbuffer_add(b, "}", 1);
 }
+
+/* No final chunk and no [DONE]: a client must treat the stream as failed. */
+static void v1_fail(struct evbuffer *b, struct job *job, const char *msg)
+{
+    (void)job;
+    evbuffer_add(b, "data: {\"error\":{\"message\":", 26);
+    fmt_jcstr(b, msg);
+    evbuffer_add(b, ",\"type\":\"api_error\",\"param\":null,\"code\":null}}\n\n", 48);
+}
+
+const struct reply_fmt fmt_v1 = {"text/event-stream", SHAPE_OPENAI, NULL,    fmt_v1_chunk,
+                                 fmt_v1_finish,       fmt_v1_full,  v1_fail, NULL};
 
 /* A float32 with the fewest digits that read back as the same float32, as
  * Go's encoding/json prints one: a client's float32 of the float answer then

@@ -35,20 +35,6 @@ static struct job_list alljobs = TAILQ_HEAD_INITIALIZER(alljobs);
 static struct evbuffer *chunkbuf;
 static json_t *json_fmt; /* the string "json", for response_format json_object */
 
-/* Request fields, borrowed from the parsed body. */
-struct ireq {
-    json_t *root;
-    const char *model;
-    const char *item; /* the text the answer depends on */
-    json_t *format;
-    int num_ctx;
-    int stream, num_predict, include_usage, empty_input, ka_set, b64;
-    int logprobs, top_logprobs; /* top_logprobs 0..20, checked */
-    double ka_s;
-    int prompt_tokens;
-    json_t *inputs; /* embed: array of strings (owned) */
-};
-
 /* ---- job lifetime ---- */
 
 static void job_free(struct job *job)
@@ -63,6 +49,7 @@ static void job_free(struct job *job)
     free(job->tok_off);
     free(job->vecs);
     lp_free(&job->lp);
+    json_decref(job->echo);
     free(job);
 }
 
@@ -129,55 +116,56 @@ static void job_done(struct job *job)
 
 /* ---- replies ---- */
 
-static int is_v1(const struct job *job)
+static int is_embed(const struct job *job)
 {
-    return job->kind == JK_V1_CHAT || job->kind == JK_V1_COMPLETION || job->kind == JK_V1_EMBED;
+    return job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED;
 }
 
 static void reply_whole(struct job *job)
 {
     struct evbuffer *b = evbuffer_new();
     job->t_end = net_now_ns();
-    if (job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED)
+    if (is_embed(job))
         fmt_embed(b, job);
-    else if (is_v1(job))
-        fmt_v1_full(b, job);
     else
-        fmt_native_final(b, job, 1);
+        job->fmt->whole(b, job);
     disarm_watch(job);
-    http_send_json(job->req, 200, b);
+    if (job->kind == JK_TRANSCRIBE && job->echo)
+        http_send_typed(job->req, 200, "text/plain", b);
+    else
+        http_send_json(job->req, 200, b);
     evbuffer_free(b);
     job_done(job);
 }
 
+/* The head goes out with the first chunk: the caller sends CHUNKBUF, where
+ * the format's opening events (if any) now wait. */
 static void stream_start(struct job *job)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(job->req);
-    evhttp_add_header(h, "Content-Type", is_v1(job) ? "text/event-stream" : "application/x-ndjson");
+    evhttp_add_header(h, "Content-Type", job->fmt->stream_type);
+    if (job->kind == JK_MESSAGES || job->kind == JK_RESPONSES) {
+        evhttp_add_header(h, "Cache-Control", "no-cache");
+        evhttp_add_header(h, "Connection", "keep-alive");
+    }
     disarm_watch(job);
     evhttp_connection_set_closecb(job->evcon, on_conn_closed, job);
     evhttp_send_reply_start(job->req, 200, "OK");
     job->reply_started = 1;
+    if (job->fmt->start)
+        job->fmt->start(chunkbuf, job);
 }
 
 static void stream_token(struct job *job, int i)
 {
-    if (is_v1(job))
-        fmt_v1_chunk(chunkbuf, job, i);
-    else
-        fmt_native_chunk(chunkbuf, job, i);
+    job->fmt->token(chunkbuf, job, i);
     evhttp_send_reply_chunk(job->req, chunkbuf);
 }
 
 static void stream_end(struct job *job)
 {
     job->t_end = net_now_ns();
-    if (is_v1(job))
-        fmt_v1_finish(chunkbuf, job);
-    else {
-        fmt_native_final(chunkbuf, job, 0);
-        evbuffer_add(chunkbuf, "\n", 1);
-    }
+    job->fmt->end(chunkbuf, job);
     evhttp_send_reply_chunk(job->req, chunkbuf);
     evhttp_connection_set_closecb(job->evcon, NULL, NULL);
     evhttp_send_reply_end(job->req);
@@ -185,11 +173,6 @@ static void stream_end(struct job *job)
 }
 
 /* ---- generation ---- */
-
-static int is_embed(const struct job *job)
-{
-    return job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED;
-}
 
 static void emit_tokens(struct job *job, int upto)
 {
@@ -200,15 +183,11 @@ static void emit_tokens(struct job *job, int upto)
     }
 }
 
-/* --stream-fail-rate: Ollama's in-band error after status 200, then the end
- * of the stream (no final chunk, no [DONE]). */
+/* --stream-fail-rate: an in-band error after status 200 in the format's own
+ * way, then the end of the stream (no final chunk, no [DONE]). */
 static void stream_fail(struct job *job)
 {
-    if (is_v1(job))
-        evbuffer_add_printf(chunkbuf, "data: {\"error\":{\"message\":\"simulated failure\","
-                                      "\"type\":\"api_error\",\"param\":null,\"code\":null}}\n\n");
-    else
-        evbuffer_add_printf(chunkbuf, "{\"error\":\"simulated failure\"}\n");
+    job->fmt->fail(chunkbuf, job, "simulated failure");
     evhttp_send_reply_chunk(job->req, chunkbuf);
     evhttp_connection_set_closecb(job->evcon, NULL, NULL);
     evhttp_send_reply_end(job->req);
@@ -389,12 +368,17 @@ void job_runner_ready(struct job *job)
 {
     struct evbuffer *b = evbuffer_new();
     job->t_end = net_now_ns();
-    if (job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED)
+    if (is_embed(job))
         fmt_embed(b, job);
+    else if (job->fmt->loaded)
+        job->fmt->loaded(b, job);
     else
         fmt_native_special(b, job->model_name, job->kind == JK_CHAT, "load");
     disarm_watch(job);
-    http_send_json(job->req, 200, b);
+    if (job->stream && job->fmt->loaded)
+        http_send_typed(job->req, 200, job->fmt->stream_type, b);
+    else
+        http_send_json(job->req, 200, b);
     evbuffer_free(b);
     job_done(job);
 }
@@ -488,39 +472,56 @@ static int parse_keep_alive(json_t *v, struct ireq *r, char *err, size_t errlen)
     return 0;
 }
 
-/* The text of a message content: a string, or the "text" parts (v1). */
-static const char *content_text(json_t *c)
+void ireq_prompt_add(struct ireq *r, const char *s, size_t n)
 {
-    if (json_is_string(c))
-        return json_string_value(c);
-    if (json_is_array(c)) {
-        size_t i;
-        json_t *p;
-        json_array_foreach(c, i, p)
-        {
-            json_t *t = json_object_get(p, "text");
-            if (json_is_string(t))
-                return json_string_value(t);
-        }
+    if (r->plen + n + 1 > r->pcap) {
+        while (r->plen + n + 1 > r->pcap)
+            r->pcap = r->pcap ? r->pcap * 2 : 256;
+        r->prompt = realloc(r->prompt, r->pcap);
     }
-    return "";
+    memcpy(r->prompt + r->plen, s, n);
+    r->plen += n;
+    r->prompt[r->plen] = '\0';
 }
 
+void ireq_set_item(struct ireq *r, const char *s, size_t n)
+{
+    free(r->item);
+    r->item = strndup(s, n);
+}
+
+void ireq_add_content(struct ireq *r, json_t *c, int depth)
+{
+    size_t i;
+    json_t *p;
+    if (json_is_string(c))
+        ireq_prompt_add(r, json_string_value(c), json_string_length(c));
+    if (!json_is_array(c) || depth > 2)
+        return;
+    json_array_foreach(c, i, p)
+    {
+        json_t *t = json_object_get(p, "text");
+        if (json_is_string(t))
+            ireq_prompt_add(r, json_string_value(t), json_string_length(t));
+        else
+            ireq_add_content(r, json_object_get(p, "content"), depth + 1);
+    }
+}
+
+/* Chat messages: the prompt is their contents in order; the item is the
+ * last user message. */
 static void parse_messages(json_t *msgs, struct ireq *r)
 {
     size_t i;
     json_t *msg;
-    size_t total = 0;
-    r->item = "";
     json_array_foreach(msgs, i, msg)
     {
-        const char *t = content_text(json_object_get(msg, "content"));
-        total += strlen(t);
+        size_t at = r->plen;
+        ireq_add_content(r, json_object_get(msg, "content"), 0);
         const char *role = json_string_value(json_object_get(msg, "role"));
         if (role && !strcmp(role, "user"))
-            r->item = t;
+            ireq_set_item(r, r->prompt + at, r->plen - at);
     }
-    r->prompt_tokens = text_count_tokens("", total);
 }
 
 static const char *go_type(json_t *v)
@@ -625,7 +626,13 @@ static int parse_encoding(struct evhttp_request *req, json_t *v, struct ireq *r)
 
 static int openai(enum job_kind k)
 {
-    return k == JK_V1_CHAT || k == JK_V1_COMPLETION || k == JK_V1_EMBED;
+    return k == JK_V1_CHAT || k == JK_V1_COMPLETION || k == JK_V1_EMBED || k == JK_RESPONSES ||
+           k == JK_TRANSCRIBE;
+}
+
+static enum err_shape shape_of(enum job_kind k)
+{
+    return k == JK_MESSAGES ? SHAPE_ANTHROPIC : openai(k) ? SHAPE_OPENAI : SHAPE_NATIVE;
 }
 
 static int embedding_kind(enum job_kind k)
@@ -640,7 +647,7 @@ static void reject_not_found(struct evhttp_request *req, enum job_kind kind, con
         snprintf(msg, sizeof msg, "model \"%s\" not found, try pulling it first", name);
     else
         snprintf(msg, sizeof msg, "model '%s' not found", name);
-    http_send_error(req, 404, msg, openai(kind));
+    http_send_error(req, 404, msg, shape_of(kind));
 }
 
 static void on_reset(evutil_socket_t fd, short what, void *arg)
@@ -726,7 +733,7 @@ static int parse_logprobs(struct evhttp_request *req, enum job_kind kind, struct
         r->top_logprobs = json_is_number(top) ? (int)json_number_value(top) : 0;
     }
     if (r->top_logprobs < 0 || r->top_logprobs > 20) {
-        http_send_error(req, 400, "top_logprobs must be between 0 and 20", openai(kind));
+        http_send_error(req, 400, "top_logprobs must be between 0 and 20", shape_of(kind));
         return -1;
     }
     return 0;
@@ -738,25 +745,29 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
 {
     json_t *root = r->root;
     char err[256];
-    int v1 = openai(kind);
+    int v1 = openai(kind) || kind == JK_MESSAGES, native = !v1;
+    enum err_shape shape = shape_of(kind);
     json_t *jm = json_object_get(root, "model");
-    if (!v1 && check_types(req, kind, root))
+    if (native && check_types(req, kind, root))
         return -1;
-    if (!embedding_kind(kind) && !v1 && parse_logprobs(req, kind, r))
+    if (!embedding_kind(kind) && native && parse_logprobs(req, kind, r))
+        return -1;
+    if ((kind == JK_MESSAGES && anth_parse(req, r)) || (kind == JK_RESPONSES && resp_parse(req, r)))
         return -1;
     r->model = jm && json_is_string(jm) ? json_string_value(jm) : "";
-    if (!*r->model && (kind == JK_CHAT || kind == JK_V1_CHAT || kind == JK_EMBEDDINGS)) {
-        http_send_error(req, 400, "model is required", v1);
+    if (!*r->model &&
+        (kind == JK_CHAT || kind == JK_V1_CHAT || kind == JK_EMBEDDINGS || kind == JK_RESPONSES)) {
+        http_send_error(req, 400, "model is required", shape);
         return -1;
     }
     if (kind == JK_V1_CHAT && json_array_size(json_object_get(root, "messages")) == 0) {
-        http_send_error(req, 400, "[] is too short - 'messages'", 1);
+        http_send_error(req, 400, "[] is too short - 'messages'", shape);
         return -1;
     }
-    if (!embedding_kind(kind) && v1 && parse_logprobs(req, kind, r))
+    if ((kind == JK_V1_CHAT || kind == JK_V1_COMPLETION) && parse_logprobs(req, kind, r))
         return -1;
-    if (!v1 && parse_keep_alive(json_object_get(root, "keep_alive"), r, err, sizeof err)) {
-        http_send_error(req, 400, err, 0);
+    if (native && parse_keep_alive(json_object_get(root, "keep_alive"), r, err, sizeof err)) {
+        http_send_error(req, 400, err, shape);
         return -1;
     }
     if (kind == JK_V1_EMBED && parse_encoding(req, json_object_get(root, "encoding_format"), r))
@@ -766,7 +777,7 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
         if ((kind == JK_V1_EMBED && (!in || json_array_size(in) == 0) && !json_is_string(in)) ||
             parse_inputs(in, r, kind == JK_V1_EMBED)) {
             http_send_error(req, 400, kind == JK_V1_EMBED ? "invalid input" : "invalid input type",
-                            v1);
+                            shape);
             return -1;
         }
     }
@@ -777,8 +788,8 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
     }
     if (m->embedding && !embedding_kind(kind)) {
         snprintf(err, sizeof err, "\"%s\" does not support %s", r->model,
-                 kind == JK_CHAT || kind == JK_V1_CHAT ? "chat" : "generate");
-        http_send_error(req, 400, err, v1);
+                 kind == JK_GENERATE || kind == JK_V1_COMPLETION ? "generate" : "chat");
+        http_send_error(req, 400, err, shape);
         return -1;
     }
     *mp = m;
@@ -788,7 +799,8 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
 static void prepare(struct ireq *r, enum job_kind kind)
 {
     json_t *root = r->root;
-    fill_common(r, kind);
+    if (kind != JK_MESSAGES && kind != JK_RESPONSES && kind != JK_TRANSCRIBE)
+        fill_common(r, kind);
     if (kind == JK_CHAT || kind == JK_V1_CHAT) {
         json_t *msgs = json_object_get(root, "messages");
         parse_messages(msgs, r);
@@ -797,13 +809,19 @@ static void prepare(struct ireq *r, enum job_kind kind)
         json_t *p = json_object_get(root, "prompt");
         if (json_is_array(p))
             p = json_array_get(p, 0);
-        r->item = json_is_string(p) ? json_string_value(p) : "";
         const char *sys = json_string_value(json_object_get(root, "system"));
-        r->prompt_tokens = text_count_tokens("", strlen(r->item) + (sys ? strlen(sys) : 0));
-        r->empty_input = !*r->item;
-    } else {
+        const char *item = json_is_string(p) ? json_string_value(p) : "";
+        if (sys)
+            ireq_prompt_add(r, sys, strlen(sys));
+        ireq_prompt_add(r, item, strlen(item));
+        ireq_set_item(r, item, strlen(item));
+        r->empty_input = !*item;
+    } else if (embedding_kind(kind)) {
         r->empty_input = json_array_size(r->inputs) == 0;
     }
+    if (!r->item)
+        ireq_set_item(r, "", 0);
+    r->prompt_tokens = text_count_tokens(r->prompt, r->plen);
 }
 
 static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struct ireq *r,
@@ -822,6 +840,22 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
     job->ka_s = r->ka_s;
     job->num_ctx = r->num_ctx;
     job->include_usage = r->include_usage;
+    job->fmt = kind == JK_MESSAGES     ? &anth_fmt
+               : kind == JK_RESPONSES  ? &resp_fmt
+               : kind == JK_TRANSCRIBE ? &trans_fmt
+               : openai(kind)          ? &fmt_v1
+                                       : &fmt_native;
+    const char *rf = json_string_value(json_object_get(r->root, "response_format"));
+    if (kind == JK_TRANSCRIBE && rf && !strcmp(rf, "text"))
+        job->echo = json_incref(r->root); /* answer text/plain */
+    job->est_tokens = r->est_tokens;
+    if (kind == JK_MESSAGES)
+        anth_new_id(job->id, sizeof job->id, "msg");
+    if (kind == JK_RESPONSES) {
+        snprintf(job->id, sizeof job->id, "resp_%d", (int)(text_rand() * 999999));
+        snprintf(job->item_id, sizeof job->item_id, "msg_%d", (int)(text_rand() * 999999));
+        job->echo = json_incref(r->root);
+    }
     job->b64 = r->b64;
     job->logprobs = r->logprobs && kind != JK_V1_COMPLETION; /* Ollama drops them there */
     job->lp.top = r->top_logprobs;
@@ -864,8 +898,9 @@ static int parse_body(struct evhttp_request *req, enum job_kind kind, struct ire
     size_t len = evbuffer_get_length(in);
     json_error_t jerr;
     char msg[300];
-    if (len == 0) {
-        http_send_error(req, 400, "missing request body", openai(kind));
+    if (len == 0) { /* the /v1 middlewares pass on Go's decoder error */
+        http_send_error(req, 400, shape_of(kind) == SHAPE_NATIVE ? "missing request body" : "EOF",
+                        shape_of(kind));
         return -1;
     }
     r->root = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_DECODE_ANY, &jerr);
@@ -876,13 +911,13 @@ static int parse_body(struct evhttp_request *req, enum job_kind kind, struct ire
             snprintf(
                 msg, sizeof msg, "invalid character '%c' looking for beginning of value",
                 ((const char *)evbuffer_pullup(in, -1))[jerr.position > 0 ? jerr.position - 1 : 0]);
-        http_send_error(req, 400, msg, openai(kind));
+        http_send_error(req, 400, msg, shape_of(kind));
         return -1;
     }
     if (!json_is_object(r->root)) {
         snprintf(msg, sizeof msg, "json: cannot unmarshal %s into Go value of type api.Request",
                  go_type(r->root));
-        http_send_error(req, 400, msg, openai(kind));
+        http_send_error(req, 400, msg, shape_of(kind));
         return -1;
     }
     return 0;
@@ -903,7 +938,7 @@ static int special(struct evhttp_request *req, enum job_kind kind, struct ireq *
     }
     if (simcfg.fail_rate > 0 && text_rand() < simcfg.fail_rate) {
         count(m, &simstats.failed, NULL);
-        http_send_error(req, 500, "simulated failure", openai(kind));
+        http_send_error(req, 500, "simulated failure", shape_of(kind));
         return 1;
     }
     if (simcfg.reset_rate > 0 && text_rand() < simcfg.reset_rate) {
@@ -921,7 +956,8 @@ void infer_handle(struct evhttp_request *req, enum job_kind kind, const char *pa
     (void)path;
     if (!chunkbuf)
         chunkbuf = evbuffer_new();
-    if (parse_body(req, kind, &r) || validate(req, kind, &r, &m))
+    if ((kind == JK_TRANSCRIBE ? trans_parse(req, &r) : parse_body(req, kind, &r)) ||
+        validate(req, kind, &r, &m))
         goto done;
     count(m, &simstats.requests, &m->c.requests);
     prepare(&r, kind);
@@ -934,10 +970,12 @@ void infer_handle(struct evhttp_request *req, enum job_kind kind, const char *pa
         count(m, &simstats.rejected, &m->c.rejected);
         http_send_error(req, 503,
                         "server busy, please try again.  maximum pending requests exceeded",
-                        openai(kind));
+                        shape_of(kind));
         job_free(job);
     }
 done:
     json_decref(r.inputs);
     json_decref(r.root);
+    free(r.item);
+    free(r.prompt);
 }

@@ -78,7 +78,11 @@ static const char usage[] =
     "  --seed N            seed for the random choices above (default 1)\n"
     "  -h, --help          this text;  --version  the version\n"
     "\n"
-    "Extra endpoints: GET /_sim/stats (counters), POST /_sim/reset (zero them).\n"
+    "Besides Ollama's native API and /v1 chat, completions, embeddings and models:\n"
+    "/v1/messages (Anthropic), /v1/responses, /v1/models/M and\n"
+    "/v1/audio/transcriptions; see tests/sim/README.md.\n"
+    "Extra endpoints: GET /_sim/stats (counters, requests per path), POST /_sim/reset\n"
+    "(zero them).\n"
     "SIGTERM/SIGINT: exit 0 at once.\n";
 
 /* Long options only; the values index cli_option()'s switch. */

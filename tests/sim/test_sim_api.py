@@ -332,7 +332,8 @@ def test_stats_shape():
     s = S.stats()
     eq(list(s.keys()), ["in_flight", "max_in_flight", "queued", "served", "cancelled",
                         "rejected", "failed", "resets", "loads", "requests", "last_headers",
-                        "models"])
+                        "paths", "models"])
+    ok(s["paths"].get("/api/tags", 0) >= 1, s["paths"])
     eq(s["last_headers"].get("X-Probe"), "42")
     m = s["models"]["llama3:latest"]
     eq(list(m.keys()), ["in_flight", "max_in_flight", "queued", "served", "cancelled",
