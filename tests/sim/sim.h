@@ -10,6 +10,9 @@
  *   sim_text.c   deterministic answers and embeddings     (text_*)
  *   sim_lp.c     log-probabilities in Ollama's format        (lp_*)
  *   sim_anthropic.c  /v1/messages: request and replies      (anth_*)
+ *   sim_blob.c   /api/blobs and /api/create               (blob_*)
+ *   sim_conn.c   per-connection framing: streams uploads  (conn_*)
+ *   sim_sha256.c SHA-256                                  (sha256_*)
  *   sim_responses.c  /v1/responses: request and replies     (resp_*)
  *   sim_transcribe.c /v1/audio/transcriptions               (trans_*)
  *
@@ -288,6 +291,28 @@ void anth_new_id(char *out, size_t len, const char *prefix); /* prefix_ + 24 hex
 /* sim_responses.c: /v1/responses. Fill R from its body. Returns 0, or -1
  * after answering 400 in OpenAI's shape. */
 int resp_parse(struct evhttp_request *req, struct ireq *r);
+
+/* sim_conn.c: evhttp_set_bevcb's callback, the filter under each connection */
+struct bufferevent *conn_new_bev(struct event_base *base, void *arg);
+
+/* sim_blob.c */
+int blob_digest_ok(const char *digest); /* sha256:HEX or sha256-HEX, 64 hex digits */
+int blob_exists(const char *digest);
+void blob_head(struct evhttp_request *req, const char *digest);
+void blob_post(struct evhttp_request *req, const char *digest);
+void blob_create(struct evhttp_request *req);
+void blob_free_all(void);
+
+/* sim_sha256.c */
+struct sha256 {
+    uint32_t h[8];
+    uint64_t len;
+    unsigned char buf[64];
+    size_t nbuf;
+};
+void sha256_init(struct sha256 *c);
+void sha256_update(struct sha256 *c, const void *data, size_t n);
+void sha256_hex(struct sha256 *c, char out[65]); /* the digest, lowercase; C is spent */
 
 /* sim_transcribe.c: the multipart form into R (R->root made, owned by R).
  * Returns 0, or -1 after answering 400 in OpenAI's shape. */

@@ -38,6 +38,8 @@ enum route_id {
     R_V1_MODEL,
     R_MESSAGES,
     R_RESPONSES,
+    R_CREATE,
+    R_BLOB,
     R_TRANSCRIBE,
     R_STATS,
     R_RESET,
@@ -72,6 +74,7 @@ static const struct route routes[] = {
     {"/v1/models", EVHTTP_REQ_GET, R_V1_MODELS},
     {"/v1/messages", EVHTTP_REQ_POST, R_MESSAGES},
     {"/v1/responses", EVHTTP_REQ_POST, R_RESPONSES},
+    {"/api/create", EVHTTP_REQ_POST, R_CREATE},
     {"/v1/audio/transcriptions", EVHTTP_REQ_POST, R_TRANSCRIBE},
     {"/_sim/stats", EVHTTP_REQ_GET, R_STATS},
     {"/_sim/reset", EVHTTP_REQ_POST, R_RESET},
@@ -82,6 +85,8 @@ static const char *route_name(enum route_id id)
 {
     if (id == R_V1_MODEL)
         return "/v1/models/{model}";
+    if (id == R_BLOB)
+        return "/api/blobs/{digest}";
     for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
         if (routes[i].id == id)
             return routes[i].path;
@@ -644,7 +649,14 @@ static void dispatch_route(struct evhttp_request *req, enum route_id id, const c
     case R_V1_MODELS: do_v1_models(req); return;
     case R_MESSAGES: infer_handle(req, JK_MESSAGES, path); return;
     case R_RESPONSES: infer_handle(req, JK_RESPONSES, path); return;
+    case R_CREATE: blob_create(req); return;
     case R_TRANSCRIBE: infer_handle(req, JK_TRANSCRIBE, path); return;
+    case R_BLOB:
+        if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+            blob_head(req, path + strlen("/api/blobs/"));
+        else
+            blob_post(req, path + strlen("/api/blobs/"));
+        return;
     case R_V1_MODEL: do_v1_model(req, path + strlen("/v1/models/")); return;
     case R_STATS: do_stats(req); return;
     case R_COUNT: return;
@@ -694,6 +706,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             dispatch_route(req, R_V1_MODEL, path);
         return;
     }
+    rest = path + strlen("/api/blobs/");
+    if (!strncmp(path, "/api/blobs/", 11) && *rest && !strchr(rest, '/')) {
+        if (method != EVHTTP_REQ_HEAD && method != EVHTTP_REQ_POST)
+            send_text(req, 405, "405 method not allowed");
+        else
+            dispatch_route(req, R_BLOB, path);
+        return;
+    }
     send_text(req, 404, "404 page not found");
 }
 
@@ -705,6 +725,7 @@ int http_setup(struct evhttp *http)
     evhttp_set_default_content_type(http, NULL); /* every body reply sets its own */
     evhttp_set_max_body_size(http, 64 * 1024 * 1024);
     evhttp_set_gencb(http, on_request, NULL);
+    evhttp_set_bevcb(http, conn_new_bev, NULL); /* streams blob uploads: sim_conn.c */
     return 0;
 }
 

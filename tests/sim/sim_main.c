@@ -79,8 +79,9 @@ static const char usage[] =
     "  -h, --help          this text;  --version  the version\n"
     "\n"
     "Besides Ollama's native API and /v1 chat, completions, embeddings and models:\n"
-    "/v1/messages (Anthropic), /v1/responses, /v1/models/M and\n"
-    "/v1/audio/transcriptions; see tests/sim/README.md.\n"
+    "/v1/messages (Anthropic), /v1/responses, /v1/models/M, /v1/audio/transcriptions,\n"
+    "HEAD/POST /api/blobs/sha256:D (uploads digested as they arrive, never held)\n"
+    "and /api/create with files; see tests/sim/README.md.\n"
     "Extra endpoints: GET /_sim/stats (counters, requests per path), POST /_sim/reset\n"
     "(zero them).\n"
     "SIGTERM/SIGINT: exit 0 at once.\n";

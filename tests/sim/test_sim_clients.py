@@ -274,9 +274,10 @@ def test_stats_count_paths():
     post(U + "/v1/messages", MSG)
     post(U + "/v1/responses", RESP)
     get(U + "/v1/models/llama3")
+    http("HEAD", U + "/api/blobs/sha256:" + "0" * 64)
     paths = S.stats()["paths"]
     eq((paths.get("/v1/messages"), paths.get("/v1/responses"),
-        paths.get("/v1/models/{model}")), (2, 1, 1), paths)
+        paths.get("/v1/models/{model}"), paths.get("/api/blobs/{digest}")), (2, 1, 1, 1), paths)
     ok("/api/chat" not in paths, paths)
 
 
