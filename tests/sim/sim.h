@@ -40,6 +40,7 @@
 #define SIM_OLLAMA_VERSION "0.12.6"
 #define SIM_EMBED_DIM 16
 #define SIM_DEFAULT_CTX 4096
+#define SIM_TEMPLATE_TOKENS 8 /* a prompt's template tokens, before its text */
 
 /* Append a string literal to an evbuffer. */
 #define ADD_LIT(b, lit) evbuffer_add((b), (lit), sizeof(lit) - 1)
@@ -61,10 +62,23 @@ extern struct event_base *simbase;
 struct sim_counts {
     long in_flight, max_in_flight, queued, served, cancelled, rejected, failed, resets, loads,
         requests;
+    long reloads;                         /* loads that replaced a runner (other num_ctx) */
+    long prompt_processed, prompt_reused; /* prompt tokens evaluated / taken from a cache */
 };
 extern struct sim_counts simstats;
 
 enum model_state { MS_UNLOADED, MS_LOADING, MS_LOADED };
+
+/* One slot of a loaded runner (llama-server's slot): the text of the prompt
+ * it last processed and what it generated after it, i.e. its KV cache.
+ * Tokens are counted as everywhere in the sim: SIM_TEMPLATE_TOKENS, then
+ * one per 4 characters. Freed with the runner (sim_sched.c). */
+struct slot {
+    char *text; /* owned; NULL: empty cache */
+    size_t len, cap;
+    long last_used; /* the runner's slot clock at its last release; -1: never */
+    int busy;
+};
 
 struct job;
 TAILQ_HEAD(job_list, job);
@@ -83,6 +97,10 @@ struct model {
     int evicting;        /* chosen as a victim: unload when drained */
     double keep_alive_s; /* < 0: forever */
     int num_ctx;         /* context the runner was loaded with */
+    struct slot *slots;  /* the runner's slots (nslots), while loaded */
+    int nslots;
+    long slot_clock;
+    int reload_pending;  /* unloaded (or evicting) to load again with other options */
     double expires_wall; /* when idle: unload time */
     struct event *expire_ev;
     struct job_list waiters; /* FIFO of JS_WAITSLOT jobs */
@@ -195,8 +213,12 @@ struct job {
     char *answer;             /* full reply text, owned */
     int *tok_off;             /* ntok + 1 offsets into answer, owned */
     int ntok, tok_i, stop_at; /* tokens; emitted; where to stop */
-    int prompt_tokens;
-    float *vecs; /* embeddings: nvec * SIM_EMBED_DIM, owned */
+    int prompt_tokens;        /* the prompt's tokens: prompt_eval_count */
+    int prompt_new;           /* of those, not in the slot's cache: processed */
+    char *ptext;              /* the prompt's text (owned), matched against the slots */
+    size_t plen, lcp;         /* its length; characters shared with the slot's cache */
+    int slot;                 /* index in m->slots while holding one, else -1 */
+    float *vecs;              /* embeddings: nvec * SIM_EMBED_DIM, owned */
     int nvec;
     long long t0, t_runner, t_slot, t_first, t_end; /* monotonic ns, real */
     double prompt0, gen0; /* the model's clocks when the prompt / generation began */
@@ -226,6 +248,7 @@ int sched_submit(struct job *job);
 void sched_detach(struct job *job);         /* out of any queue/slot/load */
 void sched_unload_request(struct model *m); /* keep_alive 0 with empty prompt */
 void sched_reset_counts(void);
+void sched_count_prompt(struct job *job); /* JOB's prompt is processed: count its tokens */
 
 /* sim_infer.c */
 void infer_handle(struct evhttp_request *req, enum job_kind kind, const char *path);

@@ -567,6 +567,8 @@ static void counts(struct evbuffer *b, const struct sim_counts *c, int global)
                             c->failed, c->resets, c->loads, c->requests);
     else
         evbuffer_add_printf(b, "\"loads\":%ld", c->loads);
+    evbuffer_add_printf(b, ",\"reloads\":%ld,\"prompt_processed\":%ld,\"prompt_reused\":%ld",
+                        c->reloads, c->prompt_processed, c->prompt_reused);
 }
 
 static void headers_json(struct evbuffer *b)
@@ -610,7 +612,13 @@ static void do_stats(struct evhttp_request *req)
             continue;
         evbuffer_add_printf(b, "%s\"%s\":{", first ? "" : ",", m->display);
         counts(b, &m->c, 0);
-        evbuffer_add_printf(b, ",\"loaded\":%s}", m->state == MS_LOADED ? "true" : "false");
+        evbuffer_add_printf(b, ",\"loaded\":%s,\"slots\":[",
+                            m->state == MS_LOADED ? "true" : "false");
+        for (int k = 0; k < m->nslots; k++) /* tokens in each slot's cache */
+            evbuffer_add_printf(
+                b, "%s%d", k ? "," : "",
+                m->slots[k].text ? text_count_tokens(m->slots[k].text, m->slots[k].len) : 0);
+        evbuffer_add(b, "]}", 2);
         first = 0;
     }
     evbuffer_add(b, "}}", 2);

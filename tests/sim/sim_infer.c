@@ -48,6 +48,7 @@ static void job_free(struct job *job)
     free(job->answer);
     free(job->tok_off);
     free(job->vecs);
+    free(job->ptext);
     lp_free(&job->lp);
     json_decref(job->echo);
     free(job);
@@ -231,7 +232,7 @@ static void arm_next(struct job *job, double min_s)
     struct model *m = job->m;
     double sim_s;
     if (job->prompting)
-        sim_s = (job->prompt0 + job->prompt_tokens - m->prompt_work) / gpu_prompt_rate(m);
+        sim_s = (job->prompt0 + job->prompt_new - m->prompt_work) / gpu_prompt_rate(m);
     else
         sim_s = (job->gen0 + job->tok_i - m->gen_work) / gpu_slot_rate(m);
     double real_s = sim_s / simcfg.time_scale;
@@ -279,6 +280,7 @@ static void first_token(struct job *job)
 {
     job->t_first = net_now_ns();
     job->stop_at = job->ntok;
+    sched_count_prompt(job);
     gpu_settle(job->m); /* before any I/O: job_repace() may see this job from now on */
     job->gen0 = job->m->gen_work;
     if (is_embed(job)) {
@@ -313,7 +315,7 @@ static void prompt_tick(struct job *job)
 {
     struct model *m = job->m;
     gpu_settle(m);
-    if (m->prompt_work - job->prompt0 < job->prompt_tokens - 1e-6) {
+    if (m->prompt_work - job->prompt0 < job->prompt_new - 1e-6) {
         arm_next(job, 0);
         return;
     }
@@ -859,7 +861,11 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
     job->b64 = r->b64;
     job->logprobs = r->logprobs && kind != JK_V1_COMPLETION; /* Ollama drops them there */
     job->lp.top = r->top_logprobs;
-    job->prompt_tokens = r->prompt_tokens;
+    job->prompt_tokens = job->prompt_new = r->prompt_tokens;
+    job->ptext = r->prompt; /* taken */
+    job->plen = r->plen;
+    r->prompt = NULL;
+    job->slot = -1;
     job->t0 = net_now_ns();
     job->created = (long)time(NULL);
     job->v1id = (int)(text_rand() * 999);

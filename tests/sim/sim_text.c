@@ -43,7 +43,7 @@ double text_rand(void)
 int text_count_tokens(const char *s, size_t n)
 {
     (void)s;
-    return (int)(n / 4) + 8; /* template overhead plus ~4 chars a token */
+    return (int)(n / 4) + SIM_TEMPLATE_TOKENS; /* template overhead plus ~4 chars a token */
 }
 
 /* ---- building the answer: text, token boundaries, confidence ---- */
