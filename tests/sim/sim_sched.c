@@ -232,7 +232,7 @@ static void pick_slot(struct model *m, struct job *job)
         struct slot *s = &m->slots[i];
         if (s->busy)
             continue;
-        if (lru < 0 || s->last_used < m->slots[lru].last_used)
+        if (lru < 0 || s->last_used <= m->slots[lru].last_used) /* ties: the last, as there */
             lru = i;
         if (!s->text || job->prompt_tokens <= 0)
             continue;
