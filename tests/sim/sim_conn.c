@@ -212,15 +212,20 @@ static void finish_blob(struct conn *c, struct evbuffer *dst)
 /* Returns 1 when a whole head was taken from SRC. */
 static int take_head(struct conn *c, struct evbuffer *src, struct evbuffer *dst)
 {
-    struct evbuffer_ptr end = evbuffer_search(src, "\r\n\r\n", 4, NULL);
-    size_t avail = evbuffer_get_length(src);
-    if (end.pos < 0) {
+    /* the head ends at its first empty line; evhttp takes LF for CRLF */
+    struct evbuffer_ptr crlf = evbuffer_search(src, "\r\n\r\n", 4, NULL);
+    struct evbuffer_ptr lf = evbuffer_search(src, "\n\n", 2, NULL);
+    size_t avail = evbuffer_get_length(src), n;
+    if (crlf.pos < 0 && lf.pos < 0) {
         if (avail <= HEAD_MAX)
             return 0;
         c->st = C_PASS; /* not ours to judge: evhttp answers it */
         return 1;
     }
-    size_t n = (size_t)end.pos + 4;
+    if (lf.pos >= 0 && (crlf.pos < 0 || lf.pos + 2 < crlf.pos + 4))
+        n = (size_t)lf.pos + 2;
+    else
+        n = (size_t)crlf.pos + 4;
     char *h = malloc(n + 1);
     evbuffer_remove(src, h, n);
     h[n] = '\0';
@@ -270,13 +275,15 @@ static size_t body_bytes(struct conn *c, struct evbuffer *src, struct evbuffer *
     return k;
 }
 
-/* A CRLF-terminated line of the chunked framing, or NULL (owned). */
+/* A line of the chunked framing (CRLF, or LF as evhttp allows), or NULL;
+ * owned. */
 static char *chunk_line(struct conn *c, struct evbuffer *src, struct evbuffer *dst)
 {
-    struct evbuffer_ptr eol = evbuffer_search_eol(src, NULL, NULL, EVBUFFER_EOL_CRLF_STRICT);
+    size_t eol_len = 0;
+    struct evbuffer_ptr eol = evbuffer_search_eol(src, NULL, &eol_len, EVBUFFER_EOL_CRLF);
     if (eol.pos < 0)
         return NULL;
-    size_t n = (size_t)eol.pos + 2;
+    size_t n = (size_t)eol.pos + eol_len;
     char *line = malloc(n + 1);
     evbuffer_copyout(src, line, n);
     line[n] = '\0';
@@ -313,7 +320,7 @@ static int chunked_step(struct conn *c, struct evbuffer *src, struct evbuffer *d
     case CH_TRAILER:
         if (!(line = chunk_line(c, src, dst)))
             return 0;
-        if (!strcmp(line, "\r\n")) {
+        if (line[0] == '\n' || (line[0] == '\r' && line[1] == '\n')) { /* the empty line */
             if (c->blob)
                 finish_blob(c, dst);
             c->st = C_HEAD;

@@ -154,6 +154,22 @@ def test_expect_continue_and_chunked():
     s.close()
 
 
+def test_bare_lf_framing():
+    """evhttp takes LF for CRLF: so does the framing under it."""
+    data = GGUF + b"lf"
+    s = raw_send(U, "GET", "/api/version", None)  # one ordinary request first
+    recv_all(s, timeout=2)
+    s.sendall(b"POST /api/blobs/" + digest(data).encode() + b" HTTP/1.1\nHost: 127.0.0.1\n"
+              b"Transfer-Encoding: chunked\n\n%x\n" % len(data) + data + b"\n0\n\n")
+    s.settimeout(5 * SLOW)
+    got = s.recv(4096)
+    ok(got.startswith(b"HTTP/1.1 201"), got)
+    s.sendall(b"GET /api/version HTTP/1.1\nHost: 127.0.0.1\n\n")
+    ok(b'"version"' in s.recv(4096), "the next request on the connection")
+    s.close()
+    eq(head(digest(data)).status, 200)
+
+
 # ---- /api/create ----
 
 def create(body):
