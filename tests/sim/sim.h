@@ -3,7 +3,8 @@
  * Modules and prefixes:
  *   sim_main.c   main(), command line, signals           (main, cli_*)
  *   sim_http.c   routing, Host/Origin checks, management  (http_*)
- *   sim_infer.c  inference requests: parse, job life      (infer_*, job_*)
+ *   sim_infer.c  inference requests: the job's life        (infer_*, job_*)
+ *   sim_req.c    reading a request into a struct ireq     (ireq_*)
  *   sim_sched.c  models, runners, slots, loads, eviction  (sched_*)
  *   sim_gpu.c    batching curves, presets, pace clocks    (gpu_*)
  *   sim_fmt.c    JSON writers and times                   (fmt_*)
@@ -188,6 +189,15 @@ struct ireq {
     int est_tokens; /* /v1/messages: Ollama's estimate for message_start */
     json_t *inputs; /* embed: array of strings (owned) */
 };
+/* Read REQ's body as KIND, check it as Ollama does and find its model (*M).
+ * Returns 0, or -1 after answering with the error. R is filled either way:
+ * ireq_cleanup() it. */
+int ireq_read(struct evhttp_request *req, enum job_kind kind, struct ireq *r, struct model **m);
+void ireq_cleanup(struct ireq *r); /* frees what R owns; zeroes it */
+void ireq_free_all(void);          /* at exit */
+int ireq_openai(enum job_kind k);  /* an OpenAI-shaped path */
+int ireq_embedding(enum job_kind k);
+enum err_shape ireq_shape(enum job_kind k);
 void ireq_prompt_add(struct ireq *r, const char *s, size_t n);
 void ireq_set_item(struct ireq *r, const char *s, size_t n); /* copies */
 /* Append a message content to the prompt: a string, or the "text" of each

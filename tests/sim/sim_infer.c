@@ -1,5 +1,5 @@
-/* sim_infer.c - inference requests: parse and validate the body, make a
- * job, hand it to the scheduler, then play it out: prompt processing
+/* sim_infer.c - inference requests: read (sim_req.c) into a job, hand it
+ * to the scheduler, then play it out: prompt processing
  * (--ttft-ms or the prompt curve), tokens at the per-slot rate of the
  * model's generation curve (sim_gpu.c), and the reply.
  *
@@ -33,7 +33,6 @@
 
 static struct job_list alljobs = TAILQ_HEAD_INITIALIZER(alljobs);
 static struct evbuffer *chunkbuf;
-static json_t *json_fmt; /* the string "json", for response_format json_object */
 
 /* ---- job lifetime ---- */
 
@@ -398,259 +397,10 @@ void infer_free_all(void)
     if (chunkbuf)
         evbuffer_free(chunkbuf);
     chunkbuf = NULL;
-    json_decref(json_fmt);
-    json_fmt = NULL;
-}
-
-/* ---- parsing ---- */
-
-/* Go's time.ParseDuration, enough of it: [-]N[.F]unit... with units
- * ns us µs ms s m h; "0" alone is allowed. Returns 0 or -1. */
-static int parse_go_duration(const char *s, double *secs)
-{
-    const char *p = s;
-    double total = 0, sign = 1;
-    if (*p == '-' || *p == '+')
-        sign = *p++ == '-' ? -1 : 1;
-    if (!strcmp(p, "0")) {
-        *secs = 0;
-        return 0;
-    }
-    if (!*p)
-        return -1;
-    while (*p) {
-        char *end;
-        if (!((*p >= '0' && *p <= '9') || *p == '.'))
-            return -1;
-        double v = strtod(p, &end);
-        if (end == p)
-            return -1;
-        p = end;
-        static const struct {
-            const char *u;
-            double f;
-        } units[] = {{"ns", 1e-9}, {"us", 1e-6}, {"\xc2\xb5s", 1e-6}, {"ms", 1e-3},
-                     {"s", 1},     {"m", 60},    {"h", 3600}};
-        size_t i, best = 0, bestlen = 0;
-        for (i = 0; i < sizeof units / sizeof units[0]; i++) {
-            size_t l = strlen(units[i].u);
-            if (!strncmp(p, units[i].u, l) && l > bestlen)
-                best = i, bestlen = l;
-        }
-        if (!bestlen)
-            return -2; /* missing unit */
-        total += v * units[best].f;
-        p += bestlen;
-    }
-    *secs = sign * total;
-    return 0;
-}
-
-/* keep_alive: number of seconds or Go duration string; negative = forever.
- * Returns 0, or -1 with the 400 text in ERR. */
-static int parse_keep_alive(json_t *v, struct ireq *r, char *err, size_t errlen)
-{
-    if (!v || json_is_null(v))
-        return 0;
-    if (json_is_number(v)) {
-        r->ka_s = json_number_value(v);
-    } else if (json_is_string(v)) {
-        int rc = parse_go_duration(json_string_value(v), &r->ka_s);
-        if (rc) {
-            snprintf(err, errlen, "time: %s duration \"%s\"",
-                     rc == -2 ? "missing unit in" : "invalid", json_string_value(v));
-            return -1;
-        }
-    } else {
-        snprintf(err, errlen, "Unsupported type: '%s'",
-                 json_is_boolean(v) ? "bool"
-                 : json_is_array(v) ? "[]interface {}"
-                                    : "map[string]interface {}");
-        return -1;
-    }
-    if (r->ka_s < 0)
-        r->ka_s = -1;
-    r->ka_set = 1;
-    return 0;
-}
-
-void ireq_prompt_add(struct ireq *r, const char *s, size_t n)
-{
-    if (r->plen + n + 1 > r->pcap) {
-        while (r->plen + n + 1 > r->pcap)
-            r->pcap = r->pcap ? r->pcap * 2 : 256;
-        r->prompt = realloc(r->prompt, r->pcap);
-    }
-    memcpy(r->prompt + r->plen, s, n);
-    r->plen += n;
-    r->prompt[r->plen] = '\0';
-}
-
-void ireq_set_item(struct ireq *r, const char *s, size_t n)
-{
-    free(r->item);
-    r->item = strndup(s, n);
-}
-
-void ireq_add_content(struct ireq *r, json_t *c, int depth)
-{
-    size_t i;
-    json_t *p;
-    if (json_is_string(c))
-        ireq_prompt_add(r, json_string_value(c), json_string_length(c));
-    if (!json_is_array(c) || depth > 2)
-        return;
-    json_array_foreach(c, i, p)
-    {
-        json_t *t = json_object_get(p, "text");
-        if (json_is_string(t))
-            ireq_prompt_add(r, json_string_value(t), json_string_length(t));
-        else
-            ireq_add_content(r, json_object_get(p, "content"), depth + 1);
-    }
-}
-
-/* Chat messages: the prompt is their contents in order; the item is the
- * last user message. */
-static void parse_messages(json_t *msgs, struct ireq *r)
-{
-    size_t i;
-    json_t *msg;
-    json_array_foreach(msgs, i, msg)
-    {
-        size_t at = r->plen;
-        ireq_add_content(r, json_object_get(msg, "content"), 0);
-        const char *role = json_string_value(json_object_get(msg, "role"));
-        if (role && !strcmp(role, "user"))
-            ireq_set_item(r, r->prompt + at, r->plen - at);
-    }
-}
-
-static const char *go_type(json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: return "object";
-    case JSON_ARRAY: return "array";
-    case JSON_STRING: return "string";
-    case JSON_TRUE:
-    case JSON_FALSE: return "bool";
-    default: return "number";
-    }
-}
-
-/* Embedding inputs: a string or an array of strings, as an owned array. */
-static int parse_inputs(json_t *in, struct ireq *r, int keep_empty)
-{
-    if (!in) {
-        r->inputs = json_array();
-        return 0;
-    }
-    if (json_is_string(in)) {
-        r->inputs = json_array();
-        if (json_string_length(in) > 0 || keep_empty)
-            json_array_append(r->inputs, in);
-        return 0;
-    }
-    if (!json_is_array(in))
-        return -1;
-    size_t i;
-    json_t *v;
-    json_array_foreach(in, i, v)
-    {
-        if (!json_is_string(v))
-            return -1;
-    }
-    r->inputs = json_incref(in);
-    return 0;
-}
-
-static void fill_common(struct ireq *r, enum job_kind kind)
-{
-    json_t *root = r->root, *opts = json_object_get(root, "options"), *st;
-    int v1 = kind == JK_V1_CHAT || kind == JK_V1_COMPLETION || kind == JK_V1_EMBED;
-    st = json_object_get(root, "stream");
-    r->stream = v1 ? json_is_true(st) : !json_is_false(st);
-    r->format = json_object_get(root, "format");
-    r->num_predict = (int)json_integer_value(json_object_get(opts, "num_predict"));
-    r->num_ctx = (int)json_integer_value(json_object_get(opts, "num_ctx"));
-    if (r->num_ctx <= 0)
-        r->num_ctx = SIM_DEFAULT_CTX;
-    if (v1) {
-        json_t *rf = json_object_get(root, "response_format");
-        const char *t = json_string_value(json_object_get(rf, "type"));
-        if (t && !strcmp(t, "json_object")) {
-            if (!json_fmt)
-                json_fmt = json_string("json");
-            r->format = json_fmt;
-        }
-        if (t && !strcmp(t, "json_schema"))
-            r->format = json_object_get(json_object_get(rf, "json_schema"), "schema");
-        json_t *mt = json_object_get(root, "max_tokens");
-        if (!mt)
-            mt = json_object_get(root, "max_completion_tokens");
-        r->num_predict = (int)json_integer_value(mt);
-        r->include_usage =
-            json_is_true(json_object_get(json_object_get(root, "stream_options"), "include_usage"));
-    }
-}
-
-/* /v1/embeddings encoding_format: absent, null, "" or "float" answer JSON
- * numbers; "base64" answers the float32 bytes (both in any case, as Go's
- * strings.EqualFold in Ollama's middleware). Returns 0, or -1 after
- * answering 400 with Ollama's text. */
-static int parse_encoding(struct evhttp_request *req, json_t *v, struct ireq *r)
-{
-    char err[400];
-    const char *s = json_string_value(v);
-    if (!v || json_is_null(v))
-        return 0;
-    if (!s) {
-        snprintf(err, sizeof err,
-                 "json: cannot unmarshal %s into Go struct field EmbedRequest.encoding_format"
-                 " of type string",
-                 go_type(v));
-        http_send_error(req, 400, err, 1);
-        return -1;
-    }
-    if (!*s || !strcasecmp(s, "float"))
-        return 0;
-    if (!strcasecmp(s, "base64")) {
-        r->b64 = 1;
-        return 0;
-    }
-    snprintf(err, sizeof err,
-             "Invalid value for 'encoding_format' = %s. Supported values: ['float', 'base64'].", s);
-    http_send_error(req, 400, err, 1);
-    return -1;
+    ireq_free_all();
 }
 
 /* ---- the handler ---- */
-
-static int openai(enum job_kind k)
-{
-    return k == JK_V1_CHAT || k == JK_V1_COMPLETION || k == JK_V1_EMBED || k == JK_RESPONSES ||
-           k == JK_TRANSCRIBE;
-}
-
-static enum err_shape shape_of(enum job_kind k)
-{
-    return k == JK_MESSAGES ? SHAPE_ANTHROPIC : openai(k) ? SHAPE_OPENAI : SHAPE_NATIVE;
-}
-
-static int embedding_kind(enum job_kind k)
-{
-    return k == JK_EMBED || k == JK_EMBEDDINGS || k == JK_V1_EMBED;
-}
-
-static void reject_not_found(struct evhttp_request *req, enum job_kind kind, const char *name)
-{
-    char msg[NAME_KEY_MAX + 64];
-    if (embedding_kind(kind))
-        snprintf(msg, sizeof msg, "model \"%s\" not found, try pulling it first", name);
-    else
-        snprintf(msg, sizeof msg, "model '%s' not found", name);
-    http_send_error(req, 404, msg, shape_of(kind));
-}
 
 static void on_reset(evutil_socket_t fd, short what, void *arg)
 {
@@ -669,163 +419,6 @@ static void reset_connection(struct evhttp_request *req)
     event_base_once(simbase, -1, EV_TIMEOUT, on_reset, evcon, &zero);
 }
 
-/* Go's decoder refuses a JSON value of the wrong type for a struct field. */
-struct field_type {
-    const char *name;
-    json_type type;
-    const char *go;
-};
-
-static const struct field_type field_types[] = {
-    {"model", JSON_STRING, "string"},          {"prompt", JSON_STRING, "string"},
-    {"system", JSON_STRING, "string"},         {"stream", JSON_TRUE, "bool"},
-    {"messages", JSON_ARRAY, "[]api.Message"}, {"options", JSON_OBJECT, "map[string]interface {}"},
-    {"logprobs", JSON_TRUE, "bool"},           {"top_logprobs", JSON_INTEGER, "int"}};
-
-static int type_ok(json_t *v, json_type want)
-{
-    if (json_is_null(v))
-        return 1;
-    if (want == JSON_TRUE)
-        return json_is_boolean(v);
-    if (want == JSON_INTEGER) /* Go takes 3.0 for an int, not 3.5 */
-        return json_is_integer(v) ||
-               (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)));
-    return json_typeof(v) == want;
-}
-
-/* Returns 0, or -1 after answering 400 with Go's message. */
-static int check_types(struct evhttp_request *req, enum job_kind kind, json_t *root)
-{
-    static const char *const structs[] = {"GenerateRequest", "ChatRequest",     "", "",
-                                          "EmbedRequest",    "EmbeddingRequest"};
-    char err[200];
-    for (size_t i = 0; i < sizeof field_types / sizeof *field_types; i++) {
-        const struct field_type *f = &field_types[i];
-        json_t *v = json_object_get(root, f->name);
-        if (!v || type_ok(v, f->type))
-            continue;
-        if (!strcmp(f->name, "messages") && kind != JK_CHAT)
-            continue;
-        if (!strncmp(f->name, "logprobs", 8) + !strcmp(f->name, "top_logprobs") &&
-            embedding_kind(kind))
-            continue;
-        snprintf(err, sizeof err, "json: cannot unmarshal %s into Go struct field %s.%s of type %s",
-                 go_type(v), structs[kind], f->name, f->go);
-        http_send_error(req, 400, err, 0);
-        return -1;
-    }
-    return 0;
-}
-
-/* logprobs / top_logprobs as Ollama reads them: native and /v1/chat a bool
- * and a count; /v1/completions one count ("logprobs": N > 0 means N top
- * alternatives). A count outside 0..20 is a 400 before the model is looked
- * up (server/routes.go). Returns 0, or -1 after answering. */
-static int parse_logprobs(struct evhttp_request *req, enum job_kind kind, struct ireq *r)
-{
-    json_t *lp = json_object_get(r->root, "logprobs");
-    json_t *top = json_object_get(r->root, "top_logprobs");
-    if (kind == JK_V1_COMPLETION) {
-        int n = json_is_number(lp) ? (int)json_number_value(lp) : 0;
-        r->logprobs = n > 0;
-        r->top_logprobs = n > 0 ? n : 0;
-    } else {
-        r->logprobs = json_is_true(lp);
-        r->top_logprobs = json_is_number(top) ? (int)json_number_value(top) : 0;
-    }
-    if (r->top_logprobs < 0 || r->top_logprobs > 20) {
-        http_send_error(req, 400, "top_logprobs must be between 0 and 20", shape_of(kind));
-        return -1;
-    }
-    return 0;
-}
-
-/* Validate by kind. Returns 0, or -1 after answering. */
-static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq *r,
-                    struct model **mp)
-{
-    json_t *root = r->root;
-    char err[256];
-    int v1 = openai(kind) || kind == JK_MESSAGES, native = !v1;
-    enum err_shape shape = shape_of(kind);
-    json_t *jm = json_object_get(root, "model");
-    if (native && check_types(req, kind, root))
-        return -1;
-    if (!embedding_kind(kind) && native && parse_logprobs(req, kind, r))
-        return -1;
-    if ((kind == JK_MESSAGES && anth_parse(req, r)) || (kind == JK_RESPONSES && resp_parse(req, r)))
-        return -1;
-    r->model = jm && json_is_string(jm) ? json_string_value(jm) : "";
-    if (!*r->model &&
-        (kind == JK_CHAT || kind == JK_V1_CHAT || kind == JK_EMBEDDINGS || kind == JK_RESPONSES)) {
-        http_send_error(req, 400, "model is required", shape);
-        return -1;
-    }
-    if (kind == JK_V1_CHAT && json_array_size(json_object_get(root, "messages")) == 0) {
-        http_send_error(req, 400, "[] is too short - 'messages'", shape);
-        return -1;
-    }
-    if ((kind == JK_V1_CHAT || kind == JK_V1_COMPLETION) && parse_logprobs(req, kind, r))
-        return -1;
-    if (native && parse_keep_alive(json_object_get(root, "keep_alive"), r, err, sizeof err)) {
-        http_send_error(req, 400, err, shape);
-        return -1;
-    }
-    if (kind == JK_V1_EMBED && parse_encoding(req, json_object_get(root, "encoding_format"), r))
-        return -1;
-    if (embedding_kind(kind) && kind != JK_EMBEDDINGS) {
-        json_t *in = json_object_get(root, "input");
-        if ((kind == JK_V1_EMBED && (!in || json_array_size(in) == 0) && !json_is_string(in)) ||
-            parse_inputs(in, r, kind == JK_V1_EMBED)) {
-            http_send_error(req, 400, kind == JK_V1_EMBED ? "invalid input" : "invalid input type",
-                            shape);
-            return -1;
-        }
-    }
-    struct model *m = *r->model ? sched_find(r->model) : NULL;
-    if (!m) {
-        reject_not_found(req, kind, r->model);
-        return -1;
-    }
-    if (m->embedding && !embedding_kind(kind)) {
-        snprintf(err, sizeof err, "\"%s\" does not support %s", r->model,
-                 kind == JK_GENERATE || kind == JK_V1_COMPLETION ? "generate" : "chat");
-        http_send_error(req, 400, err, shape);
-        return -1;
-    }
-    *mp = m;
-    return 0;
-}
-
-static void prepare(struct ireq *r, enum job_kind kind)
-{
-    json_t *root = r->root;
-    if (kind != JK_MESSAGES && kind != JK_RESPONSES && kind != JK_TRANSCRIBE)
-        fill_common(r, kind);
-    if (kind == JK_CHAT || kind == JK_V1_CHAT) {
-        json_t *msgs = json_object_get(root, "messages");
-        parse_messages(msgs, r);
-        r->empty_input = json_array_size(msgs) == 0;
-    } else if (kind == JK_GENERATE || kind == JK_V1_COMPLETION || kind == JK_EMBEDDINGS) {
-        json_t *p = json_object_get(root, "prompt");
-        if (json_is_array(p))
-            p = json_array_get(p, 0);
-        const char *sys = json_string_value(json_object_get(root, "system"));
-        const char *item = json_is_string(p) ? json_string_value(p) : "";
-        if (sys)
-            ireq_prompt_add(r, sys, strlen(sys));
-        ireq_prompt_add(r, item, strlen(item));
-        ireq_set_item(r, item, strlen(item));
-        r->empty_input = !*item;
-    } else if (embedding_kind(kind)) {
-        r->empty_input = json_array_size(r->inputs) == 0;
-    }
-    if (!r->item)
-        ireq_set_item(r, "", 0);
-    r->prompt_tokens = text_count_tokens(r->prompt, r->plen);
-}
-
 static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struct ireq *r,
                            struct model *m)
 {
@@ -836,7 +429,7 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
     job->m = m;
     job->kind = kind;
     job->model_name = strdup(r->model);
-    job->stream = r->stream && !embedding_kind(kind);
+    job->stream = r->stream && !ireq_embedding(kind);
     job->load_only = r->empty_input;
     job->ka_set = r->ka_set;
     job->ka_s = r->ka_s;
@@ -845,7 +438,7 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
     job->fmt = kind == JK_MESSAGES     ? &anth_fmt
                : kind == JK_RESPONSES  ? &resp_fmt
                : kind == JK_TRANSCRIBE ? &trans_fmt
-               : openai(kind)          ? &fmt_v1
+               : ireq_openai(kind)     ? &fmt_v1
                                        : &fmt_native;
     const char *rf = json_string_value(json_object_get(r->root, "response_format"));
     if (kind == JK_TRANSCRIBE && rf && !strcmp(rf, "text"))
@@ -874,7 +467,7 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
 
 static void make_answer(struct job *job, struct ireq *r)
 {
-    if (embedding_kind(job->kind)) {
+    if (ireq_embedding(job->kind)) {
         size_t n = json_array_size(r->inputs), total = 0;
         if (job->kind == JK_EMBEDDINGS)
             n = *r->item ? 1 : 0;
@@ -898,37 +491,6 @@ static void make_answer(struct job *job, struct ireq *r)
     text_answer(job, json_is_null(r->format) ? NULL : r->format, r->item, ntok);
 }
 
-static int parse_body(struct evhttp_request *req, enum job_kind kind, struct ireq *r)
-{
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t len = evbuffer_get_length(in);
-    json_error_t jerr;
-    char msg[300];
-    if (len == 0) { /* the /v1 middlewares pass on Go's decoder error */
-        http_send_error(req, 400, shape_of(kind) == SHAPE_NATIVE ? "missing request body" : "EOF",
-                        shape_of(kind));
-        return -1;
-    }
-    r->root = json_loadb((const char *)evbuffer_pullup(in, -1), len, JSON_DECODE_ANY, &jerr);
-    if (!r->root) {
-        if (jerr.position >= (int)len)
-            snprintf(msg, sizeof msg, "unexpected EOF");
-        else
-            snprintf(
-                msg, sizeof msg, "invalid character '%c' looking for beginning of value",
-                ((const char *)evbuffer_pullup(in, -1))[jerr.position > 0 ? jerr.position - 1 : 0]);
-        http_send_error(req, 400, msg, shape_of(kind));
-        return -1;
-    }
-    if (!json_is_object(r->root)) {
-        snprintf(msg, sizeof msg, "json: cannot unmarshal %s into Go value of type api.Request",
-                 go_type(r->root));
-        http_send_error(req, 400, msg, shape_of(kind));
-        return -1;
-    }
-    return 0;
-}
-
 /* Answer the special cases that never reach the scheduler. Returns 1 when
  * answered. */
 static int special(struct evhttp_request *req, enum job_kind kind, struct ireq *r, struct model *m)
@@ -944,7 +506,7 @@ static int special(struct evhttp_request *req, enum job_kind kind, struct ireq *
     }
     if (simcfg.fail_rate > 0 && text_rand() < simcfg.fail_rate) {
         count(m, &simstats.failed, NULL);
-        http_send_error(req, 500, "simulated failure", shape_of(kind));
+        http_send_error(req, 500, "simulated failure", ireq_shape(kind));
         return 1;
     }
     if (simcfg.reset_rate > 0 && text_rand() < simcfg.reset_rate) {
@@ -962,11 +524,9 @@ void infer_handle(struct evhttp_request *req, enum job_kind kind, const char *pa
     (void)path;
     if (!chunkbuf)
         chunkbuf = evbuffer_new();
-    if ((kind == JK_TRANSCRIBE ? trans_parse(req, &r) : parse_body(req, kind, &r)) ||
-        validate(req, kind, &r, &m))
+    if (ireq_read(req, kind, &r, &m))
         goto done;
     count(m, &simstats.requests, &m->c.requests);
-    prepare(&r, kind);
     if (special(req, kind, &r, m))
         goto done;
     struct job *job = job_new(req, kind, &r, m);
@@ -976,12 +536,9 @@ void infer_handle(struct evhttp_request *req, enum job_kind kind, const char *pa
         count(m, &simstats.rejected, &m->c.rejected);
         http_send_error(req, 503,
                         "server busy, please try again.  maximum pending requests exceeded",
-                        shape_of(kind));
+                        ireq_shape(kind));
         job_free(job);
     }
 done:
-    json_decref(r.inputs);
-    json_decref(r.root);
-    free(r.item);
-    free(r.prompt);
+    ireq_cleanup(&r);
 }
