@@ -1,21 +1,21 @@
 /* sim.h - ollama-sim: shared types of the simulator's modules.
  *
  * Modules and prefixes:
- *   sim_main.c   main(), command line, signals           (main, cli_*)
- *   sim_http.c   routing, Host/Origin checks, management  (http_*)
- *   sim_infer.c  inference requests: the job's life        (infer_*, job_*)
- *   sim_req.c    reading a request into a struct ireq     (ireq_*)
- *   sim_sched.c  models, runners, slots, loads, eviction  (sched_*)
- *   sim_gpu.c    batching curves, presets, pace clocks    (gpu_*)
- *   sim_fmt.c    JSON writers and times                   (fmt_*)
- *   sim_text.c   deterministic answers and embeddings     (text_*)
- *   sim_lp.c     log-probabilities in Ollama's format        (lp_*)
- *   sim_anthropic.c  /v1/messages: request and replies      (anth_*)
- *   sim_blob.c   /api/blobs and /api/create               (blob_*)
- *   sim_conn.c   per-connection framing: streams uploads  (conn_*)
- *   sim_sha256.c SHA-256                                  (sha256_*)
- *   sim_responses.c  /v1/responses: request and replies     (resp_*)
- *   sim_transcribe.c /v1/audio/transcriptions               (trans_*)
+ *   sim_main.c       main(), command line, signals               (main, cli_*)
+ *   sim_http.c       routing, Host/Origin checks, management     (http_*)
+ *   sim_conn.c       the framing under each connection: uploads  (conn_*)
+ *   sim_req.c        reading a request into a struct ireq        (ireq_*)
+ *   sim_anthropic.c  /v1/messages: its request and replies       (anth_*)
+ *   sim_responses.c  /v1/responses: its request and replies      (resp_*)
+ *   sim_transcribe.c /v1/audio/transcriptions                    (trans_*)
+ *   sim_infer.c      inference requests: the job's life          (infer_*, job_*)
+ *   sim_sched.c      models, runners, slots and caches, loads    (sched_*)
+ *   sim_gpu.c        batching curves, presets, pace clocks       (gpu_*)
+ *   sim_fmt.c        native and /v1 JSON writers, times          (fmt_*)
+ *   sim_text.c       deterministic answers and embeddings        (text_*)
+ *   sim_lp.c         log-probabilities in Ollama's format        (lp_*)
+ *   sim_blob.c       /api/blobs and /api/create                  (blob_*)
+ *   sim_sha256.c     SHA-256                                     (sha256_*)
  *
  * A job is one inference request. Its states, and who moves it:
  *   JS_NEW      created by infer_*, not yet scheduled
