@@ -36,8 +36,14 @@ enum route_id {
     R_V1_EMBED,
     R_V1_MODELS,
     R_V1_MODEL,
+    R_MESSAGES,
+    R_RESPONSES,
+    R_CREATE,
+    R_BLOB,
+    R_TRANSCRIBE,
     R_STATS,
-    R_RESET
+    R_RESET,
+    R_COUNT /* not a route: the number of them */
 };
 
 struct route {
@@ -47,6 +53,8 @@ struct route {
 };
 
 #define GH (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+static long path_counts[R_COUNT]; /* requests by route, for /_sim/stats */
+
 static const struct route routes[] = {
     {"/", GH, R_ROOT},
     {"/api/version", GH, R_VERSION},
@@ -64,13 +72,37 @@ static const struct route routes[] = {
     {"/v1/completions", EVHTTP_REQ_POST, R_V1_COMPL},
     {"/v1/embeddings", EVHTTP_REQ_POST, R_V1_EMBED},
     {"/v1/models", EVHTTP_REQ_GET, R_V1_MODELS},
+    {"/v1/messages", EVHTTP_REQ_POST, R_MESSAGES},
+    {"/v1/responses", EVHTTP_REQ_POST, R_RESPONSES},
+    {"/api/create", EVHTTP_REQ_POST, R_CREATE},
+    {"/v1/audio/transcriptions", EVHTTP_REQ_POST, R_TRANSCRIBE},
     {"/_sim/stats", EVHTTP_REQ_GET, R_STATS},
     {"/_sim/reset", EVHTTP_REQ_POST, R_RESET},
 };
 
+/* The route's name in /_sim/stats: its path, or its pattern. */
+static const char *route_name(enum route_id id)
+{
+    if (id == R_V1_MODEL)
+        return "/v1/models/{model}";
+    if (id == R_BLOB)
+        return "/api/blobs/{digest}";
+    for (size_t i = 0; i < sizeof routes / sizeof *routes; i++)
+        if (routes[i].id == id)
+            return routes[i].path;
+    return "?";
+}
+
+void http_count_path(const char *route)
+{
+    for (int id = 0; id < R_COUNT; id++)
+        if (!strcmp(route_name((enum route_id)id), route))
+            path_counts[id]++;
+}
+
 /* ---- reply helpers ---- */
 
-static void send_typed(struct evhttp_request *req, int code, const char *type, struct evbuffer *b)
+void http_send_typed(struct evhttp_request *req, int code, const char *type, struct evbuffer *b)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(req);
     if (type)
@@ -80,14 +112,14 @@ static void send_typed(struct evhttp_request *req, int code, const char *type, s
 
 void http_send_json(struct evhttp_request *req, int code, struct evbuffer *b)
 {
-    send_typed(req, code, "application/json; charset=utf-8", b);
+    http_send_typed(req, code, "application/json; charset=utf-8", b);
 }
 
 static void send_text(struct evhttp_request *req, int code, const char *text)
 {
     struct evbuffer *b = evbuffer_new();
     evbuffer_add(b, text, strlen(text));
-    send_typed(req, code, "text/plain; charset=utf-8", b);
+    http_send_typed(req, code, "text/plain; charset=utf-8", b);
     evbuffer_free(b);
 }
 
@@ -96,20 +128,33 @@ static void send_empty(struct evhttp_request *req, int code)
     evhttp_send_reply(req, code, NULL, NULL);
 }
 
-void http_send_error(struct evhttp_request *req, int code, const char *msg, int openai)
+void http_send_error(struct evhttp_request *req, int code, const char *msg, enum err_shape shape)
 {
     struct evbuffer *b = evbuffer_new();
-    if (openai) {
+    if (shape == SHAPE_ANTHROPIC) { /* anthropic.NewError */
+        const char *type = code == 400                  ? "invalid_request_error"
+                           : code == 401                ? "authentication_error"
+                           : code == 403                ? "permission_error"
+                           : code == 404                ? "not_found_error"
+                           : code == 429                ? "rate_limit_error"
+                           : code == 503 || code == 529 ? "overloaded_error"
+                                                        : "api_error";
+        char id[48];
+        anth_new_id(id, sizeof id, "req");
+        evbuffer_add_printf(b, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":", type);
+        fmt_jcstr(b, msg);
+        evbuffer_add_printf(b, "},\"request_id\":\"%s\"}\n", id);
+    } else if (shape == SHAPE_OPENAI) {
         const char *type = code == 400   ? "invalid_request_error"
                            : code == 404 ? "not_found_error"
                                          : "api_error";
-        evbuffer_add(b, "{\"error\":{\"message\":", 20);
+        ADD_LIT(b, "{\"error\":{\"message\":");
         fmt_jcstr(b, msg);
         evbuffer_add_printf(b, ",\"type\":\"%s\",\"param\":null,\"code\":null}}", type);
     } else {
-        evbuffer_add(b, "{\"error\":", 9);
+        ADD_LIT(b, "{\"error\":");
         fmt_jcstr(b, msg);
-        evbuffer_add(b, "}", 1);
+        ADD_LIT(b, "}");
     }
     http_send_json(req, code, b);
     evbuffer_free(b);
@@ -353,11 +398,14 @@ static const char *owner(const struct model *m)
     return ns;
 }
 
-static void v1_model(struct evbuffer *b, const struct model *m)
+/* An OpenAI model object; ID as listed, or as asked for (/v1/models/M
+ * answers the name as given, as Ollama's RetrieveMiddleware does). */
+static void v1_model(struct evbuffer *b, const struct model *m, const char *id)
 {
-    evbuffer_add_printf(b,
-                        "{\"id\":\"%s\",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"%s\"}",
-                        m->display, (long)m->modified_wall, owner(m));
+    evbuffer_add(b, "{\"id\":", 6);
+    fmt_jcstr(b, id ? id : m->display);
+    evbuffer_add_printf(b, ",\"object\":\"model\",\"created\":%ld,\"owned_by\":\"%s\"}",
+                        (long)m->modified_wall, owner(m));
 }
 
 static void do_v1_models(struct evhttp_request *req)
@@ -370,7 +418,7 @@ static void do_v1_models(struct evhttp_request *req)
         evbuffer_add(b, "null", 4);
     for (int i = 0; i < n; i++) {
         evbuffer_add(b, i ? "," : "[", 1);
-        v1_model(b, list[i]);
+        v1_model(b, list[i], NULL);
     }
     evbuffer_add(b, n ? "]}" : "}", n ? 2 : 1);
     http_send_json(req, 200, b);
@@ -392,7 +440,7 @@ static void do_v1_model(struct evhttp_request *req, const char *name)
         return;
     }
     struct evbuffer *b = evbuffer_new();
-    v1_model(b, m);
+    v1_model(b, m, dec);
     http_send_json(req, 200, b);
     evbuffer_free(b);
 }
@@ -519,6 +567,8 @@ static void counts(struct evbuffer *b, const struct sim_counts *c, int global)
                             c->failed, c->resets, c->loads, c->requests);
     else
         evbuffer_add_printf(b, "\"loads\":%ld", c->loads);
+    evbuffer_add_printf(b, ",\"reloads\":%ld,\"prompt_processed\":%ld,\"prompt_reused\":%ld",
+                        c->reloads, c->prompt_processed, c->prompt_reused);
 }
 
 static void headers_json(struct evbuffer *b)
@@ -544,6 +594,16 @@ static void do_stats(struct evhttp_request *req)
     counts(b, &simstats, 1);
     evbuffer_add(b, ",\"last_headers\":", 16);
     headers_json(b);
+    evbuffer_add(b, ",\"paths\":{", 10);
+    int any = 0;
+    for (int id = 0; id < R_COUNT; id++) {
+        if (!path_counts[id])
+            continue;
+        evbuffer_add_printf(b, "%s\"%s\":%ld", any ? "," : "", route_name((enum route_id)id),
+                            path_counts[id]);
+        any = 1;
+    }
+    evbuffer_add(b, "}", 1);
     evbuffer_add(b, ",\"models\":{", 11);
     int first = 1;
     for (int i = 0; i < sched_nmodels(); i++) {
@@ -552,7 +612,13 @@ static void do_stats(struct evhttp_request *req)
             continue;
         evbuffer_add_printf(b, "%s\"%s\":{", first ? "" : ",", m->display);
         counts(b, &m->c, 0);
-        evbuffer_add_printf(b, ",\"loaded\":%s}", m->state == MS_LOADED ? "true" : "false");
+        evbuffer_add_printf(b, ",\"loaded\":%s,\"slots\":[",
+                            m->state == MS_LOADED ? "true" : "false");
+        for (int k = 0; k < m->nslots; k++) /* tokens in each slot's cache */
+            evbuffer_add_printf(
+                b, "%s%d", k ? "," : "",
+                m->slots[k].text ? text_count_tokens(m->slots[k].text, m->slots[k].len) : 0);
+        evbuffer_add(b, "]}", 2);
         first = 0;
     }
     evbuffer_add(b, "}}", 2);
@@ -565,6 +631,8 @@ static void do_stats(struct evhttp_request *req)
 static void dispatch_route(struct evhttp_request *req, enum route_id id, const char *path)
 {
     struct evbuffer *b;
+    if (id != R_STATS && id != R_RESET)
+        path_counts[id]++;
     switch (id) {
     case R_ROOT: send_text(req, 200, "Ollama is running"); return;
     case R_VERSION:
@@ -587,10 +655,22 @@ static void dispatch_route(struct evhttp_request *req, enum route_id id, const c
     case R_V1_COMPL: infer_handle(req, JK_V1_COMPLETION, path); return;
     case R_V1_EMBED: infer_handle(req, JK_V1_EMBED, path); return;
     case R_V1_MODELS: do_v1_models(req); return;
+    case R_MESSAGES: infer_handle(req, JK_MESSAGES, path); return;
+    case R_RESPONSES: infer_handle(req, JK_RESPONSES, path); return;
+    case R_CREATE: blob_create(req); return;
+    case R_TRANSCRIBE: infer_handle(req, JK_TRANSCRIBE, path); return;
+    case R_BLOB:
+        if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
+            blob_head(req, path + strlen("/api/blobs/"));
+        else
+            blob_post(req, path + strlen("/api/blobs/"));
+        return;
     case R_V1_MODEL: do_v1_model(req, path + strlen("/v1/models/")); return;
     case R_STATS: do_stats(req); return;
+    case R_COUNT: return;
     case R_RESET:
         sched_reset_counts();
+        memset(path_counts, 0, sizeof path_counts);
         b = evbuffer_new();
         evbuffer_add(b, "{}", 2);
         http_send_json(req, 200, b);
@@ -634,6 +714,14 @@ static void on_request(struct evhttp_request *req, void *arg)
             dispatch_route(req, R_V1_MODEL, path);
         return;
     }
+    rest = path + strlen("/api/blobs/");
+    if (!strncmp(path, "/api/blobs/", 11) && *rest && !strchr(rest, '/')) {
+        if (method != EVHTTP_REQ_HEAD && method != EVHTTP_REQ_POST)
+            send_text(req, 405, "405 method not allowed");
+        else
+            dispatch_route(req, R_BLOB, path);
+        return;
+    }
     send_text(req, 404, "404 page not found");
 }
 
@@ -645,6 +733,7 @@ int http_setup(struct evhttp *http)
     evhttp_set_default_content_type(http, NULL); /* every body reply sets its own */
     evhttp_set_max_body_size(http, 64 * 1024 * 1024);
     evhttp_set_gencb(http, on_request, NULL);
+    evhttp_set_bevcb(http, conn_new_bev, NULL); /* streams blob uploads: sim_conn.c */
     return 0;
 }
 

@@ -11,6 +11,17 @@
  * has drained. The request that triggered a load owns it: if its client
  * leaves, the load is aborted.
  *
+ * The runner (llama-server, as Ollama runs it since v0.30): each slot of a
+ * loaded model keeps the text it last processed, prompt and answer (its KV
+ * cache). A request takes the free slot whose cache shares the longest
+ * prefix with its prompt, if that prefix is more than a tenth of the prompt
+ * (llama-server's --slot-prompt-similarity, 0.1 by default, which Ollama
+ * leaves alone; empty caches do not count), else the least recently used
+ * free slot; then only the tokens past the shared prefix are processed
+ * (at least one: the last is always evaluated again). Caches go with the
+ * runner: a reload (another num_ctx) or an unload empties them. Embedding
+ * requests take a slot but keep no cache.
+ *
  * Re-entrancy: granting a slot may finish a job synchronously (instant
  * mode), which releases the slot and may unload the model and kick the
  * queue again. kick() and dispatch() therefore guard against re-entry with
@@ -106,10 +117,20 @@ int sched_init(const char *list)
     for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         while (*t == ' ')
             t++;
-        if (*t && !sched_add(t)) {
-            fprintf(stderr, "ollama-sim: bad model name in --models: %s\n", t);
+        char *flag = strchr(t, '='); /* NAME=embed: an embedding model */
+        if (flag)
+            *flag++ = '\0';
+        struct model *m = *t ? sched_add(t) : NULL;
+        if ((*t && !m) || (flag && strcmp(flag, "embed"))) {
+            fprintf(stderr, "ollama-sim: bad model in --models: %s%s%s\n", t, flag ? "=" : "",
+                    flag ? flag : "");
             rc = -1;
             break;
+        }
+        if (m && flag) {
+            m->embedding = 1;
+            snprintf(m->family, sizeof m->family, "%s", "nomic-bert");
+            m->size = 274302450LL;
         }
     }
     free(dup);
@@ -117,11 +138,13 @@ int sched_init(const char *list)
 }
 
 static void on_load_done(evutil_socket_t fd, short what, void *arg);
+static void slots_free(struct model *m);
 
 void sched_free(void)
 {
     for (int i = 0; i < nmodels; i++) {
         event_free(models[i]->expire_ev);
+        slots_free(models[i]);
         free(models[i]);
     }
     free(models);
@@ -155,11 +178,134 @@ struct model *sched_model(int i)
 
 /* ---- runners ---- */
 
+/* ---- slots and their prompt caches ---- */
+
+static void slots_free(struct model *m)
+{
+    for (int i = 0; i < m->nslots; i++)
+        free(m->slots[i].text);
+    free(m->slots);
+    m->slots = NULL;
+    m->nslots = 0;
+}
+
+static int slots(const struct model *m);
+
+static void slots_new(struct model *m)
+{
+    slots_free(m);
+    m->nslots = slots(m);
+    m->slots = calloc((size_t)m->nslots, sizeof *m->slots);
+    for (int i = 0; i < m->nslots; i++)
+        m->slots[i].last_used = -1;
+}
+
+/* Characters of TEXT shared with the start of S's cache. */
+static size_t common_prefix(const struct slot *s, const char *text, size_t len)
+{
+    size_t n = s->len < len ? s->len : len, i = 0;
+    while (i < n && s->text[i] == text[i])
+        i++;
+    return i;
+}
+
+/* Tokens of the prompt already in S's cache, given LCP shared characters:
+ * the template tokens and every whole 4 characters, never the prompt's
+ * last token (llama-server evaluates it again for its logits). */
+static int cached_tokens(const struct slot *s, size_t lcp, int prompt_tokens)
+{
+    if (!s->text)
+        return 0;
+    int n = SIM_TEMPLATE_TOKENS + (int)(lcp / 4);
+    return n < prompt_tokens ? n : prompt_tokens - 1;
+}
+
+/* llama-server's get_available_slot: the free slot with the largest share
+ * of the prompt in its cache, above 0.1 of it; else the least recently
+ * used one. Fills JOB's slot, lcp and prompt_new. */
+static void pick_slot(struct model *m, struct job *job)
+{
+    int best = -1, lru = -1;
+    double best_sim = 0.1;
+    size_t best_lcp = 0;
+    for (int i = 0; i < m->nslots; i++) {
+        struct slot *s = &m->slots[i];
+        if (s->busy)
+            continue;
+        if (lru < 0 || s->last_used <= m->slots[lru].last_used) /* ties: the last, as there */
+            lru = i;
+        if (!s->text || job->prompt_tokens <= 0)
+            continue;
+        size_t lcp = common_prefix(s, job->ptext ? job->ptext : "", job->plen);
+        double sim = (double)cached_tokens(s, lcp, job->prompt_tokens) / job->prompt_tokens;
+        if (sim > best_sim) {
+            best_sim = sim;
+            best = i;
+            best_lcp = lcp;
+        }
+    }
+    if (best < 0) {
+        best = lru;
+        best_lcp = common_prefix(&m->slots[lru], job->ptext ? job->ptext : "", job->plen);
+    }
+    job->slot = best;
+    job->lcp = best_lcp;
+    m->slots[best].busy = 1;
+    if (!job->m->embedding)
+        job->prompt_new =
+            job->prompt_tokens - cached_tokens(&m->slots[best], best_lcp, job->prompt_tokens);
+}
+
+static void slot_keep(struct slot *s, const char *a, size_t na, const char *b, size_t nb)
+{
+    if (na + nb + 1 > s->cap) {
+        s->cap = na + nb + 1;
+        s->text = realloc(s->text, s->cap);
+    }
+    memmove(s->text, a, na); /* A may be the cache itself */
+    memcpy(s->text + na, b, nb);
+    s->len = na + nb;
+    s->text[s->len] = '\0';
+}
+
+/* JOB leaves its slot: the cache now holds its prompt and the tokens it
+ * generated; a prompt not processed to the end leaves only what was
+ * shared (the sim does not track a prompt's progress within a batch). */
+static void release_slot(struct model *m, struct job *job)
+{
+    if (job->slot < 0 || job->slot >= m->nslots)
+        return;
+    struct slot *s = &m->slots[job->slot];
+    s->busy = 0;
+    s->last_used = m->slot_clock++;
+    job->slot = -1;
+    if (m->embedding || !job->ptext)
+        return;
+    if (job->t_first) {
+        size_t gen = job->tok_off ? (size_t)job->tok_off[job->tok_i] : 0;
+        slot_keep(s, job->ptext, job->plen, job->answer ? job->answer : "", gen);
+    } else if (s->text) {
+        s->len = job->lcp < s->len ? job->lcp : s->len;
+        s->text[s->len] = '\0';
+    }
+}
+
+void sched_count_prompt(struct job *job)
+{
+    struct model *m = job->m;
+    long reused = job->prompt_tokens - job->prompt_new;
+    simstats.prompt_processed += job->prompt_new;
+    m->c.prompt_processed += job->prompt_new;
+    simstats.prompt_reused += reused;
+    m->c.prompt_reused += reused;
+}
+
 static void unload(struct model *m)
 {
     if (m->state == MS_UNLOADED)
         return;
     log_info("unloading %s", m->display);
+    slots_free(m);
     m->state = MS_UNLOADED;
     m->evicting = 0;
     evtimer_del(m->expire_ev);
@@ -206,6 +352,7 @@ static void take_slot(struct job *job)
 {
     struct model *m = job->m;
     gpu_settle(m); /* the rates change with busy */
+    pick_slot(m, job);
     m->busy++;
     TAILQ_INSERT_TAIL(&m->running, job, link);
     job->holds_slot = 1;
@@ -351,6 +498,12 @@ static void start_load(struct job *job)
     loader = job;
     m->state = MS_LOADING;
     m->num_ctx = job->num_ctx;
+    slots_new(m);
+    if (m->reload_pending) {
+        m->reload_pending = 0;
+        simstats.reloads++;
+        m->c.reloads++;
+    }
     m->keep_alive_s = job->ka_set ? job->ka_s : simcfg.keep_alive_s;
     m->expires_wall = fmt_wall_now() + (m->keep_alive_s < 0 ? 1e12 : m->keep_alive_s);
     nloaded++;
@@ -394,7 +547,11 @@ static void kick(void)
                 grant(j, 0);
                 continue;
             }
-            if (m->state == MS_LOADED && !m->evicting) { /* reload for other options */
+            if (m->state == MS_LOADED) { /* loaded with other options, or going away */
+                if (!m->evicting)
+                    m->reload_pending = 1;
+                if (m->evicting) /* it goes once drained: this load waits, in order */
+                    break;
                 if (m->busy || !TAILQ_EMPTY(&m->waiters)) {
                     log_info("reloading %s (num_ctx %d -> %d) once its requests finish", m->display,
                              m->num_ctx, j->num_ctx);
@@ -425,6 +582,7 @@ void sched_detach(struct job *job)
                  m->display);
         evtimer_del(load_ev);
         m->state = MS_UNLOADED;
+        slots_free(m);
         nloaded--;
         loading = NULL;
         loader = NULL;
@@ -443,6 +601,7 @@ void sched_detach(struct job *job)
     if (job->holds_slot) {
         gpu_settle(m);
         job->holds_slot = 0;
+        release_slot(m, job);
         TAILQ_REMOVE(&m->running, job, link);
         m->busy--;
         if (job->prompting) {

@@ -18,7 +18,8 @@ def port_of(url):
 
 
 def raw_send(url, method, path, body=None, headers=None):
-    """Send one request on a raw socket and return the socket (not read)."""
+    """Send one request on a raw socket and return the socket (not read).
+    A header given as None is left out (e.g. Content-Length)."""
     s = socket.create_connection(("127.0.0.1", port_of(url)), timeout=10 * SLOW)
     if body is not None and not isinstance(body, (bytes, str)):
         body = json.dumps(body)
@@ -28,7 +29,7 @@ def raw_send(url, method, path, body=None, headers=None):
     h = {"Host": "127.0.0.1:%d" % port_of(url), "Content-Length": str(len(body))}
     h.update(headers or {})
     head = "%s %s HTTP/1.1\r\n%s\r\n" % (
-        method, path, "".join("%s: %s\r\n" % kv for kv in h.items()))
+        method, path, "".join("%s: %s\r\n" % kv for kv in h.items() if kv[1] is not None))
     s.sendall(head.encode() + body)
     return s
 

@@ -331,12 +331,14 @@ def test_stats_shape():
     simlib.get(U + "/api/tags", headers={"X-Probe": "42"})
     s = S.stats()
     eq(list(s.keys()), ["in_flight", "max_in_flight", "queued", "served", "cancelled",
-                        "rejected", "failed", "resets", "loads", "requests", "last_headers",
-                        "models"])
+                        "rejected", "failed", "resets", "loads", "requests", "reloads",
+                        "prompt_processed", "prompt_reused", "last_headers", "paths", "models"])
+    ok(s["paths"].get("/api/tags", 0) >= 1, s["paths"])
     eq(s["last_headers"].get("X-Probe"), "42")
     m = s["models"]["llama3:latest"]
     eq(list(m.keys()), ["in_flight", "max_in_flight", "queued", "served", "cancelled",
-                        "rejected", "loads", "loaded"])
+                        "rejected", "loads", "reloads", "prompt_processed", "prompt_reused",
+                        "loaded", "slots"])
     ok(s["served"] > 0 and s["requests"] >= s["served"], s)
     eq(S.reset().json(), {})
     s = S.stats()

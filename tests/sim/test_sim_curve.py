@@ -41,20 +41,21 @@ def curve(points, b):
 
 
 def burst(sim, n, body):
-    """N copies of BODY (a /api/generate request) at once. Returns the
-    replies and the real seconds from the first send to the last reply."""
+    """N copies of BODY (a /api/generate request; or BODY(i), a function
+    giving request i) at once. Returns the replies and the real seconds from
+    the first send to the last reply."""
     conns = [http.client.HTTPConnection("127.0.0.1", sim.port, timeout=60 * harness.SLOW)
              for _ in range(n)]
     for c in conns:
         c.connect()
     gate = threading.Barrier(n)
     out, t_send, t_recv = [None] * n, [0.0] * n, [0.0] * n
-    data = json.dumps(body)
+    data = [json.dumps(body(i) if callable(body) else body) for i in range(n)]
 
     def one(i):
         gate.wait()
         t_send[i] = time.monotonic()
-        conns[i].request("POST", "/api/generate", body=data)
+        conns[i].request("POST", "/api/generate", body=data[i])
         r = conns[i].getresponse()
         out[i] = (r.status, r.read())
         t_recv[i] = time.monotonic()
@@ -117,15 +118,17 @@ def test_generation_curve_and_knee():
 
 def test_prompt_curve():
     """Prompts of known size, N at once, one token each: the wall time is
-    prompt processing, at pcurve(N) tokens/s between them."""
+    prompt processing, at pcurve(N) tokens/s between them. Each prompt is
+    new (a serial first), so no slot's prompt cache holds any of it."""
     sim = Sim("--parallel", 64, "--prompt-curve", "default", "--tokens", 1,
               "--tokens-per-s", 0, "--time-scale", TS)
     post(sim.url + "/api/generate", {"model": "llama3", "prompt": ""})
     for n in (1, 4, 16):
         want = curve(PROMPT, n)
         chars = int(want / n * WALL * TS) * 4
-        replies, wall = burst(sim, n, {"model": "llama3", "prompt": "w" * chars,
-                                       "stream": False})
+        replies, wall = burst(sim, n, lambda i: {
+            "model": "llama3", "prompt": "%04d" % (100 * n + i) + "w" * (chars - 4),
+            "stream": False})
         ptok = replies[0]["prompt_eval_count"]
         eq(ptok, chars // 4 + 8, "prompt tokens: characters / 4 + 8")
         outside = n * ptok / (wall * TS)
