@@ -158,10 +158,11 @@ struct outcome {
     int status;
 };
 
-static void progress(struct outcome *o, const char *fmt, const char *arg)
+/* One progress line: WHAT, then ARG when not NULL. */
+static void progress(struct outcome *o, const char *what, const char *arg)
 {
     char s[256];
-    snprintf(s, sizeof s, fmt, arg);
+    snprintf(s, sizeof s, "%s%s", what, arg ? arg : "");
     evbuffer_add_printf(o->lines, "{\"status\":");
     fmt_jcstr(o->lines, s);
     evbuffer_add_printf(o->lines, "}\n");
@@ -240,7 +241,7 @@ static int gguf_layers(struct outcome *o, const char **names, size_t n, json_t *
     char dir[512], msg[700];
     for (size_t i = 0; i < n; i++) {
         const char *d = json_string_value(json_object_get(files, names[i]));
-        progress(o, "%s", "parsing GGUF");
+        progress(o, "parsing GGUF", NULL);
         if (!blob_digest_ok(d))
             return fail(o, 0, "invalid digest format");
         struct blob *b = find(d);
@@ -257,7 +258,7 @@ static int gguf_layers(struct outcome *o, const char **names, size_t n, json_t *
         const char *d = json_string_value(json_object_get(files, names[i]));
         char layer[80];
         snprintf(layer, sizeof layer, "sha256:%s", d + 7);
-        progress(o, "using existing layer %s", layer);
+        progress(o, "using existing layer ", layer);
     }
     return 0;
 }
@@ -276,7 +277,7 @@ static void extra_layers(struct outcome *o, json_t *root)
         sha256_update(&c, s, strlen(s));
         sha256_hex(&c, hex);
         snprintf(layer, sizeof layer, "sha256:%s", hex);
-        progress(o, "creating new layer %s", layer);
+        progress(o, "creating new layer ", layer);
         free(s);
     }
 }
@@ -292,7 +293,7 @@ static int create_model(struct outcome *o, json_t *root, const char *name)
         if (!(src = sched_find(from)))
             return fail(o, 0, "pull model manifest: file does not exist");
         size = (unsigned long long)src->size;
-        progress(o, "using existing layer sha256:%s", src->digest);
+        progress(o, "using existing layer sha256:", src->digest);
     } else if (json_is_object(files)) {
         size_t n = json_object_size(files), i = 0;
         const char **names = calloc(n ? n : 1, sizeof *names), *k;
@@ -310,7 +311,7 @@ static int create_model(struct outcome *o, json_t *root, const char *name)
         return fail(o, 400, "neither 'from' or 'files' was specified");
     }
     extra_layers(o, root);
-    progress(o, "%s", "writing manifest");
+    progress(o, "writing manifest", NULL);
     struct model *m = sched_add(name);
     if (!m)
         return fail(o, 400, "invalid model name");
@@ -321,7 +322,7 @@ static int create_model(struct outcome *o, json_t *root, const char *name)
     sha256_hex(&c, m->digest);
     free(doc);
     m->size = (long long)(size ? size : 1);
-    progress(o, "%s", "success");
+    progress(o, "success", NULL);
     return 0;
 }
 
