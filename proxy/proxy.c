@@ -2,12 +2,15 @@
  * (main.c), so that a fuzz target can run the same proxy in-process. */
 #include "proxy.h"
 
+#include <errno.h>
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <string.h>
 
 #include "accesslog.h"
 #include "config.h"
+#include "conns.h"
 #include "discover.h"
 #include "dnsfleet.h"
 #include "fanout.h"
@@ -15,10 +18,9 @@
 #include "health.h"
 #include "log.h"
 #include "net.h"
-#include "conns.h"
 #include "router.h"
-#include "session.h"
 #include "sched.h"
+#include "session.h"
 #include "ui.h"
 
 /* The last reply may still sit in a client's output buffer: give the loop
@@ -31,6 +33,23 @@ static void proxy_exit_soon(struct proxy *px)
 
 /* ---- reload and drain ---- */
 
+/* Apply px->cfg's queue, keys, timeouts, health, access log and request
+ * limits to the modules that hold them (startup and reload). */
+static void settings(struct proxy *px)
+{
+    const struct px_config *c = px->cfg;
+    if (sched_configure(&px->sched, c) < 0)
+        log_error("out of memory: the keys' limits are not updated");
+    px->uto.connect = net_timeval(c->connect_s);
+    px->uto.first_byte = net_timeval(c->first_byte_s);
+    px->uto.idle = net_timeval(c->idle_s);
+    health_settings(px);
+    if (accesslog_configure(c->access_log, c->access_json) < 0)
+        log_error("logging.access: cannot open %s: %s; the access log stays where it was",
+                  c->access_log, strerror(errno));
+    conns_settings(px);
+}
+
 void proxy_reload(struct proxy *px)
 {
     char err[512];
@@ -39,9 +58,26 @@ void proxy_reload(struct proxy *px)
         log_error("reload refused, the old config stays: %s", err);
         return;
     }
-    fleet_apply(px, cfg);
+    if (fleet_apply(px, cfg) < 0) {
+        log_error("reload: out of memory; the old config stays");
+        config_free(cfg);
+        return;
+    }
+    if (strcmp(cfg->listen, px->cfg->listen) != 0)
+        log_warn("reload: listen %s -> %s needs a restart; still on %s", px->cfg->listen,
+                 cfg->listen, px->cfg->listen);
+    config_free(px->cfg);
+    px->cfg = cfg;
+    settings(px);
     if (dnsfleet_apply(px) < 0)
         log_error("reload: the dns rows cannot be resolved (out of memory)");
+    log_info("reloaded %s: %d backends", cfg->file, px->nbackends);
+    proxy_fleet_changed(px); /* new slots, new keys */
+}
+
+static void on_fleet_changed(struct proxy *px)
+{
+    sched_set_backends(&px->sched, px->backends, px->nbackends);
 }
 
 static void on_idle(struct proxy *px)
@@ -118,10 +154,11 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
         return -1;
     }
     sched_init(&px->sched, px->base);
+    px->fleet_changed = on_fleet_changed;
     /* Backends' names are looked up without blocking the loop (resolve.h):
      * /etc/hosts and the name servers of /etc/resolv.conf. */
     px->dns = evdns_base_new(px->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    fleet_settings(px);
+    settings(px);
     px->scratch = evbuffer_new();
     if (!px->scratch || fleet_init(px) < 0 || ui_start(px) < 0) {
         log_error("out of memory");

@@ -18,6 +18,7 @@ struct session;
 struct conn;
 struct ui;
 struct evdns_base;
+struct dnsfleet;
 
 LIST_HEAD(session_list, session);
 LIST_HEAD(fanout_list, fanout);
@@ -25,19 +26,19 @@ LIST_HEAD(fanout_list, fanout);
 struct proxy {
     struct event_base *base;
     struct evdns_base *dns; /* for backends' host names (fleet/resolve.h) */
+    struct dnsfleet *dnsfleet; /* the dns rows (dnsfleet.h); NULL: none yet */
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     struct px_config *cfg;
     struct backend **backends; /* the current config's, see fleet.h */
     int nbackends;
-    struct backend **retired; /* dropped by a reload, freed at exit */
-    int nretired;
     struct sched sched; /* who gets a slot (sched.h) */
     struct metrics metrics;
     struct session_list sessions; /* every live session */
     int nsessions;
     struct fanout_list fanouts; /* every live fan-out */
     int live;                   /* live requests of every kind: the drain waits for them */
+    void (*fleet_changed)(struct proxy *px); /* set by proxy.c: tells the scheduler */
     void (*on_idle)(struct proxy *px); /* set while draining: live reached 0 */
     int draining;
     double start_ms;
@@ -81,6 +82,16 @@ void proxy_stop(struct proxy *px);
 static inline void proxy_request_begin(struct proxy *px)
 {
     px->live++;
+}
+
+/* The fleet changed (a backend joined, left, came up, said what models it
+ * has, or a reload): fleet/ says so through this hook, and the scheduler
+ * (proxy.c wires it) hands out what may now run. Nothing in fleet/ calls
+ * up into the scheduler. */
+static inline void proxy_fleet_changed(struct proxy *px)
+{
+    if (px->fleet_changed)
+        px->fleet_changed(px);
 }
 
 static inline void proxy_request_end(struct proxy *px)

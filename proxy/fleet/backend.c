@@ -193,40 +193,18 @@ const char *backend_state(const struct backend *be)
     return be->healthy ? "up" : "down";
 }
 
-/* a->in/a->max < b->in/b->max, without division. */
-static int less_loaded(const struct backend *a, const struct backend *b)
+void backend_set_admin(struct backend *be, enum backend_admin admin)
 {
-    return (long long)a->in_flight * b->max_concurrent <
-           (long long)b->in_flight * a->max_concurrent;
+    be->admin = admin;
 }
 
-struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
-                             const struct backend *avoid, const char *key, double now_ms)
+void backend_set_cap(struct backend *be, int cap)
 {
-    struct backend *best = NULL, *fallback = NULL;
-    int best_loaded = 0;
-    unsigned start = n ? *rr % (unsigned)n : 0;
-    for (int k = 0; k < n; k++) {
-        struct backend *be = bes[(start + (unsigned)k) % (unsigned)n];
-        int loaded;
-        if (!backend_available(be, now_ms) || !backend_serves(be, key))
-            continue;
-        if (be == avoid) {
-            fallback = be;
-            continue;
-        }
-        loaded = key && model_list_has(be->loaded, key);
-        if (!best || less_loaded(be, best) ||
-            (loaded && !best_loaded && !less_loaded(best, be))) {
-            best = be;
-            best_loaded = loaded;
-        }
-    }
-    if (!best)
-        best = fallback;
-    if (best)
-        (*rr)++;
-    return best;
+    be->cap_override = cap != be->cfg_cap ? cap : 0;
+    if (be->adapt.on) /* the ceiling: the cap is found again under it */
+        backend_adapt(be, cap);
+    else
+        be->max_concurrent = cap;
 }
 
 void backend_feedback(struct backend *be, long long tokens, int ok, double now_ms)

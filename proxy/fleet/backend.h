@@ -17,10 +17,12 @@ struct event;
 struct evbuffer;
 
 struct upstream;
+struct proxy;
 struct resolving;
 struct config_backend;
 
 struct backend {
+    struct proxy *px; /* the proxy it belongs to (its checks and polls find it here) */
     char *name;
     char *url;
     char *host;
@@ -57,6 +59,7 @@ struct backend {
     int removed; /* dropped by a reload: serves what it has, takes nothing */
     int refs;    /* requests that name it (backend_ref); the fleet's list is one */
     char *tmpl, *tmpl_url; /* made from the dns row of this name and url; NULL: a url row */
+    int tmpl_k;            /* and named tmpl-k */
     /* Model discovery (discover.c): installed models from /api/tags and
      * loaded ones from /api/ps, as display names and as name_key() keys.
      * A backend that joins (startup, reload, dns) or comes back up is asked
@@ -127,12 +130,12 @@ int backend_available(const struct backend *be, double now_ms);
  * answer of a joining backend is awaited (models_pending). */
 int backend_serves(const struct backend *be, const char *key);
 
-/* The least loaded available backend among BES[0..N-1] that serves KEY
- * (lowest in_flight / max_concurrent; among equals one that has KEY loaded),
- * skipping AVOID (NULL = none) unless it is the only one; ties go
- * round-robin from *RR. NULL when none is available. */
-struct backend *backend_pick(struct backend **bes, int n, unsigned *rr,
-                             const struct backend *avoid, const char *key, double now_ms);
+
+/* The runtime control (own/admin.h): drain, disable or enable BE; a cap
+ * of its own (for an adaptive backend, its ceiling), until a reload changes
+ * its row. Only fleet/ changes a backend's service, health and cap. */
+void backend_set_admin(struct backend *be, enum backend_admin admin);
+void backend_set_cap(struct backend *be, int cap);
 
 /* A request BE served has ended: TOKENS generated (-1 unknown), OK when
  * it succeeded; an adaptive backend learns its cap from it. */

@@ -14,10 +14,9 @@
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
-#include "sched.h"
+#include "reqtext.h"
 #include "upstream.h"
 
-static struct proxy *the_px; /* polls outlive no proxy: one per process */
 
 static void poll_phase(struct backend *be, int phase);
 
@@ -29,7 +28,7 @@ static void tags_ended(struct backend *be)
     if (!be->models_pending)
         return;
     be->models_pending = 0;
-    sched_kick(&the_px->sched); /* requests for its models may go there now */
+    proxy_fleet_changed(be->px); /* requests for its models may go there now */
 }
 
 static void on_header(void *arg, int status, const char *key, const char *value)
@@ -183,7 +182,7 @@ static void on_done(void *arg)
             poll_phase(be, 0);
         }
     }
-    sched_kick(&the_px->sched); /* a waiting request may fit it now */
+    proxy_fleet_changed(be->px); /* a waiting request may fit it now */
 }
 
 static void on_error(void *arg, enum upstream_err err)
@@ -200,7 +199,7 @@ static const struct upstream_cbs poll_cbs = {on_header, on_head, on_body, on_don
 
 static void poll_phase(struct backend *be, int phase)
 {
-    struct proxy *px = the_px;
+    struct proxy *px = be->px;
     struct upstream_timeouts to;
     struct evbuffer *req = px->scratch;
     to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
@@ -209,8 +208,9 @@ static void poll_phase(struct backend *be, int phase)
     be->poll_phase = phase;
     be->poll_status = 0;
     be->poll_t0_ms = net_now_ms();
-    evbuffer_add_printf(req, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n",
-                        phase ? "/api/ps" : "/api/tags", be->hostport);
+    reqtext_build(req, &(struct reqtext){.method = "GET",
+                                         .target = phase ? "/api/ps" : "/api/tags",
+                                         .host = be->hostport});
     be->poll = upstream_start(px->base, &be->target, req, 0, &to, &poll_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!be->poll && phase == 0)
@@ -229,7 +229,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 int discover_start(struct proxy *px)
 {
     struct timeval tv = net_timeval(px->cfg->models_refresh_s);
-    the_px = px;
     px->ev_discover = event_new(px->base, -1, EV_PERSIST, on_tick, px);
     if (!px->ev_discover)
         return -1;

@@ -17,9 +17,7 @@
 #include "net.h"
 #include "proxy.h"
 
-#define MAX_ADDRS 256
-
-/* One dns row: its lookups, and the number each address got. */
+/* One dns row: its lookups. */
 struct tmpl {
     struct proxy *px;
     char *name, *url, *host;
@@ -27,15 +25,16 @@ struct tmpl {
     double resolve_s;
     struct event *timer;
     struct evdns_request *pending;
-    unsigned addrs[MAX_ADDRS]; /* network order; addrs[k] is NAME-(k+1) */
-    int naddrs;
     int live; /* still in the config */
     int dead; /* dropped while a lookup ran: its callback frees it */
     struct tmpl *next;
 };
 
-static struct evdns_base *dns;
-static struct tmpl *tmpls;
+/* The dns rows of a proxy (px->dnsfleet). */
+struct dnsfleet {
+    struct evdns_base *dns; /* with `resolvers`, else /etc/resolv.conf */
+    struct tmpl *tmpls;
+};
 
 static struct backend *find(struct proxy *px, const struct tmpl *t, unsigned addr)
 {
@@ -50,16 +49,22 @@ static struct backend *find(struct proxy *px, const struct tmpl *t, unsigned add
     return NULL;
 }
 
-/* The number of ADDR for T, given the first time it is seen: 1-based. */
-static int number_of(struct tmpl *t, unsigned addr)
+/* The number a new address of T gets: the lowest that no backend of T
+ * has now. Addresses that left are forgotten (pods get a new address on
+ * every restart: a table of every address ever seen would only grow). */
+static int number_of(struct tmpl *t)
 {
-    for (int k = 0; k < t->naddrs; k++)
-        if (t->addrs[k] == addr)
-            return k + 1;
-    if (t->naddrs == MAX_ADDRS)
-        return 0;
-    t->addrs[t->naddrs++] = addr;
-    return t->naddrs;
+    struct proxy *px = t->px;
+    for (int k = 1;; k++) {
+        int used = 0;
+        for (int i = 0; i < px->nbackends && !used; i++) {
+            const struct backend *be = px->backends[i];
+            used = be->tmpl && be->tmpl_k == k && !strcmp(be->tmpl, t->name) &&
+                   !strcmp(be->tmpl_url, t->url);
+        }
+        if (!used)
+            return k;
+    }
 }
 
 static void join(struct tmpl *t, unsigned addr)
@@ -67,9 +72,7 @@ static void join(struct tmpl *t, unsigned addr)
     struct config_backend cb = {0};
     char ip[INET_ADDRSTRLEN], name[96], url[128];
     struct backend *be;
-    int k = number_of(t, addr);
-    if (!k)
-        return;
+    int k = number_of(t);
     inet_ntop(AF_INET, &addr, ip, sizeof ip);
     snprintf(name, sizeof name, "%s-%d", t->name, k);
     snprintf(url, sizeof url, "http://%s:%d", ip, t->port);
@@ -84,6 +87,11 @@ static void join(struct tmpl *t, unsigned addr)
     resolve_backend(NULL, be); /* a numeric address: at once */
     be->tmpl = strdup(t->name);
     be->tmpl_url = strdup(t->url);
+    be->tmpl_k = k;
+    if (!be->tmpl || !be->tmpl_url) {
+        backend_free(be);
+        return;
+    }
     log_info("backend %s joins (%s resolves to %s)", name, t->host, ip);
     if (fleet_add(t->px, be) == 0)
         discover_rejoin(t->px, be); /* its models before any request for one */
@@ -130,11 +138,17 @@ static void on_resolved(int result, char type, int count, int ttl, void *address
     }
 }
 
+static struct evdns_base *dns_of(const struct tmpl *t)
+{
+    return t->px->dnsfleet ? t->px->dnsfleet->dns : NULL;
+}
+
 static void resolve(struct tmpl *t)
 {
-    if (t->pending || !dns)
+    if (t->pending || !dns_of(t))
         return;
-    t->pending = evdns_base_resolve_ipv4(dns, t->host, DNS_QUERY_NO_SEARCH, on_resolved, t);
+    t->pending =
+        evdns_base_resolve_ipv4(dns_of(t), t->host, DNS_QUERY_NO_SEARCH, on_resolved, t);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -149,7 +163,7 @@ static void tmpl_free(struct tmpl *t)
 {
     if (t->pending) {
         t->dead = 1;
-        evdns_cancel_request(dns, t->pending);
+        evdns_cancel_request(dns_of(t), t->pending);
         return;
     }
     if (t->timer)
@@ -163,24 +177,51 @@ static void tmpl_free(struct tmpl *t)
 static int start_dns(struct proxy *px)
 {
     const struct px_config *c = px->cfg;
-    if (dns)
+    struct dnsfleet *df = px->dnsfleet;
+    if (df)
         return 0;
-    dns = evdns_base_new(px->base, c->nresolvers ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (!dns)
+    if (!(df = calloc(1, sizeof *df)))
         return -1;
+    df->dns = evdns_base_new(px->base, c->nresolvers ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!df->dns) {
+        free(df);
+        return -1;
+    }
     for (int i = 0; i < c->nresolvers; i++)
-        if (evdns_base_nameserver_ip_add(dns, c->resolvers[i]) != 0)
+        if (evdns_base_nameserver_ip_add(df->dns, c->resolvers[i]) != 0)
             log_warn("resolvers: cannot use %s", c->resolvers[i]);
-    evdns_base_set_option(dns, "timeout:", "2");
-    evdns_base_set_option(dns, "attempts:", "2");
+    evdns_base_set_option(df->dns, "timeout:", "2");
+    evdns_base_set_option(df->dns, "attempts:", "2");
+    px->dnsfleet = df;
     return 0;
+}
+
+/* A new template for the dns row CB, or NULL when out of memory. */
+static struct tmpl *tmpl_new(struct proxy *px, const struct config_backend *cb)
+{
+    struct tmpl *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->px = px;
+    t->name = strdup(cb->name);
+    t->url = strdup(cb->url);
+    t->host = strdup(cb->host);
+    t->port = cb->port;
+    t->timer = event_new(px->base, -1, EV_PERSIST, on_timer, t);
+    if (!t->name || !t->url || !t->host || !t->timer) {
+        tmpl_free(t);
+        return NULL;
+    }
+    t->next = px->dnsfleet->tmpls;
+    px->dnsfleet->tmpls = t;
+    return t;
 }
 
 int dnsfleet_apply(struct proxy *px)
 {
     const struct px_config *c = px->cfg;
     struct tmpl **p;
-    for (struct tmpl *t = tmpls; t; t = t->next)
+    for (struct tmpl *t = px->dnsfleet ? px->dnsfleet->tmpls : NULL; t; t = t->next)
         t->live = 0;
     for (int i = 0; i < c->nbackends; i++) {
         const struct config_backend *cb = &c->backends[i];
@@ -190,20 +231,11 @@ int dnsfleet_apply(struct proxy *px)
             continue;
         if (start_dns(px) < 0)
             return -1;
-        for (t = tmpls; t && (strcmp(t->name, cb->name) || strcmp(t->url, cb->url)); t = t->next)
+        for (t = px->dnsfleet->tmpls; t && (strcmp(t->name, cb->name) || strcmp(t->url, cb->url));
+             t = t->next)
             ;
-        if (!t) {
-            if (!(t = calloc(1, sizeof *t)))
-                return -1;
-            t->px = px;
-            t->name = strdup(cb->name);
-            t->url = strdup(cb->url);
-            t->host = strdup(cb->host);
-            t->port = cb->port;
-            t->timer = event_new(px->base, -1, EV_PERSIST, on_timer, t);
-            t->next = tmpls;
-            tmpls = t;
-        }
+        if (!t && !(t = tmpl_new(px, cb)))
+            return -1;
         t->live = 1;
         t->cap = cb->max_concurrent;
         t->adaptive = cb->adaptive;
@@ -211,7 +243,8 @@ int dnsfleet_apply(struct proxy *px)
         event_add(t->timer, &tv);
         resolve(t);
     }
-    for (p = &tmpls; *p;) { /* rows a reload dropped: fleet_apply retired their backends */
+    /* Rows a reload dropped: fleet_apply retired their backends. */
+    for (p = px->dnsfleet ? &px->dnsfleet->tmpls : NULL; p && *p;) {
         struct tmpl *t = *p;
         if (t->live) {
             p = &t->next;
@@ -225,19 +258,22 @@ int dnsfleet_apply(struct proxy *px)
 
 void dnsfleet_stop(struct proxy *px)
 {
+    struct dnsfleet *df = px->dnsfleet;
     int waiting = 0;
-    while (tmpls) {
-        struct tmpl *t = tmpls;
-        tmpls = t->next;
+    if (!df)
+        return;
+    while (df->tmpls) {
+        struct tmpl *t = df->tmpls;
+        df->tmpls = t->next;
         t->live = 0;
         waiting |= t->pending != NULL;
         tmpl_free(t);
     }
-    if (dns)
-        evdns_base_free(dns, 0);
-    dns = NULL;
     /* A cancelled lookup's callback is deferred: let it run (and free its
-     * template) before the loop goes. */
+     * template) before its base goes. */
     if (waiting)
         event_base_loop(px->base, EVLOOP_NONBLOCK);
+    evdns_base_free(df->dns, 0);
+    free(df);
+    px->dnsfleet = NULL;
 }

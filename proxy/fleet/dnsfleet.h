@@ -2,8 +2,10 @@
  * row { name = "gpu"; dns = "ollama.svc:11434"; max_concurrent = 4;
  * resolve_s = 10; } is resolved (A records, with libevent's evdns: never
  * blocking the loop) every resolve_s; each address becomes a backend
- * "gpu-1", "gpu-2", ..., its number kept for that address for the life of
- * the process. A new address joins; one that vanishes from an answer
+ * "gpu-1", "gpu-2", ..., its number kept for that address while it stays
+ * in the answers (a new address takes the lowest number free: addresses
+ * that left are forgotten, so a row can see any number of them over
+ * time). A new address joins; one that vanishes from an answer
  * retires like a backend dropped by a reload (its requests in flight
  * finish there, none new goes there). A failed lookup (timeout, no such
  * name) keeps the backends as they are; an answer with no address retires

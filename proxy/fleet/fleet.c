@@ -1,31 +1,26 @@
 /* fleet.c - see fleet.h. */
 #include "fleet.h"
 
-#include <errno.h>
 #include <event2/event.h>
-#include <event2/http.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend.h"
-#include "accesslog.h"
 #include "config.h"
-#include "conns.h"
 #include "discover.h"
-#include "dnsfleet.h"
-#include "health.h"
 #include "resolve.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
-#include "sched.h"
 #include "upstream.h"
 
 static struct backend *add(struct proxy *px, const struct config_backend *cb)
 {
     struct backend *be = backend_new(cb);
-    if (be)
+    if (be) {
+        be->px = px;
         resolve_backend(px->dns, be);
+    }
     return be;
 }
 
@@ -41,21 +36,20 @@ int fleet_init(struct proxy *px)
             return -1;
         px->nbackends++;
     }
-    sched_set_backends(&px->sched, px->backends, px->nbackends);
+    proxy_fleet_changed(px);
     return 0;
 }
 
+/* BE leaves the fleet: it takes nothing new, its requests in flight finish
+ * there, and it is freed when the last of them ends (backend_unref). */
 static void retire(struct proxy *px, struct backend *be)
 {
-    struct backend **r = realloc(px->retired, (size_t)(px->nretired + 1) * sizeof *r);
+    (void)px;
     be->removed = 1;
     be->target.closing = 1;
     upstream_pool_drain(&be->target); /* connections in use close when released */
-    if (r) {
-        px->retired = r;
-        px->retired[px->nretired++] = be;
-    }
     log_info("backend %s retired (%d requests in flight finish there)", be->name, be->in_flight);
+    backend_unref(be); /* the fleet's reference */
 }
 
 /* BE's row is now CB: when its max_concurrent or adaptive changed, the
@@ -96,6 +90,7 @@ static int keep_dns(struct proxy *px, const struct config_backend *cb, struct ba
 
 int fleet_add(struct proxy *px, struct backend *be)
 {
+    be->px = px;
     struct backend **b = realloc(px->backends, (size_t)(px->nbackends + 1) * sizeof *b);
     if (!b) {
         log_error("backend %s: out of memory, not added", be->name);
@@ -104,7 +99,7 @@ int fleet_add(struct proxy *px, struct backend *be)
     }
     b[px->nbackends++] = be;
     px->backends = b;
-    sched_set_backends(&px->sched, px->backends, px->nbackends);
+    proxy_fleet_changed(px);
     return 0;
 }
 
@@ -118,7 +113,7 @@ void fleet_remove(struct proxy *px, struct backend *be)
         return;
     px->nbackends = k;
     retire(px, be);
-    sched_set_backends(&px->sched, px->backends, px->nbackends);
+    proxy_fleet_changed(px);
 }
 
 /* The current backend called NAME at URL, or NULL. */
@@ -131,30 +126,12 @@ static struct backend *find(struct proxy *px, const struct config_backend *cb)
     return NULL;
 }
 
-void fleet_settings(struct proxy *px)
-{
-    const struct px_config *c = px->cfg;
-    if (sched_configure(&px->sched, c) < 0)
-        log_error("out of memory: the keys' limits are not updated");
-    px->uto.connect = net_timeval(c->connect_s);
-    px->uto.first_byte = net_timeval(c->first_byte_s);
-    px->uto.idle = net_timeval(c->idle_s);
-    health_settings(px);
-    if (accesslog_configure(c->access_log, c->access_json) < 0)
-        log_error("logging.access: cannot open %s: %s; the access log stays where it was",
-                  c->access_log, strerror(errno));
-    conns_settings(px);
-}
-
-void fleet_apply(struct proxy *px, struct px_config *cfg)
+int fleet_apply(struct proxy *px, const struct px_config *cfg)
 {
     struct backend **next = calloc((size_t)(cfg->nbackends + px->nbackends) + 1, sizeof *next);
     int n = 0;
-    if (!next) {
-        log_error("reload: out of memory; the old config stays");
-        config_free(cfg);
-        return;
-    }
+    if (!next)
+        return -1;
     for (int i = 0; i < cfg->nbackends; i++) {
         struct backend *be;
         if (cfg->backends[i].is_dns) { /* its addresses' backends stay while it does */
@@ -178,31 +155,20 @@ void fleet_apply(struct proxy *px, struct px_config *cfg)
         if (!kept)
             retire(px, px->backends[i]);
     }
-    /* The scheduler looks at the fleet from here on (fleet_settings below
-     * may dispatch): it must never see the old array once freed. */
+    /* The scheduler looks at the new fleet at once: it must never see the
+     * old array once freed. */
     free(px->backends);
     px->backends = next;
     px->nbackends = n;
-    px->sched.backends = next;
-    px->sched.nbackends = n;
-    if (strcmp(cfg->listen, px->cfg->listen) != 0)
-        log_warn("reload: listen %s -> %s needs a restart; still on %s", px->cfg->listen,
-                 cfg->listen, px->cfg->listen);
-    config_free(px->cfg);
-    px->cfg = cfg;
-    fleet_settings(px);
-    log_info("reloaded %s: %d backends", cfg->file, n);
-    sched_set_backends(&px->sched, px->backends, px->nbackends); /* new slots, new keys */
+    proxy_fleet_changed(px);
+    return 0;
 }
 
 void fleet_free(struct proxy *px)
 {
     for (int i = 0; i < px->nbackends; i++)
-        backend_free(px->backends[i]);
-    for (int i = 0; i < px->nretired; i++)
-        backend_free(px->retired[i]);
+        backend_unref(px->backends[i]); /* every request has ended by now */
     free(px->backends);
-    free(px->retired);
-    px->backends = px->retired = NULL;
-    px->nbackends = px->nretired = 0;
+    px->backends = NULL;
+    px->nbackends = 0;
 }

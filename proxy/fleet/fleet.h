@@ -1,10 +1,11 @@
 /* fleet.h - the set of backends a proxy routes to, and its reload.
  *
  * px->backends holds the backends of the current config, in config order.
- * A backend dropped by a reload (or whose URL changed) moves to
- * px->retired: it takes no new request, its requests in flight finish where
- * they are, and it is freed only at exit, because finished sessions' access
- * lines and in-flight sessions may still point at it. */
+ * A backend dropped by a reload (or whose URL changed, or that a DNS answer
+ * no longer has) retires: it takes no new request, its requests in flight
+ * finish where they are, and it is freed when the last request that names
+ * it ends (backend.h, backend_ref): memory stays flat however often the
+ * fleet changes. */
 #ifndef PX_FLEET_H
 #define PX_FLEET_H
 
@@ -15,15 +16,10 @@ struct backend;
 /* Build px->backends from px->cfg (startup). Returns 0 or -1. */
 int fleet_init(struct proxy *px);
 
-/* Take NEW (owned from now on) as the config: backends kept by name get
- * their new cap, new ones are added, missing ones retire; queue, timeouts
- * and limits apply to what happens next. `listen` cannot change without a
- * restart (a warning says so). The old config is freed. */
-void fleet_apply(struct proxy *px, struct px_config *cfg);
-
-/* Apply px->cfg's queue length, timeouts and request limits to the queue,
- * the upstream timeouts and evhttp (startup and reload). */
-void fleet_settings(struct proxy *px);
+/* The backends of CFG (a reload; CFG stays the caller's): backends kept by
+ * name and url get their new cap, new ones are added, missing ones retire.
+ * Returns 0, or -1 when out of memory (nothing changed). */
+int fleet_apply(struct proxy *px, const struct px_config *cfg);
 
 /* A backend made from a dns row (dnsfleet.c) joins the fleet (BE owned
  * from now on), or leaves it: it retires like one a reload dropped (its
@@ -31,7 +27,7 @@ void fleet_settings(struct proxy *px);
 int fleet_add(struct proxy *px, struct backend *be); /* 0, or -1: BE was freed */
 void fleet_remove(struct proxy *px, struct backend *be);
 
-/* Free every backend, current and retired (exit). */
+/* Let go of every backend (exit, after every request ended). */
 void fleet_free(struct proxy *px);
 
 #endif

@@ -11,14 +11,13 @@
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
+#include "reqtext.h"
 #include "resolve.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
-#include "sched.h"
 #include "upstream.h"
 
-static struct proxy *the_px; /* one proxy per process: checks find it */
 
 static void check(struct backend *be);
 
@@ -60,22 +59,22 @@ static void note_version(struct backend *be)
 
 static void passed(struct backend *be)
 {
-    const struct px_config *c = the_px->cfg;
+    const struct px_config *c = be->px->cfg;
     be->consecutive_failures = 0;
     if (be->healthy || ++be->consecutive_ok < c->health_recover_after)
         return;
     be->healthy = 1;
     be->down_reason[0] = '\0';
     log_info("backend %s: up again (%d checks passed)", be->name, be->consecutive_ok);
-    discover_rejoin(the_px, be); /* what it has now, before any request for a model */
-    sched_kick(&the_px->sched); /* waiting requests may go there now */
+    discover_rejoin(be->px, be); /* what it has now, before any request for a model */
+    proxy_fleet_changed(be->px); /* waiting requests may go there now */
 }
 
 static void failed(struct backend *be, const char *why)
 {
     char reason[160];
     be->consecutive_ok = 0;
-    if (++be->consecutive_failures >= the_px->cfg->health_fail_after && be->healthy) {
+    if (++be->consecutive_failures >= be->px->cfg->health_fail_after && be->healthy) {
         snprintf(reason, sizeof reason, "health check: %s", why);
         backend_mark_down(be, reason);
     }
@@ -112,7 +111,7 @@ static const struct upstream_cbs check_cbs = {on_header, on_head, on_body, on_do
 
 static void check(struct backend *be)
 {
-    struct proxy *px = the_px;
+    struct proxy *px = be->px;
     struct upstream_timeouts to;
     struct evbuffer *req = px->scratch;
     if (be->probe || be->removed || be->admin == ADMIN_DISABLED)
@@ -127,7 +126,8 @@ static void check(struct backend *be)
     to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
     be->probe_status = 0;
     be->probe_len = 0;
-    evbuffer_add_printf(req, "GET /api/version HTTP/1.1\r\nHost: %s\r\n\r\n", be->hostport);
+    reqtext_build(req, &(struct reqtext){.method = "GET", .target = "/api/version",
+                                         .host = be->hostport});
     be->probe = upstream_start(px->base, &be->target, req, 0, &to, &check_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!be->probe)
@@ -153,7 +153,6 @@ void health_settings(struct proxy *px)
 
 int health_start(struct proxy *px)
 {
-    the_px = px;
     px->ev_health = event_new(px->base, -1, EV_PERSIST, on_tick, px);
     if (!px->ev_health)
         return -1;

@@ -157,22 +157,18 @@ static int control(struct proxy *px, struct request *r, struct backend *be,
 {
     int cap;
     if (strcmp(verb, "drain") == 0) {
-        be->admin = ADMIN_DRAIN;
+        backend_set_admin(be, ADMIN_DRAIN);
     } else if (strcmp(verb, "disable") == 0) {
-        be->admin = ADMIN_DISABLED;
+        backend_set_admin(be, ADMIN_DISABLED);
     } else if (strcmp(verb, "enable") == 0) {
-        be->admin = ADMIN_READY;
+        backend_set_admin(be, ADMIN_READY);
     } else if (strcmp(verb, "cap") == 0) {
         if ((cap = cap_from_body(r)) < 0) {
             reply_error(r, 400, "the body must be {\"max_concurrent\": N}, 1 <= N <= 100000",
                         0);
             return 1;
         }
-        be->cap_override = cap != be->cfg_cap ? cap : 0;
-        if (be->adapt.on) /* the ceiling: the cap is found again under it */
-            backend_adapt(be, cap);
-        else
-            be->max_concurrent = cap;
+        backend_set_cap(be, cap);
     } else {
         return 0;
     }

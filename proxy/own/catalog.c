@@ -21,28 +21,24 @@ static int in_service(const struct backend *be)
 }
 
 /* The backends the answers are built from: those in service whose models
- * are known; when there is none, every one whose models were ever known,
- * as they said last (the answer is then stale). */
-static int stale;
-
-static int usable(const struct backend *be)
+ * are known; when there is none (STALE), every one whose models were ever
+ * known, as they said last. */
+static int usable(const struct backend *be, int stale)
 {
     return be->models_known && !be->removed && (stale || in_service(be));
 }
 
-/* Choose fresh or stale for the answer about to be built: 0 when nothing
- * is known at all. */
+/* Fresh (0) or stale (1) for the answer about to be built; -1 when
+ * nothing is known at all. */
 static int choose(struct proxy *px)
 {
     int any = 0;
-    stale = 0;
     for (int b = 0; b < px->nbackends; b++) {
         if (px->backends[b]->models_known && in_service(px->backends[b]))
-            return 1;
+            return 0;
         any |= px->backends[b]->models_known && !px->backends[b]->removed;
     }
-    stale = any;
-    return any;
+    return any ? 1 : -1;
 }
 
 static const char *str(json_t *o, const char *key)
@@ -74,12 +70,12 @@ static json_t *sorted(json_t *arr, const char *key)
 }
 
 /* One entry per name across the usable backends. */
-static json_t *union_tags(struct proxy *px)
+static json_t *union_tags(struct proxy *px, int stale)
 {
     json_t *seen = json_object(), *all = json_array(), *m;
     size_t i;
     for (int b = 0; b < px->nbackends; b++) {
-        if (!usable(px->backends[b]))
+        if (!usable(px->backends[b], stale))
             continue;
         json_array_foreach(px->backends[b]->tags_json, i, m) {
             const char *name = str(m, "name");
@@ -93,13 +89,13 @@ static json_t *union_tags(struct proxy *px)
     return sorted(all, "modified_at");
 }
 
-static json_t *all_ps(struct proxy *px)
+static json_t *all_ps(struct proxy *px, int stale)
 {
     json_t *all = json_array(), *m;
     size_t i;
     for (int b = 0; b < px->nbackends; b++) {
         struct backend *be = px->backends[b];
-        if (!usable(be))
+        if (!usable(be, stale))
             continue;
         json_array_foreach(be->ps_json, i, m) {
             json_t *c = json_deep_copy(m);
@@ -140,9 +136,9 @@ static json_t *owner(const char *name)
     return json_stringn(prev, (size_t)(slash - prev));
 }
 
-static json_t *v1_models(struct proxy *px)
+static json_t *v1_models(struct proxy *px, int stale)
 {
-    json_t *tags = union_tags(px), *data = json_array(), *m;
+    json_t *tags = union_tags(px, stale), *data = json_array(), *m;
     size_t i;
     json_array_foreach(tags, i, m) {
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:o}", "id", str(m, "name"),
@@ -158,7 +154,7 @@ static json_t *v1_models(struct proxy *px)
     return json_pack("{s:s,s:o}", "object", "list", "data", data);
 }
 
-static void reply(struct request *r, json_t *o)
+static void reply(struct request *r, json_t *o, int stale)
 {
     if (stale)
         evhttp_add_header(evhttp_request_get_output_headers(r->req), CATALOG_STALE_HEADER,
@@ -175,9 +171,9 @@ int catalog_known(struct proxy *px)
 }
 
 /* GET /v1/models/M: the union's entry for M, OpenAI's shape. */
-static void reply_v1_model(struct proxy *px, struct request *r, const char *id)
+static void reply_v1_model(struct proxy *px, struct request *r, const char *id, int stale)
 {
-    json_t *tags = union_tags(px), *m, *found = NULL;
+    json_t *tags = union_tags(px, stale), *m, *found = NULL;
     char want[NAME_KEY_MAX], key[NAME_KEY_MAX], msg[NAME_KEY_MAX + 64];
     size_t i;
     int have = name_key(id, want, sizeof want) == 0;
@@ -191,7 +187,7 @@ static void reply_v1_model(struct proxy *px, struct request *r, const char *id)
     }
     json_decref(tags);
     if (found) {
-        reply(r, found);
+        reply(r, found, stale);
         return;
     }
     snprintf(msg, sizeof msg, "model '%s' not found", id);
@@ -213,12 +209,12 @@ static void reply_version(struct proxy *px, struct request *r)
         reply_error(r, 503, "no backend has answered yet", 1);
         return;
     }
-    stale = !in_service(src);
-    reply(r, json_pack("{s:s}", "version", src->version));
+    reply(r, json_pack("{s:s}", "version", src->version), !in_service(src));
 }
 
 int catalog_reply(struct proxy *px, struct request *r, const char *path)
 {
+    int stale;
     if (strcmp(path, "/api/version") == 0) {
         reply_version(px, r);
         return 1;
@@ -226,17 +222,17 @@ int catalog_reply(struct proxy *px, struct request *r, const char *path)
     if (strcmp(path, "/api/tags") != 0 && strcmp(path, "/v1/models") != 0 &&
         strncmp(path, "/v1/models/", 11) != 0 && strcmp(path, "/api/ps") != 0)
         return 0;
-    if (!choose(px)) {
+    if ((stale = choose(px)) < 0) {
         reply_error(r, 503, "no backend has said what models it has yet", 1);
         return 1;
     }
     if (strcmp(path, "/api/tags") == 0)
-        reply(r, json_pack("{s:o}", "models", union_tags(px)));
+        reply(r, json_pack("{s:o}", "models", union_tags(px, stale)), stale);
     else if (strcmp(path, "/api/ps") == 0) /* nothing out of service runs a model for us */
-        reply(r, json_pack("{s:o}", "models", stale ? json_array() : all_ps(px)));
+        reply(r, json_pack("{s:o}", "models", stale ? json_array() : all_ps(px, 0)), stale);
     else if (strcmp(path, "/v1/models") == 0)
-        reply(r, v1_models(px));
+        reply(r, v1_models(px, stale), stale);
     else
-        reply_v1_model(px, r, path + 11);
+        reply_v1_model(px, r, path + 11, stale);
     return 1;
 }

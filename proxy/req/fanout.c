@@ -30,6 +30,7 @@
 #include "proxy.h"
 #include "reply.h"
 #include "reqlog.h"
+#include "reqtext.h"
 #include "request.h"
 #include "upstream.h"
 
@@ -403,17 +404,17 @@ static int read_body(struct fanout *f)
 
 static void send_sub(struct fanout *f, struct sub *u)
 {
-    struct evbuffer *body = evhttp_request_get_input_buffer(f->h.req);
     struct evbuffer *req = f->px->scratch;
-    size_t len = evbuffer_get_length(body);
-    evbuffer_add_printf(req, "%s %s HTTP/1.1\r\nHost: %s\r\n", f->h.method, f->path,
-                        u->be->hostport);
-    if (len)
-        evbuffer_add_printf(req, "Content-Type: application/json\r\nContent-Length: %zu\r\n",
-                            len);
-    evbuffer_add(req, "\r\n", 2);
-    if (len)
-        evbuffer_add(req, evbuffer_pullup(body, -1), len);
+    struct reqtext t = {0};
+    t.method = f->h.method;
+    t.target = f->path;
+    t.host = u->be->hostport;
+    t.headers = evhttp_request_get_input_headers(f->h.req);
+    t.peer = f->h.addr;
+    t.keys = f->px->cfg->nkeys > 0;
+    t.body = evhttp_request_get_input_buffer(f->h.req);
+    t.length = evhttp_request_get_command(f->h.req) == EVHTTP_REQ_POST;
+    reqtext_build(req, &t);
     u->body = evbuffer_new();
     u->up = upstream_start(f->px->base, &u->be->target, req, 0, &f->px->uto, &sub_cbs, u);
     evbuffer_drain(req, evbuffer_get_length(req));

@@ -30,6 +30,7 @@
 #include "sched.h"
 #include "reply.h"
 #include "reqlog.h"
+#include "reqtext.h"
 #include "request.h"
 #include "tokscan.h"
 #include "ui.h"
@@ -264,31 +265,10 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
 
 /* ---- the upstream's callbacks ---- */
 
-/* NAME is one of LIST (NULL-terminated), ignoring case; the first letter
- * and the length rule most names out before any comparison. */
-static int name_in(const char *name, const char *const *list)
-{
-    size_t n = strlen(name);
-    int c = name[0] | 0x20;
-    for (; *list; list++)
-        if (((*list)[0] | 0x20) == c && strlen(*list) == n && strcasecmp(name, *list) == 0)
-            return 1;
-    return 0;
-}
-
-static int is_hop_by_hop(const char *name)
-{
-    static const char *const hop[] = {"Connection",        "Keep-Alive", "Proxy-Connection",
-                                      "Transfer-Encoding", "TE",         "Trailer",
-                                      "Upgrade",           "Content-Length", NULL};
-    return name_in(name, hop);
-}
-
 /* Headers the proxy itself sets on a reply: a backend cannot forge them. */
 static int is_ours(const char *name)
 {
-    static const char *const ours[] = {"X-Backend", NULL};
-    return name_in(name, ours);
+    return strcasecmp(name, "X-Backend") == 0;
 }
 
 /* A header of the backend's response, on its way to the client's. A 503
@@ -296,7 +276,7 @@ static int is_ours(const char *name)
 static void on_header(void *arg, int status, const char *key, const char *value)
 {
     struct session *s = arg;
-    if (status == 503 || is_hop_by_hop(key) || is_ours(key))
+    if (status == 503 || reqtext_hop_by_hop(key) || is_ours(key))
         return;
     if (strcasecmp(key, "Content-Type") == 0) {
         s->ndjson = strstr(value, "ndjson") != NULL;
@@ -540,69 +520,20 @@ static const struct upstream_cbs up_cbs = {on_header, on_head, on_body, on_done,
 /* ---- admission ---- */
 
 
-/* Authorization carries the proxy's own keys when auth.keys is set: a key
- * never reaches a backend. Without keys it is the client's business with
- * the backend and passes. Proxy-Authorization is for us, never forwarded. */
-static int skip_request_header(const struct session *s, const char *name)
-{
-    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
-                                       "Proxy-Authorization", NULL};
-    static const char *const auth[] = {"Authorization", NULL};
-    return is_hop_by_hop(name) || name_in(name, skip) ||
-           (s->px->cfg->nkeys && name_in(name, auth));
-}
-
-static void add_str(struct evbuffer *b, const char *s)
-{
-    evbuffer_add(b, s, strlen(s));
-}
-
-/* The request to send upstream: the client's, with Host rewritten,
- * hop-by-hop headers dropped and X-Forwarded-For added. */
+/* The request to send upstream: the client's, as reqtext.h's policy has it. */
 static void build_request(struct session *s, struct backend *be, struct evbuffer *b)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(s->h.req);
-    struct evbuffer *body = evhttp_request_get_input_buffer(s->h.req);
     enum evhttp_cmd_type cmd = evhttp_request_get_command(s->h.req);
-    const char *xff = evhttp_find_header(in, "X-Forwarded-For");
-    struct evkeyval *h;
-    char *peer = NULL;
-    ev_uint16_t port;
-    size_t len = evbuffer_get_length(body);
-
-    char num[24];
-
-    evhttp_connection_get_peer(s->evcon, &peer, &port);
-    add_str(b, reply_method(cmd));
-    add_str(b, " ");
-    add_str(b, s->target);
-    add_str(b, " HTTP/1.1\r\nHost: ");
-    add_str(b, be->hostport);
-    add_str(b, "\r\n");
-    TAILQ_FOREACH(h, in, next) {
-        if (!skip_request_header(s, h->key)) {
-            add_str(b, h->key);
-            add_str(b, ": ");
-            add_str(b, h->value);
-            add_str(b, "\r\n");
-        }
-    }
-    add_str(b, "X-Forwarded-For: ");
-    if (xff) {
-        add_str(b, xff);
-        add_str(b, ", ");
-    }
-    add_str(b, peer ? peer : "unknown");
-    add_str(b, "\r\n");
-    if (len || cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH) {
-        snprintf(num, sizeof num, "%zu", len);
-        add_str(b, "Content-Length: ");
-        add_str(b, num);
-        add_str(b, "\r\n");
-    }
-    add_str(b, "\r\n");
-    if (len)
-        evbuffer_add(b, evbuffer_pullup(body, -1), len);
+    struct reqtext t = {0};
+    t.method = s->h.method;
+    t.target = s->target;
+    t.host = be->hostport;
+    t.headers = evhttp_request_get_input_headers(s->h.req);
+    t.peer = s->h.addr;
+    t.keys = s->px->cfg->nkeys > 0;
+    t.body = evhttp_request_get_input_buffer(s->h.req);
+    t.length = cmd == EVHTTP_REQ_POST || cmd == EVHTTP_REQ_PUT || cmd == EVHTTP_REQ_PATCH;
+    reqtext_build(b, &t);
 }
 
 /* A try on BE, whose slot s holds. */

@@ -10,7 +10,7 @@
  *   4. within a client, oldest first;
  * and always: only an entry some available backend can serve (late binding
  * per model), a client at its max_concurrent waits, and the slot goes to
- * the least-loaded backend that serves the chosen entry (backend_pick).
+ * the backend the balancer picks among those that serve it (lb.h).
  *
  * Shape, so that handing a slot on costs O(models x backends + log clients)
  * and never O(queue): entries wait in per-client, per-model FIFOs (a cgq);
@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "lb.h"
 #include "net.h"
 
 /* A client's queue for one model. */
@@ -540,6 +541,15 @@ static void unqueue(struct sched *s, struct sched_entry *e)
 
 /* ---- granting ---- */
 
+/* The backend the balancer gives E (avoiding AVOID unless it is the only
+ * one), or NULL. */
+static struct backend *place(struct sched *s, const struct sched_entry *e,
+                             const struct backend *avoid, double now)
+{
+    struct lb_request r = {e->key, avoid};
+    return lb_pick(&s->lb, s->backends, s->nbackends, &r, now);
+}
+
 static void grant(struct sched *s, struct sched_entry *e, struct backend *be)
 {
     if (e->state != SCHED_IDLE) {
@@ -564,7 +574,7 @@ static struct sched_entry *pick(struct sched *s, struct backend **be_out, double
     struct backend *be;
 
     TAILQ_FOREACH(e, &s->retries, q_link) {
-        be = backend_pick(s->backends, s->nbackends, &s->rr, e->avoid, e->key, now);
+        be = place(s, e, e->avoid, now);
         if (be) {
             *be_out = be;
             return e;
@@ -586,7 +596,7 @@ static struct sched_entry *pick(struct sched *s, struct backend **be_out, double
     if (!best)
         return NULL;
     e = TAILQ_FIRST(&best->entries);
-    *be_out = backend_pick(s->backends, s->nbackends, &s->rr, NULL, e->key, now);
+    *be_out = place(s, e, NULL, now);
     return *be_out ? e : NULL;
 }
 
@@ -924,7 +934,7 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
      * no waiting entry could take it: E may have it, unless its client is
      * at its cap. */
     if (!client->capped && !s->frozen)
-        be = backend_pick(s->backends, s->nbackends, &s->rr, NULL, e->key, now);
+        be = place(s, e, NULL, now);
     if (be) {
         grant(s, e, be);
         return 0;
@@ -957,7 +967,7 @@ void sched_retry(struct sched *s, struct sched_entry *e)
     backend_release(failed);
     e->be = NULL;
     e->state = SCHED_IDLE;
-    be = backend_pick(s->backends, s->nbackends, &s->rr, failed, e->key, net_now_ms());
+    be = place(s, e, failed, net_now_ms());
     if (be && be != failed && !s->frozen) {
         grant(s, e, be);
     } else {
@@ -1011,6 +1021,7 @@ void sched_init(struct sched *s, struct event_base *base)
     s->timeout_s = 600;
     s->rate_t0_ms = net_now_ms();
     s->no_backend_s = 5;
+    s->lb.ops = &lb_leastload;
     TAILQ_INIT(&s->retries);
     TAILQ_INIT(&s->meta_q);
     LIST_INIT(&s->clients);

@@ -29,6 +29,7 @@
 #include <sys/queue.h>
 
 #include "config.h"
+#include "lb.h"
 
 struct backend;
 struct sched_entry;
@@ -103,7 +104,7 @@ struct sched {
     struct event_base *base;
     struct backend **backends; /* the fleet, see sched_set_backends */
     int nbackends;
-    unsigned rr;
+    struct lb lb; /* which backend (lb.h) */
     int max_length;   /* entries that may wait; retries may pass it */
     double timeout_s; /* queue.timeout_s */
     double no_backend_s; /* queue.no_backend_s */

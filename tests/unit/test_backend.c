@@ -1,4 +1,5 @@
-/* Unit test of proxy/backend.c: the least-loaded choice, as a property
+/* Unit test of proxy/fleet/backend.c and sched/lb_leastload.c: the
+ * least-loaded choice, as a property
  * (h2o's least_conn test): the chosen backend never has a strictly lower
  * in_flight/max_concurrent than another available one, ties rotate, full
  * or down backends are skipped, AVOID is a last resort. */
@@ -6,6 +7,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "lb.h"
 
 static struct backend bes[4];
 static struct backend *list[4] = {&bes[0], &bes[1], &bes[2], &bes[3]};
@@ -19,6 +21,14 @@ static void reset(const int *caps, const int *inflight)
         bes[i].in_flight = inflight[i];
         bes[i].healthy = 1;
     }
+}
+
+static struct lb lb = {&lb_leastload, 0};
+
+static struct backend *pick(const struct backend *avoid)
+{
+    struct lb_request r = {NULL, avoid};
+    return lb_pick(&lb, list, 4, &r, 0);
 }
 
 static int acceptable(const struct backend *chosen)
@@ -36,7 +46,6 @@ static int acceptable(const struct backend *chosen)
 
 int main(void)
 {
-    unsigned rr = 0;
     int seen[4] = {0};
     int caps[4] = {4, 4, 4, 4}, zero[4] = {0, 0, 0, 0};
     struct backend *b;
@@ -56,7 +65,7 @@ int main(void)
         }
         if (rand() % 4 == 0) /* one drained by the runtime control */
             bes[rand() % 4].admin = ADMIN_DRAIN;
-        b = backend_pick(list, 4, &rr, NULL, NULL, 0);
+        b = pick(NULL);
         if (b) {
             CHECK(acceptable(b));
             CHECK(b->in_flight < b->max_concurrent && b->healthy && b->admin == ADMIN_READY);
@@ -68,22 +77,22 @@ int main(void)
     /* Ties rotate. */
     reset(caps, zero);
     for (int t = 0; t < 8; t++)
-        seen[backend_pick(list, 4, &rr, NULL, NULL, 0) - bes]++;
+        seen[pick(NULL) - bes]++;
     for (int i = 0; i < 4; i++)
         CHECK_INT(seen[i], 2);
     /* A slot at a time: filling 16 slots spreads them evenly. */
     reset(caps, zero);
     for (int t = 0; t < 16; t++)
-        backend_acquire(backend_pick(list, 4, &rr, NULL, NULL, 0));
+        backend_acquire(pick(NULL));
     for (int i = 0; i < 4; i++)
         CHECK_INT(bes[i].in_flight, 4);
-    CHECK(backend_pick(list, 4, &rr, NULL, NULL, 0) == NULL);
+    CHECK(pick(NULL) == NULL);
     /* AVOID only when nothing else is free. */
     reset(caps, zero);
     bes[1].in_flight = bes[2].in_flight = bes[3].in_flight = 4;
-    CHECK(backend_pick(list, 4, &rr, &bes[0], NULL, 0) == &bes[0]);
+    CHECK(pick(&bes[0]) == &bes[0]);
     bes[3].in_flight = 3;
-    CHECK(backend_pick(list, 4, &rr, &bes[0], NULL, 0) == &bes[3]);
+    CHECK(pick(&bes[0]) == &bes[3]);
     /* Down after fail_after failures in a row, with the reason; a real
      * request's success resets the count but does not bring it back (only
      * the health checks do, health.c). */

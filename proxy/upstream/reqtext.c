@@ -1,0 +1,91 @@
+/* reqtext.c - see reqtext.h. */
+#include "reqtext.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <sys/queue.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+/* NAME is one of LIST (NULL-terminated), ignoring case; the first letter
+ * and the length rule most names out before any comparison. */
+static int name_in(const char *name, const char *const *list)
+{
+    size_t n = strlen(name);
+    int c = name[0] | 0x20;
+    for (; *list; list++)
+        if (((*list)[0] | 0x20) == c && strlen(*list) == n && strcasecmp(name, *list) == 0)
+            return 1;
+    return 0;
+}
+
+int reqtext_hop_by_hop(const char *name)
+{
+    static const char *const hop[] = {"Connection",        "Keep-Alive", "Proxy-Connection",
+                                      "Transfer-Encoding", "TE",         "Trailer",
+                                      "Upgrade",           "Content-Length", NULL};
+    return name_in(name, hop);
+}
+
+/* A client's header that is not passed on: the framing and the route are
+ * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For is rebuilt, and
+ * the proxy's own credentials stay here. Without auth.keys, Authorization
+ * is the client's business with the backend and passes. */
+static int dropped(const struct reqtext *r, const char *name)
+{
+    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
+                                       "Proxy-Authorization", NULL};
+    static const char *const auth[] = {"Authorization", NULL};
+    return reqtext_hop_by_hop(name) || name_in(name, skip) || (r->keys && name_in(name, auth));
+}
+
+static void add_str(struct evbuffer *b, const char *s)
+{
+    evbuffer_add(b, s, strlen(s));
+}
+
+static void add_header(struct evbuffer *b, const char *k, const char *v)
+{
+    add_str(b, k);
+    evbuffer_add(b, ": ", 2);
+    add_str(b, v);
+    evbuffer_add(b, "\r\n", 2);
+}
+
+void reqtext_build(struct evbuffer *out, const struct reqtext *r)
+{
+    const struct evkeyval *h;
+    const char *xff = NULL;
+    size_t len = r->body ? evbuffer_get_length(r->body) : 0;
+    char num[24];
+    add_str(out, r->method);
+    evbuffer_add(out, " ", 1);
+    add_str(out, r->target);
+    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    add_header(out, "Host", r->host);
+    if (r->headers)
+        TAILQ_FOREACH(h, r->headers, next) {
+            if (!dropped(r, h->key))
+                add_header(out, h->key, h->value);
+            else if (!xff && strcasecmp(h->key, "X-Forwarded-For") == 0)
+                xff = h->value;
+        }
+    if (r->peer) {
+        add_str(out, "X-Forwarded-For: ");
+        if (xff) {
+            add_str(out, xff);
+            evbuffer_add(out, ", ", 2);
+        }
+        add_str(out, r->peer);
+        evbuffer_add(out, "\r\n", 2);
+    }
+    if (len || r->length) {
+        snprintf(num, sizeof num, "%zu", len);
+        add_header(out, "Content-Length", num);
+    }
+    evbuffer_add(out, "\r\n", 2);
+    if (len)
+        evbuffer_add(out, evbuffer_pullup(r->body, -1), len);
+}
