@@ -318,6 +318,22 @@ def b_ok(fb, c, req, delay=0.0):
     return True
 
 
+def b_slow_pull(fb, c, req, lines=5, gap=0.2, status=200):
+    """A pull (push, create) that takes time: LINES progress lines GAP
+    seconds apart, then {"status":"success"}; with STATUS not 200, that
+    status and Ollama's error at once."""
+    if status != 200:
+        return fb._reply(c, status, json.dumps({"error": "pull failed here"}).encode())
+    c.sendall(NDJSON_HEAD)
+    for i in range(lines):
+        c.sendall(_chunk(json.dumps({"status": "pulling abc", "digest": "sha256:abc",
+                                     "total": lines, "completed": i + 1}).encode() + b"\n"))
+        if fb.halted.wait(gap):
+            return False
+    c.sendall(_chunk(b'{"status":"success"}\n') + b"0\r\n\r\n")
+    return True
+
+
 def b_garbage(fb, c, req, line=b"SSH-2.0-OpenSSH_9.6 what is this\r\n\r\n"):
     """Something that is not an HTTP status line, then close."""
     fb.send(c, req, line)

@@ -1,12 +1,15 @@
 """ollama-proxy: model management applies to the whole fleet (pull, delete,
 copy, unload reach every backend concerned; pulled models are routable at
 once, deleted ones 404 at once) and /api/ps is live."""
+import asyncio
 import json
+import re
+import signal
 import time
 
 import aclient
 from fakebackend import FakeBackend
-from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until
+from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
 
 FAST = ("--ttft-ms", "0", "--tokens", "1")
 
@@ -118,6 +121,64 @@ def test_ps_is_live():
     ps = get(px.url + "/api/ps").json()["models"]
     eq([(m["name"], m["backend"]) for m in ps], [("llama3:latest", "gpu0")], "live: %r" % ps)
     px.stop()
+
+
+
+
+def test_fanout_counted_by_the_drain():
+    """A pull in flight at SIGTERM finishes (up to shutdown_timeout_s), as
+    a proxied stream does (issue 19: the drain counts every request kind)."""
+    fb = FakeBackend("slow_pull", lines=6, gap=0.25)
+    px = Proxy([("fake", fb.url, 2)], extra="shutdown_timeout_s = 20;")
+    wait_until(lambda: px.backend("fake")["models"], what="discovery")
+
+    async def scenario():
+        pull = asyncio.ensure_future(aclient.request(px.port, "POST", "/api/pull",
+                                                     body={"model": "llama3"}))
+        await asyncio.sleep(0.4)
+        px.proc.signal(signal.SIGTERM)
+        return await pull
+    r = aclient.run(scenario())
+    eq(r.status, 200, "the pull")
+    lines = r.lines()
+    eq(lines[-1], {"status": "success"}, "finished after SIGTERM: %r" % lines[-2:])
+    eq(len([l for l in lines if l.get("completed")]), 6, "every progress line")
+    eq(px.proc.p.wait(10 * SLOW), 0, "then a clean exit")
+    fb.stop()
+
+
+def test_fanout_forwarded_and_logged_like_a_request():
+    """A fan-out carries X-Forwarded-For, and its log line names the client
+    and counts the bytes sent."""
+    fb = FakeBackend("slow_pull", lines=2, gap=0.01)
+    px = Proxy([("fake", fb.url, 2)])
+    wait_until(lambda: px.backend("fake")["models"], what="discovery")
+    r = post(px.url + "/api/pull", {"model": "llama3"}, headers={"X-Forwarded-For": "10.9.8.7"})
+    eq(r.status, 200, "the pull")
+    pulls = [q for q in fb.requests if q.target == "/api/pull"]
+    eq(len(pulls), 1, "one pull sent")
+    eq(pulls[0].header("X-Forwarded-For"), "10.9.8.7, 127.0.0.1", "X-Forwarded-For")
+    wait_until(lambda: "POST /api/pull" in px.proc.output(), what="the log line")
+    line = [l for l in px.proc.output().splitlines() if "POST /api/pull" in l][-1]
+    ok("client=127.0.0.1" in line, "the log names the client: " + line)
+    ok(re.search(r"bytes=[1-9]", line), "and counts the bytes: " + line)
+    px.stop()
+    fb.stop()
+
+
+def test_fanout_5xx_on_the_status_page():
+    """A fan-out's 5xx is in the status page's error list, as a proxied
+    request's is."""
+    fb = FakeBackend("slow_pull", status=500)
+    px = Proxy([("fake", fb.url, 2)])
+    wait_until(lambda: px.backend("fake")["models"], what="discovery")
+    r = post(px.url + "/api/pull", {"model": "llama3", "stream": False})
+    eq(r.status, 500, "the failed pull")
+    errs = px.status()["errors"]
+    ok(any(e["path"] == "/api/pull" and e["status"] == 500 for e in errs),
+       "on the status page: %r" % errs)
+    px.stop()
+    fb.stop()
 
 
 run(globals())
