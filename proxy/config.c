@@ -296,8 +296,8 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     if ((rs = config_setting_get_member(b, "resolve_s"))) {
         if (!config_setting_is_number(rs) || config_setting_get_float(rs) +
                                                      (double)config_setting_get_int64(rs) <
-                                                 1)
-            FAIL(rs, "\"resolve_s\" must be a number of seconds >= 1");
+                                                 0.01)
+            FAIL(rs, "\"resolve_s\" must be a number of seconds >= 0.01");
         be->resolve_s = config_setting_type(rs) == CONFIG_TYPE_FLOAT
                             ? config_setting_get_float(rs)
                             : (double)config_setting_get_int64(rs);
