@@ -176,7 +176,7 @@ static void start(struct batch *b, struct job *job, const struct item *it)
     buf_set(&job->id, it->id, it->id_len);
     job->has_gold = it->gold != NULL;
     buf_set(&job->gold, it->gold ? it->gold : "", it->gold_len);
-    job->attempts = job->retries = job->label_retries = 0;
+    job->attempts = job->retries = job->label_retries = job->plain_404s = 0;
     if (request_body(b->conf->tpl, it->text, it->text_len, &job->body) < 0 ||
         client_send(b->cl, job) < 0) {
         record_error(b, job, ERR_NETWORK, "cannot start a request");

@@ -28,13 +28,28 @@
 
 enum job_state { JOB_IDLE, JOB_SENDING, JOB_BACKOFF };
 
+/* A 404 (Ollama: "model 'M' not found") is fatal only when the endpoint
+ * itself says the model exists nowhere:
+ * - ollama-proxy adds X-Backend to every reply it passes on from a backend.
+ *   A 404 with X-Backend is one backend's answer (a GPU added mid-run that
+ *   lacks the model, its tags not polled yet): retried like a 5xx, and the
+ *   next try may go to a backend that has the model. After the retries it
+ *   is this item's error, not the run's.
+ * - A 404 without X-Backend from an endpoint that has sent X-Backend before
+ *   is the proxy's own answer: no backend lists the model. Fatal at once.
+ * - Against a plain Ollama (no X-Backend on any reply yet), a 404 is retried
+ *   on a short schedule (CLIENT_404_BACKOFF_MS, doubling), in case a
+ *   balancer of another kind sits in front; the same 404 after the item's
+ *   retries is fatal. */
+#define CLIENT_404_BACKOFF_MS 50.0
+
 enum job_result {
     JOB_REPLY,  /* a 2xx; the body is in resp */
     JOB_FAILED, /* this item failed: err_kind, err */
     JOB_FATAL,  /* every item would fail the same way: 401, 403 (key
-                 * refused), 404 (no such model), a TLS failure before any
-                 * reply, or no connection at all since the start and
-                 * retries spent. err says which; not retried. */
+                 * refused), a 404 that says the model is nowhere (below),
+                 * a TLS failure before any reply, or no connection at all
+                 * since the start and retries spent. err says which. */
 };
 
 struct job {
@@ -56,6 +71,9 @@ struct job {
     /* private */
     enum job_state state;
     double t_start;
+    int via_backend; /* the last reply carried X-Backend (a backend's answer
+                      * passed on by ollama-proxy) */
+    int plain_404s;  /* tries of this item answered 404 without X-Backend */
     long retry_after_s; /* from the last reply, -1: none */
     CURL *easy;
     struct event *timer;

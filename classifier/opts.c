@@ -72,7 +72,8 @@ static const char usage_text[] =
     "      --format FMT      auto (default: by extension; stdin by its first\n"
     "                        character), jsonl, csv or text\n"
     "      --retries N       tries after the first on connect errors, timeouts,\n"
-    "                        429 and 5xx (default 5), with backoff and jitter up\n"
+    "                        429, 5xx and a 404 of one backend behind\n"
+    "                        ollama-proxy (default 5), with backoff and jitter up\n"
     "                        to 30 s; a Retry-After is honoured, capped at 30 s\n"
     "      --timeout-s N     per request (default 600)\n"
     "      --api-key KEY     sent as \"Authorization: Bearer KEY\" on every request\n"
@@ -86,7 +87,8 @@ static const char usage_text[] =
     "\n"
     "Exit status: 0 every item labelled, 1 some items ended in error, or the\n"
     "run stopped at once because every request would fail the same way (no\n"
-    "such model, API key refused, TLS failure, nothing listening), 2 bad usage\n"
+    "such model: ollama-proxy's own 404, or a plain Ollama's 404 to every try\n"
+    "of an item; API key refused, TLS failure, nothing listening), 2 bad usage\n"
     "or unreadable input.\n";
 
 static char **field_str(struct opts *o, const struct opt_row *r)

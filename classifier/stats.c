@@ -13,7 +13,7 @@
 
 static const char *const err_names[ERR_KINDS] = {
     "input",    "connect",  "timeout",  "network",   "tls",
-    "http_429", "http_5xx", "http_4xx", "off_label", "bad_answer",
+    "http_429", "http_5xx", "http_404", "http_4xx", "off_label", "bad_answer",
 };
 
 struct stats {

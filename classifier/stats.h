@@ -25,6 +25,7 @@ enum err_kind {
     ERR_TLS,     /* the TLS handshake or certificate check failed */
     ERR_HTTP_429,
     ERR_HTTP_5XX,
+    ERR_HTTP_404,   /* model not found (client.h says when it is retried) */
     ERR_HTTP_4XX,   /* another 4xx: not retried */
     ERR_OFF_LABEL,  /* an answer outside the labels */
     ERR_BAD_ANSWER, /* a 200 without a usable label */
