@@ -8,6 +8,7 @@
  *   sim_gpu.c    batching curves, presets, pace clocks    (gpu_*)
  *   sim_fmt.c    JSON writers and times                   (fmt_*)
  *   sim_text.c   deterministic answers and embeddings     (text_*)
+ *   sim_lp.c     log-probabilities in Ollama's format        (lp_*)
  *
  * A job is one inference request. Its states, and who moves it:
  *   JS_NEW      created by infer_*, not yet scheduled
@@ -98,6 +99,23 @@ enum job_kind {
 };
 enum job_state { JS_NEW, JS_PENDING, JS_LOADING, JS_WAITSLOT, JS_RUNNING };
 
+/* Log-probabilities of an answer (sim_lp.c): one JSON fragment per token,
+ * fragment i is s[off[i]..off[i+1]). Owned by the job. */
+struct lp_buf {
+    char *s;
+    size_t len, cap;
+    int *off;
+    int n, offcap;
+    int top; /* top_logprobs asked for: 0..20 */
+};
+/* One alternative at a token position: S (N bytes, borrowed) and its
+ * probability. */
+struct lp_alt {
+    const char *s;
+    size_t n;
+    double p;
+};
+
 struct job {
     TAILQ_ENTRY(job) link; /* pending queue, model waiters or model running */
     TAILQ_ENTRY(job) all;  /* every live job (for shutdown) */
@@ -108,7 +126,9 @@ struct job {
     enum job_state state;
     unsigned stream : 1, load_only : 1, reply_started : 1, include_usage : 1, ka_set : 1,
         holds_slot : 1, length_cut : 1, fail_mid : 1, prompting : 1,
-        b64 : 1; /* /v1/embeddings encoding_format "base64" */
+        b64 : 1,      /* /v1/embeddings encoding_format "base64" */
+        logprobs : 1; /* answer with log-probabilities (lp, filled by text_answer) */
+    struct lp_buf lp;
     double ka_s;
     int num_ctx;              /* options.num_ctx, or the default */
     char *model_name;         /* as sent, owned */
@@ -178,19 +198,29 @@ void fmt_jcstr(struct evbuffer *b, const char *s);
 void fmt_rfc3339_utc(char *out, size_t len);             /* now, ns, trailing zeros trimmed */
 void fmt_local_time(char *out, size_t len, double wall); /* with offset */
 double fmt_wall_now(void);
-void fmt_native_chunk(struct evbuffer *b, struct job *job, const char *s, size_t n);
+void fmt_native_chunk(struct evbuffer *b, struct job *job, int i); /* token I */
 void fmt_native_final(struct evbuffer *b, struct job *job, int with_text);
 void fmt_native_special(struct evbuffer *b, const char *model, int chat, const char *reason);
-void fmt_v1_chunk(struct evbuffer *b, struct job *job, const char *s, size_t n, int first);
+void fmt_v1_chunk(struct evbuffer *b, struct job *job, int i);
 void fmt_v1_finish(struct evbuffer *b, struct job *job);
 void fmt_v1_full(struct evbuffer *b, struct job *job);
 void fmt_embed(struct evbuffer *b, struct job *job);
 void fmt_details(struct evbuffer *b, const struct model *m);
 
+/* sim_lp.c */
+/* Append the fragment of one token S (N bytes) chosen with probability P;
+ * ALTS (sorted here; the chosen token among them) are the top_logprobs when
+ * B->top > 0, padded to B->top with filler tokens jittered by H. */
+void lp_token(struct lp_buf *b, const char *s, size_t n, double p, struct lp_alt *alts, int nalts,
+              uint64_t h);
+void lp_go_float(char *out, size_t len, double v); /* as Go's encoding/json */
+void lp_free(struct lp_buf *b);                    /* zeroes B; B may be empty */
+
 /* sim_text.c */
 uint64_t text_hash(const char *s, size_t n);
 double text_rand(void); /* [0,1) from --seed */
-/* Build JOB's answer for FORMAT (NULL, "json" or a schema) and ITEM text. */
+/* Build JOB's answer for FORMAT (NULL, "json" or a schema) and ITEM text,
+ * and its log-probabilities when JOB->logprobs (JOB->lp.top set). */
 void text_answer(struct job *job, json_t *format, const char *item, int ntokens);
 void text_embed(float *out, const char *s, size_t n);
 int text_count_tokens(const char *s, size_t n);

@@ -127,18 +127,39 @@ static void native_head(struct evbuffer *b, struct job *job)
     evbuffer_add_printf(b, ",\"created_at\":\"%s\",", ts);
 }
 
-void fmt_native_chunk(struct evbuffer *b, struct job *job, const char *s, size_t n)
+/* ,"logprobs":[...] of tokens FROM..TO-1 (nothing without logprobs). In
+ * Ollama each streamed chunk carries the entries of its own tokens; a
+ * non-streamed reply all of them; the final streamed chunk none. */
+static void logprobs(struct evbuffer *b, const struct job *job, int from, int to, int v1)
 {
+    const struct lp_buf *lp = &job->lp;
+    if (!job->logprobs || from >= to || to > lp->n)
+        return;
+    evbuffer_add_printf(b, v1 ? ",\"logprobs\":{\"content\":[" : ",\"logprobs\":[");
+    for (int i = from; i < to; i++) {
+        if (i > from)
+            evbuffer_add(b, ",", 1);
+        evbuffer_add(b, lp->s + lp->off[i], (size_t)(lp->off[i + 1] - lp->off[i]));
+    }
+    evbuffer_add(b, v1 ? "]}" : "]", v1 ? 2 : 1);
+}
+
+void fmt_native_chunk(struct evbuffer *b, struct job *job, int i)
+{
+    const char *s = job->answer + job->tok_off[i];
+    size_t n = (size_t)(job->tok_off[i + 1] - job->tok_off[i]);
     native_head(b, job);
     if (is_chat(job)) {
         evbuffer_add(b, "\"message\":{\"role\":\"assistant\",\"content\":", 40);
         fmt_jstr(b, s, n);
-        evbuffer_add(b, "},\"done\":false}\n", 16);
+        evbuffer_add(b, "},\"done\":false", 14);
     } else {
         evbuffer_add(b, "\"response\":", 11);
         fmt_jstr(b, s, n);
-        evbuffer_add(b, ",\"done\":false}\n", 15);
+        evbuffer_add(b, ",\"done\":false", 13);
     }
+    logprobs(b, job, i, i + 1, 0);
+    evbuffer_add(b, "}\n", 2);
 }
 
 static long long sim_ns(long long real_ns)
@@ -155,7 +176,7 @@ static void metrics(struct evbuffer *b, struct job *job)
         total = load + pe + ev;
     evbuffer_add_printf(b,
                         ",\"total_duration\":%lld,\"load_duration\":%lld,\"prompt_eval_count\":%d,"
-                        "\"prompt_eval_duration\":%lld,\"eval_count\":%d,\"eval_duration\":%lld}",
+                        "\"prompt_eval_duration\":%lld,\"eval_count\":%d,\"eval_duration\":%lld",
                         total, load, job->prompt_tokens, pe, job->ntok, ev);
 }
 
@@ -176,18 +197,23 @@ void fmt_native_final(struct evbuffer *b, struct job *job, int with_text)
     const char *s = with_text ? job->answer : "";
     size_t n = with_text ? (size_t)job->tok_off[job->ntok] : 0;
     const char *reason = job->length_cut ? "length" : "stop";
+    int lp_to = with_text ? job->ntok : 0;
     native_head(b, job);
-    if (is_chat(job)) {
+    if (is_chat(job)) { /* Go's field order: logprobs before the metrics */
         evbuffer_add(b, "\"message\":{\"role\":\"assistant\",\"content\":", 40);
         fmt_jstr(b, s, n);
         evbuffer_add_printf(b, "},\"done\":true,\"done_reason\":\"%s\"", reason);
-    } else {
+        logprobs(b, job, 0, lp_to, 0);
+        metrics(b, job);
+    } else { /* and after them */
         evbuffer_add(b, "\"response\":", 11);
         fmt_jstr(b, s, n);
         evbuffer_add_printf(b, ",\"done\":true,\"done_reason\":\"%s\"", reason);
         context_ids(b, job);
+        metrics(b, job);
+        logprobs(b, job, 0, lp_to, 0);
     }
-    metrics(b, job);
+    evbuffer_add(b, "}", 1);
 }
 
 void fmt_native_special(struct evbuffer *b, const char *model, int chat, const char *reason)
@@ -230,15 +256,18 @@ static void v1_usage(struct evbuffer *b, struct job *job, int zero)
                         p, c, p + c);
 }
 
-void fmt_v1_chunk(struct evbuffer *b, struct job *job, const char *s, size_t n, int first)
+void fmt_v1_chunk(struct evbuffer *b, struct job *job, int i)
 {
-    (void)first;
+    const char *s = job->answer + job->tok_off[i];
+    size_t n = (size_t)(job->tok_off[i + 1] - job->tok_off[i]);
     evbuffer_add(b, "data: ", 6);
     v1_head(b, job, 1);
     if (v1_chat(job)) {
         evbuffer_add(b, "{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":", 49);
         fmt_jstr(b, s, n);
-        evbuffer_add(b, "},\"finish_reason\":null}]", 24);
+        evbuffer_add(b, "},\"finish_reason\":null", 22);
+        logprobs(b, job, i, i + 1, 1);
+        evbuffer_add(b, "}]", 2);
     } else {
         evbuffer_add(b, "{\"text\":", 8);
         fmt_jstr(b, s, n);
@@ -283,7 +312,9 @@ void fmt_v1_full(struct evbuffer *b, struct job *job)
     if (v1_chat(job)) {
         evbuffer_add(b, "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":", 51);
         fmt_jstr(b, job->answer, n);
-        evbuffer_add_printf(b, "},\"finish_reason\":\"%s\"}],", reason);
+        evbuffer_add_printf(b, "},\"finish_reason\":\"%s\"", reason);
+        logprobs(b, job, 0, job->ntok, 1);
+        evbuffer_add(b, "}],", 3);
     } else {
         evbuffer_add(b, "{\"text\":", 8);
         fmt_jstr(b, job->answer, n);

@@ -43,6 +43,7 @@ struct ireq {
     json_t *format;
     int num_ctx;
     int stream, num_predict, include_usage, empty_input, ka_set, b64;
+    int logprobs, top_logprobs; /* top_logprobs 0..20, checked */
     double ka_s;
     int prompt_tokens;
     json_t *inputs; /* embed: array of strings (owned) */
@@ -61,6 +62,7 @@ static void job_free(struct job *job)
     free(job->answer);
     free(job->tok_off);
     free(job->vecs);
+    lp_free(&job->lp);
     free(job);
 }
 
@@ -160,12 +162,10 @@ static void stream_start(struct job *job)
 
 static void stream_token(struct job *job, int i)
 {
-    const char *s = job->answer + job->tok_off[i];
-    size_t n = (size_t)(job->tok_off[i + 1] - job->tok_off[i]);
     if (is_v1(job))
-        fmt_v1_chunk(chunkbuf, job, s, n, i == 0);
+        fmt_v1_chunk(chunkbuf, job, i);
     else
-        fmt_native_chunk(chunkbuf, job, s, n);
+        fmt_native_chunk(chunkbuf, job, i);
     evhttp_send_reply_chunk(job->req, chunkbuf);
 }
 
@@ -670,7 +670,8 @@ struct field_type {
 static const struct field_type field_types[] = {
     {"model", JSON_STRING, "string"},          {"prompt", JSON_STRING, "string"},
     {"system", JSON_STRING, "string"},         {"stream", JSON_TRUE, "bool"},
-    {"messages", JSON_ARRAY, "[]api.Message"}, {"options", JSON_OBJECT, "map[string]interface {}"}};
+    {"messages", JSON_ARRAY, "[]api.Message"}, {"options", JSON_OBJECT, "map[string]interface {}"},
+    {"logprobs", JSON_TRUE, "bool"},           {"top_logprobs", JSON_INTEGER, "int"}};
 
 static int type_ok(json_t *v, json_type want)
 {
@@ -678,6 +679,9 @@ static int type_ok(json_t *v, json_type want)
         return 1;
     if (want == JSON_TRUE)
         return json_is_boolean(v);
+    if (want == JSON_INTEGER) /* Go takes 3.0 for an int, not 3.5 */
+        return json_is_integer(v) ||
+               (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)));
     return json_typeof(v) == want;
 }
 
@@ -694,9 +698,35 @@ static int check_types(struct evhttp_request *req, enum job_kind kind, json_t *r
             continue;
         if (!strcmp(f->name, "messages") && kind != JK_CHAT)
             continue;
+        if (!strncmp(f->name, "logprobs", 8) + !strcmp(f->name, "top_logprobs") &&
+            embedding_kind(kind))
+            continue;
         snprintf(err, sizeof err, "json: cannot unmarshal %s into Go struct field %s.%s of type %s",
                  go_type(v), structs[kind], f->name, f->go);
         http_send_error(req, 400, err, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* logprobs / top_logprobs as Ollama reads them: native and /v1/chat a bool
+ * and a count; /v1/completions one count ("logprobs": N > 0 means N top
+ * alternatives). A count outside 0..20 is a 400 before the model is looked
+ * up (server/routes.go). Returns 0, or -1 after answering. */
+static int parse_logprobs(struct evhttp_request *req, enum job_kind kind, struct ireq *r)
+{
+    json_t *lp = json_object_get(r->root, "logprobs");
+    json_t *top = json_object_get(r->root, "top_logprobs");
+    if (kind == JK_V1_COMPLETION) {
+        int n = json_is_number(lp) ? (int)json_number_value(lp) : 0;
+        r->logprobs = n > 0;
+        r->top_logprobs = n > 0 ? n : 0;
+    } else {
+        r->logprobs = json_is_true(lp);
+        r->top_logprobs = json_is_number(top) ? (int)json_number_value(top) : 0;
+    }
+    if (r->top_logprobs < 0 || r->top_logprobs > 20) {
+        http_send_error(req, 400, "top_logprobs must be between 0 and 20", openai(kind));
         return -1;
     }
     return 0;
@@ -712,6 +742,8 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
     json_t *jm = json_object_get(root, "model");
     if (!v1 && check_types(req, kind, root))
         return -1;
+    if (!embedding_kind(kind) && !v1 && parse_logprobs(req, kind, r))
+        return -1;
     r->model = jm && json_is_string(jm) ? json_string_value(jm) : "";
     if (!*r->model && (kind == JK_CHAT || kind == JK_V1_CHAT || kind == JK_EMBEDDINGS)) {
         http_send_error(req, 400, "model is required", v1);
@@ -721,6 +753,8 @@ static int validate(struct evhttp_request *req, enum job_kind kind, struct ireq 
         http_send_error(req, 400, "[] is too short - 'messages'", 1);
         return -1;
     }
+    if (!embedding_kind(kind) && v1 && parse_logprobs(req, kind, r))
+        return -1;
     if (!v1 && parse_keep_alive(json_object_get(root, "keep_alive"), r, err, sizeof err)) {
         http_send_error(req, 400, err, 0);
         return -1;
@@ -789,6 +823,8 @@ static struct job *job_new(struct evhttp_request *req, enum job_kind kind, struc
     job->num_ctx = r->num_ctx;
     job->include_usage = r->include_usage;
     job->b64 = r->b64;
+    job->logprobs = r->logprobs && kind != JK_V1_COMPLETION; /* Ollama drops them there */
+    job->lp.top = r->top_logprobs;
     job->prompt_tokens = r->prompt_tokens;
     job->t0 = net_now_ns();
     job->created = (long)time(NULL);
