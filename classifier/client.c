@@ -398,6 +398,12 @@ static void finish(struct client *c, struct job *job, CURLcode rc)
     job->state = JOB_IDLE;
     c->in_flight--;
     job->ms = net_now_ms() - job->t_start;
+    curl_off_t ttfb_us = -1;
+    job->ttfb_ms =
+        curl_easy_getinfo(job->easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us) == CURLE_OK &&
+                ttfb_us > 0
+            ? ttfb_us / 1000.0
+            : -1;
     if (classify(job, rc) && job->retries < c->conf.retries) {
         retry_later(c, job);
         return;

@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -53,17 +54,24 @@ enum job_result {
 };
 
 struct job {
-    /* the batch's part */
+    /* the batch's part (batch.c says how it uses them) */
     struct buf id;   /* the item's id as JSON text */
     struct buf gold; /* its gold label */
     int has_gold;
+    struct buf text;   /* the item's text */
+    json_t *fields;    /* kept input fields (owned), NULL: none */
     struct buf body;   /* the request body */
+    int kind;          /* enum request_kind of the body */
     int label_retries; /* resends after an answer outside the labels */
+    int *votes;        /* --votes: answers per label, [nlabels] off the labels */
+    int nvotes;        /* votes asked so far */
+    struct buf raw;    /* the model's last answer */
     /* the client's part, valid in the done callback */
     struct buf resp; /* the reply body */
     int attempts;    /* requests sent for this item so far */
     int retries;     /* of them, retries after transient failures */
     double ms;       /* duration of the last request */
+    double ttfb_ms;  /* its time to the first byte of the reply, -1: none */
     long status;     /* its HTTP status, 0 if none */
     enum job_result result;
     enum err_kind err_kind;
@@ -71,9 +79,9 @@ struct job {
     /* private */
     enum job_state state;
     double t_start;
-    int via_backend; /* the last reply carried X-Backend (a backend's answer
-                      * passed on by ollama-proxy) */
-    int plain_404s;  /* tries of this item answered 404 without X-Backend */
+    int via_backend;    /* the last reply carried X-Backend (a backend's answer
+                         * passed on by ollama-proxy) */
+    int plain_404s;     /* tries of this item answered 404 without X-Backend */
     long retry_after_s; /* from the last reply, -1: none */
     CURL *easy;
     struct event *timer;

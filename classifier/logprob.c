@@ -192,8 +192,8 @@ static enum way way_of(const struct seq *q, size_t j, const char *alt, size_t al
     struct slices x = {{t + base, alt, ""}, {off - base, altlen, 0}};
     int same = 0, other = 0;
     for (size_t l = 0; l < nlabels; l++) {
-        struct slices y = {{t + base, esc[l].data, q->term}, {q->s - base, esc[l].len,
-                                                               strlen(q->term)}};
+        struct slices y = {{t + base, esc[l].data, q->term},
+                           {q->s - base, esc[l].len, strlen(q->term)}};
         if ((int)l == chosen) {
             y.p[1] = t + q->s;
             y.n[1] = q->e - q->s;
@@ -280,8 +280,7 @@ static int judge(struct seq *q, const struct labels *labels, int chosen, struct 
     struct buf alt = {0};
     size_t first, last, tops = 0;
     int rc = 0;
-    if (seq_find_value(q) < 0 ||
-        strlen(labels->names[chosen]) != q->e - q->s ||
+    if (seq_find_value(q) < 0 || strlen(labels->names[chosen]) != q->e - q->s ||
         strncasecmp(labels->names[chosen], q->text.data + q->s, q->e - q->s) != 0 ||
         escape_labels(labels, esc) < 0)
         return LOGPROB_ENOLABEL;

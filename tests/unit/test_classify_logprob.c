@@ -13,15 +13,15 @@
 #include "labels.h"
 #include "logprob.h"
 
-#define CHECK_NEAR(a, b)                                                                   \
-    do {                                                                                   \
-        double a_ = (a), b_ = (b);                                                         \
-        check_count++;                                                                     \
-        if (!(fabs(a_ - b_) < 1e-9)) {                                                     \
-            check_failures++;                                                              \
-            fprintf(stderr, "%s:%d: %s == %.12g, expected %.12g\n", __FILE__, __LINE__, #a, \
-                    a_, b_);                                                               \
-        }                                                                                  \
+#define CHECK_NEAR(a, b)                                                                           \
+    do {                                                                                           \
+        double a_ = (a), b_ = (b);                                                                 \
+        check_count++;                                                                             \
+        if (!(fabs(a_ - b_) < 1e-9)) {                                                             \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: %s == %.12g, expected %.12g\n", __FILE__, __LINE__, #a, a_,    \
+                    b_);                                                                           \
+        }                                                                                          \
     } while (0)
 
 static struct labels six;
@@ -46,16 +46,17 @@ static int conf_of(const struct labels *l, const char *lp, const char *chosen, d
 static void one_token_labels(void)
 {
     double c;
-    const char *lp = "[{\"token\":\"{\\\"\",\"logprob\":-0.01,\"top_logprobs\":[]},"
-                     "{\"token\":\"label\",\"logprob\":0},"
-                     "{\"token\":\"\\\":\\\"\",\"logprob\":-0.2,"
-                     " \"top_logprobs\":[{\"token\":\"\\\":\\\"\",\"logprob\":-0.2},"
-                     "  {\"token\":\"\\\": \\\"\",\"logprob\":-1.7}]},"
-                     "{\"token\":\"bug\",\"logprob\":-0.1,\"top_logprobs\":["
-                     "  {\"token\":\"bug\",\"logprob\":-0.1},{\"token\":\"billing\",\"logprob\":-2.5},"
-                     "  {\"token\":\"\\n\",\"logprob\":-3},{\"token\":\"praise\",\"logprob\":-4}]},"
-                     "{\"token\":\"\\\"}\",\"logprob\":0,\"top_logprobs\":[{\"token\":\"\\\"}\","
-                     "\"logprob\":0}]}]";
+    const char *lp =
+        "[{\"token\":\"{\\\"\",\"logprob\":-0.01,\"top_logprobs\":[]},"
+        "{\"token\":\"label\",\"logprob\":0},"
+        "{\"token\":\"\\\":\\\"\",\"logprob\":-0.2,"
+        " \"top_logprobs\":[{\"token\":\"\\\":\\\"\",\"logprob\":-0.2},"
+        "  {\"token\":\"\\\": \\\"\",\"logprob\":-1.7}]},"
+        "{\"token\":\"bug\",\"logprob\":-0.1,\"top_logprobs\":["
+        "  {\"token\":\"bug\",\"logprob\":-0.1},{\"token\":\"billing\",\"logprob\":-2.5},"
+        "  {\"token\":\"\\n\",\"logprob\":-3},{\"token\":\"praise\",\"logprob\":-4}]},"
+        "{\"token\":\"\\\"}\",\"logprob\":0,\"top_logprobs\":[{\"token\":\"\\\"}\","
+        "\"logprob\":0}]}]";
     CHECK_INT(conf_of(&six, lp, "bug", &c), 0);
     CHECK_NEAR(c, exp(-0.1) / (exp(-0.1) + exp(-2.5) + exp(-4)));
 }
@@ -120,12 +121,13 @@ static void shared_prefix(void)
 static void token_across_the_quote(void)
 {
     double c;
-    const char *lp = "[{\"token\":\"{\\\"label\\\":\",\"logprob\":0},"
-                     "{\"token\":\" \\\"bill\",\"logprob\":-0.5,\"top_logprobs\":["
-                     " {\"token\":\" \\\"bug\",\"logprob\":-1.5},{\"token\":\" \\\"\",\"logprob\":-2},"
-                     " {\"token\":\" \\\"sh\",\"logprob\":-2.5},{\"token\":\"\\\"\",\"logprob\":-3}]},"
-                     "{\"token\":\"ing\",\"logprob\":-0.01,\"top_logprobs\":[]},"
-                     "{\"token\":\"\\\"}\",\"logprob\":0}]";
+    const char *lp =
+        "[{\"token\":\"{\\\"label\\\":\",\"logprob\":0},"
+        "{\"token\":\" \\\"bill\",\"logprob\":-0.5,\"top_logprobs\":["
+        " {\"token\":\" \\\"bug\",\"logprob\":-1.5},{\"token\":\" \\\"\",\"logprob\":-2},"
+        " {\"token\":\" \\\"sh\",\"logprob\":-2.5},{\"token\":\"\\\"\",\"logprob\":-3}]},"
+        "{\"token\":\"ing\",\"logprob\":-0.01,\"top_logprobs\":[]},"
+        "{\"token\":\"\\\"}\",\"logprob\":0}]";
     CHECK_INT(conf_of(&six, lp, "billing", &c), 0);
     /* ' "' agrees with every label, '"' (no space) with none: neither counts. */
     double mine = exp(-0.51), other = exp(-1.5) + exp(-2.5);
@@ -174,15 +176,17 @@ static void no_confidence(void)
     double c;
     CHECK_INT(conf_of(&six, "[]", "bug", &c), LOGPROB_ENONE);
     CHECK_INT(logprob_confidence(NULL, &six, 0, &c), LOGPROB_ENONE);
-    CHECK_INT(conf_of(&six, "[{\"token\":\"{\\\"label\\\":\\\"bug\\\"}\",\"logprob\":-0.1}]",
-                      "bug", &c),
-              LOGPROB_ENOTOP);
-    CHECK_INT(conf_of(&six, "[{\"token\":\"{\\\"label\\\":\\\"bug\\\"}\",\"logprob\":-0.1,"
-                            "\"top_logprobs\":[]}]",
+    CHECK_INT(
+        conf_of(&six, "[{\"token\":\"{\\\"label\\\":\\\"bug\\\"}\",\"logprob\":-0.1}]", "bug", &c),
+        LOGPROB_ENOTOP);
+    CHECK_INT(conf_of(&six,
+                      "[{\"token\":\"{\\\"label\\\":\\\"bug\\\"}\",\"logprob\":-0.1,"
+                      "\"top_logprobs\":[]}]",
                       "praise", &c),
               LOGPROB_ENOLABEL);
-    CHECK_INT(conf_of(&six, "[{\"token\":\"{\\\"label\\\":\\\"bu\",\"logprob\":-0.1,"
-                            "\"top_logprobs\":[]}]",
+    CHECK_INT(conf_of(&six,
+                      "[{\"token\":\"{\\\"label\\\":\\\"bu\",\"logprob\":-0.1,"
+                      "\"top_logprobs\":[]}]",
                       "bug", &c),
               LOGPROB_ENOLABEL); /* no closing quote: cut short */
     CHECK_INT(conf_of(&six, "[{\"logprob\":-0.1}]", "bug", &c), LOGPROB_ENONE);
