@@ -34,6 +34,36 @@ def test_keep_fields_and_raw_jsonl():
     sim.stop()
 
 
+def test_new_options_in_a_config_file():
+    """Every new option is a key of -c FILE too (booleans, numbers)."""
+    seen = []
+
+    def handle(headers, doc):
+        seen.append(doc)
+        return 200, {}, C.chat_answer("b")
+
+    srv = C.FakeOllama(handle)
+    conf = C.write_file("new.conf", 'labels = "a,b"; abstain = "other"; raw = true;\n'
+                        'min_confidence = 0.8; votes = 3; vote_temperature = 0.5;\n'
+                        'keep_fields = "text"; limit = 2; seed = 9;\n'
+                        'options = "num_ctx=2048";\n')
+    out = C.fresh("conf-out.jsonl")
+    r = C.classify(["-c", conf, "-i", C.write_file("three.txt", "x\ny\nz\n"), "-o", out,
+                    "-m", "m", "--url", srv.url, "-j", 1])
+    srv.stop()
+    eq(r.rc, 0, "exit %r" % r)
+    rows = C.results(out)
+    eq([(x["label"], x["confidence"], x["review"], x["text"], x["raw"]) for x in rows],
+       [("b", 1.0, False, "x", '{"label": "b"}'), ("b", 1.0, False, "y", '{"label": "b"}')],
+       "limit 2, votes of 3, kept text, raw")
+    eq(seen[-1]["options"], {"temperature": 0.5, "num_ctx": 2048}, "vote temperature, options")
+    eq(seen[-1]["format"]["properties"]["label"]["enum"], ["a", "b", "other"], "abstain")
+    r = C.classify(["-c", C.write_file("bad.conf", "raw = 1;\n"), "-i", "x", "-o", "y", "-m",
+                    "m", "-l", "a,b"])
+    eq(r.rc, 2, "exit %r" % r)
+    ok("raw: expected true or false" in r.err, r.err)
+
+
 def test_csv_output_and_resume():
     """-o FILE.csv: a header, one record per item (quotes, commas and
     newlines kept), readable by any CSV reader; a second run resumes it;
