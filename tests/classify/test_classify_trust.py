@@ -244,6 +244,39 @@ def test_no_logprobs_said_once_then_votes():
     ok(re.search(r"confidence: 3 of 3 labelled items \(votes 3\)", r.err), r.err)
 
 
+def test_mixed_fleet_falls_back_per_item():
+    """Behind a proxy with old and new Ollamas, some replies carry logprobs
+    and some do not: each item without them is voted on alone, new items
+    still ask for logprobs, and it is said once."""
+    seen = []
+
+    def handle(headers, doc):
+        seen.append(doc)
+        body = json.loads(C.chat_answer("bug"))
+        if doc.get("logprobs") and "old" not in C.user_text(doc):
+            body["logprobs"] = [lp('{"label":"', 0),
+                                lp("bug", -0.1, [("bug", -0.1), ("praise", -2.5)]),
+                                lp('"}', 0)]
+        return 200, {}, json.dumps(body).encode()
+
+    srv = C.FakeOllama(handle)
+    out = C.fresh("mixed.jsonl")
+    r = C.classify(["-i", C.write_file("mixed.txt", "new 1\nold 2\nnew 3\nold 4\n"), "-o", out,
+                    "-m", "m", "-l", "bug,praise", "--votes", 3, "--url", srv.url, "-j", 1])
+    srv.stop()
+    eq(r.rc, 0, "exit %r" % r)
+    eq(r.err.count("some replies carry no logprobs"), 1, r.err)
+    ok("gives no logprobs" not in r.err, r.err)
+    rows = {x["id"]: x for x in C.results(out)}
+    want = round(math.exp(-0.1) / (math.exp(-0.1) + math.exp(-2.5)), 4)
+    eq([(rows[i]["confidence"], "votes" in rows[i]) for i in (1, 2, 3, 4)],
+       [(want, False), (1.0, True), (want, False), (1.0, True)], "per item")
+    eq([d.get("logprobs", False) for d in seen],
+       [True, True, False, False, False, True, True, False, False, False],
+       "new items still ask for logprobs; the old ones' votes do not")
+    ok(re.search(r"confidence: 4 of 4 labelled items \(logprobs 2, votes 2\)", r.err), r.err)
+
+
 def test_examples_few_shot():
     """--examples FILE: each example as a user turn and the assistant's
     answer, in file order, before the item; the same prefix for every
