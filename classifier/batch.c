@@ -6,9 +6,11 @@
  * (stop_all). feed() runs after every finished job, so the count in flight
  * never sags while there are items left.
  *
- * Each item read goes one of four ways in feed(): a duplicate id (skipped
- * and named), a malformed line (an error line), an id the results already
- * label (skipped, its label counted), or a job. */
+ * Each item read goes one of six ways in feed(): not picked (--limit,
+ * --sample: not counted anywhere), a duplicate id (skipped and named), a
+ * malformed line (an error line), an id the results already label
+ * (skipped, its label counted), an empty text (recorded without a
+ * request), or a job. What a job's replies become is verdict.c's part. */
 #include "batch.h"
 
 #include <signal.h>
@@ -19,6 +21,7 @@
 
 #include "client.h"
 #include "idset.h"
+#include "verdict.h"
 
 #define DUPS_SHOWN 10 /* duplicate ids named on stderr; the summary counts all */
 
@@ -33,6 +36,7 @@ struct batch {
     size_t nidle;
     struct idset *seen; /* every id read so far */
     unsigned long dups; /* items skipped for a duplicate id */
+    struct verdicts *verdicts;
     int eof, stopping, status;
 };
 
@@ -50,7 +54,10 @@ static struct job *job_get(struct batch *b)
     if (b->ncreated == (size_t)b->conf->jobs)
         return NULL;
     struct job *job = &b->jobs[b->ncreated];
-    if (client_job_init(b->cl, job) < 0) {
+    job->votes = calloc(b->conf->labels->n + 1, sizeof *job->votes);
+    if (!job->votes || client_job_init(b->cl, job) < 0) {
+        free(job->votes);
+        job->votes = NULL;
         client_job_cleanup(job);
         return NULL;
     }
@@ -90,51 +97,12 @@ static void write_failed(struct batch *b, const char *err)
 static void record_error(struct batch *b, struct job *job, enum err_kind k, const char *text)
 {
     char err[256];
-    stats_failed(b->conf->st, k, job->has_gold ? job->gold.data : NULL, job->gold.len);
-    if (results_error(b->conf->out, job->id.data, job->id.len, text, job->attempts, err,
-                      sizeof err) < 0)
+    if (verdict_error(b->verdicts, job, k, text, err, sizeof err) < 0)
         write_failed(b, err);
 }
 
-static void record_label(struct batch *b, struct job *job, int label)
-{
-    char err[256];
-    stats_labelled(b->conf->st, label, job->ms, job->attempts,
-                   job->has_gold ? job->gold.data : NULL, job->gold.len);
-    if (results_label(b->conf->out, job->id.data, job->id.len, b->conf->labels->names[label],
-                      (long)(job->ms + 0.5), job->attempts, err, sizeof err) < 0)
-        write_failed(b, err);
-}
-
-/* A 2xx reply: a label, or one resend for an answer outside the labels.
- * Returns 1 when the job was sent again. */
-static int on_reply(struct batch *b, struct job *job)
-{
-    char what[200], text[260];
-    int label = -1;
-    enum answer a =
-        request_answer(b->conf->labels, job->resp.data, job->resp.len, &label, what, sizeof what);
-    if (a == ANSWER_LABEL) {
-        record_label(b, job, label);
-        return 0;
-    }
-    enum err_kind k = a == ANSWER_OFF_LABEL ? ERR_OFF_LABEL : ERR_BAD_ANSWER;
-    if (job->label_retries < 1 && !b->stopping) {
-        job->label_retries++;
-        stats_retried(b->conf->st, k);
-        if (client_send(b->cl, job) == 0)
-            return 1;
-    }
-    if (a == ANSWER_OFF_LABEL)
-        snprintf(text, sizeof text, "answer outside the labels: \"%s\"", what);
-    else
-        snprintf(text, sizeof text, "bad answer: %s", what);
-    record_error(b, job, k, text);
-    return 0;
-}
-
-/* The endpoint refuses every request (e.g. 404 model not found): say so
- * once and stop without recording anything misleading. */
+/* The endpoint refuses every request (e.g. 401, the proxy's own 404): say
+ * so once and stop without recording anything misleading. */
 static void on_fatal(struct batch *b, struct job *job)
 {
     stats_fatal(b->conf->st, job->err_kind);
@@ -149,35 +117,74 @@ static void on_fatal(struct batch *b, struct job *job)
 static void on_done(struct job *job, void *arg)
 {
     struct batch *b = arg;
+    char err[256];
     if (job->result == JOB_FATAL) {
         on_fatal(b, job);
         return;
     }
-    if (job->result == JOB_REPLY && on_reply(b, job))
-        return;
+    if (job->result == JOB_REPLY) {
+        enum verdict_next next = verdict_reply(b->verdicts, job, b->stopping, err, sizeof err);
+        if (next == VERDICT_AGAIN && client_send(b->cl, job) == 0)
+            return;
+        if (next == VERDICT_AGAIN)
+            record_error(b, job, ERR_NETWORK, "cannot start a request");
+        if (next == VERDICT_WRITE_FAILED)
+            write_failed(b, err);
+    }
     if (job->result == JOB_FAILED)
         record_error(b, job, job->err_kind, job->err);
     job_release(b, job);
     feed(b);
 }
 
-static void input_error(struct batch *b, const struct item *it)
+static void input_error(struct batch *b, struct job *job, const struct item *it)
 {
-    char err[256];
     fprintf(stderr, "ollama-classify: items: %s\n", it->error);
-    stats_failed(b->conf->st, ERR_INPUT, NULL, 0);
-    if (results_error(b->conf->out, it->id, it->id_len, it->error, 0, err, sizeof err) < 0)
-        write_failed(b, err);
+    buf_set(&job->id, it->id, it->id_len);
+    job->has_gold = 0;
+    job->attempts = 0;
+    record_error(b, job, ERR_INPUT, it->error);
 }
 
-/* Hand ITEM to JOB and send it. */
+static int is_blank(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r' && s[i] != '\f' &&
+            s[i] != '\v')
+            return 0;
+    return 1;
+}
+
+/* Hand ITEM to JOB and send it (an empty text is recorded at once). */
 static void start(struct batch *b, struct job *job, const struct item *it)
 {
+    const struct batch_conf *c = b->conf;
+    char err[256];
     buf_set(&job->id, it->id, it->id_len);
     job->has_gold = it->gold != NULL;
     buf_set(&job->gold, it->gold ? it->gold : "", it->gold_len);
-    job->attempts = job->retries = job->label_retries = 0;
-    if (request_body(b->conf->tpl, it->text, it->text_len, &job->body) < 0 ||
+    buf_set(&job->text, it->text, it->text_len);
+    buf_clear(&job->raw);
+    json_decref(job->fields);
+    job->fields = NULL;
+    if (c->nkeep && (job->fields = json_object()))
+        items_fields(c->in, it, c->keep, c->nkeep, job->fields);
+    job->attempts = job->retries = job->label_retries = job->plain_404s = 0;
+    job->ms = 0;
+    job->nvotes = 0;
+    job->kind = verdict_first_kind(b->verdicts);
+    if (is_blank(it->text, it->text_len)) {
+        if (verdict_empty(b->verdicts, job, err, sizeof err) < 0)
+            write_failed(b, err);
+        job_release(b, job);
+        return;
+    }
+    if (job->kind == REQ_VOTE) {
+        memset(job->votes, 0, (c->labels->n + 1) * sizeof *job->votes);
+        job->nvotes = 1;
+    }
+    if (request_body(c->tpl, (enum request_kind)job->kind, it->text, it->text_len, &job->body) <
+            0 ||
         client_send(b->cl, job) < 0) {
         record_error(b, job, ERR_NETWORK, "cannot start a request");
         job_release(b, job);
@@ -210,9 +217,10 @@ static int is_duplicate(struct batch *b, const struct item *it)
 static int is_done(struct batch *b, const struct item *it)
 {
     int label;
-    if (!results_find(b->conf->out, it->id, it->id_len, &label))
+    double conf;
+    if (!results_find(b->conf->out, it->id, it->id_len, &label, &conf))
         return 0;
-    stats_skipped(b->conf->st, label, it->gold, it->gold_len);
+    stats_skipped(b->conf->st, label, conf, it->gold, it->gold_len);
     return 1;
 }
 
@@ -222,7 +230,7 @@ static void feed(struct batch *b)
     struct job *job;
     char err[256];
     while (!b->eof && !b->stopping && (job = job_get(b))) {
-        int rc = items_next(b->conf->in, &it, err, sizeof err);
+        int rc = pick_full(b->conf->pick) ? 0 : items_next(b->conf->in, &it, err, sizeof err);
         if (rc <= 0) {
             job_release(b, job);
             b->eof = 1;
@@ -233,10 +241,10 @@ static void feed(struct batch *b)
             }
             break;
         }
-        if (is_duplicate(b, &it)) {
+        if (!pick_next(b->conf->pick) || is_duplicate(b, &it)) {
             job_release(b, job);
         } else if (it.error) {
-            input_error(b, &it);
+            input_error(b, job, &it);
             job_release(b, job);
         } else if (is_done(b, &it)) {
             job_release(b, job);
@@ -264,7 +272,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     fprintf(stderr, "%sollama-classify: %s: stopping; run the same command again to resume\n",
             isatty(STDERR_FILENO) ? "\n" : "", strsignal((int)sig));
     stats_stopped(b->conf->st, why);
-    stop_all(b, 1);
+    stop_all(b, 130);
 }
 
 static int batch_setup(struct batch *b, const struct batch_conf *conf)
@@ -277,7 +285,8 @@ static int batch_setup(struct batch *b, const struct batch_conf *conf)
     b->idle = calloc((size_t)conf->jobs, sizeof *b->idle);
     b->base = event_base_new();
     b->seen = idset_new();
-    if (!b->jobs || !b->idle || !b->base || !b->seen)
+    b->verdicts = verdict_new(conf);
+    if (!b->jobs || !b->idle || !b->base || !b->seen || !b->verdicts)
         return -1;
     b->cl = client_new(b->base, &cc, conf->st, on_done, b, err, sizeof err);
     b->tick = event_new(b->base, -1, EV_PERSIST, on_tick, b);
@@ -299,6 +308,10 @@ static void batch_cleanup(struct batch *b)
         buf_free(&b->jobs[i].gold);
         buf_free(&b->jobs[i].body);
         buf_free(&b->jobs[i].resp);
+        buf_free(&b->jobs[i].text);
+        buf_free(&b->jobs[i].raw);
+        json_decref(b->jobs[i].fields);
+        free(b->jobs[i].votes);
     }
     client_free(b->cl);
     if (b->tick)
@@ -312,11 +325,13 @@ static void batch_cleanup(struct batch *b)
     free(b->jobs);
     free(b->idle);
     idset_free(b->seen);
+    verdict_free(b->verdicts);
 }
 
-int batch_run(const struct batch_conf *conf)
+int batch_run(const struct batch_conf *conf, int *stopped)
 {
     struct batch b = {0};
+    *stopped = 1;
     if (batch_setup(&b, conf) < 0) {
         fprintf(stderr, "ollama-classify: cannot set up the event loop\n");
         batch_cleanup(&b);
@@ -329,6 +344,7 @@ int batch_run(const struct batch_conf *conf)
         event_base_dispatch(b.base);
     stats_progress(conf->st, 0, 1);
     int status = b.status ? b.status : (stats_errors(conf->st) ? 1 : 0);
+    *stopped = b.stopping;
     batch_cleanup(&b);
     return status;
 }

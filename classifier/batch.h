@@ -6,6 +6,7 @@
 
 #include "items.h"
 #include "labels.h"
+#include "pick.h"
 #include "request.h"
 #include "results.h"
 #include "stats.h"
@@ -20,11 +21,19 @@ struct batch_conf {
     struct items *in;
     struct results *out;
     struct stats *st;
+    struct pick *pick; /* which items to take */
+    int confidence;    /* ask for logprobs */
+    int votes;         /* > 0: the fallback of --votes N */
+    int abstain;       /* index of the abstain label, -1: none */
+    int raw;           /* keep the model's answer */
+    char *const *keep; /* input fields to copy into the results */
+    size_t nkeep;
 };
 
 /* Run the batch to its end. Returns the exit status: 0 every item of this
- * run labelled, 1 some ended in error (or a fatal reply, a failed write, an
- * interruption), 2 when the items could not be read. */
-int batch_run(const struct batch_conf *conf);
+ * run labelled, 1 some ended in error (or a fatal reply, or a failed
+ * write), 2 when the items could not be read, 130 after SIGINT or
+ * SIGTERM. *STOPPED is set when the run stopped before its end. */
+int batch_run(const struct batch_conf *conf, int *stopped);
 
 #endif

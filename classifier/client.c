@@ -34,6 +34,7 @@ struct client {
     struct sock *socks;    /* every struct sock alive */
     unsigned long replies; /* HTTP replies received, any status */
     int has_key;           /* an Authorization header is sent */
+    int proxy_seen;        /* a reply carried X-Backend: the endpoint is ollama-proxy */
 };
 
 /* Per-socket context, attached with curl_multi_assign(). */
@@ -132,8 +133,10 @@ static size_t on_body(char *ptr, size_t size, size_t n, void *arg)
 static size_t on_header(char *ptr, size_t size, size_t n, void *arg)
 {
     struct job *job = arg;
-    static const char name[] = "retry-after:";
+    static const char name[] = "retry-after:", backend[] = "x-backend:";
     (void)size;
+    if (n > sizeof backend && strncasecmp(ptr, backend, sizeof backend - 1) == 0)
+        job->via_backend = 1;
     if (n > sizeof name && strncasecmp(ptr, name, sizeof name - 1) == 0) {
         const char *p = ptr + sizeof name - 1;
         while (p < ptr + n && isspace((unsigned char)*p))
@@ -202,6 +205,7 @@ int client_send(struct client *c, struct job *job)
     buf_clear(&job->resp);
     job->retry_after_s = -1;
     job->status = 0;
+    job->via_backend = 0;
     job->curl_err[0] = '\0';
     curl_easy_setopt(job->easy, CURLOPT_POSTFIELDSIZE, (long)job->body.len);
     curl_easy_setopt(job->easy, CURLOPT_POSTFIELDS, job->body.data);
@@ -301,6 +305,21 @@ static void auth_hint(struct job *job)
         append_err(job, " (the endpoint wants an API key: --api-key or $OLLAMA_API_KEY)");
 }
 
+/* A 404: the rule in client.h. Returns 1 when it may be retried. */
+static int classify_404(struct job *job)
+{
+    job->err_kind = ERR_HTTP_404;
+    if (job->via_backend)
+        return 1;
+    if (job->cl->proxy_seen) {
+        job->result = JOB_FATAL;
+        append_err(job, " (ollama-proxy: no backend has this model)");
+        return 0;
+    }
+    job->plain_404s++;
+    return 1;
+}
+
 /* Sort a finished transfer: reply, retry, item error, or fatal. Returns 1
  * when it may be retried. */
 static int classify(struct job *job, CURLcode rc)
@@ -318,6 +337,8 @@ static int classify(struct job *job, CURLcode rc)
                rc != CURLE_UNSUPPORTED_PROTOCOL;
     }
     job->cl->replies++;
+    if (job->via_backend)
+        job->cl->proxy_seen = 1;
     curl_easy_getinfo(job->easy, CURLINFO_RESPONSE_CODE, &job->status);
     if (job->status >= 200 && job->status < 300) {
         job->result = JOB_REPLY;
@@ -329,11 +350,13 @@ static int classify(struct job *job, CURLcode rc)
         job->err_kind = job->status == 429 ? ERR_HTTP_429 : ERR_HTTP_5XX;
         return 1;
     }
+    if (job->status == 404)
+        return classify_404(job);
     job->err_kind = ERR_HTTP_4XX;
-    if (job->status == 401 || job->status == 403)
+    if (job->status == 401 || job->status == 403) {
         auth_hint(job);
-    if (job->status == 401 || job->status == 403 || job->status == 404)
         job->result = JOB_FATAL;
+    }
     return 0;
 }
 
@@ -347,7 +370,10 @@ static double backoff_ms(struct client *c, const struct job *job)
                                                              : CLIENT_BACKOFF_MAX_S;
         return s * 1000.0 + rand_r(&c->rng) % 250;
     }
-    double ms = BACKOFF_BASE_MS;
+    /* A plain Ollama's 404 will not go away with time: its retries only
+     * rule out a passing fault, on a short schedule. */
+    int fast = job->err_kind == ERR_HTTP_404 && !job->via_backend;
+    double ms = fast ? CLIENT_404_BACKOFF_MS : BACKOFF_BASE_MS;
     for (int i = 1; i < job->retries && ms < BACKOFF_MAX_MS; i++)
         ms *= 2;
     if (ms > BACKOFF_MAX_MS)
@@ -372,6 +398,12 @@ static void finish(struct client *c, struct job *job, CURLcode rc)
     job->state = JOB_IDLE;
     c->in_flight--;
     job->ms = net_now_ms() - job->t_start;
+    curl_off_t ttfb_us = -1;
+    job->ttfb_ms =
+        curl_easy_getinfo(job->easy, CURLINFO_STARTTRANSFER_TIME_T, &ttfb_us) == CURLE_OK &&
+                ttfb_us > 0
+            ? ttfb_us / 1000.0
+            : -1;
     if (classify(job, rc) && job->retries < c->conf.retries) {
         retry_later(c, job);
         return;
@@ -382,6 +414,15 @@ static void finish(struct client *c, struct job *job, CURLcode rc)
     if (job->result == JOB_FAILED && job->err_kind == ERR_CONNECT && c->replies == 0) {
         job->result = JOB_FATAL;
         append_err(job, " (no reply from the endpoint yet: is it running?)");
+    }
+    /* The endpoint said 404 to every try of this item, never through a
+     * backend of a proxy: the model is nowhere. */
+    if (job->result == JOB_FAILED && job->err_kind == ERR_HTTP_404 && !job->via_backend &&
+        job->plain_404s == job->attempts) {
+        char tail[96];
+        job->result = JOB_FATAL;
+        snprintf(tail, sizeof tail, " (the same answer to all %d tries)", job->attempts);
+        append_err(job, tail);
     }
     c->done(job, c->arg);
 }

@@ -15,6 +15,7 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <jansson.h>
 #include <stddef.h>
 
 #include "buf.h"
@@ -28,27 +29,49 @@
 
 enum job_state { JOB_IDLE, JOB_SENDING, JOB_BACKOFF };
 
+/* A 404 (Ollama: "model 'M' not found") is fatal only when the endpoint
+ * itself says the model exists nowhere:
+ * - ollama-proxy adds X-Backend to every reply it passes on from a backend.
+ *   A 404 with X-Backend is one backend's answer (a GPU added mid-run that
+ *   lacks the model, its tags not polled yet): retried like a 5xx, and the
+ *   next try may go to a backend that has the model. After the retries it
+ *   is this item's error, not the run's.
+ * - A 404 without X-Backend from an endpoint that has sent X-Backend before
+ *   is the proxy's own answer: no backend lists the model. Fatal at once.
+ * - Against a plain Ollama (no X-Backend on any reply yet), a 404 is retried
+ *   on a short schedule (CLIENT_404_BACKOFF_MS, doubling), in case a
+ *   balancer of another kind sits in front; the same 404 after the item's
+ *   retries is fatal. */
+#define CLIENT_404_BACKOFF_MS 50.0
+
 enum job_result {
     JOB_REPLY,  /* a 2xx; the body is in resp */
     JOB_FAILED, /* this item failed: err_kind, err */
     JOB_FATAL,  /* every item would fail the same way: 401, 403 (key
-                 * refused), 404 (no such model), a TLS failure before any
-                 * reply, or no connection at all since the start and
-                 * retries spent. err says which; not retried. */
+                 * refused), a 404 that says the model is nowhere (below),
+                 * a TLS failure before any reply, or no connection at all
+                 * since the start and retries spent. err says which. */
 };
 
 struct job {
-    /* the batch's part */
+    /* the batch's part (batch.c says how it uses them) */
     struct buf id;   /* the item's id as JSON text */
     struct buf gold; /* its gold label */
     int has_gold;
+    struct buf text;   /* the item's text */
+    json_t *fields;    /* kept input fields (owned), NULL: none */
     struct buf body;   /* the request body */
+    int kind;          /* enum request_kind of the body */
     int label_retries; /* resends after an answer outside the labels */
+    int *votes;        /* --votes: answers per label, [nlabels] off the labels */
+    int nvotes;        /* votes asked so far */
+    struct buf raw;    /* the model's last answer */
     /* the client's part, valid in the done callback */
     struct buf resp; /* the reply body */
     int attempts;    /* requests sent for this item so far */
     int retries;     /* of them, retries after transient failures */
     double ms;       /* duration of the last request */
+    double ttfb_ms;  /* its time to the first byte of the reply, -1: none */
     long status;     /* its HTTP status, 0 if none */
     enum job_result result;
     enum err_kind err_kind;
@@ -56,6 +79,9 @@ struct job {
     /* private */
     enum job_state state;
     double t_start;
+    int via_backend;    /* the last reply carried X-Backend (a backend's answer
+                         * passed on by ollama-proxy) */
+    int plain_404s;     /* tries of this item answered 404 without X-Backend */
     long retry_after_s; /* from the last reply, -1: none */
     CURL *easy;
     struct event *timer;

@@ -26,6 +26,7 @@ struct items {
     json_t *doc;                    /* JSONL: the current item's object */
     struct csv_record rec;          /* CSV: the current record */
     int col_id, col_text, col_gold; /* CSV columns, -1 if absent */
+    json_t *header;                 /* CSV: the column names */
     size_t ncols;
     struct buf id;      /* the current id as JSON text */
     char err_text[256]; /* the current item's error */
@@ -78,6 +79,9 @@ static int read_csv_header(struct items *r, char *err, size_t errlen)
         r->rec.len[0] -= 3;
     }
     r->ncols = r->rec.n;
+    r->header = json_array();
+    for (size_t i = 0; i < r->rec.n; i++)
+        json_array_append_new(r->header, json_string(r->rec.data.data + r->rec.off[i]));
     r->col_id = column_of(&r->rec, r->id_field);
     r->col_text = column_of(&r->rec, r->text_field);
     r->col_gold = column_of(&r->rec, r->gold_field);
@@ -117,6 +121,30 @@ struct items *items_open(const char *path, const char *format, const char *id_fi
         return NULL;
     }
     return r;
+}
+
+int items_fields(const struct items *r, const struct item *it, char *const *names, size_t n,
+                 json_t *out)
+{
+    int rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        if (r->fmt == ITEMS_JSONL) {
+            json_t *v = json_object_get(r->doc, names[i]);
+            if (v)
+                rc = json_object_set(out, names[i], v);
+        } else if (r->fmt == ITEMS_TEXT) {
+            if (it->text && strcmp(names[i], r->text_field) == 0)
+                rc = json_object_set_new(out, names[i],
+                                         json_stringn_nocheck(it->text, it->text_len));
+        } else {
+            for (size_t c = 0; c < json_array_size(r->header) && c < r->rec.n; c++)
+                if (strcmp(json_string_value(json_array_get(r->header, c)), names[i]) == 0)
+                    rc = json_object_set_new(
+                        out, names[i],
+                        json_stringn_nocheck(r->rec.data.data + r->rec.off[c], r->rec.len[c]));
+        }
+    }
+    return rc;
 }
 
 enum items_format items_format(const struct items *r)
@@ -321,6 +349,7 @@ void items_close(struct items *r)
         fclose(r->f);
     free(r->linebuf);
     json_decref(r->doc);
+    json_decref(r->header);
     csv_record_free(&r->rec);
     buf_free(&r->id);
     free(r);

@@ -43,6 +43,13 @@ struct items *items_open(const char *path, const char *format, const char *id_fi
  * 0 at the end, -1 on a read error (reason in ERR). */
 int items_next(struct items *r, struct item *it, char *err, size_t errlen);
 
+/* Set in OUT (a JSON object) each field named in NAMES (N of them) that
+ * the current item IT has: a JSONL item's values as they are (shared
+ * references), a CSV item's cells as strings, and for text input the line
+ * as the text field. 0, or -1 out of memory. */
+int items_fields(const struct items *r, const struct item *it, char *const *names, size_t n,
+                 json_t *out);
+
 /* The format in use. */
 enum items_format items_format(const struct items *r);
 

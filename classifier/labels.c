@@ -92,6 +92,20 @@ int labels_load(struct labels *l, const char *spec, char *err, size_t errlen)
     return rc;
 }
 
+int labels_add(struct labels *l, const char *name, char *err, size_t errlen)
+{
+    int at = labels_find(l, name, strlen(name));
+    err[0] = '\0';
+    if (at >= 0)
+        return at;
+    if (add_label(l, name, strlen(name), err, errlen) < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    return (int)l->n - 1;
+}
+
 void labels_free(struct labels *l)
 {
     for (size_t i = 0; i < l->n; i++)

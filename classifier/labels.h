@@ -19,6 +19,11 @@ int labels_load(struct labels *l, const char *spec, char *err, size_t errlen);
  * case-insensitively; -1 when it is none of them. */
 int labels_find(const struct labels *l, const char *s, size_t len);
 
+/* Add NAME (trimmed) as a label unless it is one already (then its index
+ * is returned too). Returns its index, or -1 with a reason in ERR (empty,
+ * out of memory). */
+int labels_add(struct labels *l, const char *name, char *err, size_t errlen);
+
 void labels_free(struct labels *l);
 
 #endif

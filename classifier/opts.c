@@ -12,18 +12,20 @@
 #include "client.h"
 #include "version.h"
 
-enum opt_type { OPT_STR, OPT_INT };
+enum opt_type { OPT_STR, OPT_INT, OPT_NUM, OPT_FLAG };
 
 struct opt_row {
     const char *name; /* long flag; the config key is this with '_' for '-' */
     int shortopt;     /* 0: long only */
     enum opt_type type;
-    size_t off;    /* offset in struct opts */
-    long min, max; /* OPT_INT bounds */
+    size_t off;      /* offset in struct opts */
+    double min, max; /* OPT_INT and OPT_NUM bounds */
 };
 
 #define STR(f) OPT_STR, offsetof(struct opts, f), 0, 0
 #define INT(f, lo, hi) OPT_INT, offsetof(struct opts, f), lo, hi
+#define NUM(f, lo, hi) OPT_NUM, offsetof(struct opts, f), lo, hi
+#define FLAG(f) OPT_FLAG, offsetof(struct opts, f), 0, 1
 
 static const struct opt_row rows[] = {
     {"input", 'i', STR(input)},
@@ -40,6 +42,19 @@ static const struct opt_row rows[] = {
     {"retries", 0, INT(retries, 0, 100)},
     {"timeout-s", 0, INT(timeout_s, 1, 86400 * 7)},
     {"api-key", 0, STR(api_key)},
+    {"abstain", 0, STR(abstain)},
+    {"examples", 0, STR(examples)},
+    {"keep-fields", 0, STR(keep_fields)},
+    {"raw", 0, FLAG(raw)},
+    {"confidence", 0, FLAG(confidence)},
+    {"min-confidence", 0, NUM(min_confidence, 0, 1)},
+    {"votes", 0, INT(votes, 2, 100)},
+    {"vote-temperature", 0, NUM(vote_temperature, 0.01, 5)},
+    {"limit", 0, INT(limit, 1, 1e15)},
+    {"sample", 0, INT(sample, 1, 1e15)},
+    {"seed", 0, INT(seed, 0, 4294967295.0)},
+    {"options", 0, STR(options)},
+    {"rescore", 0, FLAG(rescore)},
     {"config", 'c', STR(config)},
 };
 #define NROWS (sizeof rows / sizeof rows[0])
@@ -49,18 +64,20 @@ _Static_assert(CLIENT_BACKOFF_MAX_S == 30, "update --retries in usage_text");
 
 static const char usage_text[] =
     "usage: ollama-classify -i ITEMS -o RESULTS -m MODEL -l LABELS [options]\n"
+    "       ollama-classify --rescore -o RESULTS -l LABELS --gold-field F [-i ITEMS]\n"
     "\n"
     "Label every item of ITEMS with one of LABELS by asking an Ollama endpoint\n"
-    "(POST /api/chat, many requests in flight); one JSONL line per item in RESULTS.\n"
+    "(POST /api/chat, many requests in flight); one result per item in RESULTS.\n"
     "\n"
     "  -i, --input FILE      items: .jsonl (one object a line), .csv (header row),\n"
     "                        anything else one text a line; - is stdin. An id\n"
     "                        that comes again is skipped with a warning\n"
-    "  -o, --output FILE     results (JSONL); if it exists, labelled ids are\n"
-    "                        skipped and new lines appended (resume), after\n"
-    "                        cutting off a torn last line left by a kill\n"
+    "  -o, --output FILE     results: CSV if FILE ends in .csv, else JSONL; if it\n"
+    "                        exists, labelled ids are skipped and new lines\n"
+    "                        appended (resume), after cutting off a torn last\n"
+    "                        line left by a kill\n"
     "  -m, --model MODEL     model name\n"
-    "  -l, --labels LABELS   a,b,c or @FILE with one label a line\n"
+    "  -l, --labels LABELS   a,b,c or @FILE with one label a line (two at least)\n"
     "      --url URL         endpoint (default $OLLAMA_HOST, else\n"
     "                        http://127.0.0.1:11434)\n"
     "  -j, --jobs N          requests in flight (default 200)\n"
@@ -71,8 +88,38 @@ static const char usage_text[] =
     "      --prompt-file F   system prompt template; {{labels}} is replaced\n"
     "      --format FMT      auto (default: by extension; stdin by its first\n"
     "                        character), jsonl, csv or text\n"
+    "\n"
+    "Labels you can trust:\n"
+    "      --abstain LABEL   a label the model may choose when none fits (added\n"
+    "                        to the labels; the prompt says so). Empty or blank\n"
+    "                        texts are never sent: they get LABEL, or without\n"
+    "                        --abstain an error of kind \"empty\"\n"
+    "      --examples FILE   few-shot examples (JSONL or CSV with a text and a\n"
+    "                        label field), put in the prompt in file order\n"
+    "      --confidence      ask for the answer's logprobs (Ollama 0.12.11 or\n"
+    "                        newer) and write the chosen label's probability\n"
+    "                        against the other labels as \"confidence\"\n"
+    "      --min-confidence P  --confidence, and mark items under P with\n"
+    "                        \"review\":true; the summary counts them\n"
+    "      --votes N         when the endpoint gives no logprobs, ask N times\n"
+    "                        at --vote-temperature (default 0.7): the label is\n"
+    "                        the most common answer, its share the confidence\n"
+    "      --options SPEC    model options for every request: k=v,k=v or a JSON\n"
+    "                        object (num_ctx=8192,think=false,keep_alive=30m;\n"
+    "                        think and keep_alive go to the request itself)\n"
+    "\n"
+    "Results you can review:\n"
+    "      --keep-fields F,G copy these input fields into every result\n"
+    "      --raw             keep the model's answer as \"raw\"\n"
+    "      --limit N         only the first N items (a dry run)\n"
+    "      --sample N        N items drawn at random, the same for the same\n"
+    "                        --seed (default 1) and input\n"
+    "      --rescore         no request: read RESULTS (gold from --gold-field in\n"
+    "                        its lines, or in ITEMS by id) and print the report\n"
+    "\n"
     "      --retries N       tries after the first on connect errors, timeouts,\n"
-    "                        429 and 5xx (default 5), with backoff and jitter up\n"
+    "                        429, 5xx and a 404 of one backend behind\n"
+    "                        ollama-proxy (default 5), with backoff and jitter up\n"
     "                        to 30 s; a Retry-After is honoured, capped at 30 s\n"
     "      --timeout-s N     per request (default 600)\n"
     "      --api-key KEY     sent as \"Authorization: Bearer KEY\" on every request\n"
@@ -80,14 +127,16 @@ static const char usage_text[] =
     "                        $OLLAMA_API_KEY or api_key in -c FILE keep it out of\n"
     "                        the process list; a refused key (401/403) stops the run\n"
     "  -c, --config FILE     libconfig file with any of the above as keys\n"
-    "                        (model = \"llama3\"; jobs = 200; id_field = \"id\"; ...)\n"
+    "                        (model = \"llama3\"; jobs = 200; raw = true; ...)\n"
     "  -h, --help            this text\n"
     "      --version         print the version\n"
     "\n"
     "Exit status: 0 every item labelled, 1 some items ended in error, or the\n"
     "run stopped at once because every request would fail the same way (no\n"
-    "such model, API key refused, TLS failure, nothing listening), 2 bad usage\n"
-    "or unreadable input.\n";
+    "such model: ollama-proxy's own 404, or a plain Ollama's 404 to every try\n"
+    "of an item; API key refused, TLS failure, nothing listening), 2 bad usage\n"
+    "or unreadable input, 130 stopped by SIGINT or SIGTERM (run the same\n"
+    "command again to resume).\n";
 
 static char **field_str(struct opts *o, const struct opt_row *r)
 {
@@ -99,24 +148,40 @@ static long *field_int(struct opts *o, const struct opt_row *r)
     return (long *)((char *)o + r->off);
 }
 
+static double *field_num(struct opts *o, const struct opt_row *r)
+{
+    return (double *)((char *)o + r->off);
+}
+
 /* Store VALUE (a flag argument or config string) for row R. */
 static int set_value(struct opts *o, const struct opt_row *r, const char *value, const char *what,
                      char *err, size_t errlen)
 {
+    char *end;
     if (r->type == OPT_STR) {
         char **f = field_str(o, r);
         free(*f);
         *f = strdup(value);
         return *f ? 0 : -1;
     }
-    char *end;
-    long v = strtol(value, &end, 10);
-    if (!*value || *end || v < r->min || v > r->max) {
-        snprintf(err, errlen, "bad value '%s' for %s (an integer %ld..%ld)", value, what, r->min,
-                 r->max);
+    if (r->type == OPT_FLAG) {
+        *field_int(o, r) = 1;
+        return 0;
+    }
+    double v = r->type == OPT_NUM ? strtod(value, &end) : (double)strtol(value, &end, 10);
+    if (!*value || *end || !(v >= r->min && v <= r->max)) {
+        if (r->type == OPT_NUM)
+            snprintf(err, errlen, "bad value '%s' for %s (a number %g..%g)", value, what, r->min,
+                     r->max);
+        else
+            snprintf(err, errlen, "bad value '%s' for %s (an integer %.0f..%.0f)", value, what,
+                     r->min, r->max);
         return -1;
     }
-    *field_int(o, r) = v;
+    if (r->type == OPT_NUM)
+        *field_num(o, r) = v;
+    else
+        *field_int(o, r) = (long)v;
     return 0;
 }
 
@@ -156,10 +221,19 @@ static int config_apply(struct opts *o, const config_setting_t *s, const unsigne
             return 0;
         snprintf(what, sizeof what, "%s:%d: %s", file, line, name);
         int t = config_setting_type(s);
-        if (rows[i].type == OPT_INT && (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)) {
-            char num[32];
+        char num[64];
+        if ((rows[i].type == OPT_INT || rows[i].type == OPT_NUM) &&
+            (t == CONFIG_TYPE_INT || t == CONFIG_TYPE_INT64)) {
             snprintf(num, sizeof num, "%lld", config_setting_get_int64(s));
             return set_value(o, &rows[i], num, what, err, errlen);
+        }
+        if (rows[i].type == OPT_NUM && t == CONFIG_TYPE_FLOAT) {
+            snprintf(num, sizeof num, "%.17g", config_setting_get_float(s));
+            return set_value(o, &rows[i], num, what, err, errlen);
+        }
+        if (rows[i].type == OPT_FLAG && t == CONFIG_TYPE_BOOL) {
+            *field_int(o, &rows[i]) = config_setting_get_bool(s);
+            return 0;
         }
         if (rows[i].type == OPT_STR && t == CONFIG_TYPE_STRING)
             return set_value(o, &rows[i], config_setting_get_string(s), what, err, errlen);
@@ -173,8 +247,9 @@ static int config_apply(struct opts *o, const config_setting_t *s, const unsigne
                 snprintf(err, errlen, "%s: expected a list of labels without commas", what);
             return rc;
         }
-        snprintf(err, errlen, "%s: expected %s", what,
-                 rows[i].type == OPT_INT ? "an integer" : "a string");
+        static const char *const expected[] = {"a string", "an integer", "a number",
+                                               "true or false"};
+        snprintf(err, errlen, "%s: expected %s", what, expected[rows[i].type]);
         return -1;
     }
     snprintf(err, errlen, "%s:%d: unknown key '%s'", file, line, name);
@@ -210,7 +285,8 @@ static void build_longopts(struct option *lo, char *shorts)
     *s++ = ':';
     *s++ = 'h';
     for (size_t i = 0; i < NROWS; i++) {
-        lo[n++] = (struct option){rows[i].name, required_argument, NULL, 1000 + (int)i};
+        int has_arg = rows[i].type == OPT_FLAG ? no_argument : required_argument;
+        lo[n++] = (struct option){rows[i].name, has_arg, NULL, 1000 + (int)i};
         if (rows[i].shortopt) {
             *s++ = (char)rows[i].shortopt;
             *s++ = ':';
@@ -265,7 +341,7 @@ static int parse_flags(struct opts *o, int argc, char **argv, unsigned char *giv
             return -1;
         }
         snprintf(what, sizeof what, "--%s", rows[r].name);
-        if (set_value(o, &rows[r], optarg, what, err, errlen) < 0)
+        if (set_value(o, &rows[r], optarg ? optarg : "", what, err, errlen) < 0)
             return -1;
         given[r] = 1;
         /* Blank the key in our argv: from here on ps and /proc/PID/cmdline
@@ -283,10 +359,11 @@ static int parse_flags(struct opts *o, int argc, char **argv, unsigned char *giv
 
 static int check_required(const struct opts *o, char *err, size_t errlen)
 {
-    const char *missing = !o->input    ? "-i ITEMS"
-                          : !o->output ? "-o RESULTS"
-                          : !o->model  ? "-m MODEL"
+    const char *missing = !o->output   ? "-o RESULTS"
                           : !o->labels ? "-l LABELS"
+                          : o->rescore ? NULL
+                          : !o->input  ? "-i ITEMS"
+                          : !o->model  ? "-m MODEL"
                                        : NULL;
     if (missing) {
         snprintf(err, errlen, "missing %s (try --help)", missing);
@@ -297,30 +374,52 @@ static int check_required(const struct opts *o, char *err, size_t errlen)
         snprintf(err, errlen, "bad value '%s' for --format (auto, jsonl, csv or text)", o->format);
         return -1;
     }
+    if (o->limit && o->sample) {
+        snprintf(err, errlen, "--limit and --sample: give one of them");
+        return -1;
+    }
     return 0;
 }
 
-int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
+/* Defaults for what neither the flags nor the config file set. */
+static int fill_defaults(struct opts *o)
 {
-    unsigned char given[NROWS] = {0};
-    err[0] = '\0';
-    o->retries = -1; /* "unset": 0 is a legal value */
-    o->timeout_s = 0;
-    int rc = parse_flags(o, argc, argv, given, err, errlen);
-    if (rc != 0)
-        return rc;
-    if (o->config && config_load(o, given, err, errlen) < 0)
-        return -1;
     if (o->retries < 0)
         o->retries = 5;
     if (!o->timeout_s)
         o->timeout_s = 600;
     if (!o->jobs)
         o->jobs = 200;
+    if (o->seed < 0)
+        o->seed = 1;
+    if (!o->vote_temperature)
+        o->vote_temperature = 0.7;
+    if (o->min_confidence >= 0 || o->votes)
+        o->confidence = 1;
     if (!o->id_field)
         o->id_field = strdup("id");
     if (!o->text_field)
         o->text_field = strdup("text");
+    return o->id_field && o->text_field ? 0 : -1;
+}
+
+int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen)
+{
+    unsigned char given[NROWS] = {0};
+    err[0] = '\0';
+    /* "unset" marks where 0 is a legal value */
+    o->retries = -1;
+    o->seed = -1;
+    o->min_confidence = -1;
+    int rc = parse_flags(o, argc, argv, given, err, errlen);
+    if (rc != 0)
+        return rc;
+    if (o->config && config_load(o, given, err, errlen) < 0)
+        return -1;
+    if (fill_defaults(o) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     return check_required(o, err, errlen);
 }
 

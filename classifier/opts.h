@@ -12,21 +12,34 @@
 #include "buf.h"
 
 struct opts {
-    char *input;       /* -i: items file, "-" for stdin */
-    char *output;      /* -o: results file */
-    char *model;       /* -m */
-    char *labels;      /* -l: "a,b,c" or "@FILE" */
-    char *url;         /* --url, NULL: $OLLAMA_HOST or the default */
-    char *id_field;    /* default "id" */
-    char *text_field;  /* default "text" */
-    char *gold_field;  /* NULL: no accuracy */
-    char *prompt_file; /* NULL: the built-in prompt */
-    char *format;      /* NULL or "auto", "jsonl", "csv", "text" */
-    char *config;      /* -c */
-    char *api_key;     /* --api-key, NULL: $OLLAMA_API_KEY or none; secret */
-    long jobs;         /* -j, default 200 */
-    long retries;      /* default 5 */
-    long timeout_s;    /* default 600 */
+    char *input;             /* -i: items file, "-" for stdin */
+    char *output;            /* -o: results file (.csv: CSV, else JSONL) */
+    char *model;             /* -m */
+    char *labels;            /* -l: "a,b,c" or "@FILE" */
+    char *url;               /* --url, NULL: $OLLAMA_HOST or the default */
+    char *id_field;          /* default "id" */
+    char *text_field;        /* default "text" */
+    char *gold_field;        /* NULL: no accuracy */
+    char *prompt_file;       /* NULL: the built-in prompt */
+    char *format;            /* NULL or "auto", "jsonl", "csv", "text" */
+    char *config;            /* -c */
+    char *api_key;           /* --api-key, NULL: $OLLAMA_API_KEY or none; secret */
+    char *abstain;           /* --abstain LABEL, NULL: none */
+    char *examples;          /* --examples FILE, NULL: none */
+    char *keep_fields;       /* --keep-fields a,b, NULL: none */
+    char *options;           /* --options "k=v,..." or a JSON object, NULL: none */
+    long jobs;               /* -j, default 200 */
+    long retries;            /* default 5 */
+    long timeout_s;          /* default 600 */
+    long votes;              /* --votes N, 0: no fallback */
+    long limit;              /* --limit N, 0: all */
+    long sample;             /* --sample N, 0: all */
+    long seed;               /* --seed, default 1 */
+    long raw;                /* --raw: keep the model's answer */
+    long confidence;         /* --confidence, also set by --min-confidence or --votes */
+    long rescore;            /* --rescore: report on -o without a request */
+    double min_confidence;   /* --min-confidence P, -1: none */
+    double vote_temperature; /* default 0.7 */
 };
 
 /* Fill O from ARGV and, with -c, from the config file.

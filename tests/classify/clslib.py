@@ -68,12 +68,20 @@ def classify(args, env=None, stdin_data=None, timeout=60.0):
 
 
 def start(args, env=None):
-    """Start ollama-classify in the background; returns the Popen (stderr to a file)."""
+    """Start ollama-classify in the background; returns the Popen (stdout and
+    stderr to a file: log_of())."""
     log = open(fresh("classify.log"), "wb")
     p = subprocess.Popen([CLASSIFY] + [str(a) for a in args], stdout=log,
                          stderr=subprocess.STDOUT, env=env_base(env), start_new_session=True)
+    p.log_path = log.name
     _started.append(p)
     return p
+
+
+def log_of(p):
+    """What a classifier started by start() has written to stdout and stderr."""
+    with open(p.log_path, encoding="utf-8", errors="replace") as f:
+        return f.read()
 
 
 def std_args(url, items, out, *extra):

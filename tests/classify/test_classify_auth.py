@@ -60,20 +60,20 @@ def test_key_from_env_and_config():
     txt = items(3)
     # $OLLAMA_API_KEY when there is no flag.
     out = C.fresh("auth-env.jsonl")
-    r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "bug", "--url", srv.url],
+    r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "bug,praise", "--url", srv.url],
                    env={"OLLAMA_API_KEY": GOOD})
     eq(r.rc, 0, "env key %r" % r)
     no_secret(r)
     # api_key in the config file wins over the environment ...
     conf = C.write_file("auth.conf", 'api_key = "%s";\n' % GOOD)
     out = C.fresh("auth-conf.jsonl")
-    r = C.classify(["-c", conf, "-i", txt, "-o", out, "-m", "m", "-l", "bug", "--url", srv.url],
+    r = C.classify(["-c", conf, "-i", txt, "-o", out, "-m", "m", "-l", "bug,praise", "--url", srv.url],
                    env={"OLLAMA_API_KEY": WRONG})
     eq(r.rc, 0, "config key %r" % r)
     no_secret(r)
     # ... and the flag over both; "" means no key at all.
     out = C.fresh("auth-flag.jsonl")
-    r = C.classify(["-c", conf, "-i", txt, "-o", out, "-m", "m", "-l", "bug", "--url", srv.url,
+    r = C.classify(["-c", conf, "-i", txt, "-o", out, "-m", "m", "-l", "bug,praise", "--url", srv.url,
                     "--api-key", ""], env={"OLLAMA_API_KEY": GOOD})
     eq(r.rc, 1, "no key %r" % r)
     ok("wants an API key" in r.err, r.err)
@@ -87,7 +87,7 @@ def test_refused_key_fails_fast():
     txt = items(200)
     for key, status in ((WRONG, 401), (FORBIDDEN, 403)):
         out = C.fresh("auth-bad.jsonl")
-        r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "bug", "-j", 10, "--url",
+        r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "bug,praise", "-j", 10, "--url",
                         srv.url, "--api-key", key], timeout=20)
         eq(r.rc, 1, "exit %r" % r)
         ok(r.secs < 3 * C.SLOW, "failed fast: %.2fs" % r.secs)
@@ -96,7 +96,7 @@ def test_refused_key_fails_fast():
         sent = [h for h, _ in srv.requests if h.get("Authorization") == "Bearer " + key]
         ok(len(sent) <= 10, "no per-item retries: %d requests" % len(sent))
         ok(re.search(r"retries: 0\n", r.err), r.err[-500:])
-        eq(C.results(out), [], "nothing recorded")
+        ok(not os.path.exists(out), "nothing recorded: the empty results file it made is removed")
         no_secret(r)
     srv.stop()
 
@@ -108,7 +108,7 @@ def test_key_never_shown():
     ok("--api-key KEY" in r.out and "OLLAMA_API_KEY" in r.out, r.out)
     r = C.classify(["--help"], env={"OLLAMA_API_KEY": GOOD})
     no_secret(r)
-    r = C.classify(["-i", "x", "-o", C.fresh("x.jsonl"), "-m", "m", "-l", "a", "--api-key",
+    r = C.classify(["-i", "x", "-o", C.fresh("x.jsonl"), "-m", "m", "-l", "a,b", "--api-key",
                     WRONG + "\r\nX-Evil: 1"])
     eq(r.rc, 2, "a key with CR LF %r" % r)
     ok("--api-key" in r.err and len(r.err.strip().splitlines()) == 1, r.err)
@@ -122,7 +122,7 @@ def test_key_never_shown():
         return 200, {}, C.chat_answer("bug")
 
     srv = C.FakeOllama(handle)
-    p = C.start(["-i", items(1), "-o", C.fresh("ps.jsonl"), "-m", "m", "-l", "bug", "--url",
+    p = C.start(["-i", items(1), "-o", C.fresh("ps.jsonl"), "-m", "m", "-l", "bug,praise", "--url",
                  srv.url, "--api-key", GOOD])
     deadline = time.time() + 10 * C.SLOW
     while not srv.requests and time.time() < deadline:

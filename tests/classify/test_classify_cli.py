@@ -28,9 +28,9 @@ def test_help_version_bad_flags():
     r = C.classify(["--version"])
     eq((r.rc, r.out.strip()), (0, "ollama-classify 0.1.0"), "--version")
     for args, word in ((["--bogus"], "--bogus"), (["-x"], "-x"), (["-j", "zero"], "--jobs"),
-                       (["-i", "a", "-o", "b", "-m", "m", "-l", "a", "-j", "0"], "--jobs"),
+                       (["-i", "a", "-o", "b", "-m", "m", "-l", "a,b", "-j", "0"], "--jobs"),
                        (["-i", "a", "-o", "b", "-m", "m"], "-l"),
-                       (["-i", "a", "-o", "b", "-m", "m", "-l", "a", "--retries", "-1"],
+                       (["-i", "a", "-o", "b", "-m", "m", "-l", "a,b", "--retries", "-1"],
                         "--retries"),
                        (["-i"], "-i"),
                        (["-i", "a", "-o", "b", "-m", "m", "-l", "a,,b"], "label")):
@@ -142,13 +142,13 @@ def test_ollama_host_forms():
     eq(sim.stats()["served"], 4, "all four reached the sim")
     # A bare host keeps Ollama's port 11434: the error names it.
     out = C.fresh("h.jsonl")
-    r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "bug", "--retries", 0],
+    r = C.classify(["-i", txt, "-o", out, "-m", "m", "-l", "bug,praise", "--retries", 0],
                    env={"OLLAMA_HOST": "127.0.0.2"})
     eq(r.rc, 1, "nothing at 127.0.0.2:11434 %r" % r)
     ok("http://127.0.0.2:11434" in r.err and "port 11434" in r.err, r.err)
     # --url wins over OLLAMA_HOST.
     out = C.fresh("h.jsonl")
-    r = C.classify(["-i", txt, "-o", out, "-m", "llama3", "-l", "bug", "--url", sim.url],
+    r = C.classify(["-i", txt, "-o", out, "-m", "llama3", "-l", "bug,praise", "--url", sim.url],
                    env={"OLLAMA_HOST": "127.0.0.2:1"})
     eq(r.rc, 0, "--url over OLLAMA_HOST %r" % r)
     sim.stop()
