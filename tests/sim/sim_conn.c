@@ -20,9 +20,10 @@
  * smaller body is read first and the connection kept. That happens when the
  * blob exists (200) or the digest is malformed (400).
  *
- * States of a connection (one request at a time; the filter may read ahead
- * of evhttp only while evhttp is reading, since evhttp stops reading while
- * it answers):
+ * States of a connection (the filter reads ahead of evhttp: evhttp keeps
+ * reading while it writes a reply, to see a hang-up, so a pipelined
+ * request passes through here, and waits in evhttp's input, while the
+ * previous one is answered):
  *   C_HEAD     collecting a request's head
  *   C_LEN      a body of known length: passed on, or digested
  *   C_CHUNKED  a chunked body (size line, data, CRLF, ..., trailers)
@@ -31,12 +32,25 @@
  * The state is owned by the filter bufferevent and freed with it.
  *
  * Output goes straight through, written to the socket at once where it
- * fits, so that evhttp's "written" callback, which a filter fires when the
- * bytes leave it, mostly means on the wire (evhttp closes right after it
- * for Connection: close). A libevent 2.1 filter also holds output added
- * while evhttp has writing disabled, and evhttp adds a reply before it
- * enables writing: the enable does not flush, so a flush is scheduled for
- * the next loop turn (on_output_added). */
+ * fits; the rest waits in the socket's bufferevent. evhttp acts on its
+ * bufferevent's "written" callback: the end of a reply (evhttp_send_done)
+ * reads the next request, or closes the connection. A socket bufferevent
+ * calls it on a later loop turn, once its output has gone into the
+ * kernel. A libevent 2.1 filter calls it when bytes leave the filter:
+ * synchronously, inside the evbuffer_add() of evhttp's last chunk
+ * ("0\r\n\r\n"), before evhttp_send_reply_end() has set the callback to
+ * evhttp_send_done, so the end of a streamed reply went unseen and the
+ * connection hung (a kept-alive connection never read its next request);
+ * and for "Connection: close", when bytes still waited under it, so a
+ * slow reader lost the end of a big reply. So the output filter never
+ * reports progress (libevent then calls nothing) and the filter's
+ * "written" callback is ours to call (on_turn): on a later loop turn, with
+ * writing enabled, when nothing is left in either bufferevent. A turn is
+ * scheduled when evhttp adds output (which also flushes output added
+ * while evhttp had writing disabled: enabling does not flush a 2.1 filter)
+ * and when the socket's bufferevent has written its last queued byte.
+ * (The filter's own write timeout would not see that progress; the sim
+ * sets none on its connections.) */
 #include "sim.h"
 
 #include <event2/buffer.h>
@@ -56,8 +70,9 @@ enum conn_state { C_HEAD, C_LEN, C_CHUNKED, C_DISCARD, C_PASS };
 enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
 
 struct conn {
-    struct bufferevent *bev, *under; /* the filter evhttp sees, the socket's */
-    struct event *flush_ev;          /* pending output left for the next loop */
+    struct bufferevent *bev, *under;   /* the filter evhttp sees, the socket's */
+    struct event *turn;                /* on_turn, scheduled: output to move or report */
+    struct evbuffer_cb_entry *drained; /* on_under_drained on the socket's output */
     enum conn_state st;
     enum chunk_state ch;
     uint64_t left;     /* C_LEN: body bytes left; CH_DATA: of this chunk */
@@ -92,8 +107,11 @@ static void http_date(char *out, size_t len)
     strftime(out, len, "%a, %d %b %Y %H:%M:%S GMT", &tm);
 }
 
-/* Answer the blob request now, straight on the socket (nothing of ours is
- * pending on it: evhttp is reading), and close our side once written. */
+/* Answer the blob request now, straight on the socket, and close our side
+ * once written. Nothing of ours is pending on it when the upload is the
+ * only request in flight. (One pipelined behind a request still being
+ * answered would be answered inside that reply; the clients of
+ * /api/blobs, Go's net/http among them, do not pipeline.) */
 static void answer_early(struct conn *c)
 {
     char date[64], msg[512];
@@ -361,41 +379,72 @@ static enum bufferevent_filter_result on_input(struct evbuffer *src, struct evbu
 /* ---- output ---- */
 
 /* Write what the socket takes now; the rest waits in the socket's
- * bufferevent, behind which nothing may overtake it. */
+ * bufferevent, behind which nothing may overtake it. BEV_NEED_MORE though
+ * all was taken: the filter then calls no "written" callback (on_turn
+ * does). */
 static enum bufferevent_filter_result on_output(struct evbuffer *src, struct evbuffer *dst,
                                                 ev_ssize_t limit, enum bufferevent_flush_mode mode,
                                                 void *ctx)
 {
     struct conn *c = ctx;
     (void)limit, (void)mode;
-    if (evbuffer_get_length(src) == 0)
-        return BEV_NEED_MORE;
-    if (evbuffer_get_length(dst) == 0) {
+    if (evbuffer_get_length(src) > 0 && evbuffer_get_length(dst) == 0) {
         int fd = bufferevent_getfd(c->under);
         while (evbuffer_get_length(src) > 0 && evbuffer_write(src, fd) > 0)
             ;
     }
     evbuffer_add_buffer(dst, src);
-    return BEV_OK;
+    return BEV_NEED_MORE;
 }
 
-static void on_flush(evutil_socket_t fd, short what, void *arg)
+/* Whether evhttp still owns the filter: bufferevent_free() clears the
+ * callbacks, and the filter's last reference may be gone (its finalizer
+ * pending, the socket's bufferevent still writing): then nothing may take a
+ * reference to it again. */
+static int alive(const struct conn *c)
+{
+    bufferevent_data_cb writecb;
+    bufferevent_getcb(c->bev, NULL, &writecb, NULL, NULL);
+    return writecb != NULL;
+}
+
+/* A later loop turn, with evhttp's callbacks set: move output added while
+ * writing was disabled, and once all of it is in the kernel, tell evhttp,
+ * as a socket bufferevent would. */
+static void on_turn(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
+    struct bufferevent *bev = c->bev;
     (void)fd, (void)what;
-    bufferevent_flush(c->bev, EV_WRITE, BEV_NORMAL);
-    bufferevent_decref(c->bev); /* taken when scheduled: may free c */
+    if (alive(c) && (bufferevent_get_enabled(bev) & EV_WRITE)) {
+        if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+            bufferevent_flush(bev, EV_WRITE, BEV_NORMAL);
+        if (evbuffer_get_length(bufferevent_get_output(bev)) == 0 &&
+            evbuffer_get_length(bufferevent_get_output(c->under)) == 0)
+            bufferevent_trigger(bev, EV_WRITE, 0); /* may free the connection */
+    }
+    bufferevent_decref(bev); /* taken when scheduled: may free c */
+}
+
+static void schedule_turn(struct conn *c)
+{
+    if (!alive(c) || event_pending(c->turn, EV_TIMEOUT, NULL))
+        return;
+    bufferevent_incref(c->bev);
+    event_active(c->turn, EV_TIMEOUT, 0);
 }
 
 static void on_output_added(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
 {
-    struct conn *c = arg;
     (void)buf;
-    if (info->n_added == 0 || (bufferevent_get_enabled(c->bev) & EV_WRITE) ||
-        evtimer_pending(c->flush_ev, NULL))
-        return;
-    bufferevent_incref(c->bev);
-    event_active(c->flush_ev, EV_TIMEOUT, 0);
+    if (info->n_added > 0)
+        schedule_turn(arg);
+}
+
+static void on_under_drained(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    if (info->n_deleted > 0 && evbuffer_get_length(buf) == 0)
+        schedule_turn(arg);
 }
 
 static void conn_free(void *ctx)
@@ -403,7 +452,9 @@ static void conn_free(void *ctx)
     struct conn *c = ctx;
     if (c->head)
         evbuffer_free(c->head);
-    event_free(c->flush_ev);
+    /* the socket's bufferevent outlives the filter's context */
+    evbuffer_remove_cb_entry(bufferevent_get_output(c->under), c->drained);
+    event_free(c->turn);
     free(c);
 }
 
@@ -426,7 +477,8 @@ struct bufferevent *conn_new_bev(struct event_base *base, void *arg)
         return NULL;
     }
     c->bev = bev;
-    c->flush_ev = evtimer_new(base, on_flush, c);
+    c->turn = evtimer_new(base, on_turn, c);
     evbuffer_add_cb(bufferevent_get_output(bev), on_output_added, c);
+    c->drained = evbuffer_add_cb(bufferevent_get_output(c->under), on_under_drained, c);
     return bev;
 }

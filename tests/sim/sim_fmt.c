@@ -186,7 +186,7 @@ static void context_ids(struct evbuffer *b, struct job *job)
     char tmp[16];
     evbuffer_add(b, ",\"context\":[", 12);
     for (int i = 0; i < n; i++) {
-        int l = snprintf(tmp, sizeof tmp, i ? ",%d" : "%d", 128000 + (i * 7919) % 4000);
+        int l = snprintf(tmp, sizeof tmp, i ? ",%d" : "%d", 128000 + (i % 4000) * 7919 % 4000);
         evbuffer_add(b, tmp, (size_t)l);
     }
     evbuffer_add(b, "]", 1);
