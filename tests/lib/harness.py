@@ -33,8 +33,11 @@ BUILD = os.environ.get("OP_BUILD_DIR") or os.path.join(SRC, "build")
 SANITIZE = os.environ.get("OP_SANITIZE", "").upper() in ("1", "ON", "TRUE", "YES")
 # Everything runs several times slower under the sanitizers: wall-clock
 # limits in tests are multiplied by SLOW, never tightened.
+# ASan keeps freed memory in a quarantine (256 MiB by default): a test that
+# judges a process's RSS gives it a small one (SMALL_QUARANTINE).
 SLOW = 4.0 if SANITIZE else 1.0
 DATA = os.path.join(SRC, "tests", "data")
+SMALL_QUARANTINE = {"ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:quarantine_size_mb=4"}
 
 _procs = []
 _tmp = tempfile.mkdtemp(prefix="optest-")
@@ -213,12 +216,13 @@ def write_proxy_conf(path, backends, extra="", listen="127.0.0.1:0"):
 
 class Proxy:
     """An ollama-proxy process in front of BACKENDS (as write_proxy_conf's).
-    EXTRA is more config text."""
+    EXTRA is more config text, ENV more environment (ASAN_OPTIONS...)."""
 
-    def __init__(self, backends, extra="", listen="127.0.0.1:0"):
+    def __init__(self, backends, extra="", listen="127.0.0.1:0", env=None):
         self.conf = os.path.join(_tmp, "proxy-%d.conf" % len(_procs))
         write_proxy_conf(self.conf, backends, extra, listen)
-        self.proc = Proc([binary("ollama-proxy"), "-c", self.conf], name="ollama-proxy")
+        self.proc = Proc([binary("ollama-proxy"), "-c", self.conf], name="ollama-proxy",
+                         env=env)
         self.port = self.proc.wait_listen()
         self.url = "http://127.0.0.1:%d" % self.port
 

@@ -6,6 +6,7 @@ import socket
 import time
 
 import aclient
+import harness
 from harness import Proxy, Sim, eq, get, ok, run, wait_until, SLOW
 
 CHAT = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
@@ -94,7 +95,7 @@ def test_slow_reader_back_pressure():
     # 4 MB of stream to a client that does not read: the proxy must pause
     # the upstream instead of buffering it all.
     sim = Sim("--parallel", "2", "--ttft-ms", "0", "--tokens", "40000", "--tokens-per-s", "0")
-    px = Proxy([("gpu0", sim.url, 1)])
+    px = Proxy([("gpu0", sim.url, 1)], env=harness.SMALL_QUARANTINE)
     s = socket.create_connection(("127.0.0.1", px.port))
     # A small receive window, so that the kernel cannot hide the stream.
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)

@@ -234,6 +234,15 @@ static int take_head(struct conn *c, struct evbuffer *src, struct evbuffer *dst)
     struct evbuffer_ptr crlf = evbuffer_search(src, "\r\n\r\n", 4, NULL);
     struct evbuffer_ptr lf = evbuffer_search(src, "\n\n", 2, NULL);
     size_t avail = evbuffer_get_length(src), n;
+    unsigned char first;
+    /* Not the start of a request line (a TLS ClientHello, garbage): evhttp
+     * answers it at once, as Go's server answers 400 and closes, rather
+     * than the filter waiting for a head that never comes. */
+    if (avail && evbuffer_copyout(src, &first, 1) == 1 && !(first >= 'A' && first <= 'Z') &&
+        first != '\r' && first != '\n') {
+        c->st = C_PASS;
+        return 1;
+    }
     if (crlf.pos < 0 && lf.pos < 0) {
         if (avail <= HEAD_MAX)
             return 0;
