@@ -164,7 +164,10 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
         log_error("out of memory");
         return -1;
     }
-    px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
+    if (!(px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px))) {
+        log_error("out of memory");
+        return -1;
+    }
     event_add(px->ev_flush, &flush);
     log_set_buffered(1);
     if (router_start(px) < 0 || health_start(px) < 0 || dnsfleet_apply(px) < 0)

@@ -57,6 +57,7 @@ struct fanout {
     enum fanout_kind kind;
     int stream, started, nsubs, pending;
     struct sub *subs;
+    struct evbuffer *out; /* what is written to the client next (drained by each write) */
     char *model, *dest; /* the model (the copy's source) and the copy's destination */
     char path[64];
 };
@@ -84,6 +85,8 @@ static void fanout_free(struct fanout *f)
     if (f->evcon)
         evhttp_connection_set_closecb(f->evcon, NULL, NULL);
     request_cleanup(&f->h);
+    if (f->out)
+        evbuffer_free(f->out);
     free(f->subs);
     free(f->model);
     free(f->dest);
@@ -106,6 +109,8 @@ static char *failures(struct fanout *f)
     struct evbuffer *b = evbuffer_new();
     char *text = NULL;
     size_t n;
+    if (!b)
+        return strdup("out of memory");
     for (int i = 0; i < f->nsubs; i++) {
         struct sub *u = &f->subs[i];
         if (u->ok)
@@ -113,11 +118,9 @@ static char *failures(struct fanout *f)
         evbuffer_add_printf(b, "%s%s (%s)", evbuffer_get_length(b) ? "; " : "", u->be->name,
                             u->error ? u->error : "no answer");
     }
-    if ((n = evbuffer_get_length(b))) {
-        text = malloc(n + 32);
+    if ((n = evbuffer_get_length(b)) && (text = malloc(n + 32)))
         snprintf(text, n + 32, "%s failed on %.*s", kind_verb[f->kind], (int)n,
                  (char *)evbuffer_pullup(b, -1));
-    }
     evbuffer_free(b);
     return text;
 }
@@ -156,7 +159,7 @@ static void finish(struct fanout *f)
     struct evbuffer *b;
     note_models(f);
     if (f->started) { /* the stream's last line */
-        b = evbuffer_new();
+        b = f->out;
         if (failed) {
             evbuffer_add(b, "{\"error\":", 9);
             jout_cstring(b, failed);
@@ -168,20 +171,18 @@ static void finish(struct fanout *f)
         evhttp_send_reply_chunk(f->h.req, b);
         evhttp_send_reply_end(f->h.req);
         reply_flush(f->evcon);
-        evbuffer_free(b);
         log_line(f, 200, failed ? "fanout-failed" : "fanout");
     } else if (f->kind == FAN_PS) {
         catalog_reply(f->px, &f->h, "/api/ps");
         log_line(f, f->h.status, "fanout");
     } else if (!failed) {
         struct sub *first = &f->subs[0];
-        b = evbuffer_new();
+        b = f->out;
         if (f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE)
             evbuffer_add_printf(b, "{\"status\":\"success\"}");
         else if (first->body)
             evbuffer_add_buffer(b, first->body);
         reply_text(&f->h, first->status ? first->status : 200, b);
-        evbuffer_free(b);
         log_line(f, f->h.status, "fanout");
     } else {
         for (int i = 0; i < f->nsubs; i++)
@@ -244,16 +245,14 @@ static void on_line(struct sub *u, const char *line, size_t n)
     } else if (!f->evcon) {
         ; /* the client has gone */
     } else {
-        struct evbuffer *b = evbuffer_new();
         json_object_set_new(o, "backend", json_string(u->be->name));
         if ((text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
-            evbuffer_add_printf(b, "%s\n", text);
+            evbuffer_add_printf(f->out, "%s\n", text);
             free(text);
-            f->h.bytes += evbuffer_get_length(b);
-            evhttp_send_reply_chunk(f->h.req, b);
+            f->h.bytes += evbuffer_get_length(f->out);
+            evhttp_send_reply_chunk(f->h.req, f->out);
             reply_flush(f->evcon);
         }
-        evbuffer_free(b);
     }
     json_decref(o);
 }
@@ -398,8 +397,7 @@ static int read_body(struct fanout *f)
             f->dest = strdup(json_string_value(m));
         json_decref(root);
     }
-    request_set_model(&f->h, f->model);
-    return 0;
+    return request_set_model(&f->h, f->model) < 0 ? -1 : 0;
 }
 
 static void send_sub(struct fanout *f, struct sub *u)
@@ -415,7 +413,13 @@ static void send_sub(struct fanout *f, struct sub *u)
     t.body = evhttp_request_get_input_buffer(f->h.req);
     t.length = evhttp_request_get_command(f->h.req) == EVHTTP_REQ_POST;
     reqtext_build(req, &t);
-    u->body = evbuffer_new();
+    if (!(u->body = evbuffer_new())) {
+        evbuffer_drain(req, evbuffer_get_length(req));
+        set_error(u, "out of memory");
+        u->ended = 1;
+        f->pending--;
+        return;
+    }
     u->up = upstream_start(f->px->base, &u->be->target, req, 0, &f->px->uto, &sub_cbs, u);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!u->up) {
@@ -467,16 +471,19 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
     if (kind == FAN_PS && ps_fresh(px)) { /* answers a second old at most */
         catalog_reply(px, head, "/api/ps");
         reqlog_end(px, head, "self");
+        request_cleanup(head);
         return;
     }
-    if (!(f = calloc(1, sizeof *f))) {
+    if (!(f = calloc(1, sizeof *f)) || !(f->out = evbuffer_new())) {
+        free(f);
         reply_error(head, 500, "out of memory", 0);
         reqlog_end(px, head, "no-memory");
+        request_cleanup(head);
         return;
     }
     LIST_INSERT_HEAD(&px->fanouts, f, link);
     proxy_request_begin(px);
-    f->h = *head;
+    f->h = *head; /* what it owns moves with it */
     f->h.be = NULL;
     f->h.t_dispatch = f->h.t_start; /* sent at once: no queue */
     f->px = px;
@@ -538,13 +545,9 @@ void fanout_end_all(struct proxy *px)
                 f->subs[i].up = NULL;
             }
         if (f->started) {
-            struct evbuffer *b = evbuffer_new();
-            if (b) {
-                evbuffer_add(b, line, sizeof line - 1);
-                f->h.bytes += sizeof line - 1;
-                evhttp_send_reply_chunk(f->h.req, b);
-                evbuffer_free(b);
-            }
+            evbuffer_add(f->out, line, sizeof line - 1);
+            f->h.bytes += sizeof line - 1;
+            evhttp_send_reply_chunk(f->h.req, f->out);
             evhttp_connection_set_closecb(f->evcon, NULL, NULL);
             evhttp_send_reply_end(f->h.req);
             reply_flush(f->evcon);

@@ -304,7 +304,6 @@ static void start_reply(struct session *s, long long content_length)
     bufferevent_set_timeouts(bev, NULL, &wtv);
     evhttp_connection_set_closecb(s->evcon, on_client_close, s);
     s->state = S_STREAMING;
-    s->chunk = evbuffer_new();
     evhttp_send_reply_start(s->h.req, s->h.status, s->reason);
     reply_flush(s->evcon);
 }
@@ -326,6 +325,16 @@ static int on_head(void *arg, int status, const char *reason, long long content_
     if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
         s->body = evbuffer_new(); /* sent whole, in one write, on_done */
     else
+        s->chunk = evbuffer_new(); /* scratch for each forwarded chunk */
+    if (!s->body && !s->chunk) { /* out of memory, and nothing sent yet */
+        struct upstream *up = s->up;
+        s->up = NULL;
+        upstream_abort(up);
+        drop_reply_headers(s);
+        fail_session(s, 503, "out of memory", 1, "no-memory");
+        return -1;
+    }
+    if (s->chunk)
         start_reply(s, content_length);
     return 0;
 }
@@ -572,7 +581,7 @@ static void fail_no_backend(struct session *s, int retry_after)
 {
     char msg[NAME_KEY_MAX + 96];
     snprintf(msg, sizeof msg, "no backend in service has model '%s' (every backend that "
-             "serves it is down, drained or disabled)", s->h.model);
+             "serves it is down, drained or disabled)", request_model(&s->h));
     fail_session(s, 503, msg, retry_after, "no-backend");
 }
 
@@ -625,6 +634,7 @@ void session_start(struct proxy *px, const struct session_info *in)
         free(s);
         reply_error(&h, 500, "out of memory", 0);
         reqlog_end(px, &h, "no-memory");
+        request_cleanup(&h);
         return;
     }
     s->px = px;
@@ -641,7 +651,7 @@ void session_start(struct proxy *px, const struct session_info *in)
 
     if (request_mkey(&s->h) && model_unknown(px, request_mkey(&s->h))) {
         char msg[REQUEST_MODEL_MAX + 32];
-        snprintf(msg, sizeof msg, "model '%s' not found", s->h.model);
+        snprintf(msg, sizeof msg, "model '%s' not found", request_model(&s->h));
         fail_session(s, 404, msg, 0, "no-model");
         return;
     }
