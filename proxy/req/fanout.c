@@ -461,25 +461,17 @@ static void refuse(struct fanout *f, int status, const char *msg, int retry_afte
     fanout_free(f);
 }
 
-void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
-                  const char *path)
+/* A fan-out for HEAD (moved in), or NULL after answering 500. */
+static struct fanout *fanout_new(struct proxy *px, struct request *head,
+                                 enum fanout_kind kind, const char *path)
 {
-    struct fanout *f;
-    struct backend **bes;
-    char msg[NAME_KEY_MAX + 64];
-    int n;
-    if (kind == FAN_PS && ps_fresh(px)) { /* answers a second old at most */
-        catalog_reply(px, head, "/api/ps");
-        reqlog_end(px, head, "self");
-        request_cleanup(head);
-        return;
-    }
-    if (!(f = calloc(1, sizeof *f)) || !(f->out = evbuffer_new())) {
+    struct fanout *f = calloc(1, sizeof *f);
+    if (!f || !(f->out = evbuffer_new())) {
         free(f);
         reply_error(head, 500, "out of memory", 0);
         reqlog_end(px, head, "no-memory");
         request_cleanup(head);
-        return;
+        return NULL;
     }
     LIST_INSERT_HEAD(&px->fanouts, f, link);
     proxy_request_begin(px);
@@ -490,31 +482,59 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
     f->evcon = evhttp_request_get_connection(f->h.req);
     f->kind = kind;
     snprintf(f->path, sizeof f->path, "%s", path);
-    if (read_body(f) < 0) {
-        refuse(f, 400, "invalid JSON in request body", 0, "fanout-failed");
-        return;
-    }
-    if (!(bes = calloc((size_t)px->nbackends + 1, sizeof *bes))) {
-        refuse(f, 500, "out of memory", 0, "no-memory");
-        return;
-    }
-    n = targets(f, bes);
-    if (n && !(f->subs = calloc((size_t)n, sizeof *f->subs))) {
+    return f;
+}
+
+/* F's subs, one per target backend; 0, or -1 after answering the client
+ * (no target, or out of memory). */
+static int plan(struct fanout *f)
+{
+    struct backend **bes = calloc((size_t)f->px->nbackends + 1, sizeof *bes);
+    char msg[NAME_KEY_MAX + 64];
+    int n = bes ? targets(f, bes) : 0;
+    if (!bes || (n && !(f->subs = calloc((size_t)n, sizeof *f->subs)))) {
         free(bes);
         refuse(f, 500, "out of memory", 0, "no-memory");
-        return;
+        return -1;
     }
     if (!n) {
         free(bes);
-        if (kind == FAN_DELETE || kind == FAN_COPY || kind == FAN_UNLOAD) {
+        if (f->kind == FAN_DELETE || f->kind == FAN_COPY || f->kind == FAN_UNLOAD) {
             snprintf(msg, sizeof msg, "model '%s' not found", f->model ? f->model : "");
             refuse(f, 404, msg, 0, "no-model");
         } else {
             refuse(f, 503, "no healthy backend", 1, "no-backend");
         }
-        return;
+        return -1;
     }
     f->nsubs = f->pending = n;
+    for (int i = 0; i < n; i++) {
+        f->subs[i].f = f;
+        f->subs[i].be = bes[i];
+        backend_ref(bes[i]);
+    }
+    free(bes);
+    return 0;
+}
+
+void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
+                  const char *path)
+{
+    struct fanout *f;
+    if (kind == FAN_PS && ps_fresh(px)) { /* answers a second old at most */
+        catalog_reply(px, head, "/api/ps");
+        reqlog_end(px, head, "self");
+        request_cleanup(head);
+        return;
+    }
+    if (!(f = fanout_new(px, head, kind, path)))
+        return;
+    if (read_body(f) < 0) {
+        refuse(f, 400, "invalid JSON in request body", 0, "fanout-failed");
+        return;
+    }
+    if (plan(f) < 0)
+        return;
     if (f->stream) { /* progress as it comes: the reply starts now */
         evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
                           "application/x-ndjson");
@@ -522,13 +542,7 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
         evhttp_connection_set_closecb(f->evcon, on_client_close, f);
         f->started = 1;
     }
-    for (int i = 0; i < n; i++) {
-        f->subs[i].f = f;
-        f->subs[i].be = bes[i];
-        backend_ref(bes[i]);
-    }
-    free(bes);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < f->nsubs; i++)
         send_sub(f, &f->subs[i]);
     if (f->pending == 0) /* none could even start */
         finish(f);
