@@ -59,6 +59,7 @@ struct px_config {
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
+    int ipv4_prefix, ipv6_prefix; /* without keys, a client is an address prefix */
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is

@@ -593,9 +593,9 @@ static void on_refused(struct sched_entry *e, enum sched_refusal why, int retry_
                      retry_after, "queue-timeout");
     else if (why == SCHED_NO_BACKEND)
         fail_no_backend(s, retry_after);
-    else
+    else /* pushed out of a full queue by a client with fewer waiting */
         fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
-                     retry_after, "queue-full");
+                     retry_after, "pushed-out");
 }
 
 static const struct sched_ops sched_cbs = {on_granted, on_refused};
