@@ -336,6 +336,14 @@ def b_slow_pull(fb, c, req, lines=5, gap=0.2, status=200, head_delay=0.0):
     return True
 
 
+def b_answer(fb, c, req, status=200, body=b"{}", delay=0.0):
+    """STATUS and BODY after DELAY seconds, the connection kept (a backend
+    that refuses or fails, with the time it takes)."""
+    if delay and fb.halted.wait(delay):
+        return False
+    return fb._reply(c, status, body)
+
+
 def b_flood_pull(fb, c, req, size=200):
     """A pull whose progress never ends: SIZE-byte lines as fast as the
     proxy takes them, until halted."""
