@@ -78,23 +78,24 @@ const struct endpoint *router_find(const char *path)
 
 /* ---- the body ---- */
 
-/* The request is an unload, as Ollama decides it (server/routes.go): an
- * empty prompt (generate) or no messages (chat) with keep_alive zero.
- * A body with a value of the wrong type is none: Ollama refuses it (400),
- * and the proxy lets it take a slot and hear that from the backend. */
+/* The request is an unload or a preload, as Ollama decides them
+ * (server/routes.go): an empty prompt (generate) or no messages (chat),
+ * an unload with keep_alive zero. A body with a value of the wrong type
+ * is neither: Ollama refuses it (400), and the proxy lets it take a slot
+ * and hear that from the backend. Returns 0, PRELOAD_UNLOAD or PRELOAD_LOAD. */
+enum { PRELOAD_UNLOAD = 1, PRELOAD_LOAD };
 static int is_unload(const struct endpoint *ep, const struct jscan_result *js)
 {
-    if (js->keep_alive != JSCAN_KA_ZERO || js->wrong_type)
+    int empty = ep->unload == UNLOAD_PROMPT     ? js->prompt != 1
+                : ep->unload == UNLOAD_MESSAGES ? js->messages != 1
+                                                : 0;
+    if (!empty || js->wrong_type)
         return 0;
-    if (ep->unload == UNLOAD_PROMPT)
-        return js->prompt != 1;
-    if (ep->unload == UNLOAD_MESSAGES)
-        return js->messages != 1;
-    return 0;
+    return js->keep_alive == JSCAN_KA_ZERO ? PRELOAD_UNLOAD : PRELOAD_LOAD;
 }
 
 /* Read the model of R's body, as the backend will (jscan.h), into R; its
- * unload verdict into *UNLOAD. Returns 0, or -1 after answering. */
+ * unload or preload verdict (is_unload) into *UNLOAD. Returns 0, or -1 after answering. */
 static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
 {
     struct evbuffer *b = evhttp_request_get_input_buffer(r->req);
@@ -254,8 +255,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         catalog_reply(px, &r, path);
         goto self;
     }
+    if (unload == PRELOAD_LOAD && !fanout_loadable(px, request_mkey(&r)))
+        unload = 0; /* no backend lists it (yet): routed as one request */
     if (kind == EP_PS || kind == EP_FANOUT || unload) { /* R moves to the fan-out */
-        fanout_start(px, &r, unload ? FAN_UNLOAD : ep->fan, path);
+        fanout_start(px, &r, unload == PRELOAD_LOAD ? FAN_LOAD : unload ? FAN_UNLOAD : ep->fan,
+                     path);
         return;
     }
     /* Reads that never run on a GPU take no slot and wait behind no

@@ -67,8 +67,8 @@ struct fanout {
     char path[64];
 };
 
-static const char *const kind_verb[] = {"pull", "push", "create", "delete", "copy", "unload",
-                                        "ps"};
+static const char *const kind_verb[] = {"pull",   "push", "create", "delete",
+                                        "copy",   "unload", "ps",   "load"};
 
 /* ---- the end ---- */
 
@@ -156,6 +156,34 @@ static void reply_text(struct request *r, int status, struct evbuffer *body)
     reply_send(r, status, body);
 }
 
+/* A preload's reply: the first answer of a backend that loaded the model
+ * (FAILED, of the others, is logged); 0 when none did, or when all
+ * agree on one error status (that status, not 500, goes to the client). */
+static int load_reply(struct fanout *f, const char *failed)
+{
+    struct sub *u = NULL;
+    int same = 1;
+    for (int i = 0; i < f->nsubs && !u; i++)
+        if (f->subs[i].ok)
+            u = &f->subs[i];
+    if (!u) {
+        for (int i = 1; i < f->nsubs; i++)
+            same &= f->subs[i].status == f->subs[0].status;
+        if (!same || f->subs[0].status < 400)
+            return 0;
+        reply_error(&f->h, f->subs[0].status, failed, 0);
+        log_line(f, f->h.status, "fanout-failed");
+        return 1;
+    }
+    if (failed)
+        log_warn("%s; loaded on the others", failed);
+    if (u->body)
+        evbuffer_add_buffer(f->out, u->body);
+    reply_text(&f->h, u->status ? u->status : 200, f->out);
+    log_line(f, f->h.status, failed ? "fanout-partial" : "fanout");
+    return 1;
+}
+
 /* Every sub has ended: the one reply. */
 static void finish(struct fanout *f)
 {
@@ -183,6 +211,8 @@ static void finish(struct fanout *f)
     } else if (f->kind == FAN_PS) {
         catalog_reply(f->px, &f->h, "/api/ps");
         log_line(f, f->h.status, "fanout");
+    } else if (f->kind == FAN_LOAD && load_reply(f, failed)) {
+        ;
     } else if (!failed) {
         struct sub *first = &f->subs[0];
         b = f->out;
@@ -409,6 +439,22 @@ static const struct upstream_cbs sub_cbs = {on_header, on_head, on_body, on_done
 
 /* ---- the start ---- */
 
+/* BE is in service for new work and its /api/tags lists KEY (a preload
+ * goes only where the model is: another backend would answer 404). */
+static int lists(const struct backend *be, const char *key)
+{
+    return !be->removed && be->healthy && be->admin == ADMIN_READY && be->models_known &&
+           !be->models_pending && model_list_has(be->models, key);
+}
+
+int fanout_loadable(const struct proxy *px, const char *mkey)
+{
+    for (int i = 0; mkey && i < px->nbackends; i++)
+        if (lists(px->backends[i], mkey))
+            return 1;
+    return 0;
+}
+
 /* The backends F goes to, into OUT (room for every backend); how many. */
 static int targets(struct fanout *f, struct backend **out)
 {
@@ -422,6 +468,9 @@ static int targets(struct fanout *f, struct backend **out)
                 continue;
             if (f->kind == FAN_DELETE || f->kind == FAN_COPY) {
                 if (!have_key || !backend_serves(be, key))
+                    continue;
+            } else if (f->kind == FAN_LOAD) {
+                if (!have_key || !lists(be, key))
                     continue;
             } else if (f->kind == FAN_UNLOAD) {
                 /* where it is loaded; if nowhere, where it is installed */

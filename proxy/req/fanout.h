@@ -12,6 +12,13 @@
  *   unload               (/api/generate or /api/chat with keep_alive 0 and
  *                        no prompt or messages, what `ollama stop` sends):
  *                        every backend that has the model loaded.
+ *   load                 (/api/generate or /api/chat with no prompt or
+ *                        messages and a keep_alive other than 0: a
+ *                        preload, what `ollama run` sends first): every
+ *                        backend in service whose /api/tags lists the
+ *                        model, so the whole fleet is warm, not one GPU.
+ *                        Answered with the first backend's answer that
+ *                        loaded it; an error only if none did.
  *   ps                   GET /api/ps asked of every healthy backend now
  *                        (answers a second old at most are reused).
  * A success updates the proxy's model lists at once (a pulled model is
@@ -23,7 +30,16 @@
 struct proxy;
 struct request;
 
-enum fanout_kind { FAN_PULL, FAN_PUSH, FAN_CREATE, FAN_DELETE, FAN_COPY, FAN_UNLOAD, FAN_PS };
+enum fanout_kind {
+    FAN_PULL,
+    FAN_PUSH,
+    FAN_CREATE,
+    FAN_DELETE,
+    FAN_COPY,
+    FAN_UNLOAD,
+    FAN_PS,
+    FAN_LOAD
+};
 
 /* Answer the request of HEAD (moved: the caller does not clean it up) by
  * sending it to the backends KIND
@@ -31,6 +47,10 @@ enum fanout_kind { FAN_PULL, FAN_PUSH, FAN_CREATE, FAN_DELETE, FAN_COPY, FAN_UNL
  * answered, and the request recorded (reqlog.h). */
 void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
                   const char *path);
+
+/* 1 when a preload of the model of name key MKEY has a backend to go to
+ * (FAN_LOAD's targets); else it is routed as one request, as any other. */
+int fanout_loadable(const struct proxy *px, const char *mkey);
 
 /* shutdown_timeout_s has passed: end every fan-out the way a client can
  * understand (a stream's in-band {"error":...} line, else 503). */
