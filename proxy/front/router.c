@@ -256,7 +256,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto self;
     }
     if (unload == PRELOAD_LOAD && !fanout_loadable(px, request_mkey(&r)))
-        unload = 0; /* no backend lists it (yet): routed as one request */
+        unload = 0; /* fewer than two list it: routed as one request, retried as one */
     if (kind == EP_PS || kind == EP_FANOUT || unload) { /* R moves to the fan-out */
         fanout_start(px, &r, unload == PRELOAD_LOAD ? FAN_LOAD : unload ? FAN_UNLOAD : ep->fan,
                      path);

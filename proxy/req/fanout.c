@@ -171,7 +171,7 @@ static int load_reply(struct fanout *f, const char *failed)
             same &= f->subs[i].status == f->subs[0].status;
         if (!same || f->subs[0].status < 400)
             return 0;
-        reply_error(&f->h, f->subs[0].status, failed, 0);
+        reply_error(&f->h, f->subs[0].status, failed, f->subs[0].status == 503);
         log_line(f, f->h.status, "fanout-failed");
         return 1;
     }
@@ -449,10 +449,10 @@ static int lists(const struct backend *be, const char *key)
 
 int fanout_loadable(const struct proxy *px, const char *mkey)
 {
+    int n = 0;
     for (int i = 0; mkey && i < px->nbackends; i++)
-        if (lists(px->backends[i], mkey))
-            return 1;
-    return 0;
+        n += lists(px->backends[i], mkey);
+    return n >= 2;
 }
 
 /* The backends F goes to, into OUT (room for every backend); how many. */

@@ -48,8 +48,9 @@ enum fanout_kind {
 void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
                   const char *path);
 
-/* 1 when a preload of the model of name key MKEY has a backend to go to
- * (FAN_LOAD's targets); else it is routed as one request, as any other. */
+/* 1 when a preload of the model of name key MKEY has two backends or more
+ * to go to (FAN_LOAD's targets); else it is routed as one request, as any
+ * other, and so queued and retried (a busy 503, a backend gone) as one. */
 int fanout_loadable(const struct proxy *px, const char *mkey);
 
 /* shutdown_timeout_s has passed: end every fan-out the way a client can
