@@ -190,7 +190,7 @@ const char *backend_state(const struct backend *be)
         return "disabled";
     if (be->admin == ADMIN_DRAIN)
         return be->in_flight ? "draining" : "drained";
-    return be->healthy ? "up" : "down";
+    return !be->healthy ? "down" : be->health_known ? "up" : "unknown";
 }
 
 void backend_set_admin(struct backend *be, enum backend_admin admin)
@@ -241,6 +241,7 @@ void backend_release(struct backend *be)
 void backend_mark_down(struct backend *be, const char *why)
 {
     be->consecutive_ok = 0;
+    be->health_known = 1;
     if (!be->healthy)
         return;
     be->healthy = 0;
@@ -264,5 +265,6 @@ void backend_note_failure(struct backend *be, int fail_after, const char *why)
 void backend_note_success(struct backend *be)
 {
     be->served++;
+    be->health_known = 1;
     be->consecutive_failures = 0;
 }

@@ -39,6 +39,7 @@ struct backend {
      * requests or of the active check; up again only after recover_after
      * checks in a row succeed, so no real request is risked on it. */
     int healthy;
+    int health_known; /* a check passed, a request succeeded or it went down: else "unknown" */
     int consecutive_failures;
     int consecutive_ok;
     char down_reason[160]; /* why it went down, for /proxy/status */
@@ -160,7 +161,9 @@ void backend_note_success(struct backend *be);
 /* Mark BE down now with WHY (once: the first reason is kept). */
 void backend_mark_down(struct backend *be, const char *why);
 
-/* "up", "down", "draining", "drained" or "disabled". */
+/* "up", "down", "unknown" (in service, but nothing heard of it yet: no
+ * check has passed and it has not been marked down), "draining",
+ * "drained" or "disabled". */
 const char *backend_state(const struct backend *be);
 
 #endif

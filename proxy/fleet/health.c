@@ -61,6 +61,7 @@ static void passed(struct backend *be)
 {
     const struct px_config *c = be->px->cfg;
     be->consecutive_failures = 0;
+    be->health_known = 1;
     if (!be->models_known && !be->poll)
         discover_refresh(be->px, be); /* it answers now: what has it got? */
     if (be->healthy || ++be->consecutive_ok < c->health_recover_after)

@@ -41,8 +41,10 @@ static json_t *iso_time(double secs)
 
 static json_t *backend_json(const struct backend *be)
 {
-    json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
-                          be->url, "state", backend_state(be), "healthy", be->healthy,
+    json_t *o = json_pack("{s:s,s:s,s:s,s:o,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
+                          be->url, "state", backend_state(be), "healthy",
+                          be->health_known || !be->healthy ? json_boolean(be->healthy)
+                                                           : json_null(),
                           "in_flight", be->in_flight, "max_concurrent", backend_ceiling(be),
                           "served", (json_int_t)be->served, "failed", (json_int_t)be->failed,
                           "models", names_json(be->models), "loaded", names_json(be->loaded));
@@ -116,11 +118,12 @@ static void reply_status(struct proxy *px, struct request *r)
         json_array_append_new(arr, backend_json(px->backends[i]));
     const struct sched *sc = &px->sched;
     json_t *st =
-        json_pack("{s:o,s:{s:i,s:i,s:i,s:f,s:I,s:f},s:o,s:I,s:i}", "backends", arr, "queue",
+        json_pack("{s:o,s:{s:i,s:i,s:i,s:f,s:I,s:o},s:o,s:I,s:i}", "backends", arr, "queue",
                   "length", sched_length(sc), "max_length", sc->max_length, "retry_after_s",
                   sched_retry_after(&px->sched), "drain_per_s", sc->rate, "grants",
                   (json_int_t)sc->dispatches, "dispatch_us",
-                  sc->dispatches ? sc->dispatch_ns / 1000.0 / (double)sc->dispatches : 0.0,
+                  sc->dispatches ? json_real(sc->dispatch_ns / 1000.0 / (double)sc->dispatches)
+                                 : json_null(),
                   "clients", clients_json(px), "uptime_s",
                   (json_int_t)((net_now_ms() - px->start_ms) / 1000.0), "connections",
                   px->nconns);

@@ -272,6 +272,8 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
     head(o, name, "gauge", help);
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
+        if (which == 2 && be->healthy && !be->health_known)
+            continue; /* unknown: neither 1 nor 0 until a check or a request tells */
         int v = which == 0   ? be->in_flight
                 : which == 1 ? be->max_concurrent
                 : which == 4 ? backend_ceiling(be)
@@ -367,7 +369,7 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
                   "max_concurrent (the runtime control's, if set): an adaptive backend's "
                   "ceiling.", 4);
-    backend_gauge(o, px, "ollama_proxy_backend_healthy", "1 when the health checks pass.", 2);
+    backend_gauge(o, px, "ollama_proxy_backend_healthy", "1 up, 0 down; no sample while unknown (nothing heard yet).", 2);
     backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
     adaptive_causes(o, px);

@@ -3,6 +3,8 @@ that has the model; health is "unknown" until something is known; --check
 sees one server under two names and an open admin surface;
 logging.skip_paths keeps probes out of the access log."""
 import os
+import re
+import socket
 import subprocess
 import time
 
@@ -59,6 +61,51 @@ def test_preload_fans_out():
     r = post(px.url + "/api/generate", {"model": "qwen2.5:7b", "prompt": "x", "stream": False})
     eq(r.status, 200, "a generate")
     px.stop()
+
+
+def mute_server():
+    """A port that takes connections (the kernel's backlog) and never
+    answers: a check of it does not end before health.timeout_s."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    return s, "http://127.0.0.1:%d" % s.getsockname()[1]
+
+
+def healthy_sample(metrics, name):
+    m = re.search(r'^ollama_proxy_backend_healthy\{backend="%s"\} (\S+)$' % name, metrics,
+                  re.M)
+    return m and m.group(1)
+
+
+def test_health_unknown_until_known():
+    """A backend whose first check has not ended is neither up nor down:
+    "unknown" in /proxy/status (healthy null), no sample of
+    ollama_proxy_backend_healthy; once a check passes it is up, once it is
+    marked down, down."""
+    sim = Sim()
+    mute, url = mute_server()
+    px = Proxy([("gpu0", sim.url, 2), ("mute", url, 2)],
+               extra="health = { interval_s = 60; timeout_s = 30; fail_after = 1; };")
+    wait_until(lambda: px.backend("gpu0")["state"] == "up", what="gpu0 checked")
+    b = px.backend("mute")
+    eq((b["state"], b["healthy"]), ("unknown", None), "never heard of: %r" % b)
+    st = px.status()
+    eq(st["queue"]["dispatch_us"], None, "no grant yet: no dispatch time")
+    m = get(px.url + "/metrics").text()
+    eq(healthy_sample(m, "gpu0"), "1", "gpu0 is up")
+    eq(healthy_sample(m, "mute"), None, "no health sample for the unknown one")
+    ok('ollama_proxy_backend_in_flight{backend="mute"} 0' in m, "its other gauges are there")
+    px.stop()
+    # A short check timeout: its first check ends, failing, and with
+    # fail_after 1 it is down; a real success makes a backend known up.
+    px = Proxy([("mute", url, 2)],
+               extra="health = { interval_s = 60; timeout_s = 0.3; fail_after = 1; };")
+    wait_until(lambda: px.backend("mute")["state"] == "down", what="mute marked down")
+    eq(px.backend("mute")["healthy"], False, "down")
+    eq(healthy_sample(get(px.url + "/metrics").text(), "mute"), "0", "its sample is 0")
+    px.stop()
+    mute.close()
 
 
 if __name__ == "__main__":
