@@ -8,7 +8,9 @@
 
 #include <errno.h>
 #include <libconfig.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -624,34 +626,128 @@ void config_free(struct px_config *c)
     free(c);
 }
 
+/* ---- warnings (--check and startup): legal but probably wrong ---- */
+
+/* The addresses HOST resolves to now (NULL: it does not; *RC why). */
+static struct addrinfo *resolve_now(const char *host, int passive, int *rc)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    *rc = getaddrinfo(host && *host ? host : NULL, passive ? "0" : NULL, &hints, &res);
+    return *rc == 0 ? res : NULL;
+}
+
+static int same_addr(const struct sockaddr *a, const struct sockaddr *b)
+{
+    if (a->sa_family != b->sa_family)
+        return 0;
+    if (a->sa_family == AF_INET)
+        return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+               ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+    if (a->sa_family == AF_INET6)
+        return !memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                       &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr));
+    return 0;
+}
+
+/* The first address of RA also in RB, as text into BUF; 0 if none. */
+static int shared_addr(const struct addrinfo *ra, const struct addrinfo *rb, char *buf,
+                       size_t len)
+{
+    for (const struct addrinfo *a = ra; a; a = a->ai_next)
+        for (const struct addrinfo *b = rb; b; b = b->ai_next)
+            if (same_addr(a->ai_addr, b->ai_addr))
+                return getnameinfo(a->ai_addr, a->ai_addrlen, buf, (socklen_t)len, NULL, 0,
+                                   NI_NUMERICHOST) == 0;
+    return 0;
+}
+
+static int is_loopback(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return 0;
+}
+
+/* Backend I's warning into LINE (left "" if none): one server under two
+ * names (the same port at an address both names resolve to: "localhost"
+ * and "127.0.0.1" are one), or a host that does not resolve now. */
+static void backend_warning(const struct px_config *c, int i, struct addrinfo **res,
+                            char *line, size_t len)
+{
+    const struct config_backend *b = &c->backends[i];
+    char addr[INET6_ADDRSTRLEN];
+    int rc;
+    for (int j = 0; j < i && !line[0]; j++) {
+        const struct config_backend *o = &c->backends[j];
+        if (o->port != b->port)
+            continue;
+        if (strcmp(o->host, b->host) == 0)
+            snprintf(line, len, "%s:%d: warning: backends \"%s\" and \"%s\" are one server "
+                     "(%s:%d): its slots are counted twice", c->file, b->line, o->name,
+                     b->name, b->host, b->port);
+    }
+    if (!line[0] && !(res[i] = resolve_now(b->host, 0, &rc)))
+        snprintf(line, len, "%s:%d: warning: backend \"%s\": host \"%s\" does not resolve "
+                 "now (%s); it is tried again when used", c->file, b->line, b->name, b->host,
+                 gai_strerror(rc));
+    for (int j = 0; j < i && !line[0]; j++) {
+        const struct config_backend *o = &c->backends[j];
+        if (o->port == b->port && res[j] && shared_addr(res[j], res[i], addr, sizeof addr))
+            snprintf(line, len, "%s:%d: warning: backends \"%s\" and \"%s\" are one server "
+                     "(\"%s\" and \"%s\" are both %s, port %d): its slots are counted twice",
+                     c->file, b->line, o->name, b->name, o->host, b->host, addr, b->port);
+    }
+}
+
+/* Without keys, a listen address other machines reach opens everything
+ * (the admin endpoints included) to whoever reaches the port. */
+static void listen_warning(const struct px_config *c, char *line, size_t len)
+{
+    struct addrinfo *res, *a;
+    int rc;
+    if (c->nkeys || !(res = resolve_now(c->listen_host, 1, &rc)))
+        return; /* keys; or it does not resolve, and startup says so */
+    for (a = res; a && is_loopback(a->ai_addr); a = a->ai_next)
+        ;
+    if (a)
+        snprintf(line, len, "%s: warning: listen \"%s\" is reachable from other machines and "
+                 "auth.keys is empty: whoever reaches the port may use every backend, drain or "
+                 "disable them, and pull or delete models; add keys (auth.keys), or listen on "
+                 "127.0.0.1", c->file, c->listen);
+    freeaddrinfo(res);
+}
+
+static void add_warning(char *out, size_t outlen, size_t *used, int *n, const char *line)
+{
+    if (!line[0] || *used >= outlen)
+        return;
+    *used += (size_t)snprintf(out + *used, outlen - *used, "%s%s", *n ? "\n" : "", line);
+    (*n)++;
+}
+
 int config_warnings(const struct px_config *c, char *out, size_t outlen)
 {
+    struct addrinfo **res = calloc((size_t)c->nbackends + 1, sizeof *res);
     size_t used = 0;
     int n = 0;
+    char line[700];
     out[0] = '\0';
-    for (int i = 0; i < c->nbackends; i++) {
-        const struct config_backend *b = &c->backends[i];
-        struct addrinfo hints = {0}, *res = NULL;
-        int rc;
-        char line[600];
+    for (int i = 0; res && i < c->nbackends; i++) {
         line[0] = '\0';
-        for (int j = 0; j < i && !line[0]; j++)
-            if (strcmp(c->backends[j].host, b->host) == 0 && c->backends[j].port == b->port)
-                snprintf(line, sizeof line, "%s:%d: warning: backends \"%s\" and \"%s\" are "
-                         "one server (%s:%d): its slots are counted twice", c->file, b->line,
-                         c->backends[j].name, b->name, b->host, b->port);
-        hints.ai_socktype = SOCK_STREAM;
-        if (!line[0] && (rc = getaddrinfo(b->host, NULL, &hints, &res)) != 0)
-            snprintf(line, sizeof line, "%s:%d: warning: backend \"%s\": host \"%s\" does "
-                     "not resolve now (%s); it is tried again when used", c->file, b->line,
-                     b->name, b->host, gai_strerror(rc));
-        if (res)
-            freeaddrinfo(res);
-        if (line[0] && used < outlen) {
-            used += (size_t)snprintf(out + used, outlen - used, "%s%s", n ? "\n" : "", line);
-            n++;
-        }
+        backend_warning(c, i, res, line, sizeof line);
+        add_warning(out, outlen, &used, &n, line);
     }
+    line[0] = '\0';
+    listen_warning(c, line, sizeof line);
+    add_warning(out, outlen, &used, &n, line);
+    for (int i = 0; res && i < c->nbackends; i++)
+        if (res[i])
+            freeaddrinfo(res[i]);
+    free(res);
     return n;
 }
 

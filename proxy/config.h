@@ -69,10 +69,12 @@ struct px_config *config_load(const char *file, char *err, size_t errlen);
 /* Free a config; NULL is a no-op. */
 void config_free(struct px_config *cfg);
 
-/* What is legal but probably wrong: two backends that are one server, a
- * host that does not resolve (blocking: --check and startup only). Writes
- * "FILE:LINE: warning: ..." lines, in file order, into OUT; returns how
- * many. */
+/* What is legal but probably wrong: two backends that are one server (the
+ * same host, or names that resolve to a common address, with the same
+ * port), a host that does not resolve, a listen address other machines
+ * reach with no auth.keys (blocking: --check and startup only). Writes
+ * "FILE:LINE: warning: ..." lines (the listen one "FILE: warning: ..."),
+ * in file order, into OUT; returns how many. */
 int config_warnings(const struct px_config *cfg, char *out, size_t outlen);
 
 /* Print the one-screen summary of --check to stdout. */

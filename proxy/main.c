@@ -96,7 +96,7 @@ int main(int argc, char **argv)
     int check = 0, rc;
     struct proxy px = {0};
     struct px_config *cfg;
-    char err[512];
+    char err[4096]; /* every error or warning of the file */
 
     log_set_name("ollama-proxy");
     for (int i = 1; i < argc; i++) {

@@ -108,5 +108,39 @@ def test_health_unknown_until_known():
     mute.close()
 
 
+def check(conf):
+    p = subprocess.run([binary("ollama-proxy"), "-c", conf, "--check"], capture_output=True,
+                       text=True, timeout=30)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_check_sees_one_server_and_open_admin():
+    """--check: "localhost" and "127.0.0.1" at one port are one server (its
+    slots would be counted twice); a listen address other machines reach
+    with no keys is a warning; neither fails the check."""
+    sim = Sim()
+    conf = os.path.join(_tmp, "check.conf")
+    port = sim.port
+    write_proxy_conf(conf, [("a", "http://localhost:%d" % port, 2),
+                            ("b", "http://127.0.0.1:%d" % port, 2)], listen="0.0.0.0:0")
+    rc, out, err = check(conf)
+    eq(rc, 0, "warnings do not fail the check: %s" % err)
+    ok("OK" in out, out)
+    ok(re.search(r'warning: backends "a" and "b" are one server \("localhost" and '
+                 r'"127.0.0.1" are both 127.0.0.1, port %d\)' % port, err), err)
+    ok('warning: listen "0.0.0.0:0" is reachable from other machines and auth.keys is empty'
+       in err, err)
+    # Loopback, distinct servers: quiet. Keys on a wildcard listen: quiet.
+    other = Sim()
+    write_proxy_conf(conf, [("a", "http://localhost:%d" % port, 2),
+                            ("b", "http://127.0.0.1:%d" % other.port, 2)])
+    rc, out, err = check(conf)
+    eq((rc, err), (0, ""), "no warning")
+    write_proxy_conf(conf, [("a", sim.url, 2)], listen="[::]:0",
+                     extra='auth = { keys = ( { name = "k"; key = "s"; } ); };')
+    rc, out, err = check(conf)
+    eq((rc, err), (0, ""), "keys: no warning")
+
+
 if __name__ == "__main__":
     run(globals())

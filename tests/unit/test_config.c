@@ -141,6 +141,42 @@ int main(void)
                         "resolve") != NULL);
     }
     config_free(c);
+    /* One server under two names: "localhost" resolves to 127.0.0.1 (and
+     * ::1); no keys on a wildcard listen; not on loopback, not with keys. */
+    c = load("listen = \"0.0.0.0:1\";\nbackends = (\n"
+             " { name = \"a\"; url = \"http://localhost:7\"; max_concurrent = 1; },\n"
+             " { name = \"b\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; },\n"
+             " { name = \"c\"; url = \"http://127.0.0.1:8\"; max_concurrent = 1; } );\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        char w[2048];
+        CHECK_INT(config_warnings(c, w, sizeof w), 2);
+        CHECK(strstr(w, ":4: warning: backends \"a\" and \"b\" are one server (\"localhost\" "
+                        "and \"127.0.0.1\" are both 127.0.0.1, port 7)") != NULL);
+        CHECK(strstr(w, ": warning: listen \"0.0.0.0:1\" is reachable from other machines "
+                        "and auth.keys is empty") != NULL);
+    }
+    config_free(c);
+    c = load("listen = \"127.0.0.1:1\";\nbackends = (\n"
+             " { name = \"a\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; } );\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        char w[2048];
+        CHECK_INT(config_warnings(c, w, sizeof w), 0);
+    }
+    config_free(c);
+    c = load("listen = \"[::]:1\";\nbackends = (\n"
+             " { name = \"a\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; } );\n"
+             "auth = { keys = ( { name = \"k\"; key = \"s\"; } ); };\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        char w[2048];
+        CHECK_INT(config_warnings(c, w, sizeof w), 0);
+    }
+    config_free(c);
     unlink(path);
     CHECK_INT(config_load("/nonexistent/x.conf", err, sizeof err) == NULL, 1);
     CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);
