@@ -440,17 +440,54 @@ static int load_auth(const char *file, config_setting_t *root, struct px_config 
     return rc;
 }
 
+/* logging.skip_paths = [ "/", "/api/version" ]: paths (each "/...",
+ * matched whole, the query aside) whose requests write no access-log line. */
+static int load_skip_paths(const char *file, config_setting_t *g, struct px_config *c,
+                           char *err, size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(g, "skip_paths");
+    static const char what[] = "logging.skip_paths must be a list of paths, each starting "
+                               "with \"/\"";
+    int n;
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, what);
+    n = config_setting_length(l);
+    if (!(c->skip_paths = calloc((size_t)n + 1, sizeof *c->skip_paths)))
+        FAIL(l, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v || v[0] != '/' || strchr(v, '?'))
+            FAIL(l, what);
+        if (!(c->skip_paths[c->nskip_paths] = strdup(v)))
+            FAIL(l, "out of memory");
+        c->nskip_paths++;
+    }
+    return 0;
+}
+
+int config_skip_path(const struct px_config *c, const char *path)
+{
+    size_t n = strcspn(path, "?");
+    for (int i = 0; i < c->nskip_paths; i++)
+        if (strlen(c->skip_paths[i]) == n && !memcmp(c->skip_paths[i], path, n))
+            return 1;
+    return 0;
+}
+
 static int load_logging(const char *file, config_setting_t *root, struct px_config *c,
                         char *err, size_t errlen)
 {
-    static const char *const keys[] = {"access", "format"};
+    static const char *const keys[] = {"access", "format", "skip_paths"};
     config_setting_t *g = config_setting_get_member(root, "logging");
     char *format = NULL;
     if (!g)
         return 0;
     if (!config_setting_is_group(g))
         FAIL(g, "\"logging\" must be a group { ... }");
-    if (check_members(file, g, keys, 2, "logging", err, errlen))
+    if (check_members(file, g, keys, 3, "logging", err, errlen) ||
+        load_skip_paths(file, g, c, err, errlen))
         return -1;
     free(c->access_log);
     c->access_log = NULL;
@@ -620,6 +657,9 @@ void config_free(struct px_config *c)
         free(c->resolvers[i]);
     free(c->resolvers);
     free(c->access_log);
+    for (int i = 0; c->skip_paths && i < c->nskip_paths; i++)
+        free(c->skip_paths[i]);
+    free(c->skip_paths);
     free(c->listen);
     free(c->listen_host);
     free(c->file);
@@ -773,7 +813,10 @@ void config_print_summary(const struct px_config *c)
     printf("models           refresh every %gs\n", c->models_refresh_s);
     printf("limits           body %d MiB, %d connections\n", c->max_body_mb, c->max_connections);
     printf("shutdown         %gs\n", c->shutdown_timeout_s);
-    printf("access log       %s, %s\n", c->access_log, c->access_json ? "json" : "text");
+    printf("access log       %s, %s", c->access_log, c->access_json ? "json" : "text");
+    for (int i = 0; i < c->nskip_paths; i++)
+        printf("%s%s", i ? " " : ", not for ", c->skip_paths[i]);
+    printf("\n");
     printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
     for (int i = 0; i < c->nkeys; i++)
         printf("  %-14s admin %s, priority %s, weight %d, max_concurrent %d, max_queued %d\n",

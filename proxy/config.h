@@ -56,6 +56,8 @@ struct px_config {
     char *client_header;      /* auth.client_header: a trusted header naming the client */
     char *access_log;         /* logging.access: "stderr", "off" or a file */
     int access_json;          /* logging.format = "json" */
+    char **skip_paths;        /* logging.skip_paths: no access-log line for these */
+    int nskip_paths;
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
@@ -65,6 +67,10 @@ struct px_config {
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is
  * wrong" in ERR. The caller frees it with config_free(). */
 struct px_config *config_load(const char *file, char *err, size_t errlen);
+
+/* 1 when requests for PATH (a request's path, with or without its query)
+ * write no access-log line (logging.skip_paths). */
+int config_skip_path(const struct px_config *c, const char *path);
 
 /* Free a config; NULL is a no-op. */
 void config_free(struct px_config *cfg);

@@ -5,6 +5,7 @@
 
 #include "accesslog.h"
 #include "backend.h"
+#include "config.h"
 #include "metrics.h"
 #include "net.h"
 #include "proxy.h"
@@ -61,7 +62,8 @@ void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
 {
     double now = net_now_ms();
     int gone = strcmp(outcome, "client-gone") == 0;
-    log_line(r, outcome, now);
+    if (!config_skip_path(px->cfg, r->path)) /* logging.skip_paths: probes */
+        log_line(r, outcome, now);
     count(px, r, gone, now);
     ui_request_ended(px, r->be, r->status, r->path, outcome, r->tokens);
     /* What a backend served teaches its adaptive cap; metadata never ran on

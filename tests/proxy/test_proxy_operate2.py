@@ -142,5 +142,26 @@ def test_check_sees_one_server_and_open_admin():
     eq((rc, err), (0, ""), "keys: no warning")
 
 
+def test_skip_paths_keep_probes_out_of_the_access_log():
+    """logging.skip_paths: requests for those paths (the query aside) write
+    no access-log line; every other request still does."""
+    sim = Sim()
+    log = os.path.join(_tmp, "access-skip.log")
+    px = Proxy([("gpu0", sim.url, 2)],
+               extra='logging = { access = "%s"; skip_paths = [ "/", "/api/version" ]; };' % log)
+    wait_until(lambda: px.backend("gpu0")["state"] == "up", what="gpu0 up")
+    for _ in range(3):
+        eq(get(px.url + "/").status, 200, "GET /")
+        eq(get(px.url + "/api/version").status, 200, "GET /api/version")
+        eq(get(px.url + "/api/version?probe=1").status, 200, "with a query")
+    eq(get(px.url + "/api/tags").status, 200, "GET /api/tags")
+    eq(post(px.url + "/api/generate", {"model": "llama3", "prompt": "x", "stream": False}).status,
+       200, "a generate")
+    px.stop()  # the log is flushed by the end
+    lines = open(log).read().splitlines()
+    logged = [l.split()[1] for l in lines if l.split()[1] != "/proxy/status"]
+    eq(logged, ["/api/tags", "/api/generate"], "only the others have lines: %r" % lines)
+
+
 if __name__ == "__main__":
     run(globals())

@@ -89,6 +89,32 @@ int main(void)
     expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\\n\"; key = \"s\"; } "
                  "); };\n", 3, "key name");
     expect_error("listen = \"x:1\";\n" BE "logging = { format = \"xml\"; };\n", 3, "format");
+    expect_error("listen = \"x:1\";\n" BE "logging = { skip_paths = \"/\"; };\n", 3,
+                 "skip_paths must be a list of paths");
+    expect_error("listen = \"x:1\";\n" BE "logging = { skip_paths = [ \"/\", \"api\" ]; };\n",
+                 3, "skip_paths must be a list of paths");
+    expect_error("listen = \"x:1\";\n" BE "logging = { skip_paths = ( \"/\", 1 ); };\n", 3,
+                 "skip_paths must be a list of paths");
+    /* logging.skip_paths: whole paths, the query aside; none by default. */
+    c = load("listen = \"127.0.0.1:1\";\n" BE, err, sizeof err);
+    CHECK(c != NULL);
+    if (c)
+        CHECK_INT(config_skip_path(c, "/"), 0);
+    config_free(c);
+    c = load("listen = \"127.0.0.1:1\";\n" BE
+             "logging = { skip_paths = [ \"/\", \"/api/version\" ]; };\n", err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->nskip_paths, 2);
+        CHECK_INT(config_skip_path(c, "/"), 1);
+        CHECK_INT(config_skip_path(c, "/?x=1"), 1);
+        CHECK_INT(config_skip_path(c, "/api/version"), 1);
+        CHECK_INT(config_skip_path(c, "/api/version?probe=1"), 1);
+        CHECK_INT(config_skip_path(c, "/api/versions"), 0);
+        CHECK_INT(config_skip_path(c, "/api/versio"), 0);
+        CHECK_INT(config_skip_path(c, "/api/tags"), 0);
+    }
+    config_free(c);
     expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
                  "{ name = \"k\"; key = \"t\"; } ); };\n", 4, "duplicate key name");
     expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
