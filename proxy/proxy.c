@@ -56,6 +56,11 @@ void proxy_reload(struct proxy *px)
     struct px_config *cfg = config_load(px->cfg->file, err, sizeof err);
     if (!cfg) {
         log_error("reload refused, the old config stays: %s", err);
+        {
+            char why[600];
+            snprintf(why, sizeof why, "refused, the old config stays: %s", err);
+            ui_event(px, "reload", NULL, why);
+        }
         return;
     }
     if (fleet_apply(px, cfg) < 0) {
@@ -72,6 +77,11 @@ void proxy_reload(struct proxy *px)
     if (dnsfleet_apply(px) < 0)
         log_error("reload: the dns rows cannot be resolved (out of memory)");
     log_info("reloaded %s: %d backends", cfg->file, px->nbackends);
+    {
+        char why[200];
+        snprintf(why, sizeof why, "reloaded %s: %d backends", cfg->file, px->nbackends);
+        ui_event(px, "reload", NULL, why);
+    }
     proxy_fleet_changed(px); /* new slots, new keys */
 }
 

@@ -87,6 +87,7 @@ static void status_extras(struct proxy *px, json_t *st)
                                                     prio_name[1], by[1], prio_name[2], by[2],
                                                     "retrying", px->sched.retrying));
     json_object_set_new(st, "errors", ui_errors_json(px));
+    json_object_set_new(st, "events", ui_events_json(px));
 }
 
 static json_t *clients_json(struct proxy *px)

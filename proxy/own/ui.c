@@ -32,6 +32,7 @@ extern const size_t ui_page_len;
 struct ui_track {
     char *name;
     const struct backend *be;
+    int seen; /* its health at the last tick: -1 unknown, 0 down, 1 up */
     unsigned long long req_now, tok_now; /* this second so far */
     uint32_t req[UI_HISTORY], tok[UI_HISTORY];
 };
@@ -45,6 +46,13 @@ struct ui_error {
     char why[240];
 };
 
+struct ui_event {
+    time_t t;
+    char kind[16];
+    char backend[64];
+    char why[200];
+};
+
 struct ui {
     struct event *tick;
     struct ui_track **tracks; /* one per backend of px->backends */
@@ -54,6 +62,9 @@ struct ui {
     time_t last_tick;
     struct ui_error errors[UI_ERRORS];
     int ehead, ecount;
+    struct ui_event events[UI_EVENTS];
+    int vhead, vcount;
+    unsigned long long retries_seen; /* px->metrics.retries at the last tick */
 };
 
 /* SRC into OUT[LEN], cut (if it must be) before a UTF-8 sequence rather
@@ -123,6 +134,7 @@ static void tracks_sync(struct proxy *px, struct ui *ui)
         if (!(nt[i] = calloc(1, sizeof *nt[i])) ||
             !(nt[i]->name = strdup(px->backends[i]->name)))
             goto fail;
+        nt[i]->seen = -1;
     }
     for (int j = 0; j < ui->ntracks; j++) {
         int kept = 0;
@@ -156,6 +168,38 @@ static int tracks_match(const struct proxy *px, const struct ui *ui)
 
 /* ---- the tick ---- */
 
+static int health_of(const struct backend *be)
+{
+    return !be->healthy ? 0 : be->health_known ? 1 : -1;
+}
+
+/* What changed since the last tick, into the events: a backend down or
+ * up, requests retried. */
+static void note_changes(struct proxy *px, struct ui *ui)
+{
+    unsigned long long r = px->metrics.retries;
+    char why[200];
+    for (int i = 0; i < ui->ntracks; i++) {
+        struct ui_track *t = ui->tracks[i];
+        int h = health_of(t->be);
+        if (h == t->seen || h < 0)
+            continue;
+        if (h == 0)
+            ui_event(px, "down", t->name, t->be->down_reason);
+        else
+            ui_event(px, "up", t->name,
+                     t->seen == 0 ? "health checks pass again" : "first contact");
+        t->seen = h;
+    }
+    if (r > ui->retries_seen) {
+        snprintf(why, sizeof why, "%llu %s sent to another backend or tried again after a "
+                 "failed try, a busy 503 or a model another backend lists",
+                 r - ui->retries_seen, r - ui->retries_seen == 1 ? "request" : "requests");
+        ui_event(px, "retry", NULL, why);
+    }
+    ui->retries_seen = r;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct proxy *px = arg;
@@ -164,6 +208,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (!tracks_match(px, ui))
         tracks_sync(px, ui);
+    note_changes(px, ui);
     for (int i = 0; i < ui->ntracks; i++) {
         struct ui_track *t = ui->tracks[i];
         t->req[ui->head] = clamp32(t->req_now);
@@ -354,6 +399,36 @@ json_t *ui_errors_json(struct proxy *px)
         json_t *o = json_pack("{s:o,s:i,s:s?,s:s,s:s,s:s}", "time", iso_time(e->t), "status",
                               e->status, "backend", e->backend[0] ? e->backend : NULL, "path",
                               e->path, "outcome", e->outcome, "why", e->why);
+        if (o)
+            json_array_append_new(a, o);
+    }
+    return a;
+}
+
+void ui_event(struct proxy *px, const char *kind, const char *backend, const char *why)
+{
+    struct ui *ui = px->ui;
+    struct ui_event *e;
+    if (!ui)
+        return;
+    e = &ui->events[ui->vhead];
+    e->t = time(NULL);
+    copy_text(e->kind, sizeof e->kind, kind);
+    copy_text(e->backend, sizeof e->backend, backend);
+    copy_text(e->why, sizeof e->why, why);
+    ui->vhead = (ui->vhead + 1) % UI_EVENTS;
+    if (ui->vcount < UI_EVENTS)
+        ui->vcount++;
+}
+
+json_t *ui_events_json(struct proxy *px)
+{
+    struct ui *ui = px->ui;
+    json_t *a = json_array();
+    for (int i = 0; ui && a && i < ui->vcount; i++) {
+        const struct ui_event *e = &ui->events[(ui->vhead - 1 - i + UI_EVENTS) % UI_EVENTS];
+        json_t *o = json_pack("{s:o,s:s,s:s?,s:s}", "time", iso_time(e->t), "kind", e->kind,
+                              "backend", e->backend[0] ? e->backend : NULL, "why", e->why);
         if (o)
             json_array_append_new(a, o);
     }

@@ -22,6 +22,12 @@
  * the proxy or passed on from a backend), or whose stream a backend cut,
  * with when, the backend, the path and why.
  *
+ * The events. The last UI_EVENTS things that happened to the fleet: a
+ * backend down (with its down_reason) or up, a reload (done or refused,
+ * and why), requests retried. Backends and retries are seen by the
+ * one-second tick (a change of state, a growth of the retry counter), so
+ * no request path pays for them and an event is at most a second late.
+ *
  * All of it lives in the loop thread, as the rest of struct proxy. */
 #ifndef PX_UI_H
 #define PX_UI_H
@@ -33,6 +39,7 @@ struct json_t;
 
 #define UI_HISTORY 600 /* one-second samples: the last ten minutes */
 #define UI_ERRORS 20
+#define UI_EVENTS 50
 
 /* Make px->ui and start its sampling timer. Returns 0, or -1 on allocation
  * failure (px->ui stays NULL; every ui_* function then does nothing). */
@@ -60,5 +67,13 @@ struct json_t *ui_history_json(struct proxy *px);
 /* The error ring for /proxy/status's "errors": [{"time","status",
  * "backend","path","outcome","why"}], the newest first. A new reference. */
 struct json_t *ui_errors_json(struct proxy *px);
+
+/* Something happened to the fleet: KIND ("down", "up", "reload",
+ * "retry"...), BACKEND (NULL: none), WHY in words. Strings are copied. */
+void ui_event(struct proxy *px, const char *kind, const char *backend, const char *why);
+
+/* The event ring for /proxy/status's "events": [{"time","kind",
+ * "backend" (absent: none),"why"}], the newest first. A new reference. */
+struct json_t *ui_events_json(struct proxy *px);
 
 #endif

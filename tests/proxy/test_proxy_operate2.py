@@ -4,9 +4,12 @@ sees one server under two names and an open admin surface;
 logging.skip_paths keeps probes out of the access log."""
 import os
 import re
+import signal
 import socket
 import subprocess
 import time
+
+from fakebackend import FakeBackend
 
 from harness import (Proxy, Sim, binary, eq, get, ok, post, run, wait_until, write_proxy_conf,
                      _tmp)
@@ -161,6 +164,52 @@ def test_skip_paths_keep_probes_out_of_the_access_log():
     lines = open(log).read().splitlines()
     logged = [l.split()[1] for l in lines if l.split()[1] != "/proxy/status"]
     eq(logged, ["/api/tags", "/api/generate"], "only the others have lines: %r" % lines)
+
+
+def events(px, kind):
+    return [e for e in px.status().get("events", []) if e["kind"] == kind]
+
+
+def test_status_events():
+    """/proxy/status "events" (the status page's event list): a backend down
+    with its reason and up again, a reload done and one refused with why,
+    requests retried; the newest first."""
+    late = Sim()
+    port = late.port
+    late.stop()
+    fb = FakeBackend("ok", models=("fakeonly:latest",))
+    backends = [("late", "http://127.0.0.1:%d" % port, 2), ("fake", fb.url, 1)]
+    extra = "health = { interval_s = 0.2; fail_after = 1; };"
+    px = Proxy(backends, extra=extra)
+    down = wait_until(lambda: [e for e in events(px, "down") if e["backend"] == "late"],
+                      what="late's down event")
+    ok("health check" in down[0]["why"], "with its reason: %r" % down)
+    late = Sim(port=port)
+    up = wait_until(lambda: [e for e in events(px, "up") if e["backend"] == "late"],
+                    what="late's up event")
+    eq(up[0]["why"], "health checks pass again", "up again: %r" % up)
+    # A retry: the fake answers 503 busy once, then serves.
+    wait_until(lambda: "fakeonly:latest" in str(px.status()), what="discovery")
+    fb.script("busy")
+    r = post(px.url + "/api/generate", {"model": "fakeonly", "prompt": "x", "stream": False})
+    eq(r.status, 200, "served after the busy 503: %r" % r)
+    rt = wait_until(lambda: events(px, "retry"), what="the retry event")
+    ok(rt[0]["why"].startswith("1 request "), rt)
+    # Reloads: done, then refused with the reason.
+    write_proxy_conf(px.conf, backends, extra)
+    px.proc.signal(signal.SIGHUP)
+    rl = wait_until(lambda: events(px, "reload"), what="the reload event")
+    ok(rl[0]["why"].startswith("reloaded ") and "2 backends" in rl[0]["why"], rl)
+    with open(px.conf, "a") as f:
+        f.write("colour = 3;\n")
+    px.proc.signal(signal.SIGHUP)
+    rl = wait_until(lambda: len(events(px, "reload")) == 2 and events(px, "reload"),
+                    what="the refused reload's event")
+    ok(rl[0]["why"].startswith("refused, the old config stays") and "colour" in rl[0]["why"],
+       "newest first, with why: %r" % rl)
+    evs = px.status()["events"]
+    eq([e["time"] for e in evs], sorted([e["time"] for e in evs], reverse=True), "newest first")
+    px.stop()
 
 
 if __name__ == "__main__":
