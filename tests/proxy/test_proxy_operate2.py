@@ -63,7 +63,7 @@ def test_preload_fans_out():
     # A real generate is one request, not a fan-out.
     r = post(px.url + "/api/generate", {"model": "qwen2.5:7b", "prompt": "x", "stream": False})
     eq(r.status, 200, "a generate")
-    px.stop()
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
 
 
 def mute_server():
@@ -99,7 +99,7 @@ def test_health_unknown_until_known():
     eq(healthy_sample(m, "gpu0"), "1", "gpu0 is up")
     eq(healthy_sample(m, "mute"), None, "no health sample for the unknown one")
     ok('ollama_proxy_backend_in_flight{backend="mute"} 0' in m, "its other gauges are there")
-    px.stop()
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
     # A short check timeout: its first check ends, failing, and with
     # fail_after 1 it is down; a real success makes a backend known up.
     px = Proxy([("mute", url, 2)],
@@ -107,7 +107,7 @@ def test_health_unknown_until_known():
     wait_until(lambda: px.backend("mute")["state"] == "down", what="mute marked down")
     eq(px.backend("mute")["healthy"], False, "down")
     eq(healthy_sample(get(px.url + "/metrics").text(), "mute"), "0", "its sample is 0")
-    px.stop()
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
     mute.close()
 
 
@@ -160,7 +160,7 @@ def test_skip_paths_keep_probes_out_of_the_access_log():
     eq(get(px.url + "/api/tags").status, 200, "GET /api/tags")
     eq(post(px.url + "/api/generate", {"model": "llama3", "prompt": "x", "stream": False}).status,
        200, "a generate")
-    px.stop()  # the log is flushed by the end
+    eq(px.stop(), 0, "clean exit")  # the log is flushed by the end
     lines = open(log).read().splitlines()
     logged = [l.split()[1] for l in lines if l.split()[1] != "/proxy/status"]
     eq(logged, ["/api/tags", "/api/generate"], "only the others have lines: %r" % lines)
@@ -209,7 +209,7 @@ def test_status_events():
        "newest first, with why: %r" % rl)
     evs = px.status()["events"]
     eq([e["time"] for e in evs], sorted([e["time"] for e in evs], reverse=True), "newest first")
-    px.stop()
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
 
 
 if __name__ == "__main__":
