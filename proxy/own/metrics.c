@@ -369,7 +369,8 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
                   "max_concurrent (the runtime control's, if set): an adaptive backend's "
                   "ceiling.", 4);
-    backend_gauge(o, px, "ollama_proxy_backend_healthy", "1 up, 0 down; no sample while unknown (nothing heard yet).", 2);
+    backend_gauge(o, px, "ollama_proxy_backend_healthy",
+                  "1 up, 0 down; no sample while unknown (nothing heard yet).", 2);
     backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
     adaptive_causes(o, px);

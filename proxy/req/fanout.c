@@ -67,8 +67,8 @@ struct fanout {
     char path[64];
 };
 
-static const char *const kind_verb[] = {"pull",   "push", "create", "delete",
-                                        "copy",   "unload", "ps",   "load"};
+static const char *const kind_verb[] = {"pull", "push",   "create", "delete",
+                                        "copy", "unload", "ps",     "load"};
 
 /* ---- the end ---- */
 

@@ -16,7 +16,9 @@
  *                        messages and a keep_alive other than 0: a
  *                        preload, what `ollama run` sends first): every
  *                        backend in service whose /api/tags lists the
- *                        model, so the whole fleet is warm, not one GPU.
+ *                        model, so the whole fleet is warm, not one GPU
+ *                        (with fewer than two such, it is one request:
+ *                        fanout_loadable).
  *                        Answered with the first backend's answer that
  *                        loaded it; an error only if none did.
  *   ps                   GET /api/ps asked of every healthy backend now
