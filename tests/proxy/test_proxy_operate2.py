@@ -66,6 +66,34 @@ def test_preload_fans_out():
     eq(px.stop(), 0, "clean exit (ASan: no leak)")
 
 
+def test_preload_partial_and_failed():
+    """A preload that loads on one backend and is refused (busy) by the
+    other is a success with the loading backend's answer; refused by every
+    one with one status, that status (503 with Retry-After), naming them."""
+    sim = Sim(models="qwen2.5:7b")
+    fb = FakeBackend("ok", models=("qwen2.5:7b",))
+    fb2 = FakeBackend("ok", models=("qwen2.5:7b",))
+    px = Proxy([("gpu0", sim.url, 2), ("fake", fb.url, 2)],
+               extra="models = { refresh_s = 600; };")
+    wait_until(lambda: known(px, "gpu0", "fake"), what="discovery")
+    fb.set("busy")
+    r = post(px.url + "/api/generate", {"model": "qwen2.5:7b"})
+    eq((r.status, r.json().get("done_reason")), (200, "load"), "loaded on gpu0: %r" % r)
+    ok(any(q.line.startswith("POST /api/generate") for q in fb.take()), "the fake was asked")
+    wait_until(lambda: "fanout-partial" in px.proc.output(), what="the partial outcome")
+    eq(px.stop(), 0, "clean exit")
+    fb.set("busy")
+    fb2.set("busy")
+    px = Proxy([("a", fb.url, 2), ("b", fb2.url, 2)], extra="models = { refresh_s = 600; };")
+    wait_until(lambda: known(px, "a", "b"), what="discovery")
+    r = post(px.url + "/api/chat", {"model": "qwen2.5:7b"})
+    eq(r.status, 503, "every backend busy: %r" % r)
+    ok("retry-after" in r.headers, "with Retry-After: %r" % r.headers)
+    ok("load failed on a (" in r.json()["error"] and "; b (" in r.json()["error"],
+       "naming both: %r" % r.json())
+    eq(px.stop(), 0, "clean exit")
+
+
 def mute_server():
     """A port that takes connections (the kernel's backlog) and never
     answers: a check of it does not end before health.timeout_s."""
