@@ -48,7 +48,8 @@ static const struct opt opts[] = {
 
 static const char *const top_keys[] = {"listen", "backends", "queue",   "timeouts",
                                        "health", "models",   "limits",  "auth",
-                                       "logging", "resolvers", "shutdown_timeout_s"};
+                                       "logging", "resolvers", "shutdown_timeout_s",
+                                       "cors_origins"};
 static const char *const backend_keys[] = {"name",      "url",     "dns", "max_concurrent",
                                            "resolve_s", "adaptive"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
@@ -475,6 +476,28 @@ static int load_resolvers(const char *file, config_setting_t *root, struct px_co
     return 0;
 }
 
+/* cors_origins = ( "https://chat.example.com", "http://localhost:*" ); the
+ * browser origins allowed to call the proxy (front/cors.c); '*' matches
+ * any run of characters. Default: none. */
+static int load_cors(const char *file, config_setting_t *root, struct px_config *c, char *err,
+                     size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(root, "cors_origins");
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"cors_origins\" must be a list of origins (\"https://host:port\", \"*\")");
+    c->ncors_origins = config_setting_length(l);
+    c->cors_origins = calloc((size_t)c->ncors_origins + 1, sizeof *c->cors_origins);
+    for (int i = 0; i < c->ncors_origins; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v || !*v)
+            FAIL(l, "\"cors_origins\" must be a list of origins (\"https://host:port\", \"*\")");
+        c->cors_origins[i] = strdup(v);
+    }
+    return 0;
+}
+
 static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
 {
     static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
@@ -526,6 +549,7 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     rc |= load_auth(file, root, c, err, errlen);
     rc |= load_logging(file, root, c, err, errlen);
     rc |= load_resolvers(file, root, c, err, errlen);
+    rc |= load_cors(file, root, c, err, errlen);
     return rc;
 }
 
@@ -579,6 +603,9 @@ void config_free(struct px_config *c)
     for (int i = 0; c->resolvers && i < c->nresolvers; i++)
         free(c->resolvers[i]);
     free(c->resolvers);
+    for (int i = 0; c->cors_origins && i < c->ncors_origins; i++)
+        free(c->cors_origins[i]);
+    free(c->cors_origins);
     free(c->access_log);
     free(c->listen);
     free(c->listen_host);

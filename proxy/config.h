@@ -59,6 +59,8 @@ struct px_config {
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
+    char **cors_origins;      /* browser origins allowed (front/cors.c); '*' a wildcard */
+    int ncors_origins;
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is

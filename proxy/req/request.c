@@ -16,6 +16,7 @@ void request_init(struct request *r, struct evhttp_request *evreq, const char *p
     net_copy(r->path, sizeof r->path, path, NULL);
     reply_peer(evreq, r->addr, sizeof r->addr);
     r->tokens = -1;
+    r->prompt_tokens = -1;
     r->t_start = net_now_ms();
 }
 
