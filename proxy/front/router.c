@@ -54,7 +54,7 @@ static const struct endpoint table[] = {
     {"/api/create",            POST, EP_FANOUT,  OLL, WIRE_NDJSON,    FAN_CREATE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
     {"/api/copy",              POST, EP_FANOUT,  OLL, WIRE_NDJSON,    FAN_COPY,   UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
     {"/api/delete",            EVHTTP_REQ_DELETE, EP_FANOUT, OLL, WIRE_NDJSON, FAN_DELETE, UNLOAD_NONE, 0, 0, 1, 1, 0, 0},
-    {"/api/blobs/",            ANY,  EP_PASS,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
+    {"/api/blobs/",            EVHTTP_REQ_HEAD | POST, EP_BLOB, OLL, WIRE_NDJSON, 0, UNLOAD_NONE, 0, 0, 0, 1, 0, 0},
     {"/api/generate",          POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_PROMPT,   1, 0, 0, 0, 0, 0},
     {"/api/chat",              POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_MESSAGES, 1, 0, 0, 0, 0, 0},
     {"/api/embed",             POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
@@ -314,6 +314,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     if (kind == EP_PS || kind == EP_FANOUT || unload) {
         fanout_start(px, &r, unload ? FAN_UNLOAD : ep->fan, path);
+        return;
+    }
+    if (kind == EP_BLOB) { /* for every GPU; an upload's body still arriving */
+        if (cmd == EVHTTP_REQ_HEAD)
+            fanout_start(px, &r, FAN_BLOB_HEAD, target);
+        else
+            fanout_upload(px, &r, target, conns_body(px, req));
         return;
     }
 

@@ -1,0 +1,423 @@
+/* intake.c - see intake.h.
+ *
+ * How it stays out of evhttp's way (libevent 2.1, http.c and
+ * bufferevent_sock.c):
+ * - Our input callback runs inside the bufferevent's read, before evhttp's
+ *   read callback, and evhttp consumes only whole lines of a head: a head
+ *   we take out of the input (into hold) is never half parsed by evhttp.
+ * - While the handler runs and until the reply, evhttp has reading off
+ *   and its read callback must not run (it aborts on input in that
+ *   state). While a body streams we turn reading on with a read low
+ *   watermark above the high one: the bufferevent then reads at most
+ *   INTAKE_WINDOW and never calls evhttp's read callback; our input
+ *   callback passes the news to the reader. The watermarks go back to 0
+ *   when the reply is done, before evhttp reads the next request.
+ * - A "100 Continue" is written through the bufferevent with its write
+ *   callback cleared: evhttp's write callback would otherwise run the
+ *   connection's last completion callback (the previous reply's) when it
+ *   is written. evhttp sets its callbacks again when it replies.
+ * - A client that leaves mid-body is evhttp's to see (its error callback
+ *   stays in place): it frees the connection and calls the close callback,
+ *   where the reader releases the body. */
+#include "intake.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bodysrc.h"
+
+#define HEAD_MAX (64 * 1024)  /* a longer head is evhttp's to refuse */
+#define LINE_MAX_CHUNK 4096   /* a chunk-size or trailer line */
+#define PREFIX "POST /api/blobs/"
+
+enum intake_state { I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE };
+enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
+
+struct intake {
+    struct bodysrc src; /* what the reader sees: first, so a bodysrc is an intake */
+    struct bufferevent *bev;
+    struct evhttp_request *req; /* the request of the body (I_BODY, I_DONE) */
+    struct evbuffer *hold;      /* a head being gathered; then the body's first bytes */
+    enum intake_state st;
+    enum chunk_state ch;
+    long long left;             /* body bytes left (Content-Length), or of this chunk */
+    bufferevent_data_cb writecb; /* evhttp's, while a 100 Continue is written */
+    unsigned busy : 1;          /* changing the input ourselves: no callback */
+    unsigned chunked : 1;
+    unsigned expect : 1;        /* the client waits for 100 Continue */
+    unsigned client_close : 1;  /* the client itself asked to close */
+    unsigned ended : 1;         /* read to its end */
+    unsigned bad : 1;           /* malformed framing */
+    unsigned watermarks : 1;    /* ours are set on the bufferevent */
+    unsigned writecb_saved : 1;
+};
+
+static const struct bodysrc_ops intake_ops;
+
+/* ---- the head ---- */
+
+/* The value of header line L (N bytes) if it is NAME, else NULL. */
+static const char *header_is(const char *l, size_t n, const char *name, size_t *vlen)
+{
+    size_t k = strlen(name);
+    const char *v;
+    if (n <= k || l[k] != ':' || strncasecmp(l, name, k) != 0)
+        return NULL;
+    for (v = l + k + 1; v < l + n && (*v == ' ' || *v == '\t'); v++)
+        ;
+    *vlen = (size_t)(l + n - v);
+    while (*vlen && (v[*vlen - 1] == ' ' || v[*vlen - 1] == '\t'))
+        (*vlen)--;
+    return v;
+}
+
+/* Give the bytes held back to evhttp, as they came: not ours after all. */
+static void give_back(struct intake *in)
+{
+    evbuffer_prepend_buffer(bufferevent_get_input(in->bev), in->hold);
+    in->st = I_OTHER;
+}
+
+/* Read the framing of the head H (N bytes, without its blank line) and
+ * write it to OUT without it, "Connection: close" added. Returns 0, or -1
+ * when the head is evhttp's to judge (no body, a bad length, a folded
+ * line). */
+static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuffer *out)
+{
+    const char *p = h, *end = h + n, *v;
+    long long cl = -1;
+    size_t vlen;
+    int first = 1, http10 = 0, keepalive = 0;
+    in->chunked = in->expect = in->client_close = 0;
+    while (p < end) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        size_t len = e ? (size_t)(e - p) : (size_t)(end - p), full = len + (e != NULL);
+        if (len && p[len - 1] == '\r')
+            len--;
+        if (first) {
+            http10 = len >= 8 && memcmp(p + len - 8, "HTTP/1.0", 8) == 0;
+            first = 0;
+        } else if (len && (p[0] == ' ' || p[0] == '\t')) {
+            return -1; /* obs-fold: evhttp's */
+        } else if ((v = header_is(p, len, "Content-Length", &vlen))) {
+            char num[24], *endp;
+            long long x;
+            if (!vlen || vlen >= sizeof num || strspn(v, "0123456789") < vlen)
+                return -1;
+            memcpy(num, v, vlen);
+            num[vlen] = '\0';
+            x = strtoll(num, &endp, 10);
+            if (cl >= 0 && x != cl)
+                return -1;
+            cl = x;
+            p += full;
+            continue;
+        } else if ((v = header_is(p, len, "Transfer-Encoding", &vlen))) {
+            in->chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
+            if (!in->chunked)
+                return -1;
+            p += full;
+            continue;
+        } else if ((v = header_is(p, len, "Expect", &vlen))) {
+            in->expect = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0;
+            p += full;
+            continue;
+        } else if ((v = header_is(p, len, "Connection", &vlen))) {
+            for (size_t i = 0; i + 5 <= vlen; i++)
+                in->client_close |= strncasecmp(v + i, "close", 5) == 0;
+            for (size_t i = 0; i + 10 <= vlen; i++)
+                keepalive |= strncasecmp(v + i, "keep-alive", 10) == 0;
+            p += full;
+            continue;
+        }
+        evbuffer_add(out, p, len);
+        evbuffer_add(out, "\r\n", 2);
+        p += full;
+    }
+    if (!in->chunked && cl <= 0)
+        return -1; /* no body: nothing to stream */
+    in->client_close |= http10 && !keepalive;
+    in->src.length = in->chunked ? -1 : cl;
+    in->left = in->chunked ? 0 : cl;
+    in->ch = CH_SIZE;
+    evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    return 0;
+}
+
+/* I_HEAD: gather the head out of evhttp's sight; once whole, give evhttp
+ * the head without its framing, and keep the body's first bytes. */
+static void take_head(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
+    struct evbuffer_ptr crlf, lf;
+    size_t n;
+    char *h;
+    evbuffer_add_buffer(in->hold, input);
+    crlf = evbuffer_search(in->hold, "\r\n\r\n", 4, NULL);
+    lf = evbuffer_search(in->hold, "\n\n", 2, NULL);
+    if (crlf.pos < 0 && lf.pos < 0) {
+        if (evbuffer_get_length(in->hold) > HEAD_MAX)
+            give_back(in);
+        return;
+    }
+    if (lf.pos >= 0 && (crlf.pos < 0 || lf.pos + 2 < crlf.pos + 4))
+        n = (size_t)lf.pos + 2;
+    else
+        n = (size_t)crlf.pos + 4;
+    if (n > HEAD_MAX || !(h = malloc(n)) || !(out = evbuffer_new())) {
+        if (n <= HEAD_MAX)
+            free(h);
+        give_back(in);
+        return;
+    }
+    evbuffer_copyout(in->hold, h, n);
+    /* the head without its blank line: the last line end stays */
+    if (rewrite_head(in, h, n - (h[n - 2] == '\r' ? 2 : 1), out) < 0) {
+        give_back(in);
+    } else {
+        evbuffer_drain(in->hold, n);
+        evbuffer_prepend_buffer(input, out);
+        in->st = I_READY;
+    }
+    evbuffer_free(out);
+    free(h);
+}
+
+/* I_IDLE: the first bytes of a request say whose it is. */
+static void look(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    char first[sizeof PREFIX - 1];
+    size_t have = evbuffer_get_length(input), n = have < sizeof first ? have : sizeof first;
+    if (!have)
+        return;
+    evbuffer_copyout(input, first, n);
+    if (memcmp(first, PREFIX, n) != 0) {
+        in->st = I_OTHER;
+        return;
+    }
+    if (n < sizeof first)
+        return; /* a prefix of ours so far */
+    in->st = I_HEAD;
+    take_head(in);
+}
+
+/* ---- the body ---- */
+
+/* Reading is over (the end, or the reader let go): evhttp's state back,
+ * as it was when the handler ran, but for the watermarks (intake_request_done). */
+static void stop_reading(struct intake *in)
+{
+    bufferevent_data_cb r, w, *wp = &w;
+    bufferevent_event_cb e;
+    void *arg;
+    bufferevent_disable(in->bev, EV_READ);
+    if (in->writecb_saved) {
+        bufferevent_getcb(in->bev, &r, wp, &e, &arg);
+        if (!w && r) /* still as we left it, not evhttp's newer */
+            bufferevent_setcb(in->bev, r, in->writecb, e, arg);
+        in->writecb_saved = 0;
+    }
+    in->st = I_DONE;
+}
+
+static void body_end(struct intake *in)
+{
+    in->ended = 1;
+    /* Read whole: the connection may stay open, as the client asked. */
+    if (!in->client_close && in->req)
+        evhttp_remove_header(evhttp_request_get_input_headers(in->req), "Connection");
+    stop_reading(in);
+}
+
+/* "1f" or "1f;ext": at most 15 hex digits. 0, or -1. */
+static int chunk_size(const char *line, long long *size)
+{
+    long long v = 0;
+    const char *p = line;
+    for (; (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'f'); p++) {
+        if (p - line == 15)
+            return -1;
+        v = v * 16 + (*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+    }
+    p += strspn(p, " \t");
+    if (p == line || (*p && *p != ';'))
+        return -1;
+    *size = v;
+    return 0;
+}
+
+/* One line of the chunked framing from INPUT: 1 done, 0 not yet (or bad). */
+static int framing_line(struct intake *in, struct evbuffer *input)
+{
+    size_t n;
+    char *line = evbuffer_readln(input, &n, EVBUFFER_EOL_CRLF);
+    if (!line) {
+        if (evbuffer_get_length(input) > LINE_MAX_CHUNK)
+            in->bad = 1;
+        return 0;
+    }
+    if (in->ch == CH_CRLF) {
+        in->bad = n != 0;
+        in->ch = CH_SIZE;
+    } else if (in->ch == CH_TRAILER) {
+        if (!n)
+            body_end(in);
+    } else if (chunk_size(line, &in->left) < 0) {
+        in->bad = 1;
+    } else {
+        in->ch = in->left ? CH_DATA : CH_TRAILER;
+    }
+    free(line);
+    return !in->bad;
+}
+
+static size_t do_read(struct bodysrc *b, struct evbuffer *out, size_t max)
+{
+    struct intake *in = (struct intake *)b;
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    size_t moved = 0;
+    in->busy = 1; /* our own draining is no news */
+    while (moved < max && in->st == I_BODY && !in->bad) {
+        size_t have = evbuffer_get_length(input), k;
+        if (!in->chunked || in->ch == CH_DATA) {
+            k = have < max - moved ? have : max - moved;
+            if ((long long)k > in->left)
+                k = (size_t)in->left;
+            if (!k)
+                break;
+            evbuffer_remove_buffer(input, out, k);
+            moved += k;
+            in->left -= (long long)k;
+            if (!in->left && in->chunked)
+                in->ch = CH_CRLF;
+            else if (!in->left)
+                body_end(in);
+        } else if (!framing_line(in, input)) {
+            break;
+        }
+    }
+    if (in->bad)
+        stop_reading(in);
+    in->busy = 0;
+    return moved;
+}
+
+static enum bodysrc_state do_state(struct bodysrc *b)
+{
+    struct intake *in = (struct intake *)b;
+    return in->bad ? BODYSRC_BAD : in->ended ? BODYSRC_END : BODYSRC_MORE;
+}
+
+static void do_release(struct bodysrc *b)
+{
+    struct intake *in = (struct intake *)b;
+    in->src.on_data = NULL;
+    in->src.arg = NULL;
+    if (in->st == I_BODY)
+        stop_reading(in); /* the rest unread: the connection closes after the reply */
+}
+
+static const struct bodysrc_ops intake_ops = {do_read, do_state, do_release};
+
+/* The client waits for our word before it sends the body. */
+static void send_continue(struct intake *in)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    bufferevent_data_cb r, w;
+    bufferevent_event_cb e;
+    void *arg;
+    bufferevent_getcb(in->bev, &r, &w, &e, &arg);
+    in->writecb = w;
+    in->writecb_saved = 1;
+    bufferevent_setcb(in->bev, r, NULL, e, arg);
+    bufferevent_write(in->bev, cont, sizeof cont - 1);
+    bufferevent_enable(in->bev, EV_WRITE);
+}
+
+struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
+{
+    struct evbuffer *input;
+    if (!in || in->st != I_READY)
+        return NULL;
+    input = bufferevent_get_input(in->bev);
+    in->req = req;
+    in->busy = 1;
+    evbuffer_prepend_buffer(input, in->hold); /* the body's first bytes, first */
+    in->busy = 0;
+    in->st = I_BODY;
+    in->ended = in->bad = 0;
+    in->src.ops = &intake_ops;
+    in->src.on_data = NULL;
+    in->src.arg = NULL;
+    /* Read on, at most a window ahead, without evhttp's read callback. */
+    bufferevent_setwatermark(in->bev, EV_READ, INTAKE_WINDOW + 1, INTAKE_WINDOW);
+    in->watermarks = 1;
+    bufferevent_enable(in->bev, EV_READ);
+    if (in->expect)
+        send_continue(in);
+    return &in->src;
+}
+
+/* ---- the hooks ---- */
+
+void intake_input(struct intake **pin, struct bufferevent *bev)
+{
+    struct intake *in = *pin;
+    if (!in) {
+        if (!(in = calloc(1, sizeof *in)) || !(in->hold = evbuffer_new())) {
+            free(in);
+            return;
+        }
+        in->bev = bev;
+        in->st = I_IDLE;
+        *pin = in;
+    }
+    if (in->busy)
+        return;
+    in->busy = 1;
+    if (in->st == I_IDLE)
+        look(in);
+    else if (in->st == I_HEAD)
+        take_head(in);
+    in->busy = 0;
+    if (in->st == I_BODY && in->src.on_data)
+        in->src.on_data(in->src.arg);
+}
+
+void intake_request_done(struct intake *in)
+{
+    int clean; /* the request's bytes all read: what follows is a request */
+    if (!in)
+        return;
+    clean = in->st == I_IDLE || in->st == I_OTHER || (in->st == I_DONE && in->ended);
+    if (in->watermarks) {
+        bufferevent_setwatermark(in->bev, EV_READ, 0, 0);
+        in->watermarks = 0;
+    }
+    if (in->st == I_BODY) /* never released: read no more */
+        stop_reading(in);
+    evbuffer_drain(in->hold, evbuffer_get_length(in->hold));
+    in->req = NULL;
+    in->src.on_data = NULL;
+    in->st = I_IDLE;
+    if (!clean) /* the connection closes after this reply ("Connection: close") */
+        return;
+    in->busy = 1;
+    look(in); /* a request waiting already (pipelined) */
+    in->busy = 0;
+}
+
+void intake_free(struct intake *in)
+{
+    if (!in)
+        return;
+    evbuffer_free(in->hold);
+    free(in);
+}
