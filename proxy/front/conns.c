@@ -101,7 +101,7 @@ static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *i
     if (c->fd < 0)
         conn_map_fd(c->px, c); /* bytes came: evhttp has set the fd */
     if (info->n_added)
-        intake_input(&c->intake, c->bev); /* before evhttp reads them */
+        intake_input(&c->intake, c->bev, (size_t)c->px->cfg->max_body_mb << 20);
     if (!info->n_added || c->in_request)
         return;
     if (!c->head_start)
@@ -136,6 +136,12 @@ struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req)
 {
     struct conn *c = conn_of(px, req);
     return c ? intake_body(c->intake, req) : NULL;
+}
+
+int conns_too_large(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    return c && intake_too_large(c->intake);
 }
 
 static void conn_release(struct proxy *px, struct conn *c)

@@ -24,6 +24,10 @@ void conns_request_arrived(struct proxy *px, struct evhttp_request *req);
  * buffer. The caller reads it and must release it (bodysrc.h). */
 struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req);
 
+/* REQ (just handed over) came with a body over limits.max_body_mb, which
+ * the connection dropped (intake.h): the caller answers 413. */
+int conns_too_large(struct proxy *px, struct evhttp_request *req);
+
 /* Stop accepting new connections (drain); connections open stay served. */
 void conns_stop_accepting(struct proxy *px);
 

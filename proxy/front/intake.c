@@ -36,7 +36,7 @@
 #define LINE_MAX_CHUNK 4096   /* a chunk-size or trailer line */
 #define PREFIX "POST /api/blobs/"
 
-enum intake_state { I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE };
+enum intake_state { I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE, I_DISCARD, I_TOOBIG };
 enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
 
 struct intake {
@@ -56,6 +56,7 @@ struct intake {
     unsigned bad : 1;           /* malformed framing */
     unsigned watermarks : 1;    /* ours are set on the bufferevent */
     unsigned writecb_saved : 1;
+    size_t max_body;            /* limits.max_body_mb in bytes; 0: not checked here */
 };
 
 static const struct bodysrc_ops intake_ops;
@@ -85,10 +86,11 @@ static void give_back(struct intake *in)
 }
 
 /* Read the framing of the head H (N bytes, without its blank line) and
- * write it to OUT without it, "Connection: close" added. Returns 0, or -1
- * when the head is evhttp's to judge (no body, a bad length, a folded
- * line). */
-static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuffer *out)
+ * write it to OUT without it, "Connection: close" added when CLOSE (or
+ * the client's own Connection header when not). Returns 0, or -1 when the
+ * head is evhttp's to judge (no body, a bad length, a folded line). */
+static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuffer *out,
+                        int close)
 {
     const char *p = h, *end = h + n, *v;
     long long cl = -1;
@@ -133,8 +135,10 @@ static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuf
                 in->client_close |= strncasecmp(v + i, "close", 5) == 0;
             for (size_t i = 0; i + 10 <= vlen; i++)
                 keepalive |= strncasecmp(v + i, "keep-alive", 10) == 0;
-            p += full;
-            continue;
+            if (close) {
+                p += full;
+                continue;
+            }
         }
         evbuffer_add(out, p, len);
         evbuffer_add(out, "\r\n", 2);
@@ -146,7 +150,9 @@ static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuf
     in->src.length = in->chunked ? -1 : cl;
     in->left = in->chunked ? 0 : cl;
     in->ch = CH_SIZE;
-    evbuffer_add(out, "Connection: close\r\n\r\n", 21);
+    if (close)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
     return 0;
 }
 
@@ -178,12 +184,93 @@ static void take_head(struct intake *in)
     }
     evbuffer_copyout(in->hold, h, n);
     /* the head without its blank line: the last line end stays */
-    if (rewrite_head(in, h, n - (h[n - 2] == '\r' ? 2 : 1), out) < 0) {
+    if (rewrite_head(in, h, n - (h[n - 2] == '\r' ? 2 : 1), out, 1) < 0) {
         give_back(in);
     } else {
         evbuffer_drain(in->hold, n);
         evbuffer_prepend_buffer(input, out);
         in->st = I_READY;
+    }
+    evbuffer_free(out);
+    free(h);
+}
+
+/* I_DISCARD: drop the body over the limit as it arrives; once it is
+ * gone, evhttp gets the head (in hold) for the router's 413. */
+static void discard(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    size_t n = evbuffer_get_length(input);
+    if ((long long)n > in->left)
+        n = (size_t)in->left;
+    evbuffer_drain(input, n);
+    in->left -= (long long)n;
+    if (in->left)
+        return;
+    evbuffer_prepend_buffer(input, in->hold);
+    in->st = I_TOOBIG;
+}
+
+/* A request of another path whose head is whole in the input already
+ * (nearly always: a head is sent at once) and whose Content-Length is
+ * over limits.max_body_mb: its body is read and dropped here, not by
+ * evhttp, whose own 413 is an HTML page the client's library cannot read;
+ * the router then answers 413 in the path's dialect (intake_too_large),
+ * and the connection lives on. Behind "Expect: 100-continue" nothing is
+ * read: 413 at once, and the connection closes. A chunked body, or a head
+ * that arrives in pieces, is left to evhttp. */
+/* The Content-Length of the head H (N bytes), -1 if none. */
+static long long head_length(const char *h, size_t n)
+{
+    const char *p = h, *end = h + n, *v;
+    size_t vlen;
+    while (p < end) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        size_t len = e ? (size_t)(e - p) : (size_t)(end - p);
+        if ((v = header_is(p, len, "Content-Length", &vlen)))
+            return strtoll(v, NULL, 10);
+        p += len + 1;
+    }
+    return -1;
+}
+
+static void check_size(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
+    struct evbuffer_ptr end;
+    char m[6], *h;
+    size_t n;
+    if (!in->max_body || evbuffer_copyout(input, m, 6) < 6 ||
+        (memcmp(m, "POST ", 5) != 0 && memcmp(m, "PUT ", 4) != 0 && memcmp(m, "PATCH ", 6) != 0))
+        return;
+    end = evbuffer_search(input, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0 || end.pos > HEAD_MAX)
+        return;
+    n = (size_t)end.pos + 4;
+    h = (char *)evbuffer_pullup(input, (ev_ssize_t)n);
+    if (!h || head_length(h, n) <= (long long)in->max_body)
+        return; /* the common case ends here */
+    if (!(h = malloc(n)))
+        return;
+    if (!(out = evbuffer_new())) {
+        free(h);
+        return;
+    }
+    evbuffer_copyout(input, h, n);
+    if (rewrite_head(in, h, n - 2, out, 0) == 0 && !in->chunked &&
+        (size_t)in->src.length > in->max_body) {
+        evbuffer_drain(input, n);
+        if (in->expect || in->client_close) { /* the body is not read: close after */
+            evbuffer_free(out);
+            out = evbuffer_new();
+            if (out)
+                rewrite_head(in, h, n - 2, out, 1);
+        }
+        in->left = in->expect ? 0 : in->src.length; /* the body to drop */
+        if (out)
+            evbuffer_add_buffer(in->hold, out);
+        in->st = I_DISCARD;
+        discard(in);
     }
     evbuffer_free(out);
     free(h);
@@ -200,6 +287,7 @@ static void look(struct intake *in)
     evbuffer_copyout(input, first, n);
     if (memcmp(first, PREFIX, n) != 0) {
         in->st = I_OTHER;
+        check_size(in);
         return;
     }
     if (n < sizeof first)
@@ -341,6 +429,11 @@ static void send_continue(struct intake *in)
     bufferevent_enable(in->bev, EV_WRITE);
 }
 
+int intake_too_large(const struct intake *in)
+{
+    return in && in->st == I_TOOBIG;
+}
+
 struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
 {
     struct evbuffer *input;
@@ -367,7 +460,7 @@ struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
 
 /* ---- the hooks ---- */
 
-void intake_input(struct intake **pin, struct bufferevent *bev)
+void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body)
 {
     struct intake *in = *pin;
     if (!in) {
@@ -379,6 +472,7 @@ void intake_input(struct intake **pin, struct bufferevent *bev)
         in->st = I_IDLE;
         *pin = in;
     }
+    in->max_body = max_body;
     if (in->busy)
         return;
     in->busy = 1;
@@ -386,6 +480,8 @@ void intake_input(struct intake **pin, struct bufferevent *bev)
         look(in);
     else if (in->st == I_HEAD)
         take_head(in);
+    else if (in->st == I_DISCARD)
+        discard(in);
     in->busy = 0;
     if (in->st == I_BODY && in->src.on_data)
         in->src.on_data(in->src.arg);
@@ -396,7 +492,8 @@ void intake_request_done(struct intake *in)
     int clean; /* the request's bytes all read: what follows is a request */
     if (!in)
         return;
-    clean = in->st == I_IDLE || in->st == I_OTHER || (in->st == I_DONE && in->ended);
+    clean = in->st == I_IDLE || in->st == I_OTHER || (in->st == I_DONE && in->ended) ||
+            (in->st == I_TOOBIG && !in->expect && !in->client_close);
     if (in->watermarks) {
         bufferevent_setwatermark(in->bev, EV_READ, 0, 0);
         in->watermarks = 0;

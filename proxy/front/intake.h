@@ -27,9 +27,15 @@
  *   I_READY  its head given to evhttp; the body waits for intake_body()
  *   I_BODY   a reader has it (bodysrc.h)
  *   I_DONE   read to its end, or released: the reply is being made
+ *   I_DISCARD  another request's body over limits.max_body_mb, dropped as
+ *            it arrives (its head held) so that the router can answer 413
+ *            in the path's dialect rather than evhttp's HTML
+ *   I_TOOBIG its head given to evhttp, without its body: 413 it
  *   -> I_IDLE when the reply has been written. */
 #ifndef PX_INTAKE_H
 #define PX_INTAKE_H
+
+#include <stddef.h>
 
 struct bufferevent;
 struct evhttp_request;
@@ -42,8 +48,13 @@ struct bodysrc;
 
 /* Bytes were added to BEV's input (conns.c's input callback), before
  * evhttp reads them. *IN is made on first use (NULL stays on failure: the
- * connection is then evhttp's alone). */
-void intake_input(struct intake **in, struct bufferevent *bev);
+ * connection is then evhttp's alone). MAX_BODY: limits.max_body_mb in
+ * bytes (blob uploads are not bound by it). */
+void intake_input(struct intake **in, struct bufferevent *bev, size_t max_body);
+
+/* The request just handed to the router had a body over MAX_BODY, which
+ * was dropped: answer it 413. */
+int intake_too_large(const struct intake *in);
 
 /* The reply of IN's connection's request has been written (evhttp's
  * on-complete callback): the next bytes start a request, and any already

@@ -300,6 +300,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     r.wire = ep ? ep->wire : r.dialect == DIALECT_OPENAI ? WIRE_OPENAI : WIRE_NDJSON;
     if (cors_check(px, &r))
         goto self;
+    if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body too large (limits.max_body_mb = %d)",
+                 px->cfg->max_body_mb);
+        reply_error(&r, 413, msg, 0);
+        goto self;
+    }
     if (kind == EP_ROOT) {
         reply_root(&r);
         goto self;

@@ -295,6 +295,48 @@ def test_tokens_of_every_format():
     px.stop()
 
 
+def test_413_in_the_paths_dialect():
+    """A body over limits.max_body_mb (with a Content-Length) gets 413 in
+    its path's shape, read and dropped so that the connection serves the
+    next request; behind Expect: 100-continue, 413 at once and the body
+    never asked for. On main: libevent's HTML page."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
+    big = json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.settimeout(10 * SLOW)
+    f = s.makefile("rb")
+    for path, check in (("/v1/messages", lambda j: j["error"]["type"] == "request_too_large"
+                         and j["type"] == "error"),
+                        ("/v1/chat/completions", lambda j: j["error"]["type"] ==
+                         "invalid_request_error"),
+                        ("/api/chat", lambda j: isinstance(j["error"], str))):
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+                  (path.encode(), len(big)) + big)
+        status = f.readline()
+        ok(status.startswith(b"HTTP/1.1 413"), "%s: %r" % (path, status))
+        hdrs = {}
+        while True:
+            line = f.readline().strip()
+            if not line:
+                break
+            k, _, v = line.decode().partition(":")
+            hdrs[k.lower()] = v.strip()
+        j = json.loads(f.read(int(hdrs["content-length"])))
+        ok(check(j), "%s: its shape: %r" % (path, j))
+        ok("max_body_mb" in json.dumps(j), j)
+        ok(hdrs.get("connection") != "close", "the connection lives on")
+    s.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    ok(f.readline().startswith(b"HTTP/1.1 200"), "the next request on the same connection")
+    s.close()
+    st, h = _raw(px.port, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                 "Expect: 100-continue\r\n\r\n" % len(big))
+    eq(st, 413, "Expect: answered at once, not 100")
+    eq(h.get("connection"), "close", "and closed: the body is not read")
+    eq(sim.stats()["requests"], 0, "nothing reached the backend")
+    px.stop()
+
+
 def test_keys_in_every_spelling_none_forwarded():
     """Bearer, x-api-key and HTTP Basic's password are each a key; none of
     them, nor Origin, reaches the backend."""
