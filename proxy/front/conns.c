@@ -101,7 +101,8 @@ static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *i
     if (c->fd < 0)
         conn_map_fd(c->px, c); /* bytes came: evhttp has set the fd */
     if (info->n_added)
-        intake_input(&c->intake, c->bev, (size_t)c->px->cfg->max_body_mb << 20);
+        intake_input(&c->intake, c->bev, (size_t)c->px->cfg->max_body_mb << 20,
+                     c->px->cfg->idle_s);
     if (!info->n_added || c->in_request)
         return;
     if (!c->head_start)

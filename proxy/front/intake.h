@@ -49,8 +49,9 @@ struct bodysrc;
 /* Bytes were added to BEV's input (conns.c's input callback), before
  * evhttp reads them. *IN is made on first use (NULL stays on failure: the
  * connection is then evhttp's alone). MAX_BODY: limits.max_body_mb in
- * bytes (blob uploads are not bound by it). */
-void intake_input(struct intake **in, struct bufferevent *bev, size_t max_body);
+ * bytes (blob uploads are not bound by it); IDLE_S: timeouts.idle_s, how
+ * long a body may fall silent. */
+void intake_input(struct intake **in, struct bufferevent *bev, size_t max_body, double idle_s);
 
 /* The request just handed to the router had a body over MAX_BODY, which
  * was dropped: answer it 413. */

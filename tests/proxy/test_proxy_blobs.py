@@ -194,6 +194,31 @@ def test_client_leaves_mid_upload():
     px.stop()
 
 
+def test_client_falls_silent_mid_upload():
+    """A client that stops sending for timeouts.idle_s is dropped like one
+    that left: every upload aborted, the proxy idle again."""
+    sims, px = _fleet(n=2, extra="limits = { max_body_mb = 1; };\ntimeouts = { idle_s = 0.5; };")
+    data = blob(8, b"silent")
+    d = digest(data)
+    fds = lambda: len(os.listdir("/proc/%d/fd" % px.proc.pid))
+    base = fds()
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+              (d.encode(), len(data)))
+    s.sendall(data[:3 << 20])
+    t0 = time.monotonic()
+    s.settimeout(10 * SLOW)
+    eq(s.recv(100), b"", "the proxy closed the silent client's connection")
+    ok(time.monotonic() - t0 >= 0.4, "after idle_s, not before")
+    s.close()
+    wait_until(lambda: [l for l in px.proc.output().splitlines()
+                        if "POST /api/blobs/" in l and "status=499" in l], what="logged")
+    wait_until(lambda: fds() <= base, timeout=3, what="every upload's socket closed")
+    for x in sims:
+        ok(not has(x, d), "no backend kept a partial blob")
+    px.stop()
+
+
 def test_keys_admin_only():
     """With keys, uploads need an admin key: a non-admin key gets 403 in
     Ollama's shape at once, without the body being read."""
