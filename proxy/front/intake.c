@@ -103,70 +103,87 @@ static void give_back(struct intake *in)
     in->st = I_OTHER;
 }
 
+/* What a head's framing says, as rewrite_head reads it. */
+struct framing {
+    long long cl; /* Content-Length; -1 none */
+    int keepalive; /* "Connection: keep-alive" */
+};
+
+/* Header line L (N bytes, without its end) of a head being rewritten:
+ * 1 when it is framing (noted in IN and F, left out of the head), 0 to
+ * keep it, -1 when the head is evhttp's to judge (a length that is not
+ * one, two that differ, a coding but chunked). Connection is framing when
+ * CLOSE (ours replaces it), else noted and kept. */
+static int framing_header(struct intake *in, const char *l, size_t n, struct framing *f,
+                          int close)
+{
+    const char *v;
+    size_t vlen;
+    if ((v = header_is(l, n, "Content-Length", &vlen))) {
+        char num[24];
+        long long x;
+        if (!vlen || vlen >= sizeof num || strspn(v, "0123456789") < vlen)
+            return -1;
+        memcpy(num, v, vlen);
+        num[vlen] = '\0';
+        x = strtoll(num, NULL, 10);
+        if (f->cl >= 0 && x != f->cl)
+            return -1;
+        f->cl = x;
+        return 1;
+    }
+    if ((v = header_is(l, n, "Transfer-Encoding", &vlen))) {
+        in->chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
+        return in->chunked ? 1 : -1;
+    }
+    if ((v = header_is(l, n, "Expect", &vlen))) {
+        in->expect = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0;
+        return 1;
+    }
+    if ((v = header_is(l, n, "Connection", &vlen))) {
+        for (size_t i = 0; i + 5 <= vlen; i++)
+            in->client_close |= strncasecmp(v + i, "close", 5) == 0;
+        for (size_t i = 0; i + 10 <= vlen; i++)
+            f->keepalive |= strncasecmp(v + i, "keep-alive", 10) == 0;
+        return close;
+    }
+    return 0;
+}
+
 /* Read the framing of the head H (N bytes, without its blank line) and
  * write it to OUT without it, "Connection: close" added when CLOSE (or
- * the client's own Connection header when not). Returns 0, or -1 when the
- * head is evhttp's to judge (no body, a bad length, a folded line). */
+ * the client's own Connection header kept when not). Returns 0, or -1
+ * when the head is evhttp's to judge (no body, bad framing, a folded
+ * line). */
 static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuffer *out,
                         int close)
 {
-    const char *p = h, *end = h + n, *v;
-    long long cl = -1;
-    size_t vlen;
-    int first = 1, http10 = 0, keepalive = 0;
+    const char *p = h, *end = h + n;
+    struct framing f = {-1, 0};
+    int first = 1, http10 = 0, rc;
     in->chunked = in->expect = in->client_close = 0;
-    while (p < end) {
+    for (; p < end; first = 0) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
         size_t len = e ? (size_t)(e - p) : (size_t)(end - p), full = len + (e != NULL);
         if (len && p[len - 1] == '\r')
             len--;
-        if (first) {
+        if (first)
             http10 = len >= 8 && memcmp(p + len - 8, "HTTP/1.0", 8) == 0;
-            first = 0;
-        } else if (len && (p[0] == ' ' || p[0] == '\t')) {
+        else if (len && (p[0] == ' ' || p[0] == '\t'))
             return -1; /* obs-fold: evhttp's */
-        } else if ((v = header_is(p, len, "Content-Length", &vlen))) {
-            char num[24], *endp;
-            long long x;
-            if (!vlen || vlen >= sizeof num || strspn(v, "0123456789") < vlen)
-                return -1;
-            memcpy(num, v, vlen);
-            num[vlen] = '\0';
-            x = strtoll(num, &endp, 10);
-            if (cl >= 0 && x != cl)
-                return -1;
-            cl = x;
-            p += full;
-            continue;
-        } else if ((v = header_is(p, len, "Transfer-Encoding", &vlen))) {
-            in->chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
-            if (!in->chunked)
-                return -1;
-            p += full;
-            continue;
-        } else if ((v = header_is(p, len, "Expect", &vlen))) {
-            in->expect = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0;
-            p += full;
-            continue;
-        } else if ((v = header_is(p, len, "Connection", &vlen))) {
-            for (size_t i = 0; i + 5 <= vlen; i++)
-                in->client_close |= strncasecmp(v + i, "close", 5) == 0;
-            for (size_t i = 0; i + 10 <= vlen; i++)
-                keepalive |= strncasecmp(v + i, "keep-alive", 10) == 0;
-            if (close) {
-                p += full;
-                continue;
-            }
+        if (!first && (rc = framing_header(in, p, len, &f, close)) < 0)
+            return -1;
+        if (first || !rc) {
+            evbuffer_add(out, p, len);
+            evbuffer_add(out, "\r\n", 2);
         }
-        evbuffer_add(out, p, len);
-        evbuffer_add(out, "\r\n", 2);
         p += full;
     }
-    if (!in->chunked && cl <= 0)
+    if (!in->chunked && f.cl <= 0)
         return -1; /* no body: nothing to stream */
-    in->client_close |= http10 && !keepalive;
-    in->src.length = in->chunked ? -1 : cl;
-    in->left = in->chunked ? 0 : cl;
+    in->client_close |= http10 && !f.keepalive;
+    in->src.length = in->chunked ? -1 : f.cl;
+    in->left = in->chunked ? 0 : f.cl;
     in->ch = CH_SIZE;
     if (close)
         evbuffer_add(out, "Connection: close\r\n", 19);

@@ -262,6 +262,15 @@ static int answer_self(struct proxy *px, struct request *r, const struct endpoin
 
 /* ---- a request ---- */
 
+/* A body over limits.max_body_mb (dropped by the connection, conns.h). */
+static void reply_too_large(struct proxy *px, struct request *r)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "request body too large (limits.max_body_mb = %d)",
+             px->cfg->max_body_mb);
+    reply_error(r, 413, msg, 0);
+}
+
 /* R (of row EP, kind KIND) needs no key. */
 static int is_open(const struct proxy *px, const struct endpoint *ep, enum ep_kind kind)
 {
@@ -301,10 +310,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (cors_check(px, &r))
         goto self;
     if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
-        char msg[96];
-        snprintf(msg, sizeof msg, "request body too large (limits.max_body_mb = %d)",
-                 px->cfg->max_body_mb);
-        reply_error(&r, 413, msg, 0);
+        reply_too_large(px, &r);
         goto self;
     }
     if (kind == EP_ROOT) {
