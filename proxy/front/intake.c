@@ -86,7 +86,8 @@ static const char *header_is(const char *l, size_t n, const char *name, size_t *
 {
     size_t k = strlen(name);
     const char *v;
-    if (n <= k || l[k] != ':' || strncasecmp(l, name, k) != 0)
+    if (n <= k || l[k] != ':' || (l[0] | 0x20) != (name[0] | 0x20) ||
+        strncasecmp(l, name, k) != 0)
         return NULL;
     for (v = l + k + 1; v < l + n && (*v == ' ' || *v == '\t'); v++)
         ;
@@ -269,19 +270,38 @@ static long long head_length(const char *h, size_t n)
     return -1;
 }
 
+/* The length of the head at the start of INPUT (its blank line
+ * included), 0 if it is not whole there. The first chunk nearly always
+ * holds it: searched there line by line, the rest only if not. */
+static size_t head_in(struct evbuffer *input)
+{
+    struct evbuffer_iovec v;
+    struct evbuffer_ptr end;
+    const char *e, *b;
+    size_t n;
+    if (evbuffer_peek(input, -1, NULL, &v, 1) < 1)
+        return 0;
+    b = v.iov_base;
+    n = v.iov_len < HEAD_MAX ? v.iov_len : HEAD_MAX;
+    for (e = memchr(b, '\n', n); e && e + 2 < b + n; e = memchr(e + 1, '\n', (size_t)(b + n - e - 1)))
+        if (e[1] == '\r' && e[2] == '\n' && e > b && e[-1] == '\r') /* line by line */
+            return (size_t)(e - b) + 3;
+    if (v.iov_len >= HEAD_MAX)
+        return 0;
+    end = evbuffer_search(input, "\r\n\r\n", 4, NULL);
+    return end.pos < 0 || end.pos > HEAD_MAX ? 0 : (size_t)end.pos + 4;
+}
+
 static void check_size(struct intake *in)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev), *out;
-    struct evbuffer_ptr end;
     char m[6], *h;
     size_t n;
     if (!in->max_body || evbuffer_copyout(input, m, 6) < 6 ||
         (memcmp(m, "POST ", 5) != 0 && memcmp(m, "PUT ", 4) != 0 && memcmp(m, "PATCH ", 6) != 0))
         return;
-    end = evbuffer_search(input, "\r\n\r\n", 4, NULL);
-    if (end.pos < 0 || end.pos > HEAD_MAX)
+    if (!(n = head_in(input)))
         return;
-    n = (size_t)end.pos + 4;
     h = (char *)evbuffer_pullup(input, (ev_ssize_t)n);
     if (!h || head_length(h, n) <= (long long)in->max_body)
         return; /* the common case ends here */

@@ -18,26 +18,32 @@ struct tok_key {
 struct tok_format {
     const char *name;
     struct tok_key keys[5];
+    unsigned last; /* bit c - 'a' for each key's last letter c */
 };
 
 #define KEY(s, role) {s, sizeof s - 1, role}
+#define L(c) (1u << ((c) - 'a'))
 
 /* One row per wire format: the keys its counts are read from. */
 static const struct tok_format formats[WIRE_NFORMATS] = {
     [WIRE_NDJSON] = {"ndjson",
                      {KEY("\"eval_count\"", TOKSCAN_GEN),
-                      KEY("\"prompt_eval_count\"", TOKSCAN_PROMPT)}},
+                      KEY("\"prompt_eval_count\"", TOKSCAN_PROMPT)},
+                     L('t')},
     [WIRE_OPENAI] = {"openai",
                      {KEY("\"completion_tokens\"", TOKSCAN_GEN),
                       KEY("\"prompt_tokens\"", TOKSCAN_PROMPT), KEY("\"content\"", TOKSCAN_EST),
-                      KEY("\"text\"", TOKSCAN_EST), KEY("\"reasoning\"", TOKSCAN_EST)}},
+                      KEY("\"text\"", TOKSCAN_EST), KEY("\"reasoning\"", TOKSCAN_EST)},
+                     L('s') | L('t') | L('g')},
     [WIRE_RESPONSES] = {"responses",
                         {KEY("\"output_tokens\"", TOKSCAN_GEN),
                          KEY("\"input_tokens\"", TOKSCAN_PROMPT),
-                         KEY("\"sequence_number\"", TOKSCAN_SEQ)}},
+                         KEY("\"sequence_number\"", TOKSCAN_SEQ)},
+                        L('s') | L('r')},
     [WIRE_ANTHROPIC] = {"anthropic",
                         {KEY("\"output_tokens\"", TOKSCAN_GEN),
-                         KEY("\"input_tokens\"", TOKSCAN_PROMPT)}},
+                         KEY("\"input_tokens\"", TOKSCAN_PROMPT)},
+                        L('s')},
 };
 
 _Static_assert(sizeof "\"prompt_eval_count\"" - 1 <= sizeof ((struct tokscan *)0)->tail,
@@ -126,6 +132,8 @@ static void at_colon(struct tokscan *t, const char *p, size_t pos)
     if (pos + t->ntail < 4 || before(t, p, pos, 1) != '"')
         return;
     c = before(t, p, pos, 2); /* the key's last letter rules most keys out */
+    if (c < 'a' || c > 'z' || !(f->last & 1u << (c - 'a')))
+        return;
     for (size_t k = 0; k < sizeof f->keys / sizeof f->keys[0] && f->keys[k].s; k++) {
         const struct tok_key *key = &f->keys[k];
         if (key->s[key->len - 2] != c || !ends_with(t, p, pos, key->s, key->len))

@@ -166,6 +166,8 @@ int main(int argc, char **argv)
     every_split(WIRE_OPENAI, "data: {\"delta\":{\"content\":\"\"}}\n\ndata: {\"delta\":"
                 "{\"content\":null}}\n\ndata: {\"delta\":{\"content\": \"a\"}}\n\n",
                 (struct want){1, -1, 1}, "estimates");
+    every_split(WIRE_OPENAI, "data: {\"delta\":{\"reasoning\":\"hm\"}}\n\ndata: {\"delta\":"
+                "{\"content\":\"a\"}}\n\n", (struct want){2, -1, 1}, "thinking deltas count");
     every_split(WIRE_OPENAI, "{\"content\":\"x \\\"content\\\":\\\"y\"}",
                 (struct want){1, -1, 1}, "content in content");
     every_split(WIRE_OPENAI, "{\"content\":\"a\"}{\"content\":\"b\"}{\"usage\":{"
