@@ -675,4 +675,8 @@ void config_print_summary(const struct px_config *c)
                c->keys[i].max_queued);
     if (c->client_header)
         printf("clients          named by the trusted header %s\n", c->client_header);
+    printf("cors origins     %s", c->ncors_origins ? "" : "none (browsers on other origins refused)");
+    for (int i = 0; i < c->ncors_origins; i++)
+        printf("%s%s", i ? ", " : "", c->cors_origins[i]);
+    printf("\n");
 }
