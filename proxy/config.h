@@ -61,6 +61,7 @@ struct px_config {
     int metrics_key_required; /* auth.metrics_key_required */
     char **cors_origins;      /* browser origins allowed (front/cors.c); '*' a wildcard */
     int ncors_origins;
+    int ipv4_prefix, ipv6_prefix; /* without keys, a client is an address prefix */
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is

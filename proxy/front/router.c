@@ -31,43 +31,47 @@
 #include "urlpath.h"
 
 #define GET (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+#define GET_ EVHTTP_REQ_GET /* GET alone */
 #define POST EVHTTP_REQ_POST
+#define DEL EVHTTP_REQ_DELETE
 #define ANY 0u
 
 /* clang-format off */
+#define PATH(p) p, sizeof p - 1
 #define OLL DIALECT_OLLAMA
 #define OAI DIALECT_OPENAI
 #define ANT DIALECT_ANTHROPIC
 static const struct endpoint table[] = {
-    /* path                    methods kind       dialect wire          fan         unload          model form name admin open own */
-    {"/",                      GET,  EP_ROOT,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 1, 1},
-    {"/metrics",               GET,  EP_METRICS, OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, OPEN_METRICS, 1},
-    {"/proxy/ui",              GET,  EP_PROXY,   OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 1, 1},
-    {"/proxy/",                ANY,  EP_PROXY,   OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 1},
-    {"/api/tags",              GET,  EP_CATALOG, OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
-    {"/api/version",           GET,  EP_CATALOG, OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
-    {"/v1/models",             GET,  EP_CATALOG, OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
-    {"/v1/models/",            GET,  EP_CATALOG, OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
-    {"/api/ps",                EVHTTP_REQ_GET, EP_PS, OLL, WIRE_NDJSON, FAN_PS,  UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
-    {"/api/pull",              POST, EP_FANOUT,  OLL, WIRE_NDJSON,    FAN_PULL,   UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
-    {"/api/push",              POST, EP_FANOUT,  OLL, WIRE_NDJSON,    FAN_PUSH,   UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
-    {"/api/create",            POST, EP_FANOUT,  OLL, WIRE_NDJSON,    FAN_CREATE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
-    {"/api/copy",              POST, EP_FANOUT,  OLL, WIRE_NDJSON,    FAN_COPY,   UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
-    {"/api/delete",            EVHTTP_REQ_DELETE, EP_FANOUT, OLL, WIRE_NDJSON, FAN_DELETE, UNLOAD_NONE, 0, 0, 1, 1, 0, 0},
-    {"/api/blobs/",            EVHTTP_REQ_HEAD | POST, EP_BLOB, OLL, WIRE_NDJSON, 0, UNLOAD_NONE, 0, 0, 0, 1, 0, 0},
-    {"/api/generate",          POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_PROMPT,   1, 0, 0, 0, 0, 0},
-    {"/api/chat",              POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_MESSAGES, 1, 0, 0, 0, 0, 0},
-    {"/api/embed",             POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/api/embeddings",        POST, EP_INFER,   OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/api/show",              POST, EP_META,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 1, 0, 0, 0},
-    {"/v1/chat/completions",   POST, EP_INFER,   OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/v1/completions",        POST, EP_INFER,   OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/v1/embeddings",         POST, EP_INFER,   OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/v1/messages",           POST, EP_INFER,   ANT, WIRE_ANTHROPIC, 0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/v1/messages/",          ANY,  EP_PASS,    ANT, WIRE_ANTHROPIC, 0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
-    {"/v1/responses",          POST, EP_INFER,   OAI, WIRE_RESPONSES, 0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
-    {"/v1/audio/transcriptions", POST, EP_INFER, OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 1, 0, 0, 0, 0},
+    /* path                          methods kind        dialect wire          fan         unload          model form name admin open own */
+    {PATH("/"),                      GET,   EP_ROOT,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 1, 1},
+    {PATH("/metrics"),               GET,   EP_METRICS,  OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, OPEN_METRICS, 1},
+    {PATH("/proxy/ui"),              GET,   EP_PROXY,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 1, 1},
+    {PATH("/proxy/"),                ANY,   EP_PROXY,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 1},
+    {PATH("/api/tags"),              GET,   EP_CATALOG,  OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/api/version"),           GET,   EP_CATALOG,  OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/v1/models"),             GET,   EP_CATALOG,  OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/v1/models/"),            GET,   EP_CATALOG,  OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/api/ps"),                GET_,  EP_PS,       OLL, WIRE_NDJSON,    FAN_PS,     UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/api/pull"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_PULL,   UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/push"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_PUSH,   UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/create"),            POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_CREATE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/copy"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_COPY,   UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
+    {PATH("/api/delete"),            DEL,   EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_DELETE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/blobs/"),            EVHTTP_REQ_HEAD | POST, EP_BLOB, OLL, WIRE_NDJSON, 0, UNLOAD_NONE,   0, 0, 0, 1, 0, 0},
+    {PATH("/api/generate"),          POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_PROMPT,   1, 0, 0, 0, 0, 0},
+    {PATH("/api/chat"),              POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_MESSAGES, 1, 0, 0, 0, 0, 0},
+    {PATH("/api/embed"),             POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/api/embeddings"),        POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/api/show"),              POST,  EP_META,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 1, 0, 0, 0},
+    {PATH("/v1/chat/completions"),   POST,  EP_INFER,    OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/completions"),        POST,  EP_INFER,    OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/embeddings"),         POST,  EP_INFER,    OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/messages"),           POST,  EP_INFER,    ANT, WIRE_ANTHROPIC, 0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/messages/"),          ANY,   EP_PASS,     ANT, WIRE_ANTHROPIC, 0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/v1/responses"),          POST,  EP_INFER,    OAI, WIRE_RESPONSES, 0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/audio/transcriptions"), POST, EP_INFER,   OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 1, 0, 0, 0, 0},
 };
+#undef PATH
 #undef OLL
 #undef OAI
 #undef ANT
@@ -78,8 +82,8 @@ const struct endpoint *router_find(const char *path)
     size_t n = strlen(path);
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         const char *p = table[i].path;
-        size_t len = strlen(p);
-        if (p[len - 1] == '/' && len > 1 ? n > len && !memcmp(path, p, len)
+        size_t len = table[i].len;
+        if (len > 1 && p[len - 1] == '/' ? n > len && !memcmp(path, p, len)
                                          : n == len && !memcmp(path, p, len))
             return &table[i];
     }
@@ -130,7 +134,10 @@ static int set_model(struct request *r, const char *m, size_t mlen, int mesc)
             return -1;
         }
     }
-    request_set_model(r, model);
+    if (request_set_model(r, model) < 0) {
+        reply_error(r, 503, "out of memory", 1);
+        return -1;
+    }
     return 0;
 }
 
@@ -325,7 +332,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         catalog_reply(px, &r, path);
         goto self;
     }
-    if (kind == EP_PS || kind == EP_FANOUT || unload) {
+    if (kind == EP_PS || kind == EP_FANOUT || unload) { /* R moves to the fan-out */
         fanout_start(px, &r, unload ? FAN_UNLOAD : ep->fan, path);
         return;
     }
@@ -342,11 +349,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     r.meta = kind == EP_META || cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
     {
         struct session_info in = {&r, target, auth_client(px, &r, key)};
-        session_start(px, &in);
+        session_start(px, &in); /* R moves to the session */
     }
     return;
 self:
     reqlog_end(px, &r, "self");
+    request_cleanup(&r);
 }
 
 int router_start(struct proxy *px)

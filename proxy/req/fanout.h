@@ -49,16 +49,18 @@ enum fanout_kind {
 
 struct bodysrc;
 
-/* Answer the request of HEAD (copied) by sending it to the backends KIND
+/* Answer the request of HEAD (moved: the caller does not clean it up) by
+ * sending it to the backends KIND
  * says. The reply is sent exactly once, now or when the last backend
  * answered, and the request recorded (reqlog.h). */
 void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
                   const char *path);
 
 /* Answer a blob upload (POST PATH, PATH the forwarded target
- * /api/blobs/sha256:D) of HEAD (copied) by sending its body to every
- * healthy backend as it arrives from SRC (conns.h, conns_body; NULL: the
- * body is whole in the request's input buffer). SRC is released, the
+ * /api/blobs/sha256:D) of HEAD (moved: the caller does not clean it up)
+ * by sending its body to every healthy backend as it arrives from SRC
+ * (conns.h, conns_body; NULL: the body is whole in the request's input
+ * buffer). SRC is released, the
  * reply sent exactly once and the request recorded (reqlog.h). */
 void fanout_upload(struct proxy *px, struct request *head, const char *path,
                    struct bodysrc *src);
