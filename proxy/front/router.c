@@ -304,7 +304,9 @@ static void on_request(struct evhttp_request *req, void *arg)
      * route it (decoded), and what is forwarded decodes to that path. */
     if ((rc = urlpath_normalize(uri, path, sizeof path, target, sizeof target, &why)) < 0) {
         char msg[128];
-        r.dialect = strncmp(uri, "/v1/", 4) == 0 ? DIALECT_OPENAI : DIALECT_OLLAMA;
+        r.dialect = strncmp(uri, "/v1/messages", 12) == 0 ? DIALECT_ANTHROPIC
+                    : strncmp(uri, "/v1/", 4) == 0        ? DIALECT_OPENAI
+                                                          : DIALECT_OLLAMA;
         snprintf(msg, sizeof msg, "bad request target: %s", why);
         reply_error(&r, rc == URLPATH_ELONG ? 414 : 400, msg, 0);
         goto self;

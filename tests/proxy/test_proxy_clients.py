@@ -68,6 +68,51 @@ def test_routed_by_model():
     px.stop()
 
 
+def test_new_rows_read_as_ollama_reads_them():
+    """The hardening of issue 18 holds for the new rows: /v1/messages and
+    /v1/responses found on the percent-decoded path, their model read as
+    Go's encoding/json reads it (a member name in any case, the last
+    duplicate winning), and a target the proxy refuses answered in the
+    path's own shape (Anthropic's on /v1/messages: on the merge it was
+    OpenAI's)."""
+    a, b, px = _fleet()
+    before = a.stats()["paths"]
+    for path in ("/v1/%6Dessages", "/v1/m%65ssages", "/v1/%72esponses"):
+        body = ANTHROPIC if "ssages" in path else RESPONSES
+        for _ in range(4):
+            r = post(px.url + path, body)
+            eq((r.status, r.headers.get("x-backend")), (200, "a"), path + ": %r" % r)
+    # A member named in another case, and a duplicate whose last value
+    # wins: Ollama runs alpha, so the proxy routes to "a" (the only one
+    # with it). ollama-sim reads names exactly, so what it answers is not
+    # the point: the backend is.
+    spellings = [b'{"Model":"alpha","max_tokens":8,"messages":%s}',
+                 b'{"MODEL":"alpha","max_tokens":8,"messages":%s}',
+                 b'{"model":"llama3","model":"alpha","max_tokens":8,"messages":%s}']
+    for raw in spellings:
+        for path in ("/v1/messages", "/v1/responses"):
+            body = raw % json.dumps(MSG).encode()
+            if path == "/v1/responses":
+                body = body.replace(b'"max_tokens":8,"messages"', b'"input"')
+            for _ in range(3):
+                r = http("POST", px.url + path, body,
+                         headers={"Content-Type": "application/json"})
+                eq(r.headers.get("x-backend"), "a", "%s %s: %r" % (path, body, r))
+    after = a.stats()["paths"]
+    eq(after["/v1/messages"] - before.get("/v1/messages", 0), 8 + 9, "messages on a")
+    eq(after["/v1/responses"] - before.get("/v1/responses", 0), 4 + 9, "responses on a")
+    ok("/v1/messages" not in b.stats().get("paths", {}), "b never asked")
+    # Targets refused before routing (an encoded '/', a NUL): 400 in the
+    # path's shape.
+    for target in ("/v1/messages%2Fx", "/v1/messages%00"):
+        m = _anthropic_error(post(px.url + target, ANTHROPIC), 400, "invalid_request_error",
+                             target)
+        ok(m.startswith("bad request target"), m)
+    _openai_error(post(px.url + "/v1/responses%2Fx", RESPONSES), 400, "invalid_request_error",
+                  "/v1/responses%2Fx")
+    px.stop()
+
+
 def _form(fields, boundary="----proxytest"):
     parts = []
     for name, value, filename in fields:
