@@ -140,8 +140,14 @@ def test_blob_there_already_and_keep_alive():
     eq([a - b for a, b in zip(after, before)], [1, 1, 1], "one upload to each")
     for s in sims:
         ok(has(s, d), "every backend has it")
-    r = http("POST", px.url + "/api/blobs/" + d, data, timeout=60)
-    eq((r.status, r.body), (200, b""), "all had it: 200, as Ollama")
+    # Every backend has it: 200 at once, the rest of the body unread and
+    # the connection closed after the answer, so the client may meet a
+    # closed socket before it has sent everything (EPIPE under ASan, where
+    # the answer comes sooner than the body goes): read the answer anyway.
+    got = _raw_upload(px.port, d, data)
+    ok(got.startswith(b"HTTP/1.1 200 OK\r\n") and _answers(got) == 1,
+       "all had it: 200, as Ollama: %r" % got[:300])
+    ok(got.endswith(b"\r\n\r\n") or b"Content-Length: 0\r\n" in got, "no body: %r" % got)
     px.stop()
 
 
