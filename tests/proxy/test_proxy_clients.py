@@ -407,7 +407,13 @@ def test_keys_in_every_spelling_none_forwarded():
     for q in reqs:
         for name in ("authorization", "x-api-key", "origin"):
             eq(q.header(name), None, "%s forwarded" % name)
+    # None logged: the access log (whole once the proxy has exited) names
+    # the key ("k"), in no spelling its value (nor the wrong ones sent).
     px.stop()
+    out = px.proc.output()
+    eq(out.count("client=k "), 4, "the log names the key")
+    for secret in ("s3cre", base64.b64encode(b"user:s3cret").decode()):
+        ok(secret not in out, "a key in the log: %r" % secret)
     fb.stop()
 
 
