@@ -56,6 +56,6 @@ void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
     /* What a backend served teaches its adaptive cap; metadata never ran on
      * the GPU, and a client that left says nothing of the backend. */
     if (r->be && !r->meta && !gone)
-        backend_feedback(r->be, r->tokens, strcmp(outcome, "ok") == 0 && r->status < 500,
-                         now);
+        backend_feedback(r->be, request_mkey(r), r->tokens,
+                         strcmp(outcome, "ok") == 0 && r->status < 500, r->loaded, now);
 }
