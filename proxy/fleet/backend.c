@@ -300,6 +300,8 @@ void runner_release(struct runner *rn, double now_ms)
 
 void backend_runners_from_ps(struct backend *be, double asked_ms)
 {
+    for (int i = 0; be->loaded && i < be->loaded->n; i++)
+        backend_runner(be, be->loaded->keys[i]); /* a model loaded: what it runs with */
     for (struct runner *rn = be->runners; rn; rn = rn->next) {
         size_t i;
         json_t *m;

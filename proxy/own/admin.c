@@ -46,7 +46,7 @@ static const char *model_name(const struct backend *be, const char *key)
     return l ? l : key;
 }
 
-/* BE's runners in use (sent a request) or capped: the model, its requests
+/* BE's runners in use (sent a request), loaded (/api/ps) or capped: the model, its requests
  * in flight and cap (0: none but the backend's), whether it is an
  * embedding model, the num_ctx it runs with (-1: not known), affinity hits
  * and misses, and the (re)loads seen. */
@@ -56,7 +56,7 @@ static json_t *runners_json(struct backend *be)
     for (struct runner *rn = be->runners; rn; rn = rn->next) {
         int cap = runner_cap(be, rn);
         json_t *o;
-        if (!rn->sent_ms && !cap)
+        if (!rn->sent_ms && !cap && rn->ctx < 0)
             continue;
         o = json_pack("{s:s,s:i,s:i,s:b,s:i,s:{s:I,s:I},s:I}", "model", model_name(be, rn->key),
                       "in_flight", rn->in_flight, "cap", cap, "embedding", rn->embed, "num_ctx",

@@ -11,9 +11,12 @@
  * For a request R of model M, the candidates are the backends in service
  * (not removed, healthy, not drained or disabled) that serve M.
  *   1. num_ctx (ctx_pass): when some candidates' runner of M runs R's
- *      num_ctx and others run another one, only the former are R's: on the
- *      others R would reload the model, which empties every cache of that
- *      runner and makes all of its requests wait.
+ *      num_ctx, or is not loaded (a load there disturbs nobody), and others
+ *      run another one, only the former are R's: on the others R would
+ *      reload the model, which empties every cache of that runner and makes
+ *      all of its requests wait. What a runner runs is what the proxy last
+ *      sent it, or /api/ps' context_length (struct runner); a runner not
+ *      known yet counts as not loaded.
  *   2. A keyed R: the candidates ranked by weighted rendezvous hashing of
  *      (R's key, the backend's url), each weighted by its cap for M, so two
  *      proxies with one config rank alike without sharing anything, and a
@@ -47,7 +50,7 @@ struct cand {
     double score;  /* rendezvous: the highest is the key's first choice */
     int in_flight; /* for M */
     int cap;       /* for M */
-    int match;     /* runs R's num_ctx, or nothing that a request of R would reload */
+    int match;     /* runs R's num_ctx, or nothing that R would reload (step 1) */
 };
 
 static unsigned long long mix64(unsigned long long x)
@@ -140,7 +143,7 @@ static int candidates(struct lb *lb, struct backend **bes, int n, const struct l
         m += c[k].match;
         k++;
     }
-    *matching = m ? m : k; /* none runs it: any, a load is due anyway */
+    *matching = m ? m : k; /* every one runs another: any, a reload is due anyway */
     if (m == 0)
         for (int i = 0; i < k; i++)
             c[i].match = 1;
