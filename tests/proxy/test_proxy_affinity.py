@@ -370,4 +370,39 @@ def test_num_ctx_rewrite_bytes():
     fb.stop()
 
 
+def ui_browser():
+    """test_proxy_ui.py's headless Chromium (Browser), its tests not run."""
+    import os
+    src = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "test_proxy_ui.py")).read()
+    ns = {"__name__": "test_proxy_ui", "__file__": "test_proxy_ui.py"}
+    exec(compile(src.replace("\nrun(globals())", "\n"), "test_proxy_ui.py", "exec"), ns)
+    return ns["browser_or_skip"]()
+
+
+def test_status_page_shows_runners():
+    """The status page draws each backend's runners: in flight against the
+    runner's cap, affinity hits, loads seen, num_ctx."""
+    br = ui_browser()
+    sims = [Sim("--parallel", "2", "--ttft-ms", "20", "--tokens", "2", "--load-ms", "150",
+                models="llama3,bge-m3=embed") for _ in range(2)]
+    px = start([("gpu0", sims[0].url, 2), ("gpu1", sims[1].url, 2)])
+    for i in range(6):
+        eq(post(px.url + "/api/generate", {"model": "llama3", "prompt": "p", "stream": False,
+                                           "options": {"num_ctx": 2048}},
+                headers={"x-session-id": "s%d" % i}).status, 200)
+    br.new_page(1200, 900)
+    br.goto(px.url + "/proxy/ui")
+    br.wait("document.querySelectorAll('[data-backend] .runner').length >= 2", what="runners drawn")
+    rows = br.eval("""[...document.querySelectorAll('[data-backend] .runner')].map(r => ({
+        backend: r.closest('[data-backend]').dataset.backend, model: r.dataset.model,
+        hits: Number(r.dataset.hits), loads: Number(r.dataset.loads), text: r.textContent}))""")
+    llama = [r for r in rows if r["model"] == "llama3:latest"]
+    eq(sum(r["hits"] for r in llama), 6, "affinity hits drawn: %r" % rows)
+    ok(sum(r["loads"] for r in llama) >= 1 and all("num_ctx 2048" in r["text"] for r in llama),
+       "loads and num_ctx drawn: %r" % rows)
+    ok(any(r["model"] == "bge-m3:latest" and "0 / 1 in flight (embedding)" in r["text"]
+           for r in rows), "the embedding model's runner and its cap of 1: %r" % rows)
+    px.stop()
+
+
 run(globals())
