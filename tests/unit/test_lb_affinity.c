@@ -347,6 +347,66 @@ static void test_sched_holds(struct event_base *base)
     sched_cleanup(&s);
 }
 
+static void submit_as(struct sched *s, struct req *r, const char *client, int keyed,
+                      unsigned long long key)
+{
+    memset(r, 0, sizeof *r);
+    r->e.ops = &ops;
+    r->e.key = M;
+    r->e.keyed = keyed;
+    r->e.affinity = key;
+    CHECK_INT(sched_submit(s, &r->e, sched_addr_client(s, client)), 0);
+}
+
+/* A held entry first in the policy's order (its client has no more in
+ * flight than the other, and it is older) does not hold up the other
+ * client's entry behind it when a slot frees elsewhere. */
+static void test_sched_no_head_of_line(struct event_base *base)
+{
+    static struct px_config cfg;
+    int caps[2] = {1, 2};
+    struct sched s;
+    struct req first, b1, b2, held, other;
+    struct lb lb = mklb(0, 1000);
+    struct lb_request r;
+    unsigned long long k = 0;
+    struct backend *home = NULL;
+    fleet(caps, 2);
+    for (k = 1; k < 100 && home != bes[0]; k++) /* a key whose home is the cap-1 backend */
+        home = place(&lb, bes, 2, k, 1000, &r);
+    k--;
+    lb_cleanup(&lb);
+    CHECK(home == bes[0]);
+    sched_init(&s, base);
+    cfg.queue_max_length = 100;
+    cfg.queue_timeout_s = 60;
+    cfg.queue_no_backend_s = 60;
+    cfg.routing.affinity = AFFINITY_SESSION;
+    cfg.routing.balance_factor = 0;
+    cfg.routing.affinity_wait_ms = 5000;
+    sched_configure(&s, &cfg);
+    sched_set_backends(&s, bes, 2);
+    submit_as(&s, &first, "agent", 1, k);
+    CHECK(first.granted && first.e.be == bes[0]);
+    submit_as(&s, &b1, "batch", 0, 0);
+    submit_as(&s, &b2, "batch", 0, 0);
+    CHECK(b1.e.be == bes[1] && b2.e.be == bes[1]);
+    submit_as(&s, &held, "agent", 1, k);  /* its home full: held */
+    submit_as(&s, &other, "batch", 0, 0); /* nothing free */
+    CHECK(!held.granted && !other.granted);
+    sched_done(&s, &b1.e); /* agent 1 in flight, batch 1: held is first in line, and held */
+    CHECK_INT(held.granted, 0);
+    CHECK_INT(other.granted, 1);
+    CHECK(other.e.be == bes[1]);
+    sched_done(&s, &first.e); /* its home frees: held takes it */
+    CHECK(held.granted && held.e.be == bes[0]);
+    sched_done(&s, &held.e);
+    sched_done(&s, &b2.e);
+    sched_done(&s, &other.e);
+    CHECK_INT(bes[0]->in_flight + bes[1]->in_flight, 0);
+    sched_cleanup(&s);
+}
+
 int main(void)
 {
     struct event_base *base = event_base_new();
@@ -356,6 +416,7 @@ int main(void)
     test_one_key_flood();
     test_num_ctx();
     test_sched_holds(base);
+    test_sched_no_head_of_line(base);
     for (int i = 0; i < NB; i++)
         backend_free(bes[i]);
     event_base_free(base);
