@@ -953,10 +953,11 @@ static void no_backend_sweep(struct sched *s)
     int again = 1;
     while (again) { /* refusals may free groups: look again from the start */
         again = 0;
-        for (struct sched_group *g = s->groups; g && !again; g = g->next)
+        for (struct sched_group *g = s->groups; g; g = g->next)
             if (no_backend_expired(s, g->key, &g->unserved_ms, now)) {
-                refuse_group(s, g);
+                refuse_group(s, g); /* G may be freed: not a step further */
                 again = 1;
+                break;
             }
     }
     for (e = TAILQ_FIRST(&s->retries); e; e = next) {
