@@ -76,6 +76,8 @@ static void set_defaults(struct px_config *c)
     c->queue_max_length = 1024;
     c->queue_timeout_s = 600;
     c->queue_no_backend_s = 5;
+    c->ipv4_prefix = 32;
+    c->ipv6_prefix = 64;
     c->connect_s = 3;
     c->first_byte_s = 600;
     c->idle_s = 300;
@@ -492,15 +494,18 @@ static int load_key_unique(const char *file, config_setting_t *k, struct px_conf
 static int load_auth(const char *file, config_setting_t *root, struct px_config *c, char *err,
                      size_t errlen)
 {
-    static const char *const auth_keys[] = {"keys", "client_header", "metrics_key_required"};
+    static const char *const auth_keys[] = {"keys", "client_header", "metrics_key_required",
+                                            "ipv4_prefix", "ipv6_prefix"};
     config_setting_t *a = config_setting_get_member(root, "auth"), *l, *m;
     int rc = 0;
     if (!a)
         return 0;
     if (!config_setting_is_group(a))
         FAIL(a, "\"auth\" must be a group");
-    if (check_members(file, a, auth_keys, 3, "auth", err, errlen) ||
-        get_string(file, a, "client_header", 0, &c->client_header, err, errlen))
+    if (check_members(file, a, auth_keys, 5, "auth", err, errlen) ||
+        get_string(file, a, "client_header", 0, &c->client_header, err, errlen) ||
+        get_int(file, a, "ipv4_prefix", 0, 1, 32, &c->ipv4_prefix, err, errlen) ||
+        get_int(file, a, "ipv6_prefix", 0, 1, 128, &c->ipv6_prefix, err, errlen))
         return -1;
     m = config_setting_get_member(a, "metrics_key_required");
     if (m && config_setting_type(m) != CONFIG_TYPE_BOOL)
@@ -932,4 +937,7 @@ void config_print_summary(const struct px_config *c)
                c->keys[i].max_queued);
     if (c->client_header)
         printf("clients          named by the trusted header %s\n", c->client_header);
+    else if (!c->nkeys)
+        printf("clients          by address: IPv4 /%d, IPv6 /%d\n", c->ipv4_prefix,
+               c->ipv6_prefix);
 }

@@ -84,6 +84,7 @@ struct px_config {
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
+    int ipv4_prefix, ipv6_prefix; /* without keys, a client is an address prefix */
     struct config_routing routing;
     struct config_model_cap *model_caps; /* the top level's model_caps */
     int nmodel_caps;

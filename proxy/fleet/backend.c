@@ -371,15 +371,15 @@ void backend_set_cap(struct backend *be, int cap)
         be->max_concurrent = cap;
 }
 
-void backend_feedback(struct backend *be, const char *key, long long tokens, int ok, int loaded,
-                      double now_ms)
+void backend_feedback(struct backend *be, const char *key, long long tokens, int outcome,
+                      int loaded, double now_ms)
 {
     struct runner *rn = backend_runner_find(be, key);
     if (!rn)
         return;
     rn->loads += loaded;
     if (be->adapt.on && rn->adapt.on && rn->adapt_epoch == be->adapt_epoch)
-        adapt_sample(&rn->adapt, rn->in_flight, tokens, ok, now_ms);
+        adapt_sample(&rn->adapt, rn->in_flight, tokens, outcome, now_ms);
 }
 
 void backend_ref(struct backend *be)

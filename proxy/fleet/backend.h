@@ -207,12 +207,12 @@ int backend_serves(const struct backend *be, const char *key);
 void backend_set_admin(struct backend *be, enum backend_admin admin);
 void backend_set_cap(struct backend *be, int cap);
 
-/* A request for the model KEY that BE served has ended: TOKENS generated
- * (-1 unknown), OK when it succeeded, LOADED when its reply said the model
- * was loaded for it (load_duration >= 100 ms); an adaptive backend's
- * runner learns its cap from it. */
-void backend_feedback(struct backend *be, const char *key, long long tokens, int ok, int loaded,
-                      double now_ms);
+/* A request (or a try) for the model KEY that BE served has ended: TOKENS
+ * generated (-1 unknown), OUTCOME an enum adapt_outcome, LOADED when its
+ * reply said the model was loaded for it (load_duration >= 100 ms); an
+ * adaptive backend's runner learns its cap from it. */
+void backend_feedback(struct backend *be, const char *key, long long tokens, int outcome,
+                      int loaded, double now_ms);
 
 /* References: a request that names BE as its backend holds one
  * (request.h); a backend a reload or a DNS answer retired is freed when

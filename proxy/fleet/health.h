@@ -10,12 +10,16 @@
 #define PX_HEALTH_H
 
 struct proxy;
+struct backend;
 
 /* Start checking (and check once now). Returns 0 or -1. */
 int health_start(struct proxy *px);
 
 /* The interval changed (reload): re-arm. */
 void health_settings(struct proxy *px);
+
+/* Check BE now (unless a check is under way), not at the next tick. */
+void health_check_now(struct backend *be);
 
 /* Stop; NULL-safe on a proxy that never started. */
 void health_stop(struct proxy *px);

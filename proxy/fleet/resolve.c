@@ -11,6 +11,8 @@
 #include <string.h>
 
 #include "backend.h"
+#include "discover.h"
+#include "health.h"
 #include "log.h"
 
 struct resolving {
@@ -30,7 +32,13 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     struct backend *be = r->be;
     if (be) {
         be->resolving = NULL;
-        if (result == 0 && res)
+        if (result == 0 && res && !be->target.addrlen) {
+            take(be, res);
+            /* Its first address: ask it now rather than at the next tick
+             * (the first health check and model poll found no address). */
+            health_check_now(be);
+            discover_refresh(be->px, be);
+        } else if (result == 0 && res)
             take(be, res);
         else if (result != EVUTIL_EAI_CANCEL)
             log_warn("backend %s: cannot resolve %s: %s", be->name, be->host,

@@ -10,6 +10,7 @@
 #include "fanout.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@
 #include "upstream.h"
 
 #define FANOUT_MAX_BODY (1024 * 1024)
+#define FANOUT_HIGH_WATER (256 * 1024) /* pause every backend's read above this */
 #define PS_FRESH_MS 1000.0 /* /api/ps answers this old are reused */
 
 struct fanout;
@@ -56,6 +58,9 @@ struct fanout {
     struct evhttp_connection *evcon;
     enum fanout_kind kind;
     int stream, started, nsubs, pending;
+    unsigned paused : 1;      /* every sub's read paused: the client reads slowly */
+    unsigned resuming : 1;    /* inside resume(): subs ending wait for it to finish */
+    unsigned finish_later : 1;
     struct sub *subs;
     struct evbuffer *out; /* what is written to the client next (drained by each write) */
     char *model, *dest; /* the model (the copy's source) and the copy's destination */
@@ -169,7 +174,10 @@ static void finish(struct fanout *f)
         }
         f->h.bytes += evbuffer_get_length(b);
         evhttp_send_reply_chunk(f->h.req, b);
+        evhttp_connection_set_closecb(f->evcon, NULL, NULL);
         evhttp_send_reply_end(f->h.req);
+        /* Back to the keep-alive read timeout that the stream's start lifted. */
+        evhttp_connection_set_timeout(f->evcon, (int)f->px->cfg->idle_s);
         reply_flush(f->evcon);
         log_line(f, 200, failed ? "fanout-failed" : "fanout");
     } else if (f->kind == FAN_PS) {
@@ -197,10 +205,57 @@ static void finish(struct fanout *f)
 
 static void sub_ended(struct sub *u)
 {
+    struct fanout *f = u->f;
     u->ended = 1;
     u->up = NULL;
-    if (--u->f->pending == 0)
-        finish(u->f);
+    if (--f->pending > 0)
+        return;
+    if (f->resuming) /* resume() is walking the subs: it finishes F after */
+        f->finish_later = 1;
+    else
+        finish(f);
+}
+
+/* ---- back pressure on a streamed fan-out, as on a proxied stream ---- */
+
+static void pause_all(struct fanout *f, int paused)
+{
+    for (int i = 0; i < f->nsubs; i++)
+        if (f->subs[i].up)
+            upstream_pause(f->subs[i].up, paused);
+}
+
+/* The client's buffer drained: every backend's read goes on. Resuming may
+ * deliver lines at once, and end subs, even the last one: F is finished
+ * only after the walk. */
+static void on_drained(struct evhttp_connection *evcon, void *arg)
+{
+    struct fanout *f = arg;
+    (void)evcon;
+    if (!f->paused)
+        return;
+    f->paused = 0;
+    f->resuming = 1;
+    pause_all(f, 0);
+    f->resuming = 0;
+    if (f->finish_later)
+        finish(f);
+}
+
+/* What F->out holds, to the client; above FANOUT_HIGH_WATER in its
+ * buffer every backend's read pauses until it drains (a client that stops
+ * reading a pull's progress must not grow the proxy). */
+static void send_out(struct fanout *f)
+{
+    struct evbuffer *o;
+    f->h.bytes += evbuffer_get_length(f->out);
+    evhttp_send_reply_chunk_with_cb(f->h.req, f->out, on_drained, f);
+    reply_flush(f->evcon);
+    o = bufferevent_get_output(evhttp_connection_get_bufferevent(f->evcon));
+    if (evbuffer_get_length(o) > FANOUT_HIGH_WATER && !f->paused) {
+        f->paused = 1;
+        pause_all(f, 1);
+    }
 }
 
 /* ---- a sub's answer ---- */
@@ -249,9 +304,7 @@ static void on_line(struct sub *u, const char *line, size_t n)
         if ((text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
             evbuffer_add_printf(f->out, "%s\n", text);
             free(text);
-            f->h.bytes += evbuffer_get_length(f->out);
-            evhttp_send_reply_chunk(f->h.req, f->out);
-            reply_flush(f->evcon);
+            send_out(f);
         }
     }
     json_decref(o);
@@ -289,25 +342,59 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
     }
 }
 
+/* A whole answer (not streamed to the client) as Ollama writes it: one
+ * JSON object, or NDJSON lines if the backend streamed anyway. A pull,
+ * push or create succeeded only if its last word is {"status":"success"};
+ * anything with an "error" failed; a 2xx with garbage is no success. */
+static void judge_body(struct fanout *f, struct sub *u)
+{
+    size_t len = evbuffer_get_length(u->body);
+    const char *p = len ? (const char *)evbuffer_pullup(u->body, -1) : "", *end = p + len;
+    int any = 0, success = 0;
+    while (p < end) { /* the body is kept whole: finish() may send it on */
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = (size_t)((nl ? nl : end) - p);
+        json_t *o = n ? json_loadb(p, n, 0, NULL) : NULL;
+        const char *e = json_string_value(json_object_get(o, "error"));
+        const char *st = json_string_value(json_object_get(o, "status"));
+        if (n && !json_is_object(o))
+            set_error(u, "not an answer of Ollama's");
+        else if (e)
+            set_error(u, e);
+        if (n) {
+            success = st && !strcmp(st, "success");
+            any = 1;
+        }
+        json_decref(o);
+        p += n + (nl != NULL);
+    }
+    if (u->error)
+        return;
+    if ((f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE) && !success)
+        set_error(u, any ? "the answer did not say success" : "an empty answer");
+    else
+        u->ok = 1;
+}
+
 static void on_done(void *arg)
 {
     struct sub *u = arg;
     struct fanout *f = u->f;
     upstream_release(u->up);
+    if (f->started && u->status == 200 && evbuffer_get_length(u->body)) { /* no last \n */
+        size_t n = evbuffer_get_length(u->body);
+        on_line(u, (const char *)evbuffer_pullup(u->body, -1), n);
+    }
     if (u->too_big)
         set_error(u, "answer too large");
     else if (u->status < 200 || u->status >= 300)
         error_from_body(u);
     else if (f->started && !u->ok && !u->error)
         set_error(u, "the stream ended without success");
-    else if (!f->started)
-        u->ok = 1;
-    if (f->started && u->status == 200 && evbuffer_get_length(u->body)) { /* no last \n */
-        size_t n = evbuffer_get_length(u->body);
-        on_line(u, (const char *)evbuffer_pullup(u->body, -1), n);
-    }
-    if (f->kind == FAN_PS && u->ok)
+    else if (f->kind == FAN_PS)
         u->ok = discover_set_ps(u->be, u->body) == 0;
+    else if (!f->started)
+        judge_body(f, u);
     sub_ended(u);
 }
 
@@ -461,6 +548,22 @@ static void refuse(struct fanout *f, int status, const char *msg, int retry_afte
     fanout_free(f);
 }
 
+/* Progress as it comes: the reply starts now. evhttp's connection timeout
+ * is a read timeout that stays armed while a reply streams (BASELINE.md,
+ * pitfall 6): a pull whose backends are silent for a while (within their
+ * own first_byte_s and idle_s) would be cut by the client's idle_s. Only a
+ * write timeout is kept (a client that stops reading) until the end. */
+static void start_stream(struct fanout *f)
+{
+    struct timeval wtv = {(time_t)f->px->cfg->idle_s, 0};
+    evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
+                      "application/x-ndjson");
+    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(f->evcon), NULL, &wtv);
+    evhttp_send_reply_start(f->h.req, 200, "OK");
+    evhttp_connection_set_closecb(f->evcon, on_client_close, f);
+    f->started = 1;
+}
+
 /* A fan-out for HEAD (moved in), or NULL after answering 500. */
 static struct fanout *fanout_new(struct proxy *px, struct request *head,
                                  enum fanout_kind kind, const char *path)
@@ -535,13 +638,8 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
     }
     if (plan(f) < 0)
         return;
-    if (f->stream) { /* progress as it comes: the reply starts now */
-        evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
-                          "application/x-ndjson");
-        evhttp_send_reply_start(f->h.req, 200, "OK");
-        evhttp_connection_set_closecb(f->evcon, on_client_close, f);
-        f->started = 1;
-    }
+    if (f->stream)
+        start_stream(f);
     for (int i = 0; i < f->nsubs; i++)
         send_sub(f, &f->subs[i]);
     if (f->pending == 0) /* none could even start */

@@ -28,7 +28,7 @@ void request_init(struct request *r, struct evhttp_request *evreq, const char *p
     r->tries = 0;
     r->t_start = net_now_ms();
     r->t_dispatch = r->t_try = r->t_head = 0;
-    r->meta = r->queued = 0;
+    r->meta = r->queued = r->error_body = 0;
 }
 
 /* S (length N) into BUF if it fits, else a heap copy in *HEAP. */

@@ -58,6 +58,7 @@ struct request {
     double t_head;              /* the last try's response head; 0 none */
     unsigned meta : 1;          /* took no GPU slot (sched.h, SCHED_META_CAP) */
     unsigned queued : 1;        /* went through the scheduler (a session) */
+    unsigned error_body : 1;    /* a 2xx whose body is (or ends in) an error */
 };
 
 /* Fill R's identity from EVREQ: method, path (PATH), address, times; the
