@@ -119,7 +119,7 @@ static void check(struct backend *be)
     if (be->probe || be->removed || be->admin == ADMIN_DISABLED)
         return;
     if (!be->target.addrlen) { /* not resolved (yet): ask again, and fail this check */
-        resolve_backend(px->dns, be);
+        resolve_backend(px->dns, be, health_address_found);
         if (be->probe || be->removed) /* answered at once: checked by then */
             return;
         if (!be->target.addrlen) {
@@ -138,9 +138,10 @@ static void check(struct backend *be)
         failed(be, "cannot open a socket");
 }
 
-void health_check_now(struct backend *be)
+void health_address_found(struct backend *be)
 {
     check(be);
+    discover_refresh(be->px, be);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

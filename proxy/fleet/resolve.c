@@ -11,13 +11,12 @@
 #include <string.h>
 
 #include "backend.h"
-#include "discover.h"
-#include "health.h"
 #include "log.h"
 
 struct resolving {
     struct backend *be; /* NULL once cancelled */
     struct evdns_getaddrinfo_request *req;
+    resolve_found_fn found;
 };
 
 static void take(struct backend *be, const struct evutil_addrinfo *ai)
@@ -34,10 +33,8 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
         be->resolving = NULL;
         if (result == 0 && res && !be->target.addrlen) {
             take(be, res);
-            /* Its first address: ask it now rather than at the next tick
-             * (the first health check and model poll found no address). */
-            health_check_now(be);
-            discover_refresh(be->px, be);
+            if (r->found) /* its first address: the caller asks it now */
+                r->found(be);
         } else if (result == 0 && res)
             take(be, res);
         else if (result != EVUTIL_EAI_CANCEL)
@@ -49,10 +46,12 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     free(r);
 }
 
-void resolve_backend(struct evdns_base *dns, struct backend *be)
+void resolve_backend(struct evdns_base *dns, struct backend *be,
+                     resolve_found_fn found)
 {
     struct evutil_addrinfo hints, *res = NULL;
     struct resolving *r;
+    struct evdns_getaddrinfo_request *req;
     char port[16];
     if (be->resolving)
         return;
@@ -72,9 +71,13 @@ void resolve_backend(struct evdns_base *dns, struct backend *be)
     }
     hints.ai_flags = EVUTIL_AI_NUMERICSERV | EVUTIL_AI_ADDRCONFIG;
     r->be = be;
+    r->found = found;
     be->resolving = r;
-    /* May answer at once (from /etc/hosts): then on_resolved has run. */
-    r->req = evdns_getaddrinfo(dns, be->host, port, &hints, on_resolved, r);
+    /* May answer at once (from /etc/hosts): then on_resolved has run and
+     * freed R (it cleared be->resolving), and NULL comes back. */
+    req = evdns_getaddrinfo(dns, be->host, port, &hints, on_resolved, r);
+    if (be->resolving == r)
+        r->req = req;
 }
 
 void resolve_cancel(struct backend *be)
