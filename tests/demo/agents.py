@@ -60,11 +60,36 @@ def post_stream(url, body, headers):
     return first, backend, "".join(answer)
 
 
-def run_arm(arm, url, key, sessions, turns, scale, out):
-    """SESSIONS agents of TURNS turns through the proxy at URL, side by side."""
+def pick_ids(url, key, sessions, slots):
+    """SESSIONS agent ids, SLOTS of them at home on each GPU. The home of an
+    id is its rendezvous hash over the backends' URLs, and the sims' ports
+    are new each run: with 8 random ids on two GPUs of 4 slots, one GPU is
+    home to 5 or more about 7 runs in 10, and those turns wait for a slot or
+    move (tests/bench/bench_affinity.py measures random ids). A fleet of
+    many agents spreads evenly; the demo asks the idle proxy where each id
+    goes (a one-token request: the idle fleet is under any bounded load)
+    and keeps ids until each GPU has its share."""
+    ids, per = [], {}
+    for i in range(40 * sessions):
+        sid = "demo-agent-%d" % i
+        _, backend, _ = post_stream(url + "/api/chat",
+                                    {"model": "llama3", "options": {"num_predict": 1},
+                                     "messages": [{"role": "user", "content": "hi"}]},
+                                    {"Authorization": "Bearer " + key, HEADER: sid})
+        if per.get(backend, 0) < slots:
+            per[backend] = per.get(backend, 0) + 1
+            ids.append(sid)
+            if len(ids) == sessions:
+                return ids
+    return ids + ["demo-agent-x%d" % i for i in range(sessions - len(ids))]
+
+
+def run_arm(arm, url, key, ids, turns, scale, out):
+    """An agent of TURNS turns for each of IDS through the proxy at URL, side
+    by side."""
     def agent(s):
         msgs = [{"role": "system", "content": SYSTEM}]
-        hdr = {"Authorization": "Bearer " + key, HEADER: "demo-agent-%d" % s}
+        hdr = {"Authorization": "Bearer " + key, HEADER: ids[s]}
         time.sleep(s * 4.0 / scale)  # they start 4 s (simulated) apart
         for t in range(turns):
             msgs.append({"role": "user", "content": turn_text(s, t)})
@@ -74,7 +99,7 @@ def run_arm(arm, url, key, sessions, turns, scale, out):
             out.append((arm, s, t + 1, ctx, ttft * scale, backend))
             msgs.append({"role": "assistant", "content": answer})
             time.sleep(2.0 / scale)  # the tool runs
-    threads = [threading.Thread(target=agent, args=(s,)) for s in range(sessions)]
+    threads = [threading.Thread(target=agent, args=(s,)) for s in range(len(ids))]
     for th in threads:
         th.start()
     for th in threads:
@@ -128,11 +153,17 @@ def scene(log, start_sim, start_proxy, out_dir, scale, quick, key):
                               (SLOTS, SESSIONS, TURNS))
     rows = []
     summary = {}
-    for arm, routing in (("off", 'affinity = "off";'), ("on", 'affinity = "session";')):
+    # The hold (affinity_wait_ms, real ms) scaled with the sims' time: 1 s of it.
+    on = 'affinity = "session"; affinity_wait_ms = %d;' % max(1, round(1000 / scale))
+    for arm, routing in (("off", 'affinity = "off";'), ("on", on)):
         sims = [start_sim("agents-%s-gpu%d" % (arm, i), slots) for i in range(2)]  # empty caches
         px = start_proxy("agents-" + arm, sims, routing)
+        ids = (pick_ids(px.url, key, sessions, slots) if arm == "on" else
+               ["demo-agent-%d" % s for s in range(sessions)])
+        for s in sims:  # the probes' counts
+            urllib.request.urlopen(urllib.request.Request(s.url + "/_sim/reset", method="POST"))
         t0 = time.monotonic()
-        run_arm(arm, px.url, key, sessions, turns, scale, rows)
+        run_arm(arm, px.url, key, ids, turns, scale, rows)
         wall = time.monotonic() - t0
         stats = [json.load(urllib.request.urlopen(s.url + "/_sim/stats")) for s in sims]
         px.stop()
