@@ -4,7 +4,8 @@ against least-loaded routing and HAProxy's consistent hash, on an agent
 trace (issue 22, CONTRACT.md "Conversations stay warm").
 
 Usage: bench_affinity.py [agents|ctx|embed ...] [--build DIR] [--fleets 2,4]
-                         [--rounds N] [--time-scale F] [--quick] [--json FILE]
+                         [--rounds N] [--time-scale F] [--quick] [--alone]
+                         [--baseline BINARY] [--json FILE]
 
 agents: an agent trace on 2 and 4 ollama-sim backends with a published
   prompt curve (--gpu gb10-gpt-oss-20b: llama.cpp's DGX Spark runs, 1312
@@ -25,16 +26,20 @@ agents: an agent trace on 2 and 4 ollama-sim backends with a published
              hash-type consistent, hash-balance-factor 150, maxconn 8 per
              server (it binds at arrival and queues per server; a request
              without the header goes round robin)
+  The proxy's hold (affinity_wait_ms) is scaled with the sims' time: 1 s.
   Figures, in simulated seconds: time to first token p50 and p99 (all
   turns, and turns after the first), turns per second, prompt tokens the
-  sims processed; then the same trace with `ollama-classify -j 200` running
+  sims processed (against the trace's ideal: each turn's new part only;
+  with the batch beside, its prompts are counted too), the proxy's
+  affinity hits and misses; then the same trace with `ollama-classify -j 200` running
   beside it (through the same front; its items under another key: fair
   share): how busy the fleet was (slots in use / slots, sampled every
   100 ms), the agents' TTFT against alone, and whether any backend ever had
   a request waiting inside it (a cap exceeded).
 ctx: two clients on two backends loaded with num_ctx 4096, one sending 4096
   and one 8192, 4 at a time, 60 requests after a warm-up of 4: reloads
-  (the sims' count) with num_ctx = "pass", pinned (4096) and least loaded.
+  (the sims' count) with num_ctx = "pass", pinned (4096) and "strip"
+  (and "before" with --baseline: num_ctx forwarded, least loaded).
 embed: 16 embedding requests at once (bge-m3, an embedding model by
   /api/show only) beside 8 chat requests, 2 backends capped at 8: the most
   embedding requests inside one backend's runner at once (sampled from
@@ -68,6 +73,7 @@ import aclient  # noqa: E402
 import bench_proxy as bp  # noqa: E402
 
 ARGS = None
+RUNS = 0
 HEADER = "x-claude-code-session-id"
 SLOTS = 8
 SYSTEM = ("You are a coding agent. You read files, run commands and edit code. " * 170)[:12000]
@@ -179,6 +185,10 @@ def front(arm, sim_procs):
         return haproxy_hash(backends)
     routing = {"least": 'affinity = "off";', "session": 'affinity = "session";',
                "prefix": 'affinity = "prefix";'}[arm]
+    # The sims run time_scale times faster than real time: the hold, in real
+    # ms, is scaled with them (the default 1 s would hold a turn 10 s of the
+    # sims' time at --time-scale 10).
+    routing += " affinity_wait_ms = %d;" % max(1, round(1000 / ARGS.time_scale))
     return proxy(backends, routing, KEYS)
 
 
@@ -255,11 +265,13 @@ def classify_start(port, arm, n_items=150000):
                 f.write("ticket %d: %s\n" % (i, " ".join(rnd.choice(
                     ["refund", "login", "crash", "slow", "invoice", "password", "error", "please"])
                     for _ in range(rnd.randint(20, 60)))))
-    res = os.path.join(bp.TMP, "results-%d.jsonl" % len(bp._procs))
+    global RUNS
+    RUNS += 1  # a results file of its own: one left by an earlier arm would be resumed
+    res = os.path.join(bp.TMP, "results-%d.jsonl" % RUNS)
     argv = [os.path.join(bp.BUILD, "ollama-classify"), "-i", items, "-o", res, "-m", "llama3",
             "-l", "billing,account,bug,other", "-j", "200", "--url", "http://127.0.0.1:%d" % port,
             "--api-key", "" if arm == "haproxy" else "kb"]
-    log = open(os.path.join(bp.TMP, "classify-%d.log" % len(bp._procs)), "wb")
+    log = open(os.path.join(bp.TMP, "classify-%d.log" % RUNS), "wb")
     p = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          start_new_session=True)
     return p, log, res
@@ -308,7 +320,8 @@ def run_arm(arm, nb, seed, beside):
             "processed": sum(s["prompt_processed"] for s in stats),
             "reused": sum(s["prompt_reused"] for s in stats),
             "busy": statistics.mean(busy) if busy else float("nan"),
-            "max_waiting_inside": max((max(x[1] for x in row) for row in samples if row), default=0),
+            "max_waiting_inside": max((max(x[1] for x in row) for row in samples if row),
+                                      default=0),
             "ideal": ideal_tokens(sessions_), "affinity_hits": aff["hit"],
             "affinity_misses": aff["miss"], "labelled": labelled, "batch_ran_out": batch_done}
 
@@ -316,7 +329,7 @@ def run_arm(arm, nb, seed, beside):
 def bench_agents(store):
     arms = ["least", "session", "prefix", "haproxy"]
     for nb in ARGS.fleets:
-        for beside in (False, True):
+        for beside in (False,) if ARGS.alone else (False, True):
             for rnd in range(ARGS.rounds):
                 order = arms if rnd % 2 == 0 else arms[::-1]
                 for arm in order:
@@ -454,6 +467,7 @@ def summary(store):
 
 def main():
     global ARGS
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # atexit stops our processes
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("bench", nargs="*", help="agents|ctx|embed (default: all)")
     ap.add_argument("--build", default=os.environ.get("OP_BUILD_DIR",
@@ -462,6 +476,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--time-scale", type=float, default=10)
     ap.add_argument("--quick", action="store_true", help="2 backends, 1 round")
+    ap.add_argument("--alone", action="store_true",
+                    help="agents: the trace alone, without the batch beside it")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--baseline", help="an ollama-proxy from before this issue (ctx, embed)")
     ARGS = ap.parse_args()
