@@ -10,6 +10,7 @@
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -20,6 +21,7 @@
 #include "conns.h"
 #include "cors.h"
 #include "fanout.h"
+#include "jbody.h"
 #include "jscan.h"
 #include "metrics.h"
 #include "multipart.h"
@@ -91,6 +93,86 @@ const struct endpoint *router_find(const char *path)
 }
 
 /* ---- the body ---- */
+
+/* What routing reads in the body of a model-routed path (jbody.h): where
+ * its conversation starts (prefix affinity), whether it carries Ollama's
+ * options (routing.num_ctx = "strip" applies) and whether it is a generate
+ * or chat request (a pinned num_ctx is set on it). /v1/messages and
+ * /v1/responses take effect once their rows route them by model. */
+static const struct body_rule {
+    const char *path;
+    enum jbody_shape shape;
+    unsigned options : 1;
+    unsigned pin : 1;
+} body_rules[] = {
+    {"/api/chat", JBODY_MESSAGES, 1, 1},
+    {"/api/generate", JBODY_PROMPT, 1, 1},
+    {"/api/embed", JBODY_NONE, 1, 0},
+    {"/api/embeddings", JBODY_NONE, 1, 0},
+    {"/v1/chat/completions", JBODY_MESSAGES, 0, 0},
+    {"/v1/completions", JBODY_PROMPT, 0, 0},
+    {"/v1/messages", JBODY_MESSAGES, 0, 0},
+    {"/v1/responses", JBODY_RESPONSES, 0, 0},
+};
+
+static const struct body_rule *body_rule_of(const struct endpoint *ep)
+{
+    for (size_t i = 0; i < sizeof body_rules / sizeof body_rules[0]; i++)
+        if (strcmp(ep->path, body_rules[i].path) == 0)
+            return &body_rules[i];
+    return NULL;
+}
+
+/* The affinity key of R (routing.affinity): the first session header it
+ * carries, else (prefix) the start of its conversation, hashed. */
+static int affinity_key(struct proxy *px, struct request *r, const struct body_rule *br,
+                        const char *body, size_t len, unsigned long long *hash)
+{
+    const struct config_routing *rt = &px->cfg->routing;
+    const struct evkeyvalq *h = evhttp_request_get_input_headers(r->req);
+    if (rt->affinity == AFFINITY_OFF)
+        return 0;
+    for (int i = 0; i < rt->nsession_headers; i++) {
+        const char *v = evhttp_find_header(h, rt->session_headers[i]);
+        if (v && *v) {
+            unsigned long long x = 1469598103934665603ULL; /* FNV-1a 64 */
+            for (const char *p = v; *p; p++)
+                x = (x ^ (unsigned char)*p) * 1099511628211ULL;
+            *hash = x;
+            return 1;
+        }
+    }
+    return rt->affinity == AFFINITY_PREFIX && br &&
+           jbody_prefix_hash(body, len, br->shape, hash);
+}
+
+/* routing.num_ctx: the one rewrite of a body (jbody.h), and the num_ctx R
+ * goes to its backend with. */
+static int num_ctx_rule(struct proxy *px, struct request *r, const struct body_rule *br,
+                        const char *body, size_t len, const struct jscan_result *js)
+{
+    const struct config_routing *rt = &px->cfg->routing;
+    struct evbuffer *b = evhttp_request_get_input_buffer(r->req);
+    char *out = NULL;
+    size_t outlen = 0;
+    int value = 0, rc = 0;
+    if (!br || !br->options)
+        return 0; /* /v1 bodies carry no num_ctx: the backend's default */
+    if (rt->num_ctx == NUM_CTX_PIN && br->pin)
+        value = rt->num_ctx_pin;
+    else if (rt->num_ctx == NUM_CTX_PASS || (rt->num_ctx == NUM_CTX_PIN && !br->pin))
+        return jbody_num_ctx(body, len);
+    if (!(js->wrong_type & 1u << JSCAN_OPTIONS))
+        rc = jbody_set_num_ctx(body, len, value, &out, &outlen);
+    if (rc == 1) {
+        evbuffer_drain(b, len);
+        evbuffer_add(b, out, outlen);
+        free(out);
+    } else if (rc < 0) { /* forwarded as it is: Ollama answers it */
+        return jbody_num_ctx(body, len);
+    }
+    return value;
+}
 
 /* The request is an unload, as Ollama decides it (server/routes.go): an
  * empty prompt (generate) or no messages (chat) with keep_alive zero.
@@ -173,9 +255,11 @@ static int parse_form(struct request *r, const char *body, size_t len)
 }
 
 /* Read the model of R's body, as the backend will (jscan.h, or a form's
- * field), into R; its unload verdict into *UNLOAD. Returns 0, or -1 after
- * answering. */
-static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
+ * field), into R; its unload verdict into *UNLOAD and what routing needs
+ * into *RT (the body rewritten for routing.num_ctx). Returns 0, or -1
+ * after answering. */
+static int parse_body(struct proxy *px, struct request *r, const struct endpoint *ep,
+                      int *unload, struct session_info *rt)
 {
     struct evbuffer *b = evhttp_request_get_input_buffer(r->req);
     size_t len = evbuffer_get_length(b), mlen;
@@ -206,6 +290,11 @@ static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
     if (set_model(r, m, mlen, mesc) < 0)
         return -1;
     *unload = is_unload(ep, &js);
+    if (!*unload && ep->kind == EP_INFER) {
+        const struct body_rule *br = body_rule_of(ep);
+        rt->keyed = affinity_key(px, r, br, body, len, &rt->affinity);
+        rt->num_ctx = num_ctx_rule(px, r, br, body, len, &js); /* body is stale after it */
+    }
     return 0;
 }
 
@@ -295,6 +384,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     enum ep_kind kind;
     char path[URLPATH_MAX + 1], target[8192];
     struct request r;
+    struct session_info in = {0};
     int key, rc, unload = 0;
 
     px->requests++;
@@ -328,7 +418,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     if ((key = auth_check(px, &r, ep && ep->admin, is_open(px, ep, kind))) == AUTH_ANSWERED ||
         answer_self(px, &r, ep, kind, path) ||
-        (ep && ep->model && kind != EP_PASS && parse_body(&r, ep, &unload) < 0))
+        (ep && ep->model && kind != EP_PASS && parse_body(px, &r, ep, &unload, &in) < 0))
         goto self;
     if (kind == EP_PS && !catalog_known(px)) { /* nobody in service to ask */
         catalog_reply(px, &r, path);
@@ -349,10 +439,10 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* Reads that never run on a GPU take no slot and wait behind no
      * inference (sched.h, SCHED_META_CAP). */
     r.meta = kind == EP_META || cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-    {
-        struct session_info in = {&r, target, auth_client(px, &r, key)};
-        session_start(px, &in); /* R moves to the session */
-    }
+    in.head = &r;
+    in.target = target;
+    in.client = auth_client(px, &r, key);
+    session_start(px, &in); /* R moves to the session */
     return;
 self:
     reqlog_end(px, &r, "self");

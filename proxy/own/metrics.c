@@ -283,8 +283,9 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
     head(o, name, "gauge", help);
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
+        const struct adapt *why;
         int v = which == 0   ? be->in_flight
-                : which == 1 ? be->max_concurrent
+                : which == 1 ? backend_effective_cap(be, &why)
                 : which == 4 ? backend_ceiling(be)
                 : which == 2 ? be->healthy
                              : be->admin == ADMIN_READY;
@@ -329,25 +330,85 @@ static void adaptive_causes(struct out *o, struct proxy *px)
          "probe_down, grew, shrank, back), 0 for the others.");
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
-        for (int c = 0; be->adapt.on && c < ADAPT_NCAUSES; c++) {
+        const struct adapt *why;
+        backend_effective_cap(be, &why); /* the runner's that changed last */
+        for (int c = 0; why && c < ADAPT_NCAUSES; c++) {
             str(o, "ollama_proxy_backend_cap_cause{backend=\"");
             label(o, be->name);
             str(o, "\",cause=\"");
             str(o, adapt_cause_name[c]);
-            str(o, be->adapt.cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
+            str(o, why->cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
         }
     }
     head(o, "ollama_proxy_backend_cap_changed_timestamp_seconds", "gauge",
          "Adaptive backends: when the cap last changed (Unix time).");
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
-        if (!be->adapt.on)
+        const struct adapt *why;
+        backend_effective_cap(be, &why);
+        if (!why)
             continue;
         str(o, "ollama_proxy_backend_cap_changed_timestamp_seconds{backend=\"");
         label(o, be->name);
         str(o, "\"} ");
-        inum(o, (long long)be->adapt.changed_at);
+        inum(o, (long long)why->changed_at);
         put(o, "\n", 1);
+    }
+}
+
+/* NAME{backend,model[,result]} V: one sample of a runner's series. */
+static void runner_sample(struct out *o, struct proxy *px, struct backend *be,
+                          const struct runner *rn, const char *name, const char *result,
+                          unsigned long long v)
+{
+    str(o, name);
+    str(o, "{backend=\"");
+    label(o, be->name);
+    str(o, "\",model=\"");
+    label(o, model_label(px, be, rn->key, rn->key));
+    if (result) {
+        str(o, "\",result=\"");
+        str(o, result);
+    }
+    str(o, "\"} ");
+    num(o, v);
+    put(o, "\n", 1);
+}
+
+/* Per (backend, model), for the runners a request was sent to: affinity
+ * hits and misses, (re)loads seen, in flight and the runner's cap. */
+static void runners(struct out *o, struct proxy *px)
+{
+    static const char *const names[] = {
+        "ollama_proxy_affinity_total", "ollama_proxy_model_loads_total",
+        "ollama_proxy_runner_in_flight", "ollama_proxy_runner_cap"};
+    static const char *const types[] = {"counter", "counter", "gauge", "gauge"};
+    static const char *const help[] = {
+        "Requests with an affinity key, granted on their key's backend (hit) or another (miss).",
+        "Replies that said load_duration >= 100 ms: the model was (re)loaded for them.",
+        "Requests in flight per (backend, model): the model's runner.",
+        ("The cap of a model's runner on a backend (model_caps, 1 for an embedding model, or "
+         "adaptive); absent: the backend's cap alone.")};
+    for (int k = 0; k < 4; k++) {
+        head(o, names[k], types[k], help[k]);
+        for (int i = 0; i < px->nbackends; i++) {
+            struct backend *be = px->backends[i];
+            for (struct runner *rn = be->runners; rn; rn = rn->next) {
+                int cap = runner_cap(be, rn);
+                if (!rn->sent_ms)
+                    continue;
+                if (k == 0) {
+                    runner_sample(o, px, be, rn, names[k], "hit", rn->hits);
+                    runner_sample(o, px, be, rn, names[k], "miss", rn->misses);
+                } else if (k == 1) {
+                    runner_sample(o, px, be, rn, names[k], NULL, rn->loads);
+                } else if (k == 2) {
+                    runner_sample(o, px, be, rn, names[k], NULL, (unsigned long long)rn->in_flight);
+                } else if (cap) {
+                    runner_sample(o, px, be, rn, names[k], NULL, (unsigned long long)cap);
+                }
+            }
+        }
     }
 }
 
@@ -392,6 +453,7 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
     adaptive_causes(o, px);
+    runners(o, px);
     backend_gauge(o, px, "ollama_proxy_backend_in_service",
                   "0 when drained or disabled by the runtime control.", 3);
     head(o, "ollama_proxy_queue_length", "gauge", "Requests waiting for a slot.");

@@ -70,5 +70,6 @@ void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
     /* What a backend served teaches its adaptive cap; metadata never ran on
      * the GPU, and a client that left says nothing of the backend. */
     if (r->be && !r->meta && !gone)
-        backend_feedback(r->be, r->tokens, adapt_outcome_of(r, outcome), now);
+        backend_feedback(r->be, request_mkey(r), r->tokens, adapt_outcome_of(r, outcome),
+                         r->loaded, now);
 }

@@ -57,6 +57,7 @@ struct request {
     double t_start;             /* arrival, net_now_ms() */
     double t_dispatch;          /* first slot granted; 0 none */
     double t_try;               /* the last try's start */
+    int loaded;                 /* its reply said load_duration >= 100 ms: a model (re)load */
     double t_head;              /* the last try's response head; 0 none */
     unsigned meta : 1;          /* took no GPU slot (sched.h, SCHED_META_CAP) */
     unsigned queued : 1;        /* went through the scheduler (a session) */
