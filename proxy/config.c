@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "names.h"
 #include "net.h"
 
 enum opt_kind { OPT_INT, OPT_NUM };
@@ -45,17 +46,32 @@ static const struct opt opts[] = {
     {"limits", "max_body_mb", OPT_INT, OFF(max_body_mb), 1, 1 << 20},
     {"limits", "max_connections", OPT_INT, OFF(max_connections), 1, 10000000},
     {NULL, "shutdown_timeout_s", OPT_NUM, OFF(shutdown_timeout_s), 0, 86400},
+    {"routing", "balance_factor", OPT_NUM, OFF(routing.balance_factor), 0, 100},
+    {"routing", "affinity_wait_ms", OPT_NUM, OFF(routing.affinity_wait_ms), 0, 3600000},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-static const char *const top_keys[] = {"listen", "backends", "queue",   "timeouts",
-                                       "health", "models",   "limits",  "auth",
-                                       "logging", "resolvers", "shutdown_timeout_s"};
-static const char *const backend_keys[] = {"name",      "url",     "dns", "max_concurrent",
-                                           "resolve_s", "adaptive"};
+static const char *const top_keys[] = {"listen",  "backends",  "queue",
+                                       "timeouts", "health",   "models",
+                                       "limits",  "auth",      "logging",
+                                       "resolvers", "shutdown_timeout_s", "routing",
+                                       "model_caps", "cors_origins"};
+static const char *const backend_keys[] = {"name",      "url",      "dns",       "max_concurrent",
+                                           "resolve_s", "adaptive", "model_caps"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
                                        "max_queued", "weight", "priority"};
 static const char *const prio_names[PRIO_COUNT] = {"high", "normal", "low"};
+static const char *const affinity_names[] = {"off", "session", "prefix"};   /* routing_affinity */
+static const char *const num_ctx_names[] = {"pass", "strip"};               /* routing_num_ctx */
+/* The headers an agent or a chat front end sends to name its conversation
+ * (Claude Code, Codex, OpenCode, Open WebUI), tried in this order. */
+static const char *const default_session_headers[] = {
+    "x-session-id", "x-claude-code-session-id", "session-id", "x-session-affinity",
+    "x-openwebui-chat-id"};
+#define NDEFAULT_HEADERS (sizeof default_session_headers / sizeof default_session_headers[0])
+#define MAX_SESSION_HEADERS 16
+#define MAX_MODEL_CAPS 1000
+static unsigned config_serial; /* configs loaded so far (px_config.serial) */
 
 static void set_defaults(struct px_config *c)
 {
@@ -77,6 +93,16 @@ static void set_defaults(struct px_config *c)
     c->max_connections = 4096;
     c->shutdown_timeout_s = 30;
     c->access_log = strdup("stderr");
+    c->routing.affinity = AFFINITY_SESSION;
+    c->routing.balance_factor = 1.5;
+    c->routing.affinity_wait_ms = 1000;
+    c->routing.num_ctx = NUM_CTX_PASS;
+    c->routing.session_headers = calloc(NDEFAULT_HEADERS + 1, sizeof(char *));
+    if (c->routing.session_headers) {
+        c->routing.nsession_headers = (int)NDEFAULT_HEADERS;
+        for (size_t i = 0; i < NDEFAULT_HEADERS; i++)
+            c->routing.session_headers[i] = strdup(default_session_headers[i]);
+    }
 }
 
 /* Every error of a file is reported, in file order: FAIL records one for
@@ -266,6 +292,65 @@ static int good_name(const char *name)
                                    "0123456789._:-") == n;
 }
 
+/* model_caps = ( { model = "nomic-embed-text"; max_concurrent = 1; } ), at the
+ * top level or in a backend's row (L; NULL: absent) into *OUT, *N. */
+static int load_model_caps(const char *file, config_setting_t *l, struct config_model_cap **out,
+                           int *n, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"model", "max_concurrent"};
+    int rc = 0;
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"model_caps\" must be a list ( { model = ...; max_concurrent = ...; } )");
+    if (config_setting_length(l) > MAX_MODEL_CAPS)
+        FAIL(l, "\"model_caps\": at most %d rows", MAX_MODEL_CAPS);
+    if (!(*out = calloc((size_t)config_setting_length(l) + 1, sizeof **out)))
+        FAIL(l, "out of memory");
+    for (int i = 0; i < config_setting_length(l); i++) {
+        config_setting_t *m = config_setting_get_elem(l, (unsigned)i);
+        struct config_model_cap *mc = &(*out)[*n];
+        char key[NAME_KEY_MAX];
+        if (!config_setting_is_group(m)) {
+            add_error(file, (int)config_setting_source_line(m),
+                      "each model_caps row must be a group { model = ...; max_concurrent = ...; }");
+            rc = -1;
+            continue;
+        }
+        if (check_members(file, m, keys, 2, "a model_caps row", err, errlen) ||
+            get_string(file, m, "model", 1, &mc->model, err, errlen) ||
+            get_int(file, m, "max_concurrent", 1, 1, 100000, &mc->max_concurrent, err, errlen)) {
+            free(mc->model);
+            mc->model = NULL;
+            rc = -1;
+            continue;
+        }
+        (*n)++;
+        if (!mc->model || name_key(mc->model, key, sizeof key) < 0 || !(mc->key = strdup(key))) {
+            add_error(file, (int)config_setting_source_line(m), "model_caps: \"%s\" is not a "
+                      "model name", mc->model ? mc->model : "");
+            rc = -1;
+            continue;
+        }
+        for (int j = 0; j < *n - 1; j++)
+            if ((*out)[j].key && strcmp((*out)[j].key, mc->key) == 0) {
+                add_error(file, (int)config_setting_source_line(m),
+                          "model_caps: \"%s\" has two rows", mc->model);
+                rc = -1;
+            }
+    }
+    return rc;
+}
+
+static void free_model_caps(struct config_model_cap *m, int n)
+{
+    for (int i = 0; m && i < n; i++) {
+        free(m[i].model);
+        free(m[i].key);
+    }
+    free(m);
+}
+
 static int load_backend(const char *file, config_setting_t *b, struct px_config *c, int i,
                         char *err, size_t errlen)
 {
@@ -280,7 +365,10 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     if (ad && config_setting_type(ad) != CONFIG_TYPE_BOOL)
         FAIL(ad, "\"adaptive\" must be true or false");
     be->adaptive = ad ? config_setting_get_bool(ad) : 0;
-    if (check_members(file, b, backend_keys, 6, "a backend", err, errlen) ||
+    if (check_members(file, b, backend_keys, sizeof backend_keys / sizeof backend_keys[0],
+                      "a backend", err, errlen) ||
+        load_model_caps(file, config_setting_get_member(b, "model_caps"), &be->model_caps,
+                        &be->nmodel_caps, err, errlen) ||
         get_string(file, b, "name", 1, &be->name, err, errlen) ||
         get_string(file, b, "dns", 0, &dns, err, errlen) ||
         get_string(file, b, "url", !dns, &be->url, err, errlen) ||
@@ -530,6 +618,122 @@ static int load_resolvers(const char *file, config_setting_t *root, struct px_co
     return 0;
 }
 
+/* cors_origins = ( "https://chat.example.com", "http://localhost:*" ); the
+ * browser origins allowed to call the proxy (front/cors.c); '*' matches
+ * any run of characters. Default: none. */
+static int load_cors(const char *file, config_setting_t *root, struct px_config *c, char *err,
+                     size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(root, "cors_origins");
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"cors_origins\" must be a list of origins (\"https://host:port\", \"*\")");
+    c->ncors_origins = config_setting_length(l);
+    c->cors_origins = calloc((size_t)c->ncors_origins + 1, sizeof *c->cors_origins);
+    for (int i = 0; i < c->ncors_origins; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v || !*v)
+            FAIL(l, "\"cors_origins\" must be a list of origins (\"https://host:port\", \"*\")");
+        c->cors_origins[i] = strdup(v);
+    }
+    return 0;
+}
+/* A header name as RFC 9110 spells one (a token), 64 bytes at most. */
+static int good_header(const char *h)
+{
+    size_t n = strlen(h);
+    return n && n <= 64 &&
+           strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                     "!#$%&'*+-.^_`|~") == n;
+}
+
+static int index_of(const char *v, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v, names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int load_session_headers(const char *file, config_setting_t *l, struct config_routing *r,
+                                char *err, size_t errlen)
+{
+    int n = config_setting_length(l);
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "routing.session_headers must be a list of header names [ \"x-session-id\" ]");
+    if (n > MAX_SESSION_HEADERS)
+        FAIL(l, "routing.session_headers: at most %d names", MAX_SESSION_HEADERS);
+    for (int i = 0; i < r->nsession_headers; i++)
+        free(r->session_headers[i]);
+    free(r->session_headers);
+    r->nsession_headers = 0;
+    if (!(r->session_headers = calloc((size_t)n + 1, sizeof *r->session_headers)))
+        FAIL(l, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v || !good_header(v))
+            FAIL(l, "routing.session_headers: \"%s\" is not a header name", v ? v : "");
+        r->session_headers[r->nsession_headers++] = strdup(v);
+    }
+    return 0;
+}
+
+/* routing = { affinity; session_headers; balance_factor; affinity_wait_ms;
+ * num_ctx; } (the two numbers are rows of opts[]). */
+static int load_routing(const char *file, config_setting_t *root, struct px_config *c,
+                        char *err, size_t errlen)
+{
+    static const char *const keys[] = {"affinity", "session_headers", "balance_factor",
+                                       "affinity_wait_ms", "num_ctx"};
+    config_setting_t *g = config_setting_get_member(root, "routing"), *s;
+    struct config_routing *r = &c->routing;
+    int rc = 0, k;
+    if (!g)
+        return 0;
+    if (!config_setting_is_group(g))
+        FAIL(g, "\"routing\" must be a group { ... }");
+    if (check_members(file, g, keys, sizeof keys / sizeof keys[0], "routing", err, errlen))
+        rc = -1;
+    if ((s = config_setting_get_member(g, "affinity"))) {
+        const char *v = config_setting_get_string(s);
+        if (!v || (k = index_of(v, affinity_names, 3)) < 0) {
+            add_error(file, (int)config_setting_source_line(s),
+                      "routing.affinity must be \"session\", \"prefix\" or \"off\"");
+            rc = -1;
+        } else {
+            r->affinity = (enum routing_affinity)k;
+        }
+    }
+    if ((s = config_setting_get_member(g, "session_headers")))
+        rc |= load_session_headers(file, s, r, err, errlen);
+    if ((s = config_setting_get_member(g, "balance_factor")) && config_setting_is_number(s) &&
+        r->balance_factor > 0 && r->balance_factor < 1) {
+        add_error(file, (int)config_setting_source_line(s),
+                  "routing.balance_factor = %g: 0 (no bound) or at least 1", r->balance_factor);
+        rc = -1;
+    }
+    if ((s = config_setting_get_member(g, "num_ctx"))) {
+        const char *v = config_setting_get_string(s);
+        long long n = config_setting_type(s) == CONFIG_TYPE_INT ||
+                              config_setting_type(s) == CONFIG_TYPE_INT64
+                          ? config_setting_get_int64(s)
+                          : -1;
+        if (v && (k = index_of(v, num_ctx_names, 2)) >= 0) {
+            r->num_ctx = (enum routing_num_ctx)k;
+        } else if (!v && n >= 1 && n <= 16777216) {
+            r->num_ctx = NUM_CTX_PIN;
+            r->num_ctx_pin = (int)n;
+        } else {
+            add_error(file, (int)config_setting_source_line(s),
+                      "routing.num_ctx must be \"pass\", \"strip\" or a number of tokens "
+                      "(1 to 16777216)");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
 static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
 {
     static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
@@ -581,6 +785,10 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     rc |= load_auth(file, root, c, err, errlen);
     rc |= load_logging(file, root, c, err, errlen);
     rc |= load_resolvers(file, root, c, err, errlen);
+    rc |= load_cors(file, root, c, err, errlen);
+    rc |= load_routing(file, root, c, err, errlen);
+    rc |= load_model_caps(file, config_setting_get_member(root, "model_caps"), &c->model_caps,
+                          &c->nmodel_caps, err, errlen);
     return rc;
 }
 
@@ -595,6 +803,9 @@ static int complete(const struct px_config *c)
         ok = c->keys[i].name && c->keys[i].key;
     for (int i = 0; i < c->nresolvers && ok; i++)
         ok = c->resolvers[i] != NULL;
+    ok = ok && c->routing.session_headers;
+    for (int i = 0; i < c->routing.nsession_headers && ok; i++)
+        ok = c->routing.session_headers[i] != NULL;
     return ok ? 0 : -1;
 }
 
@@ -607,6 +818,7 @@ struct px_config *config_load(const char *file, char *err, size_t errlen)
         return NULL;
     }
     c->file = strdup(file);
+    c->serial = ++config_serial;
     set_defaults(c);
     config_init(&cf);
     errno = 0;
@@ -645,6 +857,7 @@ void config_free(struct px_config *c)
         free(c->backends[i].name);
         free(c->backends[i].url);
         free(c->backends[i].host);
+        free_model_caps(c->backends[i].model_caps, c->backends[i].nmodel_caps);
     }
     for (int i = 0; c->keys && i < c->nkeys; i++) {
         free(c->keys[i].name);
@@ -656,6 +869,13 @@ void config_free(struct px_config *c)
     for (int i = 0; c->resolvers && i < c->nresolvers; i++)
         free(c->resolvers[i]);
     free(c->resolvers);
+    for (int i = 0; c->cors_origins && i < c->ncors_origins; i++)
+        free(c->cors_origins[i]);
+    free(c->cors_origins);
+    for (int i = 0; c->routing.session_headers && i < c->routing.nsession_headers; i++)
+        free(c->routing.session_headers[i]);
+    free(c->routing.session_headers);
+    free_model_caps(c->model_caps, c->nmodel_caps);
     free(c->access_log);
     for (int i = 0; c->skip_paths && i < c->nskip_paths; i++)
         free(c->skip_paths[i]);
@@ -791,6 +1011,60 @@ int config_warnings(const struct px_config *c, char *out, size_t outlen)
     return n;
 }
 
+int config_model_cap(const struct px_config *cfg, const struct config_backend *cb,
+                     const char *key)
+{
+    for (int i = 0; cb && i < cb->nmodel_caps; i++)
+        if (cb->model_caps[i].key && strcmp(cb->model_caps[i].key, key) == 0)
+            return cb->model_caps[i].max_concurrent;
+    for (int i = 0; i < cfg->nmodel_caps; i++)
+        if (cfg->model_caps[i].key && strcmp(cfg->model_caps[i].key, key) == 0)
+            return cfg->model_caps[i].max_concurrent;
+    return 0;
+}
+
+const struct config_backend *config_backend_row(const struct px_config *cfg, const char *name,
+                                                const char *tmpl)
+{
+    for (int i = 0; i < cfg->nbackends; i++) {
+        const struct config_backend *b = &cfg->backends[i];
+        if (tmpl ? b->is_dns && strcmp(b->name, tmpl) == 0
+                 : !b->is_dns && strcmp(b->name, name) == 0)
+            return b;
+    }
+    return NULL;
+}
+
+static void print_model_caps(const char *indent, const struct config_model_cap *m, int n)
+{
+    for (int i = 0; i < n; i++)
+        printf("%s%-30s max_concurrent %d\n", indent, m[i].model, m[i].max_concurrent);
+}
+
+static void print_routing(const struct px_config *c)
+{
+    const struct config_routing *r = &c->routing;
+    printf("routing          affinity %s, balance_factor %g%s, wait %g ms\n",
+           affinity_names[r->affinity], r->balance_factor,
+           r->balance_factor > 0 ? "" : " (no bound)", r->affinity_wait_ms);
+    if (r->affinity != AFFINITY_OFF) {
+        printf("  session headers");
+        for (int i = 0; i < r->nsession_headers; i++)
+            printf("%s%s", i ? ", " : " ", r->session_headers[i]);
+        printf("%s\n", r->nsession_headers ? "" : " (none)");
+    }
+    if (r->num_ctx == NUM_CTX_PIN)
+        printf("  num_ctx        pinned to %d on every generate and chat request\n",
+               r->num_ctx_pin);
+    else
+        printf("  num_ctx        %s\n", r->num_ctx == NUM_CTX_STRIP
+                                             ? "strip (removed from request bodies)"
+                                             : "pass (a backend loaded with it preferred)");
+    printf("model caps       embedding models 1 a backend unless set%s\n",
+           c->nmodel_caps ? ";" : "");
+    print_model_caps("  ", c->model_caps, c->nmodel_caps);
+}
+
 void config_print_summary(const struct px_config *c)
 {
     int slots = 0;
@@ -798,8 +1072,9 @@ void config_print_summary(const struct px_config *c)
     printf("listen           %s\n", c->listen);
     printf("backends         %d\n", c->nbackends);
     for (int i = 0; i < c->nbackends; i++) {
-        printf("  %-14s %-32s max_concurrent %d\n", c->backends[i].name, c->backends[i].url,
-               c->backends[i].max_concurrent);
+        printf("  %-14s %-32s max_concurrent %d%s\n", c->backends[i].name, c->backends[i].url,
+               c->backends[i].max_concurrent, c->backends[i].adaptive ? " (adaptive ceiling)" : "");
+        print_model_caps("    model ", c->backends[i].model_caps, c->backends[i].nmodel_caps);
         slots += c->backends[i].max_concurrent;
     }
     printf("fleet slots      %d\n", slots);
@@ -817,6 +1092,7 @@ void config_print_summary(const struct px_config *c)
     for (int i = 0; i < c->nskip_paths; i++)
         printf("%s%s", i ? " " : ", not for ", c->skip_paths[i]);
     printf("\n");
+    print_routing(c);
     printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
     for (int i = 0; i < c->nkeys; i++)
         printf("  %-14s admin %s, priority %s, weight %d, max_concurrent %d, max_queued %d\n",
@@ -828,4 +1104,8 @@ void config_print_summary(const struct px_config *c)
     else if (!c->nkeys)
         printf("clients          by address: IPv4 /%d, IPv6 /%d\n", c->ipv4_prefix,
                c->ipv6_prefix);
+    printf("cors origins     %s", c->ncors_origins ? "" : "none (browsers on other origins refused)");
+    for (int i = 0; i < c->ncors_origins; i++)
+        printf("%s%s", i ? ", " : "", c->cors_origins[i]);
+    printf("\n");
 }

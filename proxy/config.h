@@ -8,6 +8,14 @@
 
 #include <stddef.h>
 
+/* A cap of one model's runner on a backend (model_caps rows, at the top
+ * level or in a backend's row; the backend's row wins). */
+struct config_model_cap {
+    char *model; /* as written */
+    char *key;   /* its name_key() */
+    int max_concurrent;
+};
+
 struct config_backend {
     char *name;
     char *url;  /* as written */
@@ -19,6 +27,23 @@ struct config_backend {
                          every address is a backend NAME-1, NAME-2, ... (dnsfleet.c) */
     double resolve_s; /* how often it is resolved again */
     int adaptive;     /* max_concurrent is a ceiling: adapt.h finds the cap */
+    struct config_model_cap *model_caps; /* this backend's own model_caps */
+    int nmodel_caps;
+};
+
+/* routing.affinity: what a request's affinity key is (lb_affinity.c). */
+enum routing_affinity { AFFINITY_OFF, AFFINITY_SESSION, AFFINITY_PREFIX };
+/* routing.num_ctx: what is done with a request's options.num_ctx. */
+enum routing_num_ctx { NUM_CTX_PASS, NUM_CTX_STRIP, NUM_CTX_PIN };
+
+struct config_routing {
+    enum routing_affinity affinity;
+    char **session_headers; /* header names, in the order they are tried */
+    int nsession_headers;
+    double balance_factor;   /* bounded load; 0: no bound */
+    double affinity_wait_ms; /* how long a keyed request may wait for its backend */
+    enum routing_num_ctx num_ctx;
+    int num_ctx_pin; /* NUM_CTX_PIN: the value set on every generate and chat request */
 };
 
 enum key_priority { PRIO_HIGH, PRIO_NORMAL, PRIO_LOW, PRIO_COUNT };
@@ -61,7 +86,13 @@ struct px_config {
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
+    char **cors_origins;      /* browser origins allowed (front/cors.c); '*' a wildcard */
+    int ncors_origins;
     int ipv4_prefix, ipv6_prefix; /* without keys, a client is an address prefix */
+    struct config_routing routing;
+    struct config_model_cap *model_caps; /* the top level's model_caps */
+    int nmodel_caps;
+    unsigned serial; /* a new number for every config loaded: a reload is seen by it */
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is
@@ -82,6 +113,17 @@ void config_free(struct px_config *cfg);
  * "FILE:LINE: warning: ..." lines (the listen one "FILE: warning: ..."),
  * in file order, into OUT; returns how many. */
 int config_warnings(const struct px_config *cfg, char *out, size_t outlen);
+
+/* The configured cap of the model with name key KEY on the backend of row
+ * CB (NULL: none known): CB's model_caps row, else the top level's; 0 when
+ * neither names it. */
+int config_model_cap(const struct px_config *cfg, const struct config_backend *cb,
+                     const char *key);
+
+/* The row of the backend called NAME (a url row) or made from the dns row
+ * TMPL (non-NULL); NULL when the config has none. */
+const struct config_backend *config_backend_row(const struct px_config *cfg, const char *name,
+                                                const char *tmpl);
 
 /* Print the one-screen summary of --check to stdout. */
 void config_print_summary(const struct px_config *cfg);

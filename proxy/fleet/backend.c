@@ -13,6 +13,7 @@
 #include "log.h"
 #include "net.h"
 #include "names.h"
+#include "proxy.h"
 #include "resolve.h"
 #include "upstream.h"
 
@@ -125,7 +126,8 @@ void backend_model_remove(struct backend *be, const char *name, int loaded)
 void backend_adapt(struct backend *be, int ceiling)
 {
     adapt_init(&be->adapt, ceiling);
-    be->max_concurrent = be->adapt.cap;
+    be->adapt_epoch++; /* each runner starts again from 1 (runner_cap) */
+    be->max_concurrent = be->adapt.ceiling;
 }
 
 int model_list_has(const struct model_list *l, const char *key)
@@ -157,6 +159,12 @@ void backend_free(struct backend *be)
 {
     if (!be)
         return;
+    while (be->runners) {
+        struct runner *rn = be->runners;
+        be->runners = rn->next;
+        free(rn->key);
+        free(rn);
+    }
     if (be->poll)
         upstream_abort(be->poll);
     if (be->poll_body)
@@ -184,6 +192,162 @@ int backend_available(const struct backend *be, double now_ms)
            be->in_flight < be->max_concurrent;
 }
 
+int backend_takes(struct backend *be, const char *key, double now_ms)
+{
+    struct runner *rn;
+    int cap;
+    if (!backend_available(be, now_ms) || !backend_serves(be, key))
+        return 0;
+    if (!key || !(rn = backend_runner_find(be, key)))
+        return 1; /* nothing of that model in flight there */
+    cap = runner_cap(be, rn);
+    return !cap || rn->in_flight < cap;
+}
+
+/* ---- runners ---- */
+
+struct runner *backend_runner_find(const struct backend *be, const char *key)
+{
+    for (struct runner *rn = be->runners; key && rn; rn = rn->next)
+        if (strcmp(rn->key, key) == 0)
+            return rn;
+    return NULL;
+}
+
+struct runner *backend_runner(struct backend *be, const char *key)
+{
+    struct runner *rn = backend_runner_find(be, key);
+    if (rn || !key)
+        return rn;
+    if (!(rn = calloc(1, sizeof *rn)) || !(rn->key = strdup(key))) {
+        free(rn);
+        return NULL;
+    }
+    rn->embed = strstr(key, "embed") != NULL; /* until /api/show says (discover.c) */
+    rn->cfg_serial = (unsigned)-1;               /* its cap is read on first use */
+    rn->ctx = -1;
+    rn->next = be->runners;
+    be->runners = rn;
+    return rn;
+}
+
+/* RN's cap from the config: model_caps (BE's row, then the top level),
+ * else 1 for an embedding model, else 0. */
+static int static_cap(const struct backend *be, const struct runner *rn)
+{
+    const struct px_config *cfg = be->px ? be->px->cfg : NULL;
+    int cap = cfg ? config_model_cap(cfg, config_backend_row(cfg, be->name, be->tmpl), rn->key)
+                  : 0;
+    return cap ? cap : rn->embed ? 1 : 0;
+}
+
+int runner_cap(struct backend *be, struct runner *rn)
+{
+    unsigned serial = be->px && be->px->cfg ? be->px->cfg->serial : 0;
+    int fixed = rn->cap;
+    if (rn->cfg_serial != serial) { /* a reload, or what the runner is became known */
+        rn->cfg_serial = serial;
+        fixed = static_cap(be, rn);
+        if (fixed != rn->cap && rn->adapt_epoch == be->adapt_epoch)
+            rn->adapt_epoch = be->adapt_epoch - 1; /* a new ceiling: found again */
+        rn->cap = fixed;
+    }
+    if (!be->adapt.on) {
+        rn->adapt.on = 0;
+        return rn->cap;
+    }
+    if (!rn->adapt.on || rn->adapt_epoch != be->adapt_epoch) {
+        int ceiling = be->adapt.ceiling;
+        adapt_init(&rn->adapt, rn->cap && rn->cap < ceiling ? rn->cap : ceiling);
+        rn->adapt_epoch = be->adapt_epoch;
+    }
+    return rn->adapt.cap;
+}
+
+int backend_model_cap(struct backend *be, const char *key)
+{
+    struct runner *rn = backend_runner(be, key);
+    int cap = rn ? runner_cap(be, rn) : 0;
+    return cap && cap < be->max_concurrent ? cap : be->max_concurrent;
+}
+
+int backend_model_in_flight(const struct backend *be, const char *key)
+{
+    const struct runner *rn = backend_runner_find(be, key);
+    return rn ? rn->in_flight : 0;
+}
+
+void runner_acquire(struct runner *rn, int ctx, double now_ms)
+{
+    if (!rn)
+        return;
+    if (rn->adapt.on)
+        adapt_inflight(&rn->adapt, rn->in_flight, now_ms);
+    rn->in_flight++;
+    rn->ctx = ctx;
+    rn->ctx_from_ps = 0;
+    rn->sent_ms = now_ms;
+}
+
+void runner_release(struct runner *rn, double now_ms)
+{
+    if (!rn)
+        return;
+    if (rn->adapt.on)
+        adapt_inflight(&rn->adapt, rn->in_flight, now_ms);
+    rn->in_flight--;
+}
+
+void backend_runners_from_ps(struct backend *be, double asked_ms)
+{
+    for (int i = 0; be->loaded && i < be->loaded->n; i++)
+        backend_runner(be, be->loaded->keys[i]); /* a model loaded: what it runs with */
+    for (struct runner *rn = be->runners; rn; rn = rn->next) {
+        size_t i;
+        json_t *m;
+        if (rn->sent_ms >= asked_ms) /* sent since: what we sent is newer */
+            continue;
+        rn->ctx = -1; /* not loaded, unless listed */
+        rn->ctx_from_ps = 0;
+        json_array_foreach(be->ps_json, i, m) {
+            const char *name = json_string_value(json_object_get(m, "name"));
+            json_t *cl = json_object_get(m, "context_length");
+            char key[NAME_KEY_MAX];
+            if (name && name_key(name, key, sizeof key) == 0 && strcmp(key, rn->key) == 0) {
+                rn->ctx = json_is_integer(cl) ? (int)json_integer_value(cl) : -1;
+                rn->ctx_from_ps = rn->ctx >= 0;
+            }
+        }
+    }
+}
+
+/* A runner counts in the effective cap while it has requests in flight,
+ * and for this long after its last. */
+#define RUNNER_ACTIVE_MS 60000.0
+
+int backend_effective_cap(const struct backend *be, const struct adapt **why)
+{
+    const struct adapt *last = NULL;
+    double now = net_now_ms();
+    int sum = 0;
+    if (!be->adapt.on) {
+        *why = NULL;
+        return be->max_concurrent;
+    }
+    for (const struct runner *rn = be->runners; rn; rn = rn->next) {
+        if (!rn->adapt.on || rn->adapt_epoch != be->adapt_epoch)
+            continue;
+        if (rn->in_flight > 0 || now - rn->sent_ms < RUNNER_ACTIVE_MS)
+            sum += rn->adapt.cap;
+        if (!last || rn->adapt.changed_at >= last->changed_at)
+            last = &rn->adapt;
+    }
+    if (!sum)
+        sum = last ? last->cap : be->adapt.cap;
+    *why = last ? last : &be->adapt;
+    return sum < be->adapt.ceiling ? sum : be->adapt.ceiling;
+}
+
 const char *backend_state(const struct backend *be)
 {
     if (be->admin == ADMIN_DISABLED)
@@ -207,10 +371,15 @@ void backend_set_cap(struct backend *be, int cap)
         be->max_concurrent = cap;
 }
 
-void backend_feedback(struct backend *be, long long tokens, int outcome, double now_ms)
+void backend_feedback(struct backend *be, const char *key, long long tokens, int outcome,
+                      int loaded, double now_ms)
 {
-    if (be->adapt.on)
-        be->max_concurrent = adapt_sample(&be->adapt, be->in_flight, tokens, outcome, now_ms);
+    struct runner *rn = backend_runner_find(be, key);
+    if (!rn)
+        return;
+    rn->loads += loaded;
+    if (be->adapt.on && rn->adapt.on && rn->adapt_epoch == be->adapt_epoch)
+        adapt_sample(&rn->adapt, rn->in_flight, tokens, outcome, now_ms);
 }
 
 void backend_ref(struct backend *be)
@@ -226,15 +395,11 @@ void backend_unref(struct backend *be)
 
 void backend_acquire(struct backend *be)
 {
-    if (be->adapt.on)
-        adapt_inflight(&be->adapt, be->in_flight, net_now_ms());
     be->in_flight++;
 }
 
 void backend_release(struct backend *be)
 {
-    if (be->adapt.on)
-        adapt_inflight(&be->adapt, be->in_flight, net_now_ms());
     be->in_flight--;
 }
 

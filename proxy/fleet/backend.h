@@ -21,6 +21,34 @@ struct proxy;
 struct resolving;
 struct config_backend;
 
+/* A model's runner on a backend. Ollama runs each loaded model in a runner
+ * of its own, with its own slots (OLLAMA_NUM_PARALLEL; embedding models
+ * always 1) and its own prompt caches, so the proxy caps and counts per
+ * (backend, model) as well as per backend. Made on a model's first request
+ * there (backend_runner), owned by the backend, freed with it.
+ *
+ * ctx is the num_ctx the runner runs with as far as the proxy knows: that
+ * of the last request it sent there (0: none given, the backend's
+ * default), or /api/ps' context_length when it has sent nothing since that
+ * answer was asked (ctx_from_ps), -1 when not loaded or not known. A
+ * request with another num_ctx would reload the model. */
+struct runner {
+    char *key;         /* name_key() of the model */
+    int in_flight;     /* the proxy's requests on it now */
+    int cap;           /* its own cap now (0: none, the backend's only): runner_cap() */
+    unsigned cfg_serial; /* the config cap was read from (px_config.serial) */
+    unsigned adapt_epoch; /* be->adapt_epoch when adapt was started */
+    int embed;         /* an embedding model: by /api/show, or by its name until then */
+    int show_known;    /* /api/show's capabilities were read (discover.c) */
+    int ctx;           /* see above */
+    int ctx_from_ps;
+    double sent_ms;    /* when the proxy last sent it a request (net_now_ms) */
+    struct adapt adapt; /* with adaptive = true: its own cap under the ceiling */
+    unsigned long long hits, misses; /* keyed requests granted at their key's home, elsewhere */
+    unsigned long long loads;  /* replies that said load_duration >= 100 ms */
+    struct runner *next;
+};
+
 struct backend {
     struct proxy *px; /* the proxy it belongs to (its checks and polls find it here) */
     char *name;
@@ -56,7 +84,12 @@ struct backend {
     int cfg_cap;
     int cap_override; /* 0: none */
     struct histogram h_first_byte, h_upstream; /* metrics.h */
-    struct adapt adapt; /* adapt.on: max_concurrent is adapt.cap, cfg_cap the ceiling */
+    /* adapt.on: max_concurrent is the ceiling (adapt.ceiling), and each
+     * runner finds its own cap under it (struct runner); be->adapt itself
+     * is what a runner starts from, and adapt_epoch counts its restarts. */
+    struct adapt adapt;
+    unsigned adapt_epoch;
+    struct runner *runners; /* one per model requested here, see struct runner */
     int removed; /* dropped by a reload: serves what it has, takes nothing */
     int refs;    /* requests that name it (backend_ref); the fleet's list is one */
     char *tmpl, *tmpl_url; /* made from the dns row of this name and url; NULL: a url row */
@@ -76,7 +109,8 @@ struct backend {
     int poll_again;              /* a refresh was asked while a poll ran */
     struct upstream *poll;       /* a discovery request in flight */
     struct evbuffer *poll_body;  /* its answer so far */
-    int poll_phase;              /* 0: /api/tags, 1: /api/ps */
+    int poll_phase;              /* 0: /api/tags, 1: /api/ps, 2: /api/show of show_rn */
+    struct runner *show_rn;      /* phase 2: the runner whose capabilities are asked */
     double poll_t0_ms;           /* when the phase in flight was asked */
     double local_change_ms;      /* when a fan-out of ours last changed the lists */
     int poll_status;
@@ -126,6 +160,42 @@ void backend_adapt(struct backend *be, int ceiling);
 /* 1 when BE may be given a request now: a free slot, healthy, in service. */
 int backend_available(const struct backend *be, double now_ms);
 
+/* 1 when BE may be given a request for the model KEY (NULL: any) now:
+ * available, serving KEY, and KEY's runner under its cap. */
+int backend_takes(struct backend *be, const char *key, double now_ms);
+
+/* ---- runners (struct runner) ---- */
+
+/* BE's runner of the model KEY, made if it has none; NULL when KEY is NULL
+ * or out of memory. backend_runner_find() never makes one. */
+struct runner *backend_runner(struct backend *be, const char *key);
+struct runner *backend_runner_find(const struct backend *be, const char *key);
+
+/* The cap of RN in force: the found one where the backend is adaptive, else
+ * model_caps' (the backend's row, then the top level), else 1 for an
+ * embedding model, else 0 (the backend's cap alone). */
+int runner_cap(struct backend *be, struct runner *rn);
+
+/* The model KEY's share of BE: its cap there (the runner's, else the
+ * backend's) and its requests in flight. */
+int backend_model_cap(struct backend *be, const char *key);
+int backend_model_in_flight(const struct backend *be, const char *key);
+
+/* A request with num_ctx CTX (0: none given) takes (acquire) or gives
+ * back (release) a slot of RN (NULL: no runner, nothing counted). */
+void runner_acquire(struct runner *rn, int ctx, double now_ms);
+void runner_release(struct runner *rn, double now_ms);
+
+/* /api/ps answered (asked at ASKED_MS): each runner not sent a request
+ * since learns whether its model is loaded and with what context_length. */
+void backend_runners_from_ps(struct backend *be, double asked_ms);
+
+/* The cap shown as BE's effective cap: max_concurrent, or with adaptive
+ * the sum of the caps its runners in use found (at most the ceiling; 1, a
+ * runner's start, before any). *WHY: the adaptive state to show, the
+ * runner's that changed last (be->adapt before any). */
+int backend_effective_cap(const struct backend *be, const struct adapt **why);
+
 /* 1 when BE may serve the model with name key KEY (NULL: any request):
  * its /api/tags lists it, or its models could not be known; 0 while the
  * answer of a joining backend is awaited (models_pending). */
@@ -138,10 +208,12 @@ int backend_serves(const struct backend *be, const char *key);
 void backend_set_admin(struct backend *be, enum backend_admin admin);
 void backend_set_cap(struct backend *be, int cap);
 
-/* A request (or a try) BE served has ended: TOKENS generated (-1
- * unknown), OUTCOME an enum adapt_outcome; an adaptive backend learns its
- * cap from it. */
-void backend_feedback(struct backend *be, long long tokens, int outcome, double now_ms);
+/* A request (or a try) for the model KEY that BE served has ended: TOKENS
+ * generated (-1 unknown), OUTCOME an enum adapt_outcome, LOADED when its
+ * reply said the model was loaded for it (load_duration >= 100 ms); an
+ * adaptive backend's runner learns its cap from it. */
+void backend_feedback(struct backend *be, const char *key, long long tokens, int outcome,
+                      int loaded, double now_ms);
 
 /* References: a request that names BE as its backend holds one
  * (request.h); a backend a reload or a DNS answer retired is freed when

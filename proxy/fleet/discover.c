@@ -20,6 +20,69 @@
 
 static void poll_phase(struct backend *be, int phase);
 
+/* What a model is (an embedding model gets 1 slot a runner: backend.h) is
+ * asked of /api/show for each runner whose answer is not known: the models
+ * requested there, and every model of a backend that lists at most
+ * SHOW_ALL_MAX (so that the first request already knows). One at a time,
+ * after /api/ps. */
+#define SHOW_ALL_MAX 32
+
+static const char *phase_path(int phase)
+{
+    return phase == 0 ? "/api/tags" : phase == 1 ? "/api/ps" : "/api/show";
+}
+
+/* The next runner of BE to ask /api/show about, or NULL. */
+static struct runner *show_next(struct backend *be)
+{
+    if (be->models && be->models->n <= SHOW_ALL_MAX)
+        for (int i = 0; i < be->models->n; i++)
+            backend_runner(be, be->models->keys[i]); /* NULL when out of memory: later */
+    for (struct runner *rn = be->runners; rn; rn = rn->next)
+        if (!rn->show_known)
+            return rn;
+    return NULL;
+}
+
+/* The answer of /api/show for be->show_rn: its capabilities. */
+static void show_answered(struct backend *be, const char *body, size_t len)
+{
+    struct runner *rn = be->show_rn;
+    json_t *root = json_loadb(body, len, 0, NULL), *caps = json_object_get(root, "capabilities"), *c;
+    size_t i;
+    be->show_rn = NULL;
+    if (be->poll_status == 200 && json_is_array(caps)) {
+        int embed = 0;
+        json_array_foreach(caps, i, c)
+            embed |= json_is_string(c) && strcmp(json_string_value(c), "embedding") == 0;
+        if (embed != rn->embed)
+            log_info("backend %s: model %s is %san embedding model (%s)", be->name, rn->key,
+                     embed ? "" : "not ", embed ? "1 slot a runner" : "the backend's caps");
+        rn->embed = embed;
+        rn->cfg_serial = (unsigned)-1; /* its cap is read again */
+    }
+    /* Answered, whatever it said (an old Ollama without capabilities: the
+     * name decides): not asked again. */
+    rn->show_known = be->poll_status > 0 && be->poll_status < 500;
+    json_decref(root);
+}
+
+/* After /api/ps or a /api/show: the next /api/show, or the end of the
+ * poll. Returns 1 when a phase was started. */
+static int poll_more(struct backend *be)
+{
+    if ((be->show_rn = show_next(be))) {
+        poll_phase(be, 2);
+        return 1;
+    }
+    if (be->poll_again) { /* a refresh was asked meanwhile: once more */
+        be->poll_again = 0;
+        poll_phase(be, 0);
+        return 1;
+    }
+    return 0;
+}
+
 /* The /api/tags phase of BE's poll has ended, answered or not: a joining
  * backend is pending no more (what it said, or, failing that, what it
  * said before, or "anything" when it never answered). */
@@ -55,7 +118,8 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
         evbuffer_drain(src, len);
         evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
         log_warn("backend %s: answer to %s over %d bytes, ignored", be->name,
-                 be->poll_phase ? "/api/ps" : "/api/tags", DISCOVER_MAX_BYTES);
+                 phase_path(be->poll_phase), DISCOVER_MAX_BYTES);
+        be->show_rn = NULL;
         be->poll = NULL;
         upstream_abort(up); /* freed when this callback returns */
         if (be->poll_phase == 0)
@@ -141,8 +205,17 @@ static void on_done(void *arg)
     struct upstream *up = be->poll;
     json_t *array = NULL;
     size_t n = evbuffer_get_length(be->poll_body);
-    struct model_list *l =
-        be->poll_status == 200
+    struct model_list *l;
+    if (be->poll_phase == 2) {
+        show_answered(be, (const char *)evbuffer_pullup(be->poll_body, -1), n);
+        be->poll = NULL;
+        upstream_release(up);
+        evbuffer_drain(be->poll_body, n);
+        poll_more(be);
+        proxy_fleet_changed(be->px); /* a cap may have changed */
+        return;
+    }
+    l = be->poll_status == 200
             ? discover_parse((const char *)evbuffer_pullup(be->poll_body, -1), n, &array)
             : NULL;
     be->poll = NULL;
@@ -150,7 +223,7 @@ static void on_done(void *arg)
     evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
     if (!l) {
         log_warn("backend %s: unusable answer to %s (status %d)", be->name,
-                     be->poll_phase ? "/api/ps" : "/api/tags", be->poll_status);
+                 phase_path(be->poll_phase), be->poll_status);
         if (be->poll_phase == 0)
             tags_ended(be);
         return;
@@ -177,10 +250,8 @@ static void on_done(void *arg)
         poll_phase(be, 1);
     } else {
         set_ps(be, l, array);
-        if (be->poll_again) { /* a refresh was asked meanwhile: once more */
-            be->poll_again = 0;
-            poll_phase(be, 0);
-        }
+        backend_runners_from_ps(be, be->poll_t0_ms);
+        poll_more(be);
     }
     proxy_fleet_changed(be->px); /* a waiting request may fit it now */
 }
@@ -191,11 +262,40 @@ static void on_error(void *arg, enum upstream_err err)
     be->poll = NULL;
     evbuffer_drain(be->poll_body, evbuffer_get_length(be->poll_body));
     log_debug("backend %s: model poll failed: %s", be->name, upstream_strerror(err));
+    be->show_rn = NULL;
     if (be->poll_phase == 0)
         tags_ended(be);
 }
 
 static const struct upstream_cbs poll_cbs = {on_header, on_head, on_body, on_done, on_error};
+
+/* POST /api/show {"model": NAME} for be->show_rn into REQ: the name as BE
+ * lists it. */
+static int show_request(struct backend *be, struct evbuffer *req)
+{
+    const char *name = be->show_rn->key;
+    struct evbuffer *body = evbuffer_new();
+    json_t *o;
+    char *text = NULL;
+    for (int i = 0; be->models && i < be->models->n; i++)
+        if (strcmp(be->models->keys[i], name) == 0)
+            name = be->models->names[i];
+    o = json_pack("{s:s}", "model", name);
+    if (o)
+        text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!body || !text || evbuffer_add(body, text, strlen(text)) < 0) {
+        free(text);
+        if (body)
+            evbuffer_free(body);
+        return -1;
+    }
+    free(text);
+    reqtext_build(req, &(struct reqtext){.method = "POST", .target = "/api/show",
+                                         .host = be->hostport, .body = body, .length = 1});
+    evbuffer_free(body);
+    return 0;
+}
 
 static void poll_phase(struct backend *be, int phase)
 {
@@ -211,11 +311,17 @@ static void poll_phase(struct backend *be, int phase)
     be->poll_phase = phase;
     be->poll_status = 0;
     be->poll_t0_ms = net_now_ms();
-    reqtext_build(req, &(struct reqtext){.method = "GET",
-                                         .target = phase ? "/api/ps" : "/api/tags",
-                                         .host = be->hostport});
+    if (phase == 2 && show_request(be, req) < 0) {
+        be->show_rn = NULL;
+        return; /* out of memory: the next tick asks again */
+    }
+    if (phase < 2)
+        reqtext_build(req, &(struct reqtext){.method = "GET", .target = phase_path(phase),
+                                             .host = be->hostport});
     be->poll = upstream_start(px->base, &be->target, req, 0, &to, &poll_cbs, be);
     evbuffer_drain(req, evbuffer_get_length(req));
+    if (!be->poll)
+        be->show_rn = NULL;
     if (!be->poll && phase == 0)
         tags_ended(be);
 }

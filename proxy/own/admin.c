@@ -39,8 +39,42 @@ static json_t *iso_time(double secs)
     return json_string(buf);
 }
 
-static json_t *backend_json(const struct backend *be)
+/* The display name of KEY on BE (its /api/tags' form), else KEY. */
+static const char *model_name(const struct backend *be, const char *key)
 {
+    const char *l = model_list_label(be->models, key);
+    return l ? l : key;
+}
+
+/* BE's runners in use (sent a request), loaded (/api/ps) or capped: the model, its requests
+ * in flight and cap (0: none but the backend's), whether it is an
+ * embedding model, the num_ctx it runs with (-1: not known), affinity hits
+ * and misses, and the (re)loads seen. */
+static json_t *runners_json(struct backend *be)
+{
+    json_t *a = json_array();
+    for (struct runner *rn = be->runners; rn; rn = rn->next) {
+        int cap = runner_cap(be, rn);
+        json_t *o;
+        if (!rn->sent_ms && !cap && rn->ctx < 0)
+            continue;
+        o = json_pack("{s:s,s:i,s:i,s:b,s:i,s:{s:I,s:I},s:I}", "model", model_name(be, rn->key),
+                      "in_flight", rn->in_flight, "cap", cap, "embedding", rn->embed, "num_ctx",
+                      rn->ctx, "affinity", "hits", (json_int_t)rn->hits, "misses",
+                      (json_int_t)rn->misses, "loads", (json_int_t)rn->loads);
+        if (o && rn->adapt.on)
+            json_object_set_new(o, "adaptive", json_pack("{s:s,s:s}", "cause",
+                                                         adapt_cause_name[rn->adapt.cause],
+                                                         "reason", rn->adapt.reason));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static json_t *backend_json(struct backend *be)
+{
+    const struct adapt *why;
+    int effective = backend_effective_cap(be, &why);
     json_t *o = json_pack("{s:s,s:s,s:s,s:o,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
                           be->url, "state", backend_state(be), "healthy",
                           be->health_known || !be->healthy ? json_boolean(be->healthy)
@@ -52,14 +86,14 @@ static json_t *backend_json(const struct backend *be)
         return NULL;
     if (be->cap_override)
         json_object_set_new(o, "config_max_concurrent", json_integer(be->cfg_cap));
-    if (be->adapt.on) {
-        json_object_set_new(o, "effective_cap", json_integer(be->adapt.cap));
+    if (why) {
+        json_object_set_new(o, "effective_cap", json_integer(effective));
         json_object_set_new(o, "adaptive",
                             json_pack("{s:i,s:s,s:s,s:o}", "ceiling", be->adapt.ceiling, "cause",
-                                      adapt_cause_name[be->adapt.cause], "reason",
-                                      be->adapt.reason, "since",
-                                      iso_time(be->adapt.changed_at)));
+                                      adapt_cause_name[why->cause], "reason", why->reason,
+                                      "since", iso_time(why->changed_at)));
     }
+    json_object_set_new(o, "runners", runners_json(be));
     if (!be->healthy) {
         json_object_set_new(o, "down_reason", json_string(be->down_reason));
         json_object_set_new(o, "down_since", iso_time(be->down_since));

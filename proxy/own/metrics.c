@@ -19,9 +19,12 @@
 static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                                2.5,   5,    10,    30,   60,  120, 300, 600};
 
+/* The token rows of a (backend, model) beside its rows by status code. */
+enum { ROW_GENERATED = 0, ROW_PROMPT = -1, ROW_ESTIMATED = -2 };
+
 struct metrics_row {
     unsigned hash;
-    int code; /* 0: the row of generated tokens of (backend, model) */
+    int code; /* a status code, or a token row of (backend, model): ROW_* */
     unsigned long long n;
     char *backend, *model;
 };
@@ -124,16 +127,24 @@ static const char *model_label(struct proxy *px, const struct backend *be, const
     return l ? l : "other";
 }
 
+/* Add N to the row (B, ML, CODE) when N > 0. */
+static void add(struct metrics *m, const char *b, const char *ml, int code, long long n)
+{
+    struct metrics_row *r;
+    if (n > 0 && (r = row(m, b, ml, code)))
+        r->n += (unsigned long long)n;
+}
+
 void metrics_request(struct proxy *px, const struct backend *backend, const char *model,
-                     const char *key, int code, long long tokens)
+                     const char *key, int code, const struct metrics_tokens *tok)
 {
     const char *b = backend ? backend->name : "none";
     const char *ml = model_label(px, backend, model, key);
-    struct metrics_row *r = row(&px->metrics, b, ml, code);
-    if (r)
-        r->n++;
-    if (tokens > 0 && (r = row(&px->metrics, b, ml, 0)))
-        r->n += (unsigned long long)tokens;
+    add(&px->metrics, b, ml, code, 1);
+    add(&px->metrics, b, ml, ROW_GENERATED, tok->generated);
+    add(&px->metrics, b, ml, ROW_PROMPT, tok->prompt);
+    if (tok->estimated)
+        add(&px->metrics, b, ml, ROW_ESTIMATED, tok->generated);
 }
 
 /* The text is built in a buffer of our own and handed to the evbuffer
@@ -272,10 +283,11 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
     head(o, name, "gauge", help);
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
+        const struct adapt *why;
         if (which == 2 && be->healthy && !be->health_known)
             continue; /* unknown: neither 1 nor 0 until a check or a request tells */
         int v = which == 0   ? be->in_flight
-                : which == 1 ? be->max_concurrent
+                : which == 1 ? backend_effective_cap(be, &why)
                 : which == 4 ? backend_ceiling(be)
                 : which == 2 ? be->healthy
                              : be->admin == ADMIN_READY;
@@ -288,19 +300,20 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
     }
 }
 
-static void rows(struct out *o, struct metrics *m, int tokens)
+/* The samples of NAME: the rows of status codes (KIND 1), or the token
+ * rows of KIND (ROW_*). */
+static void rows(struct out *o, struct metrics *m, const char *name, int kind)
 {
-    const char *name = tokens ? "ollama_proxy_generated_tokens_total" : "ollama_proxy_requests_total";
     for (unsigned i = 0; i < m->size; i++) {
         const struct metrics_row *r = m->tab[i];
-        if (!r || (tokens ? r->code != 0 : r->code == 0))
+        if (!r || (kind == 1 ? r->code <= 0 : r->code != kind))
             continue;
         str(o, name);
         str(o, "{backend=\"");
         label(o, r->backend);
         str(o, "\",model=\"");
         label(o, r->model);
-        if (!tokens) {
+        if (kind == 1) {
             str(o, "\",code=\"");
             inum(o, r->code);
         }
@@ -319,25 +332,85 @@ static void adaptive_causes(struct out *o, struct proxy *px)
          "probe_down, grew, shrank, back), 0 for the others.");
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
-        for (int c = 0; be->adapt.on && c < ADAPT_NCAUSES; c++) {
+        const struct adapt *why;
+        backend_effective_cap(be, &why); /* the runner's that changed last */
+        for (int c = 0; why && c < ADAPT_NCAUSES; c++) {
             str(o, "ollama_proxy_backend_cap_cause{backend=\"");
             label(o, be->name);
             str(o, "\",cause=\"");
             str(o, adapt_cause_name[c]);
-            str(o, be->adapt.cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
+            str(o, why->cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
         }
     }
     head(o, "ollama_proxy_backend_cap_changed_timestamp_seconds", "gauge",
          "Adaptive backends: when the cap last changed (Unix time).");
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
-        if (!be->adapt.on)
+        const struct adapt *why;
+        backend_effective_cap(be, &why);
+        if (!why)
             continue;
         str(o, "ollama_proxy_backend_cap_changed_timestamp_seconds{backend=\"");
         label(o, be->name);
         str(o, "\"} ");
-        inum(o, (long long)be->adapt.changed_at);
+        inum(o, (long long)why->changed_at);
         put(o, "\n", 1);
+    }
+}
+
+/* NAME{backend,model[,result]} V: one sample of a runner's series. */
+static void runner_sample(struct out *o, struct proxy *px, struct backend *be,
+                          const struct runner *rn, const char *name, const char *result,
+                          unsigned long long v)
+{
+    str(o, name);
+    str(o, "{backend=\"");
+    label(o, be->name);
+    str(o, "\",model=\"");
+    label(o, model_label(px, be, rn->key, rn->key));
+    if (result) {
+        str(o, "\",result=\"");
+        str(o, result);
+    }
+    str(o, "\"} ");
+    num(o, v);
+    put(o, "\n", 1);
+}
+
+/* Per (backend, model), for the runners a request was sent to: affinity
+ * hits and misses, (re)loads seen, in flight and the runner's cap. */
+static void runners(struct out *o, struct proxy *px)
+{
+    static const char *const names[] = {
+        "ollama_proxy_affinity_total", "ollama_proxy_model_loads_total",
+        "ollama_proxy_runner_in_flight", "ollama_proxy_runner_cap"};
+    static const char *const types[] = {"counter", "counter", "gauge", "gauge"};
+    static const char *const help[] = {
+        "Requests with an affinity key, granted on their key's backend (hit) or another (miss).",
+        "Replies that said load_duration >= 100 ms: the model was (re)loaded for them.",
+        "Requests in flight per (backend, model): the model's runner.",
+        ("The cap of a model's runner on a backend (model_caps, 1 for an embedding model, or "
+         "adaptive); absent: the backend's cap alone.")};
+    for (int k = 0; k < 4; k++) {
+        head(o, names[k], types[k], help[k]);
+        for (int i = 0; i < px->nbackends; i++) {
+            struct backend *be = px->backends[i];
+            for (struct runner *rn = be->runners; rn; rn = rn->next) {
+                int cap = runner_cap(be, rn);
+                if (!rn->sent_ms)
+                    continue;
+                if (k == 0) {
+                    runner_sample(o, px, be, rn, names[k], "hit", rn->hits);
+                    runner_sample(o, px, be, rn, names[k], "miss", rn->misses);
+                } else if (k == 1) {
+                    runner_sample(o, px, be, rn, names[k], NULL, rn->loads);
+                } else if (k == 2) {
+                    runner_sample(o, px, be, rn, names[k], NULL, (unsigned long long)rn->in_flight);
+                } else if (cap) {
+                    runner_sample(o, px, be, rn, names[k], NULL, (unsigned long long)cap);
+                }
+            }
+        }
     }
 }
 
@@ -361,10 +434,19 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     head(o, "ollama_proxy_requests_total", "counter",
          "Requests ended, by the backend that served them (none: answered by the proxy), "
          "model and status code.");
-    rows(o, m, 0);
+    rows(o, m, "ollama_proxy_requests_total", 1);
     head(o, "ollama_proxy_generated_tokens_total", "counter",
-         "Tokens generated, from the final eval_count (usage.completion_tokens on /v1).");
-    rows(o, m, 1);
+         "Tokens generated, from each format's usage: eval_count, completion_tokens, "
+         "output_tokens (estimated from deltas where an OpenAI stream has no usage).");
+    rows(o, m, "ollama_proxy_generated_tokens_total", ROW_GENERATED);
+    head(o, "ollama_proxy_prompt_tokens_total", "counter",
+         "Prompt tokens, from each format's usage: prompt_eval_count, prompt_tokens, "
+         "input_tokens.");
+    rows(o, m, "ollama_proxy_prompt_tokens_total", ROW_PROMPT);
+    head(o, "ollama_proxy_estimated_tokens_total", "counter",
+         "The part of generated_tokens_total counted from stream deltas, not reported by the "
+         "backend (OpenAI streams without stream_options.include_usage).");
+    rows(o, m, "ollama_proxy_estimated_tokens_total", ROW_ESTIMATED);
     backend_gauge(o, px, "ollama_proxy_backend_in_flight", "Requests in flight.", 0);
     backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
                   "max_concurrent (the runtime control's, if set): an adaptive backend's "
@@ -374,6 +456,7 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
     adaptive_causes(o, px);
+    runners(o, px);
     backend_gauge(o, px, "ollama_proxy_backend_in_service",
                   "0 when drained or disabled by the runtime control.", 3);
     head(o, "ollama_proxy_queue_length", "gauge", "Requests waiting for a slot.");

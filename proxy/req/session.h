@@ -26,6 +26,11 @@ struct session_info {
                             (urlpath.h); copied */
     struct sched_client *client; /* who it is charged to (sched_*_client); the
                                     session's from now on, even on failure */
+    /* Routing (router.c, CONTRACT.md "Conversations stay warm"): a hash of
+     * its affinity key when KEYED, and the num_ctx it goes with (0: none). */
+    unsigned long long affinity;
+    int keyed;
+    int num_ctx;
 };
 
 /* Take the request of IN: dispatch it to a free slot or queue it, or answer

@@ -2,6 +2,8 @@
  * take the request now. */
 #include "lb.h"
 
+#include <stdlib.h>
+
 #include "backend.h"
 
 /* a->in/a->max < b->in/b->max, without division. */
@@ -11,8 +13,8 @@ static int less_loaded(const struct backend *a, const struct backend *b)
            (long long)b->in_flight * a->max_concurrent;
 }
 
-static struct backend *do_pick(struct lb *lb, struct backend **bes, int n,
-                               const struct lb_request *r, double now_ms)
+static struct backend *do_pick(struct lb *lb, struct backend **bes, int n, struct lb_request *r,
+                               double now_ms)
 {
     const char *key = r->key;
     const struct backend *avoid = r->avoid;
@@ -23,7 +25,7 @@ static struct backend *do_pick(struct lb *lb, struct backend **bes, int n,
     for (int k = 0; k < n; k++) {
         struct backend *be = bes[(start + (unsigned)k) % (unsigned)n];
         int loaded;
-        if (!backend_available(be, now_ms) || !backend_serves(be, key))
+        if (!backend_takes(be, key, now_ms))
             continue;
         if (be == avoid) {
             fallback = be;
@@ -44,3 +46,10 @@ static struct backend *do_pick(struct lb *lb, struct backend **bes, int n,
 }
 
 const struct lb_ops lb_leastload = {"leastload", do_pick};
+
+void lb_cleanup(struct lb *lb)
+{
+    free(lb->scratch);
+    lb->scratch = NULL;
+    lb->scratch_cap = 0;
+}

@@ -11,6 +11,11 @@
  * and always: only an entry some available backend can serve (late binding
  * per model), a client at its max_concurrent waits, and the slot goes to
  * the backend the balancer picks among those that serve it (lb.h).
+ * The balancer may hold an entry for a backend that is full (affinity):
+ * the entry steps aside, not its client nor the rest of the queue; the
+ * slot goes to the next entry in this order that the balancer places
+ * (pick: the cgqs in rule-3 order through a small heap of the groups'
+ * heaps, each cgq's entries oldest first).
  *
  * Shape, so that handing a slot on costs O(models x backends + log clients)
  * and never O(queue): entries wait in per-client, per-model FIFOs (a cgq);
@@ -160,12 +165,33 @@ static void client_sync(struct sched_client *c)
         cgq_sync(q);
 }
 
+/* pick()'s room: a cgq position per group and the children it may visit. */
+struct sched_scan {
+    struct heap *h;
+    int i; /* h->v[i] */
+};
+
+static int scan_reserve(struct sched *s, int groups)
+{
+    int need = groups + 2 * SCHED_SCAN_MAX + 2;
+    struct sched_scan *v;
+    if (need <= s->scan_cap)
+        return 0;
+    if (!(v = realloc(s->scan, (size_t)need * sizeof *v)))
+        return -1;
+    s->scan = v;
+    s->scan_cap = need;
+    return 0;
+}
+
 static struct sched_group *group_get(struct sched *s, const char *key)
 {
     struct sched_group *g;
     for (g = s->groups; g; g = g->next)
         if ((!g->key && !key) || (g->key && key && strcmp(g->key, key) == 0))
             return g;
+    if (scan_reserve(s, s->ngroups + 1) < 0)
+        return NULL;
     g = calloc(1, sizeof *g);
     if (!g || (key && !(g->key = strdup(key)))) {
         free(g);
@@ -173,6 +199,7 @@ static struct sched_group *group_get(struct sched *s, const char *key)
     }
     g->next = s->groups;
     s->groups = g;
+    s->ngroups++;
     return g;
 }
 
@@ -188,6 +215,7 @@ static void group_put(struct sched *s, struct sched_group *g)
         free(g->heap[i].v);
     free(g->key);
     free(g);
+    s->ngroups--;
 }
 
 static struct sched_cgq *cgq_get(struct sched *s, struct sched_client *c, const char *key)
@@ -441,6 +469,11 @@ int sched_configure(struct sched *s, const struct px_config *cfg)
     s->max_length = cfg->queue_max_length;
     s->timeout_s = cfg->queue_timeout_s;
     s->no_backend_s = cfg->queue_no_backend_s;
+    s->lb.affinity_on = cfg->routing.affinity != AFFINITY_OFF;
+    s->lb.ctx_pass = cfg->routing.num_ctx == NUM_CTX_PASS;
+    s->lb.balance_factor = cfg->routing.balance_factor;
+    s->lb.wait_ms = cfg->routing.affinity_wait_ms;
+    s->lb.ops = s->lb.affinity_on || s->lb.ctx_pass ? &lb_affinity : &lb_leastload;
     sched_kick(s); /* caps may have grown */
     return 0;
 }
@@ -558,17 +591,66 @@ static void unqueue(struct sched *s, struct sched_entry *e)
 
 /* ---- granting ---- */
 
-/* The backend the balancer gives E (avoiding AVOID unless it is the only
- * one), or NULL. */
-static struct backend *place(struct sched *s, const struct sched_entry *e,
-                             const struct backend *avoid, double now)
+/* ---- holds ---- */
+
+static void on_hold_end(evutil_socket_t fd, short what, void *arg)
 {
-    struct lb_request r = {e->key, avoid};
-    return lb_pick(&s->lb, s->backends, s->nbackends, &r, now);
+    struct sched *s = arg;
+    (void)fd, (void)what;
+    s->hold_at = 0;
+    sched_kick(s);
+}
+
+/* A balancer held an entry until UNTIL: dispatch again then. */
+static void hold_note(struct sched *s, double until)
+{
+    if (!s->hold_next || until < s->hold_next)
+        s->hold_next = until;
+}
+
+/* Arm the timer for the earliest hold noted, unless it fires sooner. */
+static void hold_arm(struct sched *s)
+{
+    double at = s->hold_next;
+    struct timeval tv;
+    s->hold_next = 0;
+    if (!at || !s->base || (s->hold_at && s->hold_at <= at))
+        return;
+    if (s->hold_at)
+        evtimer_del(&s->hold_ev);
+    tv = net_timeval((at - net_now_ms() + 1) / 1000.0);
+    if (tv.tv_sec < 0 || (tv.tv_sec == 0 && tv.tv_usec < 1000))
+        tv = (struct timeval){0, 1000};
+    evtimer_add(&s->hold_ev, &tv);
+    s->hold_at = at;
+}
+
+/* The backend the balancer gives E (avoiding AVOID unless it is the only
+ * one), or NULL; *HELD when the balancer holds E for a backend now full.
+ * A retry (AVOID set) is never held. */
+static struct backend *place(struct sched *s, struct sched_entry *e, const struct backend *avoid,
+                             double now, int *held)
+{
+    struct lb_request r = {0};
+    struct backend *be;
+    r.key = e->key;
+    r.avoid = avoid;
+    r.affinity = e->affinity;
+    r.keyed = e->keyed;
+    r.num_ctx = e->num_ctx;
+    r.since_ms = e->t_submit_ms;
+    r.may_hold = !avoid && e->state != SCHED_RETRY;
+    be = lb_pick(&s->lb, s->backends, s->nbackends, &r, now);
+    e->home = r.home;
+    *held = !be && r.held_until > 0;
+    if (*held)
+        hold_note(s, r.held_until);
+    return be;
 }
 
 static void grant(struct sched *s, struct sched_entry *e, struct backend *be)
 {
+    double now = net_now_ms();
     if (e->state != SCHED_IDLE) {
         unqueue(s, e);
         s->drained++;
@@ -577,44 +659,126 @@ static void grant(struct sched *s, struct sched_entry *e, struct backend *be)
     e->be = be;
     e->avoid = NULL;
     backend_acquire(be);
+    e->runner = backend_runner(be, e->key);
+    runner_acquire(e->runner, e->num_ctx, now);
+    if (e->keyed && s->lb.affinity_on && e->runner && !e->aff_counted) {
+        e->aff_counted = 1;
+        if (e->home)
+            e->runner->hits++;
+        else
+            e->runner->misses++;
+    }
     count_in(e);
     e->ops->granted(e, be);
 }
 
+/* Give back E's slot on e->be. */
+static void release(struct sched_entry *e)
+{
+    backend_release(e->be);
+    runner_release(e->runner, net_now_ms());
+    e->runner = NULL;
+}
+
+/* The scan's heap of cgq positions, by rule 3 (before()). */
+static struct sched_cgq *scan_cgq(const struct sched_scan *x)
+{
+    return x->h->v[x->i];
+}
+
+static void scan_push(struct sched_scan *v, int *n, struct heap *h, int i)
+{
+    int k = (*n)++;
+    v[k] = (struct sched_scan){h, i};
+    while (k > 0 && before(scan_cgq(&v[k]), scan_cgq(&v[(k - 1) / 2]))) {
+        struct sched_scan t = v[k];
+        v[k] = v[(k - 1) / 2];
+        v[(k - 1) / 2] = t;
+        k = (k - 1) / 2;
+    }
+}
+
+static struct sched_scan scan_pop(struct sched_scan *v, int *n)
+{
+    struct sched_scan top = v[0];
+    int k = 0;
+    v[0] = v[--*n];
+    for (;;) {
+        int c = 2 * k + 1;
+        struct sched_scan t;
+        if (c >= *n)
+            break;
+        if (c + 1 < *n && before(scan_cgq(&v[c + 1]), scan_cgq(&v[c])))
+            c++;
+        if (!before(scan_cgq(&v[c]), scan_cgq(&v[k])))
+            break;
+        t = v[k];
+        v[k] = v[c];
+        v[c] = t;
+        k = c;
+    }
+    return top;
+}
+
+/* Some backend takes a request of G's model now. */
+static int group_servable(struct sched *s, const struct sched_group *g, double now)
+{
+    for (int i = 0; i < s->nbackends; i++)
+        if (backend_takes(s->backends[i], g->key, now))
+            return 1;
+    return 0;
+}
+
+/* The first entry of Q (oldest first) that the balancer places; *BUDGET
+ * counts down the held ones passed over. */
+static struct sched_entry *scan_cgq_entries(struct sched *s, struct sched_cgq *q,
+                                            struct backend **be_out, double now, int *budget)
+{
+    struct sched_entry *e;
+    int held;
+    TAILQ_FOREACH(e, &q->entries, q_link) {
+        if ((*be_out = place(s, e, NULL, now, &held)))
+            return e;
+        if (!held || --*budget <= 0) /* none takes its model: nor the rest of Q */
+            return NULL;
+    }
+    return NULL;
+}
+
 /* The next entry to run and its backend, by the policy at the top, or
- * NULL. Groups are few (the models waited for): each is asked whether an
- * available backend serves it only when its top could win. */
+ * NULL. Groups are few (the models waited for): each is asked whether a
+ * backend takes it only when it has entries at the priority looked at. In
+ * the common case (nothing held) this is one look at each group's top. */
 static struct sched_entry *pick(struct sched *s, struct backend **be_out, double now)
 {
     struct sched_entry *e;
-    struct sched_cgq *best = NULL;
     struct backend *be;
+    int held, budget = SCHED_SCAN_MAX;
 
     TAILQ_FOREACH(e, &s->retries, q_link) {
-        be = place(s, e, e->avoid, now);
+        be = place(s, e, e->avoid, now, &held);
         if (be) {
             *be_out = be;
             return e;
         }
     }
-    for (int p = 0; p < PRIO_COUNT && !best; p++) {
-        for (struct sched_group *g = s->groups; g; g = g->next) {
-            struct sched_cgq *top = g->heap[p].n ? g->heap[p].v[0] : NULL;
-            int servable = 0;
-            if (!top || (best && !before(top, best)))
-                continue;
-            for (int i = 0; i < s->nbackends && !servable; i++)
-                servable = backend_available(s->backends[i], now) &&
-                           backend_serves(s->backends[i], g->key);
-            if (servable)
-                best = top;
+    for (int p = 0; p < PRIO_COUNT && budget > 0; p++) {
+        struct sched_scan *v = s->scan;
+        int n = 0;
+        for (struct sched_group *g = s->groups; g; g = g->next)
+            if (g->heap[p].n && n < s->scan_cap && group_servable(s, g, now))
+                scan_push(v, &n, &g->heap[p], 0);
+        while (n > 0 && budget > 0) {
+            struct sched_scan x = scan_pop(v, &n);
+            if ((e = scan_cgq_entries(s, scan_cgq(&x), be_out, now, &budget)))
+                return e;
+            /* Every entry of that cgq is held: the next cgqs in its heap. */
+            for (int c = 2 * x.i + 1; c <= 2 * x.i + 2 && c < x.h->n; c++)
+                if (n < s->scan_cap)
+                    scan_push(v, &n, x.h, c);
         }
     }
-    if (!best)
-        return NULL;
-    e = TAILQ_FIRST(&best->entries);
-    *be_out = place(s, e, NULL, now);
-    return *be_out ? e : NULL;
+    return NULL;
 }
 
 /* ---- metadata ---- */
@@ -707,6 +871,7 @@ static void dispatch(struct sched *s)
         }
         meta_dispatch(s);
     } while (s->again);
+    hold_arm(s);
     s->dispatch_ns += (unsigned long long)(net_now_ns() - t0);
     s->dispatching = 0;
 }
@@ -805,10 +970,11 @@ static void no_backend_sweep(struct sched *s)
     int again = 1;
     while (again) { /* refusals may free groups: look again from the start */
         again = 0;
-        for (struct sched_group *g = s->groups; g && !again; g = g->next)
+        for (struct sched_group *g = s->groups; g; g = g->next)
             if (no_backend_expired(s, g->key, &g->unserved_ms, now)) {
-                refuse_group(s, g);
+                refuse_group(s, g); /* G may be freed: not a step further */
                 again = 1;
+                break;
             }
     }
     for (e = TAILQ_FIRST(&s->retries); e; e = next) {
@@ -935,7 +1101,7 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
 {
     struct backend *be = NULL;
     double now = net_now_ms();
-    int rc;
+    int rc, held;
     e->sched = s;
     e->client = client;
     e->state = SCHED_IDLE;
@@ -955,13 +1121,16 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
     /* Slots are handed on the moment they free, so a free slot for E means
      * no waiting entry could take it: E may have it, unless its client is
      * at its cap. */
+    e->aff_counted = 0;
+    e->runner = NULL;
     if (!client->capped && !s->frozen)
-        be = place(s, e, NULL, now);
+        be = place(s, e, NULL, now, &held);
     if (be) {
         grant(s, e, be);
         return 0;
     }
     rc = s->no_backend_s <= 0 && !sched_serveable(s, e->key) ? SCHED_ENOBACKEND : enqueue(s, e);
+    hold_arm(s);
 out:
     if (rc < 0) { /* the caller still holds CLIENT: it puts it (sched_client_unused) */
         client->refs--;
@@ -974,6 +1143,7 @@ out:
 void sched_retry(struct sched *s, struct sched_entry *e)
 {
     struct backend *failed = e->be, *be;
+    int held;
     if (e->meta) {
         failed->meta_in_flight--;
         e->be = NULL;
@@ -986,10 +1156,10 @@ void sched_retry(struct sched *s, struct sched_entry *e)
         dispatch(s);
         return;
     }
-    backend_release(failed);
+    release(e);
     e->be = NULL;
     e->state = SCHED_IDLE;
-    be = place(s, e, failed, net_now_ms());
+    be = place(s, e, failed, net_now_ms(), &held);
     if (be && be != failed && !s->frozen) {
         grant(s, e, be);
     } else {
@@ -1017,7 +1187,7 @@ void sched_done(struct sched *s, struct sched_entry *e)
         e->state = SCHED_IDLE;
         freed = 1;
     } else if (e->state == SCHED_RUNNING) {
-        backend_release(e->be);
+        release(e);
         e->be = NULL;
         e->state = SCHED_IDLE;
         freed = 1;
@@ -1047,8 +1217,11 @@ void sched_init(struct sched *s, struct event_base *base)
     TAILQ_INIT(&s->retries);
     TAILQ_INIT(&s->meta_q);
     LIST_INIT(&s->clients);
-    if (base)
+    if (base) {
         evtimer_assign(&s->nb_sweep, base, on_nb_sweep, s);
+        evtimer_assign(&s->hold_ev, base, on_hold_end, s);
+    }
+    scan_reserve(s, 0); /* more as groups come (group_get) */
 }
 
 void sched_cleanup(struct sched *s)
@@ -1056,6 +1229,10 @@ void sched_cleanup(struct sched *s)
     struct sched_client *c;
     if (s->nb_armed)
         evtimer_del(&s->nb_sweep);
+    if (s->hold_at)
+        evtimer_del(&s->hold_ev);
+    lb_cleanup(&s->lb);
+    free(s->scan);
     while ((c = LIST_FIRST(&s->clients))) {
         LIST_REMOVE(c, link);
         free(c->name);

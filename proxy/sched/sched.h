@@ -79,6 +79,9 @@ struct sched_entry {
     const struct sched_ops *ops;
     const char *key; /* name_key() of the model, NULL: any backend; borrowed */
     unsigned meta : 1; /* metadata (/api/show...): no GPU slot, see SCHED_META_CAP */
+    unsigned keyed : 1; /* it has an affinity key, hashed into affinity (lb.h) */
+    unsigned long long affinity;
+    int num_ctx; /* its options.num_ctx as it goes to the backend (0: none) */
     /* Read-only for the caller. */
     struct sched_client *client;
     struct backend *be; /* the slot held while RUNNING */
@@ -89,6 +92,9 @@ struct sched_entry {
     TAILQ_ENTRY(sched_entry) c_link; /* client->queue while WAITING */
     struct sched_cgq *cgq;
     struct backend *avoid; /* RETRY: the backend that just failed it */
+    struct runner *runner; /* RUNNING: the runner of its model on e->be (NULL: none) */
+    unsigned home : 1;       /* the balancer's word on the placement being granted */
+    unsigned aff_counted : 1; /* its affinity hit or miss is counted (once) */
     unsigned long long seq;
     double t_submit_ms;
     double unserved_ms; /* RETRY: since when no backend in service serves it; 0: one does */
@@ -125,6 +131,13 @@ struct sched {
     unsigned hash_size, naddr;
     unsigned long long seq;
     int dispatching, again, frozen;
+    /* Entries a balancer holds for a backend (lb.h): the next time one may
+     * go elsewhere, and the timer that dispatches then. */
+    double hold_next; /* the earliest held_until seen since the timer was armed; 0: none */
+    double hold_at;   /* when the timer fires; 0: not armed */
+    struct event hold_ev;
+    struct sched_scan *scan; /* pick()'s candidates (SCHED_SCAN_MAX and one a group) */
+    int scan_cap, ngroups;
     /* The drain rate, for Retry-After: entries granted from the queue. */
     double rate, rate_t0_ms;
     unsigned long long drained;
@@ -183,6 +196,12 @@ void sched_kick(struct sched *s);
 
 /* Stop handing slots out (a forced shutdown closes everything). */
 void sched_freeze(struct sched *s);
+
+/* A balancer may hold an entry for a backend that is full (lb.h): dispatch
+ * then goes on with the entries after it in the policy's order, passing
+ * over at most SCHED_SCAN_MAX held ones for one slot; a held entry's slot
+ * is looked for again when a slot frees and when its hold ends. */
+#define SCHED_SCAN_MAX 64
 
 /* Metadata requests (e->meta: /api/show and reads like it) never run on a
  * GPU: they take no slot and never wait behind inference. Each backend

@@ -13,6 +13,10 @@ Standard library only.
    6   -j 200              via the proxy     16 (adaptive, ceiling 64: not told 16)
    7   -j 5 beside -j 200  via the proxy     16 (adaptive; two clients by their keys)
 
+Then a second scene, "agents on the fleet" (agents.py): coding agents on the
+same two GPUs, each turn sending its whole conversation, with the proxy's
+affinity off and on; a chart of time to first token per turn.
+
 Rows 1-2 run against gpu0 started with --parallel 1; then both sims are
 started again with --parallel 16 (new ports) for rows 3-7. Row 6 is the job
 run twice on a freshly started adaptive proxy: 6a is the first job after the
@@ -51,6 +55,7 @@ import threading
 import time
 import urllib.request
 
+import agents
 import charts
 
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
@@ -91,7 +96,7 @@ SAMPLE_S = 0.2
 # The proxy's keys (auth.keys): one per client of row 7, and an admin key
 # for /proxy/status. Rows 4-6 use the legacy and batch keys too.
 KEYS = [("legacy", "demo-legacy-key", False), ("batch", "demo-batch-key", False),
-        ("demo", "demo-admin-key", True)]
+        ("agents", "demo-agents-key", False), ("demo", "demo-admin-key", True)]
 KEY = {name: key for name, key, admin in KEYS}
 ADMIN_KEY = KEY["demo"]
 
@@ -216,12 +221,12 @@ def answer_steps(label):
 class Sim:
     """One ollama-sim "GPU"."""
 
-    def __init__(self, name, parallel, gen, prompt, tag):
+    def __init__(self, name, parallel, gen, prompt, tag, extra=()):
         self.name, self.parallel = name, parallel
         argv = [os.path.join(BUILD, "ollama-sim"), "--host", "127.0.0.1", "--port", "0",
                 "--parallel", str(parallel), "--curve", curve_arg(gen),
                 "--prompt-curve", curve_arg(prompt), "--time-scale", "%g" % SCALE,
-                "--models", MODEL + ":latest"]
+                "--models", MODEL + ":latest"] + list(extra)
         self.p, path = start("sim-%s-%s" % (name, tag), argv)
         self.url = "http://127.0.0.1:%d" % wait_listen(name, self.p, path)
         self.epoch = self.p.pid  # counters start again with each process
@@ -234,10 +239,10 @@ class Proxy:
     """ollama-proxy in front of SIMS, caps PARALLEL fixed or adaptive with
     ceiling CEILING, with the demo's keys."""
 
-    def __init__(self, tag, sims, adaptive):
+    def __init__(self, tag, sims, adaptive, routing=None):
         conf = os.path.join(OUT, "ollama-proxy-%s.conf" % tag)
         cap = ("max_concurrent = %d; adaptive = true;" % CEILING if adaptive
-               else "max_concurrent = %d;" % PARALLEL)
+               else "max_concurrent = %d;" % sims[0].parallel)
         with open(conf, "w") as f:
             f.write('# written by tests/demo/demo.py: the proxy in front of the two sims; one key\n'
                     '# per client (the queue is shared fairly between them), "demo" for '
@@ -247,6 +252,8 @@ class Proxy:
                                    for s in sims),
                         ",\n".join('  { name = "%s"; key = "%s"; admin = %s; }' %
                                    (n, k, "true" if a else "false") for n, k, a in KEYS)))
+            if routing:
+                f.write("routing = { %s };\n" % routing)
         self.p, path = start("proxy-" + tag, [os.path.join(BUILD, "ollama-proxy"), "-c", conf])
         self.url = "http://127.0.0.1:%d" % wait_listen("ollama-proxy", self.p, path)
         self.adaptive = adaptive
@@ -768,12 +775,24 @@ def main():
             log("  %s %s" % ("ok  " if ok else "FAIL", what))
     png = charts.write_chart(OUT, SCALE, PRESET, PARALLEL, sampler, order, names, r1)
     shares = charts.write_shares(OUT, SCALE, SAMPLE_S, N_GPUS * PARALLEL, sampler, R["7"])
+    # The second scene: agents on the fleet, the published curves as they are
+    # (an agent's answer is short: its time is the prompt).
+    log()
+    gen16 = [(b, t) for b, t in gen_pub if b <= MAX_B]
+    scene = agents.scene(
+        log, lambda name, par: Sim(name, par, gen16, prompt, "agents", ("--tokens", "16")),
+        lambda tag, ss, routing: Proxy(tag, ss, adaptive=False, routing=routing), OUT, SCALE,
+        QUICK, KEY["agents"])
+    props += agents.properties(scene)
+    if QUICK:
+        for what, ok in agents.properties(scene):
+            log("  %s %s" % ("ok  " if ok else "FAIL", what))
     with open(os.path.join(OUT, "summary.json"), "w") as f:
         json.dump({"time_scale": SCALE, "preset": PRESET, "gen_div": GEN_DIV,
                    "curve": gen, "prompt_curve": prompt, "rows": order,
                    "row6a_settle_sim_s": t_settle, "row6a_caps_median": med,
                    "cap_changes": changes,
-                   "goals": goals, "properties": props}, f, indent=1)
+                   "goals": goals, "properties": props, "agents": scene}, f, indent=1)
     with open(os.path.join(OUT, "table.md"), "w") as f:
         f.write(table(shown, gen_max, md=True) + "\n")
     log()

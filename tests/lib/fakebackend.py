@@ -2,7 +2,8 @@
 tests of the proxy (standard library only).
 
 It listens on 127.0.0.1 on a free port and serves each connection in a
-thread. The proxy's own polls (GET /api/tags, /api/ps, /api/version, /)
+thread. The proxy's own polls (GET /api/tags, /api/ps, /api/version, /,
+and its POST /api/show, which carries no X-Forwarded-For, unlike a client's)
 get a valid Ollama answer listing MODELS, unless TAGS says otherwise; any
 other request gets the current behaviour:
 
@@ -185,10 +186,12 @@ class FakeBackend:
     def _serve(self, c, r):
         line, method, target, headers, body = r
         path = target.split("?")[0]
-        if method == "GET" and path in ("/api/tags", "/api/ps", "/api/version", "/"):
+        own = not any(k.lower() == "x-forwarded-for" for k, _ in headers)
+        if method == "GET" and path in ("/api/tags", "/api/ps", "/api/version", "/") or \
+                (method == "POST" and path == "/api/show" and own):
             with self.lock:
                 self.polls[path] = self.polls.get(path, 0) + 1
-            return self._poll(c, path)
+            return self._poll(c, path, body)
         with self.lock:
             name, params = self.queue.pop(0) if self.queue else self.default
             req = Req(line, method, target, headers, body, name)
@@ -204,7 +207,7 @@ class FakeBackend:
 
     # ---- the polls ----
 
-    def _poll(self, c, path):
+    def _poll(self, c, path, body=b""):
         if path == "/api/tags" and self.tags == "huge":
             return self._reply(c, 200, _huge_tags())
         if path == "/api/tags" and self.tags == "endless":
@@ -216,6 +219,13 @@ class FakeBackend:
             body = b'{"models":[]}'
         elif path == "/api/version":
             body = b'{"version":"0.12.6"}'
+        elif path == "/api/show":  # what a model can do: an embedding model by its name
+            try:
+                model = json.loads(body).get("model", "")
+            except ValueError:
+                model = ""
+            body = json.dumps({"capabilities": ["embedding" if "embed" in model else
+                                                "completion"]}).encode()
         else:
             return self._reply(c, 200, b"Ollama is running", "text/plain; charset=utf-8")
         return self._reply(c, 200, body)

@@ -23,11 +23,11 @@ static void reset(const int *caps, const int *inflight)
     }
 }
 
-static struct lb lb = {&lb_leastload, 0};
+static struct lb lb = {.ops = &lb_leastload};
 
 static struct backend *pick(const struct backend *avoid)
 {
-    struct lb_request r = {NULL, avoid};
+    struct lb_request r = {.key = NULL, .avoid = avoid};
     return lb_pick(&lb, list, 4, &r, 0);
 }
 

@@ -34,6 +34,71 @@ static void expect_error(const char *text, int line, const char *needle)
 
 #define BE "backends = ( { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 2; } );\n"
 
+/* routing and model_caps (CONTRACT.md, "Conversations stay warm"). */
+static void test_routing(void)
+{
+    char err[512];
+    struct px_config *c = load("listen = \"x:1\";\n" BE, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) { /* the defaults */
+        CHECK_INT(c->routing.affinity, AFFINITY_SESSION);
+        CHECK_INT(c->routing.nsession_headers, 5);
+        CHECK_STR(c->routing.session_headers[1], "x-claude-code-session-id");
+        CHECK(c->routing.balance_factor == 1.5 && c->routing.affinity_wait_ms == 1000);
+        CHECK_INT(c->routing.num_ctx, NUM_CTX_PASS);
+        CHECK_INT(c->nmodel_caps, 0);
+    }
+    config_free(c);
+    c = load("listen = \"x:1\";\n"
+             "backends = ( { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 8;\n"
+             "  model_caps = ( { model = \"llama3\"; max_concurrent = 3; } ); } );\n"
+             "routing = { affinity = \"prefix\"; session_headers = [ \"X-Chat\" ];\n"
+             "  balance_factor = 0; affinity_wait_ms = 250; num_ctx = 8192; };\n"
+             "model_caps = ( { model = \"nomic-embed-text:latest\"; max_concurrent = 2; },\n"
+             "               { model = \"llama3\"; max_concurrent = 5; } );\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->routing.affinity, AFFINITY_PREFIX);
+        CHECK_INT(c->routing.nsession_headers, 1);
+        CHECK(c->routing.balance_factor == 0 && c->routing.affinity_wait_ms == 250);
+        CHECK_INT(c->routing.num_ctx, NUM_CTX_PIN);
+        CHECK_INT(c->routing.num_ctx_pin, 8192);
+        /* The backend's row wins over the top level; names as name_key(). */
+        CHECK_INT(config_model_cap(c, &c->backends[0], "registry.ollama.ai/library/llama3:latest"),
+                  3);
+        CHECK_INT(config_model_cap(c, NULL, "registry.ollama.ai/library/llama3:latest"), 5);
+        CHECK_INT(config_model_cap(c, &c->backends[0],
+                                   "registry.ollama.ai/library/nomic-embed-text:latest"), 2);
+        CHECK_INT(config_model_cap(c, &c->backends[0], "registry.ollama.ai/library/other:latest"),
+                  0);
+        CHECK(config_backend_row(c, "a", NULL) == &c->backends[0]);
+    }
+    config_free(c);
+    c = load("listen = \"x:1\";\n" BE "routing = { num_ctx = \"strip\"; affinity = \"off\"; };\n",
+             err, sizeof err);
+    CHECK(c && c->routing.num_ctx == NUM_CTX_STRIP && c->routing.affinity == AFFINITY_OFF);
+    config_free(c);
+    expect_error("listen = \"x:1\";\n" BE "routing = { afinity = \"session\"; };\n", 3,
+                 "unknown key \"afinity\" in routing");
+    expect_error("listen = \"x:1\";\n" BE "routing = { affinity = \"sticky\"; };\n", 3,
+                 "routing.affinity must be");
+    expect_error("listen = \"x:1\";\n" BE "routing = {\n balance_factor = 0.5; };\n", 4,
+                 "0 (no bound) or at least 1");
+    expect_error("listen = \"x:1\";\n" BE "routing = { num_ctx = \"auto\"; };\n", 3,
+                 "routing.num_ctx must be");
+    expect_error("listen = \"x:1\";\n" BE "routing = { num_ctx = 0; };\n", 3,
+                 "routing.num_ctx must be");
+    expect_error("listen = \"x:1\";\n" BE "routing = { session_headers = [ \"a b\" ]; };\n", 3,
+                 "is not a header name");
+    expect_error("listen = \"x:1\";\n" BE "model_caps = (\n { model = \"m\"; max = 1; } );\n", 4,
+                 "unknown key \"max\" in a model_caps row");
+    expect_error("listen = \"x:1\";\n" BE "model_caps = ( { model = \"m\"; max_concurrent = 1; },"
+                 "\n { model = \"m:latest\"; max_concurrent = 2; } );\n", 4, "has two rows");
+    expect_error("listen = \"x:1\";\n" BE "model_caps = ( { model = \"m\"; max_concurrent = 0; } );\n",
+                 3, "out of range");
+}
+
 int main(void)
 {
     char err[512];
@@ -48,8 +113,22 @@ int main(void)
         CHECK(c->queue_timeout_s == 600 && c->connect_s == 3 && c->first_byte_s == 600);
         CHECK(c->idle_s == 300 && c->shutdown_timeout_s == 30);
         CHECK_INT(c->max_body_mb, 64);
+        CHECK_INT(c->ncors_origins, 0); /* no browser origin allowed by default */
     }
     config_free(c);
+    c = load("listen = \"127.0.0.1:1\";\n" BE
+             "cors_origins = ( \"https://chat.example.com\", \"http://localhost:*\" );\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->ncors_origins, 2);
+        CHECK_STR(c->cors_origins[1], "http://localhost:*");
+    }
+    config_free(c);
+    expect_error("listen = \"127.0.0.1:1\";\n" BE "cors_origins = \"*\";\n", 3,
+                 "\"cors_origins\" must be a list of origins");
+    expect_error("listen = \"127.0.0.1:1\";\n" BE "cors_origins = ( \"\" );\n", 3,
+                 "\"cors_origins\" must be a list of origins");
     c = load("listen = \"[::1]:8080\";\n" BE "queue = { timeout_s = 0.5; max_length = 3; };\n"
              "auth = { keys = ( { name = \"k\"; key = \"s\"; priority = \"low\"; } ); };\n",
              err, sizeof err);
@@ -207,5 +286,6 @@ int main(void)
     CHECK_INT(config_load("/nonexistent/x.conf", err, sizeof err) == NULL, 1);
     CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);
     CHECK(strstr(err, "No such file or directory") != NULL); /* the reason, strerror */
+    test_routing();
     CHECK_DONE();
 }
