@@ -284,8 +284,9 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
     for (int i = 0; i < px->nbackends; i++) {
         const struct backend *be = px->backends[i];
         const struct adapt *why;
-        if (which == 2 && be->healthy && !be->health_known)
-            continue; /* unknown: neither 1 nor 0 until a check or a request tells */
+        /* unknown: neither 1 nor 0 until a check or a request tells, but a
+         * sample all the same (NaN: "== 0" alerts stay quiet, the series exists) */
+        int unknown = which == 2 && be->healthy && !be->health_known;
         int v = which == 0   ? be->in_flight
                 : which == 1 ? backend_effective_cap(be, &why)
                 : which == 4 ? backend_ceiling(be)
@@ -295,7 +296,10 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
         str(o, "{backend=\"");
         label(o, be->name);
         str(o, "\"} ");
-        inum(o, v);
+        if (unknown)
+            str(o, "NaN");
+        else
+            inum(o, v);
         put(o, "\n", 1);
     }
 }
@@ -452,7 +456,7 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
                   "max_concurrent (the runtime control's, if set): an adaptive backend's "
                   "ceiling.", 4);
     backend_gauge(o, px, "ollama_proxy_backend_healthy",
-                  "1 up, 0 down; no sample while unknown (nothing heard yet).", 2);
+                  "1 up, 0 down, NaN while unknown (nothing heard yet).", 2);
     backend_gauge(o, px, "ollama_proxy_backend_effective_cap",
                   "The cap in force: an adaptive backend's found cap, else max_concurrent.", 1);
     adaptive_causes(o, px);

@@ -111,7 +111,7 @@ def healthy_sample(metrics, name):
 
 def test_health_unknown_until_known():
     """A backend whose first check has not ended is neither up nor down:
-    "unknown" in /proxy/status (healthy null), no sample of
+    "unknown" in /proxy/status (healthy null), NaN for
     ollama_proxy_backend_healthy; once a check passes it is up, once it is
     marked down, down."""
     sim = Sim()
@@ -125,7 +125,7 @@ def test_health_unknown_until_known():
     eq(st["queue"]["dispatch_us"], None, "no grant yet: no dispatch time")
     m = get(px.url + "/metrics").text()
     eq(healthy_sample(m, "gpu0"), "1", "gpu0 is up")
-    eq(healthy_sample(m, "mute"), None, "no health sample for the unknown one")
+    eq(healthy_sample(m, "mute"), "NaN", "neither 1 nor 0 for the unknown one")
     ok('ollama_proxy_backend_in_flight{backend="mute"} 0' in m, "its other gauges are there")
     eq(px.stop(), 0, "clean exit (ASan: no leak)")
     # A short check timeout: its first check ends, failing, and with
