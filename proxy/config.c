@@ -53,7 +53,7 @@ static const char *const top_keys[] = {"listen",  "backends",  "queue",
                                        "timeouts", "health",   "models",
                                        "limits",  "auth",      "logging",
                                        "resolvers", "shutdown_timeout_s", "routing",
-                                       "model_caps", "cors_origins"};
+                                       "model_caps", "cors_origins", "state_file"};
 static const char *const backend_keys[] = {"name",      "url",      "dns",       "max_concurrent",
                                            "resolve_s", "adaptive", "model_caps"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
@@ -747,6 +747,8 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     rc |= load_logging(file, root, c, err, errlen);
     rc |= load_resolvers(file, root, c, err, errlen);
     rc |= load_cors(file, root, c, err, errlen);
+    if (get_string(file, root, "state_file", 0, &c->state_file, err, errlen))
+        rc = -1;
     rc |= load_routing(file, root, c, err, errlen);
     rc |= load_model_caps(file, config_setting_get_member(root, "model_caps"), &c->model_caps,
                           &c->nmodel_caps, err, errlen);
@@ -827,6 +829,7 @@ void config_free(struct px_config *c)
     free(c->backends);
     free(c->keys);
     free(c->client_header);
+    free(c->state_file);
     for (int i = 0; c->resolvers && i < c->nresolvers; i++)
         free(c->resolvers[i]);
     free(c->resolvers);
@@ -953,6 +956,8 @@ void config_print_summary(const struct px_config *c)
     printf("limits           body %d MiB, %d connections\n", c->max_body_mb, c->max_connections);
     printf("shutdown         %gs\n", c->shutdown_timeout_s);
     printf("access log       %s, %s\n", c->access_log, c->access_json ? "json" : "text");
+    printf("state file       %s\n",
+           c->state_file ? c->state_file : "none (adaptive caps start from 1 at each start)");
     print_routing(c);
     printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
     for (int i = 0; i < c->nkeys; i++)

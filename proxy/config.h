@@ -81,6 +81,7 @@ struct px_config {
     char *client_header;      /* auth.client_header: a trusted header naming the client */
     char *access_log;         /* logging.access: "stderr", "off" or a file */
     int access_json;          /* logging.format = "json" */
+    char *state_file;         /* adaptive knees kept across restarts (capstate.h); NULL: none */
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "capstate.h"
 #include "config.h"
 #include "log.h"
 #include "net.h"
@@ -258,7 +259,10 @@ int runner_cap(struct backend *be, struct runner *rn)
     }
     if (!rn->adapt.on || rn->adapt_epoch != be->adapt_epoch) {
         int ceiling = be->adapt.ceiling;
-        adapt_init(&rn->adapt, rn->cap && rn->cap < ceiling ? rn->cap : ceiling);
+        /* Its first start in this process resumes at a knee saved before a
+         * restart, if any (capstate.h); a restart of the search from 1. */
+        adapt_resume(&rn->adapt, rn->cap && rn->cap < ceiling ? rn->cap : ceiling,
+                     be->px ? capstate_knee(be->px, be, rn->key) : 0);
         rn->adapt_epoch = be->adapt_epoch;
     }
     return rn->adapt.cap;
