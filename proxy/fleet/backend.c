@@ -386,6 +386,16 @@ void backend_feedback(struct backend *be, const char *key, long long tokens, int
         adapt_sample(&rn->adapt, rn->in_flight, tokens, outcome, now_ms);
 }
 
+void backend_count_tokens(struct backend *be, const char *key, long long tokens,
+                          long long prompt)
+{
+    struct runner *rn = backend_runner_find(be, key);
+    if (!rn)
+        return;
+    rn->tokens += tokens > 0 ? (unsigned long long)tokens : 0;
+    rn->prompt_tokens += prompt > 0 ? (unsigned long long)prompt : 0;
+}
+
 void backend_ref(struct backend *be)
 {
     be->refs++;

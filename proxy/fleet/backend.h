@@ -46,6 +46,7 @@ struct runner {
     struct adapt adapt; /* with adaptive = true: its own cap under the ceiling */
     unsigned long long hits, misses; /* keyed requests granted at their key's home, elsewhere */
     unsigned long long loads;  /* replies that said load_duration >= 100 ms */
+    unsigned long long tokens, prompt_tokens; /* generated and prompt tokens of its replies */
     struct runner *next;
 };
 
@@ -211,6 +212,11 @@ void backend_set_cap(struct backend *be, int cap);
  * generated (-1 unknown), OUTCOME an enum adapt_outcome, LOADED when its
  * reply said the model was loaded for it (load_duration >= 100 ms); an
  * adaptive backend's runner learns its cap from it. */
+/* A reply of BE for the model KEY said it generated TOKENS and read PROMPT
+ * prompt tokens (-1 or 0: none said): counted on its runner. */
+void backend_count_tokens(struct backend *be, const char *key, long long tokens,
+                          long long prompt);
+
 void backend_feedback(struct backend *be, const char *key, long long tokens, int outcome,
                       int loaded, double now_ms);
 

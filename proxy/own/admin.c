@@ -49,7 +49,8 @@ static const char *model_name(const struct backend *be, const char *key)
 /* BE's runners in use (sent a request), loaded (/api/ps) or capped: the model, its requests
  * in flight and cap (0: none but the backend's), whether it is an
  * embedding model, the num_ctx it runs with (-1: not known), affinity hits
- * and misses, and the (re)loads seen. */
+ * and misses, the (re)loads seen, and the generated and prompt tokens its
+ * replies said. */
 static json_t *runners_json(struct backend *be)
 {
     json_t *a = json_array();
@@ -58,10 +59,12 @@ static json_t *runners_json(struct backend *be)
         json_t *o;
         if (!rn->sent_ms && !cap && rn->ctx < 0)
             continue;
-        o = json_pack("{s:s,s:i,s:i,s:b,s:i,s:{s:I,s:I},s:I}", "model", model_name(be, rn->key),
-                      "in_flight", rn->in_flight, "cap", cap, "embedding", rn->embed, "num_ctx",
-                      rn->ctx, "affinity", "hits", (json_int_t)rn->hits, "misses",
-                      (json_int_t)rn->misses, "loads", (json_int_t)rn->loads);
+        o = json_pack("{s:s,s:i,s:i,s:b,s:i,s:{s:I,s:I},s:I,s:I,s:I}", "model",
+                      model_name(be, rn->key), "in_flight", rn->in_flight, "cap", cap,
+                      "embedding", rn->embed, "num_ctx", rn->ctx, "affinity", "hits",
+                      (json_int_t)rn->hits, "misses", (json_int_t)rn->misses, "loads",
+                      (json_int_t)rn->loads, "tokens", (json_int_t)rn->tokens,
+                      "prompt_tokens", (json_int_t)rn->prompt_tokens);
         if (o && rn->adapt.on)
             json_object_set_new(o, "adaptive", json_pack("{s:s,s:s}", "cause",
                                                          adapt_cause_name[rn->adapt.cause],
