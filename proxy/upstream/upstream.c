@@ -564,6 +564,12 @@ static void on_end(struct upstream *up, int timeout)
     }
 }
 
+/* The transport holds bytes the socket will not announce (transport.h). */
+static int has_pending(struct upstream *up)
+{
+    return up->c.tp->pending && up->c.tp->pending(&up->c);
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
@@ -592,7 +598,10 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
      * the whole head, which a backend trickling header lines cannot stretch. */
     if (up->state == UP_BODY)
         up->last_io_ms = net_now_ms();
-    (void)process(up);
+    if (process(up))
+        return;
+    if (!up->paused && has_pending(up)) /* no socket event will say so */
+        event_active(&up->rev, EV_READ, 1);
 }
 
 /* The transport's setup (transport.h), driven by readiness until done:
@@ -681,6 +690,8 @@ void upstream_pause(struct upstream *up, int paused)
         return;
     }
     event_add(&up->rev, NULL);
+    if (has_pending(up)) /* held while paused: the socket may have nothing more */
+        event_active(&up->rev, EV_READ, 1);
     if (up->timeout_ms > 0) { /* a new idle period starts now */
         struct timeval tv = net_timeval(up->timeout_ms / 1000.0);
         up->last_io_ms = net_now_ms();
