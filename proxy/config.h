@@ -8,6 +8,20 @@
 
 #include <stddef.h>
 
+/* A backend's TLS: its url is https://, `tls = { ... }` says the rest. */
+struct config_tls {
+    char *server_name; /* SNI, the name verified and the Host; NULL: the url's host */
+    char *ca_file;     /* NULL: the system's CAs */
+    char *cert_file, *key_file; /* a client certificate (mTLS); NULL: none */
+    int verify;        /* default 1; tls.verify = false turns it off */
+};
+
+/* A header a backend is sent with every request (`headers`): "Name: value"
+ * split, validated. Secret: never logged nor shown. */
+struct config_header {
+    char *name, *value;
+};
+
 struct config_backend {
     char *name;
     char *url;  /* as written */
@@ -19,6 +33,10 @@ struct config_backend {
                          every address is a backend NAME-1, NAME-2, ... (dnsfleet.c) */
     double resolve_s; /* how often it is resolved again */
     int adaptive;     /* max_concurrent is a ceiling: adapt.h finds the cap */
+    int tls;          /* https:// */
+    struct config_tls tlsc;
+    struct config_header *headers;
+    int nheaders;
 };
 
 enum key_priority { PRIO_HIGH, PRIO_NORMAL, PRIO_LOW, PRIO_COUNT };
@@ -59,6 +77,10 @@ struct px_config {
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
+    /* tls = { listen; cert_file; key_file; }: the HTTPS listener; NULL: none */
+    char *tls_listen, *tls_listen_host;
+    int tls_listen_port;
+    char *tls_cert_file, *tls_key_file;
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is
@@ -77,8 +99,9 @@ int config_warnings(const struct px_config *cfg, char *out, size_t outlen);
 /* Print the one-screen summary of --check to stdout. */
 void config_print_summary(const struct px_config *cfg);
 
-/* Parse "http://host:port" (port defaults to 80, a path is refused) into
- * HOST/PORT. Returns 0, or -1 with a reason in ERR. */
+/* Parse "http://host:port" or "https://host:port" (port defaults to 80 or
+ * 443, a path is refused) into HOST/PORT. Returns 0, or -1 with a reason
+ * in ERR. */
 int config_parse_url(const char *url, char *host, size_t hostlen, int *port, char *err,
                      size_t errlen);
 
