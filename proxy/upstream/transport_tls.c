@@ -29,6 +29,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -106,6 +107,8 @@ static int is_address(const char *name)
 static int load_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err, size_t errlen)
 {
     char what[600];
+    EVP_PKEY *pk = NULL;
+    FILE *f;
     if (readable("cert_file", cert, err, errlen) < 0 || readable("key_file", key, err, errlen) < 0)
         return -1;
     if (!SSL_CTX_use_certificate_chain_file(ctx, cert)) {
@@ -113,16 +116,23 @@ static int load_pair(SSL_CTX *ctx, const char *cert, const char *key, char *err,
         ssl_error(err, errlen, what);
         return -1;
     }
-    if (!SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM)) {
-        snprintf(what, sizeof what, "key_file %s does not load", key);
+    if (!(f = fopen(key, "r")) || !(pk = PEM_read_PrivateKey(f, NULL, NULL, NULL))) {
+        snprintf(what, sizeof what, "key_file %s does not load (a PEM key without a "
+                                    "passphrase is needed)", key);
         ssl_error(err, errlen, what);
+        if (f)
+            fclose(f);
         return -1;
     }
-    if (!SSL_CTX_check_private_key(ctx)) {
+    fclose(f);
+    /* It loads: a refusal now is a key of another certificate. */
+    if (!SSL_CTX_use_PrivateKey(ctx, pk) || !SSL_CTX_check_private_key(ctx)) {
         snprintf(what, sizeof what, "key_file %s is not the key of cert_file %s", key, cert);
         ssl_error(err, errlen, what);
+        EVP_PKEY_free(pk);
         return -1;
     }
+    EVP_PKEY_free(pk);
     return 0;
 }
 

@@ -531,8 +531,8 @@ static void on_end(struct upstream *up, int timeout)
         break;
     case UP_SETUP: /* the handshake is part of connecting: retried elsewhere */
         if (!up->t->setup_err[0] || timeout)
-            snprintf(up->t->setup_err, sizeof up->t->setup_err, "%s",
-                     timeout ? "transport setup timed out" : "closed during transport setup");
+            snprintf(up->t->setup_err, sizeof up->t->setup_err, "%s setup %s", up->c.tp->name,
+                     timeout ? "timed out" : "closed by the backend");
         fail(up, UPSTREAM_ESETUP);
         break;
     case UP_WAIT_HEAD:
