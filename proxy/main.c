@@ -55,10 +55,10 @@ static const char *expiry(double t, char *buf, size_t n)
     char day[16];
     double days = (t - (double)time(NULL)) / 86400.0;
     strftime(day, sizeof day, "%Y-%m-%d", gmtime_r(&tt, &tm));
-    if (days >= 0)
-        snprintf(buf, n, "%s (in %.0f days)", day, days);
+    if (days >= 0) /* whole days left, as the status page counts them */
+        snprintf(buf, n, "%s (in %d days)", day, (int)days);
     else
-        snprintf(buf, n, "%s (EXPIRED %.0f days ago)", day, -days);
+        snprintf(buf, n, "%s (EXPIRED %d days ago)", day, (int)-days);
     return buf;
 }
 

@@ -198,8 +198,11 @@ def wait_down(px, name, what, timeout=10):
     def down():
         b = px.backend(name)
         return b["state"] == "down" and what in b.get("down_reason", "") and b
-    return wait_until(down, timeout=timeout, interval=0.05,
-                      what="%s down for %r (now %r)" % (name, what, px.backend(name)))
+    try:
+        return wait_until(down, timeout=timeout, interval=0.05,
+                          what="%s down for %r" % (name, what))
+    except AssertionError as e:
+        raise AssertionError("%s; it is now %r" % (e, px.backend(name)))
 
 
 def no_secret(px):
@@ -599,6 +602,35 @@ def test_records_larger_than_a_read():
     ok(r.t_end - t_line > 0.7, "the long line came when sent, a second before the end")
     px.stop()
     box.stop()
+
+
+def test_status_page_shows_tls_and_expiry():
+    """The page (GET /proxy/ui, its own JS run by headless Chromium) says
+    per backend TLS or plain, and the certificate's expiry."""
+    chromium = harness.need_tool("chromium", "chromium-browser")
+    sim = fast_sim()
+    term = Terminator(sim)
+    px = Proxy([("box", term.url, 2, tls_row(term)), ("local", sim.url, 2)], extra=FAST_HEALTH)
+    wait_until(lambda: px.backend("box")["tls"]["cert_expires"], what="a handshake")
+    profile = os.path.join(tmpdir(), "chromium-tls-%d" % time.monotonic_ns())
+    r = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu",
+                        "--user-data-dir=" + profile, "--disable-background-networking",
+                        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                        "--virtual-time-budget=3000", "--dump-dom", px.url + "/proxy/ui"],
+                       capture_output=True, text=True, timeout=120 * SLOW)
+    shutil.rmtree(profile, ignore_errors=True)
+    cards = {}
+    for m in re.finditer(r'data-backend="([^"]+)"(.*?)</article>', r.stdout, re.S):
+        tls = re.search(r'class="sub tls[^"]*">([^<]*)<', m.group(2))
+        cards[m.group(1)] = tls and tls.group(1)
+    print(cards)
+    ok(cards.get("box") and re.search(r"^TLS \(TLSv1\.[23]\) to localhost \u00b7 certificate "
+                                      r"expires \d{4}-\d\d-\d\d \(in (29|30) days\)",
+                                      cards["box"]), "the box's card: %r" % cards)
+    eq(cards.get("local"), "plain HTTP (no TLS)", "the local backend's card")
+    ok(KEY not in r.stdout, "no key on the page")
+    px.stop()
+    term.stop()
 
 
 # ---- client certificates, sessions ----
