@@ -106,6 +106,27 @@ def free_port():
 
 # ---- the remote box: nginx terminating TLS in front of a sim ----
 
+def start_nginx(d, conf_of):
+    """nginx with the config CONF_OF(port) in folder D, on a free port
+    (another may take the port first: then again). Returns (Proc, port)."""
+    conf = os.path.join(d, "nginx.conf")
+    for _ in range(20):
+        port = free_port()
+        with open(conf, "w") as f:
+            f.write(conf_of(port))
+        proc = Proc([NGINX, "-p", d, "-c", conf, "-e", os.path.join(d, "error.log")],
+                    name="nginx")
+        deadline = time.time() + 10 * SLOW
+        while time.time() < deadline and proc.alive():
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return proc, port
+            except OSError:
+                time.sleep(0.02)
+    with open(os.path.join(d, "error.log")) as f:
+        raise AssertionError("nginx did not start: %s" % f.read()[-2000:])
+
+
 class Terminator:
     """nginx on 127.0.0.1 in front of SIM: TLS with CERT, the key KEY
     demanded (401 without it), client certificates of CLIENT_CA demanded
@@ -122,11 +143,7 @@ class Terminator:
         self.access = os.path.join(self.dir, "access.log")
         mtls = ("ssl_verify_client on; ssl_client_certificate %s;" % client_ca) if client_ca \
             else ""
-        for _ in range(20):  # a free port, then nginx binds it: retry if another won it
-            self.port = free_port()
-            conf = os.path.join(self.dir, "nginx.conf")
-            with open(conf, "w") as f:
-                f.write("""daemon off; master_process off; worker_processes 1;
+        self.proc, self.port = start_nginx(self.dir, lambda port: """daemon off; master_process off; worker_processes 1;
 pid {d}/nginx.pid; error_log {d}/error.log info;
 events {{ worker_connections 1024; }}
 http {{
@@ -148,20 +165,8 @@ http {{
     }}
   }}
 }}
-""".format(d=self.dir, sim=sim.port, port=self.port, cert=cert[0], key=cert[1],
-                    protocols=protocols, kr=keepalive_requests, mtls=mtls, key_value=KEY))
-            self.proc = Proc([NGINX, "-p", self.dir, "-c", conf, "-e",
-                              os.path.join(self.dir, "error.log")], name="nginx")
-            deadline = time.time() + 10 * SLOW
-            while time.time() < deadline and self.proc.alive():
-                try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.02)
-            if self.proc.alive():
-                break
-        ok(self.proc.alive(), "nginx did not start: %s" % self.error_log())
+""".format(d=self.dir, sim=sim.port, port=port, cert=cert[0], key=cert[1],
+                  protocols=protocols, kr=keepalive_requests, mtls=mtls, key_value=KEY))
         self.url = "https://localhost:%d" % self.port
 
     def error_log(self):
@@ -898,6 +903,88 @@ def test_config_errors():
                      'max_concurrent = 1; } );\ntls = { listen = "127.0.0.1:0"; };\n' % sim_url)
     eq(r.returncode, 1, "tls without its files")
     ok(re.search(re.escape(path) + r':3: missing "cert_file"', r.stderr), r.stderr)
+
+
+# ---- docker/remote-box, run with Debian's nginx ----
+
+def test_docker_remote_box_example():
+    """docker/remote-box as a user runs it, with Debian's nginx in place of
+    the nginx image and a sim in place of Ollama: make-certs makes the
+    certificates and prints the proxy's row; the template (filled in as the
+    image fills it) lets in only the key; the printed row works as it is
+    (but for the CA's path and the port)."""
+    box = os.path.join(SRC, "docker", "remote-box")
+    d = os.path.join(tmpdir(), "remote-box-%d" % time.monotonic_ns())
+    certs = os.path.join(d, "certs")
+    os.makedirs(certs)
+    sim = fast_sim()
+    with open(os.path.join(box, "ollama-tls.conf.template")) as f:
+        template = f.read()
+    ok("${BOX_KEY}" in template, "the template takes the key from the environment")
+    body = (template.replace("${BOX_KEY}", KEY)
+            .replace("server ollama:11434;", "server 127.0.0.1:%d;" % sim.port)
+            .replace("/etc/nginx/certs/", certs + "/")
+            .replace("/var/log/nginx/", d + "/"))
+    ok(not re.search(r"\$\{", body), "every ${VAR} filled in")
+    wrap = ("daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log info;\n"
+            "events {{ worker_connections 256; }}\nhttp {{ client_body_temp_path {d}; "
+            "proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; "
+            "scgi_temp_path {d};\n{body}\n}}\n")
+    holder = {}
+
+    def conf_of(port):
+        # make-certs first (its row names the port), then the config.
+        env = dict(os.environ, CERTS_DIR=certs, BOX_KEY=KEY, BOX_PORT=str(port),
+                   OLLAMA_NUM_PARALLEL="3")
+        r = subprocess.run([os.path.join(box, "make-certs"), "localhost", "127.0.0.1"],
+                           env=env, capture_output=True, text=True, timeout=60)
+        eq(r.returncode, 0, "make-certs: %s" % r.stderr)
+        holder["row"] = r.stdout
+        return wrap.format(d=d, body=body.replace("listen 443 ssl;",
+                                                  "listen 127.0.0.1:%d ssl;" % port))
+    nginx, port = start_nginx(d, conf_of)
+    out = holder["row"]
+    print(out)
+    row = out[out.index("{"):].strip().rstrip(",")
+    ca = os.path.join(d, "localhost-ca.pem")
+    shutil.copy(os.path.join(certs, "ca.pem"), ca)
+    ok("/etc/ollama-proxy/localhost-ca.pem" in row, "the row's CA path: %s" % row)
+    row = row.replace("/etc/ollama-proxy/localhost-ca.pem", ca)
+    conf = os.path.join(d, "proxy.conf")
+    with open(conf, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nbackends = (\n%s\n);\n%s' % (row, FAST_HEALTH))
+    px = Proxy.__new__(Proxy)
+    px.conf = conf
+    px.proc = Proc([harness.binary("ollama-proxy"), "-c", conf], name="ollama-proxy")
+    px.port = px.proc.wait_listen()
+    px.url = "http://127.0.0.1:%d" % px.port
+    wait_until(lambda: px.backend("localhost")["models"], what="the box discovered")
+    eq(px.backend("localhost")["max_concurrent"], 3, "the row's cap")
+    r = post(px.url + "/api/generate", GEN)
+    eq(r.status, 200, "through the example box: %r" % r)
+    # Without the key, and with a wrong one, the box refuses.
+    plain = ssl.create_default_context(cafile=ca)
+    for headers in ({}, {"Authorization": "Bearer not-the-key"}):
+        c = httpclient.HTTPSConnection("localhost", port, context=plain, timeout=10)
+        c.request("GET", "/api/tags", headers=headers)
+        eq(c.getresponse().status, 401, "the box without its key")
+        c.close()
+    with open(os.path.join(d, "access.log")) as f:
+        log = f.read()
+    ok("GET /api/version" in log and KEY not in log, "its log has requests, never the key")
+    compose = shutil.which("docker-compose")
+    if compose:  # the compose file itself: parses with the key, refuses to start without
+        path = os.path.join(box, "compose.yaml")
+        env = dict(os.environ, BOX_KEY="k")
+        r = subprocess.run([compose, "-f", path, "config", "-q"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        eq(r.returncode, 0, "docker-compose config: %s" % r.stderr)
+        env.pop("BOX_KEY")
+        r = subprocess.run([compose, "-f", path, "config", "-q"], env=env, capture_output=True,
+                           text=True, timeout=60)
+        ok(r.returncode != 0 and "BOX_KEY" in r.stderr, "no BOX_KEY, no box: %s" % r.stderr)
+    px.stop()
+    nginx.stop()
 
 
 # ---- the classifier against the HTTPS listener ----
