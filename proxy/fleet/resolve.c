@@ -45,6 +45,7 @@ void resolve_backend(struct evdns_base *dns, struct backend *be)
 {
     struct evutil_addrinfo hints, *res = NULL;
     struct resolving *r;
+    struct evdns_getaddrinfo_request *req;
     char port[16];
     if (be->resolving)
         return;
@@ -65,8 +66,11 @@ void resolve_backend(struct evdns_base *dns, struct backend *be)
     hints.ai_flags = EVUTIL_AI_NUMERICSERV | EVUTIL_AI_ADDRCONFIG;
     r->be = be;
     be->resolving = r;
-    /* May answer at once (from /etc/hosts): then on_resolved has run. */
-    r->req = evdns_getaddrinfo(dns, be->host, port, &hints, on_resolved, r);
+    /* May answer at once (from /etc/hosts): then on_resolved has run and
+     * freed R (it cleared be->resolving), and NULL comes back. */
+    req = evdns_getaddrinfo(dns, be->host, port, &hints, on_resolved, r);
+    if (be->resolving == r)
+        r->req = req;
 }
 
 void resolve_cancel(struct backend *be)
