@@ -340,7 +340,7 @@ def test_large_replies_and_a_slow_reader_over_tls():
               "--models", "llama3:latest,nomic-embed-text:latest")
     term = Terminator(sim)
     px = Proxy([("remote", term.url, 2, tls_row(term))],
-               extra=FAST_HEALTH + "timeouts = { idle_s = 5; };", env=harness.SMALL_QUARANTINE)
+               extra=FAST_HEALTH, env=harness.SMALL_QUARANTINE)
     wait_until(lambda: px.backend("remote")["models"], what="discovery")
     texts = ["text number %d, long enough to be worth a vector" % i for i in range(400)]
     r = post(px.url + "/api/embed", {"model": "nomic-embed-text", "input": texts}, timeout=20)
