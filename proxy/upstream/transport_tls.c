@@ -12,10 +12,10 @@
  *   head of its buffer and offers them again, and do_writev gathers a
  *   prefix of that buffer, so a retry always starts with the same bytes
  *   (SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets them be at another address).
- * - A record (up to 16 KiB) is read from the socket whole, and SSL_read
- *   hands out as much as the caller asked for: the rest waits inside the
- *   SSL, where no socket event announces it. do_pending says so, and
- *   upstream.c reads again.
+ * - Records are read ahead (as many as one read() brings), and SSL_read
+ *   hands out one record's data at most, no more than the caller asked
+ *   for: the rest waits inside the SSL, where no socket event announces
+ *   it. do_pending says so, and upstream.c reads again.
  * - A TLS 1.3 server sends its session tickets after the handshake, with
  *   the first response: the new-session callback keeps the last one, and
  *   the next connection to the target resumes it (one round trip and no
@@ -25,6 +25,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <netdb.h>
@@ -164,6 +165,10 @@ static SSL_CTX *client_ctx_new(const struct tls_conf *c, char *err, size_t errle
     /* Idle pooled connections give their 2 x 16 KiB record buffers back. */
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    /* One read() takes what the socket has, several records at once, not
+     * a record's 5-byte header and then its body: half the reads. What is
+     * read ahead waits in the SSL, which do_pending reports. */
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_sess_set_new_cb(ctx, on_new_session);
     if (c->verify) {
@@ -222,6 +227,23 @@ void tls_server_ctx_free(struct ssl_ctx_st *ctx)
     SSL_CTX_free(ctx);
 }
 
+/* bufferevent_openssl writes each chain of its output as a record of its
+ * own, with a write() of its own (do_write), and evhttp hands it a reply's
+ * head and body, or a streamed chunk's size line and data, as separate
+ * chains. Made one chain before the write event runs, a short reply or a
+ * token line is one record and one write(), as on plain TCP, where writev
+ * sends all chains at once. A larger output is a bulk transfer, whose
+ * chains fill records anyway. */
+#define COALESCE_MAX (16 * 1024)
+
+static void on_output_added(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    size_t len = evbuffer_get_length(b);
+    (void)arg;
+    if (info->n_added && len <= COALESCE_MAX && evbuffer_get_contiguous_space(b) < len)
+        evbuffer_pullup(b, -1);
+}
+
 struct bufferevent *tls_server_bufferevent(struct event_base *base, struct ssl_ctx_st *ctx)
 {
     struct bufferevent *bev;
@@ -235,6 +257,7 @@ struct bufferevent *tls_server_bufferevent(struct event_base *base, struct ssl_c
         return NULL;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    evbuffer_add_cb(bufferevent_get_output(bev), on_output_added, NULL);
     return bev;
 }
 

@@ -581,27 +581,31 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         setup_step(up);
         return;
     }
-    if (evbuffer_reserve_space(up->in, READ_CHUNK, &v, 1) < 1)
-        return;
-    n = up->c.tp->read(&up->c, v.iov_base, v.iov_len);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        if (!process(up)) /* anything still buffered, then the end */
-            on_end(up, 0);
-        return;
-    }
-    v.iov_len = (size_t)n;
-    evbuffer_commit_space(up->in, &v, 1);
-    up->got_bytes = 1;
-    /* Only body bytes restart the clock: first_byte_s is a deadline for
-     * the whole head, which a backend trickling header lines cannot stretch. */
-    if (up->state == UP_BODY)
-        up->last_io_ms = net_now_ms();
-    if (process(up))
-        return;
-    if (!up->paused && has_pending(up)) /* no socket event will say so */
-        event_active(&up->rev, EV_READ, 1);
+    /* Once per readiness; again while the transport holds more than it
+     * handed out (a TLS record read ahead), which no socket event will
+     * announce. */
+    do {
+        if (evbuffer_reserve_space(up->in, READ_CHUNK, &v, 1) < 1)
+            return;
+        n = up->c.tp->read(&up->c, v.iov_base, v.iov_len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            if (!process(up)) /* anything still buffered, then the end */
+                on_end(up, 0);
+            return;
+        }
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(up->in, &v, 1);
+        up->got_bytes = 1;
+        /* Only body bytes restart the clock: first_byte_s is a deadline for
+         * the whole head, which a backend trickling header lines cannot
+         * stretch. */
+        if (up->state == UP_BODY)
+            up->last_io_ms = net_now_ms();
+        if (process(up))
+            return;
+    } while (!up->paused && has_pending(up));
 }
 
 /* The transport's setup (transport.h), driven by readiness until done:
