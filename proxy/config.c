@@ -795,6 +795,10 @@ int config_warnings(const struct px_config *c, char *out, size_t outlen)
                      b->name, b->host, gai_strerror(rc));
         if (res)
             freeaddrinfo(res);
+        if (!line[0] && b->tls && !b->tlsc.verify)
+            snprintf(line, sizeof line, "%s:%d: warning: backend \"%s\": tls.verify = false: "
+                     "its certificate is not checked, so anyone on the way can read and change "
+                     "its traffic (the key in its headers too)", c->file, b->line, b->name);
         if (line[0] && used < outlen) {
             used += (size_t)snprintf(out + used, outlen - used, "%s%s", n ? "\n" : "", line);
             n++;

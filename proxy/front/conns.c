@@ -42,6 +42,22 @@ static void http_settings(struct proxy *px, struct evhttp *http)
     evhttp_set_timeout(http, (int)px->cfg->idle_s);
 }
 
+/* The listener's certificate is in use from now on: say until when, and
+ * warn in its last two weeks (and after). */
+static void tls_note_expiry(const char *file, double not_after)
+{
+    time_t tt = (time_t)not_after;
+    double days = (not_after - (double)time(NULL)) / 86400.0;
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
+    if (days < 14)
+        log_warn("tls: certificate %s %s %s: renew it (then SIGHUP)", file,
+                 days < 0 ? "EXPIRED on" : "expires on", when);
+    else
+        log_info("tls: certificate %s in use for new connections (expires %s)", file, when);
+}
+
 /* The certificate files again (a reload): new connections get them, open
  * ones keep theirs. A failure keeps the old certificate. */
 static void tls_reload(struct proxy *px)
@@ -50,7 +66,7 @@ static void tls_reload(struct proxy *px)
     const struct px_config *c = px->cfg;
     struct ssl_ctx_st *ctx;
     double not_after = 0;
-    char err[700], when[32] = "?";
+    char err[700];
     if (!c->tls_listen) {
         log_warn("reload: tls removed from the config; still serving HTTPS on %s until a "
                  "restart", t->listen);
@@ -59,19 +75,14 @@ static void tls_reload(struct proxy *px)
     if (strcmp(c->tls_listen, t->listen) != 0)
         log_warn("reload: tls.listen %s -> %s needs a restart; still on %s", t->listen,
                  c->tls_listen, t->listen);
-    if (!(ctx = tls_server_ctx_new(c->tls_cert_file, c->tls_key_file, err, sizeof err))) {
+    if (!(ctx = tls_server_ctx_new(c->tls_cert_file, c->tls_key_file, &not_after, err,
+                                   sizeof err))) {
         log_error("reload: tls: %s; new HTTPS connections keep the old certificate", err);
         return;
     }
     tls_server_ctx_free(t->ctx); /* connections open hold their own reference */
     t->ctx = ctx;
-    if (tls_check_pair(c->tls_cert_file, c->tls_key_file, &not_after, err, sizeof err) == 0) {
-        time_t tt = (time_t)not_after;
-        struct tm tm;
-        strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
-    }
-    log_info("tls: certificate %s loaded for new connections (expires %s)", c->tls_cert_file,
-             when);
+    tls_note_expiry(c->tls_cert_file, not_after);
 }
 
 void conns_settings(struct proxy *px)
@@ -348,6 +359,7 @@ static int start_tls(struct proxy *px, void (*on_request)(struct evhttp_request 
 {
     const struct px_config *c = px->cfg;
     struct conns_tls *t = calloc(1, sizeof *t);
+    double not_after = 0;
     char err[700];
     if (!t)
         return -1;
@@ -355,11 +367,14 @@ static int start_tls(struct proxy *px, void (*on_request)(struct evhttp_request 
     if (!(t->listen = strdup(c->tls_listen)) ||
         !(t->http = http_new(px, on_request, on_new_tls_connection)))
         return -1;
-    if (!(t->ctx = tls_server_ctx_new(c->tls_cert_file, c->tls_key_file, err, sizeof err))) {
+    if (!(t->ctx = tls_server_ctx_new(c->tls_cert_file, c->tls_key_file, &not_after, err,
+                                      sizeof err))) {
         log_error("tls: %s", err);
         return -1;
     }
     t->bound = bind_http(t->http, c->tls_listen_host, c->tls_listen_port, " (https)");
+    if (t->bound)
+        tls_note_expiry(c->tls_cert_file, not_after);
     return t->bound ? 0 : -1;
 }
 

@@ -198,8 +198,8 @@ fail:
     return NULL;
 }
 
-struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
-                                      size_t errlen)
+struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file,
+                                      double *not_after, char *err, size_t errlen)
 {
     SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
     if (!ctx) {
@@ -219,6 +219,7 @@ struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_fil
         SSL_CTX_free(ctx);
         return NULL;
     }
+    *not_after = x509_not_after(SSL_CTX_get0_certificate(ctx));
     return ctx;
 }
 

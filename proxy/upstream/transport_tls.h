@@ -70,11 +70,11 @@ struct tls_target_info {
 };
 void tls_target_info(const struct tls_target *t, struct tls_target_info *out);
 
-/* The HTTPS listener's context: CERT_FILE (a chain, PEM) and its key.
- * Returns a new SSL_CTX (the caller's, SSL_CTX_free), or NULL with why in
- * ERR. */
-struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file, char *err,
-                                      size_t errlen);
+/* The HTTPS listener's context: CERT_FILE (a chain, PEM) and its key;
+ * *NOT_AFTER is the certificate's expiry. Returns a new SSL_CTX (the
+ * caller's: tls_server_ctx_free), or NULL with why in ERR. */
+struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file,
+                                      double *not_after, char *err, size_t errlen);
 
 /* Free CTX (NULL: no-op); connections accepted with it keep a reference. */
 void tls_server_ctx_free(struct ssl_ctx_st *ctx);

@@ -783,6 +783,22 @@ def test_https_listener_real_sdks():
     px.stop()
 
 
+def test_listener_certificate_expiry_logged():
+    """The log says when the listener's certificate expires, and warns when
+    it has expired (or will within two weeks)."""
+    sim = fast_sim()
+    px = listener_proxy(sim)
+    tls_port(px)
+    ok(re.search(r"info: tls: certificate \S+srv.pem in use for new connections \(expires "
+                 r"\d{4}-\d\d-\d\dT", px.proc.output()), px.proc.output()[-600:])
+    px.stop()
+    px = listener_proxy(sim, cert=CERTS.expired)
+    tls_port(px)
+    ok(re.search(r"warn: tls: certificate \S+expired.pem EXPIRED on \d{4}-", px.proc.output()),
+       px.proc.output()[-600:])
+    px.stop()
+
+
 def _serial(port):
     with socket.create_connection(("127.0.0.1", port)) as s:
         with client_ctx().wrap_socket(s, server_hostname="localhost") as t:
@@ -815,7 +831,8 @@ def test_sighup_reloads_the_certificate_without_dropping_connections():
     os.rename(live[0] + ".tmp", live[0])
     os.rename(live[1] + ".tmp", live[1])
     px.proc.signal(signal.SIGHUP)
-    wait_until(lambda: "loaded for new connections" in px.proc.output(), what="the reload")
+    wait_until(lambda: px.proc.output().count("in use for new connections") == 2,
+               what="the reload")
     after = _serial(port)
     ok(before != after, "a new connection gets the new certificate: %s -> %s" % (before, after))
     eq(https(port, "POST", "/api/generate", GEN, conn=conn)[0], 200,
@@ -899,6 +916,12 @@ def test_config_errors():
                          '%s } );\n' % row)
         eq(r.returncode, 1, "%s: %s" % (row, r.stderr))
         ok(re.search(re.escape(path) + want, r.stderr), "%s: %r" % (want, r.stderr))
+    path, r = _check('listen = "127.0.0.1:0";\nbackends = ( { name = "a"; max_concurrent = 1; '
+                     'url = "https://127.0.0.1:9"; tls = { verify = false; }; } );\n')
+    eq(r.returncode, 0, "verify = false is legal: %s" % r.stderr)
+    ok(re.search(re.escape(path) + r":2: warning: backend \"a\": tls.verify = false", r.stderr),
+       "but warned: %r" % r.stderr)
+    ok("verify OFF" in r.stdout, "and --check says so: %s" % r.stdout)
     path, r = _check('listen = "127.0.0.1:0";\nbackends = ( { name = "a"; url = "%s"; '
                      'max_concurrent = 1; } );\ntls = { listen = "127.0.0.1:0"; };\n' % sim_url)
     eq(r.returncode, 1, "tls without its files")
