@@ -245,6 +245,9 @@ def test_https_backend_streams_with_its_key():
     r = post(px.url + "/api/generate", GEN, headers={"Authorization": "Bearer wrong"})
     eq(r.status, 200, "the backend's key, not the client's: %r" % r)
     eq(r.json()["done"], True, "answered")
+    # A fan-out (applied to every backend) carries the key too.
+    r = post(px.url + "/api/pull", {"model": "llama3", "stream": False}, timeout=30)
+    eq(r.status, 200, "a pull through the box: %r" % r)
     statuses = [l[4] for l in term.log()]
     ok(statuses and all(s == "200" for s in statuses), "the terminator never said 401: %r"
        % statuses)
