@@ -5,7 +5,7 @@ against its own plain figure, in one run with the same certificates.
 Usage: bench_tls.py [requests|streams|memory|handshakes ...] [--quick]
                     [--rounds N] [--build DIR] [--json FILE]
 
-With no benchmark named, runs all four (tests/bench/README.md, "TLS"):
+With no benchmark named, runs all four (figures: proxy/README.md, "Past one box"):
   requests    CPU per short request with keep-alive: client -TLS-> proxy
               -TLS-> nginx -> sim (the proxy terminating and originating
               TLS), HAProxy the same way; the proxy all plain (client ->
@@ -23,7 +23,10 @@ With no benchmark named, runs all four (tests/bench/README.md, "TLS"):
               `http-request return` in HAProxy): the server's CPU per
               handshake, and what one core would do (1 s / that), against
               HAProxy's; the rate wrk reached is shown too (wrk shares core
-              0 with the load and may be the limit).
+              0 with the load and may be the limit). Then resumed ones: a
+              Python client offering the last session each time.
+              The requests benchmark also says how many handshakes (and
+              resumptions) the proxy made towards the box: keep-alive.
 
 Placement as bench_proxy.py (BASELINE.md): wrk, the Python clients,
 ollama-sim and nginx (the remote box's terminator) on core 0, the proxy
@@ -308,6 +311,13 @@ def bench_requests():
     RESULTS["requests_goal"] = {"vs_plain": vs_plain, "vs_haproxy": vs_ha}
     print("goals: TLS CPU/request <= 1.3x plain: %.2f %s; <= HAProxy TLS: %.2f %s" % (
         vs_plain, bp.goal(vs_plain <= 1.3), vs_ha, bp.goal(vs_ha <= 1.0)))
+    # Keep-alive to the box: the handshakes the proxy made for all those
+    # requests (the pool growing to its size), and how many resumed.
+    t = bp.http_json(px_tls.port, "GET", "/proxy/status")["backends"][0]["tls"]
+    RESULTS["requests_backend_tls"] = {"handshakes": t["handshakes"], "resumed": t["resumed"],
+                                       "requests": sum(r["requests"] for r in res["proxy TLS"])}
+    print("proxy -> box: %d handshakes (%d resumed) for %d requests and the warm-up's" % (
+        t["handshakes"], t["resumed"], RESULTS["requests_backend_tls"]["requests"]))
     for p in (px_tls.proc, px_plain.proc, ha, ha_plain, box, s):
         p.stop()
 
@@ -417,8 +427,50 @@ def bench_handshakes():
              "request, P-256 ECDSA; %d round(s) x %ds)" % (ARGS.rounds, dur),
              ["target", "handshakes/s (wrk)", "cpu us/handshake", "per core (1 s / cpu)",
               "cpu x haproxy", "errors"], rows)
+    # Resumed handshakes: one client (Python, on core 0) that offers the
+    # session the server gave on its last connection, a GET / each.
+    n = 200 if ARGS.quick else 500
+    rows = []
+    for name, p, port in targets:
+        figs, reused = [], 0
+        for _ in range(ARGS.rounds):
+            c0 = run_ns(p)
+            k = resumed_conns(port, n)
+            figs.append((run_ns(p) - c0) / n / 1e3)
+            reused += k
+        cpu = bp.med(figs)
+        rows.append([name, "%d of %d" % (reused, n * ARGS.rounds), "%.1f" % cpu, "%.0f" % (1e6 / cpu)])
+        RESULTS["resumed_" + name] = {"cpu_us": cpu, "per_core_s": 1e6 / cpu,
+                                      "resumed": reused, "of": n * ARGS.rounds}
+    bp.table("resumed handshakes: a client offering the last session (TLS 1.3 ticket), "
+             "GET / with Connection: close, %d a round" % n,
+             ["target", "resumed", "cpu us/handshake", "per core (1 s / cpu)"], rows)
     for p in (px.proc, ha, box, s):
         p.stop()
+
+
+def run_ns(p):
+    """P's time on a CPU in ns (/proc/PID/schedstat: exact, where a
+    few hundred short handshakes are only tens of clock ticks)."""
+    with open("/proc/%d/schedstat" % p.pid) as f:
+        return int(f.read().split()[0])
+
+
+def resumed_conns(port, n):
+    """N connections in turn, each offering the previous one's session;
+    returns how many the server resumed."""
+    ctx = client_ctx()
+    sess, reused = None, 0
+    for _ in range(n):
+        c = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                            server_hostname="localhost", session=sess)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        while c.recv(4096):  # the answer; the TLS 1.3 ticket comes before it
+            pass
+        reused += c.session_reused
+        sess = c.session
+        c.close()
+    return reused
 
 
 BENCHES = {"requests": bench_requests, "streams": bench_streams, "memory": bench_memory,
