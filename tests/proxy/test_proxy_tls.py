@@ -245,6 +245,16 @@ def test_https_backend_streams_with_its_key():
     r = post(px.url + "/api/generate", GEN, headers={"Authorization": "Bearer wrong"})
     eq(r.status, 200, "the backend's key, not the client's: %r" % r)
     eq(r.json()["done"], True, "answered")
+    # Connections to the box are kept alive and reused as a plain backend's:
+    # requests one after another share a connection (a handshake each
+    # would show as request 1 on a new connection every time).
+    seen = len(term.log())
+    for _ in range(4):
+        eq(post(px.url + "/api/generate", GEN).status, 200, "a request in turn")
+    mine = wait_until(lambda: len(term.log()) >= seen + 4 and term.log()[seen:],
+                      what="the box's log of 4 requests")
+    ok(max(int(l[1]) for l in mine) >= 2 and len({l[0] for l in mine}) < len(mine),
+       "kept alive and reused at the box: %r" % mine)
     # A fan-out (applied to every backend) carries the key too.
     r = post(px.url + "/api/pull", {"model": "llama3", "stream": False}, timeout=30)
     eq(r.status, 200, "a pull through the box: %r" % r)
