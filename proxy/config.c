@@ -65,6 +65,8 @@ static void set_defaults(struct px_config *c)
     c->queue_max_length = 1024;
     c->queue_timeout_s = 600;
     c->queue_no_backend_s = 5;
+    c->ipv4_prefix = 32;
+    c->ipv6_prefix = 64;
     c->connect_s = 3;
     c->first_byte_s = 600;
     c->idle_s = 300;
@@ -431,8 +433,8 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     if (dns) { /* "host:port": each address it resolves to is a backend */
         size_t n = strlen(dns) + 16;
         be->is_dns = 1;
-        be->url = malloc(n);
-        snprintf(be->url, n, "http://%s", dns);
+        if ((be->url = malloc(n)))
+            snprintf(be->url, n, "http://%s", dns);
         free(dns);
     }
     if ((rs = config_setting_get_member(b, "resolve_s"))) {
@@ -446,6 +448,8 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
         if (!be->is_dns)
             FAIL(rs, "\"resolve_s\" is for a backend given by a dns name");
     }
+    if (!be->name || !be->url)
+        FAIL(b, "out of memory");
     if (!good_name(be->name))
         FAIL(config_setting_get_member(b, "name"),
              "backend name \"%s\": letters, digits and . _ : - only, at most 64", be->name);
@@ -474,7 +478,10 @@ static int load_backends(const char *file, config_setting_t *root, struct px_con
     c->nbackends = config_setting_length(l);
     if (c->nbackends == 0)
         FAIL(l, "\"backends\" is empty: at least one backend is needed");
-    c->backends = calloc((size_t)c->nbackends, sizeof *c->backends);
+    if (!(c->backends = calloc((size_t)c->nbackends, sizeof *c->backends))) {
+        c->nbackends = 0;
+        FAIL(l, "out of memory");
+    }
     for (int i = 0; i < c->nbackends; i++)
         rc |= load_backend(file, config_setting_get_elem(l, (unsigned)i), c, i, err, errlen);
     return rc;
@@ -544,15 +551,18 @@ static int load_key_unique(const char *file, config_setting_t *k, struct px_conf
 static int load_auth(const char *file, config_setting_t *root, struct px_config *c, char *err,
                      size_t errlen)
 {
-    static const char *const auth_keys[] = {"keys", "client_header", "metrics_key_required"};
+    static const char *const auth_keys[] = {"keys", "client_header", "metrics_key_required",
+                                            "ipv4_prefix", "ipv6_prefix"};
     config_setting_t *a = config_setting_get_member(root, "auth"), *l, *m;
     int rc = 0;
     if (!a)
         return 0;
     if (!config_setting_is_group(a))
         FAIL(a, "\"auth\" must be a group");
-    if (check_members(file, a, auth_keys, 3, "auth", err, errlen) ||
-        get_string(file, a, "client_header", 0, &c->client_header, err, errlen))
+    if (check_members(file, a, auth_keys, 5, "auth", err, errlen) ||
+        get_string(file, a, "client_header", 0, &c->client_header, err, errlen) ||
+        get_int(file, a, "ipv4_prefix", 0, 1, 32, &c->ipv4_prefix, err, errlen) ||
+        get_int(file, a, "ipv6_prefix", 0, 1, 128, &c->ipv6_prefix, err, errlen))
         return -1;
     m = config_setting_get_member(a, "metrics_key_required");
     if (m && config_setting_type(m) != CONFIG_TYPE_BOOL)
@@ -564,7 +574,10 @@ static int load_auth(const char *file, config_setting_t *root, struct px_config 
     if (!config_setting_is_list(l) && !config_setting_is_array(l))
         FAIL(l, "auth.keys must be a list ( {...} )");
     c->nkeys = config_setting_length(l);
-    c->keys = calloc((size_t)c->nkeys + 1, sizeof *c->keys);
+    if (!(c->keys = calloc((size_t)c->nkeys + 1, sizeof *c->keys))) {
+        c->nkeys = 0;
+        FAIL(l, "out of memory");
+    }
     for (int i = 0; i < c->nkeys; i++)
         rc |= load_key_unique(file, config_setting_get_elem(l, (unsigned)i), c, i, err, errlen);
     return rc;
@@ -610,7 +623,10 @@ static int load_resolvers(const char *file, config_setting_t *root, struct px_co
     if (!config_setting_is_list(l) && !config_setting_is_array(l))
         FAIL(l, "\"resolvers\" must be a list of \"host:port\" strings");
     c->nresolvers = config_setting_length(l);
-    c->resolvers = calloc((size_t)c->nresolvers + 1, sizeof *c->resolvers);
+    if (!(c->resolvers = calloc((size_t)c->nresolvers + 1, sizeof *c->resolvers))) {
+        c->nresolvers = 0;
+        FAIL(l, "out of memory");
+    }
     for (int i = 0; i < c->nresolvers; i++) {
         const char *v = config_setting_get_string_elem(l, (unsigned)i);
         if (!v || !*v)
@@ -701,10 +717,28 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     return rc;
 }
 
+/* Every string a load copies is there: 0, or -1 when an allocation failed
+ * (the config is refused rather than half made). */
+static int complete(const struct px_config *c)
+{
+    int ok = c->file && c->listen && c->listen_host && c->access_log;
+    for (int i = 0; i < c->nbackends && ok; i++)
+        ok = c->backends[i].name && c->backends[i].url && c->backends[i].host;
+    for (int i = 0; i < c->nkeys && ok; i++)
+        ok = c->keys[i].name && c->keys[i].key;
+    for (int i = 0; i < c->nresolvers && ok; i++)
+        ok = c->resolvers[i] != NULL;
+    return ok ? 0 : -1;
+}
+
 struct px_config *config_load(const char *file, char *err, size_t errlen)
 {
     config_t cf;
     struct px_config *c = calloc(1, sizeof *c);
+    if (!c) {
+        snprintf(err, errlen, "%s:0: out of memory", file);
+        return NULL;
+    }
     c->file = strdup(file);
     set_defaults(c);
     config_init(&cf);
@@ -722,6 +756,10 @@ struct px_config *config_load(const char *file, char *err, size_t errlen)
     errs.n = errs.dropped = 0;
     if (load_root(file, &cf, c, err, errlen) < 0 || errs.n) {
         join_errors(err, errlen);
+        goto fail;
+    }
+    if (complete(c) < 0) {
+        snprintf(err, errlen, "%s:0: out of memory", file);
         goto fail;
     }
     config_destroy(&cf);
@@ -844,4 +882,7 @@ void config_print_summary(const struct px_config *c)
                c->keys[i].max_queued);
     if (c->client_header)
         printf("clients          named by the trusted header %s\n", c->client_header);
+    else if (!c->nkeys)
+        printf("clients          by address: IPv4 /%d, IPv6 /%d\n", c->ipv4_prefix,
+               c->ipv6_prefix);
 }

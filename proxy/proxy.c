@@ -140,6 +140,21 @@ static struct event_base *new_base(void)
     return base;
 }
 
+/* The resolver of backends' host names: `resolvers` when set (read at
+ * start, as the dns rows' own), else /etc/resolv.conf's and /etc/hosts. */
+static struct evdns_base *new_dns(struct proxy *px)
+{
+    const struct px_config *c = px->cfg;
+    struct evdns_base *dns =
+        evdns_base_new(px->base, c->nresolvers ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    if (!dns)
+        return NULL;
+    for (int i = 0; i < c->nresolvers; i++)
+        if (evdns_base_nameserver_ip_add(dns, c->resolvers[i]) != 0)
+            log_warn("resolvers: cannot use %s", c->resolvers[i]);
+    return dns;
+}
+
 int proxy_start(struct proxy *px, struct px_config *cfg)
 {
     struct timeval flush = {0, LOG_FLUSH_MS * 1000};
@@ -157,14 +172,17 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
     px->fleet_changed = on_fleet_changed;
     /* Backends' names are looked up without blocking the loop (resolve.h):
      * /etc/hosts and the name servers of /etc/resolv.conf. */
-    px->dns = evdns_base_new(px->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+    px->dns = new_dns(px);
     settings(px);
     px->scratch = evbuffer_new();
     if (!px->scratch || fleet_init(px) < 0 || ui_start(px) < 0) {
         log_error("out of memory");
         return -1;
     }
-    px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px);
+    if (!(px->ev_flush = event_new(px->base, -1, EV_PERSIST, on_log_flush, px))) {
+        log_error("out of memory");
+        return -1;
+    }
     event_add(px->ev_flush, &flush);
     log_set_buffered(1);
     if (router_start(px) < 0 || health_start(px) < 0 || dnsfleet_apply(px) < 0)

@@ -237,24 +237,47 @@ void adapt_inflight(struct adapt *a, int in_flight, double now_ms)
         a->t0 = now_ms;
 }
 
-int adapt_sample(struct adapt *a, int in_flight, long long tokens, int ok, double now_ms)
+/* Over 1 in ADAPT_ERR_SHARE answers said "too busy" (503, 429): the cap
+ * is over what the backend takes, whatever its throughput says. Halve it
+ * (as AIMD's decrease) and rest there; the search goes on from it. */
+static void overloaded(struct adapt *a)
+{
+    char why[96];
+    int k = a->cap > 1 ? a->cap / 2 : 1;
+    snprintf(why, sizeof why, "overloaded: %d of %d answered busy (503 or 429)", a->overload,
+             a->n);
+    a->from = a->knee;
+    a->knee = k;
+    a->dir = 0;
+    a->step = 1;
+    a->streak = 0;
+    a->next_dir = -1;
+    a->wait = ADAPT_PROBE_EVERY;
+    set(a, k, ADAPT_SHRANK, why);
+    a->from = k;
+}
+
+int adapt_sample(struct adapt *a, int in_flight, long long tokens, int outcome, double now_ms)
 {
     double span;
     adapt_inflight(a, in_flight, now_ms);
     a->n++;
-    a->errors += !ok;
-    if (ok)
+    a->errors += outcome == ADAPT_FAILED;
+    a->overload += outcome == ADAPT_OVERLOAD;
+    if (outcome == ADAPT_OK)
         a->tokens += tokens > 1 ? (double)tokens : 1;
     span = now_ms - a->t0;
     /* Whole rounds of the cap: with every slot having ended as many
      * requests, the span does not depend on how the slots' phases bunch. */
     if (a->n < ADAPT_MIN_SAMPLES || a->n < 2 * a->cap || a->n % a->cap || span < 500)
         return a->cap;
-    if (a->errors * ADAPT_ERR_SHARE <= a->n)
+    if (a->overload * ADAPT_ERR_SHARE > a->n)
+        overloaded(a);
+    else if ((a->errors + a->overload) * ADAPT_ERR_SHARE <= a->n)
         adapt_decide(a, a->tokens * 1000.0 / span, a->area / span);
     a->t0 = now_ms;
     a->area = 0;
-    a->n = a->errors = 0;
+    a->n = a->errors = a->overload = 0;
     a->tokens = 0;
     return a->cap;
 }

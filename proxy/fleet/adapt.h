@@ -5,7 +5,11 @@
  * Measure: windows of completed requests (at least ADAPT_MIN_SAMPLES and
  * 2 x the cap, a whole number of rounds of the cap, and 0.5 s). A window's figure is its throughput X:
  * generated tokens per second (a successful request counts at least 1, a
- * failed one 0). A window is not judged when the backend was not kept busy
+ * failed one 0, and only a 2xx whose body is no error is a success). A
+ * window with over 1 in ADAPT_ERR_SHARE answers "too busy" (Ollama's 503,
+ * a 429) halves the cap at once: overload, whatever X says (a backend
+ * that refuses work must not be driven to its ceiling by the requests
+ * it refuses fast). A window is not judged when the backend was not kept busy
  * (time-weighted mean in flight more than half a slot under the cap: an
  * idle backend says nothing of its capacity), when more than 1 in
  * ADAPT_ERR_SHARE of its requests failed (a burst of errors teaches
@@ -112,9 +116,15 @@ struct adapt {
     double changed_at;      /* wall-clock seconds */
     /* The window being measured. */
     double t0, last_t, area; /* ms; in-flight x ms */
-    int n, errors;
+    int n, errors, overload;
     double tokens;
 };
+
+/* How a request on the backend went, for adapt_sample. Only a success
+ * (2xx, its body not an error) counts as throughput; a "too busy" answer
+ * (503, 429) says the cap is too high; another failure says nothing of the
+ * cap (a window with too many is not judged). */
+enum adapt_outcome { ADAPT_OK, ADAPT_FAILED, ADAPT_OVERLOAD };
 
 /* A window's figures: throughput and mean in flight. Returns the cap in
  * force after it, and fills a->reason when it changes. */
@@ -127,9 +137,11 @@ void adapt_init(struct adapt *a, int ceiling);
 /* The in-flight count is about to change (IN_FLIGHT now) at NOW_MS. */
 void adapt_inflight(struct adapt *a, int in_flight, double now_ms);
 
-/* A request on the backend ended: TOKENS generated (-1 unknown), OK 0 for
- * a failed try. Returns the cap to use. */
-int adapt_sample(struct adapt *a, int in_flight, long long tokens, int ok,
+/* A request (or a try) on the backend ended: TOKENS generated (-1
+ * unknown), OUTCOME an enum adapt_outcome. Over 1 in ADAPT_ERR_SHARE of a
+ * window's answers busy halves the cap (cause shrank). Returns the cap to
+ * use. */
+int adapt_sample(struct adapt *a, int in_flight, long long tokens, int outcome,
                  double now_ms);
 
 #endif

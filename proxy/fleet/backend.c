@@ -305,10 +305,10 @@ void backend_set_cap(struct backend *be, int cap)
         be->max_concurrent = cap;
 }
 
-void backend_feedback(struct backend *be, long long tokens, int ok, double now_ms)
+void backend_feedback(struct backend *be, long long tokens, int outcome, double now_ms)
 {
     if (be->adapt.on)
-        be->max_concurrent = adapt_sample(&be->adapt, be->in_flight, tokens, ok, now_ms);
+        be->max_concurrent = adapt_sample(&be->adapt, be->in_flight, tokens, outcome, now_ms);
 }
 
 void backend_ref(struct backend *be)

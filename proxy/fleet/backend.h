@@ -152,9 +152,10 @@ int backend_serves(const struct backend *be, const char *key);
 void backend_set_admin(struct backend *be, enum backend_admin admin);
 void backend_set_cap(struct backend *be, int cap);
 
-/* A request BE served has ended: TOKENS generated (-1 unknown), OK when
- * it succeeded; an adaptive backend learns its cap from it. */
-void backend_feedback(struct backend *be, long long tokens, int ok, double now_ms);
+/* A request (or a try) BE served has ended: TOKENS generated (-1
+ * unknown), OUTCOME an enum adapt_outcome; an adaptive backend learns its
+ * cap from it. */
+void backend_feedback(struct backend *be, long long tokens, int outcome, double now_ms);
 
 /* References: a request that names BE as its backend holds one
  * (request.h); a backend a reload or a DNS answer retired is freed when

@@ -203,8 +203,11 @@ static void poll_phase(struct backend *be, int phase)
     struct upstream_timeouts to;
     struct evbuffer *req = px->scratch;
     to.connect = to.first_byte = to.idle = net_timeval(px->cfg->health_timeout_s);
-    if (!be->poll_body)
-        be->poll_body = evbuffer_new();
+    if (!be->poll_body && !(be->poll_body = evbuffer_new())) {
+        if (phase == 0)
+            tags_ended(be); /* out of memory: the next tick asks again */
+        return;
+    }
     be->poll_phase = phase;
     be->poll_status = 0;
     be->poll_t0_ms = net_now_ms();

@@ -84,7 +84,7 @@ static void join(struct tmpl *t, unsigned addr)
     cb.adaptive = t->adaptive;
     if (!(be = backend_new(&cb)))
         return;
-    resolve_backend(NULL, be); /* a numeric address: at once */
+    resolve_backend(NULL, be, NULL); /* a numeric address: at once */
     be->tmpl = strdup(t->name);
     be->tmpl_url = strdup(t->url);
     be->tmpl_k = k;

@@ -8,6 +8,7 @@
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
+#include "health.h"
 #include "resolve.h"
 #include "log.h"
 #include "net.h"
@@ -19,7 +20,7 @@ static struct backend *add(struct proxy *px, const struct config_backend *cb)
     struct backend *be = backend_new(cb);
     if (be) {
         be->px = px;
-        resolve_backend(px->dns, be);
+        resolve_backend(px->dns, be, health_address_found);
     }
     return be;
 }

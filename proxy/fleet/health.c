@@ -61,6 +61,8 @@ static void passed(struct backend *be)
 {
     const struct px_config *c = be->px->cfg;
     be->consecutive_failures = 0;
+    if (!be->models_known && !be->poll)
+        discover_refresh(be->px, be); /* it answers now: what has it got? */
     if (be->healthy || ++be->consecutive_ok < c->health_recover_after)
         return;
     be->healthy = 1;
@@ -122,7 +124,9 @@ static void check(struct backend *be)
     if (be->probe || be->removed || be->admin == ADMIN_DISABLED)
         return;
     if (!be->target.addrlen) { /* not resolved (yet): ask again, and fail this check */
-        resolve_backend(px->dns, be);
+        resolve_backend(px->dns, be, health_address_found);
+        if (be->probe || be->removed) /* answered at once: checked by then */
+            return;
         if (!be->target.addrlen) {
             failed(be, "its host name does not resolve");
             return;
@@ -137,6 +141,12 @@ static void check(struct backend *be)
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!be->probe)
         failed(be, "cannot open a socket");
+}
+
+void health_address_found(struct backend *be)
+{
+    check(be);
+    discover_refresh(be->px, be);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)

@@ -10,12 +10,17 @@
 #define PX_HEALTH_H
 
 struct proxy;
+struct backend;
 
 /* Start checking (and check once now). Returns 0 or -1. */
 int health_start(struct proxy *px);
 
 /* The interval changed (reload): re-arm. */
 void health_settings(struct proxy *px);
+
+/* BE's host name has just resolved for the first time (a resolve_found_fn):
+ * check it and ask for its models now, not at the next tick. */
+void health_address_found(struct backend *be);
 
 /* Stop; NULL-safe on a proxy that never started. */
 void health_stop(struct proxy *px);

@@ -16,6 +16,7 @@
 struct resolving {
     struct backend *be; /* NULL once cancelled */
     struct evdns_getaddrinfo_request *req;
+    resolve_found_fn found;
 };
 
 static void take(struct backend *be, const struct evutil_addrinfo *ai)
@@ -30,7 +31,11 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     struct backend *be = r->be;
     if (be) {
         be->resolving = NULL;
-        if (result == 0 && res)
+        if (result == 0 && res && !be->target.addrlen) {
+            take(be, res);
+            if (r->found) /* its first address: the caller asks it now */
+                r->found(be);
+        } else if (result == 0 && res)
             take(be, res);
         else if (result != EVUTIL_EAI_CANCEL)
             log_warn("backend %s: cannot resolve %s: %s", be->name, be->host,
@@ -41,7 +46,8 @@ static void on_resolved(int result, struct evutil_addrinfo *res, void *arg)
     free(r);
 }
 
-void resolve_backend(struct evdns_base *dns, struct backend *be)
+void resolve_backend(struct evdns_base *dns, struct backend *be,
+                     resolve_found_fn found)
 {
     struct evutil_addrinfo hints, *res = NULL;
     struct resolving *r;
@@ -65,6 +71,7 @@ void resolve_backend(struct evdns_base *dns, struct backend *be)
     }
     hints.ai_flags = EVUTIL_AI_NUMERICSERV | EVUTIL_AI_ADDRCONFIG;
     r->be = be;
+    r->found = found;
     be->resolving = r;
     /* May answer at once (from /etc/hosts): then on_resolved has run and
      * freed R (it cleared be->resolving), and NULL comes back. */

@@ -9,10 +9,16 @@
 struct backend;
 struct evdns_base;
 
+/* Called when a backend that had no address gets its first one from a
+ * lookup (so it can be asked now rather than at the next tick). */
+typedef void (*resolve_found_fn)(struct backend *be);
+
 /* Look up BE's host into be->target (replacing what it had on success; a
  * failure is logged and keeps it). A lookup already under way is not
- * started twice. */
-void resolve_backend(struct evdns_base *dns, struct backend *be);
+ * started twice. FOUND (or NULL) is called as above; a numeric address is
+ * taken at once, without it. */
+void resolve_backend(struct evdns_base *dns, struct backend *be,
+                     resolve_found_fn found);
 
 /* BE is freed: its lookup under way is cancelled and will touch it no more. */
 void resolve_cancel(struct backend *be);

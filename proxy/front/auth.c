@@ -1,7 +1,9 @@
 /* auth.c - see auth.h. */
 #include "auth.h"
 
+#include <arpa/inet.h>
 #include <event2/http.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
@@ -71,6 +73,27 @@ int auth_check(struct proxy *px, struct request *r, int admin, int open)
 
 /* Who REQ is charged to: its key; else the trusted header, if configured
  * and sent; else the connecting address. */
+/* ADDR as the client it counts as: the address itself, or its network
+ * of V4 / V6 bits ("2001:db8:1:2::/64"), so that the many addresses of one
+ * host (free with IPv6) are one client for fair share. */
+static void address_prefix(const char *addr, int v4, int v6, char *out, size_t len)
+{
+    unsigned char a[16];
+    int family = strchr(addr, ':') ? AF_INET6 : AF_INET, bits = family == AF_INET ? v4 : v6;
+    int all = family == AF_INET ? 32 : 128;
+    char text[INET6_ADDRSTRLEN];
+    if (bits >= all || inet_pton(family, addr, a) != 1) {
+        net_copy(out, len, addr, NULL);
+        return;
+    }
+    for (int i = 0; i < all / 8; i++) {
+        int keep = bits - 8 * i;
+        a[i] &= keep >= 8 ? 0xff : keep <= 0 ? 0 : (unsigned char)(0xff << (8 - keep));
+    }
+    inet_ntop(family, a, text, sizeof text);
+    snprintf(out, len, "%s/%d", text, bits);
+}
+
 struct sched_client *auth_client(struct proxy *px, struct request *r, int key)
 {
     struct evhttp_request *req = r->req;
@@ -87,6 +110,7 @@ struct sched_client *auth_client(struct proxy *px, struct request *r, int key)
             return sched_addr_client(&px->sched, name);
         }
     }
-    return sched_addr_client(&px->sched, r->addr);
+    address_prefix(r->addr, px->cfg->ipv4_prefix, px->cfg->ipv6_prefix, name, sizeof name);
+    return sched_addr_client(&px->sched, name);
 }
 

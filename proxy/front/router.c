@@ -27,36 +27,40 @@
 #include "urlpath.h"
 
 #define GET (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
+#define GET_ EVHTTP_REQ_GET /* GET alone */
 #define POST EVHTTP_REQ_POST
+#define DEL EVHTTP_REQ_DELETE
 #define ANY 0u
 
 /* clang-format off */
+#define PATH(p) p, sizeof p - 1
 static const struct endpoint table[] = {
-    /* path                 methods kind        dialect          fan         unload        model name admin open own */
-    {"/",                   GET,  EP_ROOT,    DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 0, 1, 1},
-    {"/metrics",            GET,  EP_METRICS, DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 0, OPEN_METRICS, 1},
-    {"/proxy/ui",           GET,  EP_PROXY,   DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 0, 1, 1},
-    {"/proxy/",             ANY,  EP_PROXY,   DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 1, 0, 1},
-    {"/api/tags",           GET,  EP_CATALOG, DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 0, 0, 0},
-    {"/api/version",        GET,  EP_CATALOG, DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 0, 0, 0},
-    {"/v1/models",          GET,  EP_CATALOG, DIALECT_OPENAI,  0,          UNLOAD_NONE,     0, 0, 0, 0, 0},
-    {"/v1/models/",         GET,  EP_CATALOG, DIALECT_OPENAI,  0,          UNLOAD_NONE,     0, 0, 0, 0, 0},
-    {"/api/ps",             EVHTTP_REQ_GET, EP_PS, DIALECT_OLLAMA, FAN_PS, UNLOAD_NONE,     0, 0, 0, 0, 0},
-    {"/api/pull",           POST, EP_FANOUT,  DIALECT_OLLAMA,  FAN_PULL,   UNLOAD_NONE,     0, 1, 1, 0, 0},
-    {"/api/push",           POST, EP_FANOUT,  DIALECT_OLLAMA,  FAN_PUSH,   UNLOAD_NONE,     0, 1, 1, 0, 0},
-    {"/api/create",         POST, EP_FANOUT,  DIALECT_OLLAMA,  FAN_CREATE, UNLOAD_NONE,     0, 1, 1, 0, 0},
-    {"/api/copy",           POST, EP_FANOUT,  DIALECT_OLLAMA,  FAN_COPY,   UNLOAD_NONE,     0, 0, 1, 0, 0},
-    {"/api/delete",         EVHTTP_REQ_DELETE, EP_FANOUT, DIALECT_OLLAMA, FAN_DELETE, UNLOAD_NONE, 0, 1, 1, 0, 0},
-    {"/api/blobs/",         ANY,  EP_PASS,    DIALECT_OLLAMA,  0,          UNLOAD_NONE,     0, 0, 1, 0, 0},
-    {"/api/generate",       POST, EP_INFER,   DIALECT_OLLAMA,  0,          UNLOAD_PROMPT,   1, 0, 0, 0, 0},
-    {"/api/chat",           POST, EP_INFER,   DIALECT_OLLAMA,  0,          UNLOAD_MESSAGES, 1, 0, 0, 0, 0},
-    {"/api/embed",          POST, EP_INFER,   DIALECT_OLLAMA,  0,          UNLOAD_NONE,     1, 0, 0, 0, 0},
-    {"/api/embeddings",     POST, EP_INFER,   DIALECT_OLLAMA,  0,          UNLOAD_NONE,     1, 0, 0, 0, 0},
-    {"/api/show",           POST, EP_META,    DIALECT_OLLAMA,  0,          UNLOAD_NONE,     1, 1, 0, 0, 0},
-    {"/v1/chat/completions", POST, EP_INFER,  DIALECT_OPENAI,  0,          UNLOAD_NONE,     1, 0, 0, 0, 0},
-    {"/v1/completions",     POST, EP_INFER,   DIALECT_OPENAI,  0,          UNLOAD_NONE,     1, 0, 0, 0, 0},
-    {"/v1/embeddings",      POST, EP_INFER,   DIALECT_OPENAI,  0,          UNLOAD_NONE,     1, 0, 0, 0, 0},
+    /* path                        methods kind        dialect         fan         unload           model name admin open own */
+    {PATH("/"),                   GET,   EP_ROOT,     DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 1, 1},
+    {PATH("/metrics"),            GET,   EP_METRICS,  DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, OPEN_METRICS, 1},
+    {PATH("/proxy/ui"),           GET,   EP_PROXY,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 1, 1},
+    {PATH("/proxy/"),             ANY,   EP_PROXY,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 1, 0, 1},
+    {PATH("/api/tags"),           GET,   EP_CATALOG,  DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
+    {PATH("/api/version"),        GET,   EP_CATALOG,  DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
+    {PATH("/v1/models"),          GET,   EP_CATALOG,  DIALECT_OPENAI,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
+    {PATH("/v1/models/"),         GET,   EP_CATALOG,  DIALECT_OPENAI,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
+    {PATH("/api/ps"),             GET_,  EP_PS,       DIALECT_OLLAMA,  FAN_PS,      UNLOAD_NONE,      0, 0, 0, 0, 0},
+    {PATH("/api/pull"),           POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_PULL,    UNLOAD_NONE,      0, 1, 1, 0, 0},
+    {PATH("/api/push"),           POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_PUSH,    UNLOAD_NONE,      0, 1, 1, 0, 0},
+    {PATH("/api/create"),         POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_CREATE,  UNLOAD_NONE,      0, 1, 1, 0, 0},
+    {PATH("/api/copy"),           POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_COPY,    UNLOAD_NONE,      0, 0, 1, 0, 0},
+    {PATH("/api/delete"),         DEL,   EP_FANOUT,   DIALECT_OLLAMA,  FAN_DELETE,  UNLOAD_NONE,      0, 1, 1, 0, 0},
+    {PATH("/api/blobs/"),         ANY,   EP_PASS,     DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 1, 0, 0},
+    {PATH("/api/generate"),       POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_PROMPT,    1, 0, 0, 0, 0},
+    {PATH("/api/chat"),           POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_MESSAGES,  1, 0, 0, 0, 0},
+    {PATH("/api/embed"),          POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
+    {PATH("/api/embeddings"),     POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
+    {PATH("/api/show"),           POST,  EP_META,     DIALECT_OLLAMA,  0,           UNLOAD_NONE,      1, 1, 0, 0, 0},
+    {PATH("/v1/chat/completions"), POST,  EP_INFER,    DIALECT_OPENAI,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
+    {PATH("/v1/completions"),     POST,  EP_INFER,    DIALECT_OPENAI,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
+    {PATH("/v1/embeddings"),      POST,  EP_INFER,    DIALECT_OPENAI,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
 };
+#undef PATH
 /* clang-format on */
 
 const struct endpoint *router_find(const char *path)
@@ -64,8 +68,8 @@ const struct endpoint *router_find(const char *path)
     size_t n = strlen(path);
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         const char *p = table[i].path;
-        size_t len = strlen(p);
-        if (p[len - 1] == '/' && len > 1 ? n > len && !memcmp(path, p, len)
+        size_t len = table[i].len;
+        if (len > 1 && p[len - 1] == '/' ? n > len && !memcmp(path, p, len)
                                          : n == len && !memcmp(path, p, len))
             return &table[i];
     }
@@ -135,7 +139,10 @@ static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
         memcpy(model, m, mlen);
         model[mlen] = '\0';
     }
-    request_set_model(r, model);
+    if (request_set_model(r, model) < 0) {
+        reply_error(r, 503, "out of memory", 1);
+        return -1;
+    }
     *unload = is_unload(ep, &js);
     return 0;
 }
@@ -247,7 +254,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         catalog_reply(px, &r, path);
         goto self;
     }
-    if (kind == EP_PS || kind == EP_FANOUT || unload) {
+    if (kind == EP_PS || kind == EP_FANOUT || unload) { /* R moves to the fan-out */
         fanout_start(px, &r, unload ? FAN_UNLOAD : ep->fan, path);
         return;
     }
@@ -256,11 +263,12 @@ static void on_request(struct evhttp_request *req, void *arg)
     r.meta = kind == EP_META || cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
     {
         struct session_info in = {&r, target, auth_client(px, &r, key)};
-        session_start(px, &in);
+        session_start(px, &in); /* R moves to the session */
     }
     return;
 self:
     reqlog_end(px, &r, "self");
+    request_cleanup(&r);
 }
 
 int router_start(struct proxy *px)

@@ -39,6 +39,7 @@ enum ep_unload { UNLOAD_NONE, UNLOAD_PROMPT, UNLOAD_MESSAGES };
 
 struct endpoint {
     const char *path;    /* exact, or every path under it when it ends in '/' */
+    unsigned char len;   /* strlen(path) */
     unsigned methods;    /* EVHTTP_REQ_* the kind is for; others are EP_PASS */
     enum ep_kind kind;
     enum dialect dialect;

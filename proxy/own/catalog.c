@@ -47,21 +47,36 @@ static const char *str(json_t *o, const char *key)
     return v ? v : "";
 }
 
-/* Newest first by KEY (RFC 3339 strings of one server compare as text). */
-static const char *sort_key;
-static int newer_first(const void *a, const void *b)
+/* Newest first by the member KEY names (RFC 3339 strings of one server
+ * compare as text). */
+struct sortby {
+    const char *key;
+};
+
+static int newer_first(const void *a, const void *b, void *arg)
 {
-    return strcmp(str(*(json_t *const *)b, sort_key), str(*(json_t *const *)a, sort_key));
+    const struct sortby *by = arg;
+    return strcmp(str(*(json_t *const *)b, by->key), str(*(json_t *const *)a, by->key));
 }
 
+/* ARR (its reference taken) sorted newest first by KEY; NULL when out of
+ * memory. */
 static json_t *sorted(json_t *arr, const char *key)
 {
     size_t n = json_array_size(arr);
     json_t **v = calloc(n + 1, sizeof *v), *out = json_array();
+    if (!v || !out) {
+        free(v);
+        json_decref(out);
+        json_decref(arr);
+        return NULL;
+    }
     for (size_t i = 0; i < n; i++)
         v[i] = json_array_get(arr, i);
-    sort_key = key;
-    qsort(v, n, sizeof *v, newer_first);
+    {
+        struct sortby by = {key};
+        qsort_r(v, n, sizeof *v, newer_first, &by);
+    }
     for (size_t i = 0; i < n; i++)
         json_array_append(out, v[i]);
     free(v);

@@ -10,6 +10,7 @@
 #include "fanout.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/http.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -35,6 +36,7 @@
 #include "upstream.h"
 
 #define FANOUT_MAX_BODY (1024 * 1024)
+#define FANOUT_HIGH_WATER (256 * 1024) /* pause every backend's read above this */
 #define PS_FRESH_MS 1000.0 /* /api/ps answers this old are reused */
 
 struct fanout;
@@ -56,7 +58,11 @@ struct fanout {
     struct evhttp_connection *evcon;
     enum fanout_kind kind;
     int stream, started, nsubs, pending;
+    unsigned paused : 1;      /* every sub's read paused: the client reads slowly */
+    unsigned resuming : 1;    /* inside resume(): subs ending wait for it to finish */
+    unsigned finish_later : 1;
     struct sub *subs;
+    struct evbuffer *out; /* what is written to the client next (drained by each write) */
     char *model, *dest; /* the model (the copy's source) and the copy's destination */
     char path[64];
 };
@@ -84,6 +90,8 @@ static void fanout_free(struct fanout *f)
     if (f->evcon)
         evhttp_connection_set_closecb(f->evcon, NULL, NULL);
     request_cleanup(&f->h);
+    if (f->out)
+        evbuffer_free(f->out);
     free(f->subs);
     free(f->model);
     free(f->dest);
@@ -106,6 +114,8 @@ static char *failures(struct fanout *f)
     struct evbuffer *b = evbuffer_new();
     char *text = NULL;
     size_t n;
+    if (!b)
+        return strdup("out of memory");
     for (int i = 0; i < f->nsubs; i++) {
         struct sub *u = &f->subs[i];
         if (u->ok)
@@ -113,11 +123,9 @@ static char *failures(struct fanout *f)
         evbuffer_add_printf(b, "%s%s (%s)", evbuffer_get_length(b) ? "; " : "", u->be->name,
                             u->error ? u->error : "no answer");
     }
-    if ((n = evbuffer_get_length(b))) {
-        text = malloc(n + 32);
+    if ((n = evbuffer_get_length(b)) && (text = malloc(n + 32)))
         snprintf(text, n + 32, "%s failed on %.*s", kind_verb[f->kind], (int)n,
                  (char *)evbuffer_pullup(b, -1));
-    }
     evbuffer_free(b);
     return text;
 }
@@ -156,7 +164,7 @@ static void finish(struct fanout *f)
     struct evbuffer *b;
     note_models(f);
     if (f->started) { /* the stream's last line */
-        b = evbuffer_new();
+        b = f->out;
         if (failed) {
             evbuffer_add(b, "{\"error\":", 9);
             jout_cstring(b, failed);
@@ -166,22 +174,23 @@ static void finish(struct fanout *f)
         }
         f->h.bytes += evbuffer_get_length(b);
         evhttp_send_reply_chunk(f->h.req, b);
+        evhttp_connection_set_closecb(f->evcon, NULL, NULL);
         evhttp_send_reply_end(f->h.req);
+        /* Back to the keep-alive read timeout that the stream's start lifted. */
+        evhttp_connection_set_timeout(f->evcon, (int)f->px->cfg->idle_s);
         reply_flush(f->evcon);
-        evbuffer_free(b);
         log_line(f, 200, failed ? "fanout-failed" : "fanout");
     } else if (f->kind == FAN_PS) {
         catalog_reply(f->px, &f->h, "/api/ps");
         log_line(f, f->h.status, "fanout");
     } else if (!failed) {
         struct sub *first = &f->subs[0];
-        b = evbuffer_new();
+        b = f->out;
         if (f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE)
             evbuffer_add_printf(b, "{\"status\":\"success\"}");
         else if (first->body)
             evbuffer_add_buffer(b, first->body);
         reply_text(&f->h, first->status ? first->status : 200, b);
-        evbuffer_free(b);
         log_line(f, f->h.status, "fanout");
     } else {
         for (int i = 0; i < f->nsubs; i++)
@@ -196,10 +205,57 @@ static void finish(struct fanout *f)
 
 static void sub_ended(struct sub *u)
 {
+    struct fanout *f = u->f;
     u->ended = 1;
     u->up = NULL;
-    if (--u->f->pending == 0)
-        finish(u->f);
+    if (--f->pending > 0)
+        return;
+    if (f->resuming) /* resume() is walking the subs: it finishes F after */
+        f->finish_later = 1;
+    else
+        finish(f);
+}
+
+/* ---- back pressure on a streamed fan-out, as on a proxied stream ---- */
+
+static void pause_all(struct fanout *f, int paused)
+{
+    for (int i = 0; i < f->nsubs; i++)
+        if (f->subs[i].up)
+            upstream_pause(f->subs[i].up, paused);
+}
+
+/* The client's buffer drained: every backend's read goes on. Resuming may
+ * deliver lines at once, and end subs, even the last one: F is finished
+ * only after the walk. */
+static void on_drained(struct evhttp_connection *evcon, void *arg)
+{
+    struct fanout *f = arg;
+    (void)evcon;
+    if (!f->paused)
+        return;
+    f->paused = 0;
+    f->resuming = 1;
+    pause_all(f, 0);
+    f->resuming = 0;
+    if (f->finish_later)
+        finish(f);
+}
+
+/* What F->out holds, to the client; above FANOUT_HIGH_WATER in its
+ * buffer every backend's read pauses until it drains (a client that stops
+ * reading a pull's progress must not grow the proxy). */
+static void send_out(struct fanout *f)
+{
+    struct evbuffer *o;
+    f->h.bytes += evbuffer_get_length(f->out);
+    evhttp_send_reply_chunk_with_cb(f->h.req, f->out, on_drained, f);
+    reply_flush(f->evcon);
+    o = bufferevent_get_output(evhttp_connection_get_bufferevent(f->evcon));
+    if (evbuffer_get_length(o) > FANOUT_HIGH_WATER && !f->paused) {
+        f->paused = 1;
+        pause_all(f, 1);
+    }
 }
 
 /* ---- a sub's answer ---- */
@@ -244,16 +300,12 @@ static void on_line(struct sub *u, const char *line, size_t n)
     } else if (!f->evcon) {
         ; /* the client has gone */
     } else {
-        struct evbuffer *b = evbuffer_new();
         json_object_set_new(o, "backend", json_string(u->be->name));
         if ((text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
-            evbuffer_add_printf(b, "%s\n", text);
+            evbuffer_add_printf(f->out, "%s\n", text);
             free(text);
-            f->h.bytes += evbuffer_get_length(b);
-            evhttp_send_reply_chunk(f->h.req, b);
-            reply_flush(f->evcon);
+            send_out(f);
         }
-        evbuffer_free(b);
     }
     json_decref(o);
 }
@@ -290,25 +342,59 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
     }
 }
 
+/* A whole answer (not streamed to the client) as Ollama writes it: one
+ * JSON object, or NDJSON lines if the backend streamed anyway. A pull,
+ * push or create succeeded only if its last word is {"status":"success"};
+ * anything with an "error" failed; a 2xx with garbage is no success. */
+static void judge_body(struct fanout *f, struct sub *u)
+{
+    size_t len = evbuffer_get_length(u->body);
+    const char *p = len ? (const char *)evbuffer_pullup(u->body, -1) : "", *end = p + len;
+    int any = 0, success = 0;
+    while (p < end) { /* the body is kept whole: finish() may send it on */
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t n = (size_t)((nl ? nl : end) - p);
+        json_t *o = n ? json_loadb(p, n, 0, NULL) : NULL;
+        const char *e = json_string_value(json_object_get(o, "error"));
+        const char *st = json_string_value(json_object_get(o, "status"));
+        if (n && !json_is_object(o))
+            set_error(u, "not an answer of Ollama's");
+        else if (e)
+            set_error(u, e);
+        if (n) {
+            success = st && !strcmp(st, "success");
+            any = 1;
+        }
+        json_decref(o);
+        p += n + (nl != NULL);
+    }
+    if (u->error)
+        return;
+    if ((f->kind == FAN_PULL || f->kind == FAN_PUSH || f->kind == FAN_CREATE) && !success)
+        set_error(u, any ? "the answer did not say success" : "an empty answer");
+    else
+        u->ok = 1;
+}
+
 static void on_done(void *arg)
 {
     struct sub *u = arg;
     struct fanout *f = u->f;
     upstream_release(u->up);
+    if (f->started && u->status == 200 && evbuffer_get_length(u->body)) { /* no last \n */
+        size_t n = evbuffer_get_length(u->body);
+        on_line(u, (const char *)evbuffer_pullup(u->body, -1), n);
+    }
     if (u->too_big)
         set_error(u, "answer too large");
     else if (u->status < 200 || u->status >= 300)
         error_from_body(u);
     else if (f->started && !u->ok && !u->error)
         set_error(u, "the stream ended without success");
-    else if (!f->started)
-        u->ok = 1;
-    if (f->started && u->status == 200 && evbuffer_get_length(u->body)) { /* no last \n */
-        size_t n = evbuffer_get_length(u->body);
-        on_line(u, (const char *)evbuffer_pullup(u->body, -1), n);
-    }
-    if (f->kind == FAN_PS && u->ok)
+    else if (f->kind == FAN_PS)
         u->ok = discover_set_ps(u->be, u->body) == 0;
+    else if (!f->started)
+        judge_body(f, u);
     sub_ended(u);
 }
 
@@ -398,8 +484,7 @@ static int read_body(struct fanout *f)
             f->dest = strdup(json_string_value(m));
         json_decref(root);
     }
-    request_set_model(&f->h, f->model);
-    return 0;
+    return request_set_model(&f->h, f->model) < 0 ? -1 : 0;
 }
 
 static void send_sub(struct fanout *f, struct sub *u)
@@ -415,7 +500,13 @@ static void send_sub(struct fanout *f, struct sub *u)
     t.body = evhttp_request_get_input_buffer(f->h.req);
     t.length = evhttp_request_get_command(f->h.req) == EVHTTP_REQ_POST;
     reqtext_build(req, &t);
-    u->body = evbuffer_new();
+    if (!(u->body = evbuffer_new())) {
+        evbuffer_drain(req, evbuffer_get_length(req));
+        set_error(u, "out of memory");
+        u->ended = 1;
+        f->pending--;
+        return;
+    }
     u->up = upstream_start(f->px->base, &u->be->target, req, 0, &f->px->uto, &sub_cbs, u);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!u->up) {
@@ -457,71 +548,99 @@ static void refuse(struct fanout *f, int status, const char *msg, int retry_afte
     fanout_free(f);
 }
 
-void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
-                  const char *path)
+/* Progress as it comes: the reply starts now. evhttp's connection timeout
+ * is a read timeout that stays armed while a reply streams (BASELINE.md,
+ * pitfall 6): a pull whose backends are silent for a while (within their
+ * own first_byte_s and idle_s) would be cut by the client's idle_s. Only a
+ * write timeout is kept (a client that stops reading) until the end. */
+static void start_stream(struct fanout *f)
 {
-    struct fanout *f;
-    struct backend **bes;
-    char msg[NAME_KEY_MAX + 64];
-    int n;
-    if (kind == FAN_PS && ps_fresh(px)) { /* answers a second old at most */
-        catalog_reply(px, head, "/api/ps");
-        reqlog_end(px, head, "self");
-        return;
-    }
-    if (!(f = calloc(1, sizeof *f))) {
+    struct timeval wtv = {(time_t)f->px->cfg->idle_s, 0};
+    evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
+                      "application/x-ndjson");
+    bufferevent_set_timeouts(evhttp_connection_get_bufferevent(f->evcon), NULL, &wtv);
+    evhttp_send_reply_start(f->h.req, 200, "OK");
+    evhttp_connection_set_closecb(f->evcon, on_client_close, f);
+    f->started = 1;
+}
+
+/* A fan-out for HEAD (moved in), or NULL after answering 500. */
+static struct fanout *fanout_new(struct proxy *px, struct request *head,
+                                 enum fanout_kind kind, const char *path)
+{
+    struct fanout *f = calloc(1, sizeof *f);
+    if (!f || !(f->out = evbuffer_new())) {
+        free(f);
         reply_error(head, 500, "out of memory", 0);
         reqlog_end(px, head, "no-memory");
-        return;
+        request_cleanup(head);
+        return NULL;
     }
     LIST_INSERT_HEAD(&px->fanouts, f, link);
     proxy_request_begin(px);
-    f->h = *head;
+    f->h = *head; /* what it owns moves with it */
     f->h.be = NULL;
     f->h.t_dispatch = f->h.t_start; /* sent at once: no queue */
     f->px = px;
     f->evcon = evhttp_request_get_connection(f->h.req);
     f->kind = kind;
     snprintf(f->path, sizeof f->path, "%s", path);
-    if (read_body(f) < 0) {
-        refuse(f, 400, "invalid JSON in request body", 0, "fanout-failed");
-        return;
-    }
-    if (!(bes = calloc((size_t)px->nbackends + 1, sizeof *bes))) {
-        refuse(f, 500, "out of memory", 0, "no-memory");
-        return;
-    }
-    n = targets(f, bes);
-    if (n && !(f->subs = calloc((size_t)n, sizeof *f->subs))) {
+    return f;
+}
+
+/* F's subs, one per target backend; 0, or -1 after answering the client
+ * (no target, or out of memory). */
+static int plan(struct fanout *f)
+{
+    struct backend **bes = calloc((size_t)f->px->nbackends + 1, sizeof *bes);
+    char msg[NAME_KEY_MAX + 64];
+    int n = bes ? targets(f, bes) : 0;
+    if (!bes || (n && !(f->subs = calloc((size_t)n, sizeof *f->subs)))) {
         free(bes);
         refuse(f, 500, "out of memory", 0, "no-memory");
-        return;
+        return -1;
     }
     if (!n) {
         free(bes);
-        if (kind == FAN_DELETE || kind == FAN_COPY || kind == FAN_UNLOAD) {
+        if (f->kind == FAN_DELETE || f->kind == FAN_COPY || f->kind == FAN_UNLOAD) {
             snprintf(msg, sizeof msg, "model '%s' not found", f->model ? f->model : "");
             refuse(f, 404, msg, 0, "no-model");
         } else {
             refuse(f, 503, "no healthy backend", 1, "no-backend");
         }
-        return;
+        return -1;
     }
     f->nsubs = f->pending = n;
-    if (f->stream) { /* progress as it comes: the reply starts now */
-        evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
-                          "application/x-ndjson");
-        evhttp_send_reply_start(f->h.req, 200, "OK");
-        evhttp_connection_set_closecb(f->evcon, on_client_close, f);
-        f->started = 1;
-    }
     for (int i = 0; i < n; i++) {
         f->subs[i].f = f;
         f->subs[i].be = bes[i];
         backend_ref(bes[i]);
     }
     free(bes);
-    for (int i = 0; i < n; i++)
+    return 0;
+}
+
+void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
+                  const char *path)
+{
+    struct fanout *f;
+    if (kind == FAN_PS && ps_fresh(px)) { /* answers a second old at most */
+        catalog_reply(px, head, "/api/ps");
+        reqlog_end(px, head, "self");
+        request_cleanup(head);
+        return;
+    }
+    if (!(f = fanout_new(px, head, kind, path)))
+        return;
+    if (read_body(f) < 0) {
+        refuse(f, 400, "invalid JSON in request body", 0, "fanout-failed");
+        return;
+    }
+    if (plan(f) < 0)
+        return;
+    if (f->stream)
+        start_stream(f);
+    for (int i = 0; i < f->nsubs; i++)
         send_sub(f, &f->subs[i]);
     if (f->pending == 0) /* none could even start */
         finish(f);
@@ -538,13 +657,9 @@ void fanout_end_all(struct proxy *px)
                 f->subs[i].up = NULL;
             }
         if (f->started) {
-            struct evbuffer *b = evbuffer_new();
-            if (b) {
-                evbuffer_add(b, line, sizeof line - 1);
-                f->h.bytes += sizeof line - 1;
-                evhttp_send_reply_chunk(f->h.req, b);
-                evbuffer_free(b);
-            }
+            evbuffer_add(f->out, line, sizeof line - 1);
+            f->h.bytes += sizeof line - 1;
+            evhttp_send_reply_chunk(f->h.req, f->out);
             evhttp_connection_set_closecb(f->evcon, NULL, NULL);
             evhttp_send_reply_end(f->h.req);
             reply_flush(f->evcon);

@@ -25,7 +25,8 @@ struct request;
 
 enum fanout_kind { FAN_PULL, FAN_PUSH, FAN_CREATE, FAN_DELETE, FAN_COPY, FAN_UNLOAD, FAN_PS };
 
-/* Answer the request of HEAD (copied) by sending it to the backends KIND
+/* Answer the request of HEAD (moved: the caller does not clean it up) by
+ * sending it to the backends KIND
  * says. The reply is sent exactly once, now or when the last backend
  * answered, and the request recorded (reqlog.h). */
 void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,

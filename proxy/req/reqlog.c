@@ -46,6 +46,17 @@ static void count(struct proxy *px, const struct request *r, int gone, double no
         px->metrics.cancelled++;
 }
 
+/* How R went, for adaptive caps: only a 2xx whose body is no error is a
+ * success; "too busy" (503, 429) is overload (adapt.h). */
+static int adapt_outcome_of(const struct request *r, const char *outcome)
+{
+    if (r->status == 503 || r->status == 429)
+        return ADAPT_OVERLOAD;
+    if (r->status >= 200 && r->status < 300 && !r->error_body && !strcmp(outcome, "ok"))
+        return ADAPT_OK;
+    return ADAPT_FAILED;
+}
+
 void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
 {
     double now = net_now_ms();
@@ -56,6 +67,5 @@ void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
     /* What a backend served teaches its adaptive cap; metadata never ran on
      * the GPU, and a client that left says nothing of the backend. */
     if (r->be && !r->meta && !gone)
-        backend_feedback(r->be, r->tokens, strcmp(outcome, "ok") == 0 && r->status < 500,
-                         now);
+        backend_feedback(r->be, r->tokens, adapt_outcome_of(r, outcome), now);
 }

@@ -10,7 +10,9 @@
  * Ownership: the evhttp request is evhttp's (NULL here once the client is
  * gone and evhttp freed it); every string field is the head's own. The
  * head lives inside its carrier (session, fan-out) or on the router's
- * stack for a request the proxy answers at once. */
+ * stack for a request the proxy answers at once. A head is handed to a
+ * carrier by value: what it owns (a long model name, its backend
+ * reference) moves with it, and the router's copy is not cleaned up. */
 #ifndef PX_REQUEST_H
 #define PX_REQUEST_H
 
@@ -37,8 +39,12 @@ struct request {
     char path[160];             /* the normalised path and query, cut for the log */
     char addr[48];              /* the client's address */
     char client[80];            /* who it is charged to: a key's name, or the address; "" */
-    char model[REQUEST_MODEL_MAX]; /* as the client named it; "" none */
-    char mkey[NAME_KEY_MAX];    /* name_key() of model, for routing; "" none or invalid */
+    /* The model as the client named it and its name_key(), for routing:
+     * inline when short (nearly always), else on the heap (*_heap, owned);
+     * read them with request_model() and request_mkey(). */
+    char model_buf[96];
+    char mkey_buf[128];
+    char *model_heap, *mkey_heap;
     struct backend *be;         /* the backend of its last try (NULL: none); a reference */
     const char *backend_label;  /* the log's backend when be is NULL ("*": a fan-out) */
     int status;                 /* what the client got (499: it left first) */
@@ -51,15 +57,17 @@ struct request {
     double t_head;              /* the last try's response head; 0 none */
     unsigned meta : 1;          /* took no GPU slot (sched.h, SCHED_META_CAP) */
     unsigned queued : 1;        /* went through the scheduler (a session) */
+    unsigned error_body : 1;    /* a 2xx whose body is (or ends in) an error */
 };
 
 /* Fill R's identity from EVREQ: method, path (PATH), address, times; the
  * rest zero (tokens -1). */
 void request_init(struct request *r, struct evhttp_request *evreq, const char *path);
 
-/* R's model as the client named it (NULL: none): copied, cut at
- * REQUEST_MODEL_MAX - 1, and its name_key() for routing. */
-void request_set_model(struct request *r, const char *model);
+/* R's model as the client named it (NULL: none), copied, and its
+ * name_key() for routing. Returns 0, or -1 when out of memory (R then has
+ * no model). */
+int request_set_model(struct request *r, const char *model);
 
 /* R now names BE as the backend of its last try (a reference taken on BE,
  * the previous one's dropped: a retired backend lives while requests name
@@ -72,11 +80,11 @@ void request_cleanup(struct request *r);
 /* The model or NULL, the routing key or NULL. */
 static inline const char *request_model(const struct request *r)
 {
-    return r->model[0] ? r->model : NULL;
+    return r->model_heap ? r->model_heap : r->model_buf[0] ? r->model_buf : NULL;
 }
 static inline const char *request_mkey(const struct request *r)
 {
-    return r->mkey[0] ? r->mkey : NULL;
+    return r->mkey_heap ? r->mkey_heap : r->mkey_buf[0] ? r->mkey_buf : NULL;
 }
 
 #endif

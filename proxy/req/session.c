@@ -311,7 +311,6 @@ static void start_reply(struct session *s, long long content_length)
     bufferevent_set_timeouts(bev, NULL, &wtv);
     evhttp_connection_set_closecb(s->evcon, on_client_close, s);
     s->state = S_STREAMING;
-    s->chunk = evbuffer_new();
     evhttp_send_reply_start(s->h.req, s->h.status, s->reason);
     reply_flush(s->evcon);
 }
@@ -324,6 +323,10 @@ static int on_head(void *arg, int status, const char *reason, long long content_
         struct upstream *up = s->up;
         s->up = NULL;
         upstream_abort(up);
+        /* The try tells an adaptive cap the backend is over what it takes
+         * (the request's own end may come on another backend). */
+        if (!s->h.meta)
+            backend_feedback(s->se.be, -1, ADAPT_OVERLOAD, s->h.t_head);
         retry_or_fail(s, UPSTREAM_ERESET, 1);
         return -1;
     }
@@ -333,6 +336,16 @@ static int on_head(void *arg, int status, const char *reason, long long content_
     if (content_length >= 0 && content_length <= BUFFER_WHOLE_MAX)
         s->body = evbuffer_new(); /* sent whole, in one write, on_done */
     else
+        s->chunk = evbuffer_new(); /* scratch for each forwarded chunk */
+    if (!s->body && !s->chunk) { /* out of memory, and nothing sent yet */
+        struct upstream *up = s->up;
+        s->up = NULL;
+        upstream_abort(up);
+        drop_reply_headers(s);
+        fail_session(s, 503, "out of memory", 1, "no-memory");
+        return -1;
+    }
+    if (s->chunk)
         start_reply(s, content_length);
     return 0;
 }
@@ -372,6 +385,31 @@ static void count_tokens(struct session *s, struct evbuffer *src, size_t len)
     }
 }
 
+/* B holds an error a backend wrote in a 2xx stream: Ollama's NDJSON line
+ * and OpenAI's data object {"error":..}, Anthropic's event: error,
+ * Responses' response.failed. In generated text these would be escaped
+ * (\"error\"), so they do not match there. */
+static int holds_error(struct evbuffer *b)
+{
+    return evbuffer_search(b, "{\"error\"", 8, NULL).pos >= 0 ||
+           evbuffer_search(b, "event: error", 12, NULL).pos >= 0 ||
+           evbuffer_search(b, "response.failed", 15, NULL).pos >= 0;
+}
+
+/* A whole 2xx body that is an error object ({"error":..} or Anthropic's
+ * {"type":"error"...}). */
+static int is_error_body(struct evbuffer *b)
+{
+    char head[24];
+    ev_ssize_t n = evbuffer_copyout(b, head, sizeof head - 1);
+    const char *p = head;
+    if (n <= 0)
+        return 0;
+    head[n] = '\0';
+    p += strspn(p, " \t\r\n");
+    return !strncmp(p, "{\"error\"", 8) || !strncmp(p, "{\"type\":\"error\"", 15);
+}
+
 static void on_body(void *arg, struct evbuffer *src, size_t len)
 {
     struct session *s = arg;
@@ -383,6 +421,8 @@ static void on_body(void *arg, struct evbuffer *src, size_t len)
         return;
     }
     evbuffer_remove_buffer(src, s->chunk, len);
+    if (!s->h.error_body && s->h.status < 300 && holds_error(s->chunk))
+        s->h.error_body = 1; /* adaptive caps count it as no throughput */
     note_tail(s, len);
     evhttp_send_reply_chunk_with_cb(s->h.req, s->chunk, on_drained, s);
     reply_flush(s->evcon);
@@ -397,6 +437,8 @@ static void finish_reply(struct session *s)
 {
     struct evhttp_connection *evcon = s->evcon;
     evhttp_connection_set_closecb(evcon, NULL, NULL);
+    if (s->body && s->h.status >= 200 && s->h.status < 300 && is_error_body(s->body))
+        s->h.error_body = 1;
     if (s->body) {
         stop_watching(s);
         evhttp_send_reply(s->h.req, s->h.status, s->reason, s->body);
@@ -579,7 +621,7 @@ static void fail_no_backend(struct session *s, int retry_after)
 {
     char msg[NAME_KEY_MAX + 96];
     snprintf(msg, sizeof msg, "no backend in service has model '%s' (every backend that "
-             "serves it is down, drained or disabled)", s->h.model);
+             "serves it is down, drained or disabled)", request_model(&s->h));
     fail_session(s, 503, msg, retry_after, "no-backend");
 }
 
@@ -591,9 +633,9 @@ static void on_refused(struct sched_entry *e, enum sched_refusal why, int retry_
                      retry_after, "queue-timeout");
     else if (why == SCHED_NO_BACKEND)
         fail_no_backend(s, retry_after);
-    else
+    else /* pushed out of a full queue by a client with fewer waiting */
         fail_session(s, 503, "queue full: too many requests waiting (queue.max_length)",
-                     retry_after, "queue-full");
+                     retry_after, "pushed-out");
 }
 
 static const struct sched_ops sched_cbs = {on_granted, on_refused};
@@ -632,6 +674,7 @@ void session_start(struct proxy *px, const struct session_info *in)
         free(s);
         reply_error(&h, 500, "out of memory", 0);
         reqlog_end(px, &h, "no-memory");
+        request_cleanup(&h);
         return;
     }
     s->px = px;
@@ -648,7 +691,7 @@ void session_start(struct proxy *px, const struct session_info *in)
 
     if (request_mkey(&s->h) && model_unknown(px, request_mkey(&s->h))) {
         char msg[REQUEST_MODEL_MAX + 32];
-        snprintf(msg, sizeof msg, "model '%s' not found", s->h.model);
+        snprintf(msg, sizeof msg, "model '%s' not found", request_model(&s->h));
         fail_session(s, 404, msg, 0, "no-model");
         return;
     }

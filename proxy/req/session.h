@@ -21,7 +21,7 @@ struct request;
 struct sched_client;
 
 struct session_info {
-    const struct request *head; /* who, what (request.h): copied */
+    const struct request *head; /* who, what (request.h): moved to the session */
     const char *target;  /* what to forward: the normalised path and the query
                             (urlpath.h); copied */
     struct sched_client *client; /* who it is charged to (sched_*_client); the

@@ -236,10 +236,27 @@ static void most_set(struct sched *s, int i, struct sched_client *c)
     c->widx = i;
 }
 
+/* The seq of C's newest waiting entry (C has one). */
+static unsigned long long newest_seq(const struct sched_client *c)
+{
+    return TAILQ_LAST(&c->queue, sched_entry_list)->seq;
+}
+
+/* A gives up its newest entry for a full queue before B: it has more
+ * waiting, or as many and a newer one. Age counts: when many clients have
+ * one entry each (a flood from many addresses), the newest goes first, and
+ * a small client's older request stays. */
+static int pushed_before(const struct sched_client *a, const struct sched_client *b)
+{
+    if (a->waiting != b->waiting)
+        return a->waiting > b->waiting;
+    return newest_seq(a) > newest_seq(b);
+}
+
 static void most_sift(struct sched *s, int i)
 {
     struct sched_client *c = s->most[i];
-    while (i > 0 && s->most[(i - 1) / 2]->waiting < c->waiting) {
+    while (i > 0 && pushed_before(c, s->most[(i - 1) / 2])) {
         most_set(s, i, s->most[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
@@ -247,9 +264,9 @@ static void most_sift(struct sched *s, int i)
         int k = 2 * i + 1;
         if (k >= s->nmost)
             break;
-        if (k + 1 < s->nmost && s->most[k + 1]->waiting > s->most[k]->waiting)
+        if (k + 1 < s->nmost && pushed_before(s->most[k + 1], s->most[k]))
             k++;
-        if (s->most[k]->waiting <= c->waiting)
+        if (!pushed_before(s->most[k], c))
             break;
         most_set(s, i, s->most[k]);
         i = k;
@@ -858,22 +875,27 @@ static void arm(struct sched *s, struct sched_entry *e)
     e->timer_armed = 1;
 }
 
-/* The client with the most entries waiting: the top of s->most, a max-heap
- * of clients by waiting kept as entries come and go (O(log clients) each),
- * so that a full queue under a flood from many addresses costs no scan. */
+/* The client with the most entries waiting (among equals, the one with the
+ * newest): the top of s->most, a heap kept as entries come and go
+ * (O(log clients) each), so that a full queue under a flood from many
+ * addresses costs no scan. */
 static struct sched_client *most_waiting(struct sched *s)
 {
     return s->nmost ? s->most[0] : NULL;
 }
 
 /* The queue is full: E's client, or the one with the most waiting, gives
- * up its newest entry. Returns 0 when room was made, SCHED_EFULL if E is
- * the one refused. */
+ * up its newest entry. E counts as its client's: when E's client would
+ * have as many waiting as the one with the most, E is the newest of them
+ * all and is refused; an entry already waiting is pushed out only by a
+ * client with fewer. So a flood from many clients with one entry each
+ * refuses newcomers and never pushes a small client's older request out.
+ * Returns 0 when room was made, SCHED_EFULL if E is the one refused. */
 static int make_room(struct sched *s, struct sched_entry *e)
 {
     struct sched_client *most = most_waiting(s);
     struct sched_entry *victim;
-    if (!most || most == e->client || most->waiting <= e->client->waiting)
+    if (!most || most == e->client || most->waiting <= e->client->waiting + 1)
         return SCHED_EFULL;
     victim = TAILQ_LAST(&most->queue, sched_entry_list);
     unqueue(s, victim);

@@ -177,10 +177,9 @@ static struct upstream *connect_new(struct event_base *base, struct upstream_tar
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     up = calloc(1, sizeof *up);
     if (!up || !(up->in = evbuffer_new()) || !(up->out = evbuffer_new())) {
-        if (up) {
+        if (up && up->in) /* evbuffer_free(NULL) is not a no-op in libevent 2.1 */
             evbuffer_free(up->in);
-            free(up);
-        }
+        free(up);
         close(fd);
         return NULL;
     }

@@ -32,6 +32,9 @@ if [ "$rc" -ne 0 ]; then
         if [ -e "$f" ]; then echo "fuzz: finding saved as $f; replay: $bin $f"; fi
     done
     echo "fuzz: FAILED (exit $rc), log in $work/fuzz.log"
+    # Again, last, the lines that say what it was (a CI log keeps its end).
+    grep -E '^(SUMMARY|==[0-9]+==ERROR|fuzz_[a-z]+: |.*runtime error)' "$work/fuzz.log" |
+        head -n 8 | sed 's/^/fuzz: finding: /' || true
     exit 1
 fi
 grep -E '^(#[0-9]+[[:space:]]+DONE|stat::|Done )' "$work/fuzz.log" || true

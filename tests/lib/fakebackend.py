@@ -318,12 +318,14 @@ def b_ok(fb, c, req, delay=0.0):
     return True
 
 
-def b_slow_pull(fb, c, req, lines=5, gap=0.2, status=200):
-    """A pull (push, create) that takes time: LINES progress lines GAP
-    seconds apart, then {"status":"success"}; with STATUS not 200, that
-    status and Ollama's error at once."""
+def b_slow_pull(fb, c, req, lines=5, gap=0.2, status=200, head_delay=0.0):
+    """A pull (push, create) that takes time: HEAD_DELAY seconds of silence,
+    then LINES progress lines GAP seconds apart, then {"status":"success"};
+    with STATUS not 200, that status and Ollama's error at once."""
     if status != 200:
         return fb._reply(c, status, json.dumps({"error": "pull failed here"}).encode())
+    if head_delay and fb.halted.wait(head_delay):
+        return False
     c.sendall(NDJSON_HEAD)
     for i in range(lines):
         c.sendall(_chunk(json.dumps({"status": "pulling abc", "digest": "sha256:abc",
@@ -332,6 +334,25 @@ def b_slow_pull(fb, c, req, lines=5, gap=0.2, status=200):
             return False
     c.sendall(_chunk(b'{"status":"success"}\n') + b"0\r\n\r\n")
     return True
+
+
+def b_answer(fb, c, req, status=200, body=b"{}", delay=0.0):
+    """STATUS and BODY after DELAY seconds, the connection kept (a backend
+    that refuses or fails, with the time it takes)."""
+    if delay and fb.halted.wait(delay):
+        return False
+    return fb._reply(c, status, body)
+
+
+def b_flood_pull(fb, c, req, size=200):
+    """A pull whose progress never ends: SIZE-byte lines as fast as the
+    proxy takes them, until halted."""
+    c.sendall(NDJSON_HEAD)
+    line = json.dumps({"status": "pulling " + "x" * size, "completed": 1}).encode() + b"\n"
+    chunk = _chunk(line * 64)
+    while not fb.halted.is_set():
+        c.sendall(chunk)
+    return False
 
 
 def b_garbage(fb, c, req, line=b"SSH-2.0-OpenSSH_9.6 what is this\r\n\r\n"):

@@ -333,6 +333,34 @@ async def with_load(px, name, script):
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def test_busy_and_error_answers_are_no_throughput():
+    """Issue 18, item 13: a backend that answers every request fast with
+    429 (too busy), or with 200 and an error body, must not be driven to
+    its ceiling by the throughput of the answers it refuses: busy answers
+    shrink the cap, error bodies are no throughput."""
+    from fakebackend import FakeBackend
+    # 50 ms an answer, each connection its own thread: more slots answer
+    # more per second, so counted as throughput they would pay.
+    for name, params in (("busy", {"status": 429, "body": b'{"error":"too many, later"}'}),
+                         ("error body", {"body": b'{"error":"the runner crashed"}'})):
+        params["delay"] = 0.05
+        fb = FakeBackend("answer", **params)
+        px = Proxy([("fake", fb.url, 32, "adaptive = true;")],
+                   extra="health = { fail_after = 1000; };")
+        wait_until(lambda: px.backend("fake")["models"], what="discovery")
+        reqs = [dict(method="POST", path="/api/generate", body=GEN, timeout=60)] * 100
+        t0, n = time.time(), 0
+        while time.time() - t0 < 12:  # long enough to climb to 8 and beyond if it may
+            aclient.run(aclient.many(px.port, reqs, 32))
+            n += len(reqs)
+        b = px.backend("fake")
+        print("%s: %d requests in %.1f s, effective cap %d (%s)" %
+              (name, n, time.time() - t0, b["effective_cap"], b["adaptive"]["reason"]))
+        ok(b["effective_cap"] <= 2, "%s: not driven up by refused work: %r" % (name, b))
+        px.stop()
+        fb.stop()
+
+
 def test_soft_knee_settles_near_the_curves_knee():
     knee = expected_knee(KNEE8, 64)
     ok(knee == 8, "the curve's knee by the rule: %d" % knee)

@@ -43,7 +43,8 @@ def free_tcp_port(hosts):
 class Dns:
     """dnsmasq answering NAME from a hosts file the test rewrites."""
 
-    def __init__(self, addrs):
+    def __init__(self, addrs, name=NAME):
+        self.name = name
         tool = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         ok(os.path.exists(tool), "dnsmasq is not installed (.ci/packages: dnsmasq-base)")
         self.hosts = os.path.join(tmpdir(), "dns-hosts-%d" % os.getpid())
@@ -64,7 +65,7 @@ class Dns:
     def set(self, addrs, reload=True):
         with open(self.hosts + ".tmp", "w") as f:
             for a in addrs:
-                f.write("%s %s\n" % (a, NAME))
+                f.write("%s %s\n" % (a, self.name))
         os.rename(self.hosts + ".tmp", self.hosts)
         if reload:
             self.proc.signal(signal.SIGHUP)  # dnsmasq rereads its hosts files
@@ -140,6 +141,31 @@ def test_dns_backends_join_and_leave():
     eq(px.stop(), 0, "clean exit")
     for p in sims.values():
         p.stop()
+
+
+def test_named_backend_asked_once_resolved():
+    """A backend given by a host name (url row) that `resolvers` answer:
+    the first health check and model poll run before the answer, so once
+    the name resolves it is checked and asked for its models at once, not
+    at the next tick (here 600 s away)."""
+    port = free_tcp_port(["127.0.0.2"])
+    sim = sim_at("127.0.0.2", port)
+    # .internal: a loopback Ollama refuses (403) a Host it does not know
+    dns = Dns(["127.0.0.2"], name="gpu.fleet.internal")
+    px = Proxy([("named", "http://gpu.fleet.internal:%d" % port, 2)],
+               extra='resolvers = ( "127.0.0.1:%d" );\n'
+                     'models = { refresh_s = 600; };\n'
+                     'health = { interval_s = 600; fail_after = 5; };' % dns.port)
+    wait_until(lambda: px.backend("named")["models"] == ["llama3:latest"], timeout=10,
+               what="its models once its name resolved")
+    r = get(px.url + "/api/tags", timeout=5)
+    eq(r.status, 200, "catalog")
+    eq([m["name"] for m in r.json()["models"]], ["llama3:latest"], "its models")
+    ok(px.backend("named")["healthy"], "healthy")
+    eq(post(px.url + "/api/generate", GEN).status, 200, "served through its name")
+    eq(px.stop(), 0, "clean exit")
+    sim.stop()
+    dns.proc.kill()
 
 
 def test_dns_row_adaptive():

@@ -259,6 +259,68 @@ def test_queue_full_refuses_the_flooder():
     px.stop()
 
 
+def test_queue_full_flood_from_many_addresses():
+    """Issue 18, item 8: without keys, a flood spread over 40 addresses,
+    each with one request waiting at a full queue. Each address is a client
+    of its own, so the small client gets its share of 41, not more; but
+    once its request is in the queue it is never pushed out by a newer one
+    (age counts at a tie), and it is served. And the many addresses of one
+    network count as one client when auth.ipv4_prefix groups them."""
+    sim = Sim("--parallel", "1", "--ttft-ms", "100", "--tokens", "1", "--tokens-per-s", "0")
+    px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 8; timeout_s = 60; };")
+    flood_addrs = ["127.0.1.%d" % i for i in range(1, 41)]
+
+    async def scenario():
+        stop = asyncio.Event()
+        lat, codes = [], []
+        floods = [asyncio.ensure_future(closed_loop(px.port, 1, stop, lat, a, statuses=codes))
+                  for a in flood_addrs]
+        await asyncio.sleep(1.0 * SLOW)
+        mine = []
+        t0 = time.time()
+        while time.time() - t0 < 8 * SLOW:  # one request after another
+            r = await aclient.request(px.port, "POST", "/api/generate", body=GEN,
+                                      local="127.0.0.9", timeout=120)
+            mine.append((r.status, r.t_end - r.t_start))
+            if r.status != 200:
+                await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.gather(*floods)
+        return mine, codes
+    mine, codes = aclient.run(scenario())
+    served = [t for st, t in mine if st == 200]
+    refused = [t for st, t in mine if st == 503]
+    print("small client: %d answers, %d refused (the slowest refusal %.3f s); flood: %d "
+          "refused" % (len(served), len(refused), max(refused or [0]), codes.count(503)))
+    ok(codes.count(503) > 20, "the queue was full: the flood got 503s (%d)" % codes.count(503))
+    ok(len(served) >= 1, "the small client is served: %r" % mine[:20])
+    mine_out = [l for l in px.proc.output().splitlines()
+                if "addr=127.0.0.9 " in l and l.endswith(" pushed-out")]
+    eq(mine_out, [], "the small client's waiting request is never pushed out by a newer one")
+    px.stop()
+    # Grouped by /24, the flood is one client: the small one is never refused.
+    px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 8; timeout_s = 60; };\n"
+                                              "auth = { ipv4_prefix = 24; };")
+
+    async def grouped():
+        stop = asyncio.Event()
+        lat, codes = [], []
+        floods = [asyncio.ensure_future(closed_loop(px.port, 1, stop, lat, a, statuses=codes))
+                  for a in flood_addrs]
+        await asyncio.sleep(1.0 * SLOW)
+        mine = [(await aclient.request(px.port, "POST", "/api/generate", body=GEN,
+                                       local="127.0.0.9", timeout=120)).status
+                for _ in range(5)]
+        names = [c["name"] for c in px.status()["clients"]]
+        stop.set()
+        await asyncio.gather(*floods)
+        return mine, names
+    mine, names = aclient.run(grouped())
+    eq(mine, [200] * 5, "never refused beside one grouped flooder")
+    ok("127.0.1.0/24" in names, "the flood is one client: %r" % names)
+    px.stop()
+
+
 def test_retry_after_from_drain_rate():
     # 1 slot, 0.5 s a request: 2 per second drain. With 8 waiting, a
     # refused request should come back in about 4 s, not a constant 1.

@@ -5,9 +5,11 @@ import asyncio
 import json
 import re
 import signal
+import socket
 import time
 
 import aclient
+import harness
 from fakebackend import FakeBackend
 from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
 
@@ -179,6 +181,63 @@ def test_fanout_5xx_on_the_status_page():
        "on the status page: %r" % errs)
     px.stop()
     fb.stop()
+
+
+def test_fanout_back_pressure():
+    """Issue 18, item 7: a client that stops reading a pull's progress
+    pauses every backend's read, as a proxied stream does: the proxy's
+    memory stays bounded while two backends pump progress lines."""
+    fbs = [FakeBackend("flood_pull") for _ in range(2)]
+    px = Proxy([("a", fbs[0].url, 2), ("b", fbs[1].url, 2)], env=harness.SMALL_QUARANTINE)
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    body = b'{"model":"llama3"}'
+    s.sendall(b"POST /api/pull HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" %
+              (len(body), body))
+    time.sleep(3 * SLOW)
+    rss = int(open("/proc/%d/status" % px.proc.pid).read().split("VmRSS:")[1].split()[0])
+    print("proxy RSS with a client that does not read a pull: %d KiB" % rss)
+    s.close()
+    for fb in fbs:
+        fb.stop()
+    ok(rss < 40_000 * (3 if SLOW > 1 else 1), "RSS %d KiB: the progress was buffered" % rss)
+    px.stop()
+
+
+def test_fanout_stream_outlives_client_idle():
+    """Issue 18, item 9: a streamed pull whose backend is silent for longer
+    than the client connection's idle_s (but within its own first_byte_s)
+    is not cut: the stream lives by the backends' timeouts."""
+    fb = FakeBackend("slow_pull", lines=2, gap=0.1, head_delay=2.5)
+    px = Proxy([("fake", fb.url, 2)], extra="timeouts = { idle_s = 1; first_byte_s = 30; };")
+    wait_until(lambda: px.backend("fake")["models"], what="discovery")
+    r = aclient.run(aclient.request(px.port, "POST", "/api/pull", body={"model": "llama3"},
+                                    timeout=30))
+    eq(r.status, 200, "the pull")
+    eq(r.lines()[-1], {"status": "success"}, "not cut by the client's idle_s: %r" % r.lines())
+    px.stop()
+    fb.stop()
+
+
+def test_fanout_judged_by_body():
+    """Issue 18, item 11: a non-streamed pull that answers 200 with garbage,
+    or with a stream ending in an error, did not succeed, and the model is
+    not listed there."""
+    def answer(body):
+        return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    bad = [("raw", {"data": answer(b"garbage")}),
+           ("raw", {"data": answer(b'{"status":"pulling manifest"}\n{"error":"disk full"}\n')})]
+    for name, params in bad:
+        fb = FakeBackend(name, models=("llama3:latest",), **params)
+        px = Proxy([("fake", fb.url, 2)])
+        wait_until(lambda: px.backend("fake")["models"], what="discovery")
+        r = post(px.url + "/api/pull", {"model": "qwen2.5:7b", "stream": False})
+        eq(r.status, 500, "a pull that did not succeed: %r" % r)
+        ok("fake" in r.json()["error"], "names the backend: %r" % r)
+        ok("qwen2.5:7b" not in px.backend("fake")["models"], "not listed there")
+        px.stop()
+        fb.stop()
 
 
 run(globals())

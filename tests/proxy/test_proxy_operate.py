@@ -68,6 +68,26 @@ def test_backend_up_later_is_asked_first():
     px.stop()
 
 
+def test_backend_answering_after_start_is_asked_at_once():
+    """A backend not yet listening when the proxy starts (containers started
+    together) and never marked down: its models are asked as soon as a
+    health check passes, not at the next models.refresh_s (here 600 s)."""
+    late = Sim(models="phi3:mini")
+    port = late.port
+    late.stop()
+    px = Proxy([("late", "http://127.0.0.1:%d" % port, 4)],
+               extra="models = { refresh_s = 600; };\n"
+                     "health = { interval_s = 0.2; fail_after = 1000; };")
+    eq(get(px.url + "/api/tags", timeout=5).status, 503, "catalog never known yet")
+    late = Sim(models="phi3:mini", port=port)
+    wait_until(lambda: px.backend("late")["models"] == ["phi3:mini"], timeout=10,
+               what="its models, asked once it answers")
+    r = get(px.url + "/api/tags", timeout=5)
+    eq(r.status, 200, "catalog")
+    eq([m["name"] for m in r.json()["models"]], ["phi3:mini"], "its models")
+    px.stop()
+
+
 def test_404_from_a_backend_is_tried_elsewhere():
     """A model deleted behind the proxy's back: the backend's 404 is never
     the client's answer while another backend has the model."""

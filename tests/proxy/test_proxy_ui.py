@@ -380,8 +380,13 @@ def test_history_counts_requests_and_tokens():
 def test_errors_ring_bounded_newest_first():
     sim = Sim("--parallel", "1", "--ttft-ms", "30", "--tokens-per-s", "10", "--tokens", "1000")
     px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 1; timeout_s = 60; };")
+    # Its models known first: else the first holder waits for them, the
+    # second is refused, and the queue empties once they are known (ASan on
+    # a loaded host: a request meant to be refused waited 100 s and got 200).
+    wait_until(lambda: px.backend("gpu0")["models"], what="discovery")
     held = Holders(px.port, 2)  # one in flight, one waiting: the queue is full
-    wait_until(lambda: px.status()["queue"]["length"] == 1, what="a full queue")
+    wait_until(lambda: px.status()["queue"]["length"] == 1
+               and px.backend("gpu0")["in_flight"] == 1, what="a full queue")
     for _ in range(25):
         eq(post(px.url + "/api/generate", gen(1, stream=False)).status, 503, "queue full")
     errs = px.status()["errors"]

@@ -126,16 +126,52 @@ static double feed(struct adapt *a, double now, int windows, int knee, int err_e
         for (int i = 1; i <= n; i++) {
             int ok = !(err_every && i % err_every == 0);
             now += 500.0 / n;
-            adapt_sample(a, a->cap, (long long)(x * 0.5 / n + 0.5), ok, now);
+            adapt_sample(a, a->cap, (long long)(x * 0.5 / n + 0.5), ok ? ADAPT_OK : ADAPT_FAILED,
+                         now);
         }
     }
     return now;
+}
+
+/* Answers "too busy" (503, 429) over 1 in 10 of a window halve the cap
+ * at once, whatever the throughput says; other failures leave a window
+ * unjudged; neither counts as throughput (issue 18, item 13). */
+static void busy_answers_shrink(void)
+{
+    struct adapt a;
+    double now = 0;
+    adapt_init(&a, 64);
+    run(&a, 50, 40, soft, 16); /* rests near 16 */
+    CHECK(a.cap >= 8);
+    for (int w = 0; w < 3; w++) { /* whole windows, one answer in five busy */
+        int n = 2 * a.cap, start = a.cap;
+        for (int i = 0; i < n; i++) {
+            now += 600.0 / n;
+            adapt_sample(&a, a.cap, 50, i % 5 ? ADAPT_OK : ADAPT_OVERLOAD, now);
+        }
+        if (w == 0) {
+            CHECK_INT(a.cap, start / 2 ? start / 2 : 1);
+            CHECK_INT(a.cause, ADAPT_SHRANK);
+            CHECK(strstr(a.reason, "busy") != NULL);
+        }
+    }
+    CHECK(a.cap <= 4);
+    /* A backend answering every request with an error body: never judged,
+     * never grown. */
+    adapt_init(&a, 64);
+    for (int i = 0; i < 400; i++) {
+        now += 50;
+        adapt_sample(&a, a.cap, -1, ADAPT_FAILED, now);
+    }
+    CHECK_INT(a.cap, 1);
 }
 
 int main(void)
 {
     struct adapt a;
     struct span s;
+
+    busy_answers_shrink();
 
     /* No oscillation, on every seed. The hard knee: OLLAMA_NUM_PARALLEL 4
      * behind a ceiling of 16. The soft knee at 8 behind 64, with +-3% of

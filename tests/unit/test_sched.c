@@ -6,6 +6,7 @@
  * the queue timeout. Backends are real struct backend objects that are
  * never connected to: granting a slot is all the scheduler does. */
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -453,6 +454,36 @@ static void test_no_backend(struct event_base *base)
     free_backends();
 }
 
+/* Many clients with one request waiting each, at a full queue: a newcomer
+ * ties them, is the newest, and is refused; a waiting request is never
+ * pushed out by it (issue 18, item 8). */
+static void test_full_queue_flood_of_clients(void)
+{
+    char name[32];
+    struct req *w[4], *late;
+    int rc;
+    bes[0] = mk_backend("b0", 1, NULL, 0);
+    nbes = 1;
+    setup(3, 600, 0);
+    for (int i = 0; i < 4; i++) { /* one runs, three wait, each its own client */
+        snprintf(name, sizeof name, "10.0.1.%d", i);
+        w[i] = submit(sched_addr_client(&S, name), NULL, &rc);
+        CHECK_INT(rc, 0);
+    }
+    CHECK_INT(S.waiting, 3);
+    for (int i = 0; i < 5; i++) {
+        snprintf(name, sizeof name, "10.0.2.%d", i);
+        late = submit(sched_addr_client(&S, name), NULL, &rc);
+        CHECK_INT(rc, SCHED_EFULL);
+        CHECK_INT(late->refused, 0);
+    }
+    for (int i = 1; i < 4; i++)
+        CHECK_INT(w[i]->refused, 0);
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    free_backends();
+}
+
 int main(void)
 {
     struct event_base *base = event_base_new();
@@ -460,6 +491,7 @@ int main(void)
     test_random_properties();
     test_shares_follow_weights();
     test_full_queue_refuses_the_flooder();
+    test_full_queue_flood_of_clients();
     test_max_queued_and_cap();
     test_retry_first_in_line();
     test_timeout(base);
