@@ -48,9 +48,10 @@ static const struct opt opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-static const char *const top_keys[] = {"listen",  "backends",  "queue",  "timeouts",
-                                       "health",  "models",    "limits", "auth",
-                                       "logging", "resolvers", "tls",    "shutdown_timeout_s"};
+static const char *const top_keys[] = {"listen",    "backends",  "queue",  "timeouts",
+                                       "health",    "models",    "limits", "auth",
+                                       "logging",   "resolvers", "tls",    "shutdown_timeout_s",
+                                       "cors_origins"};
 static const char *const backend_keys[] = {"name",      "url",      "dns", "max_concurrent",
                                            "resolve_s", "adaptive", "tls", "headers"};
 static const char *const backend_tls_keys[] = {"server_name", "ca_file", "cert_file", "key_file",
@@ -361,6 +362,10 @@ static int parse_header(const char *s, struct config_header *h, char *why, size_
         }
     h->name = strndup(s, n);
     h->value = strdup(v);
+    if (!h->name || !h->value) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
     for (size_t k = strlen(h->value); k > 0 && strchr(" \t", h->value[k - 1]); k--)
         h->value[k - 1] = '\0';
     if (!h->value[0]) {
@@ -662,6 +667,28 @@ static int load_tls(const char *file, config_setting_t *root, struct px_config *
     return 0;
 }
 
+/* cors_origins = ( "https://chat.example.com", "http://localhost:*" ); the
+ * browser origins allowed to call the proxy (front/cors.c); '*' matches
+ * any run of characters. Default: none. */
+static int load_cors(const char *file, config_setting_t *root, struct px_config *c, char *err,
+                     size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(root, "cors_origins");
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"cors_origins\" must be a list of origins (\"https://host:port\", \"*\")");
+    c->ncors_origins = config_setting_length(l);
+    c->cors_origins = calloc((size_t)c->ncors_origins + 1, sizeof *c->cors_origins);
+    for (int i = 0; i < c->ncors_origins; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v || !*v)
+            FAIL(l, "\"cors_origins\" must be a list of origins (\"https://host:port\", \"*\")");
+        c->cors_origins[i] = strdup(v);
+    }
+    return 0;
+}
+
 static int load_groups(const char *file, config_setting_t *root, char *err, size_t errlen)
 {
     static const char *const groups[] = {"queue", "timeouts", "health", "models", "limits"};
@@ -714,6 +741,7 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     rc |= load_logging(file, root, c, err, errlen);
     rc |= load_resolvers(file, root, c, err, errlen);
     rc |= load_tls(file, root, c, err, errlen);
+    rc |= load_cors(file, root, c, err, errlen);
     return rc;
 }
 
@@ -728,6 +756,8 @@ static int complete(const struct px_config *c)
         ok = c->keys[i].name && c->keys[i].key;
     for (int i = 0; i < c->nresolvers && ok; i++)
         ok = c->resolvers[i] != NULL;
+    if (ok && c->tls_listen)
+        ok = c->tls_listen_host != NULL;
     return ok ? 0 : -1;
 }
 
@@ -799,6 +829,9 @@ void config_free(struct px_config *c)
     for (int i = 0; c->resolvers && i < c->nresolvers; i++)
         free(c->resolvers[i]);
     free(c->resolvers);
+    for (int i = 0; c->cors_origins && i < c->ncors_origins; i++)
+        free(c->cors_origins[i]);
+    free(c->cors_origins);
     free(c->access_log);
     free(c->listen);
     free(c->listen_host);
@@ -885,4 +918,8 @@ void config_print_summary(const struct px_config *c)
     else if (!c->nkeys)
         printf("clients          by address: IPv4 /%d, IPv6 /%d\n", c->ipv4_prefix,
                c->ipv6_prefix);
+    printf("cors origins     %s", c->ncors_origins ? "" : "none (browsers on other origins refused)");
+    for (int i = 0; i < c->ncors_origins; i++)
+        printf("%s%s", i ? ", " : "", c->cors_origins[i]);
+    printf("\n");
 }

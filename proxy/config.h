@@ -77,6 +77,8 @@ struct px_config {
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
+    char **cors_origins;      /* browser origins allowed (front/cors.c); '*' a wildcard */
+    int ncors_origins;
     int ipv4_prefix, ipv6_prefix; /* without keys, a client is an address prefix */
     /* tls = { listen; cert_file; key_file; }: the HTTPS listener; NULL: none */
     char *tls_listen, *tls_listen_host;

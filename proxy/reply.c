@@ -97,6 +97,42 @@ void reply_error_body(struct evbuffer *b, int dialect, int status, const char *m
     }
 }
 
+/* A string literal into B. */
+#define ADD_LIT(b, s) evbuffer_add(b, s, sizeof s - 1)
+
+void reply_stream_error(struct evbuffer *b, enum wire_format wire, const char *msg,
+                        const char *model, long long seq)
+{
+    switch (wire) {
+    case WIRE_OPENAI:
+        ADD_LIT(b, "data: ");
+        reply_error_body(b, DIALECT_OPENAI, 500, msg);
+        ADD_LIT(b, "\n\n");
+        return;
+    case WIRE_ANTHROPIC:
+        ADD_LIT(b, "event: error\ndata: ");
+        reply_error_body(b, DIALECT_ANTHROPIC, 500, msg);
+        ADD_LIT(b, "\n\n");
+        return;
+    case WIRE_RESPONSES:
+        evbuffer_add_printf(b, "event: response.failed\ndata: {\"type\":\"response.failed\","
+                               "\"sequence_number\":%lld,\"response\":{\"id\":\"resp_proxy\","
+                               "\"object\":\"response\",\"status\":\"failed\",\"model\":",
+                            seq + 1);
+        if (model)
+            jout_cstring(b, model);
+        else
+            ADD_LIT(b, "null");
+        ADD_LIT(b, ",\"output\":[],\"error\":{\"code\":\"server_error\",\"message\":");
+        jout_cstring(b, msg);
+        ADD_LIT(b, "}}}\n\n");
+        return;
+    default:
+        reply_error_body(b, DIALECT_OLLAMA, 500, msg);
+        ADD_LIT(b, "\n");
+    }
+}
+
 void reply_error(struct request *r, int status, const char *msg, int retry_after)
 {
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
@@ -114,6 +150,21 @@ void reply_error(struct request *r, int status, const char *msg, int retry_after
     }
     reply_send(r, status, b);
     evbuffer_free(b);
+}
+
+void reply_cors(struct request *r)
+{
+    struct evkeyvalq *h;
+    const char *origin;
+    if (!r->cors || !r->req)
+        return;
+    origin = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Origin");
+    if (!origin)
+        return;
+    h = evhttp_request_get_output_headers(r->req);
+    evhttp_add_header(h, "Access-Control-Allow-Origin", origin);
+    evhttp_add_header(h, "Access-Control-Expose-Headers", "X-Backend, Retry-After, X-Proxy-Stale");
+    evhttp_add_header(h, "Vary", "Origin");
 }
 
 void reply_json(struct request *r, int status, json_t *o)

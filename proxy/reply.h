@@ -10,6 +10,8 @@
 #include <event2/http.h>
 #include <stddef.h>
 
+#include "wire.h"
+
 struct request;
 struct evbuffer;
 struct json_t;
@@ -36,12 +38,29 @@ void reply_send(struct request *r, int status, struct evbuffer *body);
  * from STATUS. RETRY_AFTER > 0 adds a Retry-After header. */
 void reply_error(struct request *r, int status, const char *msg, int retry_after);
 
+/* The CORS headers of an answer to an allowed Origin (R->cors; see
+ * front/cors.h), on R's reply headers; nothing when R->cors is not set. A
+ * carrier that clears the reply headers (a retry) calls it again. */
+void reply_cors(struct request *r);
+
 /* STATUS with the JSON text of O (its reference is taken; NULL, or a text
  * jansson cannot encode: 500). HEAD gets the headers only. */
 void reply_json(struct request *r, int status, struct json_t *o);
 
-/* The body of an error in DIALECT into B, without the reply: for errors
- * sent inside a stream (session.c's in-band error line). */
+/* The body of an error in DIALECT into B, without the reply. */
 void reply_error_body(struct evbuffer *b, int dialect, int status, const char *msg);
+
+/* An error inside a reply that has started, into B, framed as WIRE says,
+ * so that the client's own library reports it (the stream is ended right
+ * after it):
+ *   NDJSON     {"error":"MSG"}\n                          (Ollama's)
+ *   OpenAI     data: {"error":{"message":"MSG",...}}\n\n  (the SDKs throw on it)
+ *   Responses  event: response.failed, the response failed with
+ *              error {"code":"server_error","message":"MSG"} (Ollama's),
+ *              sequence_number SEQ + 1 (SEQ: the stream's last, -1 none)
+ *   Anthropic  event: error, {"type":"error","error":{"type":"api_error",...}}
+ * MODEL (NULL: none) goes in the failed response. */
+void reply_stream_error(struct evbuffer *b, enum wire_format wire, const char *msg,
+                        const char *model, long long seq);
 
 #endif

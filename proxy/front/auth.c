@@ -23,24 +23,86 @@ static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-/* The auth.keys row whose secret REQ's "Authorization: Bearer KEY" holds,
- * or -1. Every key is compared, whichever matches. */
-static int find_key(const struct px_config *cfg, struct evhttp_request *req)
+/* Base64 (RFC 4648, padding optional) IN[0..N) decoded into OUT (LEN
+ * bytes): the decoded length, or -1 if it is not base64 or too long. */
+static long base64_decode(const char *in, size_t n, char *out, size_t len)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    size_t n;
+    unsigned v = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = in[i];
+        int d = c >= 'A' && c <= 'Z' ? c - 'A' : c >= 'a' && c <= 'z' ? c - 'a' + 26
+                : c >= '0' && c <= '9' ? c - '0' + 52 : c == '+' ? 62 : c == '/' ? 63 : -1;
+        if (c == '=')
+            break;
+        if (d < 0)
+            return -1;
+        v = v << 6 | (unsigned)d;
+        if ((bits += 6) >= 8) {
+            bits -= 8;
+            if (o == len)
+                return -1;
+            out[o++] = (char)(v >> bits & 0xff);
+        }
+    }
+    return (long)o;
+}
+
+/* S[0..*N) without blanks around it: its start, its length in *N. */
+static const char *trim(const char *s, size_t *n)
+{
+    while (*n && (*s == ' ' || *s == '\t'))
+        s++, (*n)--;
+    while (*n && (s[*n - 1] == ' ' || s[*n - 1] == '\t'))
+        (*n)--;
+    return s;
+}
+
+/* The auth.keys row whose secret is S[0..N), or -1. Every key is compared,
+ * whichever matches, in time that does not depend on which. */
+static int key_row(const struct px_config *cfg, const char *s, size_t n)
+{
     int found = -1;
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return -1;
-    h += 7;
-    h += strspn(h, " \t");
-    for (n = strlen(h); n && (h[n - 1] == ' ' || h[n - 1] == '\t'); n--)
-        ;
     for (int i = 0; i < cfg->nkeys; i++) {
-        int eq = secret_equal(h, n, cfg->keys[i].key, strlen(cfg->keys[i].key));
+        int eq = secret_equal(s, n, cfg->keys[i].key, strlen(cfg->keys[i].key));
         found = eq ? i : found;
     }
     return found;
+}
+
+/* The auth.keys row of the key REQ presents, or -1. A key is accepted in
+ * each client's spelling (CONTRACT.md, "Keys in every client's spelling"):
+ * "Authorization: Bearer KEY" (the OpenAI SDKs, ollama-js with headers),
+ * "x-api-key: KEY" (the Anthropic SDK, Claude Code) and the password of
+ * "Authorization: Basic" (user:KEY@host URLs, as LangChain sends them).
+ * Any one that is a key will do. */
+static int find_key(const struct px_config *cfg, struct evhttp_request *req)
+{
+    const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *h = evhttp_find_header(in, "Authorization"), *x = evhttp_find_header(in,
+                                                                                     "x-api-key");
+    char basic[512];
+    size_t n;
+    int k = -1;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        n = strlen(h + 7);
+        const char *t = trim(h + 7, &n);
+        k = key_row(cfg, t, n);
+    } else if (h && strncasecmp(h, "Basic ", 6) == 0) {
+        n = strlen(h + 6);
+        const char *t = trim(h + 6, &n);
+        long len = base64_decode(t, n, basic, sizeof basic);
+        const char *colon = len > 0 ? memchr(basic, ':', (size_t)len) : NULL;
+        if (colon)
+            k = key_row(cfg, colon + 1, (size_t)(basic + len - (colon + 1)));
+    }
+    if (k < 0 && x) {
+        n = strlen(x);
+        const char *t = trim(x, &n);
+        k = key_row(cfg, t, n);
+    }
+    return k;
 }
 
 int auth_check(struct proxy *px, struct request *r, int admin, int open)
@@ -57,9 +119,10 @@ int auth_check(struct proxy *px, struct request *r, int admin, int open)
         evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate",
                           "Bearer");
         reply_error(r, 401,
-                    evhttp_find_header(in, "Authorization")
+                    evhttp_find_header(in, "Authorization") || evhttp_find_header(in, "x-api-key")
                         ? "unauthorized: unknown key"
-                        : "unauthorized: an \"Authorization: Bearer KEY\" header is required",
+                        : "unauthorized: a key is required (\"Authorization: Bearer KEY\" or "
+                          "\"x-api-key: KEY\")",
                     0);
         return AUTH_ANSWERED;
     }
@@ -71,8 +134,6 @@ int auth_check(struct proxy *px, struct request *r, int admin, int open)
     return k;
 }
 
-/* Who REQ is charged to: its key; else the trusted header, if configured
- * and sent; else the connecting address. */
 /* ADDR as the client it counts as: the address itself, or its network
  * of V4 / V6 bits ("2001:db8:1:2::/64"), so that the many addresses of one
  * host (free with IPv6) are one client for fair share. */
@@ -94,6 +155,8 @@ static void address_prefix(const char *addr, int v4, int v6, char *out, size_t l
     snprintf(out, len, "%s/%d", text, bits);
 }
 
+/* Who REQ is charged to: its key; else the trusted header, if configured
+ * and sent; else the connecting address. */
 struct sched_client *auth_client(struct proxy *px, struct request *r, int key)
 {
     struct evhttp_request *req = r->req;

@@ -2,7 +2,9 @@
  * (CONTRACT.md, "Keys, priorities and fair sharing").
  *
  * With auth.keys set, a request needs a known key unless its endpoint is
- * open (router.h); a non-admin key gets 403 on an admin endpoint. Keys are
+ * open (router.h); a non-admin key gets 403 on an admin endpoint. A key is
+ * read from "Authorization: Bearer KEY", "x-api-key: KEY" or the password
+ * of "Authorization: Basic" (every client's spelling). Keys are
  * compared in constant time and never logged (the log names the key). A
  * client is a key by its name, else the value of the trusted
  * auth.client_header, else the connecting address. */

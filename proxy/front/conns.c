@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "intake.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -131,6 +132,7 @@ struct conn {
     size_t head_bytes;       /* its bytes so far */
     int fd;                  /* -1 until evhttp has set it */
     unsigned in_request : 1; /* handed to on_request, its reply not yet done */
+    struct intake *intake;   /* bodies read as they arrive (intake.h); NULL until used */
 };
 
 /* Both listeners stop accepting (ON 0) or go on (ON 1): limits.max_connections. */
@@ -179,6 +181,9 @@ static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *i
     (void)buf;
     if (c->fd < 0)
         conn_map_fd(c->px, c); /* bytes came: evhttp has set the fd */
+    if (info->n_added)
+        intake_input(&c->intake, c->bev, (size_t)c->px->cfg->max_body_mb << 20,
+                     c->px->cfg->idle_s);
     if (!info->n_added || c->in_request)
         return;
     if (!c->head_start)
@@ -191,6 +196,7 @@ static void on_request_done(struct evhttp_request *req, void *arg)
     struct conn *c = arg;
     size_t left = evbuffer_get_length(bufferevent_get_input(c->bev));
     (void)req;
+    intake_request_done(c->intake);
     c->in_request = 0;
     c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
     c->head_bytes = left;
@@ -208,12 +214,25 @@ void conns_request_arrived(struct proxy *px, struct evhttp_request *req)
     evhttp_request_set_on_complete_cb(req, on_request_done, c);
 }
 
+struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    return c ? intake_body(c->intake, req) : NULL;
+}
+
+int conns_too_large(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    return c && intake_too_large(c->intake);
+}
+
 static void conn_release(struct proxy *px, struct conn *c)
 {
     if (c->fd >= 0 && c->fd < px->nconn_fd && px->conn_fd[c->fd] == c)
         px->conn_fd[c->fd] = NULL;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
     bufferevent_decref(c->bev);
+    intake_free(c->intake);
     free(c);
 }
 
@@ -426,6 +445,7 @@ void conns_free(struct proxy *px)
     tls_free(px);
     for (int i = 0; i < px->nconns; i++) {
         bufferevent_decref(px->conns[i]->bev);
+        intake_free(px->conns[i]->intake);
         free(px->conns[i]);
     }
     free(px->conns);

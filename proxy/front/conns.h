@@ -6,6 +6,7 @@
 
 struct proxy;
 struct evhttp_request;
+struct bodysrc;
 
 /* Listen on cfg->listen and hand every request to ON_REQUEST(req, px).
  * Returns 0, or -1 after logging why. */
@@ -17,6 +18,15 @@ void conns_settings(struct proxy *px);
 /* REQ has arrived whole: its connection's request deadline stops until the
  * reply is done. */
 void conns_request_arrived(struct proxy *px, struct evhttp_request *req);
+
+/* The body of REQ (just handed over) if it is still arriving on the
+ * connection (a blob upload's: intake.h), else NULL: it is in REQ's input
+ * buffer. The caller reads it and must release it (bodysrc.h). */
+struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req);
+
+/* REQ (just handed over) came with a body over limits.max_body_mb, which
+ * the connection dropped (intake.h): the caller answers 413. */
+int conns_too_large(struct proxy *px, struct evhttp_request *req);
 
 /* Stop accepting new connections (drain); connections open stay served. */
 void conns_stop_accepting(struct proxy *px);

@@ -7,6 +7,8 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <sys/queue.h>
+#include <event2/keyvalq_struct.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -16,9 +18,11 @@
 #include "catalog.h"
 #include "config.h"
 #include "conns.h"
+#include "cors.h"
 #include "fanout.h"
 #include "jscan.h"
 #include "metrics.h"
+#include "multipart.h"
 #include "net.h"
 #include "proxy.h"
 #include "reply.h"
@@ -34,33 +38,43 @@
 
 /* clang-format off */
 #define PATH(p) p, sizeof p - 1
+#define OLL DIALECT_OLLAMA
+#define OAI DIALECT_OPENAI
+#define ANT DIALECT_ANTHROPIC
 static const struct endpoint table[] = {
-    /* path                        methods kind        dialect         fan         unload           model name admin open own */
-    {PATH("/"),                   GET,   EP_ROOT,     DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 1, 1},
-    {PATH("/metrics"),            GET,   EP_METRICS,  DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, OPEN_METRICS, 1},
-    {PATH("/proxy/ui"),           GET,   EP_PROXY,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 1, 1},
-    {PATH("/proxy/"),             ANY,   EP_PROXY,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 1, 0, 1},
-    {PATH("/api/tags"),           GET,   EP_CATALOG,  DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
-    {PATH("/api/version"),        GET,   EP_CATALOG,  DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
-    {PATH("/v1/models"),          GET,   EP_CATALOG,  DIALECT_OPENAI,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
-    {PATH("/v1/models/"),         GET,   EP_CATALOG,  DIALECT_OPENAI,  0,           UNLOAD_NONE,      0, 0, 0, 0, 0},
-    {PATH("/api/ps"),             GET_,  EP_PS,       DIALECT_OLLAMA,  FAN_PS,      UNLOAD_NONE,      0, 0, 0, 0, 0},
-    {PATH("/api/pull"),           POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_PULL,    UNLOAD_NONE,      0, 1, 1, 0, 0},
-    {PATH("/api/push"),           POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_PUSH,    UNLOAD_NONE,      0, 1, 1, 0, 0},
-    {PATH("/api/create"),         POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_CREATE,  UNLOAD_NONE,      0, 1, 1, 0, 0},
-    {PATH("/api/copy"),           POST,  EP_FANOUT,   DIALECT_OLLAMA,  FAN_COPY,    UNLOAD_NONE,      0, 0, 1, 0, 0},
-    {PATH("/api/delete"),         DEL,   EP_FANOUT,   DIALECT_OLLAMA,  FAN_DELETE,  UNLOAD_NONE,      0, 1, 1, 0, 0},
-    {PATH("/api/blobs/"),         ANY,   EP_PASS,     DIALECT_OLLAMA,  0,           UNLOAD_NONE,      0, 0, 1, 0, 0},
-    {PATH("/api/generate"),       POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_PROMPT,    1, 0, 0, 0, 0},
-    {PATH("/api/chat"),           POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_MESSAGES,  1, 0, 0, 0, 0},
-    {PATH("/api/embed"),          POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
-    {PATH("/api/embeddings"),     POST,  EP_INFER,    DIALECT_OLLAMA,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
-    {PATH("/api/show"),           POST,  EP_META,     DIALECT_OLLAMA,  0,           UNLOAD_NONE,      1, 1, 0, 0, 0},
-    {PATH("/v1/chat/completions"), POST,  EP_INFER,    DIALECT_OPENAI,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
-    {PATH("/v1/completions"),     POST,  EP_INFER,    DIALECT_OPENAI,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
-    {PATH("/v1/embeddings"),      POST,  EP_INFER,    DIALECT_OPENAI,  0,           UNLOAD_NONE,      1, 0, 0, 0, 0},
+    /* path                          methods kind        dialect wire          fan         unload          model form name admin open own */
+    {PATH("/"),                      GET,   EP_ROOT,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 1, 1},
+    {PATH("/metrics"),               GET,   EP_METRICS,  OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, OPEN_METRICS, 1},
+    {PATH("/proxy/ui"),              GET,   EP_PROXY,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 1, 1},
+    {PATH("/proxy/"),                ANY,   EP_PROXY,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 1},
+    {PATH("/api/tags"),              GET,   EP_CATALOG,  OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/api/version"),           GET,   EP_CATALOG,  OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/v1/models"),             GET,   EP_CATALOG,  OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/v1/models/"),            GET,   EP_CATALOG,  OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/api/ps"),                GET_,  EP_PS,       OLL, WIRE_NDJSON,    FAN_PS,     UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/api/pull"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_PULL,   UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/push"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_PUSH,   UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/create"),            POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_CREATE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/copy"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_COPY,   UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
+    {PATH("/api/delete"),            DEL,   EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_DELETE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
+    {PATH("/api/blobs/"),            EVHTTP_REQ_HEAD | POST, EP_BLOB, OLL, WIRE_NDJSON, 0, UNLOAD_NONE,   0, 0, 0, 1, 0, 0},
+    {PATH("/api/generate"),          POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_PROMPT,   1, 0, 0, 0, 0, 0},
+    {PATH("/api/chat"),              POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_MESSAGES, 1, 0, 0, 0, 0, 0},
+    {PATH("/api/embed"),             POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/api/embeddings"),        POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/api/show"),              POST,  EP_META,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 1, 0, 0, 0},
+    {PATH("/v1/chat/completions"),   POST,  EP_INFER,    OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/completions"),        POST,  EP_INFER,    OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/embeddings"),         POST,  EP_INFER,    OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/messages"),           POST,  EP_INFER,    ANT, WIRE_ANTHROPIC, 0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/messages/"),          ANY,   EP_PASS,     ANT, WIRE_ANTHROPIC, 0,          UNLOAD_NONE,     0, 0, 0, 0, 0, 0},
+    {PATH("/v1/responses"),          POST,  EP_INFER,    OAI, WIRE_RESPONSES, 0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},
+    {PATH("/v1/audio/transcriptions"), POST, EP_INFER,   OAI, WIRE_OPENAI,    0,          UNLOAD_NONE,     1, 1, 0, 0, 0, 0},
 };
 #undef PATH
+#undef OLL
+#undef OAI
+#undef ANT
 /* clang-format on */
 
 const struct endpoint *router_find(const char *path)
@@ -93,34 +107,11 @@ static int is_unload(const struct endpoint *ep, const struct jscan_result *js)
     return 0;
 }
 
-/* Read the model of R's body, as the backend will (jscan.h), into R; its
- * unload verdict into *UNLOAD. Returns 0, or -1 after answering. */
-static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
+/* The model M[0..MLEN) (still escaped when MESC) into R, checked as a
+ * name. Returns 0, or -1 after answering. */
+static int set_model(struct request *r, const char *m, size_t mlen, int mesc)
 {
-    struct evbuffer *b = evhttp_request_get_input_buffer(r->req);
-    size_t len = evbuffer_get_length(b), mlen;
-    const char *body, *m;
-    struct jscan_result js;
-    char why[160], msg[200], model[REQUEST_MODEL_MAX];
-    int mesc;
-    if (len == 0) {
-        reply_error(r, 400, "missing request body", 0);
-        return -1;
-    }
-    body = (const char *)evbuffer_pullup(b, -1);
-    if (jscan_body(body, len, &js, why, sizeof why) < 0 || !js.is_object) {
-        snprintf(msg, sizeof msg, "invalid JSON in request body: %s",
-                 js.is_object ? why : "not an object");
-        reply_error(r, 400, msg, 0);
-        return -1;
-    }
-    if (js.wrong_type & (1u << JSCAN_MODEL | 1u << JSCAN_NAME)) {
-        reply_error(r, 400, "invalid JSON in request body: the model must be a string", 0);
-        return -1;
-    }
-    m = js.model, mlen = js.model_len, mesc = js.model_escaped;
-    if (!mlen && ep->name)
-        m = js.name, mlen = js.name_len, mesc = js.name_escaped;
+    char model[REQUEST_MODEL_MAX];
     if (!m || mlen == 0) {
         reply_error(r, 400, "model is required", 0);
         return -1;
@@ -138,11 +129,82 @@ static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
     } else {
         memcpy(model, m, mlen);
         model[mlen] = '\0';
+        if (memchr(m, '\0', mlen)) { /* a form's field may hold any byte */
+            reply_error(r, 400, "invalid model name", 0);
+            return -1;
+        }
     }
     if (request_set_model(r, model) < 0) {
         reply_error(r, 503, "out of memory", 1);
         return -1;
     }
+    return 0;
+}
+
+/* The model of a multipart form (a transcription), as Ollama reads it:
+ * FormValue("model"), the form's field, else the query's. Returns 0, or
+ * -1 after answering with Ollama's 400. */
+static int parse_form(struct request *r, const char *body, size_t len)
+{
+    const char *ctype = evhttp_find_header(evhttp_request_get_input_headers(r->req),
+                                           "Content-Type");
+    const char *m = NULL, *q;
+    size_t mlen = 0;
+    char why[160], msg[200];
+    struct evkeyvalq query;
+    int rc = multipart_field(ctype, body, len, "model", &m, &mlen, why, sizeof why);
+    if (rc < 0) {
+        snprintf(msg, sizeof msg, "failed to parse multipart form: %s", why);
+        reply_error(r, 400, msg, 0);
+        return -1;
+    }
+    if (rc > 0 && mlen)
+        return set_model(r, m, mlen, 0);
+    q = strchr(evhttp_request_get_uri(r->req), '?');
+    TAILQ_INIT(&query);
+    if (q && evhttp_parse_query_str(q + 1, &query) == 0 &&
+        (m = evhttp_find_header(&query, "model")) && *m) {
+        rc = set_model(r, m, strlen(m), 0);
+        evhttp_clear_headers(&query);
+        return rc;
+    }
+    evhttp_clear_headers(&query);
+    return set_model(r, NULL, 0, 0);
+}
+
+/* Read the model of R's body, as the backend will (jscan.h, or a form's
+ * field), into R; its unload verdict into *UNLOAD. Returns 0, or -1 after
+ * answering. */
+static int parse_body(struct request *r, const struct endpoint *ep, int *unload)
+{
+    struct evbuffer *b = evhttp_request_get_input_buffer(r->req);
+    size_t len = evbuffer_get_length(b), mlen;
+    const char *body, *m;
+    struct jscan_result js;
+    char why[160], msg[200];
+    int mesc;
+    if (len == 0) {
+        reply_error(r, 400, "missing request body", 0);
+        return -1;
+    }
+    body = (const char *)evbuffer_pullup(b, -1);
+    if (ep->form)
+        return parse_form(r, body, len);
+    if (jscan_body(body, len, &js, why, sizeof why) < 0 || !js.is_object) {
+        snprintf(msg, sizeof msg, "invalid JSON in request body: %s",
+                 js.is_object ? why : "not an object");
+        reply_error(r, 400, msg, 0);
+        return -1;
+    }
+    if (js.wrong_type & (1u << JSCAN_MODEL | 1u << JSCAN_NAME)) {
+        reply_error(r, 400, "invalid JSON in request body: the model must be a string", 0);
+        return -1;
+    }
+    m = js.model, mlen = js.model_len, mesc = js.model_escaped;
+    if (!mlen && ep->name)
+        m = js.name, mlen = js.name_len, mesc = js.name_escaped;
+    if (set_model(r, m, mlen, mesc) < 0)
+        return -1;
     *unload = is_unload(ep, &js);
     return 0;
 }
@@ -207,6 +269,15 @@ static int answer_self(struct proxy *px, struct request *r, const struct endpoin
 
 /* ---- a request ---- */
 
+/* A body over limits.max_body_mb (dropped by the connection, conns.h). */
+static void reply_too_large(struct proxy *px, struct request *r)
+{
+    char msg[96];
+    snprintf(msg, sizeof msg, "request body too large (limits.max_body_mb = %d)",
+             px->cfg->max_body_mb);
+    reply_error(r, 413, msg, 0);
+}
+
 /* R (of row EP, kind KIND) needs no key. */
 static int is_open(const struct proxy *px, const struct endpoint *ep, enum ep_kind kind)
 {
@@ -233,7 +304,9 @@ static void on_request(struct evhttp_request *req, void *arg)
      * route it (decoded), and what is forwarded decodes to that path. */
     if ((rc = urlpath_normalize(uri, path, sizeof path, target, sizeof target, &why)) < 0) {
         char msg[128];
-        r.dialect = strncmp(uri, "/v1/", 4) == 0 ? DIALECT_OPENAI : DIALECT_OLLAMA;
+        r.dialect = strncmp(uri, "/v1/messages", 12) == 0 ? DIALECT_ANTHROPIC
+                    : strncmp(uri, "/v1/", 4) == 0        ? DIALECT_OPENAI
+                                                          : DIALECT_OLLAMA;
         snprintf(msg, sizeof msg, "bad request target: %s", why);
         reply_error(&r, rc == URLPATH_ELONG ? 414 : 400, msg, 0);
         goto self;
@@ -242,6 +315,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     ep = router_find(path);
     kind = ep && (!ep->methods || (ep->methods & cmd)) ? ep->kind : EP_PASS;
     r.dialect = ep ? ep->dialect : strncmp(path, "/v1/", 4) == 0 ? DIALECT_OPENAI : DIALECT_OLLAMA;
+    r.wire = ep ? ep->wire : r.dialect == DIALECT_OPENAI ? WIRE_OPENAI : WIRE_NDJSON;
+    if (cors_check(px, &r))
+        goto self;
+    if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
+        reply_too_large(px, &r);
+        goto self;
+    }
     if (kind == EP_ROOT) {
         reply_root(&r);
         goto self;
@@ -258,6 +338,14 @@ static void on_request(struct evhttp_request *req, void *arg)
         fanout_start(px, &r, unload ? FAN_UNLOAD : ep->fan, path);
         return;
     }
+    if (kind == EP_BLOB) { /* for every GPU; an upload's body still arriving */
+        if (cmd == EVHTTP_REQ_HEAD)
+            fanout_start(px, &r, FAN_BLOB_HEAD, target);
+        else
+            fanout_upload(px, &r, target, conns_body(px, req));
+        return;
+    }
+
     /* Reads that never run on a GPU take no slot and wait behind no
      * inference (sched.h, SCHED_META_CAP). */
     r.meta = kind == EP_META || cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;

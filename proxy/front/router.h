@@ -16,6 +16,7 @@
 #define PX_ROUTER_H
 
 #include "request.h"
+#include "wire.h"
 
 struct proxy;
 
@@ -29,6 +30,8 @@ enum ep_kind {
     EP_FANOUT,  /* pull, push, create, copy, delete: every backend (req/fanout.h) */
     EP_INFER,   /* routed by its model to a GPU slot (req/session.h) */
     EP_META,    /* routed by its model, outside the GPU slots (sched.h SCHED_META_CAP) */
+    EP_BLOB,    /* /api/blobs/D: HEAD asked of every backend, POST streamed to every
+                   backend (req/fanout.h) */
 };
 
 /* Where an empty prompt or message list with keep_alive 0 makes the
@@ -43,9 +46,11 @@ struct endpoint {
     unsigned methods;    /* EVHTTP_REQ_* the kind is for; others are EP_PASS */
     enum ep_kind kind;
     enum dialect dialect;
+    enum wire_format wire; /* its answers' framing: tokens, in-band errors (wire.h) */
     int fan;             /* EP_FANOUT: enum fanout_kind */
     enum ep_unload unload;
     unsigned model : 1;  /* the body must name a model */
+    unsigned form : 1;   /* the body is a multipart form, the model one of its fields */
     unsigned name : 1;   /* its legacy "name" stands for an empty "model" */
     unsigned admin : 1;  /* an admin key, when auth.keys is set */
     unsigned open : 2;   /* for the methods listed: 1 no key at all; OPEN_METRICS

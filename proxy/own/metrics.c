@@ -19,9 +19,12 @@
 static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
                                                2.5,   5,    10,    30,   60,  120, 300, 600};
 
+/* The token rows of a (backend, model) beside its rows by status code. */
+enum { ROW_GENERATED = 0, ROW_PROMPT = -1, ROW_ESTIMATED = -2 };
+
 struct metrics_row {
     unsigned hash;
-    int code; /* 0: the row of generated tokens of (backend, model) */
+    int code; /* a status code, or a token row of (backend, model): ROW_* */
     unsigned long long n;
     char *backend, *model;
 };
@@ -124,16 +127,24 @@ static const char *model_label(struct proxy *px, const struct backend *be, const
     return l ? l : "other";
 }
 
+/* Add N to the row (B, ML, CODE) when N > 0. */
+static void add(struct metrics *m, const char *b, const char *ml, int code, long long n)
+{
+    struct metrics_row *r;
+    if (n > 0 && (r = row(m, b, ml, code)))
+        r->n += (unsigned long long)n;
+}
+
 void metrics_request(struct proxy *px, const struct backend *backend, const char *model,
-                     const char *key, int code, long long tokens)
+                     const char *key, int code, const struct metrics_tokens *tok)
 {
     const char *b = backend ? backend->name : "none";
     const char *ml = model_label(px, backend, model, key);
-    struct metrics_row *r = row(&px->metrics, b, ml, code);
-    if (r)
-        r->n++;
-    if (tokens > 0 && (r = row(&px->metrics, b, ml, 0)))
-        r->n += (unsigned long long)tokens;
+    add(&px->metrics, b, ml, code, 1);
+    add(&px->metrics, b, ml, ROW_GENERATED, tok->generated);
+    add(&px->metrics, b, ml, ROW_PROMPT, tok->prompt);
+    if (tok->estimated)
+        add(&px->metrics, b, ml, ROW_ESTIMATED, tok->generated);
 }
 
 /* The text is built in a buffer of our own and handed to the evbuffer
@@ -286,19 +297,20 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
     }
 }
 
-static void rows(struct out *o, struct metrics *m, int tokens)
+/* The samples of NAME: the rows of status codes (KIND 1), or the token
+ * rows of KIND (ROW_*). */
+static void rows(struct out *o, struct metrics *m, const char *name, int kind)
 {
-    const char *name = tokens ? "ollama_proxy_generated_tokens_total" : "ollama_proxy_requests_total";
     for (unsigned i = 0; i < m->size; i++) {
         const struct metrics_row *r = m->tab[i];
-        if (!r || (tokens ? r->code != 0 : r->code == 0))
+        if (!r || (kind == 1 ? r->code <= 0 : r->code != kind))
             continue;
         str(o, name);
         str(o, "{backend=\"");
         label(o, r->backend);
         str(o, "\",model=\"");
         label(o, r->model);
-        if (!tokens) {
+        if (kind == 1) {
             str(o, "\",code=\"");
             inum(o, r->code);
         }
@@ -359,10 +371,19 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     head(o, "ollama_proxy_requests_total", "counter",
          "Requests ended, by the backend that served them (none: answered by the proxy), "
          "model and status code.");
-    rows(o, m, 0);
+    rows(o, m, "ollama_proxy_requests_total", 1);
     head(o, "ollama_proxy_generated_tokens_total", "counter",
-         "Tokens generated, from the final eval_count (usage.completion_tokens on /v1).");
-    rows(o, m, 1);
+         "Tokens generated, from each format's usage: eval_count, completion_tokens, "
+         "output_tokens (estimated from deltas where an OpenAI stream has no usage).");
+    rows(o, m, "ollama_proxy_generated_tokens_total", ROW_GENERATED);
+    head(o, "ollama_proxy_prompt_tokens_total", "counter",
+         "Prompt tokens, from each format's usage: prompt_eval_count, prompt_tokens, "
+         "input_tokens.");
+    rows(o, m, "ollama_proxy_prompt_tokens_total", ROW_PROMPT);
+    head(o, "ollama_proxy_estimated_tokens_total", "counter",
+         "The part of generated_tokens_total counted from stream deltas, not reported by the "
+         "backend (OpenAI streams without stream_options.include_usage).");
+    rows(o, m, "ollama_proxy_estimated_tokens_total", ROW_ESTIMATED);
     backend_gauge(o, px, "ollama_proxy_backend_in_flight", "Requests in flight.", 0);
     backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
                   "max_concurrent (the runtime control's, if set): an adaptive backend's "

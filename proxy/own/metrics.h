@@ -34,11 +34,18 @@ struct metrics {
 void metrics_init(struct metrics *m);
 void metrics_cleanup(struct metrics *m);
 
+/* The tokens of a request (-1: unknown): generated (ESTIMATED: counted
+ * from deltas, tokscan.h) and of the prompt. */
+struct metrics_tokens {
+    long long generated, prompt;
+    int estimated;
+};
+
 /* One request ended: BACKEND served it (NULL: the proxy answered itself),
  * MODEL as the client named it (NULL: none) and KEY its name_key() (NULL:
- * not a valid name), CODE its status, TOKENS it generated (-1: unknown). */
+ * not a valid name), CODE its status, TOK its tokens. */
 void metrics_request(struct proxy *px, const struct backend *backend, const char *model,
-                     const char *key, int code, long long tokens);
+                     const char *key, int code, const struct metrics_tokens *tok);
 
 /* A histogram observation, in seconds. */
 void metrics_observe(struct histogram *h, double seconds);

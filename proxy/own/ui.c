@@ -32,8 +32,8 @@ extern const size_t ui_page_len;
 struct ui_track {
     char *name;
     const struct backend *be;
-    unsigned long long req_now, tok_now; /* this second so far */
-    uint32_t req[UI_HISTORY], tok[UI_HISTORY];
+    unsigned long long req_now, tok_now, ptok_now; /* this second so far */
+    uint32_t req[UI_HISTORY], tok[UI_HISTORY], ptok[UI_HISTORY]; /* ptok: the prompts' */
 };
 
 struct ui_error {
@@ -168,7 +168,8 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
         struct ui_track *t = ui->tracks[i];
         t->req[ui->head] = clamp32(t->req_now);
         t->tok[ui->head] = clamp32(t->tok_now);
-        t->req_now = t->tok_now = 0;
+        t->ptok[ui->head] = clamp32(t->ptok_now);
+        t->req_now = t->tok_now = t->ptok_now = 0;
     }
     ui->queue[ui->head] = (uint32_t)sched_length(&px->sched);
     ui->head = (ui->head + 1) % UI_HISTORY;
@@ -252,7 +253,7 @@ static void note_error(struct ui *ui, const struct backend *be, int status, cons
 }
 
 void ui_request_ended(struct proxy *px, const struct backend *be, int status, const char *path,
-                      const char *outcome, long long tokens)
+                      const char *outcome, long long tokens, long long prompt_tokens)
 {
     struct ui *ui = px->ui;
     struct ui_track *t = NULL;
@@ -266,6 +267,8 @@ void ui_request_ended(struct proxy *px, const struct backend *be, int status, co
         t->req_now++;
         if (tokens > 0)
             t->tok_now += (unsigned long long)tokens;
+        if (prompt_tokens > 0)
+            t->ptok_now += (unsigned long long)prompt_tokens;
     }
     if (!outcome)
         outcome = "";
@@ -335,8 +338,9 @@ json_t *ui_history_json(struct proxy *px)
     for (int i = 0; arr && i < ui->ntracks; i++) {
         const struct ui_track *t = ui->tracks[i];
         /* a name that is not UTF-8 makes json_pack fail: that row is left out */
-        if ((o = json_pack("{s:s,s:o,s:o}", "name", t->name, "requests", ring_json(ui, t->req),
-                           "tokens", ring_json(ui, t->tok))))
+        if ((o = json_pack("{s:s,s:o,s:o,s:o}", "name", t->name, "requests",
+                           ring_json(ui, t->req), "tokens", ring_json(ui, t->tok),
+                           "prompt_tokens", ring_json(ui, t->ptok))))
             json_array_append_new(arr, o);
     }
     return json_pack("{s:i,s:i,s:o,s:o,s:o}", "interval_s", 1, "samples", ui->count, "end",

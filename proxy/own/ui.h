@@ -13,7 +13,8 @@
  * admin key as every endpoint under /proxy/ does.
  *
  * The history. Every second (a timer of ours) the requests that ended on
- * each backend in that second, the tokens they generated and the queue's
+ * each backend in that second, the tokens they generated and read (their
+ * prompts') and the queue's
  * length are written into fixed rings of UI_HISTORY samples: memory is
  * bounded by the number of backends, whatever the traffic. A backend that
  * a reload drops loses its history; one kept by name keeps it.
@@ -42,17 +43,19 @@ void ui_stop(struct proxy *px);
 
 /* A proxied request ended (session.c's teardown): BE served its last try
  * (NULL: none), STATUS its status (499 when the client left), PATH its
- * path, OUTCOME the access log's outcome word, TOKENS generated (-1:
- * unknown). Counted into BE's current second; a 5xx or a cut stream goes
- * into the error ring. Strings are copied. */
+ * path, OUTCOME the access log's outcome word, TOKENS generated and
+ * PROMPT_TOKENS of its prompt (-1: unknown). Counted into BE's current
+ * second; a 5xx or a cut stream goes into the error ring. Strings are
+ * copied. */
 void ui_request_ended(struct proxy *px, const struct backend *be, int status, const char *path,
-                      const char *outcome, long long tokens);
+                      const char *outcome, long long tokens, long long prompt_tokens);
 
 /* GET or HEAD /proxy/ui: the page (405 for another method). */
 void ui_reply_page(struct request *r);
 
 /* GET /proxy/history: {"interval_s":1,"samples":N,"end":"ISO time",
- * "backends":[{"name":..,"requests":[..],"tokens":[..]}],"queue":[..]},
+ * "backends":[{"name":..,"requests":[..],"tokens":[..],"prompt_tokens":[..]}],
+ * "queue":[..]},
  * each array N long (at most UI_HISTORY), the oldest first, the last the
  * second that ended most recently. A new reference (NULL on failure). */
 struct json_t *ui_history_json(struct proxy *px);

@@ -6,7 +6,13 @@
  * is completed, everything is freed. A streamed reply starts at once; the
  * client leaving it (the connection's close callback) aborts every sub,
  * which Ollama takes as a cancel. Lines and bodies kept per sub are
- * bounded (FANOUT_MAX_BODY). */
+ * bounded (FANOUT_MAX_BODY).
+ *
+ * A blob upload is a fan-out whose subs are uploads (upload.h) fed by one
+ * tee (tee.h) from the client's body (bodysrc.h); the client leaving
+ * (evhttp's close callback, watched from the start: the connection is read
+ * while the body arrives) aborts every upload, which Ollama takes as a
+ * failed upload and discards. */
 #include "fanout.h"
 
 #include <event2/buffer.h>
@@ -19,6 +25,7 @@
 #include <time.h>
 
 #include "backend.h"
+#include "bodysrc.h"
 #include "catalog.h"
 #include "config.h"
 #include "discover.h"
@@ -33,6 +40,8 @@
 #include "reqlog.h"
 #include "reqtext.h"
 #include "request.h"
+#include "tee.h"
+#include "upload.h"
 #include "upstream.h"
 
 #define FANOUT_MAX_BODY (1024 * 1024)
@@ -45,6 +54,7 @@ struct sub {
     struct fanout *f;
     struct backend *be;
     struct upstream *up;
+    struct upload *ul;     /* a blob upload's, instead of up */
     int status;
     struct evbuffer *body; /* the whole answer, or a streamed line so far */
     char *error;           /* NULL while it may still succeed */
@@ -64,11 +74,19 @@ struct fanout {
     struct sub *subs;
     struct evbuffer *out; /* what is written to the client next (drained by each write) */
     char *model, *dest; /* the model (the copy's source) and the copy's destination */
-    char path[64];
+    char path[256];
+    /* A blob upload's body: its source (released by the tee, or here when
+     * there is no tee) and whether it has been read whole. */
+    struct bodysrc *src;
+    struct bodysrc_whole whole; /* the source of a body evhttp read whole */
+    struct tee *tee;
+    enum bodysrc_state body;
 };
 
-static const char *const kind_verb[] = {"pull", "push", "create", "delete", "copy", "unload",
-                                        "ps"};
+static const char *const kind_verb[] = {"pull", "push",  "create",     "delete", "copy",
+                                        "unload", "ps", "blob check", "upload"};
+
+static void finish(struct fanout *f);
 
 /* ---- the end ---- */
 
@@ -80,10 +98,15 @@ static void fanout_free(struct fanout *f)
         struct sub *u = &f->subs[i];
         if (u->up)
             upstream_abort(u->up);
+        upload_free(u->ul); /* an unfinished upload: Ollama discards it */
         if (u->body)
             evbuffer_free(u->body);
         free(u->error);
     }
+    if (f->tee)
+        tee_free(f->tee); /* releases the body */
+    else if (f->src)
+        f->src->ops->release(f->src);
     for (int i = 0; i < f->nsubs; i++)
         if (f->subs[i].be)
             backend_unref(f->subs[i].be);
@@ -156,6 +179,62 @@ static void reply_text(struct request *r, int status, struct evbuffer *body)
     reply_send(r, status, body);
 }
 
+/* A blob upload's body is of no more use: the connection stops reading it
+ * (what is left unread closes it after the reply). */
+static void release_body(struct fanout *f)
+{
+    if (f->tee)
+        tee_free(f->tee);
+    else if (f->src)
+        f->src->ops->release(f->src);
+    f->tee = NULL;
+    f->src = NULL;
+}
+
+/* The status of a blob fan-out's answer. All well: 201 when a backend
+ * stored the blob, 200 when every one had it. Else the 4xx every failed
+ * backend gave (a digest that does not match the body: the client's
+ * error), or for a check 404 when a backend lacks it and none failed
+ * otherwise; 502 for any other failure. */
+static int blob_status(const struct fanout *f, int failed)
+{
+    int created = 0, same = -1, any_404 = 0, other = 0;
+    for (int i = 0; i < f->nsubs; i++) {
+        const struct sub *u = &f->subs[i];
+        if (u->ok) {
+            created |= u->status == 201;
+            continue;
+        }
+        any_404 |= u->status == 404;
+        other |= u->status != 404;
+        same = same == -1 || same == u->status ? u->status : 0;
+    }
+    if (!failed)
+        return created ? 201 : 200;
+    if (f->kind == FAN_BLOB_HEAD)
+        return any_404 && !other ? 404 : 502;
+    return same >= 400 && same < 500 ? same : 502;
+}
+
+/* The one reply of a blob check or upload: empty on success (Ollama's),
+ * else an error naming each backend that failed and what it said. */
+static void finish_blob(struct fanout *f, const char *failed)
+{
+    int status = blob_status(f, failed != NULL);
+    enum bodysrc_state body = f->body;
+    release_body(f);
+    if (body == BODYSRC_BAD) {
+        reply_error(&f->h, 400, "invalid request body: malformed chunked encoding", 0);
+        log_line(f, 400, "fanout-failed");
+    } else if (failed) {
+        reply_error(&f->h, status, failed, 0);
+        log_line(f, status, "fanout-failed");
+    } else {
+        reply_send(&f->h, status, NULL);
+        log_line(f, status, "fanout");
+    }
+}
+
 /* Every sub has ended: the one reply. */
 static void finish(struct fanout *f)
 {
@@ -163,6 +242,12 @@ static void finish(struct fanout *f)
     int status = 200, all_404 = 1;
     struct evbuffer *b;
     note_models(f);
+    if (f->kind == FAN_BLOB_HEAD || f->kind == FAN_BLOB_PUT) {
+        finish_blob(f, failed);
+        free(failed);
+        fanout_free(f);
+        return;
+    }
     if (f->started) { /* the stream's last line */
         b = f->out;
         if (failed) {
@@ -407,6 +492,117 @@ static void on_error(void *arg, enum upstream_err err)
 
 static const struct upstream_cbs sub_cbs = {on_header, on_head, on_body, on_done, on_error};
 
+/* ---- a blob upload's subs ---- */
+
+static void blob_sub_ended(struct sub *u)
+{
+    struct fanout *f = u->f;
+    u->ended = 1;
+    u->ul = NULL;
+    if (f->tee)
+        tee_set(f->tee, (int)(u - f->subs), NULL);
+    if (--f->pending == 0) {
+        finish(f);
+        return;
+    }
+    if (f->tee) /* it may have been the slowest: the others go on */
+        tee_pump(f->tee); /* may finish F: the last word */
+}
+
+static void ul_on_answer(void *arg, int status, struct evbuffer *body)
+{
+    struct sub *u = arg;
+    u->status = status;
+    evbuffer_add_buffer(u->body, body);
+    upload_free(u->ul);
+    if (status == 200 || status == 201)
+        u->ok = !u->error;
+    else
+        error_from_body(u);
+    blob_sub_ended(u);
+}
+
+static void ul_on_error(void *arg, enum upstream_err err)
+{
+    struct sub *u = arg;
+    char msg[256];
+    if (err == UPSTREAM_ESETUP)
+        snprintf(msg, sizeof msg, "%s: %s", upstream_strerror(err), u->be->target.setup_err);
+    else
+        snprintf(msg, sizeof msg, "%s", upstream_strerror(err));
+    set_error(u, msg);
+    u->ul = NULL; /* freed by the upload */
+    blob_sub_ended(u);
+}
+
+static void ul_on_room(void *arg)
+{
+    struct sub *u = arg;
+    if (u->f->tee)
+        tee_pump(u->f->tee);
+}
+
+static const struct upload_cbs ul_cbs = {ul_on_answer, ul_on_error, ul_on_room};
+
+/* The client's body has been read (HOW: BODYSRC_END), or its framing is
+ * malformed: every upload still running had part of a body and is
+ * aborted (Ollama discards it), and the client gets 400. */
+static void on_tee_end(void *arg, enum bodysrc_state how)
+{
+    struct fanout *f = arg;
+    f->body = how;
+    if (how != BODYSRC_BAD)
+        return; /* the answers follow */
+    for (int i = 0; i < f->nsubs; i++) {
+        struct sub *u = &f->subs[i];
+        if (u->ended)
+            continue;
+        upload_free(u->ul);
+        u->ul = NULL;
+        u->ended = 1;
+        set_error(u, "the request body was malformed");
+        f->pending--;
+    }
+    finish(f);
+}
+
+/* An upload of the body to U's backend: the client's head (reqtext.h's
+ * policy) with the body's framing, Content-Length as the client's or
+ * chunked. */
+static void start_upload(struct fanout *f, struct sub *u)
+{
+    struct evbuffer *req = f->px->scratch, *head = evbuffer_new();
+    struct reqtext t = {0};
+    size_t n;
+    t.method = "POST";
+    t.target = f->path;
+    t.host = u->be->hostport;
+    t.headers = evhttp_request_get_input_headers(f->h.req);
+    t.peer = f->h.addr;
+    t.keys = f->px->cfg->nkeys > 0;
+    if (head && (u->body = evbuffer_new())) {
+        reqtext_build(req, &t);
+        n = evbuffer_get_length(req);
+        evbuffer_remove_buffer(req, head, n - 2); /* the head but its blank line */
+        evbuffer_drain(req, 2);
+        if (f->src->length >= 0)
+            evbuffer_add_printf(head, "Content-Length: %lld\r\n\r\n", f->src->length);
+        else
+            evbuffer_add_printf(head, "Transfer-Encoding: chunked\r\n\r\n");
+        u->ul = upload_start(f->px->base, &u->be->target, head, f->src->length < 0,
+                             &f->px->uto, &ul_cbs, u);
+    }
+    if (head)
+        evbuffer_free(head);
+    if (!u->ul) {
+        set_error(u, "cannot open a socket");
+        u->ended = 1;
+        f->pending--;
+        return;
+    }
+    tee_set(f->tee, (int)(u - f->subs), u->ul);
+}
+
 /* ---- the start ---- */
 
 /* The backends F goes to, into OUT (room for every backend); how many. */
@@ -507,7 +703,8 @@ static void send_sub(struct fanout *f, struct sub *u)
         f->pending--;
         return;
     }
-    u->up = upstream_start(f->px->base, &u->be->target, req, 0, &f->px->uto, &sub_cbs, u);
+    u->up = upstream_start(f->px->base, &u->be->target, req, f->kind == FAN_BLOB_HEAD,
+                           &f->px->uto, &sub_cbs, u);
     evbuffer_drain(req, evbuffer_get_length(req));
     if (!u->up) {
         set_error(u, "cannot open a socket");
@@ -543,6 +740,7 @@ static int ps_fresh(struct proxy *px)
 static void refuse(struct fanout *f, int status, const char *msg, int retry_after,
                    const char *outcome)
 {
+    release_body(f); /* an upload's: read no more of it */
     reply_error(&f->h, status, msg, retry_after);
     log_line(f, status, outcome);
     fanout_free(f);
@@ -584,6 +782,7 @@ static struct fanout *fanout_new(struct proxy *px, struct request *head,
     f->px = px;
     f->evcon = evhttp_request_get_connection(f->h.req);
     f->kind = kind;
+    f->body = BODYSRC_MORE;
     snprintf(f->path, sizeof f->path, "%s", path);
     return f;
 }
@@ -630,9 +829,15 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
         request_cleanup(head);
         return;
     }
+    if (strlen(path) >= sizeof f->path) { /* a blob's digest is 71 bytes */
+        reply_error(head, 400, "invalid digest format", 0);
+        reqlog_end(px, head, "self");
+        request_cleanup(head);
+        return;
+    }
     if (!(f = fanout_new(px, head, kind, path)))
         return;
-    if (read_body(f) < 0) {
+    if (kind != FAN_BLOB_HEAD && read_body(f) < 0) {
         refuse(f, 400, "invalid JSON in request body", 0, "fanout-failed");
         return;
     }
@@ -644,6 +849,42 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
         send_sub(f, &f->subs[i]);
     if (f->pending == 0) /* none could even start */
         finish(f);
+}
+
+void fanout_upload(struct proxy *px, struct request *head, const char *path,
+                   struct bodysrc *src)
+{
+    struct fanout *f;
+    if (strlen(path) >= sizeof f->path) {
+        if (src)
+            src->ops->release(src);
+        reply_error(head, 400, "invalid digest format", 0);
+        reqlog_end(px, head, "self");
+        request_cleanup(head);
+        return;
+    }
+    if (!(f = fanout_new(px, head, FAN_BLOB_PUT, path))) {
+        if (src)
+            src->ops->release(src);
+        return;
+    }
+    f->src = src ? src : bodysrc_whole(&f->whole, evhttp_request_get_input_buffer(f->h.req));
+    if (plan(f) < 0) /* released by fanout_free */
+        return;
+    if (!(f->tee = tee_new(f->src, f->nsubs, on_tee_end, f))) {
+        refuse(f, 500, "out of memory", 0, "no-memory");
+        return;
+    }
+    /* The connection is read while the body arrives: a client that
+     * leaves is seen (evhttp's close callback), and every upload aborted. */
+    evhttp_connection_set_closecb(f->evcon, on_client_close, f);
+    for (int i = 0; i < f->nsubs; i++)
+        start_upload(f, &f->subs[i]);
+    if (f->pending == 0) { /* none could even start */
+        finish(f);
+        return;
+    }
+    tee_pump(f->tee); /* the body's first bytes, or all of it: may finish F */
 }
 
 void fanout_end_all(struct proxy *px)

@@ -14,6 +14,18 @@
  *                        every backend that has the model loaded.
  *   ps                   GET /api/ps asked of every healthy backend now
  *                        (answers a second old at most are reused).
+ *   blob check           HEAD /api/blobs/D: every healthy backend; 200 only
+ *                        if all have it, 404 if one lacks it.
+ *   upload               POST /api/blobs/D: the body sent to every healthy
+ *                        backend as it arrives (tee.h; memory bounded, the
+ *                        slowest backend's pace the client's); 201 when all
+ *                        stored it (200 when all had it), else an error
+ *                        naming each backend that failed and what it said.
+ *                        Answered once every backend has answered: a
+ *                        backend that has the blob answers before reading
+ *                        the body (Ollama), and when all did, so does the
+ *                        proxy (the rest of the body unread, the connection
+ *                        closed after the answer, as Ollama's).
  * A success updates the proxy's model lists at once (a pulled model is
  * routable, a deleted one 404s) and a discovery poll follows. These take
  * no slot: they do not run on the GPU. */
@@ -23,7 +35,19 @@
 struct proxy;
 struct request;
 
-enum fanout_kind { FAN_PULL, FAN_PUSH, FAN_CREATE, FAN_DELETE, FAN_COPY, FAN_UNLOAD, FAN_PS };
+enum fanout_kind {
+    FAN_PULL,
+    FAN_PUSH,
+    FAN_CREATE,
+    FAN_DELETE,
+    FAN_COPY,
+    FAN_UNLOAD,
+    FAN_PS,
+    FAN_BLOB_HEAD,
+    FAN_BLOB_PUT, /* fanout_upload() */
+};
+
+struct bodysrc;
 
 /* Answer the request of HEAD (moved: the caller does not clean it up) by
  * sending it to the backends KIND
@@ -31,6 +55,15 @@ enum fanout_kind { FAN_PULL, FAN_PUSH, FAN_CREATE, FAN_DELETE, FAN_COPY, FAN_UNL
  * answered, and the request recorded (reqlog.h). */
 void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
                   const char *path);
+
+/* Answer a blob upload (POST PATH, PATH the forwarded target
+ * /api/blobs/sha256:D) of HEAD (moved: the caller does not clean it up)
+ * by sending its body to every healthy backend as it arrives from SRC
+ * (conns.h, conns_body; NULL: the body is whole in the request's input
+ * buffer). SRC is released, the
+ * reply sent exactly once and the request recorded (reqlog.h). */
+void fanout_upload(struct proxy *px, struct request *head, const char *path,
+                   struct bodysrc *src);
 
 /* shutdown_timeout_s has passed: end every fan-out the way a client can
  * understand (a stream's in-band {"error":...} line, else 503). */

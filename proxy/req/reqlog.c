@@ -26,6 +26,8 @@ static void log_line(const struct request *r, const char *outcome, double now)
     a.upstream_ms = r->t_dispatch ? now - r->t_dispatch : 0;
     a.bytes = r->bytes;
     a.tokens = r->tokens;
+    a.prompt_tokens = r->prompt_tokens;
+    a.tokens_estimated = r->tokens_estimated;
     a.tries = r->tries;
     a.outcome = outcome;
     accesslog_write(&a);
@@ -34,7 +36,8 @@ static void log_line(const struct request *r, const char *outcome, double now)
 static void count(struct proxy *px, const struct request *r, int gone, double now)
 {
     struct backend *be = r->be;
-    metrics_request(px, be, request_model(r), request_mkey(r), r->status, r->tokens);
+    struct metrics_tokens tok = {r->tokens, r->prompt_tokens, r->tokens_estimated};
+    metrics_request(px, be, request_model(r), request_mkey(r), r->status, &tok);
     if (r->queued) /* the proxy's own answers and fan-outs wait for nothing */
         metrics_observe(&px->metrics.queue_wait,
                         ((r->t_dispatch ? r->t_dispatch : now) - r->t_start) / 1000.0);
@@ -63,7 +66,7 @@ void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
     int gone = strcmp(outcome, "client-gone") == 0;
     log_line(r, outcome, now);
     count(px, r, gone, now);
-    ui_request_ended(px, r->be, r->status, r->path, outcome, r->tokens);
+    ui_request_ended(px, r->be, r->status, r->path, outcome, r->tokens, r->prompt_tokens);
     /* What a backend served teaches its adaptive cap; metadata never ran on
      * the GPU, and a client that left says nothing of the backend. */
     if (r->be && !r->meta && !gone)

@@ -15,6 +15,7 @@ void request_init(struct request *r, struct evhttp_request *evreq, const char *p
      * request costs more than all the rest of this. */
     r->req = evreq;
     r->dialect = 0;
+    r->wire = 0;
     r->method = reply_method(evhttp_request_get_command(evreq));
     net_copy(r->path, sizeof r->path, path, NULL);
     reply_peer(evreq, r->addr, sizeof r->addr);
@@ -25,10 +26,12 @@ void request_init(struct request *r, struct evhttp_request *evreq, const char *p
     r->status = 0;
     r->bytes = 0;
     r->tokens = -1;
+    r->prompt_tokens = -1;
     r->tries = 0;
     r->t_start = net_now_ms();
     r->t_dispatch = r->t_try = r->t_head = 0;
     r->meta = r->queued = r->error_body = 0;
+    r->tokens_estimated = r->cors = 0;
 }
 
 /* S (length N) into BUF if it fits, else a heap copy in *HEAP. */

@@ -19,6 +19,7 @@
 #include <stddef.h>
 
 #include "names.h"
+#include "wire.h"
 
 struct evhttp_request;
 struct backend;
@@ -35,6 +36,7 @@ enum dialect {
 struct request {
     struct evhttp_request *req; /* the client's; NULL once gone */
     enum dialect dialect;
+    enum wire_format wire;      /* how its answer is framed: tokens, in-band errors */
     const char *method;         /* "GET", "POST"... (static) */
     char path[160];             /* the normalised path and query, cut for the log */
     char addr[48];              /* the client's address */
@@ -50,6 +52,7 @@ struct request {
     int status;                 /* what the client got (499: it left first) */
     unsigned long long bytes;   /* response body bytes sent */
     long long tokens;           /* generated, -1 unknown */
+    long long prompt_tokens;    /* the prompt's, -1 unknown */
     int tries;                  /* tries that reached a backend, fan-out targets */
     double t_start;             /* arrival, net_now_ms() */
     double t_dispatch;          /* first slot granted; 0 none */
@@ -57,11 +60,14 @@ struct request {
     double t_head;              /* the last try's response head; 0 none */
     unsigned meta : 1;          /* took no GPU slot (sched.h, SCHED_META_CAP) */
     unsigned queued : 1;        /* went through the scheduler (a session) */
+    unsigned tokens_estimated : 1; /* tokens counted from deltas, not reported (tokscan.h) */
+    unsigned cors : 1;          /* from an allowed Origin: the answer carries CORS headers
+                                   (front/cors.h; reply.h, reply_cors) */
     unsigned error_body : 1;    /* a 2xx whose body is (or ends in) an error */
 };
 
 /* Fill R's identity from EVREQ: method, path (PATH), address, times; the
- * rest zero (tokens -1). */
+ * rest zero (tokens and prompt_tokens -1). */
 void request_init(struct request *r, struct evhttp_request *evreq, const char *path);
 
 /* R's model as the client named it (NULL: none), copied, and its

@@ -61,7 +61,7 @@ struct session {
     char target_buf[128];
     char reason[64];
     char tail[2]; /* the last two bytes forwarded, see note_tail() */
-    struct tokscan tok; /* the generated-token count, read as the body passes */
+    struct tokscan tok; /* the token counts, read as the body passes */
     unsigned watching : 1;
     unsigned watch_timer_armed : 1;
     unsigned paused : 1;
@@ -99,7 +99,11 @@ static void stop_watching(struct session *s)
 static void session_close(struct session *s, const char *outcome)
 {
     struct proxy *px = s->px;
-    s->h.tokens = tokscan_tokens(&s->tok);
+    struct tokscan_counts tc;
+    tokscan_counts(&s->tok, &tc);
+    s->h.tokens = tc.generated;
+    s->h.prompt_tokens = tc.prompt;
+    s->h.tokens_estimated = (unsigned)tc.estimated;
     s->h.tries = s->ntries + s->nconnect;
     reqlog_end(px, &s->h, outcome);
     stop_watching(s);
@@ -216,6 +220,7 @@ static void drop_reply_headers(struct session *s)
 {
     evhttp_clear_headers(evhttp_request_get_output_headers(s->h.req));
     s->ndjson = s->sse = 0;
+    reply_cors(&s->h); /* the proxy's own, as at the start */
 }
 
 /* The try on s->be failed before any byte reached the client.
@@ -505,24 +510,31 @@ static void on_done(void *arg)
     session_close(s, "ok");
 }
 
-/* After the reply started: end it the way Ollama does, with an in-band
- * error line, so the client learns the stream failed. */
+/* The framing of an error added to the stream: the row's, unless the
+ * backend answered in another (an NDJSON answer on a path of SSE). */
+static enum wire_format stream_wire(const struct session *s)
+{
+    if (s->ndjson)
+        return WIRE_NDJSON;
+    return s->h.wire == WIRE_NDJSON ? WIRE_OPENAI : s->h.wire;
+}
+
+/* After the reply started: end it the way the path's API does (reply.h,
+ * reply_stream_error: Ollama's {"error":...} line, OpenAI's data: error,
+ * Responses' response.failed, Anthropic's event: error), so that the
+ * client's library reports the failure instead of a cut stream. */
 static void end_stream(struct session *s, const char *msg, const char *outcome)
 {
-    char line[320];
     struct evbuffer *b = s->chunk;
     /* A stream cut inside a line (an event) first gets its end, so that
      * the error is a line (an event) of its own. */
     const char *sep = !s->h.bytes ? ""
                       : s->sse ? (s->tail[1] != '\n' ? "\n\n" : s->tail[0] != '\n' ? "\n" : "")
                                : (s->tail[1] != '\n' ? "\n" : "");
-    if (s->sse)
-        snprintf(line, sizeof line, "%sdata: {\"error\":{\"message\":\"%s\",\"type\":"
-                 "\"api_error\"}}\n\n", sep, msg);
-    else
-        snprintf(line, sizeof line, "%s{\"error\":\"%s\"}\n", sep, msg);
     if (s->ndjson || s->sse) {
-        evbuffer_add(b, line, strlen(line));
+        evbuffer_add(b, sep, strlen(sep));
+        reply_stream_error(b, stream_wire(s), msg, request_model(&s->h), tokscan_seq(&s->tok));
+        s->h.bytes += evbuffer_get_length(b);
         evhttp_send_reply_chunk(s->h.req, b);
         finish_reply(s);
         session_close(s, outcome);
@@ -684,7 +696,7 @@ void session_start(struct proxy *px, const struct session_info *in)
     s->client = in->client;
     s->evcon = evhttp_request_get_connection(s->h.req);
     net_copy(s->h.client, sizeof s->h.client, in->client->name, NULL);
-    tokscan_init(&s->tok);
+    tokscan_init(&s->tok, s->h.wire);
     LIST_INSERT_HEAD(&px->sessions, s, link);
     px->nsessions++;
     proxy_request_begin(px);

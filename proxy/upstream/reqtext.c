@@ -41,13 +41,16 @@ static int backends_own(const struct reqtext_host *h, const char *name)
 /* A client's header that is not passed on: the framing and the route are
  * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For is rebuilt, the
  * backend's own headers replace the client's, and the proxy's own
- * credentials stay here. Without auth.keys, Authorization
- * is the client's business with the backend and passes. */
+ * credentials stay here, and so does Origin: the proxy answers CORS itself
+ * (front/cors.c), and Ollama answers a foreign Origin with 403. With
+ * auth.keys a key in any of its spellings (Authorization: Bearer or Basic,
+ * x-api-key) is the proxy's; without, they are the client's business with
+ * the backend and pass. */
 static int dropped(const struct reqtext *r, const char *name)
 {
     static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
-                                       "Proxy-Authorization", NULL};
-    static const char *const auth[] = {"Authorization", NULL};
+                                       "Proxy-Authorization", "Origin", NULL};
+    static const char *const auth[] = {"Authorization", "x-api-key", NULL};
     return reqtext_hop_by_hop(name) || name_in(name, skip) || (r->keys && name_in(name, auth)) ||
            backends_own(r->host, name);
 }

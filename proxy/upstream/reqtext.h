@@ -3,7 +3,8 @@
  * Headers). Sessions, fan-outs, health checks and model discovery all
  * build their requests here, so a rule about headers (Host rewritten,
  * hop-by-hop dropped, X-Forwarded-For added, the proxy's keys never
- * forwarded, a backend's own headers) holds for every request kind. */
+ * forwarded in any spelling, Origin never forwarded, a backend's own
+ * headers) holds for every request kind. */
 #ifndef PX_REQTEXT_H
 #define PX_REQTEXT_H
 
@@ -32,7 +33,8 @@ struct reqtext {
     const struct reqtext_host *host; /* the backend's Host and headers */
     const struct evkeyvalq *headers; /* the client's, filtered (NULL: the proxy's own request) */
     const char *peer;                /* the client's address for X-Forwarded-For (NULL: none) */
-    int keys;                        /* auth.keys is set: Authorization is the proxy's, not passed */
+    int keys;                        /* auth.keys is set: Authorization and x-api-key are the
+                                        proxy's, not passed */
     struct evbuffer *body;           /* copied, not drained (NULL: none) */
     int length;                      /* send Content-Length even for an empty body (POST, PUT) */
 };

@@ -158,8 +158,17 @@ void accesslog_write(const struct accesslog_entry *a)
     ln_key(&l, "bytes");
     ln_int(&l, (long long)a->bytes);
     ln_key(&l, "tokens");
+    if (a->tokens >= 0 && a->tokens_estimated && !json)
+        ln_str(&l, "~");
     if (a->tokens >= 0)
         ln_int(&l, a->tokens);
+    else
+        ln_str(&l, json ? "null" : "-");
+    if (json && a->tokens_estimated)
+        ln_str(&l, ",\"tokens_estimated\":true");
+    ln_key(&l, "prompt_tokens");
+    if (a->prompt_tokens >= 0)
+        ln_int(&l, a->prompt_tokens);
     else
         ln_str(&l, json ? "null" : "-");
     ln_key(&l, "tries");

@@ -3,10 +3,14 @@
  *
  * Text (the default), after the usual log prefix:
  *   METHOD PATH client=C addr=A model=M backend=B status=S wait_ms=W
- *   ttfb_ms=T upstream_ms=U bytes=N tokens=K tries=R OUTCOME
+ *   ttfb_ms=T upstream_ms=U bytes=N tokens=K prompt_tokens=P tries=R OUTCOME
  * JSON: {"time":...,"method":...,"path":...,"client":...,"addr":...,
  *   "model":...,"backend":...,"status":S,"wait_ms":W,"ttfb_ms":T,
- *   "upstream_ms":U,"bytes":N,"tokens":K,"tries":R,"outcome":...}
+ *   "upstream_ms":U,"bytes":N,"tokens":K,"prompt_tokens":P,"tries":R,
+ *   "outcome":...}
+ * Generated tokens counted from a stream's deltas rather than reported
+ * (tokscan.h) are marked: tokens=~K in text, "tokens_estimated":true in
+ * JSON.
  * (absent values: "-" in text, null in JSON). Text fields from outside (the
  * path, names) are escaped as \xHH where they could end the line or fake a
  * field; JSON strings are always valid JSON. Lines gather in a buffer
@@ -21,7 +25,9 @@ struct accesslog_entry {
     int status, tries;
     double wait_ms, ttfb_ms, upstream_ms; /* ttfb_ms < 0: no head came */
     unsigned long long bytes;
-    long long tokens; /* -1: unknown */
+    long long tokens; /* generated; -1: unknown */
+    long long prompt_tokens; /* -1: unknown */
+    int tokens_estimated;
 };
 
 /* Where and how: DEST "stderr" (the default), "off" or a file path (opened

@@ -1,33 +1,108 @@
-/* tokscan.c - see tokscan.h. Both keys end in '":', so the scan jumps from
- * one ':' to the next with memchr and looks back at the bytes before it:
- * a reply holds about one ':' per 50 bytes. The last bytes of a chunk are
- * kept (tail), so a key cut by a chunk boundary is still seen. */
+/* tokscan.c - see tokscan.h. Every key ends in '":', so the scan jumps
+ * from one ':' to the next with memchr and looks back at the bytes before
+ * it: a reply holds about one ':' per 50 bytes. The last bytes of a chunk
+ * are kept (tail), so a key cut by a chunk boundary is still seen. What
+ * follows a key is read by a small state machine (in_val) that survives
+ * chunk boundaries too: a number, or for an estimate key the first bytes
+ * of a string. */
 #include "tokscan.h"
 
 #include <string.h>
 
-static const char key_eval[] = "\"eval_count\"";
-static const char key_comp[] = "\"completion_tokens\"";
-#define LEN_EVAL (sizeof key_eval - 1)
-#define LEN_COMP (sizeof key_comp - 1)
+struct tok_key {
+    const char *s; /* with its quotes */
+    unsigned char len;
+    unsigned char role; /* enum tokscan_role */
+};
 
-_Static_assert(LEN_COMP <= sizeof ((struct tokscan *)0)->tail, "tail holds the longer key");
+struct tok_format {
+    const char *name;
+    struct tok_key keys[5];
+    unsigned last; /* bit c - 'a' for each key's last letter c */
+};
 
-void tokscan_init(struct tokscan *t)
+#define KEY(s, role) {s, sizeof s - 1, role}
+#define L(c) (1u << ((c) - 'a'))
+
+/* One row per wire format: the keys its counts are read from. */
+static const struct tok_format formats[WIRE_NFORMATS] = {
+    [WIRE_NDJSON] = {"ndjson",
+                     {KEY("\"eval_count\"", TOKSCAN_GEN),
+                      KEY("\"prompt_eval_count\"", TOKSCAN_PROMPT)},
+                     L('t')},
+    [WIRE_OPENAI] = {"openai",
+                     {KEY("\"completion_tokens\"", TOKSCAN_GEN),
+                      KEY("\"prompt_tokens\"", TOKSCAN_PROMPT), KEY("\"content\"", TOKSCAN_EST),
+                      KEY("\"text\"", TOKSCAN_EST), KEY("\"reasoning\"", TOKSCAN_EST)},
+                     L('s') | L('t') | L('g')},
+    [WIRE_RESPONSES] = {"responses",
+                        {KEY("\"output_tokens\"", TOKSCAN_GEN),
+                         KEY("\"input_tokens\"", TOKSCAN_PROMPT),
+                         KEY("\"sequence_number\"", TOKSCAN_SEQ)},
+                        L('s') | L('r')},
+    [WIRE_ANTHROPIC] = {"anthropic",
+                        {KEY("\"output_tokens\"", TOKSCAN_GEN),
+                         KEY("\"input_tokens\"", TOKSCAN_PROMPT)},
+                        L('s')},
+};
+
+_Static_assert(sizeof "\"prompt_eval_count\"" - 1 <= sizeof ((struct tokscan *)0)->tail,
+               "the tail holds the longest key");
+
+/* What the bytes after a key are read as. */
+enum { V_NONE, V_NUMBER, V_STR_OPEN, V_STR_FIRST };
+
+void tokscan_init(struct tokscan *t, enum wire_format fmt)
 {
     memset(t, 0, sizeof *t);
-    t->eval = t->comp = -1;
+    t->fmt = (unsigned char)(fmt < WIRE_NFORMATS ? fmt : WIRE_NDJSON);
+    for (int i = 0; i < TOKSCAN_NVALUES; i++)
+        t->val[i] = -1;
+}
+
+const char *tokscan_format_name(enum wire_format fmt)
+{
+    return fmt < WIRE_NFORMATS ? formats[fmt].name : "?";
 }
 
 static void end_number(struct tokscan *t)
 {
-    if (t->digits) {
-        if (t->in_num == 1)
-            t->eval = t->cur;
-        else
-            t->comp = t->cur;
+    if (t->digits && t->role < TOKSCAN_NVALUES)
+        t->val[t->role] = t->cur;
+    t->in_val = V_NONE;
+}
+
+/* Read the value after a key from P[I..N); returns where the scan for the
+ * next key goes on. The byte that ends a value is left to that scan. */
+static size_t read_value(struct tokscan *t, const char *p, size_t i, size_t n)
+{
+    for (; i < n && t->in_val; i++) {
+        char c = p[i];
+        if ((c == ' ' || c == '\t' || c == '\n' || c == '\r') &&
+            (t->in_val == V_STR_OPEN || (t->in_val == V_NUMBER && !t->digits)))
+            continue;
+        if (t->in_val == V_NUMBER) {
+            if (c < '0' || c > '9') {
+                end_number(t);
+                return i;
+            }
+            if (t->digits < 18)
+                t->cur = t->cur * 10 + (c - '0');
+            t->digits++;
+        } else if (t->in_val == V_STR_OPEN) {
+            if (c != '"') {
+                t->in_val = V_NONE;
+                return i;
+            }
+            t->in_val = V_STR_FIRST;
+        } else { /* the string's first byte: '"' ends an empty one */
+            if (c != '"')
+                t->est++;
+            t->in_val = V_NONE;
+            return i;
+        }
     }
-    t->in_num = 0;
+    return i;
 }
 
 /* The byte BACK places before P[POS], from the tail before P. */
@@ -49,42 +124,31 @@ static int ends_with(const struct tokscan *t, const char *p, size_t pos, const c
            memcmp(t->tail + t->ntail - from_tail, key, from_tail) == 0;
 }
 
-void tokscan_feed(struct tokscan *t, const char *p, size_t n)
+/* A ':' at P[POS]: start reading a value if a key of ours ends before it. */
+static void at_colon(struct tokscan *t, const char *p, size_t pos)
 {
-    size_t i = 0;
+    const struct tok_format *f = &formats[t->fmt];
     char c;
-    while (i < n) {
-        if (t->in_num) {
-            c = p[i];
-            if (c >= '0' && c <= '9') {
-                if (t->digits < 18)
-                    t->cur = t->cur * 10 + (c - '0');
-                t->digits++;
-                i++;
-                continue;
-            }
-            if ((c == ' ' || c == '\t') && !t->digits) {
-                i++;
-                continue;
-            }
-            end_number(t);
-        }
-        const char *q = memchr(p + i, ':', n - i);
-        if (!q)
-            break;
-        size_t pos = (size_t)(q - p);
-        i = pos + 1;
-        if (pos + t->ntail < LEN_EVAL || before(t, p, pos, 1) != '"')
+    if (pos + t->ntail < 4 || before(t, p, pos, 1) != '"')
+        return;
+    c = before(t, p, pos, 2); /* the key's last letter rules most keys out */
+    if (c < 'a' || c > 'z' || !(f->last & 1u << (c - 'a')))
+        return;
+    for (size_t k = 0; k < sizeof f->keys / sizeof f->keys[0] && f->keys[k].s; k++) {
+        const struct tok_key *key = &f->keys[k];
+        if (key->s[key->len - 2] != c || !ends_with(t, p, pos, key->s, key->len))
             continue;
-        /* The last letter of each key tells which one to compare. */
-        c = before(t, p, pos, 2);
-        t->in_num = c == 't' && ends_with(t, p, pos, key_eval, LEN_EVAL)   ? 1
-                    : c == 's' && ends_with(t, p, pos, key_comp, LEN_COMP) ? 2
-                                                                           : 0;
+        t->role = key->role;
+        t->in_val = key->role == TOKSCAN_EST ? V_STR_OPEN : V_NUMBER;
         t->cur = 0;
         t->digits = 0;
+        return;
     }
-    /* Keep the last bytes seen, for a key that the next chunk ends. */
+}
+
+/* Keep the last bytes seen, for a key that the next chunk ends. */
+static void keep_tail(struct tokscan *t, const char *p, size_t n)
+{
     if (n >= sizeof t->tail) {
         memcpy(t->tail, p + n - sizeof t->tail, sizeof t->tail);
         t->ntail = sizeof t->tail;
@@ -96,9 +160,37 @@ void tokscan_feed(struct tokscan *t, const char *p, size_t n)
     }
 }
 
-long long tokscan_tokens(struct tokscan *t)
+void tokscan_feed(struct tokscan *t, const char *p, size_t n)
 {
-    if (t->in_num)
+    size_t i = 0;
+    while (i < n) {
+        const char *q;
+        if (t->in_val) {
+            i = read_value(t, p, i, n);
+            continue;
+        }
+        if (!(q = memchr(p + i, ':', n - i)))
+            break;
+        i = (size_t)(q - p) + 1;
+        at_colon(t, p, i - 1);
+    }
+    keep_tail(t, p, n);
+}
+
+void tokscan_counts(struct tokscan *t, struct tokscan_counts *out)
+{
+    if (t->in_val == V_NUMBER)
         end_number(t);
-    return t->eval >= 0 ? t->eval : t->comp;
+    out->generated = t->val[TOKSCAN_GEN];
+    out->prompt = t->val[TOKSCAN_PROMPT];
+    out->estimated = 0;
+    if (out->generated < 0 && t->est > 0) {
+        out->generated = t->est;
+        out->estimated = 1;
+    }
+}
+
+long long tokscan_seq(const struct tokscan *t)
+{
+    return t->val[TOKSCAN_SEQ];
 }

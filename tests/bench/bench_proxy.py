@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """bench_proxy.py - ollama-proxy against direct, HAProxy and nginx.
 
-Usage: bench_proxy.py [overhead|streams|overload|memory|scheduling ...]
+Usage: bench_proxy.py [overhead|streams|formats|overload|memory|scheduling ...]
                       [--quick] [--rounds N] [--build DIR] [--syscalls]
 
-With no benchmark named, runs all five. Each benchmark measures its
+With no benchmark named, runs all six. Each benchmark measures its
 baselines in the same run, repeats rounds with the targets interleaved, and
 prints the median of each figure (these 2 shared cores are noisy). See
 tests/bench/README.md for what each figure means.
@@ -557,6 +557,84 @@ def bench_streams():
         t.stop()
 
 
+# The wire formats of bench_formats: path, body, SSE, and the events a
+# stream opens with before its first token's (sent with it by the sim, as
+# by Ollama): Anthropic's message_start and content_block_start,
+# Responses' created, in_progress, output_item.added, content_part.added.
+FORMATS = [
+    ("ndjson", "/api/chat", {"model": "llama3", "messages": [
+        {"role": "user", "content": "tell me a story"}]}, False, 0),
+    ("openai", "/v1/chat/completions", {"model": "llama3", "stream": True, "messages": [
+        {"role": "user", "content": "tell me a story"}]}, True, 0),
+    ("anthropic", "/v1/messages", {"model": "llama3", "stream": True, "max_tokens": 1000,
+                                   "messages": [{"role": "user", "content": "tell me a story"}]},
+     True, 2),
+    ("responses", "/v1/responses", {"model": "llama3", "stream": True,
+                                    "input": "tell me a story"}, True, 4),
+]
+
+
+def bench_formats():
+    """500 concurrent streams of each wire format (NDJSON, OpenAI chat SSE,
+    Anthropic Messages, OpenAI Responses), tokens paced by the sim: the
+    first byte and each event's arrival through the proxy against direct,
+    in the same rounds."""
+    n, tokens, tps, ttft = (200 if ARGS.quick else 500), 40, 20.0, 100
+    period = 1000.0 / tps
+    s = sim("--parallel", n, "--ttft-ms", ttft, "--tokens", tokens, "--tokens-per-s", tps,
+            "--slowdown", "0")
+    px = proxy([("a", s.port, n)], "limits = { max_connections = 20000; };")
+    res = {}
+    for rnd in range(ARGS.rounds):
+        for fmt, path, body, sse, lead in FORMATS:
+            order = [("direct", s), ("proxy", px)]
+            for name, t in (order if rnd % 2 == 0 else order[::-1]):
+                bg = Background([s, px])
+                c0 = t.cpu()
+                r = streamload("stream", t.port, "-n", n, "--ramp-ms", 1000, "--ttft-ms", ttft,
+                               "--period-ms", period, "--tokens", tokens, "--path", path,
+                               "--body", json.dumps(body), "--timeout", 60,
+                               *(["--sse", "--lead", lead] if sse else []))
+                r["cpu_us"] = (t.cpu() - c0) / max(r["lines"], 1) * 1e6
+                BG.setdefault("formats", []).append(bg.pct())
+                res.setdefault((fmt, name), []).append(r)
+    rows = []
+    for fmt, path, _, _, _ in FORMATS:
+        d, p = res[(fmt, "direct")], res[(fmt, "proxy")]
+
+        def added(key, q):
+            return med([r[key][q] - x[key][q] for r, x in zip(p, d)])
+        rr = {"ttfb_add_p50": added("ttfb_ms", "p50"), "ttfb_add_p99": added("ttfb_ms", "p99"),
+              "late_add_p50": added("late_ms", "p50"), "late_add_p99": added("late_ms", "p99"),
+              "gap_add_p99": added("gap_ms", "p99"),
+              "cpu_us": med([r["cpu_us"] for r in p]),
+              "events": med([r["lines"] / max(r["ok"], 1) for r in p])}
+        RESULTS["formats_%s" % fmt] = rr
+        rows.append([fmt, path, "%d/%d" % (med([r["ok"] for r in p]), n),
+                     "%.0f" % rr["events"],
+                     "%.2f/%.2f" % (med([r["ttfb_ms"]["p50"] for r in d]),
+                                    med([r["ttfb_ms"]["p99"] for r in d])),
+                     "%+.2f/%+.2f" % (rr["ttfb_add_p50"], rr["ttfb_add_p99"]),
+                     "%.2f/%.2f" % (med([r["late_ms"]["p50"] for r in d]),
+                                    med([r["late_ms"]["p99"] for r in d])),
+                     "%+.2f/%+.2f" % (rr["late_add_p50"], rr["late_add_p99"]),
+                     "%+.2f" % rr["gap_add_p99"], "%.1f" % rr["cpu_us"],
+                     sum(r["errors"] + r["non200"] + r["unfinished"] for r in p + d)])
+    table("formats: %d streams of each wire format, ttft %d ms, %d tokens at %g/s, starts "
+          "spread over 1 s (%d round(s)); times in ms, p50/p99" % (n, ttft, tokens, tps,
+                                                                  ARGS.rounds),
+          ["format", "path", "ok", "events/stream", "ttfb direct", "added ttfb",
+           "lateness direct", "added lateness", "added gap p99", "proxy cpu us/event",
+           "errors"], rows)
+    bg_note("formats")
+    print("an event is an NDJSON line or an SSE event (up to its blank line); lateness of event "
+          "k = arrival - request sent - %d ms - max(0, k - lead) x %g ms, lead being the events "
+          "a stream opens with (Anthropic 2, Responses 4); added = proxy - direct, per round, "
+          "median of rounds" % (ttft, period))
+    for t in (px, s):
+        t.stop()
+
+
 def bench_overload():
     """200 closed-loop clients on 64 slots: queueing in the proxy vs HAProxy's
     queue vs the sim's own (Ollama-like) wait list."""
@@ -739,7 +817,8 @@ def bench_scheduling():
         t.stop()
 
 
-BENCHES = {"overhead": bench_overhead, "streams": bench_streams, "overload": bench_overload,
+BENCHES = {"overhead": bench_overhead, "streams": bench_streams, "formats": bench_formats,
+           "overload": bench_overload,
            "memory": bench_memory, "scheduling": bench_scheduling}
 
 

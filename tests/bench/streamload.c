@@ -12,7 +12,10 @@
  *           line), inter-line gaps, and, given the backend's token period P,
  *           the lateness of line k (k < T) against the schedule,
  *           late = t_k - t_sent - TTFT - k*P (--ttft-ms), and relative to the
- *           stream's first line, rel = t_k - t_first - k*P.
+ *           stream's first line, rel = t_k - t_first - k*P. With --sse the
+ *           unit is an SSE event (it ends at an empty line, "\n\n") instead
+ *           of a line: the SSE streams of /v1; --lead E: the stream opens with E
+ *           events before its first token's (sent with it).
  *   rate    --rate R --duration S -c C
  *           open loop: one non-streamed POST every 1/R s on C keep-alive
  *           connections (a request whose time has come waits for a free
@@ -86,6 +89,7 @@ struct conn {
     int status;
     double t_sched, t_sent, t_first, t_prev;
     long lines;
+    char last; /* the last body byte: an SSE event ends at "\n\n" across reads */
     int busy; /* rate: a request in flight */
     struct conn *next_free;
 };
@@ -95,7 +99,7 @@ static enum mode mode = M_STREAM;
 static struct sockaddr_in addr;
 static char *req;
 static size_t reqlen;
-static int n = 100, conns = 50, ramp_ms = 0, tokens = 0, port = 0;
+static int n = 100, conns = 50, ramp_ms = 0, tokens = 0, port = 0, sse = 0, lead = 0;
 static double ttft_ms = 0, period_ms = 0, rate = 1000, duration = 5, hold = 30, timeout_s = 120;
 static struct conn *cs;
 static struct samples ttfb, gaps, late, rel, lat;
@@ -200,9 +204,12 @@ static int send_request(struct conn *c)
     return 0;
 }
 
-/* A line ended in the body at time T. */
+/* A line (an event) ended in the body at time T. Token k is line k +
+ * LEAD (--lead: the events a stream opens with, sent with its first
+ * token); the lead lines count as token 0 in the schedule. */
 static void on_line(struct conn *c, double t)
 {
+    long k = c->lines - lead < 0 ? 0 : c->lines - lead;
     lines_total++;
     if (c->lines == 0) {
         c->t_first = t;
@@ -210,11 +217,11 @@ static void on_line(struct conn *c, double t)
             add(&ttfb, (t - c->t_sent) * 1e3);
     } else {
         add(&gaps, (t - c->t_prev) * 1e3);
-        if (period_ms > 0 && c->lines < tokens)
-            add(&rel, (t - c->t_first) * 1e3 - (double)c->lines * period_ms);
+        if (period_ms > 0 && k < tokens)
+            add(&rel, (t - c->t_first) * 1e3 - (double)k * period_ms);
     }
-    if (period_ms > 0 && c->lines < tokens)
-        add(&late, (t - c->t_sent) * 1e3 - ttft_ms - (double)c->lines * period_ms);
+    if (period_ms > 0 && k < tokens)
+        add(&late, (t - c->t_sent) * 1e3 - ttft_ms - (double)k * period_ms);
     c->t_prev = t;
     c->lines++;
 }
@@ -225,7 +232,10 @@ static void body_bytes(struct conn *c, const char *p, size_t len, double t)
     if (mode != M_STREAM)
         return;
     for (const char *q = p; (q = memchr(q, '\n', (size_t)(p + len - q))) != NULL; q++)
-        on_line(c, t);
+        if (!sse || (q > p ? q[-1] : c->last) == '\n')
+            on_line(c, t);
+    if (len)
+        c->last = p[len - 1];
 }
 
 static void start_next_rate(void);
@@ -535,7 +545,7 @@ static void usage(void)
 {
     fprintf(stderr, "usage: streamload MODE -p PORT [-n N] [-c C] [--body JSON] [--path P]\n"
                     "  [--ramp-ms R] [--ttft-ms F] [--period-ms P] [--tokens T] [--rate R] [--duration S]\n"
-                    "  [--hold S] [--timeout S]   MODE: stream | rate | idle\n");
+                    "  [--hold S] [--timeout S] [--sse] [--lead E]   MODE: stream | rate | idle\n");
     exit(2);
 }
 
@@ -546,7 +556,8 @@ int main(int argc, char **argv)
     static struct option lo[] = {{"port", 1, 0, 'p'},      {"body", 1, 0, 'b'},     {"path", 1, 0, 'P'},
                                  {"ramp-ms", 1, 0, 'r'},   {"ttft-ms", 1, 0, 'f'},   {"period-ms", 1, 0, 'g'}, {"tokens", 1, 0, 't'},
                                  {"rate", 1, 0, 'R'},      {"duration", 1, 0, 'd'}, {"hold", 1, 0, 'H'},
-                                 {"timeout", 1, 0, 'T'},   {0, 0, 0, 0}};
+                                 {"timeout", 1, 0, 'T'},   {"sse", 0, 0, 'S'},      {"lead", 1, 0, 'L'},
+                                 {0, 0, 0, 0}};
     if (argc < 2)
         usage();
     if (!strcmp(argv[1], "stream"))
@@ -574,6 +585,8 @@ int main(int argc, char **argv)
         case 'd': duration = atof(optarg); break;
         case 'H': hold = atof(optarg); break;
         case 'T': timeout_s = atof(optarg); break;
+        case 'S': sse = 1; break;
+        case 'L': lead = atoi(optarg); break;
         default: usage();
         }
     }

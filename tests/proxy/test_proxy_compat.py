@@ -1,8 +1,12 @@
-"""ollama-proxy: real client libraries (ollama-js and the OpenAI SDK, from
-the npm registry, versions pinned in tests/proxy/compat/package.json) work
-through the proxy by changing nothing but the URL, streamed and not; their
-embeddings are the backend's numbers; with auth keys configured they work
-with the right key and get a 401 error with a wrong one."""
+"""ollama-proxy: real client libraries (ollama-js, the OpenAI SDK and the
+Anthropic SDK, from the npm registry, versions pinned in
+tests/proxy/compat/package.json) work through the proxy by changing nothing
+but the URL, streamed and not; their embeddings are the backend's numbers;
+with auth keys configured they work with the right key (in each SDK's own
+header) and get a 401 error with a wrong one; the Anthropic SDK and the
+OpenAI SDK's Responses API are routed by model, their tokens counted, their
+errors (before the head and inside a cut stream) their own shapes; a model
+made with ollama-js create from an uploaded blob is on every backend."""
 import json
 import os
 import shutil
@@ -16,9 +20,13 @@ AUTH = 'auth = { keys = ( { name = "batch"; key = "%s"; admin = false; } ); };' 
 
 
 def _install():
-    """npm install once per build folder, from the pinned package.json."""
+    """npm install in the build folder, from the pinned package.json, when
+    a package it names is missing there."""
     d = os.path.join(BUILD, "compat")
-    if not os.path.isdir(os.path.join(d, "node_modules", "openai")):
+    src = os.path.join(SRC, "tests", "proxy", "compat", "package.json")
+    with open(src) as f:
+        deps = json.load(f)["dependencies"]
+    if not all(os.path.isdir(os.path.join(d, "node_modules", p)) for p in deps):
         os.makedirs(d, exist_ok=True)
         for f in ("package.json", "clients.mjs"):
             shutil.copy(os.path.join(SRC, "tests", "proxy", "compat", f), d)
@@ -166,6 +174,127 @@ def test_keys():
     # Only the requests with the right key reached a backend: 2 per library.
     served = a.stats()["served"] + b.stats()["served"]
     eq(served, 4, "requests served by the backends")
+    px.stop()
+
+
+EVERY_KEYS = ('auth = { keys = ( { name = "user"; key = "%s"; },'
+              ' { name = "ops"; key = "adm1n"; admin = true; } ); };' % KEY)
+
+
+def _alpha_fleet(extra="", **sim):
+    """Model alpha only on "a", llama3 on both."""
+    flags = ["--ttft-ms", "5", "--tokens", "7", "--tokens-per-s", "0", "--parallel", "4"]
+    for k, v in sim.items():
+        flags += ["--" + k.replace("_", "-"), str(v)]
+    a = Sim(*flags, models="alpha:latest,llama3:latest")
+    b = Sim(*flags, models="llama3:latest")
+    px = Proxy([("a", a.url, 4), ("b", b.url, 4)], extra=extra)
+    wait_until(lambda: all(x["models"] for x in
+                           px.status(headers={"Authorization": "Bearer adm1n"})["backends"]),
+               what="discovery")
+    return a, b, px
+
+
+def _metric(px, name, **labels):
+    want = ",".join('%s="%s"' % kv for kv in sorted(labels.items()))
+    for line in get(px.url + "/metrics").text().splitlines():
+        if line.startswith(name + "{"):
+            lab = line[len(name) + 1:line.index("}")]
+            if ",".join(sorted(lab.split(","))) == want:
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_every_wire_format_client():
+    """The Anthropic SDK (key as x-api-key), the OpenAI SDK's Responses
+    API and models.retrieve, and ollama-js create after a blob upload done
+    as the ollama CLI does it, through a proxy with keys: the answers are
+    the backend's text, served by "a" (the only one with alpha), their
+    tokens in /metrics, an unknown model each library's NotFoundError, and
+    the created model on every backend."""
+    d = _install()
+    a, b, px = _alpha_fleet(extra=EVERY_KEYS)
+    want = post(a.url + "/api/chat", {"model": "alpha", "stream": False, "messages": [
+        {"role": "user", "content": "Tell me about Lisbon"}]}).json()
+    a.reset()
+    out = _clients(d, px.url, "every", KEY, "adm1n")
+    print(json.dumps(out, indent=1))
+    text = want["message"]["content"]
+
+    an = out["anthropic"]
+    eq(an["text"], text, "Anthropic: the backend's answer")
+    eq(an["stream_text"], text, "Anthropic streamed")
+    eq(an["stop"], "end_turn")
+    for e in ("message_start", "content_block_delta", "message_delta", "message_stop"):
+        ok(e in an["stream_events"], "Anthropic event %s: %r" % (e, an["stream_events"]))
+    eq((an["usage"]["output_tokens"], an["stream_usage"]["output_tokens"]),
+       (want["eval_count"], want["eval_count"]), "Anthropic usage")
+    m = an["missing"]
+    ok(m["notFound"] and m["status"] == 404, "Anthropic NotFoundError: %r" % m)
+    eq(m["error"]["type"], "error", "Anthropic's error shape: %r" % m["error"])
+    eq(m["error"]["error"], {"type": "not_found_error", "message": "model 'nope' not found"})
+
+    rs = out["responses"]
+    eq((rs["text"], rs["stream_text"]), (text, text), "Responses: the backend's answer")
+    eq(rs["status"], "completed")
+    eq(rs["stream_last"], "response.completed")
+    eq((rs["usage"]["output_tokens"], rs["stream_usage"]["output_tokens"]),
+       (want["eval_count"], want["eval_count"]), "Responses usage")
+    m = rs["missing"]
+    ok(m["notFound"] and m["status"] == 404, "OpenAI NotFoundError: %r" % m)
+    eq(m["error"]["type"], "not_found_error")
+    eq(m["error"]["message"], "model 'nope' not found")
+    eq(rs["model"], {"id": "alpha", "object": "model", "owned_by": "library",
+                     "created": "number"}, "models.retrieve")
+    m = rs["model_missing"]
+    ok(m["notFound"] and m["status"] == 404 and m["error"]["type"] == "not_found_error",
+       "models.retrieve of a model nobody lists: %r" % m)
+
+    # All four answers came from a, the only backend with alpha; b saw none.
+    paths = a.stats()["paths"]
+    eq((paths.get("/v1/messages"), paths.get("/v1/responses")), (2, 2), "served by a")
+    bp = b.stats()["paths"]
+    ok("/v1/messages" not in bp and "/v1/responses" not in bp, "b served none: %r" % bp)
+    gen = _metric(px, "ollama_proxy_generated_tokens_total", backend="a", model="alpha:latest")
+    eq(gen, 4 * want["eval_count"], "the four answers' tokens in /metrics")
+    prompt = _metric(px, "ollama_proxy_prompt_tokens_total", backend="a", model="alpha:latest")
+    eq(prompt, 2 * an["usage"]["input_tokens"] + 2 * rs["usage"]["input_tokens"],
+       "their prompt tokens in /metrics")
+
+    cr = out["create"]
+    eq((cr["upload"]["first"], cr["upload"]["post"], cr["upload"]["after"]), (404, 201, 200),
+       "HEAD 404, POST 201, HEAD 200")
+    eq(cr["statuses"][-1], "success", "create succeeded on the fleet: %r" % cr["statuses"])
+    ok("made:latest" in cr["listed"] and cr["generated"], cr)
+    for sim in (a, b):
+        names = [m["name"] for m in get(sim.url + "/api/tags").json()["models"]]
+        ok("made:latest" in names, "made on every backend: %r" % names)
+    px.stop()
+
+
+def test_cut_streams_reported_by_each_library():
+    """A stream the proxy ends after its head (here the backend stalls past
+    timeouts.idle_s) is reported by each library as an error of its own:
+    the Anthropic SDK throws its APIError from the `event: error` frame, the
+    OpenAI SDK throws on the chat stream's error object and yields the
+    Responses stream's response.failed. On main the Anthropic and Responses
+    streams just ended, as if whole."""
+    d = _install()
+    a, b, px = _alpha_fleet(extra=EVERY_KEYS + "\ntimeouts = { idle_s = 0.5; };\n"
+                            "health = { fail_after = 100; };", tokens_per_s=1)
+    out = _clients(d, px.url, "cut", KEY)
+    print(json.dumps(out, indent=1))
+    an = out["anthropic"]
+    ok(an["threw"] and "message_start" in an["seen"], "Anthropic SDK threw mid-stream: %r" % an)
+    eq(an["error"]["error"], {"type": "api_error",
+                              "message": "response stalled longer than timeouts.idle_s"})
+    rs = out["responses"]
+    eq(rs["seen"][-2:], ["response.failed", {"code": "server_error", "message":
+                                             "response stalled longer than timeouts.idle_s"}],
+       "Responses: response.failed")
+    ch = out["chat"]
+    ok(ch["threw"] and ch["seen"], "OpenAI chat stream threw: %r" % ch)
+    ok("stalled" in ch["message"], ch["message"])
     px.stop()
 
 

@@ -220,6 +220,10 @@ def test_key_max_concurrent_and_max_queued():
     px.stop()
     sim1 = Sim("--parallel", "1", "--ttft-ms", "500", "--tokens", "1", "--tokens-per-s", "0")
     px = Proxy([("gpu0", sim1.url, 1)], extra=KEYS)
+    # Once the backend's models are known, the first request takes the slot
+    # at once (before, all six would wait and three be refused: a slow host).
+    wait_until(lambda: px.status(headers=bearer("k-ops"))["backends"][0]["models"],
+               what="discovery")
     reqs = [dict(method="POST", path="/api/generate", body=GEN, headers=bearer("k-few"),
                  timeout=120)] * 6
     res = aclient.run(aclient.many(px.port, reqs, 6))
@@ -409,6 +413,10 @@ def test_refused_at_once_and_reload_while_waiting():
     # nothing else, and a reload while requests wait.
     sim = Sim("--parallel", "1", "--ttft-ms", "400", "--tokens", "1", "--tokens-per-s", "0")
     px = Proxy([("gpu0", sim.url, 1)], extra="queue = { max_length = 0; };")
+    # The first request must find the backend's models known and take the
+    # slot; before discovery it would wait, and with no room to wait be
+    # refused (seen on a loaded host: 503 then 200).
+    wait_until(lambda: px.status()["backends"][0]["models"], what="discovery")
 
     async def refused():
         first = asyncio.ensure_future(aclient.request(px.port, "POST", "/api/generate",

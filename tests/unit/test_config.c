@@ -48,8 +48,22 @@ int main(void)
         CHECK(c->queue_timeout_s == 600 && c->connect_s == 3 && c->first_byte_s == 600);
         CHECK(c->idle_s == 300 && c->shutdown_timeout_s == 30);
         CHECK_INT(c->max_body_mb, 64);
+        CHECK_INT(c->ncors_origins, 0); /* no browser origin allowed by default */
     }
     config_free(c);
+    c = load("listen = \"127.0.0.1:1\";\n" BE
+             "cors_origins = ( \"https://chat.example.com\", \"http://localhost:*\" );\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(c->ncors_origins, 2);
+        CHECK_STR(c->cors_origins[1], "http://localhost:*");
+    }
+    config_free(c);
+    expect_error("listen = \"127.0.0.1:1\";\n" BE "cors_origins = \"*\";\n", 3,
+                 "\"cors_origins\" must be a list of origins");
+    expect_error("listen = \"127.0.0.1:1\";\n" BE "cors_origins = ( \"\" );\n", 3,
+                 "\"cors_origins\" must be a list of origins");
     c = load("listen = \"[::1]:8080\";\n" BE "queue = { timeout_s = 0.5; max_length = 3; };\n"
              "auth = { keys = ( { name = \"k\"; key = \"s\"; priority = \"low\"; } ); };\n",
              err, sizeof err);

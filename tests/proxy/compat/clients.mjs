@@ -4,7 +4,17 @@
 // clients.mjs URL auth KEY WRONG: the same clients with a good key, a wrong
 // key and (ollama-js) no key; each call's outcome, error or not, is printed.
 // clients.mjs URL manage: ollama-js pull (with its progress) and delete.
+// clients.mjs URL every KEY ADMIN: the clients of every wire format, KEY a
+// user's key, ADMIN an admin's: the Anthropic SDK (its key as x-api-key),
+// the OpenAI SDK's responses.create and models.retrieve, ollama-js create
+// with files after the blob upload done as the ollama CLI does it (HEAD,
+// then POST of the file as a stream: chunked), each answer's text and
+// usage, each library's error for an unknown model.
+// clients.mjs URL cut KEY: the same SDKs' streams cut by the proxy
+// (timeouts.idle_s): what each library reports.
 // Exit 1 on any exception not caught on purpose.
+import { createHash } from 'node:crypto';
+import Anthropic from '@anthropic-ai/sdk';
 import { Ollama } from 'ollama';
 import OpenAI from 'openai';
 
@@ -127,9 +137,164 @@ async function manage() {
   return { progress, listed, deleted: deleted.status ?? 'ok', after };
 }
 
-const modes = { basic, auth, manage };
-if (!url || !modes[mode] || (mode === 'auth' && !(key && wrong))) {
-  console.error('usage: node clients.mjs URL [basic | auth KEY WRONG | manage]');
+// ---- every wire format ----
+
+const PROMPT = 'Tell me about Lisbon';
+
+// An SDK error as the library shaped it: its class, status and the body.
+function errorOf(e) {
+  return { name: e.constructor.name, status: e.status ?? null, error: e.error ?? null,
+           notFound: e instanceof Anthropic.NotFoundError || e instanceof OpenAI.NotFoundError };
+}
+
+async function anthropicCalls(an) {
+  const out = {};
+  const m = await an.messages.create({ model: 'alpha', max_tokens: 64,
+                                       messages: [{ role: 'user', content: PROMPT }] });
+  out.text = m.content.map((c) => c.text).join('');
+  out.usage = m.usage;
+  out.stop = m.stop_reason;
+  let text = '', usage = null, events = [];
+  const s = await an.messages.create({ model: 'alpha', max_tokens: 64, stream: true,
+                                       messages: [{ role: 'user', content: PROMPT }] });
+  for await (const ev of s) {
+    events.push(ev.type);
+    if (ev.type === 'content_block_delta') text += ev.delta.text;
+    if (ev.type === 'message_delta') usage = ev.usage;
+  }
+  out.stream_text = text;
+  out.stream_usage = usage;
+  out.stream_events = [...new Set(events)];
+  try {
+    await an.messages.create({ model: 'nope', max_tokens: 8,
+                               messages: [{ role: 'user', content: 'x' }] });
+    out.missing = 'no error';
+  } catch (e) {
+    out.missing = errorOf(e);
+  }
+  return out;
+}
+
+async function responsesCalls(oa) {
+  const out = {};
+  const r = await oa.responses.create({ model: 'alpha', input: PROMPT });
+  out.text = r.output_text;
+  out.usage = r.usage;
+  out.status = r.status;
+  let text = '', usage = null, types = [];
+  const s = await oa.responses.create({ model: 'alpha', input: PROMPT, stream: true });
+  for await (const ev of s) {
+    types.push(ev.type);
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (ev.type === 'response.completed') usage = ev.response.usage;
+  }
+  out.stream_text = text;
+  out.stream_usage = usage;
+  out.stream_last = types[types.length - 1];
+  try {
+    await oa.responses.create({ model: 'nope', input: 'x' });
+    out.missing = 'no error';
+  } catch (e) {
+    out.missing = errorOf(e);
+  }
+  const mod = await oa.models.retrieve('alpha');
+  out.model = { id: mod.id, object: mod.object, owned_by: mod.owned_by,
+                created: typeof mod.created };
+  try {
+    await oa.models.retrieve('nope');
+    out.model_missing = 'no error';
+  } catch (e) {
+    out.model_missing = errorOf(e);
+  }
+  return out;
+}
+
+// A blob uploaded as the ollama CLI does it (cmd/cmd.go, api.Client.CreateBlob):
+// HEAD, and if the fleet lacks it, POST of the file as a stream (no length:
+// chunked).
+async function uploadBlob(admin, data) {
+  const digest = 'sha256:' + createHash('sha256').update(data).digest('hex');
+  const h = { Authorization: 'Bearer ' + admin };
+  const blobUrl = url + '/api/blobs/' + digest;
+  const first = (await fetch(blobUrl, { method: 'HEAD', headers: h })).status;
+  let post = null;
+  if (first === 404) {
+    const body = new ReadableStream({
+      start(c) {
+        for (let i = 0; i < data.length; i += 1 << 20) c.enqueue(data.subarray(i, i + (1 << 20)));
+        c.close();
+      },
+    });
+    const r = await fetch(blobUrl, { method: 'POST', headers: h, body, duplex: 'half' });
+    post = r.status;
+    await r.arrayBuffer();
+  }
+  const after = (await fetch(blobUrl, { method: 'HEAD', headers: h })).status;
+  return { digest, first, post, after };
+}
+
+async function createCalls(admin) {
+  const data = Buffer.concat([Buffer.from('GGUF'),
+                              createHash('sha512').update('made').digest()]);
+  const big = Buffer.concat(Array(1 << 17).fill(data)); // ~8.5 MB
+  const up = await uploadBlob(admin, big);
+  const ollama = new Ollama({ host: url, headers: { Authorization: 'Bearer ' + admin } });
+  const statuses = [];
+  for await (const p of await ollama.create({ model: 'made', files: { 'model.gguf': up.digest },
+                                              stream: true })) {
+    statuses.push(p.status);
+  }
+  const listed = (await ollama.list()).models.map((m) => m.name);
+  const gen = await ollama.generate({ model: 'made', prompt: 'hi' });
+  return { upload: up, statuses, listed, generated: gen.done === true };
+}
+
+async function every() {
+  const an = new Anthropic({ baseURL: url, apiKey: key, maxRetries: 0 });
+  const oa = new OpenAI({ baseURL: url + '/v1', apiKey: key, maxRetries: 0 });
+  return { anthropic: await anthropicCalls(an), responses: await responsesCalls(oa),
+           create: await createCalls(wrong) };
+}
+
+// Streams the proxy cuts after their head: what each library makes of it.
+async function cut() {
+  const out = {};
+  const an = new Anthropic({ baseURL: url, apiKey: key, maxRetries: 0 });
+  const oa = new OpenAI({ baseURL: url + '/v1', apiKey: key, maxRetries: 0 });
+  const run = async (name, fn) => {
+    const seen = [];
+    try {
+      await fn(seen);
+      out[name] = { threw: false, seen };
+    } catch (e) {
+      out[name] = { threw: true, seen, ...errorOf(e), message: String(e.message) };
+    }
+  };
+  await run('anthropic', async (seen) => {
+    const s = await an.messages.create({ model: 'alpha', max_tokens: 64, stream: true,
+                                         messages: [{ role: 'user', content: PROMPT }] });
+    for await (const ev of s) seen.push(ev.type);
+  });
+  await run('responses', async (seen) => {
+    const s = await oa.responses.create({ model: 'alpha', input: PROMPT, stream: true });
+    for await (const ev of s) {
+      seen.push(ev.type);
+      if (ev.type === 'response.failed') seen.push(ev.response.error);
+    }
+  });
+  await run('chat', async (seen) => {
+    const s = await oa.chat.completions.create({ model: 'alpha', stream: true,
+                                                 messages: [{ role: 'user', content: PROMPT }] });
+    for await (const ch of s) seen.push(ch.object);
+  });
+  return out;
+}
+
+const modes = { basic, auth, manage, every, cut };
+if (!url || !modes[mode] || (mode === 'auth' && !(key && wrong)) ||
+    (mode === 'every' && !(key && wrong)) || (mode === 'cut' && !key)) {
+  console.error('usage: node clients.mjs URL [basic | auth KEY WRONG | manage | every KEY ADMIN' +
+                ' | cut KEY]');
   process.exit(2);
 }
 console.log(JSON.stringify(await modes[mode]()));

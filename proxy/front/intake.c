@@ -1,0 +1,673 @@
+/* intake.c - see intake.h.
+ *
+ * How it stays out of evhttp's way (libevent 2.1, http.c and
+ * bufferevent_sock.c):
+ * - Our input callback runs inside the bufferevent's read, before evhttp's
+ *   read callback, and evhttp consumes only whole lines of a head: a head
+ *   we take out of the input (into hold) is never half parsed by evhttp.
+ * - While the handler runs and until the reply, evhttp has reading off
+ *   and its read callback must not run (it aborts on input in that
+ *   state). While a body streams we turn reading on with a read low
+ *   watermark above the high one: the bufferevent then reads at most
+ *   INTAKE_WINDOW and never calls evhttp's read callback; our input
+ *   callback passes the news to the reader. The watermarks go back to 0
+ *   when the reply is done, before evhttp reads the next request.
+ * - A "100 Continue" is written through the bufferevent with its write
+ *   callback cleared: evhttp's write callback would otherwise run the
+ *   connection's last completion callback (the previous reply's) when it
+ *   is written. evhttp sets its callbacks again when it replies.
+ * - A client that leaves mid-body is evhttp's to see (its error callback
+ *   stays in place): it frees the connection and calls the close callback,
+ *   where the reader releases the body.
+ * - libevent 2.1 reads a socket at most 4096 bytes at a time
+ *   (EVBUFFER_MAX_READ), an ioctl, a readv and an epoll_wait for each: 3 s
+ *   of CPU per GiB of upload. On a plain socket the body is read by an
+ *   event of ours instead, INTAKE_READ at a time, into the same input
+ *   buffer, the bufferevent's reading off: it stops when the window is
+ *   full and starts again when the reader has drained it, and a hang-up,
+ *   an error or timeouts.idle_s of silence is handed to evhttp's error
+ *   callback as the bufferevent would have. Any other bufferevent (TLS)
+ *   reads through its own ops, bounded by the watermarks above. */
+#include "intake.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/http.h>
+#include <errno.h>
+#include <unistd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "bodysrc.h"
+
+#define HEAD_MAX (64 * 1024)  /* a longer head is evhttp's to refuse */
+#define LINE_MAX_CHUNK 4096   /* a chunk-size or trailer line */
+#define PREFIX "POST /api/blobs/"
+#define INTAKE_READ (64 * 1024) /* a body's reads: below malloc's mmap threshold */
+
+enum intake_state { I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE, I_DISCARD, I_TOOBIG };
+enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
+
+struct intake {
+    struct bodysrc src; /* what the reader sees: first, so a bodysrc is an intake */
+    struct bufferevent *bev;
+    struct evhttp_request *req; /* the request of the body (I_BODY, I_DONE) */
+    struct evbuffer *hold;      /* a head being gathered; then the body's first bytes */
+    enum intake_state st;
+    enum chunk_state ch;
+    long long left;             /* body bytes left (Content-Length), or of this chunk */
+    bufferevent_data_cb writecb; /* evhttp's, while a 100 Continue is written */
+    unsigned busy : 1;          /* changing the input ourselves: no callback */
+    unsigned chunked : 1;
+    unsigned expect : 1;        /* the client waits for 100 Continue */
+    unsigned client_close : 1;  /* the client itself asked to close */
+    unsigned ended : 1;         /* read to its end */
+    unsigned bad : 1;           /* malformed framing */
+    unsigned watermarks : 1;    /* ours are set on the bufferevent */
+    unsigned writecb_saved : 1;
+    unsigned own_read : 1;      /* the body is read by REV, not the bufferevent */
+    unsigned paused : 1;        /* REV is off: the window is full */
+    size_t max_body;            /* limits.max_body_mb in bytes; 0: not checked here */
+    double idle_s;              /* timeouts.idle_s: a body that stops this long fails */
+    struct event rev;           /* own_read: the socket's readability */
+};
+
+static const struct bodysrc_ops intake_ops;
+
+/* ---- the head ---- */
+
+/* The value of header line L (N bytes) if it is NAME, else NULL. */
+static const char *header_is(const char *l, size_t n, const char *name, size_t *vlen)
+{
+    size_t k = strlen(name);
+    const char *v;
+    if (n <= k || l[k] != ':' || (l[0] | 0x20) != (name[0] | 0x20) ||
+        strncasecmp(l, name, k) != 0)
+        return NULL;
+    for (v = l + k + 1; v < l + n && (*v == ' ' || *v == '\t'); v++)
+        ;
+    *vlen = (size_t)(l + n - v);
+    while (*vlen && (v[*vlen - 1] == ' ' || v[*vlen - 1] == '\t'))
+        (*vlen)--;
+    return v;
+}
+
+/* Give the bytes held back to evhttp, as they came: not ours after all. */
+static void give_back(struct intake *in)
+{
+    evbuffer_prepend_buffer(bufferevent_get_input(in->bev), in->hold);
+    in->st = I_OTHER;
+}
+
+/* What a head's framing says, as rewrite_head reads it. */
+struct framing {
+    long long cl; /* Content-Length; -1 none */
+    int keepalive; /* "Connection: keep-alive" */
+};
+
+/* Header line L (N bytes, without its end) of a head being rewritten:
+ * 1 when it is framing (noted in IN and F, left out of the head), 0 to
+ * keep it, -1 when the head is evhttp's to judge (a length that is not
+ * one, two that differ, a coding but chunked). Connection is framing when
+ * CLOSE (ours replaces it), else noted and kept. */
+static int framing_header(struct intake *in, const char *l, size_t n, struct framing *f,
+                          int close)
+{
+    const char *v;
+    size_t vlen;
+    if ((v = header_is(l, n, "Content-Length", &vlen))) {
+        char num[24];
+        long long x;
+        if (!vlen || vlen >= sizeof num || strspn(v, "0123456789") < vlen)
+            return -1;
+        memcpy(num, v, vlen);
+        num[vlen] = '\0';
+        x = strtoll(num, NULL, 10);
+        if (f->cl >= 0 && x != f->cl)
+            return -1;
+        f->cl = x;
+        return 1;
+    }
+    if ((v = header_is(l, n, "Transfer-Encoding", &vlen))) {
+        in->chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
+        return in->chunked ? 1 : -1;
+    }
+    if ((v = header_is(l, n, "Expect", &vlen))) {
+        in->expect = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0;
+        return 1;
+    }
+    if ((v = header_is(l, n, "Connection", &vlen))) {
+        for (size_t i = 0; i + 5 <= vlen; i++)
+            in->client_close |= strncasecmp(v + i, "close", 5) == 0;
+        for (size_t i = 0; i + 10 <= vlen; i++)
+            f->keepalive |= strncasecmp(v + i, "keep-alive", 10) == 0;
+        return close;
+    }
+    return 0;
+}
+
+/* Read the framing of the head H (N bytes, without its blank line) and
+ * write it to OUT without it, "Connection: close" added when CLOSE (or
+ * the client's own Connection header kept when not). Returns 0, or -1
+ * when the head is evhttp's to judge (no body, bad framing, a folded
+ * line). */
+static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuffer *out,
+                        int close)
+{
+    const char *p = h, *end = h + n;
+    struct framing f = {-1, 0};
+    int first = 1, http10 = 0, rc;
+    in->chunked = in->expect = in->client_close = 0;
+    for (; p < end; first = 0) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        size_t len = e ? (size_t)(e - p) : (size_t)(end - p), full = len + (e != NULL);
+        if (len && p[len - 1] == '\r')
+            len--;
+        if (first)
+            http10 = len >= 8 && memcmp(p + len - 8, "HTTP/1.0", 8) == 0;
+        else if (len && (p[0] == ' ' || p[0] == '\t'))
+            return -1; /* obs-fold: evhttp's */
+        if (!first && (rc = framing_header(in, p, len, &f, close)) < 0)
+            return -1;
+        if (first || !rc) {
+            evbuffer_add(out, p, len);
+            evbuffer_add(out, "\r\n", 2);
+        }
+        p += full;
+    }
+    if (!in->chunked && f.cl <= 0)
+        return -1; /* no body: nothing to stream */
+    in->client_close |= http10 && !f.keepalive;
+    in->src.length = in->chunked ? -1 : f.cl;
+    in->left = in->chunked ? 0 : f.cl;
+    in->ch = CH_SIZE;
+    if (close)
+        evbuffer_add(out, "Connection: close\r\n", 19);
+    evbuffer_add(out, "\r\n", 2);
+    return 0;
+}
+
+/* I_HEAD: gather the head out of evhttp's sight; once whole, give evhttp
+ * the head without its framing, and keep the body's first bytes. */
+static void take_head(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
+    struct evbuffer_ptr crlf, lf;
+    size_t n;
+    char *h;
+    evbuffer_add_buffer(in->hold, input);
+    crlf = evbuffer_search(in->hold, "\r\n\r\n", 4, NULL);
+    lf = evbuffer_search(in->hold, "\n\n", 2, NULL);
+    if (crlf.pos < 0 && lf.pos < 0) {
+        if (evbuffer_get_length(in->hold) > HEAD_MAX)
+            give_back(in);
+        return;
+    }
+    if (lf.pos >= 0 && (crlf.pos < 0 || lf.pos + 2 < crlf.pos + 4))
+        n = (size_t)lf.pos + 2;
+    else
+        n = (size_t)crlf.pos + 4;
+    if (n > HEAD_MAX || !(h = malloc(n)) || !(out = evbuffer_new())) {
+        if (n <= HEAD_MAX)
+            free(h);
+        give_back(in);
+        return;
+    }
+    evbuffer_copyout(in->hold, h, n);
+    /* the head without its blank line: the last line end stays */
+    if (rewrite_head(in, h, n - (h[n - 2] == '\r' ? 2 : 1), out, 1) < 0) {
+        give_back(in);
+    } else {
+        evbuffer_drain(in->hold, n);
+        evbuffer_prepend_buffer(input, out);
+        in->st = I_READY;
+    }
+    evbuffer_free(out);
+    free(h);
+}
+
+/* I_DISCARD: drop the body over the limit as it arrives; once it is
+ * gone, evhttp gets the head (in hold) for the router's 413. */
+static void discard(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    size_t n = evbuffer_get_length(input);
+    if ((long long)n > in->left)
+        n = (size_t)in->left;
+    evbuffer_drain(input, n);
+    in->left -= (long long)n;
+    if (in->left)
+        return;
+    evbuffer_prepend_buffer(input, in->hold);
+    in->st = I_TOOBIG;
+}
+
+/* A request of another path whose head is whole in the input already
+ * (nearly always: a head is sent at once) and whose Content-Length is
+ * over limits.max_body_mb: its body is read and dropped here, not by
+ * evhttp, whose own 413 is an HTML page the client's library cannot read;
+ * the router then answers 413 in the path's dialect (intake_too_large),
+ * and the connection lives on. Behind "Expect: 100-continue" nothing is
+ * read: 413 at once, and the connection closes. A chunked body, or a head
+ * that arrives in pieces, is left to evhttp. */
+/* The Content-Length of the head H (N bytes), -1 if none. */
+static long long head_length(const char *h, size_t n)
+{
+    const char *p = h, *end = h + n, *v;
+    size_t vlen;
+    while (p < end) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        size_t len = e ? (size_t)(e - p) : (size_t)(end - p);
+        if ((v = header_is(p, len, "Content-Length", &vlen)))
+            return strtoll(v, NULL, 10);
+        p += len + 1;
+    }
+    return -1;
+}
+
+/* The length of the head at the start of INPUT (its blank line
+ * included), 0 if it is not whole there. The first chunk nearly always
+ * holds it: searched there line by line, the rest only if not. */
+static size_t head_in(struct evbuffer *input)
+{
+    struct evbuffer_iovec v;
+    struct evbuffer_ptr end;
+    const char *e, *b;
+    size_t n;
+    if (evbuffer_peek(input, -1, NULL, &v, 1) < 1)
+        return 0;
+    b = v.iov_base;
+    n = v.iov_len < HEAD_MAX ? v.iov_len : HEAD_MAX;
+    for (e = memchr(b, '\n', n); e && e + 2 < b + n; e = memchr(e + 1, '\n', (size_t)(b + n - e - 1)))
+        if (e[1] == '\r' && e[2] == '\n' && e > b && e[-1] == '\r') /* line by line */
+            return (size_t)(e - b) + 3;
+    if (v.iov_len >= HEAD_MAX)
+        return 0;
+    end = evbuffer_search(input, "\r\n\r\n", 4, NULL);
+    return end.pos < 0 || end.pos > HEAD_MAX ? 0 : (size_t)end.pos + 4;
+}
+
+static void check_size(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
+    char m[6], *h;
+    size_t n;
+    if (!in->max_body || evbuffer_copyout(input, m, 6) < 6 ||
+        (memcmp(m, "POST ", 5) != 0 && memcmp(m, "PUT ", 4) != 0 && memcmp(m, "PATCH ", 6) != 0))
+        return;
+    if (!(n = head_in(input)))
+        return;
+    h = (char *)evbuffer_pullup(input, (ev_ssize_t)n);
+    if (!h || head_length(h, n) <= (long long)in->max_body)
+        return; /* the common case ends here */
+    if (!(h = malloc(n)))
+        return;
+    if (!(out = evbuffer_new())) {
+        free(h);
+        return;
+    }
+    evbuffer_copyout(input, h, n);
+    if (rewrite_head(in, h, n - 2, out, 0) == 0 && !in->chunked &&
+        (size_t)in->src.length > in->max_body) {
+        evbuffer_drain(input, n);
+        if (in->expect || in->client_close) { /* the body is not read: close after */
+            evbuffer_free(out);
+            out = evbuffer_new();
+            if (out)
+                rewrite_head(in, h, n - 2, out, 1);
+        }
+        in->left = in->expect ? 0 : in->src.length; /* the body to drop */
+        if (out)
+            evbuffer_add_buffer(in->hold, out);
+        in->st = I_DISCARD;
+        discard(in);
+    }
+    evbuffer_free(out);
+    free(h);
+}
+
+/* I_IDLE: the first bytes of a request say whose it is. */
+static void look(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    char first[sizeof PREFIX - 1];
+    size_t have = evbuffer_get_length(input), n = have < sizeof first ? have : sizeof first;
+    if (!have)
+        return;
+    evbuffer_copyout(input, first, n);
+    if (memcmp(first, PREFIX, n) != 0) {
+        in->st = I_OTHER;
+        check_size(in);
+        return;
+    }
+    if (n < sizeof first)
+        return; /* a prefix of ours so far */
+    in->st = I_HEAD;
+    take_head(in);
+}
+
+/* ---- the body ---- */
+
+/* Reading is over (the end, or the reader let go): evhttp's state back,
+ * as it was when the handler ran, but for the watermarks (intake_request_done). */
+static void stop_reading(struct intake *in)
+{
+    bufferevent_data_cb r, w, *wp = &w;
+    bufferevent_event_cb e;
+    void *arg;
+    if (in->own_read) {
+        event_del(&in->rev);
+        in->own_read = 0;
+    }
+    bufferevent_disable(in->bev, EV_READ);
+    if (in->writecb_saved) {
+        bufferevent_getcb(in->bev, &r, wp, &e, &arg);
+        if (!w && r) /* still as we left it, not evhttp's newer */
+            bufferevent_setcb(in->bev, r, in->writecb, e, arg);
+        in->writecb_saved = 0;
+    }
+    in->st = I_DONE;
+}
+
+static void body_end(struct intake *in)
+{
+    in->ended = 1;
+    /* Read whole: the connection may stay open, as the client asked. */
+    if (!in->client_close && in->req)
+        evhttp_remove_header(evhttp_request_get_input_headers(in->req), "Connection");
+    stop_reading(in);
+}
+
+/* ---- reading a plain socket ourselves ---- */
+
+static void resume(struct intake *in)
+{
+    struct timeval tv;
+    tv.tv_sec = (time_t)in->idle_s;
+    tv.tv_usec = (suseconds_t)((in->idle_s - (double)tv.tv_sec) * 1e6);
+    in->paused = 0;
+    event_add(&in->rev, in->idle_s > 0 ? &tv : NULL);
+}
+
+/* The client hung up, failed or fell silent: evhttp learns it from its own
+ * error callback, as from the bufferevent (it frees the connection; the
+ * reader releases the body in the close callback). */
+static void client_failed(struct intake *in, short what)
+{
+    bufferevent_data_cb r, w;
+    bufferevent_event_cb e;
+    void *arg;
+    stop_reading(in);
+    bufferevent_getcb(in->bev, &r, &w, &e, &arg);
+    if (e)
+        e(in->bev, what, arg); /* may free the connection: nothing after */
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct intake *in = arg;
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    size_t have = evbuffer_get_length(input), want;
+    struct evbuffer_iovec v[2];
+    ssize_t n;
+    int nv;
+    if (what & EV_TIMEOUT) {
+        client_failed(in, BEV_EVENT_READING | BEV_EVENT_TIMEOUT);
+        return;
+    }
+    if (have >= INTAKE_WINDOW) { /* the reader is behind: wait for it */
+        event_del(&in->rev);
+        in->paused = 1;
+        return;
+    }
+    want = INTAKE_WINDOW - have < INTAKE_READ ? INTAKE_WINDOW - have : INTAKE_READ;
+    evbuffer_unfreeze(input, 0);
+    nv = evbuffer_reserve_space(input, (ev_ssize_t)want, v, 2);
+    n = nv > 0 ? readv(fd, (struct iovec *)v, nv) : -1;
+    if (n > 0) {
+        int used = 0;
+        for (; used < nv && n > 0; used++) { /* what was read, in the reserved space */
+            size_t k = (size_t)n < v[used].iov_len ? (size_t)n : v[used].iov_len;
+            v[used].iov_len = k;
+            n -= (ssize_t)k;
+        }
+        evbuffer_commit_space(input, v, used); /* our input callback: the reader hears */
+        evbuffer_freeze(input, 0);
+        return;
+    }
+    evbuffer_freeze(input, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    client_failed(in, BEV_EVENT_READING | (n == 0 ? BEV_EVENT_EOF : BEV_EVENT_ERROR));
+}
+
+/* BEV is a plain socket's bufferevent (not TLS's, nor a filter): the same
+ * ops as one made here. */
+static int plain_socket(struct bufferevent *bev)
+{
+    static const void *socket_ops;
+    if (!socket_ops) {
+        struct bufferevent *b = bufferevent_socket_new(bufferevent_get_base(bev), -1, 0);
+        if (!b)
+            return 0;
+        socket_ops = b->be_ops;
+        bufferevent_free(b);
+    }
+    return bev->be_ops == socket_ops && bufferevent_getfd(bev) >= 0;
+}
+
+/* "1f" or "1f;ext": at most 15 hex digits. 0, or -1. */
+static int chunk_size(const char *line, long long *size)
+{
+    long long v = 0;
+    const char *p = line;
+    for (; (*p >= '0' && *p <= '9') || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'f'); p++) {
+        if (p - line == 15)
+            return -1;
+        v = v * 16 + (*p <= '9' ? *p - '0' : (*p | 0x20) - 'a' + 10);
+    }
+    p += strspn(p, " \t");
+    if (p == line || (*p && *p != ';'))
+        return -1;
+    *size = v;
+    return 0;
+}
+
+/* One line of the chunked framing from INPUT: 1 done, 0 not yet (or bad). */
+static int framing_line(struct intake *in, struct evbuffer *input)
+{
+    size_t n;
+    char *line = evbuffer_readln(input, &n, EVBUFFER_EOL_CRLF);
+    if (!line) {
+        if (evbuffer_get_length(input) > LINE_MAX_CHUNK)
+            in->bad = 1;
+        return 0;
+    }
+    if (in->ch == CH_CRLF) {
+        in->bad = n != 0;
+        in->ch = CH_SIZE;
+    } else if (in->ch == CH_TRAILER) {
+        if (!n)
+            body_end(in);
+    } else if (chunk_size(line, &in->left) < 0) {
+        in->bad = 1;
+    } else {
+        in->ch = in->left ? CH_DATA : CH_TRAILER;
+    }
+    free(line);
+    return !in->bad;
+}
+
+static size_t do_read(struct bodysrc *b, struct evbuffer *out, size_t max)
+{
+    struct intake *in = (struct intake *)b;
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    size_t moved = 0;
+    in->busy = 1; /* our own draining is no news */
+    while (moved < max && in->st == I_BODY && !in->bad) {
+        size_t have = evbuffer_get_length(input), k;
+        if (!in->chunked || in->ch == CH_DATA) {
+            k = have < max - moved ? have : max - moved;
+            if ((long long)k > in->left)
+                k = (size_t)in->left;
+            if (!k)
+                break;
+            evbuffer_remove_buffer(input, out, k);
+            moved += k;
+            in->left -= (long long)k;
+            if (!in->left && in->chunked)
+                in->ch = CH_CRLF;
+            else if (!in->left)
+                body_end(in);
+        } else if (!framing_line(in, input)) {
+            break;
+        }
+    }
+    if (in->bad)
+        stop_reading(in);
+    else if (in->own_read && in->paused && evbuffer_get_length(input) < INTAKE_WINDOW)
+        resume(in);
+    in->busy = 0;
+    return moved;
+}
+
+static enum bodysrc_state do_state(struct bodysrc *b)
+{
+    struct intake *in = (struct intake *)b;
+    return in->bad ? BODYSRC_BAD : in->ended ? BODYSRC_END : BODYSRC_MORE;
+}
+
+static void do_release(struct bodysrc *b)
+{
+    struct intake *in = (struct intake *)b;
+    in->src.on_data = NULL;
+    in->src.arg = NULL;
+    if (in->st == I_BODY)
+        stop_reading(in); /* the rest unread: the connection closes after the reply */
+}
+
+static const struct bodysrc_ops intake_ops = {do_read, do_state, do_release};
+
+/* The client waits for our word before it sends the body. */
+static void send_continue(struct intake *in)
+{
+    static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    bufferevent_data_cb r, w;
+    bufferevent_event_cb e;
+    void *arg;
+    bufferevent_getcb(in->bev, &r, &w, &e, &arg);
+    in->writecb = w;
+    in->writecb_saved = 1;
+    bufferevent_setcb(in->bev, r, NULL, e, arg);
+    bufferevent_write(in->bev, cont, sizeof cont - 1);
+    bufferevent_enable(in->bev, EV_WRITE);
+}
+
+int intake_too_large(const struct intake *in)
+{
+    return in && in->st == I_TOOBIG;
+}
+
+struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
+{
+    struct evbuffer *input;
+    if (!in || in->st != I_READY)
+        return NULL;
+    input = bufferevent_get_input(in->bev);
+    in->req = req;
+    in->busy = 1;
+    evbuffer_prepend_buffer(input, in->hold); /* the body's first bytes, first */
+    in->busy = 0;
+    in->st = I_BODY;
+    in->ended = in->bad = 0;
+    in->src.ops = &intake_ops;
+    in->src.on_data = NULL;
+    in->src.arg = NULL;
+    /* Read on, at most a window ahead, without evhttp's read callback, in
+     * reads of up to INTAKE_READ rather than libevent's 4 KiB: a body is
+     * bulk, and each read costs an ioctl, a readv and an epoll_wait. */
+    bufferevent_setwatermark(in->bev, EV_READ, INTAKE_WINDOW + 1, INTAKE_WINDOW);
+    bufferevent_set_max_single_read(in->bev, INTAKE_READ);
+    in->watermarks = 1;
+    if (plain_socket(in->bev)) {
+        event_assign(&in->rev, bufferevent_get_base(in->bev), bufferevent_getfd(in->bev),
+                     EV_READ | EV_PERSIST, on_readable, in);
+        in->own_read = 1;
+        resume(in);
+    } else {
+        bufferevent_enable(in->bev, EV_READ);
+    }
+    if (in->expect)
+        send_continue(in);
+    return &in->src;
+}
+
+/* ---- the hooks ---- */
+
+void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body, double idle_s)
+{
+    struct intake *in = *pin;
+    if (!in) {
+        if (!(in = calloc(1, sizeof *in)) || !(in->hold = evbuffer_new())) {
+            free(in);
+            return;
+        }
+        in->bev = bev;
+        in->st = I_IDLE;
+        *pin = in;
+    }
+    in->max_body = max_body;
+    in->idle_s = idle_s;
+    if (in->busy)
+        return;
+    in->busy = 1;
+    if (in->st == I_IDLE)
+        look(in);
+    else if (in->st == I_HEAD)
+        take_head(in);
+    else if (in->st == I_DISCARD)
+        discard(in);
+    in->busy = 0;
+    if (in->st == I_BODY && in->src.on_data)
+        in->src.on_data(in->src.arg);
+}
+
+void intake_request_done(struct intake *in)
+{
+    int clean; /* the request's bytes all read: what follows is a request */
+    if (!in)
+        return;
+    clean = in->st == I_IDLE || in->st == I_OTHER || (in->st == I_DONE && in->ended) ||
+            (in->st == I_TOOBIG && !in->expect && !in->client_close);
+    if (in->watermarks) {
+        bufferevent_setwatermark(in->bev, EV_READ, 0, 0);
+        bufferevent_set_max_single_read(in->bev, 0); /* libevent's default again */
+        in->watermarks = 0;
+    }
+    if (in->st == I_BODY) /* never released: read no more */
+        stop_reading(in);
+    evbuffer_drain(in->hold, evbuffer_get_length(in->hold));
+    in->req = NULL;
+    in->src.on_data = NULL;
+    in->st = I_IDLE;
+    if (!clean) /* the connection closes after this reply ("Connection: close") */
+        return;
+    in->busy = 1;
+    look(in); /* a request waiting already (pipelined) */
+    in->busy = 0;
+}
+
+void intake_free(struct intake *in)
+{
+    if (!in)
+        return;
+    if (in->own_read)
+        event_del(&in->rev);
+    evbuffer_free(in->hold);
+    free(in);
+}

@@ -1,0 +1,481 @@
+"""ollama-proxy: every client's wire format (CONTRACT.md, "Every wire
+format"), over raw HTTP against ollama-sim: /v1/messages, /v1/responses and
+/v1/audio/transcriptions routed by their model like /api/chat; each path's
+own error shapes, before the head and inside a stream that has started;
+prompt and generated tokens of the four formats in /metrics, the access
+log and the status page's history; keys in every spelling, none forwarded;
+Origin never forwarded, CORS answered from cors_origins.
+
+Two backends: model alpha is only on "a", llama3 on both."""
+import json
+import socket
+import threading
+import time
+
+from fakebackend import FakeBackend
+from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
+
+MSG = [{"role": "user", "content": "Tell me about Lisbon"}]
+ANTHROPIC = {"model": "alpha", "max_tokens": 64, "messages": MSG}
+RESPONSES = {"model": "alpha", "input": "Tell me about Lisbon"}
+CHAT = {"model": "alpha", "messages": MSG}
+
+
+def _fleet(extra="", **sim):
+    a = Sim("--ttft-ms", "5", "--tokens", "6", "--tokens-per-s", "0", "--parallel", "4",
+            models="alpha:latest,llama3:latest")
+    b = Sim("--ttft-ms", "5", "--tokens", "6", "--tokens-per-s", "0", "--parallel", "4",
+            models="llama3:latest")
+    px = Proxy([("a", a.url, 4), ("b", b.url, 4)], extra=extra)
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"]), what="discovery")
+    return a, b, px
+
+
+def _sse(body):
+    """[(event or None, data)] of an SSE body."""
+    out = []
+    for block in body.decode().split("\n\n"):
+        ev, data = None, []
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                ev = line[7:]
+            elif line.startswith("data: "):
+                data.append(line[6:])
+        if data:
+            d = "\n".join(data)
+            out.append((ev, d if d == "[DONE]" else json.loads(d)))
+    return out
+
+
+def test_routed_by_model():
+    """Each path with model alpha reaches "a", the only backend listing it,
+    streamed and not: on main /v1/messages and /v1/responses went to the
+    least loaded backend, and "b" answered 404."""
+    a, b, px = _fleet()
+    cases = [("/v1/messages", ANTHROPIC), ("/v1/responses", RESPONSES),
+             ("/v1/chat/completions", CHAT), ("/api/chat", CHAT)]
+    for path, body in cases:
+        for stream in (False, True):
+            for _ in range(4):
+                r = post(px.url + path, dict(body, stream=stream))
+                eq(r.status, 200, "%s stream=%s: %r" % (path, stream, r))
+                eq(r.headers.get("x-backend"), "a", path + ": the backend with the model")
+    paths = b.stats().get("paths", {})
+    ok("/v1/messages" not in paths and "/v1/responses" not in paths,
+       "b never saw alpha: %r" % paths)
+    eq(a.stats()["paths"]["/v1/messages"], 8, "every message went to a")
+    eq(a.stats()["paths"]["/v1/responses"], 8, "every response went to a")
+    px.stop()
+
+
+def test_new_rows_read_as_ollama_reads_them():
+    """The hardening of issue 18 holds for the new rows: /v1/messages and
+    /v1/responses found on the percent-decoded path, their model read as
+    Go's encoding/json reads it (a member name in any case, the last
+    duplicate winning), and a target the proxy refuses answered in the
+    path's own shape (Anthropic's on /v1/messages: on the merge it was
+    OpenAI's)."""
+    a, b, px = _fleet()
+    before = a.stats()["paths"]
+    for path in ("/v1/%6Dessages", "/v1/m%65ssages", "/v1/%72esponses"):
+        body = ANTHROPIC if "ssages" in path else RESPONSES
+        for _ in range(4):
+            r = post(px.url + path, body)
+            eq((r.status, r.headers.get("x-backend")), (200, "a"), path + ": %r" % r)
+    # A member named in another case, and a duplicate whose last value
+    # wins: Ollama runs alpha, so the proxy routes to "a" (the only one
+    # with it). ollama-sim reads names exactly, so what it answers is not
+    # the point: the backend is.
+    spellings = [b'{"Model":"alpha","max_tokens":8,"messages":%s}',
+                 b'{"MODEL":"alpha","max_tokens":8,"messages":%s}',
+                 b'{"model":"llama3","model":"alpha","max_tokens":8,"messages":%s}']
+    for raw in spellings:
+        for path in ("/v1/messages", "/v1/responses"):
+            body = raw % json.dumps(MSG).encode()
+            if path == "/v1/responses":
+                body = body.replace(b'"max_tokens":8,"messages"', b'"input"')
+            for _ in range(3):
+                r = http("POST", px.url + path, body,
+                         headers={"Content-Type": "application/json"})
+                eq(r.headers.get("x-backend"), "a", "%s %s: %r" % (path, body, r))
+    after = a.stats()["paths"]
+    eq(after["/v1/messages"] - before.get("/v1/messages", 0), 8 + 9, "messages on a")
+    eq(after["/v1/responses"] - before.get("/v1/responses", 0), 4 + 9, "responses on a")
+    ok("/v1/messages" not in b.stats().get("paths", {}), "b never asked")
+    # Targets refused before routing (an encoded '/', a NUL): 400 in the
+    # path's shape.
+    for target in ("/v1/messages%2Fx", "/v1/messages%00"):
+        m = _anthropic_error(post(px.url + target, ANTHROPIC), 400, "invalid_request_error",
+                             target)
+        ok(m.startswith("bad request target"), m)
+    _openai_error(post(px.url + "/v1/responses%2Fx", RESPONSES), 400, "invalid_request_error",
+                  "/v1/responses%2Fx")
+    px.stop()
+
+
+def _form(fields, boundary="----proxytest"):
+    parts = []
+    for name, value, filename in fields:
+        disp = 'form-data; name="%s"' % name
+        if filename:
+            disp += '; filename="%s"' % filename
+        parts.append(b"--%s\r\nContent-Disposition: %s\r\n%s\r\n%s\r\n" % (
+            boundary.encode(), disp.encode(),
+            b"Content-Type: audio/wav\r\n" if filename else b"", value))
+    body = b"".join(parts) + b"--%s--\r\n" % boundary.encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=%s" % boundary}
+
+
+def test_transcriptions_routed_by_the_form_model():
+    """The model is a field of the multipart form, after the audio here:
+    the proxy finds it there (not in JSON) and routes by it."""
+    a, b, px = _fleet()
+    audio = bytes(range(256)) * 400
+    body, h = _form([("file", audio, "a.wav"), ("model", b"alpha", None)])
+    for _ in range(3):
+        r = http("POST", px.url + "/v1/audio/transcriptions", body, headers=h)
+        eq(r.status, 200, "transcription: %r" % r)
+        eq(r.headers.get("x-backend"), "a", "routed by the form's model")
+        ok(isinstance(r.json()["text"], str) and r.json()["text"], r.body)
+    # No model field: Ollama's 400, in OpenAI's shape, from the proxy.
+    body, h = _form([("file", audio, "a.wav")])
+    r = http("POST", px.url + "/v1/audio/transcriptions", body, headers=h)
+    eq(r.status, 400, "no model")
+    eq(r.json()["error"]["message"], "model is required")
+    eq(r.json()["error"]["type"], "invalid_request_error")
+    # Not a form at all.
+    r = post(px.url + "/v1/audio/transcriptions", {"model": "alpha"})
+    eq(r.status, 400, "JSON is not a form")
+    eq(r.json()["error"]["message"],
+       "failed to parse multipart form: request Content-Type isn't multipart/form-data")
+    # A model nobody lists: 404 in OpenAI's shape, no backend asked.
+    body, h = _form([("model", b"nope", None), ("file", audio, "a.wav")])
+    r = http("POST", px.url + "/v1/audio/transcriptions", body, headers=h)
+    eq((r.status, r.json()["error"]["type"]), (404, "not_found_error"), r.body)
+    eq(a.stats()["paths"].get("/v1/audio/transcriptions"), 3, "only the routed ones reached a")
+    px.stop()
+
+
+def _anthropic_error(r, status, etype, what):
+    eq(r.status, status, what + ": %r" % r)
+    j = r.json()
+    eq(j.get("type"), "error", what + ": Anthropic's shape: %r" % j)
+    eq(j["error"]["type"], etype, what)
+    ok(isinstance(j["error"]["message"], str) and j["error"]["message"], what)
+    return j["error"]["message"]
+
+
+def _openai_error(r, status, etype, what):
+    eq(r.status, status, what + ": %r" % r)
+    j = r.json()
+    ok(isinstance(j.get("error"), dict), what + ": OpenAI's shape: %r" % j)
+    eq(j["error"]["type"], etype, what)
+    return j["error"]["message"]
+
+
+def test_error_shapes_before_the_head():
+    """400, 401, 403 (an origin refused), 404, 503 queue full and queue
+    timeout: Anthropic's shape on /v1/messages, OpenAI's on /v1/responses,
+    Ollama's on /api/chat."""
+    sim = Sim("--ttft-ms", "1500", "--tokens", "1", "--parallel", "8",
+              models="alpha:latest")
+    px = Proxy([("a", sim.url, 1)],
+               extra='queue = { max_length = 1; timeout_s = 0.4; };\n'
+                     'auth = { keys = ( { name = "k"; key = "s3cret"; admin = true; } ); };')
+    wait_until(lambda: px.status(headers={"Authorization": "Bearer s3cret"})["backends"][0]
+               ["models"], what="discovery")
+    key = {"x-api-key": "s3cret"}
+    m = _anthropic_error(post(px.url + "/v1/messages", {"max_tokens": 5, "messages": MSG},
+                              headers=key), 400, "invalid_request_error", "no model")
+    eq(m, "model is required")
+    _anthropic_error(post(px.url + "/v1/messages", ANTHROPIC), 401, "authentication_error",
+                     "no key")
+    _anthropic_error(post(px.url + "/v1/messages", ANTHROPIC, headers={"x-api-key": "wrong"}),
+                     401, "authentication_error", "wrong key")
+    _anthropic_error(post(px.url + "/v1/messages", ANTHROPIC,
+                          headers=dict(key, Origin="https://evil.example")),
+                     403, "permission_error", "foreign origin")
+    m = _anthropic_error(post(px.url + "/v1/messages", dict(ANTHROPIC, model="nope"),
+                              headers=key), 404, "not_found_error", "unknown model")
+    eq(m, "model 'nope' not found")
+    _openai_error(post(px.url + "/v1/responses", dict(RESPONSES, model="nope"), headers=key),
+                  404, "not_found_error", "responses: unknown model")
+    _openai_error(post(px.url + "/v1/responses", {"input": "x"}, headers=key), 400,
+                  "invalid_request_error", "responses: no model")
+
+    # One in flight (cap 1), one waiting (max_length 1): the third is
+    # refused at once, queue full; the waiting one times out (0.4 s).
+    out = {}
+
+    def send(name, path, body):
+        out[name] = post(px.url + path, body, headers=key, timeout=30)
+    t1 = threading.Thread(target=send, args=("first", "/v1/messages", ANTHROPIC))
+    t1.start()
+    wait_until(lambda: sim.stats()["in_flight"] == 1, what="the first in flight")
+    t2 = threading.Thread(target=send, args=("waiting", "/v1/messages", ANTHROPIC))
+    t2.start()
+    wait_until(lambda: px.status(headers={"Authorization": "Bearer s3cret"})["queue"]["length"]
+               == 1, what="one waiting")
+    full = post(px.url + "/v1/messages", ANTHROPIC, headers=key)
+    t2.join()
+    t1.join()
+    m = _anthropic_error(full, 503, "overloaded_error", "queue full")
+    ok("queue full" in m and int(full.headers["retry-after"]) >= 1, full.headers)
+    m = _anthropic_error(out["waiting"], 503, "overloaded_error", "queue timeout")
+    ok("timed out" in m and "retry-after" in out["waiting"].headers, m)
+    eq(out["first"].status, 200, "the first served")
+    px.stop()
+
+
+def _stalled_stream(px, path, body):
+    """A stream that the backend stalls after its first events: the proxy
+    ends it after timeouts.idle_s with an error in the path's format."""
+    r = post(px.url + path, dict(body, stream=True), timeout=30)
+    eq(r.status, 200, path)
+    return r
+
+
+def test_in_band_errors_per_format():
+    """A stream cut after its head ends with an error the client's library
+    understands: NDJSON's {"error"} line, OpenAI's data: error object,
+    Responses' response.failed (the next sequence number), Anthropic's
+    event: error. On main every SSE path got OpenAI's form."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "50", "--tokens-per-s", "1", "--parallel", "8",
+              models="alpha:latest")
+    px = Proxy([("a", sim.url, 8)],
+               extra="timeouts = { idle_s = 0.5; };\nhealth = { fail_after = 100; };")
+    wait_until(lambda: px.status()["backends"][0]["models"], what="discovery")
+
+    r = _stalled_stream(px, "/api/chat", CHAT)
+    lines = [json.loads(l) for l in r.body.decode().splitlines()]
+    ok(lines[0].get("message"), "a token came first: %r" % lines[0])
+    eq(lines[-1], {"error": "response stalled longer than timeouts.idle_s"}, "NDJSON")
+
+    ev = _sse(_stalled_stream(px, "/v1/chat/completions", CHAT).body)
+    ok(ev[0][1]["choices"], "a chunk came first")
+    eq(ev[-1][0], None, "OpenAI: a data: line")
+    eq(ev[-1][1]["error"]["message"], "response stalled longer than timeouts.idle_s")
+    eq(ev[-1][1]["error"]["type"], "api_error")
+
+    ev = _sse(_stalled_stream(px, "/v1/messages", ANTHROPIC).body)
+    eq(ev[0][0], "message_start", "the stream had started")
+    eq(ev[-1][0], "error", "Anthropic: event: error")
+    eq(ev[-1][1], {"type": "error", "error": {
+        "type": "api_error", "message": "response stalled longer than timeouts.idle_s"}})
+
+    ev = _sse(_stalled_stream(px, "/v1/responses", RESPONSES).body)
+    eq(ev[-1][0], "response.failed", "Responses: response.failed")
+    last = ev[-2][1]["sequence_number"]
+    f = ev[-1][1]
+    eq((f["type"], f["sequence_number"]), ("response.failed", last + 1), "the next number")
+    eq(f["response"]["status"], "failed")
+    eq(f["response"]["model"], "alpha")
+    eq(f["response"]["error"], {"code": "server_error",
+                                "message": "response stalled longer than timeouts.idle_s"})
+    px.stop()
+
+
+def _metrics(px):
+    out = {}
+    for line in get(px.url + "/metrics").text().splitlines():
+        if line.startswith("ollama_proxy_") and "tokens_total" in line:
+            name, _, v = line.rpartition(" ")
+            out[name] = float(v)
+    return out
+
+
+def test_tokens_of_every_format():
+    """Generated and prompt tokens, from each format's own usage fields,
+    add up in /metrics as the sim reported them; the access log has
+    prompt_tokens; an OpenAI stream without include_usage is counted from
+    its deltas and marked estimated; the status page's history has the
+    prompt tokens too."""
+    a, b, px = _fleet()
+    want_gen = want_prompt = 0
+    # Each answer's own counts, as the client sees them.
+    for stream in (False, True):
+        r = post(px.url + "/v1/messages", dict(ANTHROPIC, stream=stream))
+        u = r.json()["usage"] if not stream else _sse(r.body)[-2][1]["usage"]
+        want_gen += u["output_tokens"]
+        want_prompt += u["input_tokens"]
+        u_prompt_last = u["input_tokens"]
+        r = post(px.url + "/v1/responses", dict(RESPONSES, stream=stream))
+        u = r.json()["usage"] if not stream else _sse(r.body)[-1][1]["response"]["usage"]
+        want_gen += u["output_tokens"]
+        want_prompt += u["input_tokens"]
+        r = post(px.url + "/v1/chat/completions",
+                 dict(CHAT, stream=stream, stream_options={"include_usage": True}))
+        u = r.json()["usage"] if not stream else _sse(r.body)[-2][1]["usage"]
+        want_gen += u["completion_tokens"]
+        want_prompt += u["prompt_tokens"]
+        r = post(px.url + "/api/chat", dict(CHAT, stream=stream))
+        u = r.json() if not stream else json.loads(r.body.decode().splitlines()[-1])
+        want_gen += u["eval_count"]
+        want_prompt += u["prompt_eval_count"]
+    ok(want_gen >= 8 * 6 and want_prompt > 8, "counts %d %d" % (want_gen, want_prompt))
+    m = _metrics(px)
+    label = '{backend="a",model="alpha:latest"}'
+    eq(m["ollama_proxy_generated_tokens_total" + label], want_gen, "generated")
+    eq(m["ollama_proxy_prompt_tokens_total" + label], want_prompt, "prompt")
+    ok(not any("estimated" in k for k in m), "nothing estimated yet: %r" % m)
+
+    # The SDKs' default: a stream without usage. 6 content deltas.
+    r = post(px.url + "/v1/chat/completions", dict(CHAT, stream=True))
+    deltas = sum(1 for e, d in _sse(r.body) if d != "[DONE]" and d["choices"] and
+                 d["choices"][0]["delta"].get("content"))
+    eq(deltas, 6, "the sim's 6 tokens")
+    m = _metrics(px)
+    eq(m["ollama_proxy_generated_tokens_total" + label], want_gen + 6, "deltas counted")
+    eq(m["ollama_proxy_estimated_tokens_total" + label], 6, "and marked estimated")
+    lines = wait_until(lambda: [l for l in px.proc.output().splitlines()
+                                if "POST /v1/chat/completions" in l and "tokens=~" in l],
+                       what="the access line")
+    ok(" tokens=~6 prompt_tokens=- " in lines[-1], lines[-1])
+    line = [l for l in px.proc.output().splitlines() if "POST /v1/messages" in l][-1]
+    ok(" tokens=6 prompt_tokens=%d " % u_prompt_last in line, line)
+    h = wait_until(lambda: [x for x in get(px.url + "/proxy/history").json()["backends"]
+                            if x["name"] == "a" and sum(x["prompt_tokens"]) == want_prompt],
+                   timeout=3, what="the history's prompt tokens")
+    eq(sum(h[0]["tokens"]), want_gen + 6, "history tokens")
+    px.stop()
+
+
+def test_413_in_the_paths_dialect():
+    """A body over limits.max_body_mb (with a Content-Length) gets 413 in
+    its path's shape, read and dropped so that the connection serves the
+    next request; behind Expect: 100-continue, 413 at once and the body
+    never asked for. On main: libevent's HTML page."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
+    big = json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.settimeout(10 * SLOW)
+    f = s.makefile("rb")
+    for path, check in (("/v1/messages", lambda j: j["error"]["type"] == "request_too_large"
+                         and j["type"] == "error"),
+                        ("/v1/chat/completions", lambda j: j["error"]["type"] ==
+                         "invalid_request_error"),
+                        ("/api/chat", lambda j: isinstance(j["error"], str))):
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+                  (path.encode(), len(big)) + big)
+        status = f.readline()
+        ok(status.startswith(b"HTTP/1.1 413"), "%s: %r" % (path, status))
+        hdrs = {}
+        while True:
+            line = f.readline().strip()
+            if not line:
+                break
+            k, _, v = line.decode().partition(":")
+            hdrs[k.lower()] = v.strip()
+        j = json.loads(f.read(int(hdrs["content-length"])))
+        ok(check(j), "%s: its shape: %r" % (path, j))
+        ok("max_body_mb" in json.dumps(j), j)
+        ok(hdrs.get("connection") != "close", "the connection lives on")
+    s.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    ok(f.readline().startswith(b"HTTP/1.1 200"), "the next request on the same connection")
+    s.close()
+    st, h = _raw(px.port, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                 "Expect: 100-continue\r\n\r\n" % len(big))
+    eq(st, 413, "Expect: answered at once, not 100")
+    eq(h.get("connection"), "close", "and closed: the body is not read")
+    eq(sim.stats()["requests"], 0, "nothing reached the backend")
+    px.stop()
+
+
+def test_keys_in_every_spelling_none_forwarded():
+    """Bearer, x-api-key and HTTP Basic's password are each a key; none of
+    them, nor Origin, reaches the backend."""
+    fb = FakeBackend(models=("alpha:latest",))
+    px = Proxy([("fb", "http://127.0.0.1:%d" % fb.port, 4)],
+               extra='auth = { keys = ( { name = "k"; key = "s3cret"; } ); };\n'
+                     'cors_origins = ( "https://chat.example.com" );')
+    import base64
+    basic = "Basic " + base64.b64encode(b"user:s3cret").decode()
+    for h in ({"Authorization": "Bearer s3cret"}, {"x-api-key": "s3cret"},
+              {"Authorization": basic}, {"X-Api-Key": " s3cret "}):
+        h = dict(h, Origin="https://chat.example.com")
+        r = post(px.url + "/api/chat", dict(CHAT, stream=False), headers=h)
+        eq(r.status, 200, "key as %r: %r" % (h, r))
+        eq(r.headers.get("access-control-allow-origin"), "https://chat.example.com",
+           "CORS header for an allowed origin")
+    for h in ({"Authorization": "Basic " + base64.b64encode(b"s3cret:nope").decode()},
+              {"Authorization": "Basic !!!"}, {"x-api-key": "s3cre"}):
+        r = post(px.url + "/api/chat", dict(CHAT, stream=False), headers=h)
+        eq(r.status, 401, "not a key: %r" % h)
+    reqs = [q for q in fb.requests if q.target == "/api/chat"]
+    eq(len(reqs), 4, "the four with a key reached the backend")
+    for q in reqs:
+        for name in ("authorization", "x-api-key", "origin"):
+            eq(q.header(name), None, "%s forwarded" % name)
+    # None logged: the access log (whole once the proxy has exited) names
+    # the key ("k"), in no spelling its value (nor the wrong ones sent).
+    px.stop()
+    out = px.proc.output()
+    eq(out.count("client=k "), 4, "the log names the key")
+    for secret in ("s3cre", base64.b64encode(b"user:s3cret").decode()):
+        ok(secret not in out, "a key in the log: %r" % secret)
+    fb.stop()
+
+
+def _raw(port, text):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(text.encode())
+    s.settimeout(10 * SLOW)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        d = s.recv(65536)
+        if not d:
+            break
+        data += d
+    s.close()
+    head = data.split(b"\r\n\r\n")[0].decode()
+    lines = head.split("\r\n")
+    return int(lines[0].split()[1]), {l.split(":")[0].lower(): l.split(":", 1)[1].strip()
+                                      for l in lines[1:]}
+
+
+def test_cors():
+    """Preflights are the proxy's: 204 with the SDKs' headers for an
+    allowed origin (no key needed), 403 without CORS headers for another;
+    a request from another origin gets 403 (as Ollama), one from the
+    proxy's own origin (the status page) is served, and no Origin reaches
+    a backend."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)],
+               extra='cors_origins = ( "https://chat.example.com", "http://localhost:*" );\n'
+                     'auth = { keys = ( { name = "k"; key = "s3cret"; admin = true; } ); };')
+    pre = ("OPTIONS /v1/messages HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n"
+           "Access-Control-Request-Method: POST\r\n"
+           "Access-Control-Request-Headers: x-api-key, anthropic-version, content-type, "
+           "x-stainless-os, x-stainless-lang, openai-beta, x-not-allowed\r\n\r\n")
+    for origin in ("https://chat.example.com", "http://localhost:5173"):
+        st, h = _raw(px.port, pre % origin)
+        eq(st, 204, "allowed preflight " + origin)
+        eq(h.get("access-control-allow-origin"), origin)
+        allow = [x.strip().lower() for x in h["access-control-allow-headers"].split(",")]
+        for want in ("x-api-key", "anthropic-version", "content-type", "x-stainless-os",
+                     "x-stainless-lang", "openai-beta"):
+            ok(want in allow, "%s allowed: %r" % (want, allow))
+        ok("x-not-allowed" not in allow, allow)
+        ok("POST" in h["access-control-allow-methods"], h)
+    st, h = _raw(px.port, pre % "https://evil.example")
+    eq(st, 403, "refused preflight")
+    ok(not [k for k in h if k.startswith("access-control-")], "no CORS headers: %r" % h)
+    r = post(px.url + "/v1/messages", ANTHROPIC,
+             headers={"Origin": "https://evil.example", "x-api-key": "s3cret"})
+    eq(r.status, 403, "a foreign origin's request")
+    ok(not [k for k in r.headers if k.startswith("access-control-")], r.headers)
+    r = get(px.url + "/proxy/status", headers={"Origin": "http://127.0.0.1:%d" % px.port,
+                                              "Host": "127.0.0.1:%d" % px.port,
+                                              "Authorization": "Bearer s3cret"})
+    eq(r.status, 200, "the proxy's own origin (the status page)")
+    r = post(px.url + "/v1/messages", ANTHROPIC,
+             headers={"Origin": "https://chat.example.com", "x-api-key": "s3cret"})
+    eq(r.status, 200, "allowed origin")
+    eq(r.headers.get("access-control-allow-origin"), "https://chat.example.com")
+    ok("x-backend" in r.headers.get("access-control-expose-headers", "").lower(), r.headers)
+    eq(sim.stats()["paths"].get("/v1/messages"), 1, "only the allowed one reached the sim")
+    px.stop()
+
+
+run(globals())
