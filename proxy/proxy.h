@@ -55,6 +55,7 @@ struct proxy {
     int nconn_fd;
     int accept_paused;
     struct event *ev_sweep;
+    struct conns_tls *https; /* the HTTPS listener (conns.c); NULL: none */
     struct ui *ui; /* the status page's history and last errors (ui.h) */
     struct capstate *capstate; /* adaptive knees across restarts (capstate.h) */
 };

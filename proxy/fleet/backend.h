@@ -11,6 +11,7 @@
 
 #include "adapt.h"
 #include "metrics.h"
+#include "reqtext.h"
 #include "upstream.h"
 
 struct event;
@@ -56,8 +57,12 @@ struct backend {
     char *url;
     char *host;
     int port;
-    char hostport[300]; /* the Host header the backend is sent */
-    struct upstream_target target; /* its address, transport and keep-alive pool */
+    /* The Host header and the backend's own headers (config `headers`,
+     * secrets: never logged nor shown), on every request to it. */
+    struct reqtext_host hostport[1];
+    /* Its address, transport and keep-alive pool. An https:// backend's
+     * transport is transport_tls, its tp_ctx a struct tls_target (ours). */
+    struct upstream_target target;
     struct resolving *resolving;   /* a lookup of host under way (resolve.h) */
     int max_concurrent;
     int in_flight;
@@ -144,6 +149,16 @@ int model_list_push(struct model_list *l, const char *name, const char *key);
 struct backend *backend_new(const struct config_backend *cb);
 /* Free a backend with no request in flight; NULL is a no-op. */
 void backend_free(struct backend *be);
+
+/* A reload keeps BE (same name and url) with the row CB: its headers,
+ * Host and TLS settings become CB's; TLS state is made anew only when the
+ * settings or their files changed (then idle connections are closed, and
+ * connections in use finish as they are). Returns 0, or -1 when the new
+ * TLS settings do not load (logged; the old stay). */
+int backend_reconfigure(struct backend *be, const struct config_backend *cb);
+
+/* The TLS state of BE (transport_tls.h), NULL for a plain backend. */
+struct tls_target *backend_tls(const struct backend *be);
 
 
 /* The max_concurrent shown (status, metrics): the configured or runtime
@@ -237,6 +252,14 @@ void backend_note_success(struct backend *be);
 
 /* Mark BE down now with WHY (once: the first reason is kept). */
 void backend_mark_down(struct backend *be, const char *why);
+
+/* A connection to BE failed in its transport's setup (UPSTREAM_ESETUP: a
+ * TLS handshake or a certificate that does not verify, why in
+ * be->target.setup_err): down at once, whatever fail_after says, since
+ * every other connection would fail the same way. WHO says which request
+ * kind saw it ("health check", or NULL for a request). It comes back
+ * through health.c's checks, which shake hands again. */
+void backend_setup_failed(struct backend *be, const char *who);
 
 /* "up", "down", "draining", "drained" or "disabled". */
 const char *backend_state(const struct backend *be);

@@ -15,6 +15,7 @@
 #include "proxy.h"
 #include "sched.h"
 #include "reply.h"
+#include "transport_tls.h"
 #include "request.h"
 #include "ui.h"
 
@@ -37,6 +38,22 @@ static json_t *iso_time(double secs)
     gmtime_r(&t, &tm);
     strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
     return json_string(buf);
+}
+
+/* "tls": false for a plain backend; for an https one what its handshakes
+ * saw, the certificate's expiry first (never a header: they are secrets). */
+static json_t *tls_json(const struct backend *be)
+{
+    struct tls_target *t = backend_tls(be);
+    struct tls_target_info i;
+    if (!t)
+        return json_false();
+    tls_target_info(t, &i);
+    return json_pack("{s:o,s:s,s:b,s:b,s:s,s:I,s:I}", "cert_expires",
+                     i.not_after ? iso_time(i.not_after) : json_null(), "server_name",
+                     i.server_name, "verify", i.verify, "client_cert", i.mtls, "version",
+                     i.version, "handshakes", (json_int_t)i.handshakes, "resumed",
+                     (json_int_t)i.resumed);
 }
 
 /* The display name of KEY on BE (its /api/tags' form), else KEY. */
@@ -85,6 +102,7 @@ static json_t *backend_json(struct backend *be)
                           "models", names_json(be->models), "loaded", names_json(be->loaded));
     if (!o)
         return NULL;
+    json_object_set_new(o, "tls", tls_json(be));
     if (be->cap_override)
         json_object_set_new(o, "config_max_concurrent", json_integer(be->cfg_cap));
     if (why) {
