@@ -277,7 +277,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static int batch_setup(struct batch *b, const struct batch_conf *conf)
 {
-    struct client_conf cc = {conf->url, conf->jobs, conf->timeout_s, conf->retries, conf->api_key};
+    struct client_conf cc = {conf->url,     conf->jobs,    conf->timeout_s,
+                             conf->retries, conf->api_key, conf->ca_file};
     struct timeval tv = {0, 250000};
     char err[256];
     b->conf = conf;

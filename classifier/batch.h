@@ -15,6 +15,7 @@
 struct batch_conf {
     const char *url;     /* base URL */
     const char *api_key; /* NULL: none */
+    const char *ca_file; /* NULL: the system's CAs */
     long jobs, timeout_s, retries;
     const struct labels *labels;
     const struct request_tpl *tpl;

@@ -186,6 +186,8 @@ int client_job_init(struct client *c, struct job *job)
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      c->conf.timeout_s < 10 ? c->conf.timeout_s * 1000L : 10000L);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 4096L); /* replies are small; RSS at -j 2000 */
+    if (c->conf.ca_file) /* a private CA (--ca-file); verification stays on */
+        curl_easy_setopt(e, CURLOPT_CAINFO, c->conf.ca_file);
     return 0;
 }
 

@@ -100,6 +100,8 @@ struct client_conf {
     long retries;        /* retries after transient failures */
     const char *api_key; /* NULL: none; else sent as "Authorization: Bearer
                           * KEY" (copied by client_new; never printed) */
+    const char *ca_file; /* NULL: the system's CAs; else the CAs (PEM) an https
+                          * endpoint is verified with (borrowed for the run) */
 };
 
 /* A client on BASE. ST (borrowed) counts the retries. Returns NULL with a

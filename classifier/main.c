@@ -4,6 +4,7 @@
  * Exit 0: every item labelled; 1: some ended in error; 2: bad usage or
  * unreadable input; 130: stopped by SIGINT or SIGTERM. */
 #include <curl/curl.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,10 +168,26 @@ static int setup_io(struct setup *s, char *err, size_t errlen)
     return 0;
 }
 
+/* --ca-file must be readable now: a typo is bad usage (exit 2), not an
+ * error on every item. */
+static int check_ca_file(const struct setup *s, char *err, size_t errlen)
+{
+    FILE *f;
+    if (!s->o.ca_file)
+        return 0;
+    if (!(f = fopen(s->o.ca_file, "r"))) {
+        snprintf(err, errlen, "bad value for --ca-file: %s: %s", s->o.ca_file, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    return 0;
+}
+
 /* Everything that can fail before the first request; -1 means exit 2. */
 static int setup_open(struct setup *s, char *err, size_t errlen)
 {
     if (resolve_url(s, err, errlen) < 0 || resolve_api_key(s, err, errlen) < 0 ||
+        check_ca_file(s, err, errlen) < 0 ||
         split_keep(s, err, errlen) < 0 || setup_request(s, err, errlen) < 0)
         return -1;
     return setup_io(s, err, errlen);
@@ -196,7 +213,7 @@ static int run(struct setup *s, int *discard)
 {
     const struct opts *o = &s->o;
     struct batch_conf bc = {
-        s->url.data,   s->api_key, o->jobs,     o->timeout_s, o->retries, &s->labels,
+        s->url.data,   s->api_key, o->ca_file,  o->jobs,      o->timeout_s, o->retries, &s->labels,
         &s->tpl,       s->in,      s->out,      s->st,        &s->pick,   (int)o->confidence,
         (int)o->votes, s->abstain, (int)o->raw, s->keep,      s->nkeep};
     int stopped;

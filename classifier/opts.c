@@ -42,6 +42,7 @@ static const struct opt_row rows[] = {
     {"retries", 0, INT(retries, 0, 100)},
     {"timeout-s", 0, INT(timeout_s, 1, 86400 * 7)},
     {"api-key", 0, STR(api_key)},
+    {"ca-file", 0, STR(ca_file)},
     {"abstain", 0, STR(abstain)},
     {"examples", 0, STR(examples)},
     {"keep-fields", 0, STR(keep_fields)},
@@ -126,6 +127,9 @@ static const char usage_text[] =
     "                        (default $OLLAMA_API_KEY; \"\" for none); never printed.\n"
     "                        $OLLAMA_API_KEY or api_key in -c FILE keep it out of\n"
     "                        the process list; a refused key (401/403) stops the run\n"
+    "      --ca-file FILE    trust the CA certificates in FILE (PEM) for an https://\n"
+    "                        URL instead of the system's: a private CA, as the one\n"
+    "                        of ollama-proxy's tls.listen certificate\n"
     "  -c, --config FILE     libconfig file with any of the above as keys\n"
     "                        (model = \"llama3\"; jobs = 200; raw = true; ...)\n"
     "  -h, --help            this text\n"

@@ -24,6 +24,8 @@ struct opts {
     char *format;            /* NULL or "auto", "jsonl", "csv", "text" */
     char *config;            /* -c */
     char *api_key;           /* --api-key, NULL: $OLLAMA_API_KEY or none; secret */
+    char *ca_file;           /* --ca-file: the CAs an https:// endpoint is verified
+                                with; NULL: the system's */
     char *abstain;           /* --abstain LABEL, NULL: none */
     char *examples;          /* --examples FILE, NULL: none */
     char *keep_fields;       /* --keep-fields a,b, NULL: none */

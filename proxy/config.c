@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "names.h"
 #include "net.h"
+#include "transport_tls.h"
 
 enum opt_kind { OPT_INT, OPT_NUM };
 
@@ -51,13 +53,16 @@ static const struct opt opts[] = {
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
-static const char *const top_keys[] = {"listen",  "backends",  "queue",
-                                       "timeouts", "health",   "models",
-                                       "limits",  "auth",      "logging",
-                                       "resolvers", "shutdown_timeout_s", "routing",
-                                       "model_caps", "cors_origins"};
-static const char *const backend_keys[] = {"name",      "url",      "dns",       "max_concurrent",
-                                           "resolve_s", "adaptive", "model_caps"};
+static const char *const top_keys[] = {"listen",    "backends",  "queue",  "timeouts",
+                                       "health",    "models",    "limits", "auth",
+                                       "logging",   "resolvers", "tls",    "shutdown_timeout_s",
+                                       "routing",   "model_caps", "cors_origins", "state_file"};
+static const char *const backend_keys[] = {"name",      "url",      "dns", "max_concurrent",
+                                           "resolve_s", "adaptive", "tls", "headers",
+                                           "model_caps"};
+static const char *const backend_tls_keys[] = {"server_name", "ca_file", "cert_file", "key_file",
+                                               "verify"};
+static const char *const tls_keys[] = {"listen", "cert_file", "key_file"};
 static const char *const key_keys[] = {"name",       "key",    "admin",   "max_concurrent",
                                        "max_queued", "weight", "priority"};
 static const char *const prio_names[PRIO_COUNT] = {"high", "normal", "low"};
@@ -216,11 +221,12 @@ int config_parse_url(const char *url, char *host, size_t hostlen, int *port, cha
     char hp[512];
     const char *p;
     size_t n;
-    if (strncmp(url, "http://", 7) != 0) {
-        snprintf(err, errlen, "url \"%s\" must start with http://", url);
+    int tls = strncmp(url, "https://", 8) == 0;
+    if (!tls && strncmp(url, "http://", 7) != 0) {
+        snprintf(err, errlen, "url \"%s\" must start with http:// or https://", url);
         return -1;
     }
-    p = url + 7;
+    p = url + 7 + tls;
     n = strcspn(p, "/");
     if (p[n] && strcmp(p + n, "/") != 0) {
         snprintf(err, errlen, "url \"%s\" must not have a path", url);
@@ -233,7 +239,7 @@ int config_parse_url(const char *url, char *host, size_t hostlen, int *port, cha
     memcpy(hp, p, n);
     hp[n] = '\0';
     if (!strchr(hp, ':') || (hp[0] == '[' && !strstr(hp, "]:"))) {
-        strncat(hp, ":80", sizeof hp - strlen(hp) - 1);
+        strncat(hp, tls ? ":443" : ":80", sizeof hp - strlen(hp) - 1);
     }
     if (net_parse_hostport(hp, host, hostlen, port, err, errlen) < 0)
         return -1;
@@ -351,6 +357,140 @@ static void free_model_caps(struct config_model_cap *m, int n)
     free(m);
 }
 
+/* A host name or address as SNI and certificates carry it. */
+static int good_host(const char *h)
+{
+    size_t n = strlen(h);
+    return n > 0 && n < 254 &&
+           strspn(h, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:") == n;
+}
+
+static int get_bool(const char *file, config_setting_t *g, const char *name, int *out, char *err,
+                    size_t errlen)
+{
+    config_setting_t *s = config_setting_get_member(g, name);
+    if (!s)
+        return 0;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL)
+        FAIL(s, "\"%s\" must be true or false", name);
+    *out = config_setting_get_bool(s);
+    return 0;
+}
+
+/* A backend's `tls = { ... }`: only with an https:// url; its files must
+ * load (and the key match its certificate) now, not at the first request. */
+static int load_backend_tls(const char *file, config_setting_t *b, struct config_backend *be,
+                            char *err, size_t errlen)
+{
+    config_setting_t *g = config_setting_get_member(b, "tls");
+    struct config_tls *t = &be->tlsc;
+    char why[700];
+    t->verify = 1;
+    if (!g)
+        return 0;
+    if (!be->tls)
+        FAIL(g, "backend %s: \"tls\" is for an https:// url", be->name);
+    if (!config_setting_is_group(g))
+        FAIL(g, "\"tls\" must be a group { ca_file = ...; server_name = ...; }");
+    if (check_members(file, g, backend_tls_keys,
+                      sizeof backend_tls_keys / sizeof backend_tls_keys[0], "a backend's tls",
+                      err, errlen) ||
+        get_string(file, g, "server_name", 0, &t->server_name, err, errlen) ||
+        get_string(file, g, "ca_file", 0, &t->ca_file, err, errlen) ||
+        get_string(file, g, "cert_file", 0, &t->cert_file, err, errlen) ||
+        get_string(file, g, "key_file", 0, &t->key_file, err, errlen) ||
+        get_bool(file, g, "verify", &t->verify, err, errlen))
+        return -1;
+    if (t->server_name && !good_host(t->server_name))
+        FAIL(config_setting_get_member(g, "server_name"),
+             "tls.server_name \"%s\" is not a host name", t->server_name);
+    if (!t->cert_file != !t->key_file)
+        FAIL(g, "tls.cert_file and tls.key_file go together (a client certificate and its key)");
+    if (t->ca_file && tls_check_ca(t->ca_file, why, sizeof why) < 0)
+        FAIL(config_setting_get_member(g, "ca_file"), "tls.%s", why);
+    if (t->cert_file && tls_check_pair(t->cert_file, t->key_file, NULL, why, sizeof why) < 0)
+        FAIL(config_setting_get_member(g, "cert_file"), "tls.%s", why);
+    return 0;
+}
+
+/* A header the proxy itself owns on the way to a backend: the framing,
+ * the route and the chain of addresses. */
+static int reserved_header(const char *name)
+{
+    static const char *const owned[] = {"Host",    "Content-Length", "Transfer-Encoding",
+                                        "Connection", "Keep-Alive", "Proxy-Connection",
+                                        "TE",      "Trailer",        "Upgrade",
+                                        "Expect",  "X-Forwarded-For"};
+    for (size_t i = 0; i < sizeof owned / sizeof owned[0]; i++)
+        if (strcasecmp(name, owned[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* "Name: value" into H: a token name (RFC 9110 5.6.2), a value without
+ * control characters. 0, or -1 with why in WHY. */
+static int parse_header(const char *s, struct config_header *h, char *why, size_t whylen)
+{
+    static const char tchar[] = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz"
+                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    size_t n = strspn(s, tchar);
+    const char *v = s + n;
+    if (n == 0 || *v != ':') {
+        snprintf(why, whylen, "must be \"Name: value\" with a name of letters, digits and "
+                              "!#$%%&'*+-.^_`|~");
+        return -1;
+    }
+    v += 1 + strspn(v + 1, " \t");
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p < 0x20 && *p != '\t') {
+            snprintf(why, whylen, "its value holds a control character");
+            return -1;
+        }
+    h->name = strndup(s, n);
+    h->value = strdup(v);
+    if (!h->name || !h->value) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (size_t k = strlen(h->value); k > 0 && strchr(" \t", h->value[k - 1]); k--)
+        h->value[k - 1] = '\0';
+    if (!h->value[0]) {
+        snprintf(why, whylen, "its value is empty");
+        return -1;
+    }
+    if (reserved_header(h->name)) {
+        snprintf(why, whylen, "%s is the proxy's to set", h->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* `headers = [ "Name: value", ... ]`. The messages never quote a value:
+ * it is a secret. */
+static int load_headers(const char *file, config_setting_t *b, struct config_backend *be,
+                        char *err, size_t errlen)
+{
+    config_setting_t *l = config_setting_get_member(b, "headers");
+    char why[160];
+    if (!l)
+        return 0;
+    if (!config_setting_is_list(l) && !config_setting_is_array(l))
+        FAIL(l, "\"headers\" must be a list of strings [ \"Name: value\", ... ]");
+    be->nheaders = config_setting_length(l);
+    be->headers = calloc((size_t)be->nheaders + 1, sizeof *be->headers);
+    for (int i = 0; i < be->nheaders; i++) {
+        const char *v = config_setting_get_string_elem(l, (unsigned)i);
+        if (!v)
+            FAIL(l, "\"headers\" must be a list of strings [ \"Name: value\", ... ]");
+        if (parse_header(v, &be->headers[i], why, sizeof why) < 0)
+            FAIL(l, "backend %s: header %d of \"headers\": %s", be->name, i + 1, why);
+        for (int j = 0; j < i; j++)
+            if (strcasecmp(be->headers[j].name, be->headers[i].name) == 0)
+                FAIL(l, "backend %s: header %s is given twice", be->name, be->headers[i].name);
+    }
+    return 0;
+}
+
 static int load_backend(const char *file, config_setting_t *b, struct px_config *c, int i,
                         char *err, size_t errlen)
 {
@@ -377,6 +517,11 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
     if (dns && be->url) {
         free(dns);
         FAIL(b, "a backend has a url or a dns name, not both");
+    }
+    if (dns && (config_setting_get_member(b, "tls") || config_setting_get_member(b, "headers"))) {
+        free(dns);
+        FAIL(b, "backend %s: \"tls\" and \"headers\" need a url row (a dns row is plain "
+             "http:// to each address)", be->name);
     }
     if (dns) { /* "host:port": each address it resolves to is a backend */
         size_t n = strlen(dns) + 16;
@@ -405,6 +550,9 @@ static int load_backend(const char *file, config_setting_t *b, struct px_config 
         FAIL(config_setting_get_member(b, be->is_dns ? "dns" : "url"), "%s", why);
     be->host = strdup(host);
     be->line = (int)config_setting_source_line(b);
+    be->tls = strncmp(be->url, "https://", 8) == 0;
+    if (load_backend_tls(file, b, be, err, errlen) || load_headers(file, b, be, err, errlen))
+        return -1;
     for (int j = 0; j < i; j++)
         if (c->backends[j].name && strcmp(c->backends[j].name, be->name) == 0)
             FAIL(b, "duplicate backend name \"%s\"", be->name);
@@ -618,6 +766,32 @@ static int load_resolvers(const char *file, config_setting_t *root, struct px_co
     return 0;
 }
 
+/* tls = { listen; cert_file; key_file; }: the HTTPS listener, all three
+ * needed; the certificate must load and the key match it. */
+static int load_tls(const char *file, config_setting_t *root, struct px_config *c, char *err,
+                    size_t errlen)
+{
+    config_setting_t *g = config_setting_get_member(root, "tls");
+    char why[700], host[256];
+    if (!g)
+        return 0;
+    if (!config_setting_is_group(g))
+        FAIL(g, "\"tls\" must be a group { listen = ...; cert_file = ...; key_file = ...; }");
+    if (check_members(file, g, tls_keys, sizeof tls_keys / sizeof tls_keys[0], "tls", err,
+                      errlen) ||
+        get_string(file, g, "listen", 1, &c->tls_listen, err, errlen) ||
+        get_string(file, g, "cert_file", 1, &c->tls_cert_file, err, errlen) ||
+        get_string(file, g, "key_file", 1, &c->tls_key_file, err, errlen))
+        return -1;
+    if (net_parse_hostport(c->tls_listen, host, sizeof host, &c->tls_listen_port, why,
+                           sizeof why) < 0)
+        FAIL(config_setting_get_member(g, "listen"), "tls.listen: %s", why);
+    c->tls_listen_host = strdup(host);
+    if (tls_check_pair(c->tls_cert_file, c->tls_key_file, NULL, why, sizeof why) < 0)
+        FAIL(config_setting_get_member(g, "cert_file"), "tls.%s", why);
+    return 0;
+}
+
 /* cors_origins = ( "https://chat.example.com", "http://localhost:*" ); the
  * browser origins allowed to call the proxy (front/cors.c); '*' matches
  * any run of characters. Default: none. */
@@ -785,7 +959,10 @@ static int load_root(const char *file, config_t *cf, struct px_config *c, char *
     rc |= load_auth(file, root, c, err, errlen);
     rc |= load_logging(file, root, c, err, errlen);
     rc |= load_resolvers(file, root, c, err, errlen);
+    rc |= load_tls(file, root, c, err, errlen);
     rc |= load_cors(file, root, c, err, errlen);
+    if (get_string(file, root, "state_file", 0, &c->state_file, err, errlen))
+        rc = -1;
     rc |= load_routing(file, root, c, err, errlen);
     rc |= load_model_caps(file, config_setting_get_member(root, "model_caps"), &c->model_caps,
                           &c->nmodel_caps, err, errlen);
@@ -806,6 +983,8 @@ static int complete(const struct px_config *c)
     ok = ok && c->routing.session_headers;
     for (int i = 0; i < c->routing.nsession_headers && ok; i++)
         ok = c->routing.session_headers[i] != NULL;
+    if (ok && c->tls_listen)
+        ok = c->tls_listen_host != NULL;
     return ok ? 0 : -1;
 }
 
@@ -854,10 +1033,20 @@ void config_free(struct px_config *c)
     if (!c)
         return;
     for (int i = 0; c->backends && i < c->nbackends; i++) {
-        free(c->backends[i].name);
-        free(c->backends[i].url);
-        free(c->backends[i].host);
-        free_model_caps(c->backends[i].model_caps, c->backends[i].nmodel_caps);
+        struct config_backend *b = &c->backends[i];
+        free(b->name);
+        free(b->url);
+        free(b->host);
+        free(b->tlsc.server_name);
+        free(b->tlsc.ca_file);
+        free(b->tlsc.cert_file);
+        free(b->tlsc.key_file);
+        for (int j = 0; b->headers && j < b->nheaders; j++) {
+            free(b->headers[j].name);
+            free(b->headers[j].value);
+        }
+        free(b->headers);
+        free_model_caps(b->model_caps, b->nmodel_caps);
     }
     for (int i = 0; c->keys && i < c->nkeys; i++) {
         free(c->keys[i].name);
@@ -866,6 +1055,7 @@ void config_free(struct px_config *c)
     free(c->backends);
     free(c->keys);
     free(c->client_header);
+    free(c->state_file);
     for (int i = 0; c->resolvers && i < c->nresolvers; i++)
         free(c->resolvers[i]);
     free(c->resolvers);
@@ -882,6 +1072,10 @@ void config_free(struct px_config *c)
     free(c->skip_paths);
     free(c->listen);
     free(c->listen_host);
+    free(c->tls_listen);
+    free(c->tls_listen_host);
+    free(c->tls_cert_file);
+    free(c->tls_key_file);
     free(c->file);
     free(c);
 }
@@ -961,6 +1155,10 @@ static void backend_warning(const struct px_config *c, int i, struct addrinfo **
                      "(\"%s\" and \"%s\" are both %s, port %d): its slots are counted twice",
                      c->file, b->line, o->name, b->name, o->host, b->host, addr, b->port);
     }
+    if (!line[0] && b->tls && !b->tlsc.verify)
+        snprintf(line, len, "%s:%d: warning: backend \"%s\": tls.verify = false: its "
+                 "certificate is not checked, so anyone on the way can read and change its "
+                 "traffic (the key in its headers too)", c->file, b->line, b->name);
 }
 
 /* Without keys, a listen address other machines reach opens everything
@@ -1070,12 +1268,18 @@ void config_print_summary(const struct px_config *c)
     int slots = 0;
     printf("%s: OK\n", c->file);
     printf("listen           %s\n", c->listen);
+    if (c->tls_listen)
+        printf("tls listen       %s (cert %s)\n", c->tls_listen, c->tls_cert_file);
     printf("backends         %d\n", c->nbackends);
     for (int i = 0; i < c->nbackends; i++) {
-        printf("  %-14s %-32s max_concurrent %d%s\n", c->backends[i].name, c->backends[i].url,
-               c->backends[i].max_concurrent, c->backends[i].adaptive ? " (adaptive ceiling)" : "");
-        print_model_caps("    model ", c->backends[i].model_caps, c->backends[i].nmodel_caps);
-        slots += c->backends[i].max_concurrent;
+        const struct config_backend *b = &c->backends[i];
+        printf("  %-14s %-32s max_concurrent %d", b->name, b->url, b->max_concurrent);
+        if (b->nheaders) /* their names only: the values are secrets */
+            for (int j = 0; j < b->nheaders; j++)
+                printf("%s%s", j ? ", " : ", headers ", b->headers[j].name);
+        printf("%s\n", b->adaptive ? " (adaptive ceiling)" : "");
+        print_model_caps("    model ", b->model_caps, b->nmodel_caps);
+        slots += b->max_concurrent;
     }
     printf("fleet slots      %d\n", slots);
     printf("queue            max_length %d, timeout %gs, no backend %gs\n",
@@ -1092,6 +1296,8 @@ void config_print_summary(const struct px_config *c)
     for (int i = 0; i < c->nskip_paths; i++)
         printf("%s%s", i ? " " : ", not for ", c->skip_paths[i]);
     printf("\n");
+    printf("state file       %s\n",
+           c->state_file ? c->state_file : "none (adaptive caps start from 1 at each start)");
     print_routing(c);
     printf("auth             %s\n", c->nkeys ? "keys" : "open (no keys)");
     for (int i = 0; i < c->nkeys; i++)

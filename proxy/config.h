@@ -16,6 +16,20 @@ struct config_model_cap {
     int max_concurrent;
 };
 
+/* A backend's TLS: its url is https://, `tls = { ... }` says the rest. */
+struct config_tls {
+    char *server_name; /* SNI, the name verified and the Host; NULL: the url's host */
+    char *ca_file;     /* NULL: the system's CAs */
+    char *cert_file, *key_file; /* a client certificate (mTLS); NULL: none */
+    int verify;        /* default 1; tls.verify = false turns it off */
+};
+
+/* A header a backend is sent with every request (`headers`): "Name: value"
+ * split, validated. Secret: never logged nor shown. */
+struct config_header {
+    char *name, *value;
+};
+
 struct config_backend {
     char *name;
     char *url;  /* as written */
@@ -27,6 +41,10 @@ struct config_backend {
                          every address is a backend NAME-1, NAME-2, ... (dnsfleet.c) */
     double resolve_s; /* how often it is resolved again */
     int adaptive;     /* max_concurrent is a ceiling: adapt.h finds the cap */
+    int tls;          /* https:// */
+    struct config_tls tlsc;
+    struct config_header *headers;
+    int nheaders;
     struct config_model_cap *model_caps; /* this backend's own model_caps */
     int nmodel_caps;
 };
@@ -83,6 +101,7 @@ struct px_config {
     int access_json;          /* logging.format = "json" */
     char **skip_paths;        /* logging.skip_paths: no access-log line for these */
     int nskip_paths;
+    char *state_file;         /* adaptive knees kept across restarts (capstate.h); NULL: none */
     char **resolvers;         /* name servers for dns backends; NULL: /etc/resolv.conf */
     int nresolvers;
     int metrics_key_required; /* auth.metrics_key_required */
@@ -93,6 +112,10 @@ struct px_config {
     struct config_model_cap *model_caps; /* the top level's model_caps */
     int nmodel_caps;
     unsigned serial; /* a new number for every config loaded: a reload is seen by it */
+    /* tls = { listen; cert_file; key_file; }: the HTTPS listener; NULL: none */
+    char *tls_listen, *tls_listen_host;
+    int tls_listen_port;
+    char *tls_cert_file, *tls_key_file;
 };
 
 /* Read FILE into a new config. Returns it, or NULL with "FILE:LINE: what is
@@ -128,8 +151,9 @@ const struct config_backend *config_backend_row(const struct px_config *cfg, con
 /* Print the one-screen summary of --check to stdout. */
 void config_print_summary(const struct px_config *cfg);
 
-/* Parse "http://host:port" (port defaults to 80, a path is refused) into
- * HOST/PORT. Returns 0, or -1 with a reason in ERR. */
+/* Parse "http://host:port" or "https://host:port" (port defaults to 80 or
+ * 443, a path is refused) into HOST/PORT. Returns 0, or -1 with a reason
+ * in ERR. */
 int config_parse_url(const char *url, char *host, size_t hostlen, int *port, char *err,
                      size_t errlen);
 

@@ -7,12 +7,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "config.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "transport_tls.h"
 #include "version.h"
 
 static const char usage[] =
@@ -43,6 +45,57 @@ static const char *default_config(void)
     if (access(CONFIG_SYSTEM, F_OK) == 0)
         return CONFIG_SYSTEM;
     return NULL;
+}
+
+/* "2027-01-06 (in 30 days)", "2026-12-01 (EXPIRED 5 days ago)" */
+static const char *expiry(double t, char *buf, size_t n)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    char day[16];
+    double days = (t - (double)time(NULL)) / 86400.0;
+    strftime(day, sizeof day, "%Y-%m-%d", gmtime_r(&tt, &tm));
+    if (days >= 0) /* whole days left, as the status page counts them */
+        snprintf(buf, n, "%s (in %d days)", day, (int)days);
+    else
+        snprintf(buf, n, "%s (EXPIRED %d days ago)", day, (int)-days);
+    return buf;
+}
+
+/* --check, after the summary: TLS or not per backend, and the expiry of
+ * every certificate in play: the listener's, a backend's client
+ * certificate, and the backend's own as a handshake sees it now (blocking,
+ * within timeouts.connect_s; the files were checked by config_load). A
+ * backend that cannot be reached now is said, not an error: it may be down
+ * while its config is right. */
+static void print_tls(const struct px_config *c)
+{
+    char when[64], err[512];
+    double na = 0;
+    printf("tls\n");
+    if (c->tls_listen &&
+        tls_check_pair(c->tls_cert_file, c->tls_key_file, &na, err, sizeof err) == 0)
+        printf("  %-14s https on %s, key matches, certificate expires %s\n", "(listener)",
+               c->tls_listen, expiry(na, when, sizeof when));
+    for (int i = 0; i < c->nbackends; i++) {
+        const struct config_backend *b = &c->backends[i];
+        struct tls_conf tc = {b->tlsc.server_name ? b->tlsc.server_name : b->host,
+                              b->tlsc.ca_file, b->tlsc.cert_file, b->tlsc.key_file,
+                              b->tlsc.verify};
+        if (!b->tls) {
+            printf("  %-14s plain http (no TLS)\n", b->name);
+            continue;
+        }
+        printf("  %-14s TLS to %s, verify %s", b->name, tc.server_name,
+               !tc.verify ? "OFF" : tc.ca_file ? tc.ca_file : "(system CAs)");
+        if (tc.cert_file && tls_check_pair(tc.cert_file, tc.key_file, &na, err, sizeof err) == 0)
+            printf(", client certificate expires %s", expiry(na, when, sizeof when));
+        if (tls_probe(b->host, b->port, &tc, c->connect_s, &na, err, sizeof err) == 0)
+            printf("\n  %-14s certificate expires %s (handshake %s now)\n", "",
+                   expiry(na, when, sizeof when), tc.verify ? "verified" : "NOT verified");
+        else
+            printf("\n  %-14s no handshake now: %s\n", "", err);
+    }
 }
 
 static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
@@ -132,6 +185,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "%s\n", err);
     if (check) {
         config_print_summary(cfg);
+        print_tls(cfg);
         config_free(cfg);
         return 0;
     }

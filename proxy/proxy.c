@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "accesslog.h"
+#include "capstate.h"
 #include "config.h"
 #include "conns.h"
 #include "discover.h"
@@ -44,6 +45,7 @@ static void settings(struct proxy *px)
     px->uto.first_byte = net_timeval(c->first_byte_s);
     px->uto.idle = net_timeval(c->idle_s);
     health_settings(px);
+    capstate_settings(px);
     if (accesslog_configure(c->access_log, c->access_json) < 0)
         log_error("logging.access: cannot open %s: %s; the access log stays where it was",
                   c->access_log, strerror(errno));
@@ -185,7 +187,7 @@ int proxy_start(struct proxy *px, struct px_config *cfg)
     px->dns = new_dns(px);
     settings(px);
     px->scratch = evbuffer_new();
-    if (!px->scratch || fleet_init(px) < 0 || ui_start(px) < 0) {
+    if (!px->scratch || capstate_start(px) < 0 || fleet_init(px) < 0 || ui_start(px) < 0) {
         log_error("out of memory");
         return -1;
     }
@@ -208,6 +210,7 @@ void proxy_stop(struct proxy *px)
     px->ev_drain = NULL;
     discover_stop(px);
     health_stop(px);
+    capstate_stop(px); /* the knees as they are: before the fleet goes */
     dnsfleet_stop(px);
     fanout_abort_all(px);
     session_abort_all(px);

@@ -55,7 +55,9 @@ struct proxy {
     int nconn_fd;
     int accept_paused;
     struct event *ev_sweep;
+    struct conns_tls *https; /* the HTTPS listener (conns.c); NULL: none */
     struct ui *ui; /* the status page's history and last errors (ui.h) */
+    struct capstate *capstate; /* adaptive knees across restarts (capstate.h) */
 };
 
 /* Start a proxy on CFG (owned from now on): the event loop, the fleet, the

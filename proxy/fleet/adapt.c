@@ -30,6 +30,18 @@ void adapt_init(struct adapt *a, int ceiling)
     a->changed_at = (double)time(NULL);
 }
 
+void adapt_resume(struct adapt *a, int ceiling, int knee)
+{
+    adapt_init(a, ceiling);
+    if (knee <= 1)
+        return;
+    a->cap = a->knee = a->from = knee < a->ceiling ? knee : a->ceiling;
+    a->streak = 0;
+    a->wait = ADAPT_PROBE_EVERY; /* settled there: probed now and then, both ways */
+    snprintf(a->reason, sizeof a->reason, "start: at %d, the knee found before the restart",
+             a->knee);
+}
+
 /* Put CAP in force; the first window after a change is not judged. */
 static void set(struct adapt *a, int cap, enum adapt_cause cause, const char *why)
 {

@@ -134,6 +134,12 @@ int adapt_decide(struct adapt *a, double x, double mean_inflight);
  * the first window is not judged. */
 void adapt_init(struct adapt *a, int ceiling);
 
+/* Start A at CEILING from KNEE, a knee found before (the state file of a
+ * restart): resting there as if found, probed now and then both ways, so a
+ * knee that moved meanwhile is followed. A KNEE of 1 or less is
+ * adapt_init's climb from 1; one over the ceiling rests at the ceiling. */
+void adapt_resume(struct adapt *a, int ceiling, int knee);
+
 /* The in-flight count is about to change (IN_FLIGHT now) at NOW_MS. */
 void adapt_inflight(struct adapt *a, int in_flight, double now_ms);
 

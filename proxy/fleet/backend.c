@@ -9,13 +9,112 @@
 #include <string.h>
 #include <time.h>
 
+#include "capstate.h"
 #include "config.h"
 #include "log.h"
 #include "net.h"
 #include "names.h"
 #include "proxy.h"
 #include "resolve.h"
+#include "transport_tls.h"
 #include "upstream.h"
+
+/* The Host header: the url's host (or tls.server_name) and its port,
+ * which goes without saying for https on 443. */
+static void set_host(struct backend *be, const struct config_backend *cb)
+{
+    const char *h = cb->tlsc.server_name ? cb->tlsc.server_name : be->host;
+    char *out = be->hostport->name;
+    size_t n = sizeof be->hostport->name;
+    int v6 = strchr(h, ':') != NULL;
+    if (cb->tls && be->port == 443)
+        snprintf(out, n, "%s%s%s", v6 ? "[" : "", h, v6 ? "]" : "");
+    else
+        snprintf(out, n, "%s%s%s:%d", v6 ? "[" : "", h, v6 ? "]" : "", be->port);
+}
+
+static void free_headers(struct reqtext_host *h)
+{
+    for (int i = 0; i < h->nheaders; i++) {
+        free(h->headers[i].name);
+        free(h->headers[i].value);
+    }
+    free(h->headers);
+    h->headers = NULL;
+    h->nheaders = 0;
+}
+
+/* BE's headers become copies of CB's. 0, or -1 (out of memory: BE's stay). */
+static int set_headers(struct backend *be, const struct config_backend *cb)
+{
+    struct reqtext_header *h = calloc((size_t)cb->nheaders + 1, sizeof *h);
+    if (!h)
+        return -1;
+    for (int i = 0; i < cb->nheaders; i++)
+        if (!(h[i].name = strdup(cb->headers[i].name)) ||
+            !(h[i].value = strdup(cb->headers[i].value))) {
+            struct reqtext_host tmp = {.headers = h, .nheaders = i + 1};
+            free_headers(&tmp);
+            return -1;
+        }
+    free_headers(be->hostport);
+    be->hostport->headers = h;
+    be->hostport->nheaders = cb->nheaders;
+    return 0;
+}
+
+static void tls_conf_of(const struct backend *be, const struct config_backend *cb,
+                        struct tls_conf *tc)
+{
+    tc->server_name = cb->tlsc.server_name ? cb->tlsc.server_name : be->host;
+    tc->ca_file = cb->tlsc.ca_file;
+    tc->cert_file = cb->tlsc.cert_file;
+    tc->key_file = cb->tlsc.key_file;
+    tc->verify = cb->tlsc.verify;
+}
+
+/* An https:// backend speaks TLS (transport_tls.h); 0, or -1 logged. */
+static int set_transport(struct backend *be, const struct config_backend *cb)
+{
+    struct tls_conf tc;
+    char err[700];
+    if (!cb->tls)
+        return 0;
+    tls_conf_of(be, cb, &tc);
+    if (!(be->target.tp_ctx = tls_target_new(&tc, err, sizeof err))) {
+        log_error("backend %s: %s", be->name, err);
+        return -1;
+    }
+    be->target.tp = &transport_tls;
+    return 0;
+}
+
+struct tls_target *backend_tls(const struct backend *be)
+{
+    return be->target.tp == &transport_tls ? be->target.tp_ctx : NULL;
+}
+
+int backend_reconfigure(struct backend *be, const struct config_backend *cb)
+{
+    struct tls_target *t = backend_tls(be);
+    struct tls_conf tc;
+    char err[700];
+    if (set_headers(be, cb) < 0)
+        log_error("backend %s: out of memory: its headers stay as they were", be->name);
+    set_host(be, cb);
+    if (!t)
+        return 0;
+    tls_conf_of(be, cb, &tc);
+    if (tls_target_same(t, &tc))
+        return 0;
+    if (tls_target_update(t, &tc, err, sizeof err) < 0) {
+        log_error("backend %s: %s; its TLS settings stay as they were", be->name, err);
+        return -1;
+    }
+    upstream_pool_drain(&be->target); /* made under the old settings */
+    log_info("backend %s: new TLS settings (or files) from the next connection on", be->name);
+    return 0;
+}
 
 struct backend *backend_new(const struct config_backend *cb)
 {
@@ -32,14 +131,12 @@ struct backend *backend_new(const struct config_backend *cb)
     be->models_pending = 1; /* until discovery has asked it (discover_refresh) */
     if (cb->adaptive)
         backend_adapt(be, cb->max_concurrent);
-    if (strchr(be->host, ':'))
-        snprintf(be->hostport, sizeof be->hostport, "[%s]:%d", be->host, be->port);
-    else
-        snprintf(be->hostport, sizeof be->hostport, "%s:%d", be->host, be->port);
-    if (!be->name || !be->url || !be->host) {
+    if (!be->name || !be->url || !be->host || set_headers(be, cb) < 0 ||
+        set_transport(be, cb) < 0) {
         backend_free(be);
         return NULL;
     }
+    set_host(be, cb);
     return be;
 }
 
@@ -177,6 +274,8 @@ void backend_free(struct backend *be)
         upstream_abort(be->probe);
     resolve_cancel(be);
     upstream_pool_drain(&be->target);
+    tls_target_free(backend_tls(be)); /* after the last connection that used it */
+    free_headers(be->hostport);
     free(be->tmpl);
     free(be->tmpl_url);
     free(be->name);
@@ -258,7 +357,10 @@ int runner_cap(struct backend *be, struct runner *rn)
     }
     if (!rn->adapt.on || rn->adapt_epoch != be->adapt_epoch) {
         int ceiling = be->adapt.ceiling;
-        adapt_init(&rn->adapt, rn->cap && rn->cap < ceiling ? rn->cap : ceiling);
+        /* Its first start in this process resumes at a knee saved before a
+         * restart, if any (capstate.h); a restart of the search from 1. */
+        adapt_resume(&rn->adapt, rn->cap && rn->cap < ceiling ? rn->cap : ceiling,
+                     be->px ? capstate_knee(be->px, be, rn->key) : 0);
         rn->adapt_epoch = be->adapt_epoch;
     }
     return rn->adapt.cap;
@@ -382,6 +484,16 @@ void backend_feedback(struct backend *be, const char *key, long long tokens, int
         adapt_sample(&rn->adapt, rn->in_flight, tokens, outcome, now_ms);
 }
 
+void backend_count_tokens(struct backend *be, const char *key, long long tokens,
+                          long long prompt)
+{
+    struct runner *rn = backend_runner_find(be, key);
+    if (!rn)
+        return;
+    rn->tokens += tokens > 0 ? (unsigned long long)tokens : 0;
+    rn->prompt_tokens += prompt > 0 ? (unsigned long long)prompt : 0;
+}
+
 void backend_ref(struct backend *be)
 {
     be->refs++;
@@ -413,6 +525,17 @@ void backend_mark_down(struct backend *be, const char *why)
     snprintf(be->down_reason, sizeof be->down_reason, "%s", why);
     be->down_since = (double)time(NULL);
     log_warn("backend %s: down: %s", be->name, why);
+}
+
+void backend_setup_failed(struct backend *be, const char *who)
+{
+    char reason[160];
+    be->failed++;
+    be->consecutive_failures++;
+    size_t n = who ? net_copy(reason, sizeof reason, who, ": ") : 0;
+    net_copy(reason + n, sizeof reason - n,
+             be->target.setup_err[0] ? be->target.setup_err : "transport setup failed", NULL);
+    backend_mark_down(be, reason);
 }
 
 void backend_note_failure(struct backend *be, int fail_after, const char *why)

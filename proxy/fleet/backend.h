@@ -11,6 +11,7 @@
 
 #include "adapt.h"
 #include "metrics.h"
+#include "reqtext.h"
 #include "upstream.h"
 
 struct event;
@@ -46,6 +47,7 @@ struct runner {
     struct adapt adapt; /* with adaptive = true: its own cap under the ceiling */
     unsigned long long hits, misses; /* keyed requests granted at their key's home, elsewhere */
     unsigned long long loads;  /* replies that said load_duration >= 100 ms */
+    unsigned long long tokens, prompt_tokens; /* generated and prompt tokens of its replies */
     struct runner *next;
 };
 
@@ -55,8 +57,12 @@ struct backend {
     char *url;
     char *host;
     int port;
-    char hostport[300]; /* the Host header the backend is sent */
-    struct upstream_target target; /* its address, transport and keep-alive pool */
+    /* The Host header and the backend's own headers (config `headers`,
+     * secrets: never logged nor shown), on every request to it. */
+    struct reqtext_host hostport[1];
+    /* Its address, transport and keep-alive pool. An https:// backend's
+     * transport is transport_tls, its tp_ctx a struct tls_target (ours). */
+    struct upstream_target target;
     struct resolving *resolving;   /* a lookup of host under way (resolve.h) */
     int max_concurrent;
     int in_flight;
@@ -145,6 +151,16 @@ struct backend *backend_new(const struct config_backend *cb);
 /* Free a backend with no request in flight; NULL is a no-op. */
 void backend_free(struct backend *be);
 
+/* A reload keeps BE (same name and url) with the row CB: its headers,
+ * Host and TLS settings become CB's; TLS state is made anew only when the
+ * settings or their files changed (then idle connections are closed, and
+ * connections in use finish as they are). Returns 0, or -1 when the new
+ * TLS settings do not load (logged; the old stay). */
+int backend_reconfigure(struct backend *be, const struct config_backend *cb);
+
+/* The TLS state of BE (transport_tls.h), NULL for a plain backend. */
+struct tls_target *backend_tls(const struct backend *be);
+
 
 /* The max_concurrent shown (status, metrics): the configured or runtime
  * cap; for an adaptive backend its ceiling, not the cap it found. */
@@ -212,6 +228,11 @@ void backend_set_cap(struct backend *be, int cap);
  * generated (-1 unknown), OUTCOME an enum adapt_outcome, LOADED when its
  * reply said the model was loaded for it (load_duration >= 100 ms); an
  * adaptive backend's runner learns its cap from it. */
+/* A reply of BE for the model KEY said it generated TOKENS and read PROMPT
+ * prompt tokens (-1 or 0: none said): counted on its runner. */
+void backend_count_tokens(struct backend *be, const char *key, long long tokens,
+                          long long prompt);
+
 void backend_feedback(struct backend *be, const char *key, long long tokens, int outcome,
                       int loaded, double now_ms);
 
@@ -232,6 +253,14 @@ void backend_note_success(struct backend *be);
 
 /* Mark BE down now with WHY (once: the first reason is kept). */
 void backend_mark_down(struct backend *be, const char *why);
+
+/* A connection to BE failed in its transport's setup (UPSTREAM_ESETUP: a
+ * TLS handshake or a certificate that does not verify, why in
+ * be->target.setup_err): down at once, whatever fail_after says, since
+ * every other connection would fail the same way. WHO says which request
+ * kind saw it ("health check", or NULL for a request). It comes back
+ * through health.c's checks, which shake hands again. */
+void backend_setup_failed(struct backend *be, const char *who);
 
 /* "up", "down", "unknown" (in service, but nothing heard of it yet: no
  * check has passed and it has not been marked down), "draining",

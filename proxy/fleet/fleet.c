@@ -142,6 +142,7 @@ int fleet_apply(struct proxy *px, const struct px_config *cfg)
         be = find(px, &cfg->backends[i]);
         if (be) {
             recap(be, &cfg->backends[i]);
+            backend_reconfigure(be, &cfg->backends[i]); /* headers, Host, TLS */
         } else if ((be = add(px, &cfg->backends[i]))) {
             log_info("backend %s added (%s)", be->name, be->url);
             discover_rejoin(px, be); /* no request for a model before its answer */

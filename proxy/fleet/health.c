@@ -107,6 +107,11 @@ static void on_error(void *arg, enum upstream_err err)
         check(be);
         return;
     }
+    if (err == UPSTREAM_ESETUP) { /* a handshake, a certificate: down at once */
+        be->consecutive_ok = 0;
+        backend_setup_failed(be, "health check");
+        return;
+    }
     failed(be, upstream_strerror(err));
 }
 

@@ -2,7 +2,15 @@
  *
  * The listener is ours (net_listen) because evhttp's would listen with a
  * backlog of 128 and without TCP_NODELAY, and Nagle plus delayed ACKs add
- * ~40 ms to every streamed reply. */
+ * ~40 ms to every streamed reply.
+ *
+ * The HTTPS listener (tls.listen) is a second evhttp server with the same
+ * request callback, limits and connection records: evhttp asks for each
+ * connection's bufferevent without saying which listener accepted it, so
+ * each listener has its own server, and the HTTPS one makes
+ * bufferevent_openssl ones. The certificate is read into a new SSL_CTX at
+ * every reload (SIGHUP); connections open keep the context they were
+ * accepted with (each SSL holds a reference), new ones get the new. */
 #include "conns.h"
 
 #include <event2/buffer.h>
@@ -12,19 +20,83 @@
 #include <event2/listener.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config.h"
 #include "intake.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
+#include "transport_tls.h"
+
+/* The HTTPS listener of a proxy (px->https). */
+struct conns_tls {
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct ssl_ctx_st *ctx; /* for connections accepted from now on */
+    char *listen;  /* tls.listen as bound: a reload cannot move it */
+};
+
+static void http_settings(struct proxy *px, struct evhttp *http)
+{
+    evhttp_set_max_body_size(http, (ev_ssize_t)px->cfg->max_body_mb * 1024 * 1024);
+    evhttp_set_timeout(http, (int)px->cfg->idle_s);
+}
+
+/* The listener's certificate is in use from now on: say until when, and
+ * warn in its last two weeks (and after). */
+static void tls_note_expiry(const char *file, double not_after)
+{
+    time_t tt = (time_t)not_after;
+    double days = (not_after - (double)time(NULL)) / 86400.0;
+    struct tm tm;
+    char when[32];
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&tt, &tm));
+    if (days < 14)
+        log_warn("tls: certificate %s %s %s: renew it (then SIGHUP)", file,
+                 days < 0 ? "EXPIRED on" : "expires on", when);
+    else
+        log_info("tls: certificate %s in use for new connections (expires %s)", file, when);
+}
+
+/* The certificate files again (a reload): new connections get them, open
+ * ones keep theirs. A failure keeps the old certificate. */
+static void tls_reload(struct proxy *px)
+{
+    struct conns_tls *t = px->https;
+    const struct px_config *c = px->cfg;
+    struct ssl_ctx_st *ctx;
+    double not_after = 0;
+    char err[700];
+    if (!c->tls_listen) {
+        log_warn("reload: tls removed from the config; still serving HTTPS on %s until a "
+                 "restart", t->listen);
+        return;
+    }
+    if (strcmp(c->tls_listen, t->listen) != 0)
+        log_warn("reload: tls.listen %s -> %s needs a restart; still on %s", t->listen,
+                 c->tls_listen, t->listen);
+    if (!(ctx = tls_server_ctx_new(c->tls_cert_file, c->tls_key_file, &not_after, err,
+                                   sizeof err))) {
+        log_error("reload: tls: %s; new HTTPS connections keep the old certificate", err);
+        return;
+    }
+    tls_server_ctx_free(t->ctx); /* connections open hold their own reference */
+    t->ctx = ctx;
+    tls_note_expiry(c->tls_cert_file, not_after);
+}
 
 void conns_settings(struct proxy *px)
 {
     if (!px->http)
         return;
-    evhttp_set_max_body_size(px->http, (ev_ssize_t)px->cfg->max_body_mb * 1024 * 1024);
-    evhttp_set_timeout(px->http, (int)px->cfg->idle_s);
+    http_settings(px, px->http);
+    if (px->https) {
+        http_settings(px, px->https->http);
+        tls_reload(px);
+    } else if (px->cfg->tls_listen) {
+        log_warn("reload: tls.listen %s needs a restart", px->cfg->tls_listen);
+    }
 }
 
 /* Client connections. Each connection's bufferevent is made here (evhttp
@@ -63,9 +135,18 @@ struct conn {
     struct intake *intake;   /* bodies read as they arrive (intake.h); NULL until used */
 };
 
-static struct evconnlistener *listener(struct proxy *px)
+/* Both listeners stop accepting (ON 0) or go on (ON 1): limits.max_connections. */
+static void accepting(struct proxy *px, int on)
 {
-    return px->bound ? evhttp_bound_socket_get_listener(px->bound) : NULL;
+    struct evhttp_bound_socket *b[2] = {px->bound, px->https ? px->https->bound : NULL};
+    for (int i = 0; i < 2; i++) {
+        struct evconnlistener *l = b[i] ? evhttp_bound_socket_get_listener(b[i]) : NULL;
+        if (l && on)
+            evconnlistener_enable(l);
+        else if (l)
+            evconnlistener_disable(l);
+    }
+    px->accept_paused = !on;
 }
 
 /* Map C's fd to it, once evhttp has given the bufferevent its fd. */
@@ -184,10 +265,8 @@ static void sweep_conns(struct proxy *px)
     if (late)
         log_warn("closed %d connections whose request did not arrive within "
                  "timeouts.request_s (%gs)", late, px->cfg->request_s);
-    if (px->accept_paused && px->nconns < px->cfg->max_connections && listener(px)) {
-        evconnlistener_enable(listener(px));
-        px->accept_paused = 0;
-    }
+    if (px->accept_paused && px->nconns < px->cfg->max_connections)
+        accepting(px, 1);
 }
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
@@ -197,19 +276,10 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     sweep_conns(arg);
 }
 
-/* evhttp asks for the bufferevent of a connection it just accepted. Its
- * callbacks and fd are set only after we return, so the sweep must not see
- * it before that: sweep first, then add it. */
-static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+/* Count BEV, a new connection's, in (see struct conn). */
+static struct bufferevent *track(struct proxy *px, struct bufferevent *bev)
 {
-    struct proxy *px = arg;
-    struct bufferevent *bev;
     struct conn *c;
-    if (px->nconns + 1 >= px->cfg->max_connections)
-        sweep_conns(px);
-    bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    if (!bev)
-        return NULL;
     if (px->nconns == px->conns_cap) {
         int cap = px->conns_cap ? 2 * px->conns_cap : 1024;
         struct conn **n = realloc(px->conns, (size_t)cap * sizeof *n);
@@ -226,50 +296,119 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     bufferevent_incref(bev);
     evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c);
     px->conns[px->nconns++] = c;
-    if (px->nconns >= px->cfg->max_connections && !px->accept_paused && listener(px)) {
-        evconnlistener_disable(listener(px));
-        px->accept_paused = 1;
+    if (px->nconns >= px->cfg->max_connections && !px->accept_paused) {
+        accepting(px, 0);
         log_warn("limits.max_connections (%d) reached: new connections wait",
                  px->cfg->max_connections);
     }
     return bev;
 }
 
+/* evhttp asks for the bufferevent of a connection it just accepted. Its
+ * callbacks and fd are set only after we return, so the sweep must not see
+ * it before that: sweep first, then add it. */
+static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
+{
+    struct proxy *px = arg;
+    struct bufferevent *bev;
+    if (px->nconns + 1 >= px->cfg->max_connections)
+        sweep_conns(px);
+    bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    return bev ? track(px, bev) : NULL;
+}
+
+/* The same for the HTTPS listener: the handshake runs in the bufferevent
+ * before evhttp reads a byte. */
+static struct bufferevent *on_new_tls_connection(struct event_base *base, void *arg)
+{
+    struct proxy *px = arg;
+    struct bufferevent *bev;
+    if (px->nconns + 1 >= px->cfg->max_connections)
+        sweep_conns(px);
+    bev = tls_server_bufferevent(base, px->https->ctx);
+    return bev ? track(px, bev) : NULL;
+}
+
+/* An evhttp server as both listeners have it: the same methods, limits,
+ * request callback, and connections made by BEVCB. */
+static struct evhttp *http_new(struct proxy *px,
+                               void (*on_request)(struct evhttp_request *, void *),
+                               struct bufferevent *(*bevcb)(struct event_base *, void *))
+{
+    struct evhttp *http = evhttp_new(px->base);
+    if (!http)
+        return NULL;
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+                                         EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+    evhttp_set_max_headers_size(http, 64 * 1024);
+    /* Read (and drop) an oversized body before answering 413, so that the
+     * answer is not lost to a reset of a socket closed with unread data. */
+    evhttp_set_flags(http, EVHTTP_SERVER_LINGERING_CLOSE);
+    http_settings(px, http); /* the body limit and the keep-alive timeout */
+    evhttp_set_default_content_type(http, "application/json; charset=utf-8");
+    evhttp_set_gencb(http, on_request, px);
+    evhttp_set_bevcb(http, bevcb, px);
+    return http;
+}
+
+/* Listen on HOST:PORT for HTTP; "listening on" names the port (WHAT: ""
+ * or " (https)"). Returns the bound socket, or NULL after logging why. */
+static struct evhttp_bound_socket *bind_http(struct evhttp *http, const char *host, int port,
+                                             const char *what)
+{
+    struct evhttp_bound_socket *b;
+    char err[256];
+    int fd = net_listen(host, port, 4096, err, sizeof err);
+    if (fd < 0) {
+        log_error("%s", err);
+        return NULL;
+    }
+    if (!(b = evhttp_accept_socket_with_handle(http, fd))) {
+        log_error("cannot serve on %s:%d", host, port);
+        return NULL;
+    }
+    log_info("listening on %s%s%s:%d%s", strchr(host, ':') ? "[" : "", host,
+             strchr(host, ':') ? "]" : "", net_bound_port(fd), what);
+    return b;
+}
+
+/* tls.listen: the HTTPS listener beside the plain one. */
+static int start_tls(struct proxy *px, void (*on_request)(struct evhttp_request *, void *))
+{
+    const struct px_config *c = px->cfg;
+    struct conns_tls *t = calloc(1, sizeof *t);
+    double not_after = 0;
+    char err[700];
+    if (!t)
+        return -1;
+    px->https = t;
+    if (!(t->listen = strdup(c->tls_listen)) ||
+        !(t->http = http_new(px, on_request, on_new_tls_connection)))
+        return -1;
+    if (!(t->ctx = tls_server_ctx_new(c->tls_cert_file, c->tls_key_file, &not_after, err,
+                                      sizeof err))) {
+        log_error("tls: %s", err);
+        return -1;
+    }
+    t->bound = bind_http(t->http, c->tls_listen_host, c->tls_listen_port, " (https)");
+    if (t->bound)
+        tls_note_expiry(c->tls_cert_file, not_after);
+    return t->bound ? 0 : -1;
+}
+
 int conns_start(struct proxy *px, void (*on_request)(struct evhttp_request *, void *))
 {
     struct timeval sweep = {0, SWEEP_MS * 1000};
-    char err[256];
-    int fd;
-    px->http = evhttp_new(px->base);
+    px->http = http_new(px, on_request, on_new_connection);
     if (!px->http)
         return -1;
-    evhttp_set_allowed_methods(px->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                             EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
-    evhttp_set_max_headers_size(px->http, 64 * 1024);
-    /* Read (and drop) an oversized body before answering 413, so that the
-     * answer is not lost to a reset of a socket closed with unread data. */
-    evhttp_set_flags(px->http, EVHTTP_SERVER_LINGERING_CLOSE);
-    conns_settings(px); /* the body limit and the keep-alive timeout */
-    evhttp_set_default_content_type(px->http, "application/json; charset=utf-8");
-    evhttp_set_gencb(px->http, on_request, px);
-    evhttp_set_bevcb(px->http, on_new_connection, px);
     px->ev_sweep = event_new(px->base, -1, EV_PERSIST, on_sweep, px);
     event_add(px->ev_sweep, &sweep);
-    fd = net_listen(px->cfg->listen_host, px->cfg->listen_port, 4096, err, sizeof err);
-    if (fd < 0) {
-        log_error("%s", err);
+    px->bound = bind_http(px->http, px->cfg->listen_host, px->cfg->listen_port, "");
+    if (!px->bound)
         return -1;
-    }
-    px->bound = evhttp_accept_socket_with_handle(px->http, fd);
-    if (!px->bound) {
-        log_error("cannot serve on %s", px->cfg->listen);
-        return -1;
-    }
-    log_info("listening on %s%s%s:%d", strchr(px->cfg->listen_host, ':') ? "[" : "",
-             px->cfg->listen_host, strchr(px->cfg->listen_host, ':') ? "]" : "",
-             net_bound_port(fd));
-    return 0;
+    return px->cfg->tls_listen ? start_tls(px, on_request) : 0;
 }
 
 void conns_stop_accepting(struct proxy *px)
@@ -278,6 +417,23 @@ void conns_stop_accepting(struct proxy *px)
         evhttp_del_accept_socket(px->http, px->bound);
         px->bound = NULL;
     }
+    if (px->https && px->https->bound) {
+        evhttp_del_accept_socket(px->https->http, px->https->bound);
+        px->https->bound = NULL;
+    }
+}
+
+static void tls_free(struct proxy *px)
+{
+    struct conns_tls *t = px->https;
+    if (!t)
+        return;
+    if (t->http)
+        evhttp_free(t->http);
+    tls_server_ctx_free(t->ctx);
+    free(t->listen);
+    free(t);
+    px->https = NULL;
 }
 
 void conns_free(struct proxy *px)
@@ -286,6 +442,7 @@ void conns_free(struct proxy *px)
         evhttp_free(px->http);
     px->http = NULL;
     px->bound = NULL;
+    tls_free(px);
     for (int i = 0; i < px->nconns; i++) {
         bufferevent_decref(px->conns[i]->bev);
         intake_free(px->conns[i]->intake);

@@ -15,6 +15,7 @@
 #include "proxy.h"
 #include "sched.h"
 #include "reply.h"
+#include "transport_tls.h"
 #include "request.h"
 #include "ui.h"
 
@@ -39,6 +40,22 @@ static json_t *iso_time(double secs)
     return json_string(buf);
 }
 
+/* "tls": false for a plain backend; for an https one what its handshakes
+ * saw, the certificate's expiry first (never a header: they are secrets). */
+static json_t *tls_json(const struct backend *be)
+{
+    struct tls_target *t = backend_tls(be);
+    struct tls_target_info i;
+    if (!t)
+        return json_false();
+    tls_target_info(t, &i);
+    return json_pack("{s:o,s:s,s:b,s:b,s:s,s:I,s:I}", "cert_expires",
+                     i.not_after ? iso_time(i.not_after) : json_null(), "server_name",
+                     i.server_name, "verify", i.verify, "client_cert", i.mtls, "version",
+                     i.version, "handshakes", (json_int_t)i.handshakes, "resumed",
+                     (json_int_t)i.resumed);
+}
+
 /* The display name of KEY on BE (its /api/tags' form), else KEY. */
 static const char *model_name(const struct backend *be, const char *key)
 {
@@ -49,7 +66,8 @@ static const char *model_name(const struct backend *be, const char *key)
 /* BE's runners in use (sent a request), loaded (/api/ps) or capped: the model, its requests
  * in flight and cap (0: none but the backend's), whether it is an
  * embedding model, the num_ctx it runs with (-1: not known), affinity hits
- * and misses, and the (re)loads seen. */
+ * and misses, the (re)loads seen, and the generated and prompt tokens its
+ * replies said. */
 static json_t *runners_json(struct backend *be)
 {
     json_t *a = json_array();
@@ -58,10 +76,12 @@ static json_t *runners_json(struct backend *be)
         json_t *o;
         if (!rn->sent_ms && !cap && rn->ctx < 0)
             continue;
-        o = json_pack("{s:s,s:i,s:i,s:b,s:i,s:{s:I,s:I},s:I}", "model", model_name(be, rn->key),
-                      "in_flight", rn->in_flight, "cap", cap, "embedding", rn->embed, "num_ctx",
-                      rn->ctx, "affinity", "hits", (json_int_t)rn->hits, "misses",
-                      (json_int_t)rn->misses, "loads", (json_int_t)rn->loads);
+        o = json_pack("{s:s,s:i,s:i,s:b,s:i,s:{s:I,s:I},s:I,s:I,s:I}", "model",
+                      model_name(be, rn->key), "in_flight", rn->in_flight, "cap", cap,
+                      "embedding", rn->embed, "num_ctx", rn->ctx, "affinity", "hits",
+                      (json_int_t)rn->hits, "misses", (json_int_t)rn->misses, "loads",
+                      (json_int_t)rn->loads, "tokens", (json_int_t)rn->tokens,
+                      "prompt_tokens", (json_int_t)rn->prompt_tokens);
         if (o && rn->adapt.on)
             json_object_set_new(o, "adaptive", json_pack("{s:s,s:s}", "cause",
                                                          adapt_cause_name[rn->adapt.cause],
@@ -84,6 +104,7 @@ static json_t *backend_json(struct backend *be)
                           "models", names_json(be->models), "loaded", names_json(be->loaded));
     if (!o)
         return NULL;
+    json_object_set_new(o, "tls", tls_json(be));
     if (be->cap_override)
         json_object_set_new(o, "config_max_concurrent", json_integer(be->cfg_cap));
     if (why) {

@@ -71,6 +71,8 @@ void reqlog_end(struct proxy *px, const struct request *r, const char *outcome)
     ui_request_ended(px, r->be, r->status, r->path, outcome, r->tokens, r->prompt_tokens);
     /* What a backend served teaches its adaptive cap; metadata never ran on
      * the GPU, and a client that left says nothing of the backend. */
+    if (r->be && !r->meta)
+        backend_count_tokens(r->be, request_mkey(r), r->tokens, r->prompt_tokens);
     if (r->be && !r->meta && !gone)
         backend_feedback(r->be, request_mkey(r), r->tokens, adapt_outcome_of(r, outcome),
                          r->loaded, now);

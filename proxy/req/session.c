@@ -214,7 +214,7 @@ static void watch_client_soon(struct session *s)
 static int is_retryable(enum upstream_err err)
 {
     return err == UPSTREAM_ECONNECT || err == UPSTREAM_ETIMEOUT_CONNECT ||
-           err == UPSTREAM_ERESET || err == UPSTREAM_ESTALE;
+           err == UPSTREAM_ERESET || err == UPSTREAM_ESTALE || err == UPSTREAM_ESETUP;
 }
 
 /* A try failed before the reply started: whatever headers it sent are
@@ -241,7 +241,11 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
     struct proxy *px = s->px;
     struct backend *failed = s->se.be;
     char msg[256];
-    int connect_err = err == UPSTREAM_ECONNECT || err == UPSTREAM_ETIMEOUT_CONNECT;
+    /* A failed TLS handshake never reached the backend either; it takes
+     * the backend down at once (backend_setup_failed), and the request goes
+     * on over another backend's own transport, never in plain text. */
+    int connect_err = err == UPSTREAM_ECONNECT || err == UPSTREAM_ETIMEOUT_CONNECT ||
+                      err == UPSTREAM_ESETUP;
     drop_reply_headers(s);
     if (err == UPSTREAM_ESTALE) {
         /* The keep-alive race: the backend closed an idle connection as we
@@ -251,8 +255,11 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
         start_try(s, failed);
         return;
     }
-    backend_note_failure(failed, px->cfg->health_fail_after,
-                         was_503 ? "503 busy" : upstream_strerror(err));
+    if (err == UPSTREAM_ESETUP)
+        backend_setup_failed(failed, NULL);
+    else
+        backend_note_failure(failed, px->cfg->health_fail_after,
+                             was_503 ? "503 busy" : upstream_strerror(err));
     if (connect_err && ++s->nconnect < MAX_CONNECT_FAILS)
         s->ntries--;
     if (s->ntries >= MAX_TRIES || s->nconnect >= MAX_CONNECT_FAILS) {

@@ -29,19 +29,30 @@ int reqtext_hop_by_hop(const char *name)
     return name_in(name, hop);
 }
 
+/* NAME is one of the backend's own headers: the client's is replaced. */
+static int backends_own(const struct reqtext_host *h, const char *name)
+{
+    for (int i = 0; i < h->nheaders; i++)
+        if (strcasecmp(name, h->headers[i].name) == 0)
+            return 1;
+    return 0;
+}
+
 /* A client's header that is not passed on: the framing and the route are
  * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For is rebuilt, the
- * proxy's own credentials stay here, and so does Origin: the proxy
- * answers CORS itself (front/cors.c), and Ollama answers a foreign Origin
- * with 403. With auth.keys a key in any of its spellings (Authorization:
- * Bearer or Basic, x-api-key) is the proxy's; without, they are the
- * client's business with the backend and pass. */
+ * backend's own headers replace the client's, and the proxy's own
+ * credentials stay here, and so does Origin: the proxy answers CORS itself
+ * (front/cors.c), and Ollama answers a foreign Origin with 403. With
+ * auth.keys a key in any of its spellings (Authorization: Bearer or Basic,
+ * x-api-key) is the proxy's; without, they are the client's business with
+ * the backend and pass. */
 static int dropped(const struct reqtext *r, const char *name)
 {
     static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
                                        "Proxy-Authorization", "Origin", NULL};
     static const char *const auth[] = {"Authorization", "x-api-key", NULL};
-    return reqtext_hop_by_hop(name) || name_in(name, skip) || (r->keys && name_in(name, auth));
+    return reqtext_hop_by_hop(name) || name_in(name, skip) || (r->keys && name_in(name, auth)) ||
+           backends_own(r->host, name);
 }
 
 static void add_str(struct evbuffer *b, const char *s)
@@ -67,7 +78,9 @@ void reqtext_build(struct evbuffer *out, const struct reqtext *r)
     evbuffer_add(out, " ", 1);
     add_str(out, r->target);
     evbuffer_add(out, " HTTP/1.1\r\n", 11);
-    add_header(out, "Host", r->host);
+    add_header(out, "Host", r->host->name);
+    for (int i = 0; i < r->host->nheaders; i++)
+        add_header(out, r->host->headers[i].name, r->host->headers[i].value);
     if (r->headers)
         TAILQ_FOREACH(h, r->headers, next) {
             if (!dropped(r, h->key))

@@ -28,4 +28,4 @@ static void do_close(struct tconn *c)
     (void)c;
 }
 
-const struct transport transport_plain = {"plain", do_setup, do_read, do_writev, do_close};
+const struct transport transport_plain = {"plain", do_setup, do_read, do_writev, do_close, NULL};

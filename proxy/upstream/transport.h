@@ -43,6 +43,10 @@ struct transport {
     ssize_t (*writev)(struct tconn *c, struct iovec *iov, int n);
     /* Free the transport's state; the fd stays open (upstream.c closes it). */
     void (*close)(struct tconn *c);
+    /* 1 when the transport holds bytes it read from the socket but has not
+     * handed out (the rest of a TLS record): read again without waiting
+     * for the socket, which will not say. NULL: never (plain). */
+    int (*pending)(struct tconn *c);
 };
 
 /* Plain TCP: reads and writes straight on the socket. */

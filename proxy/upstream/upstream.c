@@ -530,8 +530,8 @@ static void on_end(struct upstream *up, int timeout)
         break;
     case UP_SETUP: /* the handshake is part of connecting: retried elsewhere */
         if (!up->t->setup_err[0] || timeout)
-            snprintf(up->t->setup_err, sizeof up->t->setup_err, "%s",
-                     timeout ? "transport setup timed out" : "closed during transport setup");
+            snprintf(up->t->setup_err, sizeof up->t->setup_err, "%s setup %s", up->c.tp->name,
+                     timeout ? "timed out" : "closed by the backend");
         fail(up, UPSTREAM_ESETUP);
         break;
     case UP_WAIT_HEAD:
@@ -563,6 +563,12 @@ static void on_end(struct upstream *up, int timeout)
     }
 }
 
+/* The transport holds bytes the socket will not announce (transport.h). */
+static int has_pending(struct upstream *up)
+{
+    return up->c.tp->pending && up->c.tp->pending(&up->c);
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     struct upstream *up = arg;
@@ -574,24 +580,31 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
         setup_step(up);
         return;
     }
-    if (evbuffer_reserve_space(up->in, READ_CHUNK, &v, 1) < 1)
-        return;
-    n = up->c.tp->read(&up->c, v.iov_base, v.iov_len);
-    if (n < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (n <= 0) {
-        if (!process(up)) /* anything still buffered, then the end */
-            on_end(up, 0);
-        return;
-    }
-    v.iov_len = (size_t)n;
-    evbuffer_commit_space(up->in, &v, 1);
-    up->got_bytes = 1;
-    /* Only body bytes restart the clock: first_byte_s is a deadline for
-     * the whole head, which a backend trickling header lines cannot stretch. */
-    if (up->state == UP_BODY)
-        up->last_io_ms = net_now_ms();
-    (void)process(up);
+    /* Once per readiness; again while the transport holds more than it
+     * handed out (a TLS record read ahead), which no socket event will
+     * announce. */
+    do {
+        if (evbuffer_reserve_space(up->in, READ_CHUNK, &v, 1) < 1)
+            return;
+        n = up->c.tp->read(&up->c, v.iov_base, v.iov_len);
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (n <= 0) {
+            if (!process(up)) /* anything still buffered, then the end */
+                on_end(up, 0);
+            return;
+        }
+        v.iov_len = (size_t)n;
+        evbuffer_commit_space(up->in, &v, 1);
+        up->got_bytes = 1;
+        /* Only body bytes restart the clock: first_byte_s is a deadline for
+         * the whole head, which a backend trickling header lines cannot
+         * stretch. */
+        if (up->state == UP_BODY)
+            up->last_io_ms = net_now_ms();
+        if (process(up))
+            return;
+    } while (!up->paused && has_pending(up));
 }
 
 /* The transport's setup (transport.h), driven by readiness until done:
@@ -680,6 +693,8 @@ void upstream_pause(struct upstream *up, int paused)
         return;
     }
     event_add(&up->rev, NULL);
+    if (has_pending(up)) /* held while paused: the socket may have nothing more */
+        event_active(&up->rev, EV_READ, 1);
     if (up->timeout_ms > 0) { /* a new idle period starts now */
         struct timeval tv = net_timeval(up->timeout_ms / 1000.0);
         up->last_io_ms = net_now_ms();

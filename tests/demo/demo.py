@@ -239,7 +239,7 @@ class Proxy:
     """ollama-proxy in front of SIMS, caps PARALLEL fixed or adaptive with
     ceiling CEILING, with the demo's keys."""
 
-    def __init__(self, tag, sims, adaptive, routing=None):
+    def __init__(self, tag, sims, adaptive, routing=None, state=None):
         conf = os.path.join(OUT, "ollama-proxy-%s.conf" % tag)
         cap = ("max_concurrent = %d; adaptive = true;" % CEILING if adaptive
                else "max_concurrent = %d;" % sims[0].parallel)
@@ -254,6 +254,8 @@ class Proxy:
                                    (n, k, "true" if a else "false") for n, k, a in KEYS)))
             if routing:
                 f.write("routing = { %s };\n" % routing)
+            if state:
+                f.write('state_file = "%s";\n' % state)
         self.p, path = start("proxy-" + tag, [os.path.join(BUILD, "ollama-proxy"), "-c", conf])
         self.url = "http://127.0.0.1:%d" % wait_listen("ollama-proxy", self.p, path)
         self.adaptive = adaptive
@@ -632,6 +634,7 @@ def check_goals(R):
     are held only to beating one GPU: today's controller, misled by noisy
     windows, has settled a backend as low as 7 of 16 in a quick run."""
     r1, r2, r3, r4, r5, r6 = (R[k]["rate"] for k in ("1", "2", "3", "4", "5", "6"))
+    r6a, r6r = R["6a"]["rate"], R["6r"]["rate"]
     r7 = R["7"]
     lg, both = r7["legacy"]["rate"], r7["window"]["rate"]
     goals = [("row 5 >= 10x row 1 (%.1fx)" % (r5 / r1), r5 >= 10 * r1),
@@ -649,6 +652,9 @@ def check_goals(R):
         ("row 7: the legacy client beside the batch >= 2x row 1 (%.1fx)" % (lg / r1),
          lg >= 2 * r1),
         ("row 7: both together >= 1.2x row 3 (%.2fx)" % (both / r3), both >= 1.2 * r3),
+        ("row 6r: the first job after a restart (state_file) >= 1.2x row 3 and not below row "
+         "6a, the first job after a start (%.2fx row 3, %.2fx row 6a)" % (r6r / r3, r6r / r6a),
+         r6r >= 1.2 * r3 and r6r >= 0.95 * r6a),
     ]
     return goals, props
 
@@ -709,7 +715,10 @@ def main():
                "200 in flight through the proxy"))
     sampler.use(proxy=None)
     fixed.stop()
-    adaptive = Proxy("adaptive", sims, adaptive=True)
+    state = os.path.join(OUT, "ollama-proxy-state.json")
+    if os.path.exists(state):
+        os.unlink(state)
+    adaptive = Proxy("adaptive", sims, adaptive=True, state=state)
     sampler.use(proxy=adaptive)
     log("proxy:    %s (adaptive = true, max_concurrent %d per backend: a ceiling; started "
         "now, caps from 1)" % (adaptive.url, CEILING))
@@ -719,6 +728,17 @@ def main():
     add(single(6, 200, adaptive, "batch", items, PLAN[6], sampler, sims, "via proxy", "16",
                "adaptive", "the same client again, with the caps the proxy found"))
     add(run_both(7, adaptive, items, PLAN[7][0], PLAN[7][1], sampler, sims))
+    # Row 6r: the proxy restarted (SIGTERM, then a new process on the same
+    # state_file): the first job after it, against 6a's climb from 1.
+    sampler.use(proxy=None)
+    adaptive.stop()
+    adaptive = Proxy("restarted", sims, adaptive=True, state=state)
+    sampler.use(proxy=adaptive)
+    log("proxy:    %s (the adaptive proxy restarted: its caps resume at the knees in %s)" %
+        (adaptive.url, os.path.relpath(state)))
+    add(single("6r", 200, adaptive, "batch", items, PLAN["6a"], sampler, sims,
+               "via proxy, restarted", "16", "adaptive",
+               "row 6a's job, the adaptive proxy just restarted with its state_file"))
     time.sleep(0.5)
     sampler.halt.set()
     sampler.join()
@@ -762,7 +782,8 @@ def main():
                       ("1", "3", "the GPU's batching: OLLAMA_NUM_PARALLEL=16 on one GPU"),
                       ("3", "5", "the proxy: the second GPU and late binding"),
                       ("1", "4", "the proxy for the unchanged -j 5 client (both GPUs, 16 slots)"),
-                      ("5", "6", "adaptive caps, not told 16")):
+                      ("5", "6", "adaptive caps, not told 16"),
+                      ("6a", "6r", "the first job after a restart: the knees kept (state_file)")):
         log("  row %s -> %s: %5.2fx  %s" % (a, b, R[b]["rate"] / R[a]["rate"], why))
     log()
     goals, props = check_goals(R)

@@ -19,13 +19,16 @@ Moving knee: the sim is restarted on the same port with another curve
 it): the cap follows, up within UP_S and down within DOWN_S seconds
 (x SLOW under the sanitizers), and rests there."""
 import asyncio
+import json
+import os
 import re
 import signal
 import statistics
+import tempfile
 import time
 
 import aclient
-from harness import Proxy, Sim, eq, get, ok, run, wait_until, write_proxy_conf, SLOW
+from harness import Proxy, Sim, eq, get, ok, post, run, wait_until, write_proxy_conf, SLOW
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 ADAPT_GAIN = 0.10  # proxy/adapt.h
@@ -412,4 +415,73 @@ def test_knee_moves_and_the_cap_follows():
     holder[0].stop()
 
 
+def state_file_knees(path):
+    with open(path) as f:
+        st = json.load(f)
+    return {(k["backend"], k["url"], k["model"]): k["knee"] for k in st["knees"] if "knee" in k}
+
+
+def served_once(px):
+    """PX's backend "gpu" after its models are known and it served one
+    request (its runner of llama3 started)."""
+    wait_until(lambda: px.backend("gpu")["models"], what="discovery")
+    eq(post(px.url + "/api/generate", GEN).status, 200, "served")
+    return px.backend("gpu")
+
+
+def test_state_file_resumes_the_knees():
+    """state_file: a restart resumes each runner at the knee saved for its
+    backend (name and url) and model instead of climbing from 1; knees not
+    used yet are kept, a backend no longer configured is dropped, the file
+    is rewritten after a change and at exit; a malformed file is said and
+    replaced."""
+    sim = Sim("--parallel", "8", "--ttft-ms", "20", "--tokens", "1", "--tokens-per-s", "0")
+    d = tempfile.mkdtemp(prefix="capstate-")
+    path = os.path.join(d, "state.json")
+    with open(path, "w") as f:
+        json.dump({"version": 1, "saved": "2026-12-07T00:00:00Z", "knees": [
+            {"backend": "gpu", "url": sim.url, "model": "llama3:latest", "knee": 6},
+            {"backend": "gpu", "url": sim.url, "model": "qwen2:0.5b", "knee": 3},
+            {"backend": "gpu", "url": "http://127.0.0.1:1", "model": "llama3:latest", "knee": 9},
+            {"backend": "gone", "url": sim.url, "model": "llama3:latest", "knee": 9},
+            {"backend": "gpu", "url": sim.url, "model": "x"}]}, f)
+    extra = 'state_file = "%s";' % path
+    px = Proxy([("gpu", sim.url, 16, "adaptive = true;")], extra=extra)
+    b = served_once(px)
+    eq(b["effective_cap"], 6, "resumed at the saved knee, not at 1: %r" % b)
+    ok("before the restart" in b["adaptive"]["reason"], b["adaptive"])
+    ok("1 entries that are not knees" in px.proc.output(), px.proc.tail())
+    # Rewritten within CAPSTATE_WRITE_S (5 s) of the start: its runner's
+    # knee, the unused one kept, the other url's and the gone backend's not.
+    want = {("gpu", sim.url, "llama3:latest"): 6, ("gpu", sim.url, "qwen2:0.5b"): 3}
+    wait_until(lambda: os.path.getmtime(path) > time.time() - 8 and
+               state_file_knees(path) == want, timeout=12, what="the state rewritten")
+    eq(px.stop(), 0, "clean exit")
+    eq(state_file_knees(path), want, "the knees at exit")
+    ok(not os.path.exists(path + ".tmp"), "no temporary file left")
+
+    # Used once: the next start resumes again from the file, as written.
+    px = Proxy([("gpu", sim.url, 16, "adaptive = true;")], extra=extra)
+    eq(served_once(px)["effective_cap"], 6, "resumed again")
+    eq(px.stop(), 0, "clean exit")
+
+    # A malformed file: said, started from 1, written anew.
+    with open(path, "w") as f:
+        f.write("{not json")
+    px = Proxy([("gpu", sim.url, 16, "adaptive = true;")], extra=extra)
+    eq(served_once(px)["effective_cap"], 1, "nothing known: from 1")
+    ok("not a state file" in px.proc.output(), px.proc.tail())
+    eq(px.stop(), 0, "clean exit")
+    eq(state_file_knees(path), {("gpu", sim.url, "llama3:latest"): 1}, "written anew")
+
+    # No state_file: from 1, and nothing written.
+    os.unlink(path)
+    px = Proxy([("gpu", sim.url, 16, "adaptive = true;")])
+    eq(served_once(px)["effective_cap"], 1, "without a state file: from 1")
+    eq(px.stop(), 0, "clean exit")
+    ok(not os.path.exists(path), "nothing written")
+    sim.stop()
+
+
 run(globals())
+

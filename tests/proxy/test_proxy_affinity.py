@@ -414,4 +414,34 @@ def test_status_page_shows_runners():
     px.stop()
 
 
+def test_tokens_per_runner():
+    """/proxy/status runners[] count the generated and prompt tokens each
+    model's replies said on each backend (CONTRACT.md: per backend and
+    model); /metrics' ollama_proxy_prompt_tokens_total agrees."""
+    a = Sim(*GPU, "--models", "llama3:latest,qwen2:0.5b")
+    px = start([("gpu0", a.url, 4)])
+    want = {}
+    for model, n in (("llama3", 3), ("qwen2:0.5b", 2)):
+        for i in range(n):
+            r = post(px.url + "/api/generate", {"model": model, "prompt": "count me %d " % i * 9,
+                                                "stream": False})
+            eq(r.status, 200, "served")
+            j = r.json()
+            t = want.setdefault(model, [0, 0])
+            t[0] += j["eval_count"]
+            t[1] += j["prompt_eval_count"]
+    rn = {x["model"]: x for x in px.backend("gpu0")["runners"]}
+    for model, name in (("llama3", "llama3:latest"), ("qwen2:0.5b", "qwen2:0.5b")):
+        eq((rn[name]["tokens"], rn[name]["prompt_tokens"]), tuple(want[model]),
+           "%s's tokens and prompt tokens" % name)
+    m = get(px.url + "/metrics").text()
+    got = sum(float(v) for v in re.findall(
+        r'^ollama_proxy_prompt_tokens_total\{[^}]*backend="gpu0"[^}]*model="llama3:latest"[^}]*\} (\S+)$',
+        m, re.M))
+    eq(got, want["llama3"][1], "/metrics agrees: " + "".join(
+        l + "\n" for l in m.splitlines() if "prompt_tokens_total" in l))
+    eq(px.stop(), 0, "clean exit")
+    a.stop()
+
+
 run(globals())

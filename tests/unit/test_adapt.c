@@ -166,12 +166,48 @@ static void busy_answers_shrink(void)
     CHECK_INT(a.cap, 1);
 }
 
+/* Resumed at the knee a restart saved: at full speed from the first
+ * window, and still following the knee when it has moved (both ways). */
+static void resumes(void)
+{
+    struct adapt a;
+    struct span s;
+    double old;
+    adapt_resume(&a, 64, 16);
+    CHECK_INT(a.cap, 16);
+    CHECK_INT(a.knee, 16);
+    CHECK_INT(a.cause, ADAPT_START);
+    CHECK(strstr(a.reason, "before the restart") != NULL);
+    seed = 7;
+    s = run(&a, 100, 100, soft, 16);
+    CHECK(s.first_near == 0); /* near 16 from the first window on */
+    CHECK(s.lo >= 14 && s.hi <= 18);
+    adapt_resume(&a, 8, 16); /* a lower ceiling now: rests there */
+    CHECK_INT(a.cap, 8);
+    adapt_resume(&a, 64, 1); /* nothing known: the climb from 1 */
+    CHECK_INT(a.cap, 1);
+    CHECK_INT(a.wait, 2);
+    old = noise;
+    noise = 0.005; /* as follows(): the e2e sims' windows */
+    for (unsigned sd = 1; sd <= SEEDS; sd++) { /* a knee that moved meanwhile */
+        seed = sd;
+        adapt_resume(&a, 64, 24);
+        s = run(&a, 250, 100, soft, 8);
+        CHECK(s.lo >= 6 && s.hi <= 10);
+        adapt_resume(&a, 64, 4);
+        s = run(&a, 250, 100, soft, 16);
+        CHECK(s.lo >= 14 && s.hi <= 18);
+    }
+    noise = old;
+}
+
 int main(void)
 {
     struct adapt a;
     struct span s;
 
     busy_answers_shrink();
+    resumes();
 
     /* No oscillation, on every seed. The hard knee: OLLAMA_NUM_PARALLEL 4
      * behind a ceiling of 16. The soft knee at 8 behind 64, with +-3% of

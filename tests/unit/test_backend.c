@@ -3,9 +3,11 @@
  * (h2o's least_conn test): the chosen backend never has a strictly lower
  * in_flight/max_concurrent than another available one, ties rotate, full
  * or down backends are skipped, AVOID is a last resort. */
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "backend.h"
+#include "adapt.h"
 #include "check.h"
 #include "lb.h"
 
@@ -42,6 +44,65 @@ static int acceptable(const struct backend *chosen)
             return 0;
     }
     return 1;
+}
+
+/* Adaptive caps per runner (CONTRACT.md: "With adaptive = true, each
+ * (backend, model) finds its own cap"): one adaptive backend, two models
+ * whose runners batch to different knees (4 and 12 slots: 50 tokens/s a
+ * slot up to the knee, flat beyond), each kept busy at its own cap for
+ * 400 s of simulated time. Each runner settles near its own knee, and the
+ * backend's effective cap is their sum. */
+static double curve(int c, int knee)
+{
+    return (c < knee ? c : knee) * 50.0 + (c > knee ? (c - knee) * 0.2 : 0);
+}
+
+static void runners_find_their_own_caps(void)
+{
+    struct backend be = {0};
+    const char *keys[2] = {"registry.ollama.ai/library/small:latest",
+                           "registry.ollama.ai/library/big:latest"};
+    const int knees[2] = {4, 12};
+    struct runner *rn[2];
+    double owed[2] = {0, 0}, now = 0;
+    const struct adapt *why;
+    be.name = (char *)"gpu";
+    be.healthy = 1;
+    backend_adapt(&be, 32);
+    for (int m = 0; m < 2; m++)
+        rn[m] = backend_runner(&be, keys[m]);
+    CHECK(rn[0] && rn[1]);
+    if (!rn[0] || !rn[1])
+        return;
+    for (int step = 0; step < 40000; step++) { /* 10 ms steps */
+        now += 10;
+        for (int m = 0; m < 2; m++) {
+            int cap = runner_cap(&be, rn[m]);
+            while (rn[m]->in_flight < cap)
+                runner_acquire(rn[m], 0, now);
+            /* Replies of 25 tokens at the curve's pace for the load now. */
+            owed[m] += curve(rn[m]->in_flight, knees[m]) * 0.010 / 25;
+            while (owed[m] >= 1 && rn[m]->in_flight > 0) {
+                owed[m] -= 1;
+                runner_release(rn[m], now);
+                backend_feedback(&be, keys[m], 25, ADAPT_OK, 0, now);
+            }
+        }
+    }
+    fprintf(stderr, "runners: knees %d and %d (the curves' knees: 4 and 12)\n",
+            rn[0]->adapt.knee, rn[1]->adapt.knee);
+    CHECK(rn[0]->adapt.knee >= 3 && rn[0]->adapt.knee <= 5);
+    CHECK(rn[1]->adapt.knee >= 10 && rn[1]->adapt.knee <= 14);
+    CHECK_INT(backend_effective_cap(&be, &why), rn[0]->adapt.cap + rn[1]->adapt.cap);
+    for (int m = 0; m < 2; m++)
+        while (rn[m]->in_flight > 0)
+            runner_release(rn[m], now);
+    while (be.runners) { /* as backend_free(), which wants a whole backend */
+        struct runner *r = be.runners;
+        be.runners = r->next;
+        free(r->key);
+        free(r);
+    }
 }
 
 int main(void)
@@ -120,5 +181,6 @@ int main(void)
     CHECK_STR(backend_state(&bes[1]), "drained");
     bes[1].admin = ADMIN_DISABLED;
     CHECK_STR(backend_state(&bes[1]), "disabled");
+    runners_find_their_own_caps();
     CHECK_DONE();
 }

@@ -34,6 +34,23 @@ static void expect_error(const char *text, int line, const char *needle)
 
 #define BE "backends = ( { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 2; } );\n"
 
+/* state_file: none by default, a path as written, "" or a number refused. */
+static void test_state_file(void)
+{
+    char err[512];
+    struct px_config *c = load("listen = \"x:1\";\n" BE, err, sizeof err);
+    CHECK(c != NULL && c->state_file == NULL);
+    config_free(c);
+    c = load("listen = \"x:1\";\n" BE "state_file = \"/var/lib/ollama-proxy/state.json\";\n",
+             err, sizeof err);
+    CHECK(c != NULL);
+    if (c)
+        CHECK_STR(c->state_file, "/var/lib/ollama-proxy/state.json");
+    config_free(c);
+    expect_error("listen = \"x:1\";\n" BE "state_file = \"\";\n", 3, "non-empty string");
+    expect_error("listen = \"x:1\";\n" BE "state_file = 1;\n", 3, "non-empty string");
+}
+
 /* routing and model_caps (CONTRACT.md, "Conversations stay warm"). */
 static void test_routing(void)
 {
@@ -287,5 +304,6 @@ int main(void)
     CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);
     CHECK(strstr(err, "No such file or directory") != NULL); /* the reason, strerror */
     test_routing();
+    test_state_file();
     CHECK_DONE();
 }
