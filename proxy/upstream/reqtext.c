@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "via.h"
+
 /* NAME is one of LIST (NULL-terminated), ignoring case; the first letter
  * and the length rule most names out before any comparison. */
 static int name_in(const char *name, const char *const *list)
@@ -30,12 +32,13 @@ int reqtext_hop_by_hop(const char *name)
 }
 
 /* A client's header that is not passed on: the framing and the route are
- * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For is rebuilt, and
+ * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For and Via are
+ * rebuilt, and
  * the proxy's own credentials stay here. Without auth.keys, Authorization
  * is the client's business with the backend and passes. */
 static int dropped(const struct reqtext *r, const char *name)
 {
-    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
+    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For", "Via",
                                        "Proxy-Authorization", NULL};
     static const char *const auth[] = {"Authorization", NULL};
     return reqtext_hop_by_hop(name) || name_in(name, skip) || (r->keys && name_in(name, auth));
@@ -54,10 +57,27 @@ static void add_header(struct evbuffer *b, const char *k, const char *v)
     evbuffer_add(b, "\r\n", 2);
 }
 
+/* Via: the client's elements in their order, then this proxy's (via.h);
+ * HEADERS (or NULL) are read again only when they had a Via. */
+static void add_via(struct evbuffer *out, const struct evkeyvalq *headers, int had)
+{
+    const struct evkeyval *h;
+    add_str(out, "Via: ");
+    if (had)
+        TAILQ_FOREACH(h, headers, next)
+            if (strcasecmp(h->key, "Via") == 0 && h->value[0]) {
+                add_str(out, h->value);
+                evbuffer_add(out, ", ", 2);
+            }
+    add_str(out, via_element());
+    evbuffer_add(out, "\r\n", 2);
+}
+
 void reqtext_build(struct evbuffer *out, const struct reqtext *r)
 {
     const struct evkeyval *h;
     const char *xff = NULL;
+    int via = 0;
     size_t len = r->body ? evbuffer_get_length(r->body) : 0;
     char num[24];
     add_str(out, r->method);
@@ -71,7 +91,10 @@ void reqtext_build(struct evbuffer *out, const struct reqtext *r)
                 add_header(out, h->key, h->value);
             else if (!xff && strcasecmp(h->key, "X-Forwarded-For") == 0)
                 xff = h->value;
+            else if (!via && strcasecmp(h->key, "Via") == 0)
+                via = 1;
         }
+    add_via(out, r->headers, via);
     if (r->peer) {
         add_str(out, "X-Forwarded-For: ");
         if (xff) {
