@@ -56,6 +56,7 @@ struct proxy {
     int accept_paused;
     struct event *ev_sweep;
     struct ui *ui; /* the status page's history and last errors (ui.h) */
+    struct catalog *catalog; /* the fleet's listings, kept built (catalog.c) */
 };
 
 /* Start a proxy on CFG (owned from now on): the event loop, the fleet, the
