@@ -382,6 +382,108 @@ def test_413_in_the_paths_dialect():
     px.stop()
 
 
+
+def _answer(f):
+    """(status, headers, body) of one answer read from F (Content-Length bodies)."""
+    status = f.readline()
+    ok(status.startswith(b"HTTP/1.1 "), "an answer: %r" % status)
+    hdrs = {}
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        k, _, v = line.decode().partition(":")
+        hdrs[k.lower()] = v.strip()
+    return int(status.split()[1]), hdrs, f.read(int(hdrs.get("content-length", 0)))
+
+
+def _chunked(data, piece=1 << 16):
+    out = b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + piece]), data[i:i + piece])
+                   for i in range(0, len(data), piece))
+    return out + b"0\r\n\r\n"
+
+
+def test_413_in_the_paths_dialect_chunked_and_in_pieces():
+    """A chunked body over limits.max_body_mb, and a head that arrives in
+    pieces, get 413 in the path's shape too (the body read and dropped, the
+    connection serving the next request); a chunked body within the limit,
+    and one behind Expect: 100-continue, still reach the backend. On main:
+    libevent's HTML 413 for all of these, and the connection closed."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
+    big = json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
+    shapes = (("/v1/messages", lambda j: j["type"] == "error" and
+               j["error"]["type"] == "request_too_large"),
+              ("/v1/chat/completions", lambda j: j["error"]["type"] == "invalid_request_error"
+               and "message" in j["error"]),
+              ("/api/chat", lambda j: isinstance(j["error"], str)))
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.settimeout(10 * SLOW)
+    f = s.makefile("rb")
+
+    def expect_413(what, path, check):
+        st, h, body = _answer(f)
+        eq(st, 413, "%s %s" % (what, path))
+        ok(h.get("content-type", "").startswith("application/json"), "%s: JSON: %r" % (what, h))
+        j = json.loads(body)
+        ok(check(j), "%s %s: its shape: %r" % (what, path, j))
+        ok("max_body_mb" in body.decode(), j)
+        ok(h.get("connection") != "close", "%s: the connection lives on" % what)
+
+    for path, check in shapes:
+        head = b"POST %s HTTP/1.1\r\nHost: x\r\n" % path.encode()
+        # chunked, its head and first chunks in one write
+        s.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(big))
+        expect_413("chunked", path, check)
+        # a head in pieces (a Content-Length over the limit)
+        whole = head + b"Content-Length: %d\r\n\r\n" % len(big)
+        for i in range(0, len(whole), 7):
+            s.sendall(whole[i:i + 7])
+            time.sleep(0.002)
+        s.sendall(big)
+        expect_413("head in pieces", path, check)
+        # a head in pieces, then a chunked body
+        whole = head + b"Transfer-Encoding: chunked\r\n\r\n"
+        s.sendall(whole[:3])
+        time.sleep(0.05)
+        s.sendall(whole[3:20])
+        time.sleep(0.05)
+        s.sendall(whole[20:] + _chunked(big, 1000))
+        expect_413("head in pieces, chunked", path, check)
+    # Within the limit, chunked and in pieces: served (and counted whole).
+    small = json.dumps(dict(CHAT, stream=False)).encode()
+    s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    time.sleep(0.05)
+    s.sendall(_chunked(small, 10))
+    st, h, body = _answer(f)
+    eq(st, 200, "chunked within the limit: %r" % body)
+    ok(json.loads(body)["message"]["content"], body)
+    s.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    eq(_answer(f)[0], 200, "the next request on the same connection")
+    s.close()
+    # Chunked behind Expect: 100-continue (curl's way): 100, then the size
+    # is known as the body comes: 413 in the shape; within it, served.
+    for data, want in ((big, 413), (small, 200)):
+        s = socket.create_connection(("127.0.0.1", px.port))
+        s.settimeout(10 * SLOW)
+        f = s.makefile("rb")
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        eq(f.readline(), b"HTTP/1.1 100 Continue\r\n", "100 first")
+        eq(f.readline(), b"\r\n")
+        s.sendall(_chunked(json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
+                           if want == 413 else json.dumps(ANTHROPIC).encode()))
+        st, h, body = _answer(f)
+        eq(st, want, "Expect, chunked: %r" % body[:200])
+        j = json.loads(body)
+        ok(j["error"]["type"] == "request_too_large" if want == 413 else j["type"] == "message", j)
+        s.close()
+    eq(sim.stats()["paths"].get("/v1/messages"), 1, "only the one within the limit reached it")
+    # The proxy serves others after.
+    r = post(px.url + "/v1/messages", ANTHROPIC)
+    eq(r.status, 200, r)
+    px.stop()
+
 def test_keys_in_every_spelling_none_forwarded():
     """Bearer, x-api-key and HTTP Basic's password are each a key; none of
     them, nor Origin, reaches the backend."""
