@@ -241,14 +241,14 @@ static void take_head(struct intake *in)
 
 /* ---- the size of other paths' bodies ----
  *
- * A request of another path that may carry a body (POST, PUT, PATCH) has
- * its size judged here, not by evhttp, whose own 413 is an HTML page the
- * client's library cannot read: a body over limits.max_body_mb is read
- * and dropped as it arrives, then evhttp gets the head without its body
- * and the router answers 413 in the path's dialect (intake_too_large),
- * the connection living on. Behind "Expect: 100-continue" a Content-Length
- * over the limit is refused at once, nothing read, and the connection
- * closes.
+ * A request of another path that may carry a body (POST, PUT, PATCH, and
+ * DELETE: Ollama's /api/delete has one) has its size judged here, not by
+ * evhttp, whose own 413 is an HTML page the client's library cannot
+ * read: a body over limits.max_body_mb is read and dropped as it arrives,
+ * then evhttp gets the head without its body and the router answers 413
+ * in the path's dialect (intake_too_large), the connection living on.
+ * Behind "Expect: 100-continue" a Content-Length over the limit is
+ * refused at once, nothing read, and the connection closes.
  * - A head is nearly always whole in the first read: judged there, in
  *   place (the common case costs a look at the head). One that arrives
  *   in pieces is held out of evhttp's sight until whole (I_SIZING).
@@ -506,8 +506,8 @@ static void size_head(struct intake *in)
  * when not, -1 when too few bytes have come to say. */
 static int body_method(struct evbuffer *input)
 {
-    static const char *const methods[] = {"POST ", "PUT ", "PATCH "};
-    char m[6];
+    static const char *const methods[] = {"POST ", "PUT ", "PATCH ", "DELETE "};
+    char m[8];
     ev_ssize_t got = evbuffer_copyout(input, m, sizeof m);
     size_t n = got > 0 ? (size_t)got : 0;
     int maybe = 0;

@@ -27,8 +27,8 @@
  *   I_READY  its head given to evhttp; the body waits for intake_body()
  *   I_BODY   a reader has it (bodysrc.h)
  *   I_DONE   read to its end, or released: the reply is being made
- *   I_SIZING another request's head (POST, PUT, PATCH) arriving in pieces,
- *            held until whole to judge its body's size
+ *   I_SIZING another request's head (POST, PUT, PATCH, DELETE) arriving
+ *            in pieces, held until whole to judge its body's size
  *   I_CHUNKS another request's chunked body, held (with its head) while
  *            its size is counted; given to evhttp whole within the limit
  *   I_DISCARD  another request's body over limits.max_body_mb (with a
