@@ -450,6 +450,10 @@ def test_413_in_the_paths_dialect_chunked_and_in_pieces():
         time.sleep(0.05)
         s.sendall(whole[20:] + _chunked(big, 1000))
         expect_413("head in pieces, chunked", path, check)
+    # DELETE has a body too (Ollama's /api/delete): Ollama's shape.
+    s.sendall(b"DELETE /api/delete HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+              + _chunked(big))
+    expect_413("DELETE, chunked", "/api/delete", shapes[2][1])
     # Within the limit, chunked and in pieces: served (and counted whole).
     small = json.dumps(dict(CHAT, stream=False)).encode()
     s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
