@@ -64,7 +64,7 @@ struct intake {
     enum intake_state st;
     enum chunk_state ch;
     long long left;             /* body bytes left (Content-Length), or of this chunk */
-    long long size;             /* I_CHUNKS, I_DISCARD: the chunked body's data so far */
+    long long size;             /* I_CHUNKS: the chunked body's data so far */
     bufferevent_data_cb writecb; /* evhttp's, while a 100 Continue is written */
     unsigned busy : 1;          /* changing the input ourselves: no callback */
     unsigned chunked : 1;
@@ -256,8 +256,11 @@ static void take_head(struct intake *in)
  *   and body as they came, is held (I_CHUNKS) while its data is counted,
  *   and given to evhttp whole once it ends within the limit (or its
  *   framing is bad: evhttp's to refuse), as evhttp would have held it.
- *   Past the limit what is held is dropped, and the rest as it arrives
- *   (I_DISCARD). */
+ *   Past the limit what is held is dropped and the 413 goes at once, the
+ *   connection closing after it (its end may be far off, or never come,
+ *   and evhttp cannot read on while the reply is made): the close lingers
+ *   (conns.c), dropping what the client still sends, so that it reads the
+ *   413 rather than a reset. */
 
 /* What a head says of its body. */
 struct head_framing {
@@ -304,20 +307,20 @@ static int bare_head(struct intake *in, int close)
         evbuffer_drain(in->hold, n);
         evbuffer_add_buffer(in->hold, out);
     }
-    evbuffer_free(out);
+    if (out)
+        evbuffer_free(out);
     return rc;
 }
 
 /* Walk a chunked body's framing in INPUT as it arrives, moving its bytes,
- * as they came, to SINK (NULL: dropped) and counting its data in
- * in->size; with a SINK, stop once that is over in->max_body. Stops at
- * the body's end (CH_END), at bad framing (in->bad), or when INPUT is
- * empty. */
+ * as they came, to SINK and counting its data in in->size. Stops at the
+ * body's end (CH_END), at bad framing (in->bad), once in->size is over
+ * in->max_body, or when INPUT is empty. */
 static void walk_chunks(struct intake *in, struct evbuffer *input, struct evbuffer *sink)
 {
     char line[LINE_MAX_CHUNK + 1];
     while (in->ch != CH_END && !in->bad && evbuffer_get_length(input) &&
-           !(sink && in->size > (long long)in->max_body)) {
+           in->size <= (long long)in->max_body) {
         size_t k, eol;
         if (in->ch == CH_DATA) {
             k = evbuffer_get_length(input);
@@ -338,51 +341,40 @@ static void walk_chunks(struct intake *in, struct evbuffer *input, struct evbuff
             framing_step(in, line, (size_t)p.pos);
             k = (size_t)p.pos + eol;
         }
-        if (sink)
-            evbuffer_remove_buffer(input, sink, k);
-        else
-            evbuffer_drain(input, k);
+        evbuffer_remove_buffer(input, sink, k);
     }
 }
 
 /* I_DISCARD: drop the body over the limit as it arrives; once it is
- * gone, evhttp gets the head (in hold) for the router's 413. A chunked
- * body whose framing goes bad cannot be found an end: the connection
- * closes after the 413. */
+ * gone, evhttp gets the head (in hold) for the router's 413. */
 static void discard(struct intake *in)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev);
-    if (in->chunked) {
-        walk_chunks(in, input, NULL);
-        if (in->ch != CH_END && !in->bad)
-            return;
-        in->unread |= in->bad;
-        if (bare_head(in, in->bad) < 0)
-            in->unread = 1; /* the head as it came: evhttp's to refuse */
-        restore_writecb(in);
-    } else {
-        size_t n = evbuffer_get_length(input);
-        if ((long long)n > in->left)
-            n = (size_t)in->left;
-        evbuffer_drain(input, n);
-        in->left -= (long long)n;
-        if (in->left)
-            return;
-    }
+    size_t n = evbuffer_get_length(input);
+    if ((long long)n > in->left)
+        n = (size_t)in->left;
+    evbuffer_drain(input, n);
+    in->left -= (long long)n;
+    if (in->left)
+        return;
     evbuffer_prepend_buffer(input, in->hold);
     in->st = I_TOOBIG;
 }
 
 /* I_CHUNKS: count the chunked body as it arrives; give the request back
- * to evhttp whole once it ends within the limit, drop it once over. */
+ * to evhttp whole once it ends within the limit; once over, drop it and
+ * give evhttp the head alone, "Connection: close" added, for the 413. */
 static void hold_chunks(struct intake *in)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev);
     walk_chunks(in, input, in->body);
     if (in->size > (long long)in->max_body) {
         evbuffer_drain(in->body, evbuffer_get_length(in->body));
-        in->st = I_DISCARD;
-        discard(in);
+        evbuffer_drain(input, evbuffer_get_length(input)); /* the body's, not a request */
+        restore_writecb(in);
+        in->unread = 1;
+        in->st = bare_head(in, 1) == 0 ? I_TOOBIG : I_OTHER; /* no memory: evhttp's */
+        evbuffer_prepend_buffer(input, in->hold);
     } else if (in->bad || in->ch == CH_END) {
         evbuffer_prepend_buffer(input, in->body);
         evbuffer_prepend_buffer(input, in->hold);
@@ -391,11 +383,18 @@ static void hold_chunks(struct intake *in)
     }
 }
 
-/* The head at the start of INPUT (N bytes) says its body is chunked. */
+/* The head at the start of INPUT (N bytes) says its body is chunked. A
+ * head rewrite_head would not take (an obs-fold, a Content-Length that is
+ * not one) is evhttp's to judge, as before. */
 static void hold_chunked(struct intake *in, size_t n, int expect)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev);
-    if (!in->body && !(in->body = evbuffer_new()))
+    struct evbuffer *probe = evbuffer_new();
+    const char *h = (const char *)evbuffer_pullup(input, (ev_ssize_t)n);
+    int rc = probe && h ? rewrite_head(in, h, n - 2, probe, 0) : -1;
+    if (probe)
+        evbuffer_free(probe);
+    if (rc < 0 || !in->chunked || (!in->body && !(in->body = evbuffer_new())))
         return; /* evhttp's, as before */
     evbuffer_remove_buffer(input, in->hold, n);
     in->chunked = 1;

@@ -30,11 +30,13 @@
  *   I_SIZING another request's head (POST, PUT, PATCH, DELETE) arriving
  *            in pieces, held until whole to judge its body's size
  *   I_CHUNKS another request's chunked body, held (with its head) while
- *            its size is counted; given to evhttp whole within the limit
- *   I_DISCARD  another request's body over limits.max_body_mb (with a
- *            Content-Length, or chunked), dropped as it arrives (its head
- *            held) so that the router can answer 413 in the path's
- *            dialect rather than evhttp's HTML
+ *            its size is counted; given to evhttp whole within the limit;
+ *            over it, dropped, and the head alone given to evhttp
+ *            ("Connection: close" added): I_TOOBIG
+ *   I_DISCARD  another request's body over limits.max_body_mb with a
+ *            Content-Length, dropped as it arrives (its head held) so
+ *            that the router can answer 413 in the path's dialect rather
+ *            than evhttp's HTML
  *   I_TOOBIG its head given to evhttp, without its body: 413 it
  *   -> I_IDLE when the reply has been written. */
 #ifndef PX_INTAKE_H

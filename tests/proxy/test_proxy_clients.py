@@ -405,10 +405,13 @@ def _chunked(data, piece=1 << 16):
 
 def test_413_in_the_paths_dialect_chunked_and_in_pieces():
     """A chunked body over limits.max_body_mb, and a head that arrives in
-    pieces, get 413 in the path's shape too (the body read and dropped, the
-    connection serving the next request); a chunked body within the limit,
-    and one behind Expect: 100-continue, still reach the backend. On main:
-    libevent's HTML 413 for all of these, and the connection closed."""
+    pieces, get 413 in the path's shape too. A chunked body is counted as
+    it comes: once over, 413 at once (its end may never come) and the
+    connection closes after it, lingering so that a client still sending
+    reads the 413; a head in pieces with a Content-Length over: the body
+    read and dropped, the connection serving the next request. A chunked
+    body within the limit, sent in pieces or behind Expect: 100-continue,
+    still reaches the backend. On d04e842: libevent's HTML 413 for these."""
     sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
     px = Proxy([("a", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
     big = json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
@@ -416,72 +419,77 @@ def test_413_in_the_paths_dialect_chunked_and_in_pieces():
                j["error"]["type"] == "request_too_large"),
               ("/v1/chat/completions", lambda j: j["error"]["type"] == "invalid_request_error"
                and "message" in j["error"]),
-              ("/api/chat", lambda j: isinstance(j["error"], str)))
-    s = socket.create_connection(("127.0.0.1", px.port))
-    s.settimeout(10 * SLOW)
-    f = s.makefile("rb")
+              ("/api/chat", lambda j: isinstance(j["error"], str)),
+              ("/api/delete", lambda j: isinstance(j["error"], str)))  # DELETE has a body too
 
-    def expect_413(what, path, check):
+    def connect():
+        c = socket.create_connection(("127.0.0.1", px.port))
+        c.settimeout(10 * SLOW)
+        return c, c.makefile("rb")
+
+    def expect_413(f, what, path, check, closes):
         st, h, body = _answer(f)
         eq(st, 413, "%s %s" % (what, path))
         ok(h.get("content-type", "").startswith("application/json"), "%s: JSON: %r" % (what, h))
         j = json.loads(body)
         ok(check(j), "%s %s: its shape: %r" % (what, path, j))
         ok("max_body_mb" in body.decode(), j)
-        ok(h.get("connection") != "close", "%s: the connection lives on" % what)
+        eq(h.get("connection") == "close", closes, "%s: closes after: %r" % (what, h))
+
+    def send_in_pieces(c, pieces):
+        for p in pieces:
+            c.sendall(p)
+            time.sleep(0.02)
 
     for path, check in shapes:
-        head = b"POST %s HTTP/1.1\r\nHost: x\r\n" % path.encode()
-        # chunked, its head and first chunks in one write
-        s.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(big))
-        expect_413("chunked", path, check)
-        # a head in pieces (a Content-Length over the limit)
-        whole = head + b"Content-Length: %d\r\n\r\n" % len(big)
-        for i in range(0, len(whole), 7):
-            s.sendall(whole[i:i + 7])
-            time.sleep(0.002)
-        s.sendall(big)
-        expect_413("head in pieces", path, check)
-        # a head in pieces, then a chunked body
+        method = b"DELETE" if path == "/api/delete" else b"POST"
+        head = b"%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path.encode())
+        # chunked, the head and the whole body in one go
+        c, f = connect()
+        c.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(big))
+        expect_413(f, "chunked", path, check, True)
+        eq(f.read(), b"", "then the end, not a reset")
+        c.close()
+        # chunked, its head in pieces, its end never sent
+        c, f = connect()
         whole = head + b"Transfer-Encoding: chunked\r\n\r\n"
-        s.sendall(whole[:3])
-        time.sleep(0.05)
-        s.sendall(whole[3:20])
-        time.sleep(0.05)
-        s.sendall(whole[20:] + _chunked(big, 1000))
-        expect_413("head in pieces, chunked", path, check)
-    # DELETE has a body too (Ollama's /api/delete): Ollama's shape.
-    s.sendall(b"DELETE /api/delete HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-              + _chunked(big))
-    expect_413("DELETE, chunked", "/api/delete", shapes[2][1])
-    # Within the limit, chunked and in pieces: served (and counted whole).
+        send_in_pieces(c, [whole[:3], whole[3:20], whole[20:] + _chunked(big, 1000)[:-5]])
+        expect_413(f, "head in pieces, chunked, no end", path, check, True)
+        c.close()
+        # a head in pieces, a Content-Length over the limit: read, dropped, and on
+        c, f = connect()
+        whole = head + b"Content-Length: %d\r\n\r\n" % len(big)
+        send_in_pieces(c, [whole[i:i + 7] for i in range(0, len(whole), 7)])
+        c.sendall(big)
+        expect_413(f, "head in pieces", path, check, False)
+        c.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        eq(_answer(f)[0], 200, "the next request on the same connection")
+        c.close()
+    # Within the limit, chunked and its head in pieces: served.
     small = json.dumps(dict(CHAT, stream=False)).encode()
-    s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-    time.sleep(0.05)
-    s.sendall(_chunked(small, 10))
+    c, f = connect()
+    whole = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    send_in_pieces(c, [whole[:9], whole[9:], _chunked(small, 10)])
     st, h, body = _answer(f)
     eq(st, 200, "chunked within the limit: %r" % body)
     ok(json.loads(body)["message"]["content"], body)
-    s.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
     eq(_answer(f)[0], 200, "the next request on the same connection")
-    s.close()
+    c.close()
     # Chunked behind Expect: 100-continue (curl's way): 100, then the size
     # is known as the body comes: 413 in the shape; within it, served.
-    for data, want in ((big, 413), (small, 200)):
-        s = socket.create_connection(("127.0.0.1", px.port))
-        s.settimeout(10 * SLOW)
-        f = s.makefile("rb")
-        s.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+    for data, want in ((big, 413), (json.dumps(ANTHROPIC).encode(), 200)):
+        c, f = connect()
+        c.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
                   b"Expect: 100-continue\r\n\r\n")
         eq(f.readline(), b"HTTP/1.1 100 Continue\r\n", "100 first")
         eq(f.readline(), b"\r\n")
-        s.sendall(_chunked(json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
-                           if want == 413 else json.dumps(ANTHROPIC).encode()))
+        c.sendall(_chunked(data))
         st, h, body = _answer(f)
         eq(st, want, "Expect, chunked: %r" % body[:200])
         j = json.loads(body)
         ok(j["error"]["type"] == "request_too_large" if want == 413 else j["type"] == "message", j)
-        s.close()
+        c.close()
     eq(sim.stats()["paths"].get("/v1/messages"), 1, "only the one within the limit reached it")
     # The proxy serves others after.
     r = post(px.url + "/v1/messages", ANTHROPIC)
