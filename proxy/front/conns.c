@@ -188,11 +188,12 @@ static void on_linger(evutil_socket_t fd, short what, void *arg)
     static char drop[LINGER_READ];
     struct conn *c = arg;
     ssize_t n = 1;
-    while (!(what & EV_TIMEOUT) && c->linger_bytes < LINGER_BYTES &&
+    int reads = 0; /* at most 1 MiB a wake-up: the loop serves the others between */
+    while (!(what & EV_TIMEOUT) && c->linger_bytes < LINGER_BYTES && reads++ < 16 &&
            (n = read(fd, drop, sizeof drop)) > 0)
         c->linger_bytes += (size_t)n;
-    if (n < 0 && (errno == EAGAIN || errno == EINTR) && !(what & EV_TIMEOUT) &&
-        net_now_ms() - c->linger_start < LINGER_MS)
+    if ((n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) && !(what & EV_TIMEOUT) &&
+        c->linger_bytes < LINGER_BYTES && net_now_ms() - c->linger_start < LINGER_MS)
         return; /* more may come */
     event_del(c->linger_ev); /* the end, an error, the time or the bound: the sweep closes */
     c->lingered = 1;
