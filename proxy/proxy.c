@@ -10,6 +10,7 @@
 
 #include "accesslog.h"
 #include "capstate.h"
+#include "catalog.h"
 #include "config.h"
 #include "conns.h"
 #include "discover.h"
@@ -221,6 +222,7 @@ void proxy_stop(struct proxy *px)
     px->dns = NULL;
     sched_cleanup(&px->sched);
     ui_stop(px);
+    catalog_free(px);
     if (px->ev_flush)
         event_free(px->ev_flush);
     accesslog_flush();

@@ -58,6 +58,7 @@ struct proxy {
     struct conns_tls *https; /* the HTTPS listener (conns.c); NULL: none */
     struct ui *ui; /* the status page's history and last errors (ui.h) */
     struct capstate *capstate; /* adaptive knees across restarts (capstate.h) */
+    struct catalog *catalog; /* the fleet's listings, kept built (catalog.c) */
 };
 
 /* Start a proxy on CFG (owned from now on): the event loop, the fleet, the

@@ -57,7 +57,8 @@ void reply_send(struct request *r, int status, struct evbuffer *body)
     struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
     r->status = status;
     r->bytes = body ? evbuffer_get_length(body) : 0;
-    evhttp_send_reply(r->req, status, NULL, body);
+    /* libevent names no status past 505: 508 would read "Server Error" */
+    evhttp_send_reply(r->req, status, status == 508 ? "Loop Detected" : NULL, body);
     reply_flush(evcon);
 }
 

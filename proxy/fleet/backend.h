@@ -111,6 +111,7 @@ struct backend {
     int models_pending;
     struct model_list *models, *loaded;
     struct json_t *tags_json, *ps_json; /* the last "models" arrays, as sent */
+    unsigned long long tags_gen; /* tags_json's generation, unique in the process (catalog.c) */
     double ps_at_ms;             /* when loaded/ps_json were last answered */
     int poll_again;              /* a refresh was asked while a poll ran */
     struct upstream *poll;       /* a discovery request in flight */

@@ -20,6 +20,10 @@
 
 static void poll_phase(struct backend *be, int phase);
 
+/* The last tags_gen drawn (backend.h): a backend's list that changes gets
+ * the next one, so a generation never names two lists. */
+static unsigned long long tags_gen;
+
 /* What a model is (an embedding model gets 1 slot a runner: backend.h) is
  * asked of /api/show for each runner whose answer is not known: the models
  * requested there, and every model of a backend that lists at most
@@ -241,6 +245,8 @@ static void on_done(void *arg)
     if (be->poll_phase == 0) {
         if (!be->models_known)
             log_info("backend %s: %d models", be->name, l->n);
+        if (!be->tags_json || !json_equal(be->tags_json, array))
+            be->tags_gen = ++tags_gen; /* the catalog's union is made again */
         model_list_free(be->models);
         json_decref(be->tags_json);
         be->models = l;

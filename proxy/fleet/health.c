@@ -17,6 +17,7 @@
 #include "net.h"
 #include "proxy.h"
 #include "upstream.h"
+#include "via.h"
 
 
 static void check(struct backend *be);
@@ -83,6 +84,20 @@ static void failed(struct backend *be, const char *why)
     }
 }
 
+/* The check came back to this proxy (a 508 naming it, via.h): the backend
+ * is this proxy itself, down at once and for as long as it stays so. */
+static void is_me(struct backend *be)
+{
+    static const char why[] = "it is this proxy";
+    be->consecutive_ok = 0;
+    if (be->healthy) {
+        backend_mark_down(be, why);
+    } else if (strcmp(be->down_reason, why) != 0) { /* down already, for another reason */
+        snprintf(be->down_reason, sizeof be->down_reason, "%s", why);
+        log_warn("backend %s: down: %s", be->name, why);
+    }
+}
+
 static void on_done(void *arg)
 {
     struct backend *be = arg;
@@ -93,6 +108,8 @@ static void on_done(void *arg)
     if (be->probe_status >= 200 && be->probe_status < 300) {
         note_version(be);
         passed(be);
+    } else if (be->probe_status == 508 && via_names_me(be->probe_body, be->probe_len)) {
+        is_me(be);
     } else {
         snprintf(why, sizeof why, "GET /api/version answered %d", be->probe_status);
         failed(be, why);

@@ -18,9 +18,11 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/listener.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "intake.h"
@@ -125,6 +127,19 @@ void conns_settings(struct proxy *px)
  * connection with nothing sent is idle keep-alive, evhttp's idle_s. */
 #define SWEEP_MS 100
 
+/* A lingering close, as Go's server and nginx's lingering_close do it:
+ * when a reply went out before its request's body had all come (a blob
+ * every backend had already: 200 at once), evhttp writes the reply, shuts
+ * down the sending side (the client reads the reply and then the end) and
+ * frees the connection. Closing the socket then, with the client's bytes
+ * still unread, would send a reset, and a client still sending meets it
+ * mid-send instead of reading its answer. So the sweep that would close it
+ * first reads and drops what the client still sends, until the client
+ * ends, LINGER_MS have passed or LINGER_BYTES have come, then closes. */
+#define LINGER_MS 500
+#define LINGER_BYTES (64 * 1024 * 1024)
+#define LINGER_READ (64 * 1024)
+
 struct conn {
     struct proxy *px;
     struct bufferevent *bev; /* a reference of ours */
@@ -132,6 +147,11 @@ struct conn {
     size_t head_bytes;       /* its bytes so far */
     int fd;                  /* -1 until evhttp has set it */
     unsigned in_request : 1; /* handed to on_request, its reply not yet done */
+    unsigned linger : 1;     /* its last reply left the body unread: linger at the close */
+    unsigned lingered : 1;   /* the lingering is over: close */
+    struct event *linger_ev; /* reading what the client still sends */
+    double linger_start;
+    size_t linger_bytes;
     struct intake *intake;   /* bodies read as they arrive (intake.h); NULL until used */
 };
 
@@ -196,7 +216,7 @@ static void on_request_done(struct evhttp_request *req, void *arg)
     struct conn *c = arg;
     size_t left = evbuffer_get_length(bufferevent_get_input(c->bev));
     (void)req;
-    intake_request_done(c->intake);
+    c->linger = intake_request_done(c->intake) == 1;
     c->in_request = 0;
     c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
     c->head_bytes = left;
@@ -228,6 +248,8 @@ int conns_too_large(struct proxy *px, struct evhttp_request *req)
 
 static void conn_release(struct proxy *px, struct conn *c)
 {
+    if (c->linger_ev)
+        event_free(c->linger_ev);
     if (c->fd >= 0 && c->fd < px->nconn_fd && px->conn_fd[c->fd] == c)
         px->conn_fd[c->fd] = NULL;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
@@ -240,6 +262,36 @@ static int conn_late(const struct proxy *px, const struct conn *c, double now)
 {
     double allowed = px->cfg->request_s * 1000.0 + (double)c->head_bytes / 1048.576;
     return !c->in_request && c->head_start && now - c->head_start > allowed;
+}
+
+static void on_linger(evutil_socket_t fd, short what, void *arg)
+{
+    static char drop[LINGER_READ];
+    struct conn *c = arg;
+    ssize_t n = 1;
+    int reads = 0; /* at most 1 MiB a wake-up: the loop serves the others between */
+    while (!(what & EV_TIMEOUT) && c->linger_bytes < LINGER_BYTES && reads++ < 16 &&
+           (n = read(fd, drop, sizeof drop)) > 0)
+        c->linger_bytes += (size_t)n;
+    if ((n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR))) && !(what & EV_TIMEOUT) &&
+        c->linger_bytes < LINGER_BYTES && net_now_ms() - c->linger_start < LINGER_MS)
+        return; /* more may come */
+    event_del(c->linger_ev); /* the end, an error, the time or the bound: the sweep closes */
+    c->lingered = 1;
+}
+
+/* Evhttp has freed C's connection, its last reply sent before the body
+ * had all come: read what still comes (on_linger). 0, or -1 to close now. */
+static int linger_start(struct proxy *px, struct conn *c)
+{
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+    int fd = (int)bufferevent_getfd(c->bev);
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (fd < 0 || !(c->linger_ev = event_new(px->base, fd, EV_READ | EV_PERSIST, on_linger, c)))
+        return -1;
+    c->linger_start = net_now_ms();
+    event_add(c->linger_ev, &tv);
+    return 0;
 }
 
 static void sweep_conns(struct proxy *px)
@@ -256,8 +308,8 @@ static void sweep_conns(struct proxy *px)
             errcb = NULL;
             late++;
         }
-        if (errcb)
-            px->conns[kept++] = c;
+        if (errcb || (c->linger && !c->lingered && (c->linger_ev || linger_start(px, c) == 0)))
+            px->conns[kept++] = c; /* in use, or lingering before the close */
         else /* evhttp freed it: ours is the last reference */
             conn_release(px, c);
     }
@@ -444,6 +496,8 @@ void conns_free(struct proxy *px)
     px->bound = NULL;
     tls_free(px);
     for (int i = 0; i < px->nconns; i++) {
+        if (px->conns[i]->linger_ev)
+            event_free(px->conns[i]->linger_ev);
         bufferevent_decref(px->conns[i]->bev);
         intake_free(px->conns[i]->intake);
         free(px->conns[i]);

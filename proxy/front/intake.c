@@ -50,17 +50,21 @@
 #define PREFIX "POST /api/blobs/"
 #define INTAKE_READ (64 * 1024) /* a body's reads: below malloc's mmap threshold */
 
-enum intake_state { I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE, I_DISCARD, I_TOOBIG };
-enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER };
+enum intake_state {
+    I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE, I_DISCARD, I_TOOBIG, I_SIZING, I_CHUNKS
+};
+enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER, CH_END };
 
 struct intake {
     struct bodysrc src; /* what the reader sees: first, so a bodysrc is an intake */
     struct bufferevent *bev;
     struct evhttp_request *req; /* the request of the body (I_BODY, I_DONE) */
     struct evbuffer *hold;      /* a head being gathered; then the body's first bytes */
+    struct evbuffer *body;      /* I_CHUNKS: the chunked body so far, as it came */
     enum intake_state st;
     enum chunk_state ch;
     long long left;             /* body bytes left (Content-Length), or of this chunk */
+    long long size;             /* I_CHUNKS: the chunked body's data so far */
     bufferevent_data_cb writecb; /* evhttp's, while a 100 Continue is written */
     unsigned busy : 1;          /* changing the input ourselves: no callback */
     unsigned chunked : 1;
@@ -72,12 +76,16 @@ struct intake {
     unsigned writecb_saved : 1;
     unsigned own_read : 1;      /* the body is read by REV, not the bufferevent */
     unsigned paused : 1;        /* REV is off: the window is full */
+    unsigned unread : 1;        /* I_TOOBIG: the body was not read, the connection closes */
     size_t max_body;            /* limits.max_body_mb in bytes; 0: not checked here */
     double idle_s;              /* timeouts.idle_s: a body that stops this long fails */
     struct event rev;           /* own_read: the socket's readability */
 };
 
 static const struct bodysrc_ops intake_ops;
+static void send_continue(struct intake *in);
+static void restore_writecb(struct intake *in);
+static void framing_step(struct intake *in, const char *line, size_t n);
 
 /* ---- the head ---- */
 
@@ -231,6 +239,112 @@ static void take_head(struct intake *in)
     free(h);
 }
 
+/* ---- the size of other paths' bodies ----
+ *
+ * A request of another path that may carry a body (POST, PUT, PATCH, and
+ * DELETE: Ollama's /api/delete has one) has its size judged here, not by
+ * evhttp, whose own 413 is an HTML page the client's library cannot
+ * read: a body over limits.max_body_mb is read and dropped as it arrives,
+ * then evhttp gets the head without its body and the router answers 413
+ * in the path's dialect (intake_too_large), the connection living on.
+ * Behind "Expect: 100-continue" a Content-Length over the limit is
+ * refused at once, nothing read, and the connection closes.
+ * - A head is nearly always whole in the first read: judged there, in
+ *   place (the common case costs a look at the head). One that arrives
+ *   in pieces is held out of evhttp's sight until whole (I_SIZING).
+ * - A chunked body's size is known only as it arrives: the request, head
+ *   and body as they came, is held (I_CHUNKS) while its data is counted,
+ *   and given to evhttp whole once it ends within the limit (or its
+ *   framing is bad: evhttp's to refuse), as evhttp would have held it.
+ *   Past the limit what is held is dropped and the 413 goes at once, the
+ *   connection closing after it (its end may be far off, or never come,
+ *   and evhttp cannot read on while the reply is made): the close lingers
+ *   (conns.c), dropping what the client still sends, so that it reads the
+ *   413 rather than a reset. */
+
+/* What a head says of its body. */
+struct head_framing {
+    long long cl; /* Content-Length; -1 none */
+    unsigned chunked : 1;
+    unsigned expect : 1;
+};
+
+static struct head_framing head_framing(const char *h, size_t n)
+{
+    struct head_framing f = {-1, 0, 0};
+    const char *p = h, *end = h + n, *v;
+    size_t vlen;
+    while (p < end) {
+        const char *e = memchr(p, '\n', (size_t)(end - p));
+        size_t len = e ? (size_t)(e - p) : (size_t)(end - p), full = len + (e != NULL);
+        if (len && p[len - 1] == '\r')
+            len--;
+        if ((v = header_is(p, len, "Content-Length", &vlen)))
+            f.cl = strtoll(v, NULL, 10);
+        else if ((v = header_is(p, len, "Transfer-Encoding", &vlen)))
+            f.chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
+        else if ((v = header_is(p, len, "Expect", &vlen)))
+            f.expect = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0;
+        p += full;
+    }
+    return f;
+}
+
+/* hold's head (whole, as it came) replaced by the same without its
+ * framing, "Connection: close" added when CLOSE: what evhttp gets for the
+ * router's 413. The chunk walk's state is kept. 0, or -1 (no memory). */
+static int bare_head(struct intake *in, int close)
+{
+    enum chunk_state ch = in->ch;
+    long long left = in->left;
+    size_t n = evbuffer_get_length(in->hold);
+    const char *h = (const char *)evbuffer_pullup(in->hold, -1);
+    struct evbuffer *out = evbuffer_new();
+    int rc = h && out && n > 2 ? rewrite_head(in, h, n - 2, out, close) : -1;
+    in->ch = ch;
+    in->left = left;
+    if (rc == 0) {
+        evbuffer_drain(in->hold, n);
+        evbuffer_add_buffer(in->hold, out);
+    }
+    if (out)
+        evbuffer_free(out);
+    return rc;
+}
+
+/* Walk a chunked body's framing in INPUT as it arrives, moving its bytes,
+ * as they came, to SINK and counting its data in in->size. Stops at the
+ * body's end (CH_END), at bad framing (in->bad), once in->size is over
+ * in->max_body, or when INPUT is empty. */
+static void walk_chunks(struct intake *in, struct evbuffer *input, struct evbuffer *sink)
+{
+    char line[LINE_MAX_CHUNK + 1];
+    while (in->ch != CH_END && !in->bad && evbuffer_get_length(input) &&
+           in->size <= (long long)in->max_body) {
+        size_t k, eol;
+        if (in->ch == CH_DATA) {
+            k = evbuffer_get_length(input);
+            if ((long long)k > in->left)
+                k = (size_t)in->left;
+            in->left -= (long long)k;
+            in->size += (long long)k;
+            if (!in->left)
+                in->ch = CH_CRLF;
+        } else {
+            struct evbuffer_ptr p = evbuffer_search_eol(input, NULL, &eol, EVBUFFER_EOL_CRLF);
+            if (p.pos < 0 || p.pos > LINE_MAX_CHUNK) {
+                in->bad = p.pos > LINE_MAX_CHUNK || evbuffer_get_length(input) > LINE_MAX_CHUNK;
+                return;
+            }
+            evbuffer_copyout(input, line, (size_t)p.pos);
+            line[p.pos] = '\0';
+            framing_step(in, line, (size_t)p.pos);
+            k = (size_t)p.pos + eol;
+        }
+        evbuffer_remove_buffer(input, sink, k);
+    }
+}
+
 /* I_DISCARD: drop the body over the limit as it arrives; once it is
  * gone, evhttp gets the head (in hold) for the router's 413. */
 static void discard(struct intake *in)
@@ -247,27 +361,84 @@ static void discard(struct intake *in)
     in->st = I_TOOBIG;
 }
 
-/* A request of another path whose head is whole in the input already
- * (nearly always: a head is sent at once) and whose Content-Length is
- * over limits.max_body_mb: its body is read and dropped here, not by
- * evhttp, whose own 413 is an HTML page the client's library cannot read;
- * the router then answers 413 in the path's dialect (intake_too_large),
- * and the connection lives on. Behind "Expect: 100-continue" nothing is
- * read: 413 at once, and the connection closes. A chunked body, or a head
- * that arrives in pieces, is left to evhttp. */
-/* The Content-Length of the head H (N bytes), -1 if none. */
-static long long head_length(const char *h, size_t n)
+/* I_CHUNKS: count the chunked body as it arrives; give the request back
+ * to evhttp whole once it ends within the limit; once over, drop it and
+ * give evhttp the head alone, "Connection: close" added, for the 413. */
+static void hold_chunks(struct intake *in)
 {
-    const char *p = h, *end = h + n, *v;
-    size_t vlen;
-    while (p < end) {
-        const char *e = memchr(p, '\n', (size_t)(end - p));
-        size_t len = e ? (size_t)(e - p) : (size_t)(end - p);
-        if ((v = header_is(p, len, "Content-Length", &vlen)))
-            return strtoll(v, NULL, 10);
-        p += len + 1;
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    walk_chunks(in, input, in->body);
+    if (in->size > (long long)in->max_body) {
+        evbuffer_drain(in->body, evbuffer_get_length(in->body));
+        evbuffer_drain(input, evbuffer_get_length(input)); /* the body's, not a request */
+        restore_writecb(in);
+        in->unread = 1;
+        in->st = bare_head(in, 1) == 0 ? I_TOOBIG : I_OTHER; /* no memory: evhttp's */
+        evbuffer_prepend_buffer(input, in->hold);
+    } else if (in->bad || in->ch == CH_END) {
+        evbuffer_prepend_buffer(input, in->body);
+        evbuffer_prepend_buffer(input, in->hold);
+        restore_writecb(in);
+        in->st = I_OTHER;
     }
-    return -1;
+}
+
+/* The head at the start of INPUT (N bytes) says its body is chunked. A
+ * head rewrite_head would not take (an obs-fold, a Content-Length that is
+ * not one) is evhttp's to judge, as before. */
+static void hold_chunked(struct intake *in, size_t n, int expect)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    struct evbuffer *probe = evbuffer_new();
+    const char *h = (const char *)evbuffer_pullup(input, (ev_ssize_t)n);
+    int rc = probe && h ? rewrite_head(in, h, n - 2, probe, 0) : -1;
+    if (probe)
+        evbuffer_free(probe);
+    if (rc < 0 || !in->chunked || (!in->body && !(in->body = evbuffer_new())))
+        return; /* evhttp's, as before */
+    evbuffer_remove_buffer(input, in->hold, n);
+    in->chunked = 1;
+    in->ch = CH_SIZE;
+    in->left = in->size = 0;
+    in->bad = in->unread = 0;
+    in->expect = expect;
+    in->st = I_CHUNKS;
+    if (expect && !evbuffer_get_length(input))
+        send_continue(in); /* as evhttp would have */
+    hold_chunks(in);
+}
+
+/* The head at the start of INPUT (N bytes) has a Content-Length over the
+ * limit. */
+static void too_long(struct intake *in, size_t n)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
+    char *h;
+    if (!(h = malloc(n)))
+        return;
+    if (!(out = evbuffer_new())) {
+        free(h);
+        return;
+    }
+    evbuffer_copyout(input, h, n);
+    if (rewrite_head(in, h, n - 2, out, 0) == 0 && !in->chunked &&
+        (size_t)in->src.length > in->max_body) {
+        evbuffer_drain(input, n);
+        in->unread = in->expect;
+        if (in->expect || in->client_close) { /* the body is not read: close after */
+            evbuffer_free(out);
+            out = evbuffer_new();
+            if (out)
+                rewrite_head(in, h, n - 2, out, 1);
+        }
+        in->left = in->expect ? 0 : in->src.length; /* the body to drop */
+        if (out)
+            evbuffer_add_buffer(in->hold, out);
+        in->st = I_DISCARD;
+        discard(in);
+    }
+    evbuffer_free(out);
+    free(h);
 }
 
 /* The length of the head at the start of INPUT (its blank line
@@ -292,43 +463,79 @@ static size_t head_in(struct evbuffer *input)
     return end.pos < 0 || end.pos > HEAD_MAX ? 0 : (size_t)end.pos + 4;
 }
 
+/* A whole head of N bytes at the start of INPUT: judge its body. */
+static void judge(struct intake *in, size_t n)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    const char *h = (const char *)evbuffer_pullup(input, (ev_ssize_t)n);
+    struct head_framing f;
+    if (!h)
+        return;
+    f = head_framing(h, n);
+    if (f.chunked)
+        hold_chunked(in, n, f.expect);
+    else if (f.cl > (long long)in->max_body)
+        too_long(in, n);
+    /* else the common case: evhttp's */
+}
+
+/* I_SIZING: a head that arrives in pieces, held until whole. Searched
+ * from where the last search ended, so a head sent a byte at a time costs
+ * its length, not its square. */
+static void size_head(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    size_t had = evbuffer_get_length(in->hold);
+    struct evbuffer_ptr from, crlf, lf;
+    evbuffer_add_buffer(in->hold, input);
+    evbuffer_ptr_set(in->hold, &from, had > 3 ? had - 3 : 0, EVBUFFER_PTR_SET);
+    crlf = evbuffer_search(in->hold, "\r\n\r\n", 4, &from);
+    lf = evbuffer_search(in->hold, "\n\n", 2, &from);
+    if (crlf.pos < 0 && lf.pos < 0) {
+        if (evbuffer_get_length(in->hold) > HEAD_MAX)
+            give_back(in);
+        return;
+    }
+    give_back(in); /* whole: in the input again, judged there */
+    if (crlf.pos >= 0 && (lf.pos < 0 || lf.pos > crlf.pos) && crlf.pos + 4 <= HEAD_MAX)
+        judge(in, (size_t)crlf.pos + 4);
+}
+
+/* 1 when INPUT starts with a method whose request may carry a body, 0
+ * when not, -1 when too few bytes have come to say. */
+static int body_method(struct evbuffer *input)
+{
+    static const char *const methods[] = {"POST ", "PUT ", "PATCH ", "DELETE "};
+    char m[8];
+    ev_ssize_t got = evbuffer_copyout(input, m, sizeof m);
+    size_t n = got > 0 ? (size_t)got : 0;
+    int maybe = 0;
+    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
+        size_t k = strlen(methods[i]);
+        if (n >= k && memcmp(m, methods[i], k) == 0)
+            return 1;
+        maybe |= n < k && memcmp(m, methods[i], n) == 0;
+    }
+    return maybe ? -1 : 0;
+}
+
+/* I_IDLE, a request of another path: judge its body's size. */
 static void check_size(struct intake *in)
 {
-    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
-    char m[6], *h;
+    struct evbuffer *input = bufferevent_get_input(in->bev);
     size_t n;
-    if (!in->max_body || evbuffer_copyout(input, m, 6) < 6 ||
-        (memcmp(m, "POST ", 5) != 0 && memcmp(m, "PUT ", 4) != 0 && memcmp(m, "PATCH ", 6) != 0))
+    int m = in->max_body ? body_method(input) : 0;
+    if (m < 0)
+        return; /* I_IDLE still: the next bytes say */
+    in->st = I_OTHER;
+    if (!m)
         return;
-    if (!(n = head_in(input)))
-        return;
-    h = (char *)evbuffer_pullup(input, (ev_ssize_t)n);
-    if (!h || head_length(h, n) <= (long long)in->max_body)
-        return; /* the common case ends here */
-    if (!(h = malloc(n)))
-        return;
-    if (!(out = evbuffer_new())) {
-        free(h);
-        return;
+    if ((n = head_in(input))) {
+        judge(in, n);
+    } else if (evbuffer_get_length(input) <= HEAD_MAX) {
+        in->st = I_SIZING;
+        size_head(in);
     }
-    evbuffer_copyout(input, h, n);
-    if (rewrite_head(in, h, n - 2, out, 0) == 0 && !in->chunked &&
-        (size_t)in->src.length > in->max_body) {
-        evbuffer_drain(input, n);
-        if (in->expect || in->client_close) { /* the body is not read: close after */
-            evbuffer_free(out);
-            out = evbuffer_new();
-            if (out)
-                rewrite_head(in, h, n - 2, out, 1);
-        }
-        in->left = in->expect ? 0 : in->src.length; /* the body to drop */
-        if (out)
-            evbuffer_add_buffer(in->hold, out);
-        in->st = I_DISCARD;
-        discard(in);
-    }
-    evbuffer_free(out);
-    free(h);
 }
 
 /* I_IDLE: the first bytes of a request say whose it is. */
@@ -341,7 +548,6 @@ static void look(struct intake *in)
         return;
     evbuffer_copyout(input, first, n);
     if (memcmp(first, PREFIX, n) != 0) {
-        in->st = I_OTHER;
         check_size(in);
         return;
     }
@@ -353,24 +559,30 @@ static void look(struct intake *in)
 
 /* ---- the body ---- */
 
-/* Reading is over (the end, or the reader let go): evhttp's state back,
- * as it was when the handler ran, but for the watermarks (intake_request_done). */
-static void stop_reading(struct intake *in)
+/* evhttp's write callback back, once a 100 Continue of ours is sent. */
+static void restore_writecb(struct intake *in)
 {
     bufferevent_data_cb r, w, *wp = &w;
     bufferevent_event_cb e;
     void *arg;
+    if (!in->writecb_saved)
+        return;
+    bufferevent_getcb(in->bev, &r, wp, &e, &arg);
+    if (!w && r) /* still as we left it, not evhttp's newer */
+        bufferevent_setcb(in->bev, r, in->writecb, e, arg);
+    in->writecb_saved = 0;
+}
+
+/* Reading is over (the end, or the reader let go): evhttp's state back,
+ * as it was when the handler ran, but for the watermarks (intake_request_done). */
+static void stop_reading(struct intake *in)
+{
     if (in->own_read) {
         event_del(&in->rev);
         in->own_read = 0;
     }
     bufferevent_disable(in->bev, EV_READ);
-    if (in->writecb_saved) {
-        bufferevent_getcb(in->bev, &r, wp, &e, &arg);
-        if (!w && r) /* still as we left it, not evhttp's newer */
-            bufferevent_setcb(in->bev, r, in->writecb, e, arg);
-        in->writecb_saved = 0;
-    }
+    restore_writecb(in);
     in->st = I_DONE;
 }
 
@@ -478,6 +690,23 @@ static int chunk_size(const char *line, long long *size)
     return 0;
 }
 
+/* LINE (N bytes, without its end, NUL-terminated) of the chunked framing
+ * in state in->ch: the next state (CH_END after the trailer), or in->bad. */
+static void framing_step(struct intake *in, const char *line, size_t n)
+{
+    if (in->ch == CH_CRLF) {
+        in->bad = n != 0;
+        in->ch = CH_SIZE;
+    } else if (in->ch == CH_TRAILER) {
+        if (!n)
+            in->ch = CH_END;
+    } else if (chunk_size(line, &in->left) < 0) {
+        in->bad = 1;
+    } else {
+        in->ch = in->left ? CH_DATA : CH_TRAILER;
+    }
+}
+
 /* One line of the chunked framing from INPUT: 1 done, 0 not yet (or bad). */
 static int framing_line(struct intake *in, struct evbuffer *input)
 {
@@ -488,18 +717,10 @@ static int framing_line(struct intake *in, struct evbuffer *input)
             in->bad = 1;
         return 0;
     }
-    if (in->ch == CH_CRLF) {
-        in->bad = n != 0;
-        in->ch = CH_SIZE;
-    } else if (in->ch == CH_TRAILER) {
-        if (!n)
-            body_end(in);
-    } else if (chunk_size(line, &in->left) < 0) {
-        in->bad = 1;
-    } else {
-        in->ch = in->left ? CH_DATA : CH_TRAILER;
-    }
+    framing_step(in, line, n);
     free(line);
+    if (in->ch == CH_END)
+        body_end(in);
     return !in->bad;
 }
 
@@ -630,6 +851,10 @@ void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body,
         look(in);
     else if (in->st == I_HEAD)
         take_head(in);
+    else if (in->st == I_SIZING)
+        size_head(in);
+    else if (in->st == I_CHUNKS)
+        hold_chunks(in);
     else if (in->st == I_DISCARD)
         discard(in);
     in->busy = 0;
@@ -637,13 +862,13 @@ void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body,
         in->src.on_data(in->src.arg);
 }
 
-void intake_request_done(struct intake *in)
+int intake_request_done(struct intake *in)
 {
     int clean; /* the request's bytes all read: what follows is a request */
     if (!in)
-        return;
+        return 0;
     clean = in->st == I_IDLE || in->st == I_OTHER || (in->st == I_DONE && in->ended) ||
-            (in->st == I_TOOBIG && !in->expect && !in->client_close);
+            (in->st == I_TOOBIG && !in->unread);
     if (in->watermarks) {
         bufferevent_setwatermark(in->bev, EV_READ, 0, 0);
         bufferevent_set_max_single_read(in->bev, 0); /* libevent's default again */
@@ -652,14 +877,17 @@ void intake_request_done(struct intake *in)
     if (in->st == I_BODY) /* never released: read no more */
         stop_reading(in);
     evbuffer_drain(in->hold, evbuffer_get_length(in->hold));
+    if (in->body)
+        evbuffer_drain(in->body, evbuffer_get_length(in->body));
     in->req = NULL;
     in->src.on_data = NULL;
     in->st = I_IDLE;
     if (!clean) /* the connection closes after this reply ("Connection: close") */
-        return;
+        return 1;
     in->busy = 1;
     look(in); /* a request waiting already (pipelined) */
     in->busy = 0;
+    return 0;
 }
 
 void intake_free(struct intake *in)
@@ -669,5 +897,7 @@ void intake_free(struct intake *in)
     if (in->own_read)
         event_del(&in->rev);
     evbuffer_free(in->hold);
+    if (in->body)
+        evbuffer_free(in->body);
     free(in);
 }

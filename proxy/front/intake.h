@@ -27,9 +27,16 @@
  *   I_READY  its head given to evhttp; the body waits for intake_body()
  *   I_BODY   a reader has it (bodysrc.h)
  *   I_DONE   read to its end, or released: the reply is being made
- *   I_DISCARD  another request's body over limits.max_body_mb, dropped as
- *            it arrives (its head held) so that the router can answer 413
- *            in the path's dialect rather than evhttp's HTML
+ *   I_SIZING another request's head (POST, PUT, PATCH, DELETE) arriving
+ *            in pieces, held until whole to judge its body's size
+ *   I_CHUNKS another request's chunked body, held (with its head) while
+ *            its size is counted; given to evhttp whole within the limit;
+ *            over it, dropped, and the head alone given to evhttp
+ *            ("Connection: close" added): I_TOOBIG
+ *   I_DISCARD  another request's body over limits.max_body_mb with a
+ *            Content-Length, dropped as it arrives (its head held) so
+ *            that the router can answer 413 in the path's dialect rather
+ *            than evhttp's HTML
  *   I_TOOBIG its head given to evhttp, without its body: 413 it
  *   -> I_IDLE when the reply has been written. */
 #ifndef PX_INTAKE_H
@@ -59,8 +66,10 @@ int intake_too_large(const struct intake *in);
 
 /* The reply of IN's connection's request has been written (evhttp's
  * on-complete callback): the next bytes start a request, and any already
- * waiting are looked at now. NULL is a no-op. */
-void intake_request_done(struct intake *in);
+ * waiting are looked at now. Returns 1 when the request's body was left
+ * unread (an answer before the body's end: the connection closes after
+ * this reply, and should linger, conns.c), else 0. NULL is a no-op (0). */
+int intake_request_done(struct intake *in);
 
 /* The body of REQ, just handed to the router, if IN holds it (a blob
  * upload's), else NULL. The reader owns it until it calls release. */

@@ -31,6 +31,7 @@
 #include "reqlog.h"
 #include "session.h"
 #include "urlpath.h"
+#include "via.h"
 
 #define GET (EVHTTP_REQ_GET | EVHTTP_REQ_HEAD)
 #define GET_ EVHTTP_REQ_GET /* GET alone */
@@ -313,6 +314,15 @@ static void reply_root(struct request *r)
         evbuffer_free(b);
 }
 
+/* R came back to this proxy (via.h): its fleet leads to itself. The name
+ * is in the body, so a health check that meets it knows (health.c). */
+static void reply_loop(struct request *r)
+{
+    char msg[128];
+    snprintf(msg, sizeof msg, "loop detected: the request came back to %s", via_name());
+    reply_error(r, 508, msg, 0);
+}
+
 /* The request target in origin form. An absolute-form URI (RFC 9112
  * 3.2.2: "GET http://host/proxy/status") is taken as its path and query,
  * so that it reaches the proxy's own endpoints and checks like any other
@@ -411,6 +421,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto self;
     if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
         reply_too_large(px, &r);
+        goto self;
+    }
+    if (via_seen(evhttp_request_get_input_headers(req))) { /* before the key: ours is not sent on */
+        reply_loop(&r);
         goto self;
     }
     if (kind == EP_ROOT) {

@@ -1,7 +1,21 @@
-/* catalog.c - see catalog.h. */
+/* catalog.c - see catalog.h.
+ *
+ * The union of the fleet's models is kept built (struct catalog), with the
+ * text of /api/tags and /v1/models made from it, so that a GET sends a
+ * reference to a buffer instead of rebuilding, sorting and serialising
+ * 80,000 entries on the event loop. What the union is made of is its key:
+ * the stale flag and, in fleet order, the tags_gen of every backend it is
+ * built from (discover.c draws a new one, unique in the process, whenever
+ * a backend's list of models changes). A GET compares the key (a few
+ * integers a backend) and rebuilds only when it differs: a backend's list
+ * changed, or a backend entered or left service, joined or was retired.
+ * Each text is made on the first GET that needs it; a text still being
+ * sent to a client when the union is replaced lives until that send ends
+ * (struct text is counted). */
 #include "catalog.h"
 
 #include <event2/buffer.h>
+#include <stdio.h>
 #include <event2/http.h>
 #include <jansson.h>
 #include <stdlib.h>
@@ -9,10 +23,29 @@
 #include <time.h>
 
 #include "backend.h"
+#include "log.h"
+#include "net.h"
 #include "names.h"
 #include "proxy.h"
 #include "reply.h"
 #include "request.h"
+
+/* A serialised answer, shared by the cache and every reply being sent. */
+struct text {
+    int refs;
+    size_t len;
+    char *data;
+};
+
+struct catalog {
+    int stale;                   /* the key: built in this mode */
+    unsigned long long *gens;    /* the key: the tags_gen of each backend used, in order */
+    int ngens, gens_cap;
+    int built;                   /* the union below is made for this key */
+    json_t *tags;                /* the union, newest first (entries borrowed from backends') */
+    json_t *by_key;              /* name_key -> entry of tags, for /v1/models/M; NULL until asked */
+    struct text *tags_text, *v1_text; /* NULL until asked */
+};
 
 /* In service: up, neither drained nor disabled, nor retired. */
 static int in_service(const struct backend *be)
@@ -151,9 +184,10 @@ static json_t *owner(const char *name)
     return json_stringn(prev, (size_t)(slash - prev));
 }
 
-static json_t *v1_models(struct proxy *px, int stale)
+/* The union TAGS (borrowed) in OpenAI's shape. */
+static json_t *v1_models(json_t *tags)
 {
-    json_t *tags = union_tags(px, stale), *data = json_array(), *m;
+    json_t *data = json_array(), *m;
     size_t i;
     json_array_foreach(tags, i, m) {
         json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:o}", "id", str(m, "name"),
@@ -161,12 +195,151 @@ static json_t *v1_models(struct proxy *px, int stale)
                                               (json_int_t)unix_time(str(m, "modified_at")),
                                               "owned_by", owner(str(m, "name"))));
     }
-    json_decref(tags);
     if (json_array_size(data) == 0) { /* Ollama sends null for none */
         json_decref(data);
         data = json_null();
     }
     return json_pack("{s:s,s:o}", "object", "list", "data", data);
+}
+
+static void text_unref(struct text *t)
+{
+    if (t && --t->refs == 0) {
+        free(t->data);
+        free(t);
+    }
+}
+
+/* evbuffer's cleanup of a reference (evbuffer_add_reference). */
+static void on_text_sent(const void *data, size_t len, void *arg)
+{
+    (void)data, (void)len;
+    text_unref(arg);
+}
+
+/* O's compact text (O's reference taken); NULL when out of memory. */
+static struct text *text_of(json_t *o)
+{
+    struct text *t = calloc(1, sizeof *t);
+    if (t && o && (t->data = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER))) {
+        t->refs = 1;
+        t->len = strlen(t->data);
+    } else {
+        free(t);
+        t = NULL;
+    }
+    json_decref(o);
+    return t;
+}
+
+/* Forget the union and its texts (the key stays). */
+static void forget(struct catalog *c)
+{
+    json_decref(c->tags);
+    json_decref(c->by_key);
+    text_unref(c->tags_text);
+    text_unref(c->v1_text);
+    c->tags = c->by_key = NULL;
+    c->tags_text = c->v1_text = NULL;
+    c->built = 0;
+}
+
+void catalog_free(struct proxy *px)
+{
+    struct catalog *c = px->catalog;
+    if (!c)
+        return;
+    forget(c);
+    free(c->gens);
+    free(c);
+    px->catalog = NULL;
+}
+
+/* Make C's key the fleet's now (STALE as choose() said): 1 if it changed,
+ * -1 when out of memory. */
+static int rekey(struct proxy *px, struct catalog *c, int stale)
+{
+    int n = 0, changed = c->stale != stale || !c->built;
+    for (int b = 0; b < px->nbackends; b++) {
+        const struct backend *be = px->backends[b];
+        if (!usable(be, stale))
+            continue;
+        if (n == c->gens_cap) {
+            int cap = c->gens_cap ? 2 * c->gens_cap : 16;
+            unsigned long long *g = realloc(c->gens, (size_t)cap * sizeof *g);
+            if (!g)
+                return -1;
+            c->gens = g, c->gens_cap = cap;
+        }
+        changed |= n >= c->ngens || c->gens[n] != be->tags_gen;
+        c->gens[n++] = be->tags_gen;
+    }
+    changed |= n != c->ngens;
+    c->ngens = n;
+    c->stale = stale;
+    return changed;
+}
+
+/* The cache, its union made for the fleet as it is now (STALE as choose()
+ * said); NULL when out of memory. */
+static struct catalog *current(struct proxy *px, int stale)
+{
+    struct catalog *c = px->catalog;
+    int changed;
+    if (!c && !(c = px->catalog = calloc(1, sizeof *c)))
+        return NULL;
+    if ((changed = rekey(px, c, stale)) < 0) {
+        forget(c);
+        return NULL;
+    }
+    if (changed || !c->built) {
+        double t0 = net_now_ms();
+        forget(c);
+        if (!(c->tags = union_tags(px, stale)))
+            return NULL;
+        c->built = 1;
+        log_info("catalog: the union made again: %zu models of %d backends%s, %.1f ms",
+                 json_array_size(c->tags), c->ngens, stale ? " (stale)" : "",
+                 net_now_ms() - t0);
+    }
+    return c;
+}
+
+/* R's answer: T (a reference of the reply's own), or 500 when T is NULL. */
+static void reply_text(struct request *r, struct text *t, int stale)
+{
+    struct evbuffer *b;
+    if (!t || !(b = evbuffer_new())) {
+        reply_error(r, 500, "cannot encode the answer", 0);
+        return;
+    }
+    if (evhttp_request_get_command(r->req) != EVHTTP_REQ_HEAD) {
+        t->refs++;
+        if (evbuffer_add_reference(b, t->data, t->len, on_text_sent, t) < 0) {
+            t->refs--;
+            evbuffer_free(b);
+            reply_error(r, 500, "out of memory", 0);
+            return;
+        }
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "application/json; charset=utf-8");
+    if (stale)
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), CATALOG_STALE_HEADER,
+                          "no backend in service; as the backends said last");
+    reply_send(r, 200, b);
+    evbuffer_free(b);
+}
+
+/* GET /api/tags and /v1/models from the cache. */
+static void reply_listing(struct proxy *px, struct request *r, int v1, int stale)
+{
+    struct catalog *c = current(px, stale);
+    struct text **t = c ? (v1 ? &c->v1_text : &c->tags_text) : NULL;
+    if (t && !*t)
+        *t = text_of(v1 ? v1_models(c->tags)
+                        : json_pack("{s:O}", "models", c->tags));
+    reply_text(r, t ? *t : NULL, stale);
 }
 
 static void reply(struct request *r, json_t *o, int stale)
@@ -185,22 +358,38 @@ int catalog_known(struct proxy *px)
     return 0;
 }
 
+/* C's entries by name_key(), made on the first /v1/models/M; -1 when out
+ * of memory. A name that has no key (too long) is not found, as before. */
+static int index_by_key(struct catalog *c)
+{
+    json_t *m;
+    size_t i;
+    char key[NAME_KEY_MAX];
+    if (c->by_key)
+        return 0;
+    if (!(c->by_key = json_object()))
+        return -1;
+    json_array_foreach(c->tags, i, m) {
+        if (name_key(str(m, "name"), key, sizeof key) == 0 && !json_object_get(c->by_key, key))
+            json_object_set(c->by_key, key, m);
+    }
+    return 0;
+}
+
 /* GET /v1/models/M: the union's entry for M, OpenAI's shape. */
 static void reply_v1_model(struct proxy *px, struct request *r, const char *id, int stale)
 {
-    json_t *tags = union_tags(px, stale), *m, *found = NULL;
-    char want[NAME_KEY_MAX], key[NAME_KEY_MAX], msg[NAME_KEY_MAX + 64];
-    size_t i;
-    int have = name_key(id, want, sizeof want) == 0;
-    json_array_foreach(tags, i, m) {
-        if (have && name_key(str(m, "name"), key, sizeof key) == 0 && !strcmp(key, want)) {
-            found = json_pack("{s:s,s:s,s:I,s:o}", "id", id, "object", "model", "created",
-                              (json_int_t)unix_time(str(m, "modified_at")), "owned_by",
-                              owner(str(m, "name")));
-            break;
-        }
+    struct catalog *c = current(px, stale);
+    json_t *m, *found = NULL;
+    char want[NAME_KEY_MAX], msg[NAME_KEY_MAX + 64];
+    if (!c || index_by_key(c) < 0) {
+        reply_error(r, 503, "out of memory", 1);
+        return;
     }
-    json_decref(tags);
+    if (name_key(id, want, sizeof want) == 0 && (m = json_object_get(c->by_key, want)))
+        found = json_pack("{s:s,s:s,s:I,s:o}", "id", id, "object", "model", "created",
+                          (json_int_t)unix_time(str(m, "modified_at")), "owned_by",
+                          owner(str(m, "name")));
     if (found) {
         reply(r, found, stale);
         return;
@@ -242,11 +431,11 @@ int catalog_reply(struct proxy *px, struct request *r, const char *path)
         return 1;
     }
     if (strcmp(path, "/api/tags") == 0)
-        reply(r, json_pack("{s:o}", "models", union_tags(px, stale)), stale);
+        reply_listing(px, r, 0, stale);
     else if (strcmp(path, "/api/ps") == 0) /* nothing out of service runs a model for us */
         reply(r, json_pack("{s:o}", "models", stale ? json_array() : all_ps(px, 0)), stale);
     else if (strcmp(path, "/v1/models") == 0)
-        reply(r, v1_models(px, stale), stale);
+        reply_listing(px, r, 1, stale);
     else
         reply_v1_model(px, r, path + 11, stale);
     return 1;

@@ -10,7 +10,8 @@
  * None of them takes a GPU slot or waits. With no backend in service they
  * answer from what the backends said last, with the header
  * CATALOG_STALE_HEADER (and /api/ps with no model), or 503 at once when
- * nothing was ever heard. */
+ * nothing was ever heard. The union behind /api/tags and /v1/models is
+ * kept built, and rebuilt only when the fleet's models change (catalog.c). */
 #ifndef PX_CATALOG_H
 #define PX_CATALOG_H
 
@@ -21,6 +22,10 @@ struct request;
 
 /* Answer REQ if PATH is one of the above: 1 if it answered, else 0. */
 int catalog_reply(struct proxy *px, struct request *r, const char *path);
+
+/* Free the kept union (proxy_stop). Replies still being sent keep their
+ * text until sent. */
+void catalog_free(struct proxy *px);
 
 /* 1 when some backend in service has said what models it has. */
 int catalog_known(struct proxy *px);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "via.h"
+
 /* NAME is one of LIST (NULL-terminated), ignoring case; the first letter
  * and the length rule most names out before any comparison. */
 static int name_in(const char *name, const char *const *list)
@@ -39,7 +41,7 @@ static int backends_own(const struct reqtext_host *h, const char *name)
 }
 
 /* A client's header that is not passed on: the framing and the route are
- * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For is rebuilt, the
+ * the proxy's (Host, hop-by-hop, Expect), X-Forwarded-For and Via are rebuilt, the
  * backend's own headers replace the client's, and the proxy's own
  * credentials stay here, and so does Origin: the proxy answers CORS itself
  * (front/cors.c), and Ollama answers a foreign Origin with 403. With
@@ -48,7 +50,7 @@ static int backends_own(const struct reqtext_host *h, const char *name)
  * the backend and pass. */
 static int dropped(const struct reqtext *r, const char *name)
 {
-    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For",
+    static const char *const skip[] = {"Host", "Expect", "X-Forwarded-For", "Via",
                                        "Proxy-Authorization", "Origin", NULL};
     static const char *const auth[] = {"Authorization", "x-api-key", NULL};
     return reqtext_hop_by_hop(name) || name_in(name, skip) || (r->keys && name_in(name, auth)) ||
@@ -68,10 +70,27 @@ static void add_header(struct evbuffer *b, const char *k, const char *v)
     evbuffer_add(b, "\r\n", 2);
 }
 
+/* Via: the client's elements in their order, then this proxy's (via.h);
+ * HEADERS (or NULL) are read again only when they had a Via. */
+static void add_via(struct evbuffer *out, const struct evkeyvalq *headers, int had)
+{
+    const struct evkeyval *h;
+    add_str(out, "Via: ");
+    if (had)
+        TAILQ_FOREACH(h, headers, next)
+            if (strcasecmp(h->key, "Via") == 0 && h->value[0]) {
+                add_str(out, h->value);
+                evbuffer_add(out, ", ", 2);
+            }
+    add_str(out, via_element());
+    evbuffer_add(out, "\r\n", 2);
+}
+
 void reqtext_build(struct evbuffer *out, const struct reqtext *r)
 {
     const struct evkeyval *h;
     const char *xff = NULL;
+    int via = 0;
     size_t len = r->body ? evbuffer_get_length(r->body) : 0;
     char num[24];
     add_str(out, r->method);
@@ -87,7 +106,10 @@ void reqtext_build(struct evbuffer *out, const struct reqtext *r)
                 add_header(out, h->key, h->value);
             else if (!xff && strcasecmp(h->key, "X-Forwarded-For") == 0)
                 xff = h->value;
+            else if (!via && strcasecmp(h->key, "Via") == 0)
+                via = 1;
         }
+    add_via(out, r->headers, via);
     if (r->peer) {
         add_str(out, "X-Forwarded-For: ");
         if (xff) {

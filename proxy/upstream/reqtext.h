@@ -2,9 +2,9 @@
  * line, the head, the body; and the one header policy (CONTRACT.md,
  * Headers). Sessions, fan-outs, health checks and model discovery all
  * build their requests here, so a rule about headers (Host rewritten,
- * hop-by-hop dropped, X-Forwarded-For added, the proxy's keys never
- * forwarded in any spelling, Origin never forwarded, a backend's own
- * headers) holds for every request kind. */
+ * hop-by-hop dropped, X-Forwarded-For and Via (via.h) added, the proxy's
+ * keys never forwarded in any spelling, Origin never forwarded, a backend's
+ * own headers) holds for every request kind. */
 #ifndef PX_REQTEXT_H
 #define PX_REQTEXT_H
 

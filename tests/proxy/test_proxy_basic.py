@@ -155,8 +155,9 @@ def test_bad_bodies():
     eq(r.status, 400, "empty body")
     # Over the limit, with a Content-Length and chunked without one. A body
     # with a length is read and dropped, then answered in the path's shape
-    # (test_proxy_clients.py); a chunked one gets evhttp's 413, which may
-    # come before all of it is sent: read the answer anyway.
+    # (test_proxy_clients.py); a chunked one is answered 413 in the path's
+    # shape as soon as it is over, and the connection closes: the answer may
+    # come before all of it is sent, read it anyway.
     big = b'{"model":"llama3","prompt":"' + b"x" * (2 << 20) + b'"}'
     head = _send_raw(px.port, b"POST /api/generate HTTP/1.1\r\nHost: x\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(big), [big])

@@ -151,6 +151,43 @@ def test_blob_there_already_and_keep_alive():
     px.stop()
 
 
+
+def test_all_had_it_lingering_close():
+    """Every backend has the blob: 200 before the body has all come, and
+    then a lingering close (as Go's server): the proxy reads and drops what
+    the client still sends, so a client that goes on sending its body
+    finishes it and reads the answer and a clean end, not a reset. On
+    d04e842 the socket was closed with the body unread: the client's send
+    met a reset (EPIPE / ECONNRESET)."""
+    sims, px = _fleet()
+    data = blob(1, b"linger")
+    d = digest(data)
+    for s_ in sims:
+        eq(http("POST", s_.url + "/api/blobs/" + d, data).status, 201)
+    rest = 16 << 20  # past what the kernel's buffers hold unread
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.settimeout(10 * SLOW)
+    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+              % (d.encode(), len(data) + rest) + data[:1 << 16])
+    got = b""
+    while b"\r\n\r\n" not in got:
+        d_ = s.recv(4096)
+        ok(d_, "an answer before the body's end")
+        got += d_
+    ok(got.startswith(b"HTTP/1.1 200 OK\r\n"), "all had it: 200: %r" % got)
+    try:
+        s.sendall(data[1 << 16:])
+        s.sendall(b"\0" * rest)  # a client still sending (not the blob: nobody reads it)
+        s.shutdown(socket.SHUT_WR)
+        while s.recv(65536):
+            pass
+    except OSError as e:
+        ok(False, "the client met %r instead of a clean end" % e)
+    s.close()
+    # The proxy serves on; the blob is untouched.
+    eq(http("HEAD", px.url + "/api/blobs/" + d).status, 200)
+    px.stop()
+
 def test_failures_named():
     """A digest that does not match: 400 with each backend's words; a
     backend that is gone: 502 naming it, the others still stored it."""

@@ -382,6 +382,120 @@ def test_413_in_the_paths_dialect():
     px.stop()
 
 
+
+def _answer(f):
+    """(status, headers, body) of one answer read from F (Content-Length bodies)."""
+    status = f.readline()
+    ok(status.startswith(b"HTTP/1.1 "), "an answer: %r" % status)
+    hdrs = {}
+    while True:
+        line = f.readline().strip()
+        if not line:
+            break
+        k, _, v = line.decode().partition(":")
+        hdrs[k.lower()] = v.strip()
+    return int(status.split()[1]), hdrs, f.read(int(hdrs.get("content-length", 0)))
+
+
+def _chunked(data, piece=1 << 16):
+    out = b"".join(b"%x\r\n%s\r\n" % (len(data[i:i + piece]), data[i:i + piece])
+                   for i in range(0, len(data), piece))
+    return out + b"0\r\n\r\n"
+
+
+def test_413_in_the_paths_dialect_chunked_and_in_pieces():
+    """A chunked body over limits.max_body_mb, and a head that arrives in
+    pieces, get 413 in the path's shape too. A chunked body is counted as
+    it comes: once over, 413 at once (its end may never come) and the
+    connection closes after it, lingering so that a client still sending
+    reads the 413; a head in pieces with a Content-Length over: the body
+    read and dropped, the connection serving the next request. A chunked
+    body within the limit, sent in pieces or behind Expect: 100-continue,
+    still reaches the backend. On d04e842: libevent's HTML 413 for these."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
+    big = json.dumps(dict(ANTHROPIC, system="x" * (2 << 20))).encode()
+    shapes = (("/v1/messages", lambda j: j["type"] == "error" and
+               j["error"]["type"] == "request_too_large"),
+              ("/v1/chat/completions", lambda j: j["error"]["type"] == "invalid_request_error"
+               and "message" in j["error"]),
+              ("/api/chat", lambda j: isinstance(j["error"], str)),
+              ("/api/delete", lambda j: isinstance(j["error"], str)))  # DELETE has a body too
+
+    def connect():
+        c = socket.create_connection(("127.0.0.1", px.port))
+        c.settimeout(10 * SLOW)
+        return c, c.makefile("rb")
+
+    def expect_413(f, what, path, check, closes):
+        st, h, body = _answer(f)
+        eq(st, 413, "%s %s" % (what, path))
+        ok(h.get("content-type", "").startswith("application/json"), "%s: JSON: %r" % (what, h))
+        j = json.loads(body)
+        ok(check(j), "%s %s: its shape: %r" % (what, path, j))
+        ok("max_body_mb" in body.decode(), j)
+        eq(h.get("connection") == "close", closes, "%s: closes after: %r" % (what, h))
+
+    def send_in_pieces(c, pieces):
+        for p in pieces:
+            c.sendall(p)
+            time.sleep(0.02)
+
+    for path, check in shapes:
+        method = b"DELETE" if path == "/api/delete" else b"POST"
+        head = b"%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path.encode())
+        # chunked, the head and the whole body in one go
+        c, f = connect()
+        c.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(big))
+        expect_413(f, "chunked", path, check, True)
+        eq(f.read(), b"", "then the end, not a reset")
+        c.close()
+        # chunked, its head in pieces, its end never sent
+        c, f = connect()
+        whole = head + b"Transfer-Encoding: chunked\r\n\r\n"
+        send_in_pieces(c, [whole[:3], whole[3:20], whole[20:] + _chunked(big, 1000)[:-5]])
+        expect_413(f, "head in pieces, chunked, no end", path, check, True)
+        c.close()
+        # a head in pieces, a Content-Length over the limit: read, dropped, and on
+        c, f = connect()
+        whole = head + b"Content-Length: %d\r\n\r\n" % len(big)
+        send_in_pieces(c, [whole[i:i + 7] for i in range(0, len(whole), 7)])
+        c.sendall(big)
+        expect_413(f, "head in pieces", path, check, False)
+        c.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        eq(_answer(f)[0], 200, "the next request on the same connection")
+        c.close()
+    # Within the limit, chunked and its head in pieces: served.
+    small = json.dumps(dict(CHAT, stream=False)).encode()
+    c, f = connect()
+    whole = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    send_in_pieces(c, [whole[:9], whole[9:], _chunked(small, 10)])
+    st, h, body = _answer(f)
+    eq(st, 200, "chunked within the limit: %r" % body)
+    ok(json.loads(body)["message"]["content"], body)
+    c.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    eq(_answer(f)[0], 200, "the next request on the same connection")
+    c.close()
+    # Chunked behind Expect: 100-continue (curl's way): 100, then the size
+    # is known as the body comes: 413 in the shape; within it, served.
+    for data, want in ((big, 413), (json.dumps(ANTHROPIC).encode(), 200)):
+        c, f = connect()
+        c.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        eq(f.readline(), b"HTTP/1.1 100 Continue\r\n", "100 first")
+        eq(f.readline(), b"\r\n")
+        c.sendall(_chunked(data))
+        st, h, body = _answer(f)
+        eq(st, want, "Expect, chunked: %r" % body[:200])
+        j = json.loads(body)
+        ok(j["error"]["type"] == "request_too_large" if want == 413 else j["type"] == "message", j)
+        c.close()
+    eq(sim.stats()["paths"].get("/v1/messages"), 1, "only the one within the limit reached it")
+    # The proxy serves others after.
+    r = post(px.url + "/v1/messages", ANTHROPIC)
+    eq(r.status, 200, r)
+    px.stop()
+
 def test_keys_in_every_spelling_none_forwarded():
     """Bearer, x-api-key and HTTP Basic's password are each a key; none of
     them, nor Origin, reaches the backend."""
