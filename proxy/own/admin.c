@@ -95,10 +95,8 @@ static json_t *backend_json(struct backend *be)
 {
     const struct adapt *why;
     int effective = backend_effective_cap(be, &why);
-    json_t *o = json_pack("{s:s,s:s,s:s,s:o,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
-                          be->url, "state", backend_state(be), "healthy",
-                          be->health_known || !be->healthy ? json_boolean(be->healthy)
-                                                           : json_null(),
+    json_t *o = json_pack("{s:s,s:s,s:s,s:b,s:i,s:i,s:I,s:I,s:o,s:o}", "name", be->name, "url",
+                          be->url, "state", backend_state(be), "healthy", be->healthy,
                           "in_flight", be->in_flight, "max_concurrent", backend_ceiling(be),
                           "served", (json_int_t)be->served, "failed", (json_int_t)be->failed,
                           "models", names_json(be->models), "loaded", names_json(be->loaded));

@@ -111,7 +111,7 @@ def healthy_sample(metrics, name):
 
 def test_health_unknown_until_known():
     """A backend whose first check has not ended is neither up nor down:
-    "unknown" in /proxy/status (healthy null), NaN for
+    "unknown" in /proxy/status (healthy stays true: it is routed to), NaN for
     ollama_proxy_backend_healthy; once a check passes it is up, once it is
     marked down, down."""
     sim = Sim()
@@ -120,7 +120,7 @@ def test_health_unknown_until_known():
                extra="health = { interval_s = 60; timeout_s = 30; fail_after = 1; };")
     wait_until(lambda: px.backend("gpu0")["state"] == "up", what="gpu0 checked")
     b = px.backend("mute")
-    eq((b["state"], b["healthy"]), ("unknown", None), "never heard of: %r" % b)
+    eq((b["state"], b["healthy"]), ("unknown", True), "never heard of (routable): %r" % b)
     st = px.status()
     eq(st["queue"]["dispatch_us"], None, "no grant yet: no dispatch time")
     m = get(px.url + "/metrics").text()
