@@ -355,9 +355,10 @@ def test_dns_answer_of_40_all_served():
     wait_until(lambda: all(b["healthy"] and b["models"] for b in px.status()["backends"]),
                timeout=20, what="every one healthy with its models")
 
-    async def burst():
-        return await asyncio.gather(*[aclient.request(px.port, "POST", "/api/generate", body=GEN,
-                                                      timeout=60) for _ in range(80)])
+    async def burst():  # prompts of their own: no affinity between them
+        return await asyncio.gather(*[aclient.request(
+            px.port, "POST", "/api/generate", body=dict(GEN, prompt="hello %d" % i), timeout=60)
+            for i in range(80)])
     res = aclient.run(burst())
     eq([r.status for r in res], [200] * 80, "80 requests over 40 backends of cap 1")
     served = [get("http://%s:%d/_sim/stats" % (h, port)).json()["served"] for h in hosts]
