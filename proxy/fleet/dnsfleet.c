@@ -2,7 +2,6 @@
 #include "dnsfleet.h"
 
 #include <arpa/inet.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +10,7 @@
 #include "backend.h"
 #include "config.h"
 #include "discover.h"
+#include "dnsq.h"
 #include "fleet.h"
 #include "log.h"
 #include "resolve.h"
@@ -24,55 +24,43 @@ struct tmpl {
     int port, cap, adaptive;
     double resolve_s;
     struct event *timer;
-    struct evdns_request *pending;
-    int live; /* still in the config */
-    int dead; /* dropped while a lookup ran: its callback frees it */
+    int pending;  /* a lookup runs: its callback clears this */
+    int live;     /* still in the config */
+    int dead;     /* dropped while a lookup ran: its callback frees it */
+    int trunc_n;  /* the last answer was a part of n addresses (TCP failed); -1: whole */
+    int over_tcp; /* the last answer needed TCP (more than a UDP answer holds) */
+    unsigned long long truncated; /* answers used as a part: the metric */
     struct tmpl *next;
 };
 
 /* The dns rows of a proxy (px->dnsfleet). */
 struct dnsfleet {
-    struct evdns_base *dns; /* with `resolvers`, else /etc/resolv.conf */
+    struct dnsq *dns; /* with `resolvers`, else /etc/resolv.conf */
     struct tmpl *tmpls;
 };
 
-static struct backend *find(struct proxy *px, const struct tmpl *t, unsigned addr)
+/* A backend of T and its address, for one answer's comparison. */
+struct mine {
+    unsigned addr;
+    struct backend *be;
+};
+
+static int by_addr(const void *a, const void *b)
 {
-    char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &addr, ip, sizeof ip);
-    for (int i = 0; i < px->nbackends; i++) {
-        struct backend *be = px->backends[i];
-        if (be->tmpl && !strcmp(be->tmpl, t->name) && !strcmp(be->tmpl_url, t->url) &&
-            !strcmp(be->host, ip))
-            return be;
-    }
-    return NULL;
+    unsigned x = *(const unsigned *)a, y = *(const unsigned *)b;
+    return x < y ? -1 : x > y;
 }
 
-/* The number a new address of T gets: the lowest that no backend of T
- * has now. Addresses that left are forgotten (pods get a new address on
- * every restart: a table of every address ever seen would only grow). */
-static int number_of(struct tmpl *t)
+static int of_tmpl(const struct backend *be, const struct tmpl *t)
 {
-    struct proxy *px = t->px;
-    for (int k = 1;; k++) {
-        int used = 0;
-        for (int i = 0; i < px->nbackends && !used; i++) {
-            const struct backend *be = px->backends[i];
-            used = be->tmpl && be->tmpl_k == k && !strcmp(be->tmpl, t->name) &&
-                   !strcmp(be->tmpl_url, t->url);
-        }
-        if (!used)
-            return k;
-    }
+    return be->tmpl && !strcmp(be->tmpl, t->name) && !strcmp(be->tmpl_url, t->url);
 }
 
-static void join(struct tmpl *t, unsigned addr)
+static void join(struct tmpl *t, unsigned addr, int k)
 {
     struct config_backend cb = {0};
     char ip[INET_ADDRSTRLEN], name[96], url[128];
     struct backend *be;
-    int k = number_of(t);
     inet_ntop(AF_INET, &addr, ip, sizeof ip);
     snprintf(name, sizeof name, "%s-%d", t->name, k);
     snprintf(url, sizeof url, "http://%s:%d", ip, t->port);
@@ -99,46 +87,117 @@ static void join(struct tmpl *t, unsigned addr)
 
 static void tmpl_free(struct tmpl *t);
 
-static void on_resolved(int result, char type, int count, int ttl, void *addresses, void *arg)
+/* Log what changed in how T's answers come: over TCP, or truncated (a
+ * part: once per change of its count), and count a truncated one. */
+static void note_answer(struct tmpl *t, const struct dnsq_answer *a)
+{
+    int tcp = a->udp_truncated && !a->truncated;
+    if (a->truncated) {
+        t->truncated++;
+        if (t->trunc_n != a->n)
+            log_warn("dns %s (%s): the answer was truncated (%d addresses over UDP) and TCP "
+                     "could not complete it (%s): new addresses join, none leaves until an "
+                     "answer is whole",
+                     t->name, t->host, a->n, dnsq_strerror(a->tcp_status));
+        t->trunc_n = a->n;
+        return;
+    }
+    if (t->trunc_n >= 0)
+        log_info("dns %s (%s): a whole answer again (%d addresses)", t->name, t->host, a->n);
+    else if (tcp && !t->over_tcp)
+        log_info("dns %s (%s): %d addresses, more than a UDP answer holds: asked over TCP", t->name,
+                 t->host, a->n);
+    t->trunc_n = -1;
+    t->over_tcp = tcp;
+}
+
+/* The backends of T now, sorted by address, into *OUT (*N); the highest
+ * number one has into *MAXK. Returns 0 or -1 (out of memory). */
+static int mine_of(struct tmpl *t, struct mine **out, int *n, int *maxk)
+{
+    struct proxy *px = t->px;
+    *n = *maxk = 0;
+    if (!(*out = calloc((size_t)px->nbackends + 1, sizeof **out)))
+        return -1;
+    for (int i = 0; i < px->nbackends; i++) {
+        struct backend *be = px->backends[i];
+        struct in_addr in;
+        if (!of_tmpl(be, t) || inet_pton(AF_INET, be->host, &in) != 1)
+            continue;
+        (*out)[*n].addr = in.s_addr;
+        (*out)[(*n)++].be = be;
+        if (be->tmpl_k > *maxk)
+            *maxk = be->tmpl_k;
+    }
+    qsort(*out, (size_t)*n, sizeof **out, by_addr);
+    return 0;
+}
+
+/* Apply the addresses A[0..N) (sorted, no duplicates) to T's backends: a
+ * new one joins with the lowest number free (addresses that left are
+ * forgotten: numbers are reused, nothing grows with the addresses seen),
+ * and, unless the answer is only a PART, one it lacks leaves. The order
+ * of an answer means nothing: only its set. */
+static void apply(struct tmpl *t, const unsigned *a, int n, int part)
+{
+    struct mine *m;
+    int nm, maxk, k = 1;
+    char *used;
+    if (mine_of(t, &m, &nm, &maxk) < 0)
+        return;
+    if (!(used = calloc((size_t)maxk + 2, 1))) {
+        free(m);
+        return;
+    }
+    for (int i = 0; i < nm; i++)
+        used[m[i].be->tmpl_k] = 1;
+    for (int i = 0; i < n; i++) {
+        if (bsearch(&a[i], m, (size_t)nm, sizeof *m, by_addr))
+            continue;
+        while (k <= maxk && used[k])
+            k++;
+        join(t, a[i], k++);
+    }
+    for (int i = 0; i < nm && !part; i++) { /* those the answer no longer has */
+        struct backend *be = m[i].be;
+        if (bsearch(&m[i].addr, a, (size_t)n, sizeof *a, by_addr))
+            continue;
+        log_info("backend %s leaves (%s no longer resolves to %s)", be->name, t->host, be->host);
+        fleet_remove(t->px, be); /* may free it */
+    }
+    free(used);
+    free(m);
+}
+
+static void on_resolved(const struct dnsq_answer *a, void *arg)
 {
     struct tmpl *t = arg;
-    struct proxy *px = t->px;
-    unsigned *a = addresses;
-    (void)ttl;
-    t->pending = NULL;
+    unsigned *s;
+    int n = 0;
+    t->pending = 0;
     if (t->dead) {
         tmpl_free(t);
         return;
     }
-    if (!t->live || result == DNS_ERR_SHUTDOWN || result == DNS_ERR_CANCEL)
+    if (a->cancelled || !t->live)
         return;
-    if (result != DNS_ERR_NONE || type != DNS_IPv4_A) {
-        log_warn("dns %s: %s; its backends stay as they are", t->host,
-                 evdns_err_to_string(result));
+    if (a->status) {
+        log_warn("dns %s: %s; its backends stay as they are", t->host, dnsq_strerror(a->status));
         return;
     }
-    for (int i = 0; i < count; i++)
-        if (!find(px, t, a[i]))
-            join(t, a[i]);
-    for (int i = 0; i < px->nbackends; i++) { /* those the answer no longer has */
-        struct backend *be = px->backends[i];
-        struct in_addr in;
-        int there = 0;
-        if (!be->tmpl || strcmp(be->tmpl, t->name) || strcmp(be->tmpl_url, t->url) ||
-            inet_pton(AF_INET, be->host, &in) != 1)
-            continue;
-        for (int j = 0; j < count && !there; j++)
-            there = a[j] == in.s_addr;
-        if (!there) {
-            log_info("backend %s leaves (%s no longer resolves to %s)", be->name, t->host,
-                     be->host);
-            fleet_remove(px, be);
-            i--;
-        }
-    }
+    note_answer(t, a);
+    if (!(s = malloc(((size_t)a->n + 1) * sizeof *s)))
+        return;
+    memcpy(s, a->addrs, (size_t)a->n * sizeof *s);
+    qsort(s, (size_t)a->n, sizeof *s, by_addr);
+    for (int i = 0; i < a->n; i++) /* an address twice is one backend */
+        if (n == 0 || s[n - 1] != s[i])
+            s[n++] = s[i];
+    apply(t, s, n, a->truncated);
+    free(s);
 }
 
-static struct evdns_base *dns_of(const struct tmpl *t)
+static struct dnsq *dns_of(const struct tmpl *t)
 {
     return t->px->dnsfleet ? t->px->dnsfleet->dns : NULL;
 }
@@ -147,8 +206,11 @@ static void resolve(struct tmpl *t)
 {
     if (t->pending || !dns_of(t))
         return;
-    t->pending =
-        evdns_base_resolve_ipv4(dns_of(t), t->host, DNS_QUERY_NO_SEARCH, on_resolved, t);
+    t->pending = 1;
+    if (dnsq_a(dns_of(t), t->host, on_resolved, t) < 0) {
+        t->pending = 0;
+        log_warn("dns %s: out of memory; its backends stay as they are", t->host);
+    }
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -157,13 +219,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     resolve(arg);
 }
 
-/* Free T, or, while its lookup runs, cancel it and let its callback (which
- * evdns runs later, from the loop) free it. */
+/* Free T, or, while its lookup runs, let its callback (which runs from
+ * the loop, or from dnsq_free) free it. */
 static void tmpl_free(struct tmpl *t)
 {
     if (t->pending) {
         t->dead = 1;
-        evdns_cancel_request(dns_of(t), t->pending);
         return;
     }
     if (t->timer)
@@ -182,16 +243,10 @@ static int start_dns(struct proxy *px)
         return 0;
     if (!(df = calloc(1, sizeof *df)))
         return -1;
-    df->dns = evdns_base_new(px->base, c->nresolvers ? 0 : EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    if (!df->dns) {
+    if (!(df->dns = dnsq_new(px->base, c->resolvers, c->nresolvers))) {
         free(df);
         return -1;
     }
-    for (int i = 0; i < c->nresolvers; i++)
-        if (evdns_base_nameserver_ip_add(df->dns, c->resolvers[i]) != 0)
-            log_warn("resolvers: cannot use %s", c->resolvers[i]);
-    evdns_base_set_option(df->dns, "timeout:", "2");
-    evdns_base_set_option(df->dns, "attempts:", "2");
     px->dnsfleet = df;
     return 0;
 }
@@ -207,6 +262,7 @@ static struct tmpl *tmpl_new(struct proxy *px, const struct config_backend *cb)
     t->url = strdup(cb->url);
     t->host = strdup(cb->host);
     t->port = cb->port;
+    t->trunc_n = -1;
     t->timer = event_new(px->base, -1, EV_PERSIST, on_timer, t);
     if (!t->name || !t->url || !t->host || !t->timer) {
         tmpl_free(t);
@@ -259,21 +315,23 @@ int dnsfleet_apply(struct proxy *px)
 void dnsfleet_stop(struct proxy *px)
 {
     struct dnsfleet *df = px->dnsfleet;
-    int waiting = 0;
     if (!df)
         return;
     while (df->tmpls) {
         struct tmpl *t = df->tmpls;
         df->tmpls = t->next;
         t->live = 0;
-        waiting |= t->pending != NULL;
-        tmpl_free(t);
+        tmpl_free(t); /* one whose lookup runs: freed by its callback, from dnsq_free */
     }
-    /* A cancelled lookup's callback is deferred: let it run (and free its
-     * template) before its base goes. */
-    if (waiting)
-        event_base_loop(px->base, EVLOOP_NONBLOCK);
-    evdns_base_free(df->dns, 0);
+    dnsq_free(df->dns);
     free(df);
     px->dnsfleet = NULL;
+}
+
+unsigned long long dnsfleet_truncated(const struct proxy *px, const char *name, const char *url)
+{
+    for (const struct tmpl *t = px->dnsfleet ? px->dnsfleet->tmpls : NULL; t; t = t->next)
+        if (!strcmp(t->name, name) && !strcmp(t->url, url))
+            return t->truncated;
+    return 0;
 }

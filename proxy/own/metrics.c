@@ -8,6 +8,8 @@
 #include <time.h>
 
 #include "backend.h"
+#include "config.h"
+#include "dnsfleet.h"
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
@@ -427,6 +429,27 @@ static void single(struct out *o, const char *name, long long v)
     put(o, "\n", 1);
 }
 
+/* Per dns row of the config: its answers used as a part (truncated, TCP
+ * failed). */
+static void dns_truncated(struct out *o, struct proxy *px)
+{
+    static const char name[] = "ollama_proxy_dns_truncated_total";
+    head(o, name, "counter",
+         "Answers of a dns row that were truncated and that TCP could not complete: used as a "
+         "part (new addresses join, none leaves).");
+    for (int i = 0; i < px->cfg->nbackends; i++) {
+        const struct config_backend *cb = &px->cfg->backends[i];
+        if (!cb->is_dns)
+            continue;
+        str(o, name);
+        str(o, "{row=\"");
+        label(o, cb->name);
+        str(o, "\"} ");
+        num(o, dnsfleet_truncated(px, cb->name, cb->url));
+        put(o, "\n", 1);
+    }
+}
+
 void metrics_render(struct proxy *px, struct evbuffer *out)
 {
     struct metrics *m = &px->metrics;
@@ -486,6 +509,7 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     head(o, "ollama_proxy_cancelled_total", "counter",
          "Requests whose client went away before the end; their upstream was aborted.");
     single(o, "ollama_proxy_cancelled_total", (long long)m->cancelled);
+    dns_truncated(o, px);
     head(o, "ollama_proxy_start_time_seconds", "gauge", "When the proxy started, Unix time.");
     single(o, "ollama_proxy_start_time_seconds",
            (long long)((double)time(NULL) - (net_now_ms() - px->start_ms) / 1000.0 + 0.5));

@@ -3,9 +3,14 @@
 address is a sim on 127.0.0.x, one port for all (as a headless Service)."""
 import asyncio
 import os
+import random
+import re
 import shutil
 import signal
 import socket
+import struct
+import threading
+import time
 
 import aclient
 from harness import Proc, Proxy, binary, eq, get, ok, post, run, tmpdir, wait_until, SLOW
@@ -258,6 +263,221 @@ def test_dns_churn_leaves_memory_flat():
     eq(proc.stop(), 0, "clean exit, nothing leaked (ASan checks at exit)")
     for p in sims:
         p.stop()
+
+
+class FakeDns:
+    """A hostile name server over UDP only, run in a thread of the test:
+    answers NAME with self.addrs (shuffled at every query when
+    self.shuffle), or, when self.cut is a number, with the first self.cut
+    of them and the TC bit set. Its TCP port is closed: a truncated answer
+    cannot be completed. self.queries counts the questions."""
+
+    def __init__(self, addrs, name=NAME):
+        self.addrs, self.name, self.shuffle, self.cut, self.queries = list(addrs), name, False, None, 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.running = True
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def answer(self, q):
+        i = 12
+        while q[i]:
+            i += 1 + q[i]
+        question = q[12:i + 5]
+        addrs = list(self.addrs)
+        if self.shuffle:
+            random.shuffle(addrs)
+        flags = 0x8180
+        if self.cut is not None:
+            addrs, flags = addrs[:self.cut], flags | 0x0200
+        out = struct.pack(">HHHHHH", struct.unpack(">H", q[:2])[0], flags, 1, len(addrs), 0, 0)
+        out += question
+        for a in addrs:
+            out += struct.pack(">HHHIH", 0xC00C, 1, 1, 1, 4) + socket.inet_aton(a)
+        return out
+
+    def serve(self):
+        while self.running:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.queries += 1
+            self.sock.sendto(self.answer(q), peer)
+
+    def stop(self):
+        self.running = False
+        self.thread.join()
+        self.sock.close()
+
+
+def dns_proxy(dns_port, port, resolve_s=0.2, extra=""):
+    """A proxy whose one row is the dns row gpu = NAME:PORT."""
+    conf = os.path.join(tmpdir(), "dns-%d-%d.conf" % (dns_port, port))
+    with open(conf, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nresolvers = ( "127.0.0.1:%d" );\n'
+                'backends = ( { name = "gpu"; dns = "%s:%d"; max_concurrent = 1; '
+                'resolve_s = %g; } );\nlogging = { access = "off"; };\n%s'
+                % (dns_port, NAME, port, resolve_s, extra))
+    proc = Proc([binary("ollama-proxy"), "-c", conf], name="ollama-proxy")
+    px = Proxy.__new__(Proxy)
+    px.proc, px.conf, px.port = proc, conf, proc.wait_listen()
+    px.url = "http://127.0.0.1:%d" % px.port
+    return px
+
+
+def urls(px):
+    return {b["url"] for b in px.status()["backends"]}
+
+
+def addr_range(third, n, first=1):
+    return ["127.0.%d.%d" % (third + (k // 250), k % 250 + 1) for k in range(first - 1, first - 1 + n)]
+
+
+def test_dns_answer_of_40_all_served():
+    """40 A records (more than libevent's evdns took: 32; more than a plain
+    512-byte UDP answer holds): 40 backends, and each one serves."""
+    hosts = addr_range(2, 40)
+    port = free_tcp_port(hosts)
+    sims = [sim_at(h, port, "--ttft-ms", "300", "--tokens", "1", "--tokens-per-s", "0")
+            for h in hosts]
+    dns = Dns(hosts)
+    px = dns_proxy(dns.port, port)
+    want = ["gpu-%d" % k for k in range(1, 41)]
+    wait_until(lambda: names(px) == sorted(want), timeout=10,
+               what="a backend per address of 40: %r" % names(px))
+    eq(urls(px), {"http://%s:%d" % (h, port) for h in hosts}, "one per address")
+    wait_until(lambda: all(b["healthy"] and b["models"] for b in px.status()["backends"]),
+               timeout=20, what="every one healthy with its models")
+
+    async def burst():  # prompts of their own: no affinity between them
+        return await asyncio.gather(*[aclient.request(
+            px.port, "POST", "/api/generate", body=dict(GEN, prompt="hello %d" % i), timeout=60)
+            for i in range(80)])
+    res = aclient.run(burst())
+    eq([r.status for r in res], [200] * 80, "80 requests over 40 backends of cap 1")
+    served = [get("http://%s:%d/_sim/stats" % (h, port)).json()["served"] for h in hosts]
+    ok(all(n >= 1 for n in served), "every address served: %r" % served)
+    eq(px.stop(), 0, "clean exit")
+    for p in sims:
+        p.stop()
+    dns.proc.kill()
+
+
+def test_dns_answer_of_100_over_tcp():
+    """100 A records: more than a UDP answer holds (dnsmasq sets TC), asked
+    again over TCP: 100 backends NAME-1..NAME-100 (need not be reachable to
+    be counted); then 60 of them: 40 leave."""
+    hosts = addr_range(3, 100)
+    port = free_tcp_port(["127.0.0.1"])
+    dns = Dns(hosts)
+    px = dns_proxy(dns.port, port, extra='health = { interval_s = 60; };\n')
+    want = sorted("gpu-%d" % k for k in range(1, 101))
+    wait_until(lambda: names(px) == want, timeout=15,
+               what="a backend per address of 100: %d" % len(names(px)))
+    eq(urls(px), {"http://%s:%d" % (h, port) for h in hosts}, "one per address")
+    ok("100 addresses, more than a UDP answer holds: asked over TCP" in px.proc.output(),
+       "the TCP answer logged")
+    dns.set(hosts[:60])
+    wait_until(lambda: len(names(px)) == 60, timeout=15, what="60 left")
+    eq(urls(px), {"http://%s:%d" % (h, port) for h in hosts[:60]}, "the 60 of the answer")
+    eq(px.stop(), 0, "clean exit")
+    dns.proc.kill()
+
+
+def test_dns_over_256_addresses_in_time():
+    """Pods get a new address at each restart: a long-lived dns row takes
+    300 distinct addresses over 15 answers of 20 (each replacing the last),
+    each answer's 20 numbered within 1..40 (an answer's new addresses join
+    before the old ones leave; the numbers of those that left are reused,
+    nothing is kept of them)."""
+    port = free_tcp_port(["127.0.0.1"])
+    dns = Dns(addr_range(4, 20))
+    px = dns_proxy(dns.port, port, resolve_s=0.05, extra='health = { interval_s = 60; };\n')
+    room = {"gpu-%d" % k for k in range(1, 41)}
+    for r in range(15):
+        hosts = addr_range(4, 20, first=1 + 20 * r)
+        if r:
+            dns.set(hosts)
+        wait_until(lambda: urls(px) == {"http://%s:%d" % (h, port) for h in hosts}, timeout=10,
+                   what="answer %d (addresses %d..%d seen)" % (r, 20 * r + 1, 20 * r + 20))
+        ok(len(names(px)) == 20 and set(names(px)) <= room,
+           "answer %d: the numbers of those that left, reused: %r" % (r, names(px)))
+    out = px.proc.output()
+    eq(len(set(re.findall(r"resolves to (127\.\S+)\)", out))), 300, "300 distinct addresses joined")
+    eq(out.count(" leaves ("), 280, "280 left")
+    eq(px.stop(), 0, "clean exit")
+    dns.proc.kill()
+
+
+def test_dns_shuffled_answer_no_churn():
+    """A server that shuffles its 40 addresses at every answer (CoreDNS):
+    only the set counts, so after the first answer nothing leaves or joins
+    (with a part of each answer, 32 of 40, backends left and joined at every
+    lookup and adaptive caps began again from 1)."""
+    hosts = addr_range(5, 40)
+    port = free_tcp_port(["127.0.0.1"])
+    dns = FakeDns(hosts)
+    dns.shuffle = True
+    px = dns_proxy(dns.port, port, resolve_s=0.05, extra='health = { interval_s = 60; };\n')
+    wait_until(lambda: len(names(px)) == 40, timeout=10, what="40 backends: %d" % len(names(px)))
+    before, q0 = px.proc.output(), dns.queries
+    wait_until(lambda: dns.queries >= q0 + 20, timeout=20, what="20 more shuffled answers")
+    after = px.proc.output()
+    eq(after.count(" joins ("), before.count(" joins ("), "no join after the first answer")
+    eq(after.count(" leaves ("), 0, "nothing left")
+    eq(urls(px), {"http://%s:%d" % (h, port) for h in hosts}, "the 40")
+    eq(px.stop(), 0, "clean exit")
+    dns.stop()
+
+
+def truncated_metric(px):
+    m = re.search(r'^ollama_proxy_dns_truncated_total\{row="gpu"\} (\d+)$',
+                  get(px.url + "/metrics").text(), re.M)
+    ok(m, "ollama_proxy_dns_truncated_total{row=\"gpu\"} in /metrics")
+    return int(m.group(1))
+
+
+def test_dns_truncated_answer_without_tcp():
+    """A truncated UDP answer that TCP cannot complete (the server has no
+    TCP): a part. Its new addresses join, the ones it lacks stay; a warning
+    names the row and the count once per change, the metric counts every
+    such answer; a whole answer again applies in full."""
+    hosts = addr_range(6, 12)
+    port = free_tcp_port(["127.0.0.1"])
+    dns = FakeDns(hosts[:8])
+    px = dns_proxy(dns.port, port, resolve_s=0.05, extra='health = { interval_s = 60; };\n')
+    wait_until(lambda: len(names(px)) == 8, timeout=10, what="8 backends")
+    eq(truncated_metric(px), 0, "no truncated answer yet")
+    # A part: 4 of the 8 and 2 new ones, TC set.
+    dns.addrs, dns.cut = hosts[4:8] + hosts[8:10] + hosts[:4], 6
+    wait_until(lambda: truncated_metric(px) >= 5, timeout=20, what="5 truncated answers")
+    eq(urls(px), {"http://%s:%d" % (h, port) for h in hosts[:10]},
+       "the 2 new joined, none of the 4 missing left")
+    warn = "dns gpu (%s): the answer was truncated (6 addresses over UDP) and TCP could not " \
+           "complete it" % NAME
+    eq(px.proc.output().count(warn), 1, "warned once while the count stays")
+    eq(px.proc.output().count(" leaves ("), 0, "nothing left")
+    dns.cut = 7
+    wait_until(lambda: "truncated (7 addresses over UDP)" in px.proc.output(), timeout=10,
+               what="a new warning for a new count")
+    # Whole again: 5 addresses, no TC.
+    n = truncated_metric(px)
+    dns.addrs, dns.cut = hosts[:5], None
+    wait_until(lambda: len(names(px)) == 5, timeout=10, what="a whole answer: 5")
+    ok("dns gpu (%s): a whole answer again (5 addresses)" % NAME in px.proc.output(),
+       "logged: whole again")
+    m = truncated_metric(px)
+    time.sleep(0.5)
+    eq(truncated_metric(px), m, "no count while answers are whole")
+    ok(m >= n, "a counter")
+    eq(px.stop(), 0, "clean exit")
+    dns.stop()
 
 
 def test_dns_row_config():
