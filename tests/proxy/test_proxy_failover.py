@@ -98,7 +98,10 @@ def test_never_retried_after_first_byte():
     b = Sim("--ttft-ms", "0", "--tokens", "20", "--tokens-per-s", "200")
     px = Proxy([("a", a.url, 1), ("b", b.url, 1)])
     body = {"model": "llama3", "prompt": "hi"}
-    # Both idle: the tie goes to the first, a.
+    # Both known to have the model (else the one that answered discovery
+    # first takes it: a loaded host, ctest -j2), both idle: the tie goes to
+    # the first, a.
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"]), what="discovery")
     r = aclient.run(aclient.request(px.port, "POST", "/api/generate", body=body))
     eq(r.status, 200, "stream started")
     eq(r.headers["x-backend"], "a", "first try on a")
