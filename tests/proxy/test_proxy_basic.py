@@ -246,6 +246,8 @@ def test_sighup_reload():
     b = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "1")
     slow = Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", "30", "--tokens-per-s", "20")
     px = Proxy([("slow", slow.url, 1), ("a", a.url, 1)])  # a tie goes to the first
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"]),
+               what="discovery")  # once both are known to have the model
     # A stream in flight on "slow", which the reload drops: it must finish there.
     import aclient, asyncio
     async def scenario():
