@@ -140,6 +140,7 @@ void reply_error(struct request *r, int status, const char *msg, int retry_after
     struct evbuffer *b = evbuffer_new();
     char ra[16];
     if (!b) { /* out of memory: the status alone still tells the client */
+        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8"); /* not JSON */
         reply_send(r, status, NULL);
         return;
     }
