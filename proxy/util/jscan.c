@@ -506,7 +506,8 @@ size_t jscan_unescape(const char *s, size_t n, char *out, size_t len)
 int jscan_body(const char *body, size_t len, struct jscan_result *out, char *err,
                size_t errlen)
 {
-    struct scan s = {body, body + len, body, NULL};
+    /* An empty evbuffer's pullup is NULL: no arithmetic on it. */
+    struct scan s = {body ? body : "", body ? body + len : "", body ? body : "", NULL};
     int rc;
     memset(out, 0, sizeof *out);
     out->stream = -1;
