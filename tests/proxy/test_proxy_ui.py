@@ -554,4 +554,37 @@ def test_page_asks_for_an_admin_key():
         sim.stop()
 
 
+def test_page_shows_unknown_and_events():
+    """Issue 20: a backend nothing is known of yet is drawn "unknown" (not
+    up), and the Events list draws what /proxy/status's events hold (a
+    reload here), newest first."""
+    br = browser_or_skip()
+    sim = Sim()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    dead = s.getsockname()[1]  # bound, never listening: connections refused
+    # One check at start, and 3 failures to be down: gpu1 stays unknown.
+    px = Proxy([("gpu0", sim.url, 2), ("gpu1", "http://127.0.0.1:%d" % dead, 2)],
+               extra="health = { interval_s = 3600; fail_after = 3; };")
+    try:
+        wait_until(lambda: px.backend("gpu0")["state"] == "up", what="gpu0 up")
+        eq(px.backend("gpu1")["state"], "unknown", "one failed check of 3: unknown")
+        px.proc.signal(signal.SIGHUP)
+        wait_until(lambda: any(e["kind"] == "reload" for e in px.status().get("events", [])),
+                   what="the reload's event")
+        br.new_page(1200, 900)
+        br.goto(px.url + "/proxy/ui")
+        br.wait("document.querySelectorAll('[data-backend]').length == 2", what="both drawn")
+        states = br.eval("Object.fromEntries([...document.querySelectorAll('[data-backend]')]"
+                         ".map(c => [c.dataset.backend, c.dataset.state]))")
+        eq(states, {"gpu0": "up", "gpu1": "unknown"}, "the states drawn")
+        br.wait("document.querySelector('#events [data-kind=\"reload\"]') !== null",
+                what="the reload in the Events list")
+    finally:
+        br.close()
+        px.stop()
+        sim.stop()
+        s.close()
+
+
 run(globals())
