@@ -70,6 +70,7 @@ struct upstream {
     unsigned paused : 1;
     unsigned in_cb : 1;
     unsigned dead : 1;
+    unsigned gen;        /* t->gen when it connected: an older one is never pooled */
     unsigned pooled : 1;
     unsigned head_req : 1;
     unsigned reused : 1; /* taken from the pool for this request */
@@ -184,6 +185,7 @@ static struct upstream *connect_new(struct event_base *base, struct upstream_tar
         return NULL;
     }
     up->t = t;
+    up->gen = t->gen;
     up->c.fd = fd;
     up->c.tp = t->tp ? t->tp : &transport_plain;
     up->c.ctx = t->tp_ctx;
@@ -708,7 +710,7 @@ void upstream_release(struct upstream *up)
 {
     struct upstream_target *t = up->t;
     if (!up->keepalive || up->state != UP_DONE || evbuffer_get_length(up->in) ||
-        evbuffer_get_length(up->out) || t->closing) {
+        evbuffer_get_length(up->out) || t->closing || up->gen != t->gen) {
         up_close(up);
         return;
     }
@@ -738,6 +740,7 @@ void upstream_abort(struct upstream *up)
 
 void upstream_pool_drain(struct upstream_target *t)
 {
+    t->gen++; /* those in use now close when released, not pooled */
     while (t->idle)
         up_free(t->idle);
 }

@@ -35,6 +35,7 @@ struct upstream_target {
     struct upstream *idle;      /* the pool, upstream.c's */
     int nidle;
     unsigned closing : 1;       /* retired: no connection is pooled any more */
+    unsigned gen;               /* upstream_pool_drain() counts: older connections close */
     char setup_err[160];        /* why the last transport setup failed */
 };
 
@@ -95,7 +96,8 @@ void upstream_release(struct upstream *up);
  * generating). No callback is called. */
 void upstream_abort(struct upstream *up);
 
-/* Close all idle connections of T (removal, shutdown). */
+/* Close all idle connections of T (removal, shutdown, new TLS settings);
+ * those in use close when released instead of going back to the pool. */
 void upstream_pool_drain(struct upstream_target *t);
 
 /* A short name for ERR, for logs and error replies. */

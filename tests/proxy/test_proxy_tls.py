@@ -22,6 +22,8 @@ import threading
 import time
 import http.client as httpclient
 
+import asyncio
+
 import aclient
 import harness
 from harness import BUILD, SRC, Proc, Proxy, Sim, eq, get, ok, post, run, tmpdir, wait_until, \
@@ -420,6 +422,45 @@ def test_wrong_ca_expired_and_name_mismatch():
     px.stop()
     for t in (good, expired):
         t.stop()
+
+
+def test_connection_in_use_at_a_reload_is_not_pooled():
+    """A connection made under the old TLS settings that was in use when a
+    reload changed them (a stream) closes when it ends, instead of going
+    back to the pool: the next request to the box makes a new handshake
+    with the new settings (here a CA that fails it), never rides the old
+    verification."""
+    slow = Sim("--parallel", "4", "--ttft-ms", "0", "--tokens", "20", "--tokens-per-s", "10")
+    other = fast_sim()
+    term = Terminator(slow)
+    health = "health = { interval_s = 30; fail_after = 5; };\nmodels = { refresh_s = 300; };\n"
+    rows = [("box", term.url, 4, tls_row(term)), ("local", other.url, 4)]
+    px = Proxy(rows, extra=health)
+    try:
+        wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+
+        async def scenario():
+            stream = asyncio.ensure_future(aclient.request(
+                px.port, "POST", "/api/generate", body={"model": "llama3", "prompt": "x"},
+                timeout=60))
+            await asyncio.sleep(0.5 * SLOW)  # on the box: a tie goes to the first
+            rows[0] = ("box", term.url, 4, tls_row(term, ca=CERTS.other_ca[0]))
+            harness.write_proxy_conf(px.conf, rows, health)
+            px.proc.signal(signal.SIGHUP)
+            return await stream
+        r = aclient.run(scenario())
+        eq((r.status, r.headers.get("x-backend")), (200, "box"), "the stream on the box")
+        ok("new TLS settings" in px.proc.output(), "the reload took the new CA")
+        served = set()
+        for _ in range(4):
+            q = post(px.url + "/api/generate", GEN)
+            eq(q.status, 200, "served: %r" % q)
+            served.add(q.headers.get("x-backend"))
+        eq(served, {"local"}, "nothing served on the old connection")
+        eq(px.backend("box")["state"], "down", "the new handshake failed")
+    finally:
+        px.stop()
+        term.stop()
 
 
 def test_a_failed_handshake_takes_the_backend_down_at_once():
