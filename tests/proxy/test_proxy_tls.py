@@ -430,7 +430,7 @@ def test_connection_in_use_at_a_reload_is_not_pooled():
     back to the pool: the next request to the box makes a new handshake
     with the new settings (here a CA that fails it), never rides the old
     verification."""
-    slow = Sim("--parallel", "4", "--ttft-ms", "0", "--tokens", "20", "--tokens-per-s", "10")
+    slow = Sim("--parallel", "4", "--ttft-ms", "0", "--tokens", "60", "--tokens-per-s", "10")
     other = fast_sim()
     term = Terminator(slow)
     health = "health = { interval_s = 30; fail_after = 5; };\nmodels = { refresh_s = 300; };\n"
@@ -447,10 +447,14 @@ def test_connection_in_use_at_a_reload_is_not_pooled():
             rows[0] = ("box", term.url, 4, tls_row(term, ca=CERTS.other_ca[0]))
             harness.write_proxy_conf(px.conf, rows, health)
             px.proc.signal(signal.SIGHUP)
+            # The reload while the stream runs (6 s); the log is flushed
+            # every 250 ms.
+            await asyncio.get_running_loop().run_in_executor(None, lambda: wait_until(
+                lambda: "new TLS settings" in px.proc.output(), what="the reload"))
+            ok(not stream.done(), "the stream still running at the reload")
             return await stream
         r = aclient.run(scenario())
         eq((r.status, r.headers.get("x-backend")), (200, "box"), "the stream on the box")
-        ok("new TLS settings" in px.proc.output(), "the reload took the new CA")
         served = set()
         for _ in range(4):
             q = post(px.url + "/api/generate", GEN)
