@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "tailbuf.h"
+
 void numkey_init(struct numkey *t, const char *key)
 {
     memset(t, 0, sizeof *t);
@@ -68,15 +70,7 @@ void numkey_feed(struct numkey *t, const char *p, size_t n)
             t->digits = 0;
         }
     }
-    if (n >= sizeof t->tail) {
-        memcpy(t->tail, p + n - sizeof t->tail, sizeof t->tail);
-        t->ntail = sizeof t->tail;
-    } else if (n) {
-        size_t keep = t->ntail + n > sizeof t->tail ? sizeof t->tail - n : t->ntail;
-        memmove(t->tail, t->tail + t->ntail - keep, keep);
-        memcpy(t->tail + keep, p, n);
-        t->ntail = (unsigned char)(keep + n);
-    }
+    tailbuf_keep(t->tail, &t->ntail, sizeof t->tail, p, n);
 }
 
 long long numkey_value(struct numkey *t)

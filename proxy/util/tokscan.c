@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "tailbuf.h"
+
 struct tok_key {
     const char *s; /* with its quotes */
     unsigned char len;
@@ -149,15 +151,7 @@ static void at_colon(struct tokscan *t, const char *p, size_t pos)
 /* Keep the last bytes seen, for a key that the next chunk ends. */
 static void keep_tail(struct tokscan *t, const char *p, size_t n)
 {
-    if (n >= sizeof t->tail) {
-        memcpy(t->tail, p + n - sizeof t->tail, sizeof t->tail);
-        t->ntail = sizeof t->tail;
-    } else if (n) {
-        size_t keep = t->ntail + n > sizeof t->tail ? sizeof t->tail - n : t->ntail;
-        memmove(t->tail, t->tail + t->ntail - keep, keep);
-        memcpy(t->tail + keep, p, n);
-        t->ntail = (unsigned char)(keep + n);
-    }
+    tailbuf_keep(t->tail, &t->ntail, sizeof t->tail, p, n);
 }
 
 void tokscan_feed(struct tokscan *t, const char *p, size_t n)
