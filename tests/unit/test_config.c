@@ -34,6 +34,31 @@ static void expect_error(const char *text, int line, const char *needle)
 
 #define BE "backends = ( { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 2; } );\n"
 
+/* A config of a listen address, BE, then REST: refused at LINE with NEEDLE. */
+static void expect_error_be(const char *rest, int line, const char *needle)
+{
+    char text[1024];
+    snprintf(text, sizeof text, "listen = \"x:1\";\n" BE "%s", rest);
+    expect_error(text, line, needle);
+}
+
+/* TEXT loads with N warnings, among them NEEDLE1 and NEEDLE2 (NULL: not checked). */
+static void expect_warnings(const char *text, int n, const char *needle1, const char *needle2)
+{
+    char err[512];
+    struct px_config *c = load(text, err, sizeof err);
+    CHECK(c != NULL);
+    if (c) {
+        char w[2048];
+        CHECK_INT(config_warnings(c, w, sizeof w), n);
+        if (needle1)
+            CHECK(strstr(w, needle1) != NULL);
+        if (needle2)
+            CHECK(strstr(w, needle2) != NULL);
+    }
+    config_free(c);
+}
+
 /* state_file: none by default, a path as written, "" or a number refused. */
 static void test_state_file(void)
 {
@@ -47,8 +72,8 @@ static void test_state_file(void)
     if (c)
         CHECK_STR(c->state_file, "/var/lib/ollama-proxy/state.json");
     config_free(c);
-    expect_error("listen = \"x:1\";\n" BE "state_file = \"\";\n", 3, "non-empty string");
-    expect_error("listen = \"x:1\";\n" BE "state_file = 1;\n", 3, "non-empty string");
+    expect_error_be("state_file = \"\";\n", 3, "non-empty string");
+    expect_error_be("state_file = 1;\n", 3, "non-empty string");
 }
 
 /* routing and model_caps (CONTRACT.md, "Conversations stay warm"). */
@@ -96,24 +121,19 @@ static void test_routing(void)
              err, sizeof err);
     CHECK(c && c->routing.num_ctx == NUM_CTX_STRIP && c->routing.affinity == AFFINITY_OFF);
     config_free(c);
-    expect_error("listen = \"x:1\";\n" BE "routing = { afinity = \"session\"; };\n", 3,
-                 "unknown key \"afinity\" in routing");
-    expect_error("listen = \"x:1\";\n" BE "routing = { affinity = \"sticky\"; };\n", 3,
-                 "routing.affinity must be");
-    expect_error("listen = \"x:1\";\n" BE "routing = {\n balance_factor = 0.5; };\n", 4,
-                 "0 (no bound) or at least 1");
-    expect_error("listen = \"x:1\";\n" BE "routing = { num_ctx = \"auto\"; };\n", 3,
-                 "routing.num_ctx must be");
-    expect_error("listen = \"x:1\";\n" BE "routing = { num_ctx = 0; };\n", 3,
-                 "routing.num_ctx must be");
-    expect_error("listen = \"x:1\";\n" BE "routing = { session_headers = [ \"a b\" ]; };\n", 3,
-                 "is not a header name");
-    expect_error("listen = \"x:1\";\n" BE "model_caps = (\n { model = \"m\"; max = 1; } );\n", 4,
-                 "unknown key \"max\" in a model_caps row");
-    expect_error("listen = \"x:1\";\n" BE "model_caps = ( { model = \"m\"; max_concurrent = 1; },"
-                 "\n { model = \"m:latest\"; max_concurrent = 2; } );\n", 4, "has two rows");
-    expect_error("listen = \"x:1\";\n" BE "model_caps = ( { model = \"m\"; max_concurrent = 0; } );\n",
-                 3, "out of range");
+    expect_error_be("routing = { afinity = \"session\"; };\n", 3,
+                    "unknown key \"afinity\" in routing");
+    expect_error_be("routing = { affinity = \"sticky\"; };\n", 3, "routing.affinity must be");
+    expect_error_be("routing = {\n balance_factor = 0.5; };\n", 4, "0 (no bound) or at least 1");
+    expect_error_be("routing = { num_ctx = \"auto\"; };\n", 3, "routing.num_ctx must be");
+    expect_error_be("routing = { num_ctx = 0; };\n", 3, "routing.num_ctx must be");
+    expect_error_be("routing = { session_headers = [ \"a b\" ]; };\n", 3, "is not a header name");
+    expect_error_be("model_caps = (\n { model = \"m\"; max = 1; } );\n", 4,
+                    "unknown key \"max\" in a model_caps row");
+    expect_error_be("model_caps = ( { model = \"m\"; max_concurrent = 1; },"
+                    "\n { model = \"m:latest\"; max_concurrent = 2; } );\n", 4, "has two rows");
+    expect_error_be("model_caps = ( { model = \"m\"; max_concurrent = 0; } );\n", 3,
+                    "out of range");
 }
 
 int main(void)
@@ -178,19 +198,19 @@ int main(void)
         CHECK_INT(c->keys[0].priority, PRIO_NORMAL);
     }
     config_free(c);
-    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; "
-                 "weight = 0; } ); };\n", 3, "weight");
+    expect_error_be("auth = { keys = ( { name = \"k\"; key = \"s\"; weight = 0; } ); };\n", 3,
+                    "weight");
     expect_error("listen = \"x:1\";\nbackends = ( { name = \"a b\"; url = \"http://h:1\"; "
                  "max_concurrent = 1; } );\n", 2, "backend name");
-    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\\n\"; key = \"s\"; } "
-                 "); };\n", 3, "key name");
-    expect_error("listen = \"x:1\";\n" BE "logging = { format = \"xml\"; };\n", 3, "format");
-    expect_error("listen = \"x:1\";\n" BE "logging = { skip_paths = \"/\"; };\n", 3,
-                 "skip_paths must be a list of paths");
-    expect_error("listen = \"x:1\";\n" BE "logging = { skip_paths = [ \"/\", \"api\" ]; };\n",
-                 3, "skip_paths must be a list of paths");
-    expect_error("listen = \"x:1\";\n" BE "logging = { skip_paths = ( \"/\", 1 ); };\n", 3,
-                 "skip_paths must be a list of paths");
+    expect_error_be("auth = { keys = ( { name = \"k\\n\"; key = \"s\"; } ); };\n", 3,
+                    "key name");
+    expect_error_be("logging = { format = \"xml\"; };\n", 3, "format");
+    expect_error_be("logging = { skip_paths = \"/\"; };\n", 3,
+                    "skip_paths must be a list of paths");
+    expect_error_be("logging = { skip_paths = [ \"/\", \"api\" ]; };\n", 3,
+                    "skip_paths must be a list of paths");
+    expect_error_be("logging = { skip_paths = ( \"/\", 1 ); };\n", 3,
+                    "skip_paths must be a list of paths");
     /* logging.skip_paths: whole paths, the query aside; none by default. */
     c = load("listen = \"127.0.0.1:1\";\n" BE, err, sizeof err);
     CHECK(c != NULL);
@@ -211,17 +231,17 @@ int main(void)
         CHECK_INT(config_skip_path(c, "/api/tags"), 0);
     }
     config_free(c);
-    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
-                 "{ name = \"k\"; key = \"t\"; } ); };\n", 4, "duplicate key name");
-    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
-                 "{ name = \"j\"; key = \"s\"; } ); };\n", 4, "same secret");
-    expect_error("listen = \"x:1\";\n" BE "auth = { keys = ( { name = \"k\"; key = \"s\"; "
-                 "priority = \"urgent\"; } ); };\n", 3, "priority");
+    expect_error_be("auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
+                    "{ name = \"k\"; key = \"t\"; } ); };\n", 4, "duplicate key name");
+    expect_error_be("auth = { keys = ( { name = \"k\"; key = \"s\"; },\n"
+                    "{ name = \"j\"; key = \"s\"; } ); };\n", 4, "same secret");
+    expect_error_be("auth = { keys = ( { name = \"k\"; key = \"s\"; "
+                    "priority = \"urgent\"; } ); };\n", 3, "priority");
     expect_error(BE, 0, "missing \"listen\"");
     expect_error("listen = \"x:1\";\n", 0, "missing \"backends\"");
-    expect_error("listen = \"x:1\";\n" BE "queue = { max_lenght = 3; };\n", 3, "max_lenght");
-    expect_error("listen = \"x:1\";\n" BE "colour = 3;\n", 3, "unknown key \"colour\"");
-    expect_error("listen = \"x:1\";\n" BE "timeouts = { idle_s = -1; };\n", 3, "out of range");
+    expect_error_be("queue = { max_lenght = 3; };\n", 3, "max_lenght");
+    expect_error_be("colour = 3;\n", 3, "unknown key \"colour\"");
+    expect_error_be("timeouts = { idle_s = -1; };\n", 3, "out of range");
     expect_error("listen = \"x:1\";\nbackends = ( { name = \"a\"; url = \"http://h:1/api\"; "
                  "max_concurrent = 1; } );\n", 2, "path");
     expect_error("listen = \"x:1\";\nbackends = ( { name = \"a\"; url = \"http://h:1\"; } );\n",
@@ -230,9 +250,9 @@ int main(void)
                  "max_concurrent = 1; },\n { name = \"a\"; url = \"http://h:2\"; "
                  "max_concurrent = 1; } );\n", 3, "duplicate");
     expect_error("listen = \"nocolon\";\n" BE, 1, "listen");
-    expect_error("listen = \"x:1\";\n" BE "queue = { max_length = ; };\n", 3, "syntax error");
+    expect_error_be("queue = { max_length = ; };\n", 3, "syntax error");
     expect_error("listen = \"x:1\";\nbackends = ();\n", 2, "empty");
-    expect_error("listen = \"x:1\";\n" BE "queue = { max_length = 1.5; };\n", 3, "integer");
+    expect_error_be("queue = { max_length = 1.5; };\n", 3, "integer");
     /* Every error, in file order, not only the first. */
     c = load("listen = \"x:1\";\ncolour = 3;\nbackends = (\n"
              " { name = \"a\"; url = \"http://no such host:1\"; max_concurrent = 1; },\n"
@@ -249,56 +269,30 @@ int main(void)
         CHECK_STR(err, want);
     }
     /* Warnings: one server twice, a host that does not resolve. */
-    c = load("listen = \"x:1\";\nbackends = (\n"
-             " { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 1; },\n"
-             " { name = \"b\"; url = \"http://127.0.0.1:1/\"; max_concurrent = 1; },\n"
-             " { name = \"c\"; url = \"http://nosuchhost.invalid:1\"; max_concurrent = 1; } );\n",
-             err, sizeof err);
-    CHECK(c != NULL);
-    if (c) {
-        char w[2048];
-        CHECK_INT(config_warnings(c, w, sizeof w), 2);
-        CHECK(strstr(w, ":4: warning: backends \"a\" and \"b\" are one server") != NULL);
-        CHECK(strstr(w, ":5: warning: backend \"c\": host \"nosuchhost.invalid\" does not "
-                        "resolve") != NULL);
-    }
-    config_free(c);
+    expect_warnings("listen = \"x:1\";\nbackends = (\n"
+                    " { name = \"a\"; url = \"http://127.0.0.1:1\"; max_concurrent = 1; },\n"
+                    " { name = \"b\"; url = \"http://127.0.0.1:1/\"; max_concurrent = 1; },\n"
+                    " { name = \"c\"; url = \"http://nosuchhost.invalid:1\"; "
+                    "max_concurrent = 1; } );\n",
+                    2, ":4: warning: backends \"a\" and \"b\" are one server",
+                    ":5: warning: backend \"c\": host \"nosuchhost.invalid\" does not resolve");
     /* One server under two names: "localhost" resolves to 127.0.0.1 (and
      * ::1); no keys on a wildcard listen; not on loopback, not with keys. */
-    c = load("listen = \"0.0.0.0:1\";\nbackends = (\n"
-             " { name = \"a\"; url = \"http://localhost:7\"; max_concurrent = 1; },\n"
-             " { name = \"b\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; },\n"
-             " { name = \"c\"; url = \"http://127.0.0.1:8\"; max_concurrent = 1; } );\n",
-             err, sizeof err);
-    CHECK(c != NULL);
-    if (c) {
-        char w[2048];
-        CHECK_INT(config_warnings(c, w, sizeof w), 2);
-        CHECK(strstr(w, ":4: warning: backends \"a\" and \"b\" are one server (\"localhost\" "
-                        "and \"127.0.0.1\" are both 127.0.0.1, port 7)") != NULL);
-        CHECK(strstr(w, ": warning: listen \"0.0.0.0:1\" is reachable from other machines "
-                        "and auth.keys is empty") != NULL);
-    }
-    config_free(c);
-    c = load("listen = \"127.0.0.1:1\";\nbackends = (\n"
-             " { name = \"a\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; } );\n",
-             err, sizeof err);
-    CHECK(c != NULL);
-    if (c) {
-        char w[2048];
-        CHECK_INT(config_warnings(c, w, sizeof w), 0);
-    }
-    config_free(c);
-    c = load("listen = \"[::]:1\";\nbackends = (\n"
-             " { name = \"a\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; } );\n"
-             "auth = { keys = ( { name = \"k\"; key = \"s\"; } ); };\n",
-             err, sizeof err);
-    CHECK(c != NULL);
-    if (c) {
-        char w[2048];
-        CHECK_INT(config_warnings(c, w, sizeof w), 0);
-    }
-    config_free(c);
+    expect_warnings("listen = \"0.0.0.0:1\";\nbackends = (\n"
+                    " { name = \"a\"; url = \"http://localhost:7\"; max_concurrent = 1; },\n"
+                    " { name = \"b\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; },\n"
+                    " { name = \"c\"; url = \"http://127.0.0.1:8\"; max_concurrent = 1; } );\n",
+                    2, ":4: warning: backends \"a\" and \"b\" are one server (\"localhost\" "
+                    "and \"127.0.0.1\" are both 127.0.0.1, port 7)",
+                    ": warning: listen \"0.0.0.0:1\" is reachable from other machines "
+                    "and auth.keys is empty");
+    expect_warnings("listen = \"127.0.0.1:1\";\nbackends = (\n"
+                    " { name = \"a\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; } );\n",
+                    0, NULL, NULL);
+    expect_warnings("listen = \"[::]:1\";\nbackends = (\n"
+                    " { name = \"a\"; url = \"http://127.0.0.1:7\"; max_concurrent = 1; } );\n"
+                    "auth = { keys = ( { name = \"k\"; key = \"s\"; } ); };\n",
+                    0, NULL, NULL);
     unlink(path);
     CHECK_INT(config_load("/nonexistent/x.conf", err, sizeof err) == NULL, 1);
     CHECK(strstr(err, "/nonexistent/x.conf:0:") == err);
