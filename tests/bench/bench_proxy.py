@@ -822,20 +822,23 @@ BENCHES = {"overhead": bench_overhead, "streams": bench_streams, "formats": benc
            "memory": bench_memory, "scheduling": bench_scheduling}
 
 
-def main():
+def bench_args(doc, benches, quick_help, more=None):
+    """Parses the arguments every bench_*.py that runs named benchmarks takes
+    (BENCHES, --quick, --rounds, --build, --json; MORE(ap) adds its own) and
+    sets ARGS and BUILD."""
     global ARGS, BUILD
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("bench", nargs="*", help="|".join(BENCHES) + " (default: all)")
-    ap.add_argument("--quick", action="store_true", help="1 round, short runs (< 2 minutes)")
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("bench", nargs="*", help="|".join(benches) + " (default: all)")
+    ap.add_argument("--quick", action="store_true", help=quick_help)
     ap.add_argument("--rounds", type=int, help="rounds per benchmark (default 3, quick 1)")
     ap.add_argument("--build", default=os.environ.get("OP_BUILD_DIR", os.path.join(SRC, "build-bench")))
-    ap.add_argument("--syscalls", action="store_true",
-                    help="also count system calls per request (overhead) and per line (streams) with strace")
+    if more:
+        more(ap)
     ap.add_argument("--json", help="write all figures to this file")
     ARGS = ap.parse_args()
     for b in ARGS.bench:
-        if b not in BENCHES:
-            ap.error("unknown benchmark %r (choose from %s)" % (b, ", ".join(BENCHES)))
+        if b not in benches:
+            ap.error("unknown benchmark %r (choose from %s)" % (b, ", ".join(benches)))
     ARGS.rounds_given = ARGS.rounds is not None
     if ARGS.rounds is None:
         ARGS.rounds = 1 if ARGS.quick else 3
@@ -844,22 +847,42 @@ def main():
         if not os.path.exists(os.path.join(BUILD, exe)):
             sys.exit("%s not found in %s: build first (cmake -S %s -B %s -DCMAKE_BUILD_TYPE=Release "
                      "&& cmake --build %s -j2)" % (exe, BUILD, SRC, BUILD, BUILD))
-    build_streamload()
+    return ARGS
+
+
+def raise_nofile():
     import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by the servers
-    print("bench_proxy: %s, %d CPUs, build %s, %d round(s)%s; logs in %s" % (
-        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), BUILD, ARGS.rounds,
+
+
+def run_benches(prog, benches, results):
+    """Runs the benchmarks named in ARGS (all of BENCHES if none), timing
+    each, then writes RESULTS to --json."""
+    print("%s: %s, %d CPUs, build %s, %d round(s)%s; logs in %s" % (
+        prog, time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), BUILD, ARGS.rounds,
         " (quick)" if ARGS.quick else "", TMP))
     t0 = time.time()
-    for name in ARGS.bench or list(BENCHES):
+    for name in ARGS.bench or list(benches):
         t1 = time.time()
-        BENCHES[name]()
+        benches[name]()
         print("(%s: %.0f s)" % (name, time.time() - t1))
     print("\ntotal %.0f s" % (time.time() - t0))
     if ARGS.json:
         with open(ARGS.json, "w") as f:
-            json.dump(RESULTS, f, indent=1, default=str)
+            json.dump(results, f, indent=1, default=str)
+
+
+def _more_args(ap):
+    ap.add_argument("--syscalls", action="store_true",
+                    help="also count system calls per request (overhead) and per line (streams) with strace")
+
+
+def main():
+    bench_args(__doc__, BENCHES, "1 round, short runs (< 2 minutes)", more=_more_args)
+    build_streamload()
+    raise_nofile()
+    run_benches("bench_proxy", BENCHES, RESULTS)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,9 @@ and 127.0.0.1, made here with the openssl CLI, used by every TLS server
 Needs: the project built (default build dir: build-bench, as bench_proxy.py),
 /usr/bin/wrk, haproxy, nginx, openssl, taskset.
 """
-import argparse
 import asyncio
 import os
 import re
-import resource
 import socket
 import ssl
 import subprocess
@@ -479,40 +477,10 @@ BENCHES = {"requests": bench_requests, "streams": bench_streams, "memory": bench
 
 def main():
     global ARGS
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("bench", nargs="*", help="|".join(BENCHES) + " (default: all)")
-    ap.add_argument("--quick", action="store_true", help="1 round, short runs")
-    ap.add_argument("--rounds", type=int, help="rounds per benchmark (default 3, quick 1)")
-    ap.add_argument("--build", default=os.environ.get("OP_BUILD_DIR", os.path.join(bp.SRC, "build-bench")))
-    ap.add_argument("--json", help="write all figures to this file")
-    ARGS = ap.parse_args()
-    for b in ARGS.bench:
-        if b not in BENCHES:
-            ap.error("unknown benchmark %r (choose from %s)" % (b, ", ".join(BENCHES)))
-    if ARGS.rounds is None:
-        ARGS.rounds = 1 if ARGS.quick else 3
-    bp.ARGS = ARGS
-    bp.BUILD = os.path.abspath(ARGS.build)
-    for exe in ("ollama-proxy", "ollama-sim"):
-        if not os.path.exists(os.path.join(bp.BUILD, exe)):
-            sys.exit("%s not found in %s: build first (cmake -S %s -B %s -DCMAKE_BUILD_TYPE=Release "
-                     "&& cmake --build %s -j2)" % (exe, bp.BUILD, bp.SRC, bp.BUILD, bp.BUILD))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ARGS = bp.bench_args(__doc__, BENCHES, "1 round, short runs")
+    bp.raise_nofile()
     make_certs()
-    print("bench_tls: %s, %d CPUs, build %s, %d round(s)%s; logs in %s" % (
-        time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), bp.BUILD, ARGS.rounds,
-        " (quick)" if ARGS.quick else "", bp.TMP))
-    t0 = time.time()
-    for name in ARGS.bench or list(BENCHES):
-        t1 = time.time()
-        BENCHES[name]()
-        print("(%s: %.0f s)" % (name, time.time() - t1))
-    print("\ntotal %.0f s" % (time.time() - t0))
-    if ARGS.json:
-        import json
-        with open(ARGS.json, "w") as f:
-            json.dump(RESULTS, f, indent=1, default=str)
+    bp.run_benches("bench_tls", BENCHES, RESULTS)
 
 
 if __name__ == "__main__":
