@@ -236,6 +236,24 @@ class Proxy:
         return self.proc.stop()
 
 
+def raw_post(port, path, body, headers=b"", rcvbuf=None):
+    """A socket on which POST PATH with BODY (bytes) and HEADERS (lines, each
+    ending CRLF) went to 127.0.0.1:PORT, its answer not read: for a client
+    that leaves mid-stream or stops reading. RCVBUF: the socket's receive
+    buffer, set once connected, so that the kernel cannot hide a stream."""
+    s = socket.create_connection(("127.0.0.1", port))
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" %
+              (path.encode(), headers, len(body), body))
+    return s
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(f.read().split("VmRSS:")[1].split()[0])
+
+
 def wait_until(pred, timeout=5.0, interval=0.01, what="condition"):
     """Poll PRED until true; the timeout is multiplied by SLOW."""
     deadline = time.time() + timeout * SLOW

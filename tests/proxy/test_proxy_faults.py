@@ -19,7 +19,7 @@ import threading
 import time
 
 from fakebackend import FakeBackend, ndjson_line
-from harness import Proxy, Sim, eq, get, ok, post, run, wait_until, SANITIZE, SLOW
+from harness import Proxy, Sim, eq, get, ok, post, rss_kib, run, wait_until, SANITIZE, SLOW
 
 # ASan keeps freed memory in quarantine (256 MiB by default), which would
 # make RSS meaningless: keep it small. Set before any process starts.
@@ -155,11 +155,6 @@ def raw(port, target, body=None, method=None, headers=None, timeout=30.0, max_he
 
 
 # ---- the proxy's memory ----
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(f.read().split("VmRSS:")[1].split()[0])
 
 
 class RssWatch:

@@ -5,13 +5,12 @@ import asyncio
 import json
 import re
 import signal
-import socket
 import time
 
 import aclient
 import harness
 from fakebackend import FakeBackend
-from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
+from harness import Proxy, Sim, eq, get, http, ok, post, raw_post, rss_kib, run, wait_until, SLOW
 
 FAST = ("--ttft-ms", "0", "--tokens", "1")
 
@@ -190,13 +189,9 @@ def test_fanout_back_pressure():
     fbs = [FakeBackend("flood_pull") for _ in range(2)]
     px = Proxy([("a", fbs[0].url, 2), ("b", fbs[1].url, 2)], env=harness.SMALL_QUARANTINE)
     wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
-    s = socket.create_connection(("127.0.0.1", px.port))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    body = b'{"model":"llama3"}'
-    s.sendall(b"POST /api/pull HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" %
-              (len(body), body))
+    s = raw_post(px.port, "/api/pull", b'{"model":"llama3"}', rcvbuf=65536)
     time.sleep(3 * SLOW)
-    rss = int(open("/proc/%d/status" % px.proc.pid).read().split("VmRSS:")[1].split()[0])
+    rss = rss_kib(px.proc.pid)
     print("proxy RSS with a client that does not read a pull: %d KiB" % rss)
     s.close()
     for fb in fbs:

@@ -2,12 +2,11 @@
 queue entry or aborts its upstream at once; 1,000 concurrent streams."""
 import asyncio
 import resource
-import socket
 import time
 
 import aclient
 import harness
-from harness import Proxy, Sim, eq, get, ok, run, wait_until, SLOW
+from harness import Proxy, Sim, eq, get, ok, raw_post, rss_kib, run, wait_until, SLOW
 
 CHAT = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -45,10 +44,7 @@ def _status_idle(px):
 def test_abort_mid_stream_frees_slot():
     sim = Sim("--parallel", "2", "--ttft-ms", "20", "--tokens", "200", "--tokens-per-s", "20")
     px = Proxy([("gpu0", sim.url, 1)])
-    s = socket.create_connection(("127.0.0.1", px.port))
-    body = b'{"model":"llama3","prompt":"tell me"}'
-    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" %
-              (len(body), body))
+    s = raw_post(px.port, "/api/generate", b'{"model":"llama3","prompt":"tell me"}')
     s.settimeout(10 * SLOW)
     ok(b"200 OK" in s.recv(4096), "stream started")
     time.sleep(0.3)
@@ -96,14 +92,10 @@ def test_slow_reader_back_pressure():
     # the upstream instead of buffering it all.
     sim = Sim("--parallel", "2", "--ttft-ms", "0", "--tokens", "40000", "--tokens-per-s", "0")
     px = Proxy([("gpu0", sim.url, 1)], env=harness.SMALL_QUARANTINE)
-    s = socket.create_connection(("127.0.0.1", px.port))
     # A small receive window, so that the kernel cannot hide the stream.
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    body = b'{"model":"llama3","prompt":"long"}'
-    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" %
-              (len(body), body))
+    s = raw_post(px.port, "/api/generate", b'{"model":"llama3","prompt":"long"}', rcvbuf=65536)
     time.sleep(2 * SLOW)
-    rss = int(open("/proc/%d/status" % px.proc.pid).read().split("VmRSS:")[1].split()[0])
+    rss = rss_kib(px.proc.pid)
     got, tail = 0, b""
     s.settimeout(10 * SLOW)
     t0 = time.monotonic()

@@ -288,10 +288,7 @@ def test_cancel_over_tls():
     term = Terminator(sim)
     px = Proxy([("remote", term.url, 1, tls_row(term))], extra=FAST_HEALTH)
     wait_until(lambda: px.backend("remote")["models"], what="discovery")
-    s = socket.create_connection(("127.0.0.1", px.port))
-    body = b'{"model":"llama3","prompt":"tell me"}'
-    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" %
-              (len(body), body))
+    s = harness.raw_post(px.port, "/api/generate", b'{"model":"llama3","prompt":"tell me"}')
     s.settimeout(10 * SLOW)
     ok(b"200 OK" in s.recv(4096), "stream started")
     time.sleep(0.3)
@@ -367,11 +364,9 @@ def test_large_replies_and_a_slow_reader_over_tls():
     ok(len(r.body) > 32 * 1024 and r.json()["done"], "whole: %d bytes" % len(r.body))
     # A streamed reply (4 MB) to a reader that stops for a while: the proxy
     # pauses the box (its buffer for the client is full), then resumes.
-    s = socket.create_connection(("127.0.0.1", px.port))
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-    body = b'{"model":"llama3","prompt":"tell me a long story"}'
-    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-              b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    s = harness.raw_post(px.port, "/api/generate",
+                         b'{"model":"llama3","prompt":"tell me a long story"}',
+                         headers=b"Connection: close\r\n", rcvbuf=65536)
     time.sleep(2 * SLOW)
     s.settimeout(10 * SLOW)
     data = b""
