@@ -360,13 +360,7 @@ def test_413_in_the_paths_dialect():
                   (path.encode(), len(big)) + big)
         status = f.readline()
         ok(status.startswith(b"HTTP/1.1 413"), "%s: %r" % (path, status))
-        hdrs = {}
-        while True:
-            line = f.readline().strip()
-            if not line:
-                break
-            k, _, v = line.decode().partition(":")
-            hdrs[k.lower()] = v.strip()
+        hdrs = _headers(f)
         j = json.loads(f.read(int(hdrs["content-length"])))
         ok(check(j), "%s: its shape: %r" % (path, j))
         ok("max_body_mb" in json.dumps(j), j)
@@ -383,10 +377,8 @@ def test_413_in_the_paths_dialect():
 
 
 
-def _answer(f):
-    """(status, headers, body) of one answer read from F (Content-Length bodies)."""
-    status = f.readline()
-    ok(status.startswith(b"HTTP/1.1 "), "an answer: %r" % status)
+def _headers(f):
+    """The header lines read from F up to the blank one, {lowercase name: value}."""
     hdrs = {}
     while True:
         line = f.readline().strip()
@@ -394,6 +386,14 @@ def _answer(f):
             break
         k, _, v = line.decode().partition(":")
         hdrs[k.lower()] = v.strip()
+    return hdrs
+
+
+def _answer(f):
+    """(status, headers, body) of one answer read from F (Content-Length bodies)."""
+    status = f.readline()
+    ok(status.startswith(b"HTTP/1.1 "), "an answer: %r" % status)
+    hdrs = _headers(f)
     return int(status.split()[1]), hdrs, f.read(int(hdrs.get("content-length", 0)))
 
 
