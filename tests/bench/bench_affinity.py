@@ -5,6 +5,8 @@ trace (issue 22, CONTRACT.md "Conversations stay warm").
 
 Usage: bench_affinity.py [agents|ctx|embed ...] [--build DIR] [--fleets 2,4]
                          [--rounds N] [--time-scale F] [--quick] [--alone]
+                         [--arms A,B] [--trace steady|grow] [--runner-slots N]
+                         [--batch-priority low|normal]
                          [--baseline BINARY] [--json FILE]
 
 agents: an agent trace on 2 and 4 ollama-sim backends with a published
@@ -77,7 +79,7 @@ RUNS = 0
 HEADER = "x-claude-code-session-id"
 SLOTS = 8
 SYSTEM = ("You are a coding agent. You read files, run commands and edit code. " * 170)[:12000]
-KEYS = ('auth = { keys = ( { name = "agents"; key = "ka"; }, { name = "batch"; key = "kb"; },\n'
+KEYS = ('auth = { keys = ( { name = "agents"; key = "ka"; }, { name = "batch"; key = "kb"; %s},\n'
         '                 { name = "bench"; key = "kadm"; admin = true; } ); };')
 ADMIN = {"Authorization": "Bearer kadm"}
 
@@ -126,7 +128,8 @@ def sims(n, *flags):
 
 
 def gpu_sims(n):
-    return sims(n, "--gpu", "gb10-gpt-oss-20b", "--parallel", SLOTS, "--tokens", 32,
+    return sims(n, "--gpu", "gb10-gpt-oss-20b", "--parallel", ARGS.runner_slots or SLOTS,
+                "--tokens", 32,
                 "--time-scale", ARGS.time_scale, "--keep-alive", -1)
 
 
@@ -189,7 +192,8 @@ def front(arm, sim_procs):
     # ms, is scaled with them (the default 1 s would hold a turn 10 s of the
     # sims' time at --time-scale 10).
     routing += " affinity_wait_ms = %d;" % max(1, round(1000 / ARGS.time_scale))
-    return proxy(backends, routing, KEYS)
+    return proxy(backends, routing, KEYS % (
+        'priority = "%s"; ' % ARGS.batch_priority if ARGS.batch_priority else ""))
 
 
 # ---------------------------------------------------------------- the agent trace
@@ -201,7 +205,12 @@ def trace(nsessions, seed):
     for s in range(nsessions):
         turns = []
         for t in range(rnd.randint(10, 20)):
-            n = rnd.randint(8000, 14000)  # 2,000-3,500 tokens
+            if ARGS.trace == "steady":
+                n = rnd.randint(8000, 14000)  # 2,000-3,500 tokens
+            elif t == 0:  # what the agent reads first: 18-24k tokens
+                n = rnd.randint(72000, 96000)
+            else:  # then a few hundred to 2,500 tokens a turn
+                n = rnd.randint(1200, 10000)
             line = "session %d turn %d: tool output line. " % (s, t)
             turns.append(((line * (n // len(line) + 1))[:n], rnd.uniform(1, 4)))
         out.append(("sess-%d-%d" % (seed, s) if s % 2 == 0 else None, rnd.uniform(0, 10), turns))
@@ -327,7 +336,7 @@ def run_arm(arm, nb, seed, beside):
 
 
 def bench_agents(store):
-    arms = ["least", "session", "prefix", "haproxy"]
+    arms = ARGS.arms.split(",")
     for nb in ARGS.fleets:
         for beside in (False,) if ARGS.alone else (False, True):
             for rnd in range(ARGS.rounds):
@@ -455,7 +464,8 @@ def summary(store):
                                                                       "haproxy"].index(kv[0][2]))):
         m = {k: statistics.median(r[k] for r in rs) for k in
              ("ttft_p50", "ttft_p99", "warm_p50", "warm_p99", "turns_per_s", "processed", "busy")}
-        least = statistics.median(r["ttft_p50"] for r in med[(nb, beside, "least")])
+        least = statistics.median(r["ttft_p50"] for r in med[(nb, beside, "least")]) \
+            if (nb, beside, "least") in med else float("nan")
         alone = med.get((nb, False, arm))
         vs_alone = m["ttft_p50"] / statistics.median(r["ttft_p50"] for r in alone) if beside and \
             alone else float("nan")
@@ -478,9 +488,20 @@ def main():
     ap.add_argument("--quick", action="store_true", help="2 backends, 1 round")
     ap.add_argument("--alone", action="store_true",
                     help="agents: the trace alone, without the batch beside it")
+    ap.add_argument("--runner-slots", type=int, default=0,
+                    help="agents: the sims' slots (--parallel), default the cap (8)")
+    ap.add_argument("--trace", choices=("steady", "grow"), default="steady",
+                    help="agents: steady (2,000-3,500 tokens a turn) or grow (a first turn "
+                         "of 18-24k tokens, then 300-2,500 a turn)")
+    ap.add_argument("--batch-priority", choices=("low", "normal"),
+                    help="agents: the batch key's priority (default: none set, normal)")
+    ap.add_argument("--arms", default="least,session,prefix,haproxy", help="agents: the arms")
     ap.add_argument("--json", help="write the figures to this file")
     ap.add_argument("--baseline", help="an ollama-proxy from before this issue (ctx, embed)")
     ARGS = ap.parse_args()
+    for a in ARGS.arms.split(","):
+        if a not in ("least", "session", "prefix", "haproxy"):
+            ap.error("unknown arm %r (least, session, prefix, haproxy)" % a)
     ARGS.fleets = [2] if ARGS.quick else [int(x) for x in ARGS.fleets.split(",")]
     if ARGS.quick:
         ARGS.rounds = 1
