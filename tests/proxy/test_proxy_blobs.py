@@ -15,7 +15,7 @@ import threading
 import time
 
 import harness
-from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
+from harness import Proxy, Sim, eq, get, http, ok, post, rss_kib, run, wait_until, SLOW
 
 GGUF = b"GGUF"
 
@@ -340,11 +340,6 @@ class SlowBackend:
         c.close()
 
 
-def _rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
-
-
 def test_slowest_backend_sets_the_pace():
     """64 MiB to a fast backend and one that reads 16 MiB/s: the client
     can only send as fast as the slow one reads (plus the window and the
@@ -355,7 +350,7 @@ def test_slowest_backend_sets_the_pace():
                extra="health = { interval_s = 60; };", env=harness.SMALL_QUARANTINE)
     data = blob(64, b"pace")
     d = digest(data)
-    base = _rss_kib(px.proc.pid)
+    base = rss_kib(px.proc.pid)
     sent, lead, peak = [0], [0], [base]
     s = socket.create_connection(("127.0.0.1", px.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
@@ -365,7 +360,7 @@ def test_slowest_backend_sets_the_pace():
     def watch():
         while sent[0] < len(data):
             lead[0] = max(lead[0], sent[0] - slow.got)
-            peak[0] = max(peak[0], _rss_kib(px.proc.pid))
+            peak[0] = max(peak[0], rss_kib(px.proc.pid))
             time.sleep(0.02)
     w = threading.Thread(target=watch)
     w.start()

@@ -13,7 +13,7 @@ import threading
 import time
 
 import aclient
-from harness import Proc, Proxy, binary, eq, get, ok, post, run, tmpdir, wait_until, SLOW
+from harness import Proc, Proxy, binary, eq, get, ok, post, rss_kib, run, tmpdir, wait_until, SLOW
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 NAME = "ollama.fleet.test"
@@ -215,14 +215,6 @@ def test_dns_row_adaptive():
     sim.stop()
 
 
-def rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS for %d" % pid)
-
-
 def test_dns_churn_leaves_memory_flat():
     """1,000 changes of a dns row's answer (a pod rescheduled again and
     again): each backend that leaves is freed, with its model lists, once
@@ -254,7 +246,7 @@ def test_dns_churn_leaves_memory_flat():
         wait_until(lambda: joined(k + 1), timeout=10, interval=0.002,
                    what="change %d: the new address joins and says its models" % k)
         if k in (100, 1000):
-            rss[k] = rss_kb(proc.pid)
+            rss[k] = rss_kib(proc.pid)
     grown = (rss[1000] - rss[100]) / 1024.0
     print("RSS after 100 changes %d KiB, after 1000 %d KiB (+%.1f MiB)" %
           (rss[100], rss[1000], grown))
