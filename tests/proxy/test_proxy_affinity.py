@@ -10,6 +10,10 @@ warm"), tested as properties against real sims:
   where an unbounded hash keeps it on one backend;
 - holds: a turn waits at most affinity_wait_ms for its backend, then takes
   a free slot elsewhere; a request behind it is not held up;
+- beside a batch at low priority on runners with slots to spare (proxy/
+  README.md): each turn still goes to its backend and finds its cache there
+  (the batch's identical prompts keep to the batch's own slots); with no
+  slot to spare the batch takes a waiting conversation's slot: the control;
 - caps per runner: an embedding model (by /api/show, its name says
   nothing) never has more than 1 request in flight on a backend, the
   others take the rest; model_caps, top level and per backend;
@@ -43,7 +47,7 @@ def start(backends, extra=""):
 
 
 def chat_turns(url, sessions, turns, header="x-session-id", path="/api/chat", extra=None,
-               conc=2):
+               conc=2, key=None):
     """Run SESSIONS conversations of TURNS turns, CONC side by side; each
     turn sends the whole conversation. Returns {session: [(backend, reply)]}.
     Two at once on two backends never trips the bounded load (a backend
@@ -64,7 +68,10 @@ def chat_turns(url, sessions, turns, header="x-session-id", path="/api/chat", ex
             msgs.append({"role": "user", "content": "session %s turn %d: %s" % (sid, t, "y" * 2000)})
             body = {"model": "llama3", "messages": msgs, "stream": False}
             body.update(extra or {})
-            r = post(url + path, body, headers={header: sid} if header else {}, timeout=60)
+            hdr = {header: sid} if header else {}
+            if key:
+                hdr["Authorization"] = "Bearer " + key
+            r = post(url + path, body, headers=hdr, timeout=60)
             eq(r.status, 200, "turn %d of %s: %r" % (t, sid, r))
             d = r.json()
             text = d["message"]["content"] if "message" in d else d["choices"][0]["message"]["content"]
@@ -229,6 +236,76 @@ def test_hold_then_spill_and_no_head_of_line():
     m = get(px.url + "/metrics").text()
     eq(metric(m, "ollama_proxy_affinity_total", result="miss"), 1, "one miss")
     px.stop()
+
+
+BATCH_BESIDE = """auth = { keys = (
+  { name = "agents"; key = "k-agents"; },
+  { name = "batch"; key = "k-batch"; priority = "low"; },
+  { name = "ops"; key = "k-ops"; admin = true; }
+); };
+routing = { affinity_wait_ms = 10000; };
+"""
+BATCH_PROMPT = "Label this support ticket: billing, account, bug or other. " * 2
+
+
+def agents_beside_batch(parallel):
+    """4 conversations of 5 turns through 2 backends capped at 4, a batch
+    key at low priority keeping 16 requests (the same prompt) waiting
+    beside them; the sims have PARALLEL slots. Returns (prompt tokens the
+    agents processed at most, the least they could, the turns' backends)."""
+    sims = [Sim("--parallel", str(parallel), *GPU) for _ in range(2)]
+    px = Proxy([("a", sims[0].url, 4), ("b", sims[1].url, 4)], extra=BATCH_BESIDE)
+    wait_until(lambda: all(b["models"] for b in px.status(
+        headers={"Authorization": "Bearer k-ops"})["backends"]), timeout=10, what="discovery")
+    r = post(px.url + "/api/generate", {"model": "llama3", "prompt": BATCH_PROMPT, "stream": False},
+             headers={"Authorization": "Bearer k-batch"}, timeout=60)
+    eq(r.status, 200, "the batch's prompt")
+    batch_prompt = r.json()["prompt_eval_count"]
+    stop, done, lock = threading.Event(), [1], threading.Lock()
+
+    def flood():
+        body = {"model": "llama3", "prompt": BATCH_PROMPT, "stream": False}
+        while not stop.is_set():
+            r = post(px.url + "/api/generate", body, headers={"Authorization": "Bearer k-batch"},
+                     timeout=120)
+            eq(r.status, 200, "a batch request served: %r" % r)
+            with lock:
+                done[0] += 1
+    threads = [threading.Thread(target=flood) for _ in range(16)]
+    for t in threads:
+        t.start()
+    wait_until(lambda: sum(s.stats()["models"].get("llama3:latest", {}).get("in_flight", 0)
+                           for s in sims) == 8, timeout=20, what="the batch fills every slot")
+    got = chat_turns(px.url, ["s%d" % i for i in range(4)], 5, conc=4, key="k-agents")
+    stop.set()
+    for t in threads:
+        t.join()
+    # The batch's share of what the sims processed, at most: a token a
+    # request where its slot kept the prompt, the whole prompt where it did
+    # not (each slot's first, and each slot it took from a conversation).
+    batch = done[0] + (2 * parallel + 4 * 5) * batch_prompt
+    agents = max(0, processed(sims) - batch)
+    print("%d slots a sim: the agents processed at most %d prompt tokens (their last prompts: %d), "
+          "the batch at most %d for %d requests" % (parallel, agents, prompt_sizes(got), batch,
+                                                    done[0]))
+    px.stop()
+    for s in sims:
+        s.stop()
+    return agents, prompt_sizes(got), {sid: [b for b, _ in t] for sid, t in got.items()}
+
+
+def test_beside_a_low_priority_batch_turns_keep_their_cache():
+    agents, least, paths = agents_beside_batch(8)
+    ok(all(len(set(p)) == 1 for p in paths.values()), "every turn on its backend: %r" % paths)
+    ok(agents < 1.3 * least, "each conversation processed about once beside the batch: "
+       "at most %d for %d" % (agents, least))
+    # The control: runners with no slot to spare (4, the cap). While a
+    # conversation's tool runs its slot is free, the batch takes it, and
+    # the next turn processes the whole conversation again.
+    agents0, least0, paths0 = agents_beside_batch(4)
+    ok(all(len(set(p)) == 1 for p in paths0.values()), "turns still held for their backend")
+    ok(agents0 > 1.8 * least0, "without slots to spare the caches are lost: %d for %d" %
+       (agents0, least0))
 
 
 def sample_status(px, stop, seen):
