@@ -52,6 +52,11 @@ def test_retry_on_reset_and_refused():
     b = Sim("--parallel", "4", "--ttft-ms", "0", "--tokens", "1")
     dead = "http://127.0.0.1:1"  # nothing listens on port 1
     px = Proxy([("reset", a.url, 2), ("dead", dead, 2), ("good", b.url, 2)])
+    # Both live backends known to have the model first: a request before
+    # "reset" answered its discovery went to "good", which then had the
+    # model loaded and took every request after it (stop 27's CI).
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"] if x["name"] != "dead"),
+               what="discovery")
     for i in range(10):
         r = post(px.url + "/api/generate", GEN)
         eq(r.status, 200, "request %d" % i)
