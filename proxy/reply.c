@@ -55,8 +55,13 @@ void reply_flush(struct evhttp_connection *evcon)
 void reply_send(struct request *r, int status, struct evbuffer *body)
 {
     struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+    struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     r->status = status;
     r->bytes = body ? evbuffer_get_length(body) : 0;
+    /* An empty reply is no JSON: not the listener's default type (evhttp
+     * types none for 204 and 304). */
+    if (!body && status != 204 && status != 304 && !evhttp_find_header(h, "Content-Type"))
+        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
     /* libevent names no status past 505: 508 would read "Server Error" */
     evhttp_send_reply(r->req, status, status == 508 ? "Loop Detected" : NULL, body);
     reply_flush(evcon);
@@ -140,7 +145,6 @@ void reply_error(struct request *r, int status, const char *msg, int retry_after
     struct evbuffer *b = evbuffer_new();
     char ra[16];
     if (!b) { /* out of memory: the status alone still tells the client */
-        evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8"); /* not JSON */
         reply_send(r, status, NULL);
         return;
     }

@@ -28,8 +28,9 @@ void reply_peer(struct evhttp_request *evreq, char *out, size_t len);
  * chunk. NULL is a no-op. */
 void reply_flush(struct evhttp_connection *evcon);
 
-/* Send R's whole reply: STATUS and BODY (NULL: none; drained), headers as
- * already set on the request; written in this pass of the loop. */
+/* Send R's whole reply: STATUS and BODY (NULL: none, typed text/plain
+ * unless a type is set; drained), headers as already set on the request;
+ * written in this pass of the loop. */
 void reply_send(struct request *r, int status, struct evbuffer *body);
 
 /* An error the proxy made itself, in R's dialect: Ollama's

@@ -230,10 +230,7 @@ static void finish_blob(struct fanout *f, const char *failed)
         reply_error(&f->h, status, failed, 0);
         log_line(f, status, "fanout-failed");
     } else {
-        /* Empty, as Ollama's; not the listener's default (JSON) type. */
-        evhttp_add_header(evhttp_request_get_output_headers(f->h.req), "Content-Type",
-                          "text/plain; charset=utf-8");
-        reply_send(&f->h, status, NULL);
+        reply_send(&f->h, status, NULL); /* empty, as Ollama's */
         log_line(f, status, "fanout");
     }
 }
