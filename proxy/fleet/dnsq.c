@@ -167,13 +167,10 @@ static void on_tcp(void *arg, int status, int timeouts, unsigned char *abuf, int
     a.udp_truncated = 1;
     if (status == ARES_EDESTRUCTION || l->q->freeing) {
         a.cancelled = 1;
-    } else if (status == ARES_SUCCESS || status == ARES_ENODATA) {
-        a.status = status == ARES_SUCCESS ? parse(abuf, alen, &addrs, &a.n) : 0;
-        a.addrs = addrs;
-    }
-    if (!a.cancelled && (a.status || (status != ARES_SUCCESS && status != ARES_ENODATA))) {
-        /* TCP could not complete it: the part UDP gave */
-        a.status = 0;
+    } else if (status == ARES_ENODATA ||
+               (status == ARES_SUCCESS && parse(abuf, alen, &addrs, &a.n) == ARES_SUCCESS)) {
+        a.addrs = addrs; /* the whole answer (none for NODATA) */
+    } else { /* TCP could not complete it: the part UDP gave */
         a.truncated = 1;
         a.tcp_status = status != ARES_SUCCESS ? status : ARES_EBADRESP;
         a.addrs = l->udp_addrs;
