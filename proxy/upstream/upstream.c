@@ -70,11 +70,11 @@ struct upstream {
     unsigned paused : 1;
     unsigned in_cb : 1;
     unsigned dead : 1;
-    unsigned gen;        /* t->gen when it connected: an older one is never pooled */
     unsigned pooled : 1;
     unsigned head_req : 1;
     unsigned reused : 1; /* taken from the pool for this request */
     unsigned got_bytes : 1; /* some response byte arrived */
+    unsigned gen; /* t->gen when it connected: an older one is never pooled */
 };
 
 static void on_readable(evutil_socket_t fd, short what, void *arg);

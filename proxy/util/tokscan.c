@@ -148,12 +148,6 @@ static void at_colon(struct tokscan *t, const char *p, size_t pos)
     }
 }
 
-/* Keep the last bytes seen, for a key that the next chunk ends. */
-static void keep_tail(struct tokscan *t, const char *p, size_t n)
-{
-    tailbuf_keep(t->tail, &t->ntail, sizeof t->tail, p, n);
-}
-
 void tokscan_feed(struct tokscan *t, const char *p, size_t n)
 {
     size_t i = 0;
@@ -168,7 +162,7 @@ void tokscan_feed(struct tokscan *t, const char *p, size_t n)
         i = (size_t)(q - p) + 1;
         at_colon(t, p, i - 1);
     }
-    keep_tail(t, p, n);
+    tailbuf_keep(t->tail, &t->ntail, sizeof t->tail, p, n); /* for a key the next chunk ends */
 }
 
 void tokscan_counts(struct tokscan *t, struct tokscan_counts *out)
