@@ -261,16 +261,17 @@ def agents_beside_batch(parallel):
              headers={"Authorization": "Bearer k-batch"}, timeout=60)
     eq(r.status, 200, "the batch's prompt")
     batch_prompt = r.json()["prompt_eval_count"]
-    stop, done, lock = threading.Event(), [1], threading.Lock()
+    stop, done, bad, lock = threading.Event(), [1], [], threading.Lock()
 
-    def flood():
+    def flood():  # an assertion here would end only its thread: failures are kept
         body = {"model": "llama3", "prompt": BATCH_PROMPT, "stream": False}
         while not stop.is_set():
             r = post(px.url + "/api/generate", body, headers={"Authorization": "Bearer k-batch"},
                      timeout=120)
-            eq(r.status, 200, "a batch request served: %r" % r)
             with lock:
                 done[0] += 1
+                if r.status != 200:
+                    bad.append(r)
     threads = [threading.Thread(target=flood) for _ in range(16)]
     for t in threads:
         t.start()
@@ -280,6 +281,7 @@ def agents_beside_batch(parallel):
     stop.set()
     for t in threads:
         t.join()
+    eq(bad, [], "every batch request served")
     # The batch's share of what the sims processed, at most: a token a
     # request where its slot kept the prompt, the whole prompt where it did
     # not (each slot's first, and each slot it took from a conversation).
