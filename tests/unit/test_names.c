@@ -30,6 +30,16 @@ int main(void)
     CHECK_INT(name_key("m:", k, sizeof k), -1);
     CHECK_INT(name_key("llama3", k, 8), -1);
     CHECK_STR(k, "");
+    /* The bounds exactly: the key's 40 bytes and its NUL fit in 41, not 40. */
+    CHECK_INT(name_key("llama3", k, 41), 0);
+    CHECK_STR(k, "registry.ollama.ai/library/llama3:latest");
+    CHECK_INT(name_key("llama3", k, 40), -1);
+    CHECK_STR(k, "");
+    CHECK_INT(name_display("ns/m:7b", k, 8), 0);
+    CHECK_STR(k, "ns/m:7b");
+    CHECK_INT(name_display("ns/m:7b", k, 7), -1);
+    CHECK_STR(k, "");
+    CHECK_INT(name_display("llama3", k, 0), -1);
     CHECK(!name_same("", ""));
     /* Found by the fuzzer: blanks before "@digest" are trimmed, and a blank
      * inside a name makes it no name (name_key is idempotent). */
