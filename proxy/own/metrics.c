@@ -16,6 +16,7 @@
 #include "reply.h"
 #include "request.h"
 #include "sched.h"
+#include "textout.h"
 
 /* Seconds: from a fast answer to a long generation. */
 static const double bounds[METRICS_BUCKETS] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
@@ -149,88 +150,42 @@ void metrics_request(struct proxy *px, const struct backend *backend, const char
         add(&px->metrics, b, ml, ROW_ESTIMATED, tok->generated);
 }
 
-/* The text is built in a buffer of our own and handed to the evbuffer
- * 4 KiB at a time: a scrape of a large fleet is some 10,000 lines, and an
- * evbuffer_add_printf() a line cost most of it. */
-struct out {
-    struct evbuffer *ev;
-    size_t n;
-    char b[4096];
-};
-
-static void flush(struct out *o)
-{
-    evbuffer_add(o->ev, o->b, o->n);
-    o->n = 0;
-}
-
-static void put(struct out *o, const char *p, size_t n)
-{
-    while (n) {
-        size_t k = sizeof o->b - o->n;
-        if (!k) {
-            flush(o);
-            continue;
-        }
-        if (k > n)
-            k = n;
-        memcpy(o->b + o->n, p, k);
-        o->n += k;
-        p += k;
-        n -= k;
-    }
-}
-
-static void str(struct out *o, const char *s)
-{
-    put(o, s, strlen(s));
-}
-
-static void num(struct out *o, unsigned long long v)
-{
-    char d[24], *p = d + sizeof d;
-    do
-        *--p = (char)('0' + v % 10);
-    while (v /= 10);
-    put(o, p, (size_t)(d + sizeof d - p));
-}
-
-static void inum(struct out *o, long long v)
+static void inum(struct textout *o, long long v)
 {
     if (v < 0) {
-        put(o, "-", 1);
-        num(o, 0ULL - (unsigned long long)v);
+        textout_put(o, "-", 1);
+        textout_num(o, 0ULL - (unsigned long long)v);
     } else {
-        num(o, (unsigned long long)v);
+        textout_num(o, (unsigned long long)v);
     }
 }
 
 /* A label value: backslash, quote and newline escaped; runs of plain
  * characters copied at once. */
-static void label(struct out *o, const char *v)
+static void label(struct textout *o, const char *v)
 {
     while (*v) {
         size_t k = strcspn(v, "\\\"\n");
-        put(o, v, k);
+        textout_put(o, v, k);
         v += k;
         if (*v) {
-            put(o, *v == '\n' ? "\\n" : *v == '"' ? "\\\"" : "\\\\", 2);
+            textout_put(o, *v == '\n' ? "\\n" : *v == '"' ? "\\\"" : "\\\\", 2);
             v++;
         }
     }
 }
 
-static void head(struct out *o, const char *name, const char *type, const char *help)
+static void head(struct textout *o, const char *name, const char *type, const char *help)
 {
-    str(o, "# HELP ");
-    str(o, name);
-    put(o, " ", 1);
-    str(o, help);
-    str(o, "\n# TYPE ");
-    str(o, name);
-    put(o, " ", 1);
-    str(o, type);
-    put(o, "\n", 1);
+    textout_str(o, "# HELP ");
+    textout_str(o, name);
+    textout_put(o, " ", 1);
+    textout_str(o, help);
+    textout_str(o, "\n# TYPE ");
+    textout_str(o, name);
+    textout_put(o, " ", 1);
+    textout_str(o, type);
+    textout_put(o, "\n", 1);
 }
 
 /* The bucket bounds as Prometheus prints them (%g of bounds[]). */
@@ -240,46 +195,46 @@ static const char *const bound_text[METRICS_BUCKETS + 1] = {
 
 /* NAME{backend="B",le="..."} for each bucket, then _sum and _count; B NULL:
  * no label. */
-static void histogram(struct out *o, const char *name, const char *backend,
+static void histogram(struct textout *o, const char *name, const char *backend,
                       const struct histogram *h)
 {
     unsigned long long cum = 0;
     char sum[48];
     for (int i = 0; i <= METRICS_BUCKETS; i++) {
         cum += h->count[i];
-        str(o, name);
-        str(o, "_bucket{");
+        textout_str(o, name);
+        textout_str(o, "_bucket{");
         if (backend) {
-            str(o, "backend=\"");
+            textout_str(o, "backend=\"");
             label(o, backend);
-            str(o, "\",");
+            textout_str(o, "\",");
         }
-        str(o, "le=\"");
-        str(o, bound_text[i]);
-        str(o, "\"} ");
-        num(o, cum);
-        put(o, "\n", 1);
+        textout_str(o, "le=\"");
+        textout_str(o, bound_text[i]);
+        textout_str(o, "\"} ");
+        textout_num(o, cum);
+        textout_put(o, "\n", 1);
     }
     snprintf(sum, sizeof sum, " %.6f\n", h->sum);
     for (int k = 0; k < 2; k++) {
-        str(o, name);
-        str(o, k ? "_count" : "_sum");
+        textout_str(o, name);
+        textout_str(o, k ? "_count" : "_sum");
         if (backend) {
-            str(o, "{backend=\"");
+            textout_str(o, "{backend=\"");
             label(o, backend);
-            str(o, "\"}");
+            textout_str(o, "\"}");
         }
         if (k) {
-            put(o, " ", 1);
-            num(o, cum);
-            put(o, "\n", 1);
+            textout_put(o, " ", 1);
+            textout_num(o, cum);
+            textout_put(o, "\n", 1);
         } else {
-            str(o, sum);
+            textout_str(o, sum);
         }
     }
 }
 
-static void backend_gauge(struct out *o, struct proxy *px, const char *name, const char *help,
+static void backend_gauge(struct textout *o, struct proxy *px, const char *name, const char *help,
                           int which)
 {
     head(o, name, "gauge", help);
@@ -294,44 +249,44 @@ static void backend_gauge(struct out *o, struct proxy *px, const char *name, con
                 : which == 4 ? backend_ceiling(be)
                 : which == 2 ? be->healthy
                              : be->admin == ADMIN_READY;
-        str(o, name);
-        str(o, "{backend=\"");
+        textout_str(o, name);
+        textout_str(o, "{backend=\"");
         label(o, be->name);
-        str(o, "\"} ");
+        textout_str(o, "\"} ");
         if (unknown)
-            str(o, "NaN");
+            textout_str(o, "NaN");
         else
             inum(o, v);
-        put(o, "\n", 1);
+        textout_put(o, "\n", 1);
     }
 }
 
 /* The samples of NAME: the rows of status codes (KIND 1), or the token
  * rows of KIND (ROW_*). */
-static void rows(struct out *o, struct metrics *m, const char *name, int kind)
+static void rows(struct textout *o, struct metrics *m, const char *name, int kind)
 {
     for (unsigned i = 0; i < m->size; i++) {
         const struct metrics_row *r = m->tab[i];
         if (!r || (kind == 1 ? r->code <= 0 : r->code != kind))
             continue;
-        str(o, name);
-        str(o, "{backend=\"");
+        textout_str(o, name);
+        textout_str(o, "{backend=\"");
         label(o, r->backend);
-        str(o, "\",model=\"");
+        textout_str(o, "\",model=\"");
         label(o, r->model);
         if (kind == 1) {
-            str(o, "\",code=\"");
+            textout_str(o, "\",code=\"");
             inum(o, r->code);
         }
-        str(o, "\"} ");
-        num(o, r->n);
-        put(o, "\n", 1);
+        textout_str(o, "\"} ");
+        textout_num(o, r->n);
+        textout_put(o, "\n", 1);
     }
 }
 
 /* Adaptive backends: why the cap last changed (a state set: one sample
  * per cause, 1 for the current one) and when. */
-static void adaptive_causes(struct out *o, struct proxy *px)
+static void adaptive_causes(struct textout *o, struct proxy *px)
 {
     head(o, "ollama_proxy_backend_cap_cause", "gauge",
          "Adaptive backends: 1 for the cause of the cap's last change (start, probe_up, "
@@ -341,11 +296,11 @@ static void adaptive_causes(struct out *o, struct proxy *px)
         const struct adapt *why;
         backend_effective_cap(be, &why); /* the runner's that changed last */
         for (int c = 0; why && c < ADAPT_NCAUSES; c++) {
-            str(o, "ollama_proxy_backend_cap_cause{backend=\"");
+            textout_str(o, "ollama_proxy_backend_cap_cause{backend=\"");
             label(o, be->name);
-            str(o, "\",cause=\"");
-            str(o, adapt_cause_name[c]);
-            str(o, why->cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
+            textout_str(o, "\",cause=\"");
+            textout_str(o, adapt_cause_name[c]);
+            textout_str(o, why->cause == (enum adapt_cause)c ? "\"} 1\n" : "\"} 0\n");
         }
     }
     head(o, "ollama_proxy_backend_cap_changed_timestamp_seconds", "gauge",
@@ -356,36 +311,36 @@ static void adaptive_causes(struct out *o, struct proxy *px)
         backend_effective_cap(be, &why);
         if (!why)
             continue;
-        str(o, "ollama_proxy_backend_cap_changed_timestamp_seconds{backend=\"");
+        textout_str(o, "ollama_proxy_backend_cap_changed_timestamp_seconds{backend=\"");
         label(o, be->name);
-        str(o, "\"} ");
+        textout_str(o, "\"} ");
         inum(o, (long long)why->changed_at);
-        put(o, "\n", 1);
+        textout_put(o, "\n", 1);
     }
 }
 
 /* NAME{backend,model[,result]} V: one sample of a runner's series. */
-static void runner_sample(struct out *o, struct proxy *px, struct backend *be,
+static void runner_sample(struct textout *o, struct proxy *px, struct backend *be,
                           const struct runner *rn, const char *name, const char *result,
                           unsigned long long v)
 {
-    str(o, name);
-    str(o, "{backend=\"");
+    textout_str(o, name);
+    textout_str(o, "{backend=\"");
     label(o, be->name);
-    str(o, "\",model=\"");
+    textout_str(o, "\",model=\"");
     label(o, model_label(px, be, rn->key, rn->key));
     if (result) {
-        str(o, "\",result=\"");
-        str(o, result);
+        textout_str(o, "\",result=\"");
+        textout_str(o, result);
     }
-    str(o, "\"} ");
-    num(o, v);
-    put(o, "\n", 1);
+    textout_str(o, "\"} ");
+    textout_num(o, v);
+    textout_put(o, "\n", 1);
 }
 
 /* Per (backend, model), for the runners a request was sent to: affinity
  * hits and misses, (re)loads seen, in flight and the runner's cap. */
-static void runners(struct out *o, struct proxy *px)
+static void runners(struct textout *o, struct proxy *px)
 {
     static const char *const names[] = {
         "ollama_proxy_affinity_total", "ollama_proxy_model_loads_total",
@@ -421,17 +376,17 @@ static void runners(struct out *o, struct proxy *px)
 }
 
 /* NAME VALUE, a single sample. */
-static void single(struct out *o, const char *name, long long v)
+static void single(struct textout *o, const char *name, long long v)
 {
-    str(o, name);
-    put(o, " ", 1);
+    textout_str(o, name);
+    textout_put(o, " ", 1);
     inum(o, v);
-    put(o, "\n", 1);
+    textout_put(o, "\n", 1);
 }
 
 /* Per dns row of the config: its answers used as a part (truncated, TCP
  * failed). */
-static void dns_truncated(struct out *o, struct proxy *px)
+static void dns_truncated(struct textout *o, struct proxy *px)
 {
     static const char name[] = "ollama_proxy_dns_truncated_total";
     head(o, name, "counter",
@@ -441,23 +396,22 @@ static void dns_truncated(struct out *o, struct proxy *px)
         const struct config_backend *cb = &px->cfg->backends[i];
         if (!cb->is_dns)
             continue;
-        str(o, name);
-        str(o, "{row=\"");
+        textout_str(o, name);
+        textout_str(o, "{row=\"");
         label(o, cb->name);
-        str(o, "\"} ");
-        num(o, dnsfleet_truncated(px, cb->name, cb->url));
-        put(o, "\n", 1);
+        textout_str(o, "\"} ");
+        textout_num(o, dnsfleet_truncated(px, cb->name, cb->url));
+        textout_put(o, "\n", 1);
     }
 }
 
 void metrics_render(struct proxy *px, struct evbuffer *out)
 {
     struct metrics *m = &px->metrics;
-    struct out *o = malloc(sizeof *o);
+    struct textout *o = malloc(sizeof *o);
     if (!o)
         return;
-    o->ev = out;
-    o->n = 0;
+    textout_init(o, out);
     head(o, "ollama_proxy_requests_total", "counter",
          "Requests ended, by the backend that served them (none: answered by the proxy), "
          "model and status code.");
@@ -513,7 +467,7 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
     head(o, "ollama_proxy_start_time_seconds", "gauge", "When the proxy started, Unix time.");
     single(o, "ollama_proxy_start_time_seconds",
            (long long)((double)time(NULL) - (net_now_ms() - px->start_ms) / 1000.0 + 0.5));
-    flush(o);
+    textout_flush(o);
     free(o);
 }
 

@@ -5,10 +5,10 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <sys/queue.h>
-#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include "textout.h"
 #include "via.h"
 
 /* NAME is one of LIST (NULL-terminated), ignoring case; the first letter
@@ -57,46 +57,42 @@ static int dropped(const struct reqtext *r, const char *name)
            backends_own(r->host, name);
 }
 
-static void add_str(struct evbuffer *b, const char *s)
+static void add_header(struct textout *o, const char *k, const char *v)
 {
-    evbuffer_add(b, s, strlen(s));
-}
-
-static void add_header(struct evbuffer *b, const char *k, const char *v)
-{
-    add_str(b, k);
-    evbuffer_add(b, ": ", 2);
-    add_str(b, v);
-    evbuffer_add(b, "\r\n", 2);
+    textout_str(o, k);
+    textout_put(o, ": ", 2);
+    textout_str(o, v);
+    textout_put(o, "\r\n", 2);
 }
 
 /* Via: the client's elements in their order, then this proxy's (via.h);
  * HEADERS (or NULL) are read again only when they had a Via. */
-static void add_via(struct evbuffer *out, const struct evkeyvalq *headers, int had)
+static void add_via(struct textout *out, const struct evkeyvalq *headers, int had)
 {
     const struct evkeyval *h;
-    add_str(out, "Via: ");
+    textout_str(out, "Via: ");
     if (had)
         TAILQ_FOREACH(h, headers, next)
             if (strcasecmp(h->key, "Via") == 0 && h->value[0]) {
-                add_str(out, h->value);
-                evbuffer_add(out, ", ", 2);
+                textout_str(out, h->value);
+                textout_put(out, ", ", 2);
             }
-    add_str(out, via_element());
-    evbuffer_add(out, "\r\n", 2);
+    textout_str(out, via_element());
+    textout_put(out, "\r\n", 2);
 }
 
-void reqtext_build(struct evbuffer *out, const struct reqtext *r)
+void reqtext_build(struct evbuffer *evout, const struct reqtext *r)
 {
     const struct evkeyval *h;
     const char *xff = NULL;
     int via = 0;
     size_t len = r->body ? evbuffer_get_length(r->body) : 0;
-    char num[24];
-    add_str(out, r->method);
-    evbuffer_add(out, " ", 1);
-    add_str(out, r->target);
-    evbuffer_add(out, " HTTP/1.1\r\n", 11);
+    struct textout text, *out = &text; /* the head, added to EVOUT in one piece */
+    textout_init(out, evout);
+    textout_str(out, r->method);
+    textout_put(out, " ", 1);
+    textout_str(out, r->target);
+    textout_put(out, " HTTP/1.1\r\n", 11);
     add_header(out, "Host", r->host->name);
     for (int i = 0; i < r->host->nheaders; i++)
         add_header(out, r->host->headers[i].name, r->host->headers[i].value);
@@ -111,19 +107,21 @@ void reqtext_build(struct evbuffer *out, const struct reqtext *r)
         }
     add_via(out, r->headers, via);
     if (r->peer) {
-        add_str(out, "X-Forwarded-For: ");
+        textout_str(out, "X-Forwarded-For: ");
         if (xff) {
-            add_str(out, xff);
-            evbuffer_add(out, ", ", 2);
+            textout_str(out, xff);
+            textout_put(out, ", ", 2);
         }
-        add_str(out, r->peer);
-        evbuffer_add(out, "\r\n", 2);
+        textout_str(out, r->peer);
+        textout_put(out, "\r\n", 2);
     }
     if (len || r->length) {
-        snprintf(num, sizeof num, "%zu", len);
-        add_header(out, "Content-Length", num);
+        textout_str(out, "Content-Length: ");
+        textout_num(out, len);
+        textout_put(out, "\r\n", 2);
     }
-    evbuffer_add(out, "\r\n", 2);
+    textout_put(out, "\r\n", 2);
+    textout_flush(out);
     if (len)
-        evbuffer_add(out, evbuffer_pullup(r->body, -1), len);
+        evbuffer_add(evout, evbuffer_pullup(r->body, -1), len);
 }

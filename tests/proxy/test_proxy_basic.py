@@ -56,6 +56,15 @@ def test_proxied_headers():
     eq(h.get("x-forwarded-for"), "10.1.2.3, 127.0.0.1", "X-Forwarded-For")
     eq(h.get("x-custom"), "kept", "end-to-end header")
     ok("keep-alive" not in h, "hop-by-hop Keep-Alive forwarded: %r" % h)
+    # A head longer than the piece the proxy gathers it in (4 KiB): a value
+    # longer than that, and forty headers around it, all arrive as sent.
+    many = {"X-Many-%02d" % i: ("value %d " % i) * 6 for i in range(40)}
+    many["X-Big"] = "".join(chr(97 + i % 26) for i in range(6000))
+    r = post(px.url + "/api/generate", GEN, headers=many)
+    eq(r.status, 200, "generate with a long head: %r" % r)
+    h = {k.lower(): v for k, v in sim.stats()["last_headers"].items()}
+    for k, v in many.items():
+        eq(h.get(k.lower()), v.strip(), "header %s sent upstream" % k)
     # /api/version is the proxy's, from the health checks: no slot taken.
     r = get(px.url + "/api/version")
     eq(r.status, 200, "version")
