@@ -477,14 +477,18 @@ static int listed_elsewhere(struct proxy *px, const char *key, const struct back
  * list was read, a model deleted behind the proxy's back): it does not
  * have the model, whatever it listed. It is asked again, and the request
  * goes to a backend that lists the model; the client gets the 404 only
- * when no other one does. Returns 1 when the request was sent on. */
+ * when no other one does. Returns 1 when the request was sent on. Only
+ * Ollama's error says so ({"error":"model 'M' not found"}, in the OpenAI
+ * shape too): a router's "404 page not found" (a path the server behind
+ * that URL does not have) says nothing of its models. */
 static int retry_missing_model(struct session *s)
 {
     struct proxy *px = s->px;
     struct backend *be = s->se.be;
     size_t n = s->body ? evbuffer_get_length(s->body) : 0;
     if (s->h.status != 404 || !request_mkey(&s->h) || !n || s->ntries >= MAX_TRIES ||
-        evbuffer_search(s->body, "not found", 9, NULL).pos < 0)
+        evbuffer_search(s->body, "not found", 9, NULL).pos < 0 ||
+        evbuffer_search(s->body, "\"error\"", 7, NULL).pos < 0)
         return 0;
     backend_model_remove(be, request_model(&s->h), 0);
     discover_refresh(px, be);

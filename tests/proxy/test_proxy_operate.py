@@ -8,6 +8,7 @@ import signal
 import time
 
 import aclient
+from fakebackend import FakeBackend
 from harness import (Proxy, Sim, eq, get, http, ok, post, run, wait_until, write_proxy_conf,
                      SLOW)
 
@@ -108,6 +109,33 @@ def test_404_from_a_backend_is_tried_elsewhere():
     r = post(px.url + "/api/chat", CHAT)
     eq(r.status, 404, "nobody has it: %r" % r)
     px.stop()
+
+
+def test_a_page_not_found_is_no_missing_model():
+    """A 404 that is not Ollama's "model not found" (a router's "404 page
+    not found": a path the server behind that URL lacks) says nothing of the
+    backend's models: the client gets it as it is, and the backend keeps
+    its list (a proxy behind this one, asked for /api/show with a client's
+    X-Forwarded-For, once lost its model this way and answered 404)."""
+    fb = FakeBackend("answer", models=("qwen2.5:7b",), status=404,
+                     body=b"404 page not found")
+    sim = Sim("--parallel", "1", "--ttft-ms", "400", "--tokens", "1", models="qwen2.5:7b")
+    px = Proxy([("fb", fb.url, 8), ("sim", sim.url, 1)],
+               extra="models = { refresh_s = 600; };")
+    wait_until(lambda: "qwen2.5:7b" in px.backend("fb")["models"] and
+               "qwen2.5:7b" in px.backend("sim")["models"], what="discovery")
+    fb.take()
+    # The sim takes one (400 ms) and holds its only slot: the rest go to fb.
+    rs = burst(px.port, 4, CHAT)
+    k = len([r for r in fb.take() if r.target == "/api/chat"])
+    ok(k >= 1, "fb got none of the 4")
+    eq(statuses(rs), [200] * (4 - k) + [404] * k, "fb's %d answers passed through: %r" % (k, rs))
+    for r in rs:
+        if r.status == 404:
+            eq(r.body, b"404 page not found", "the backend's own page")
+    eq(px.backend("fb")["models"], ["qwen2.5:7b"], "fb keeps its list")
+    px.stop()
+    sim.stop()
 
 
 def test_no_backend_in_service():
