@@ -162,7 +162,8 @@ static int num_ctx_rule(struct proxy *px, struct request *r, const struct body_r
     if (rt->num_ctx == NUM_CTX_PIN && br->pin)
         value = rt->num_ctx_pin;
     else if (rt->num_ctx == NUM_CTX_PASS || (rt->num_ctx == NUM_CTX_PIN && !br->pin))
-        return jbody_num_ctx(body, len);
+        /* the body scanned again only when jscan saw an "options" member */
+        return js->present & 1u << JSCAN_OPTIONS ? jbody_num_ctx(body, len) : 0;
     if (!(js->wrong_type & 1u << JSCAN_OPTIONS))
         rc = jbody_set_num_ctx(body, len, value, &out, &outlen);
     if (rc == 1) {
