@@ -290,27 +290,27 @@ def h2load(url, conns, duration, rate):
                                                                               "errored": errored}}
 
 
-def requests_table(title, targets, res, goal_rate):
-    """One table of the four targets, and the goals on it."""
-    rows = []
-    plain = res["proxy plain"]
-    hat = res["haproxy TLS"]
-    for name, _, _ in targets:
-        rs = res[name]
-        rows.append([name, "%.0f" % bp.med([r["rps"] for r in rs]),
-                     "%.1f" % bp.med([r["cpu_us"] for r in rs]),
-                     "%.2f" % bp.med([r["cpu_us"] / x["cpu_us"] for r, x in zip(rs, plain)]),
-                     "%.2f" % bp.med([r["cpu_us"] / x["cpu_us"] for r, x in zip(rs, hat)]),
-                     sum(r["non2xx"] + sum(r["sockerr"].values()) for r in rs)])
-    bp.table(title, ["target", "req/s", "cpu us/req", "x proxy plain", "x haproxy TLS", "errors"], rows)
-    vs_plain = bp.med([r["cpu_us"] / x["cpu_us"] for r, x in zip(res["proxy TLS"], plain)])
-    vs_ha = bp.med([r["cpu_us"] / x["cpu_us"] for r, x in zip(res["proxy TLS"], hat)])
-    if goal_rate:
+def requests_table(title, targets, res, judge):
+    """One table of the four targets (medians over rounds; ratios per round,
+    then their median), and with JUDGE the goals on it. Returns the figures
+    per target and the goal's two ratios."""
+    def ratio(rs, base):
+        return bp.med([r["cpu_us"] / x["cpu_us"] for r, x in zip(rs, base)])
+    figs = {name: {"rps": bp.med([r["rps"] for r in res[name]]),
+                   "cpu_us": bp.med([r["cpu_us"] for r in res[name]]),
+                   "vs_plain": ratio(res[name], res["proxy plain"]),
+                   "vs_haproxy": ratio(res[name], res["haproxy TLS"]),
+                   "errors": sum(r["non2xx"] + sum(r["sockerr"].values()) for r in res[name])}
+            for name, _, _ in targets}
+    bp.table(title, ["target", "req/s", "cpu us/req", "x proxy plain", "x haproxy TLS", "errors"],
+             [[name, "%.0f" % f["rps"], "%.1f" % f["cpu_us"], "%.2f" % f["vs_plain"],
+               "%.2f" % f["vs_haproxy"], f["errors"]] for name, f in figs.items()])
+    goal = {k: figs["proxy TLS"][k] for k in ("vs_plain", "vs_haproxy")}
+    if judge:
         print("goals (at one rate for all): TLS CPU/request <= 1.3x plain: %.2f %s; <= HAProxy TLS: "
-              "%.2f %s" % (vs_plain, bp.goal(vs_plain <= 1.3), vs_ha, bp.goal(vs_ha <= 1.0)))
-    return {name: {"rps": bp.med([r["rps"] for r in res[name]]),
-                   "cpu_us": bp.med([r["cpu_us"] for r in res[name]])} for name, _, _ in targets}, \
-        {"vs_plain": vs_plain, "vs_haproxy": vs_ha}
+              "%.2f %s" % (goal["vs_plain"], bp.goal(goal["vs_plain"] <= 1.3), goal["vs_haproxy"],
+                           bp.goal(goal["vs_haproxy"] <= 1.0)))
+    return {name: {"rps": f["rps"], "cpu_us": f["cpu_us"]} for name, f in figs.items()}, goal
 
 
 def bench_requests():
