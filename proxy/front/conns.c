@@ -218,6 +218,7 @@ static void on_request_done(struct evhttp_request *req, void *arg)
     (void)req;
     c->linger = intake_request_done(c->intake) == 1;
     c->in_request = 0;
+    tls_server_kick(c->bev); /* evhttp reads on once we return */
     c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
     c->head_bytes = left;
 }

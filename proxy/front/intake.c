@@ -44,6 +44,7 @@
 #include <strings.h>
 
 #include "bodysrc.h"
+#include "transport_tls.h"
 
 #define HEAD_MAX (64 * 1024)  /* a longer head is evhttp's to refuse */
 #define LINE_MAX_CHUNK 4096   /* a chunk-size or trailer line */
@@ -822,6 +823,7 @@ struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
         resume(in);
     } else {
         bufferevent_enable(in->bev, EV_READ);
+        tls_server_kick(in->bev); /* what its SSL read ahead meanwhile */
     }
     if (in->expect)
         send_continue(in);

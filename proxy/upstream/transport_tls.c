@@ -28,6 +28,8 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
+#include <event2/event.h>
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
@@ -198,6 +200,19 @@ fail:
     return NULL;
 }
 
+/* Read ahead only from the end of the handshake (see tls_server_kick): a
+ * request that comes with the client's Finished stays in the socket, whose
+ * event announces it, rather than inside the SSL, where nothing would once
+ * bufferevent_openssl turns to reading. (OpenSSL hands the callback its
+ * SSL as const: the bufferevent, the SSL's app data, has it to change.) */
+static void on_server_info(const SSL *ssl, int where, int ret)
+{
+    struct bufferevent *bev = SSL_get_app_data(ssl);
+    (void)ret;
+    if ((where & SSL_CB_HANDSHAKE_DONE) && bev)
+        SSL_set_read_ahead(bufferevent_openssl_get_ssl(bev), 1);
+}
+
 struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_file,
                                       double *not_after, char *err, size_t errlen)
 {
@@ -211,6 +226,7 @@ struct ssl_ctx_st *tls_server_ctx_new(const char *cert_file, const char *key_fil
                                  SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_info_callback(ctx, on_server_info); /* reads ahead once open */
     /* TLS 1.3 resumes from stateless tickets; the cache is for TLS 1.2's
      * session ids, bounded. */
     SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ollama-proxy", 12);
@@ -245,6 +261,37 @@ static void on_output_added(struct evbuffer *b, const struct evbuffer_cb_info *i
         evbuffer_pullup(b, -1);
 }
 
+/* The listener's SSLs read ahead: one read() takes what has come, where
+ * OpenSSL would read a record's 5-byte header and then its body, two
+ * read()s a request. Records read ahead wait inside the SSL, where no
+ * socket event announces them, and bufferevent_openssl reads on only while
+ * the current record has data (consider_reading): a second request, or a
+ * body sent in a record after its head, would wait for the client's next
+ * bytes. So when the input changes and the SSL holds bytes that no read in
+ * progress will take (the record is done, reading is off or at its high
+ * watermark, or a consumer drained the input), the read event is made
+ * active: consider_reading runs once the callbacks in progress are done
+ * and reads them if reading is on by then. Reading turned on again later
+ * (evhttp's, after a reply) is kicked by whoever turns it on. */
+void tls_server_kick(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (ssl && SSL_has_pending(ssl) && SSL_is_init_finished(ssl))
+        event_active(&bev->ev_read, EV_READ, 1);
+}
+
+static void on_input_changed(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
+{
+    struct bufferevent *bev = arg;
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (!SSL_has_pending(ssl))
+        return;
+    if (info->n_added && SSL_pending(ssl) && (bev->enabled & EV_READ) &&
+        !(bev->wm_read.high && evbuffer_get_length(b) >= bev->wm_read.high))
+        return; /* consider_reading goes on with this record */
+    tls_server_kick(bev);
+}
+
 struct bufferevent *tls_server_bufferevent(struct event_base *base, struct ssl_ctx_st *ctx)
 {
     struct bufferevent *bev;
@@ -257,8 +304,10 @@ struct bufferevent *tls_server_bufferevent(struct event_base *base, struct ssl_c
         SSL_free(ssl);
         return NULL;
     }
+    SSL_set_app_data(ssl, bev);
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
     evbuffer_add_cb(bufferevent_get_output(bev), on_output_added, NULL);
+    evbuffer_add_cb(bufferevent_get_input(bev), on_input_changed, bev);
     return bev;
 }
 

@@ -85,6 +85,11 @@ void tls_server_ctx_free(struct ssl_ctx_st *ctx);
  * without close_notify ends as on plain TCP. NULL when out of memory. */
 struct bufferevent *tls_server_bufferevent(struct event_base *base, struct ssl_ctx_st *ctx);
 
+/* Reading on BEV (tls_server_bufferevent's; any other: no-op) is on again:
+ * records the SSL read ahead meanwhile are read (no socket event would
+ * announce them). */
+void tls_server_kick(struct bufferevent *bev);
+
 /* The certificate checks of the config and --check. 0, or -1 with why in
  * ERR. tls_check_pair: CERT_FILE loads, KEY_FILE loads and is its key;
  * *NOT_AFTER (NULL: not wanted) is the certificate's expiry. tls_check_ca:

@@ -10,6 +10,7 @@ whether that connection resumed a session; small Python servers for the
 faults nginx cannot make (a handshake that stalls, a reset mid-stream).
 The HTTPS listener is driven with curl, Python's ssl, the OpenAI SDK and
 ollama-js (npm, tests/proxy/compat) and ollama-classify --ca-file."""
+import hashlib
 import json
 import os
 import re
@@ -812,6 +813,80 @@ def test_https_listener_same_endpoints_keys_and_limits():
     ok(r.returncode != 0 and b"certificate" in r.stderr, "untrusted: %r" % r.stderr)
     # Plain HTTP beside it, unchanged.
     eq(get(px.url + "/").status, 200, "the plain listener")
+    px.stop()
+
+
+def _answers(f, n):
+    """N HTTP answers read from F (a file of a socket): [(status, body)]."""
+    out = []
+    for _ in range(n):
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = f.readline()
+            ok(line, "an answer's head, got %r" % head)
+            head += line
+        status = int(head.split(b" ", 2)[1])
+        m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        if m:
+            body = f.read(int(m.group(1)))
+        else:  # chunked
+            body = b""
+            while not body.endswith(b"\r\n0\r\n\r\n") and body != b"0\r\n\r\n":
+                line = f.readline()
+                ok(line, "a chunk, got %r" % body[-200:])
+                body += line
+            body = dechunk(body)
+        out.append((status, body))
+    return out
+
+
+def test_records_that_come_together():
+    """The HTTPS listener reads ahead (one read() takes a request's record,
+    where OpenSSL alone reads its header and then its body): records that
+    come in one read wait inside the SSL, where no socket event announces
+    them, and must be read on. Here the client's records leave together
+    (TCP_CORK): a request pipelined behind another, a body in a record
+    after its head, and a blob's head and body (read by intake). Each is
+    answered; without the reading on, the second of each waits for bytes
+    that never come."""
+    sim = fast_sim()
+    px = listener_proxy(sim)
+    port = tls_port(px)
+
+    def together(*records):
+        """A new connection; RECORDS sent on it at once. Its answers' file."""
+        s = client_ctx().wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                                     server_hostname="localhost")
+        s.settimeout(10 * SLOW)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+        for r in records:
+            s.sendall(r)  # a record each
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+        return s.makefile("rb")
+
+    get_root = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    eq([st for st, _ in _answers(together(get_root, get_root), 2)], [200, 200],
+       "two pipelined requests")
+    body = json.dumps(GEN).encode()
+    (st, got), = _answers(together(
+        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body), body), 1)
+    eq(st, 200, "a body in its own record: %r" % got[:200])
+    ok(json.loads(got)["done"], "answered whole: %r" % got[:200])
+    blob = os.urandom(3000)
+    d = "sha256:" + hashlib.sha256(blob).hexdigest()
+    f = together(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                 % (d.encode(), len(blob)), blob[:1500], blob[1500:])
+    eq(_answers(f, 1)[0][0], 201, "a blob's head and body in records of their own")
+    eq(harness.http("HEAD", sim.url + "/api/blobs/" + d).status, 200,
+       "the blob reached the backend")
+    # A large one, read a window at a time: reading stops whenever the
+    # window is full, maybe with a record half taken, and goes on as the
+    # backend drains it.
+    blob = os.urandom(6 << 20)
+    d = "sha256:" + hashlib.sha256(blob).hexdigest()
+    eq(https(port, "POST", "/api/blobs/" + d, blob)[0], 201, "6 MiB over https")
+    eq(harness.http("HEAD", sim.url + "/api/blobs/" + d).status, 200, "and at the backend")
     px.stop()
 
 
