@@ -15,7 +15,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
+#include <event2/event_struct.h>
 #include <event2/http.h>
 #include <event2/listener.h>
 #include <errno.h>
@@ -136,6 +138,19 @@ void conns_settings(struct proxy *px)
  * mid-send instead of reading its answer. So the sweep that would close it
  * first reads and drops what the client still sends, until the client
  * ends, LINGER_MS have passed or LINGER_BYTES have come, then closes. */
+/* The read watch: evhttp turns a connection's reading off when a request
+ * has come and on again when its reply is done, and each turn removes the
+ * socket from epoll or adds it back: two epoll_ctl calls a request, of the
+ * seven a keep-alive request cost. So each connection has an event of its
+ * own reading the socket's readiness, which keeps the socket in epoll
+ * (libevent calls epoll_ctl only when the count of an fd's read events
+ * goes from 0 to 1 or back) while evhttp turns its own on and off. It reads
+ * nothing: when it fires while the bufferevent is not reading (bytes or an
+ * end during a request), what made the socket readable stays unread and
+ * would wake the loop again and again, so it steps aside (the socket then
+ * leaves epoll, as before) until the reply is done. The bytes the
+ * bufferevent has just read (FRESH) made the socket readable too, and the
+ * watch may fire after that read turned reading off: that once it stays. */
 #define LINGER_MS 500
 #define LINGER_BYTES (64 * 1024 * 1024)
 #define LINGER_READ (64 * 1024)
@@ -153,6 +168,10 @@ struct conn {
     double linger_start;
     size_t linger_bytes;
     struct intake *intake;   /* bodies read as they arrive (intake.h); NULL until used */
+    struct event watch;      /* the read watch (above), on once the fd is known */
+    unsigned watching : 1;   /* WATCH is added */
+    unsigned aside : 1;      /* WATCH stepped aside until the reply is done */
+    unsigned fresh : 1;      /* the bufferevent read bytes since WATCH last fired */
 };
 
 /* Both listeners stop accepting (ON 0) or go on (ON 1): limits.max_connections. */
@@ -167,6 +186,28 @@ static void accepting(struct proxy *px, int on)
             evconnlistener_disable(l);
     }
     px->accept_paused = !on;
+}
+
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn *c = arg;
+    (void)fd;
+    (void)what;
+    if (event_pending(&c->bev->ev_read, EV_READ, NULL))
+        return;
+    if (c->fresh) {
+        c->fresh = 0;
+        return;
+    }
+    event_del(&c->watch);
+    c->watching = 0;
+    c->aside = 1;
+}
+
+static void watch_start(struct conn *c)
+{
+    if (event_add(&c->watch, NULL) == 0)
+        c->watching = 1;
 }
 
 /* Map C's fd to it, once evhttp has given the bufferevent its fd. */
@@ -186,6 +227,8 @@ static void conn_map_fd(struct proxy *px, struct conn *c)
     }
     px->conn_fd[fd] = c;
     c->fd = fd;
+    event_assign(&c->watch, px->base, fd, EV_READ | EV_PERSIST, on_watch, c);
+    watch_start(c);
 }
 
 static struct conn *conn_of(struct proxy *px, struct evhttp_request *req)
@@ -201,6 +244,7 @@ static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *i
     (void)buf;
     if (c->fd < 0)
         conn_map_fd(c->px, c); /* bytes came: evhttp has set the fd */
+    c->fresh |= info->n_added != 0;
     if (info->n_added)
         intake_input(&c->intake, c->bev, (size_t)c->px->cfg->max_body_mb << 20,
                      c->px->cfg->idle_s);
@@ -219,6 +263,10 @@ static void on_request_done(struct evhttp_request *req, void *arg)
     c->linger = intake_request_done(c->intake) == 1;
     c->in_request = 0;
     tls_server_kick(c->bev); /* evhttp reads on once we return */
+    if (c->aside) {
+        c->aside = 0;
+        watch_start(c);
+    }
     c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
     c->head_bytes = left;
 }
@@ -249,6 +297,8 @@ int conns_too_large(struct proxy *px, struct evhttp_request *req)
 
 static void conn_release(struct proxy *px, struct conn *c)
 {
+    if (c->watching)
+        event_del(&c->watch); /* before the fd closes */
     if (c->linger_ev)
         event_free(c->linger_ev);
     if (c->fd >= 0 && c->fd < px->nconn_fd && px->conn_fd[c->fd] == c)

@@ -249,6 +249,30 @@ def raw_post(port, path, body, headers=b"", rcvbuf=None):
     return s
 
 
+def epoll_ctl_calls(pid, fn):
+    """The epoll_ctl calls PID makes while FN() runs (strace counts them)."""
+    strace = need_tool("strace")
+    out = os.path.join(_tmp, "strace-%d-%d.txt" % (pid, time.monotonic_ns()))
+    st = subprocess.Popen([strace, "-c", "-f", "-e", "trace=epoll_ctl", "-o", out, "-p",
+                           str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_until(lambda: os.path.exists(out) or st.poll() is not None, what="strace attached")
+    time.sleep(0.3)  # attached to every thread
+    if st.poll() is not None:
+        raise AssertionError("strace could not attach: %r" % st.stderr.read())
+    fn()
+    st.send_signal(signal.SIGINT)
+    st.wait(10)
+    m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?epoll_ctl$", open(out).read(), re.M)
+    return int(m.group(1)) if m else 0
+
+
+def cpu_s(pid):
+    """User and system CPU seconds PID has used."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         return int(f.read().split("VmRSS:")[1].split()[0])

@@ -1,5 +1,6 @@
 """ollama-proxy: its own endpoints, header handling, errors it makes itself,
 the full queue, the queue timeout, --check and the drain on SIGTERM."""
+import http.client as httpclient
 import json
 import os
 import signal
@@ -8,11 +9,64 @@ import subprocess
 import threading
 import time
 
-from harness import (SRC, Proc, Proxy, Sim, binary, eq, get, http, ok, post, run, tmpdir,
-                     write_proxy_conf,
+from harness import (SRC, Proc, Proxy, Sim, binary, cpu_s, epoll_ctl_calls, eq, get, http, ok,
+                     post, run, tmpdir, write_proxy_conf,
                      wait_until, SLOW)
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
+
+
+def test_keep_alive_requests_leave_epoll_alone():
+    """evhttp turns a connection's reading off when a request has come and
+    on again after its reply; the read watch keeps the socket in epoll
+    meanwhile: 100 keep-alive requests make a few epoll_ctl calls (a health
+    check's connection), not two each."""
+    sim = Sim("--ttft-ms", "0", "--tokens-per-s", "0", "--tokens", "3")
+    px = Proxy([("gpu0", sim.url, 4)])
+    c = httpclient.HTTPConnection("127.0.0.1", px.port, timeout=30 * SLOW)
+
+    def requests(n):
+        for _ in range(n):
+            c.request("POST", "/api/generate", json.dumps(GEN),
+                      {"Content-Type": "application/json"})
+            r = c.getresponse()
+            eq((r.status, json.loads(r.read())["done"]), (200, True), "a keep-alive request")
+
+    requests(3)  # the connection, and the backend's, open
+    calls = epoll_ctl_calls(px.proc.pid, lambda: requests(100))
+    ok(calls <= 20, "epoll_ctl calls for 100 keep-alive requests: %d (two a request "
+                    "without the watch)" % calls)
+    c.close()
+    px.stop()
+
+
+def test_bytes_during_a_request_do_not_spin():
+    """Bytes that come while a request is in flight (the next request, sent
+    before the first is answered) wait in the socket for the reply: the read
+    watch steps aside rather than wake the loop for them again and again.
+    Both are answered, in order."""
+    sim = Sim("--ttft-ms", "1500", "--tokens-per-s", "0", "--tokens", "3")
+    px = Proxy([("gpu0", sim.url, 4)])
+    eq(post(px.url + "/api/generate", dict(GEN, prompt="warm")).status, 200, "warm")
+    body = json.dumps(GEN).encode()
+    req = b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body), body)
+    s = socket.create_connection(("127.0.0.1", px.port))
+    s.settimeout(30 * SLOW)
+    s.sendall(req)
+    time.sleep(0.3)  # in flight: evhttp reads no more
+    cpu0, t0 = cpu_s(px.proc.pid), time.monotonic()
+    s.sendall(req)
+    for i in range(2):
+        r = httpclient.HTTPResponse(s)
+        r.begin()
+        eq((r.status, json.loads(r.read())["done"]), (200, True), "answer %d" % (i + 1))
+        if i == 0:
+            cpu, wall = cpu_s(px.proc.pid) - cpu0, time.monotonic() - t0
+    ok(cpu < 0.5 * wall, "the proxy used %.2f s of CPU in the %.2f s the first request had "
+                         "left, the second's bytes waiting" % (cpu, wall))
+    s.close()
+    px.stop()
 
 
 def test_root_and_status():

@@ -890,6 +890,26 @@ def test_records_that_come_together():
     px.stop()
 
 
+def test_keep_alive_over_https_leaves_epoll_alone():
+    """The read watch on the HTTPS listener's connections too: 100
+    keep-alive requests over TLS make a few epoll_ctl calls, not two each
+    (test_proxy_basic has the plain listener's)."""
+    sim = fast_sim()
+    px = listener_proxy(sim)
+    c = httpclient.HTTPSConnection("localhost", tls_port(px), context=client_ctx(),
+                                   timeout=30 * SLOW)
+
+    def requests(n):
+        for _ in range(n):
+            eq(https(None, "POST", "/api/generate", GEN, conn=c)[0], 200, "keep-alive over TLS")
+
+    requests(3)
+    calls = harness.epoll_ctl_calls(px.proc.pid, lambda: requests(100))
+    ok(calls <= 20, "epoll_ctl calls for 100 requests over TLS: %d" % calls)
+    c.close()
+    px.stop()
+
+
 def test_https_listener_real_sdks():
     """The OpenAI SDK and ollama-js through the HTTPS listener (Node's TLS,
     trusting our CA through NODE_EXTRA_CA_CERTS), streamed and not."""
