@@ -138,19 +138,6 @@ void conns_settings(struct proxy *px)
  * mid-send instead of reading its answer. So the sweep that would close it
  * first reads and drops what the client still sends, until the client
  * ends, LINGER_MS have passed or LINGER_BYTES have come, then closes. */
-/* The read watch: evhttp turns a connection's reading off when a request
- * has come and on again when its reply is done, and each turn removes the
- * socket from epoll or adds it back: two epoll_ctl calls a request, of the
- * seven a keep-alive request cost. So each connection has an event of its
- * own reading the socket's readiness, which keeps the socket in epoll
- * (libevent calls epoll_ctl only when the count of an fd's read events
- * goes from 0 to 1 or back) while evhttp turns its own on and off. It reads
- * nothing: when it fires while the bufferevent is not reading (bytes or an
- * end during a request), what made the socket readable stays unread and
- * would wake the loop again and again, so it steps aside (the socket then
- * leaves epoll, as before) until the reply is done. The bytes the
- * bufferevent has just read (FRESH) made the socket readable too, and the
- * watch may fire after that read turned reading off: that once it stays. */
 #define LINGER_MS 500
 #define LINGER_BYTES (64 * 1024 * 1024)
 #define LINGER_READ (64 * 1024)
@@ -188,6 +175,19 @@ static void accepting(struct proxy *px, int on)
     px->accept_paused = !on;
 }
 
+/* The read watch: evhttp turns a connection's reading off when a request
+ * has come and on again when its reply is done, and each turn removes the
+ * socket from epoll or adds it back: two epoll_ctl calls a request, of the
+ * seven a keep-alive request cost. So each connection has an event of its
+ * own on the socket's readiness to read, which keeps the socket in epoll
+ * (libevent calls epoll_ctl only when the count of an fd's read events
+ * goes from 0 to 1 or back) while evhttp turns its own on and off. It reads
+ * nothing: when it fires while the bufferevent is not reading (bytes or an
+ * end during a request), what made the socket readable stays unread and
+ * would wake the loop again and again, so it steps aside (the socket then
+ * leaves epoll, as before) until the reply is done. The bytes the
+ * bufferevent has just read (FRESH) made the socket readable too, and the
+ * watch may fire after that read turned reading off: that once it stays. */
 static void on_watch(evutil_socket_t fd, short what, void *arg)
 {
     struct conn *c = arg;
