@@ -409,13 +409,17 @@ def test_sigterm_drains():
     sim = Sim("--parallel", "4", "--ttft-ms", "800", "--tokens", "3")
     px = Proxy([("gpu0", sim.url, 1)])
     res = {}
+    # Before discovery a request waits in the queue too: then "one queued"
+    # could be the first request alone, the second not yet arrived.
+    wait_until(lambda: px.backend("gpu0")["models"], what="discovery")
 
     def go(i):
         res[i] = post(px.url + "/api/generate", GEN, timeout=30)
     ts = [threading.Thread(target=go, args=(i,)) for i in range(2)]
     for t in ts:
         t.start()
-    wait_until(lambda: px.status()["queue"]["length"] == 1, what="one queued")
+    wait_until(lambda: px.status()["queue"]["length"] == 1 and
+               px.backend("gpu0")["in_flight"] == 1, what="one in flight, one queued")
     px.proc.signal(signal.SIGTERM)
     time.sleep(0.2)
     # New connections are refused while the accepted requests finish.
