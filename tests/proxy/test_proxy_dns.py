@@ -240,6 +240,10 @@ def test_dns_churn_leaves_memory_flat():
     def joined(n):
         out = proc.output()
         return out.count(" joins (") >= n and out.count(": 100 models") >= n
+    # The first address must be in before the first change: else the
+    # proxy's first answer can already be the second address.
+    wait_until(lambda: joined(1), timeout=10, interval=0.002,
+               what="the first address joins and says its models")
     rss = {}
     for k in range(1, 1001):
         dns.set([hosts[k % 2]])
