@@ -32,14 +32,6 @@ os.environ.setdefault("OP_SOURCE_DIR", os.path.join(HERE, "..", ".."))
 from fakebackend import FakeBackend  # noqa: E402
 import harness  # noqa: E402
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_s(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        v = f.read().rsplit(")", 1)[1].split()
-    return (int(v[11]) + int(v[12])) / TICK
-
 
 def rss_mib(pid):
     with open("/proc/%d/status" % pid) as f:
@@ -72,10 +64,10 @@ class Target:
 
     def run(self, path, n):
         """N GETs of PATH: (CPU s per GET, wall s per GET, bytes)."""
-        c0, t0 = cpu_s(self.pid), time.perf_counter()
+        c0, t0 = harness.cpu_s(self.pid), time.perf_counter()
         for _ in range(n):
             size = len(self.get(path))
-        return (cpu_s(self.pid) - c0) / n, (time.perf_counter() - t0) / n, size
+        return (harness.cpu_s(self.pid) - c0) / n, (time.perf_counter() - t0) / n, size
 
 
 def main():

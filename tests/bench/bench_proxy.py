@@ -37,6 +37,9 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from harness import cpu_s, strace_calls  # noqa: E402
+
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TMP = tempfile.mkdtemp(prefix="bench-proxy-")
@@ -98,9 +101,7 @@ class Proc:
         sys.exit("%s did not start:\n%s" % (self.name, open(self.log).read()[-3000:]))
 
     def cpu(self):
-        with open("/proc/%d/stat" % self.pid) as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
+        return cpu_s(self.pid)
 
     def rss_kib(self):
         with open("/proc/%d/statm" % self.pid) as f:
@@ -306,21 +307,9 @@ class Sampler(threading.Thread):
         return self.peak
 
 
-def strace_count(pid, seconds_fn):
-    """Run SECONDS_FN() while strace -c counts PID's system calls; returns
-    (total calls, {name: calls}, fn's result)."""
-    out = os.path.join(TMP, "strace-%d.txt" % pid)
-    st = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(pid)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.5)
-    res = seconds_fn()
-    st.send_signal(signal.SIGINT)
-    st.wait(10)
-    calls = {}
-    for line in open(out):
-        f = line.split()
-        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
-            calls[f[-1]] = int(f[3])
+def strace_count(pid, fn):
+    """(total system calls, {name: calls}, FN's result) of PID while FN() runs."""
+    calls, res = strace_calls(pid, fn)
     return sum(calls.values()), calls, res
 
 

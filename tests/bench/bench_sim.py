@@ -24,7 +24,8 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.abspath(os.path.join(HERE, "..", ".."))
-TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from harness import cpu_s  # noqa: E402
 
 
 def start_sim(build, args, core):
@@ -52,12 +53,6 @@ def stop_sim(p):
         p.wait()
 
 
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
 def http_json(port, method, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), data=data,
@@ -80,11 +75,11 @@ def bench_requests(build, duration, conns):
         subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c%d" % conns, "-d1s", "-s",
                         lua.name, url], capture_output=True)  # warm-up
         http_json(port, "POST", "/_sim/reset", {})
-        c0 = cpu_seconds(p.pid)
+        c0 = cpu_s(p.pid)
         out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", "-c%d" % conns,
                               "-d%ds" % duration, "--latency", "-s", lua.name, url],
                              capture_output=True, text=True).stdout
-        cpu = cpu_seconds(p.pid) - c0
+        cpu = cpu_s(p.pid) - c0
         os.unlink(lua.name)
         stats = http_json(port, "GET", "/_sim/stats")
     finally:
@@ -131,11 +126,11 @@ def bench_streams(build, n, tokens, tps):
     try:
         http_json(port, "POST", "/api/generate", {"model": "llama3"})
         body = json.dumps({"model": "llama3", "prompt": "tell me a story"}).encode()
-        c0 = cpu_seconds(p.pid)
+        c0 = cpu_s(p.pid)
         t0 = time.time()
         res = asyncio.run(run_streams(port, n, body))
         dt = time.time() - t0
-        cpu = cpu_seconds(p.pid) - c0
+        cpu = cpu_s(p.pid) - c0
         stats = http_json(port, "GET", "/_sim/stats")
     finally:
         stop_sim(p)

@@ -249,21 +249,28 @@ def raw_post(port, path, body, headers=b"", rcvbuf=None):
     return s
 
 
-def epoll_ctl_calls(pid, fn):
-    """The epoll_ctl calls PID makes while FN() runs (strace counts them)."""
-    strace = need_tool("strace")
+def strace_calls(pid, fn, only=None):
+    """Run FN() while strace -c counts the system calls of PID, every
+    thread; ONLY (a call's name) counts that call alone. Returns
+    ({name: calls}, FN's result)."""
     out = os.path.join(_tmp, "strace-%d-%d.txt" % (pid, time.monotonic_ns()))
-    st = subprocess.Popen([strace, "-c", "-f", "-e", "trace=epoll_ctl", "-o", out, "-p",
-                           str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    args = [need_tool("strace"), "-c", "-f", "-o", out, "-p", str(pid)]
+    if only:
+        args += ["-e", "trace=" + only]
+    st = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_until(lambda: os.path.exists(out) or st.poll() is not None, what="strace attached")
     time.sleep(0.3)  # attached to every thread
     if st.poll() is not None:
         raise AssertionError("strace could not attach: %r" % st.stderr.read())
-    fn()
+    res = fn()
     st.send_signal(signal.SIGINT)
     st.wait(10)
-    m = re.search(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?epoll_ctl$", open(out).read(), re.M)
-    return int(m.group(1)) if m else 0
+    calls = {}
+    for line in open(out):  # % time, seconds, usecs/call, calls, [errors,] syscall
+        f = line.split()
+        if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+            calls[f[-1]] = int(f[3])
+    return calls, res
 
 
 def cpu_s(pid):
