@@ -273,23 +273,27 @@ static void on_output_added(struct evbuffer *b, const struct evbuffer_cb_info *i
  * active: consider_reading runs once the callbacks in progress are done
  * and reads them if reading is on by then. Reading turned on again later
  * (evhttp's, after a reply) is kicked by whoever turns it on. */
+static void kick(struct bufferevent *bev, SSL *ssl)
+{
+    if (SSL_has_pending(ssl) && SSL_is_init_finished(ssl))
+        event_active(&bev->ev_read, EV_READ, 1);
+}
+
 void tls_server_kick(struct bufferevent *bev)
 {
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (ssl && SSL_has_pending(ssl) && SSL_is_init_finished(ssl))
-        event_active(&bev->ev_read, EV_READ, 1);
+    if (ssl)
+        kick(bev, ssl);
 }
 
 static void on_input_changed(struct evbuffer *b, const struct evbuffer_cb_info *info, void *arg)
 {
     struct bufferevent *bev = arg;
     SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (!SSL_has_pending(ssl))
-        return;
     if (info->n_added && SSL_pending(ssl) && (bev->enabled & EV_READ) &&
         !(bev->wm_read.high && evbuffer_get_length(b) >= bev->wm_read.high))
         return; /* consider_reading goes on with this record */
-    tls_server_kick(bev);
+    kick(bev, ssl);
 }
 
 struct bufferevent *tls_server_bufferevent(struct event_base *base, struct ssl_ctx_st *ctx)
