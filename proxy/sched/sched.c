@@ -660,6 +660,8 @@ static void grant(struct sched *s, struct sched_entry *e, struct backend *be)
     e->avoid = NULL;
     backend_acquire(be);
     e->runner = backend_runner(be, e->key);
+    if (e->runner) /* made here (before discovery made it): its cap starts at this first use */
+        runner_cap(be, e->runner);
     runner_acquire(e->runner, e->num_ctx, now);
     if (e->keyed && s->lb.affinity_on && e->runner && !e->aff_counted) {
         e->aff_counted = 1;

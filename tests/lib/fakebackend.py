@@ -67,12 +67,15 @@ class Req:
 
 
 class FakeBackend:
-    def __init__(self, behaviour="ok", models=("llama3:latest",), tags="ok", **params):
+    def __init__(self, behaviour="ok", models=("llama3:latest",), tags="ok", ps="ok",
+                 **params):
         """MODELS: what /api/tags lists and "ok" serves (None: serve any
         model). TAGS: "ok", "huge" (about 10 MB of valid JSON) or "endless"
-        (a chunked answer that never ends)."""
+        (a chunked answer that never ends). PS: "ok", or "stall" (/api/ps
+        is never answered: the connection is held until halt())."""
         self.models = list(models) if models is not None else None
         self.tags = tags
+        self.ps = ps
         self.default = (behaviour, params)
         self.queue = []
         self.requests = []
@@ -212,6 +215,9 @@ class FakeBackend:
             return self._reply(c, 200, _huge_tags())
         if path == "/api/tags" and self.tags == "endless":
             self._endless_tags(c)
+            return False
+        if path == "/api/ps" and self.ps == "stall":
+            self.halted.wait(120)
             return False
         if path == "/api/tags":
             body = tags_body(self.models or ["llama3:latest"])

@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import aclient
+from fakebackend import FakeBackend
 from harness import Proxy, Sim, eq, get, ok, post, run, wait_until, write_proxy_conf, SLOW
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
@@ -487,6 +488,26 @@ def test_state_file_resumes_the_knees():
     eq(px.stop(), 0, "clean exit")
     ok(not os.path.exists(path), "nothing written")
     sim.stop()
+
+
+def test_a_runner_made_by_its_first_request_resumes_its_knee():
+    """A request that comes before the backend's /api/ps has answered makes
+    its model's runner itself (discovery has not yet): that runner's cap
+    starts there as at any first use, at the knee saved before the restart,
+    and the backend's effective cap counts it at once."""
+    fb = FakeBackend(ps="stall")
+    path = os.path.join(tempfile.mkdtemp(prefix="capstate-"), "state.json")
+    with open(path, "w") as f:
+        json.dump({"version": 1, "saved": "2026-12-07T00:00:00Z", "knees": [
+            {"backend": "gpu", "url": fb.url, "model": "llama3:latest", "knee": 6}]}, f)
+    px = Proxy([("gpu", fb.url, 16, "adaptive = true;")], extra='state_file = "%s";' % path)
+    wait_until(lambda: px.backend("gpu")["models"] and fb.polls.get("/api/ps"),
+               what="the models listed, /api/ps asked")
+    eq(post(px.url + "/api/generate", GEN).status, 200, "served")
+    b = px.backend("gpu")
+    eq(b["effective_cap"], 6, "resumed at the saved knee: %r" % b)
+    fb.halt()
+    eq(px.stop(), 0, "clean exit")
 
 
 run(globals())
