@@ -149,6 +149,7 @@ class OneShotServer:
         self.port = self.ls.getsockname()[1]
         self.url = "http://127.0.0.1:%d" % self.port
         self.answered = 0
+        self.lock = threading.Lock()
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -172,9 +173,10 @@ class OneShotServer:
         while len(body) < n:
             body += c.recv(4096)
         reply = b'{"done":true}'
+        with self.lock:  # counted before the reply: the test reads it once it has the reply
+            self.answered += head.startswith(b"POST")
         c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(reply), reply))
-        self.answered += head.startswith(b"POST")
         c.recv(4096)  # the next request on this connection: hang up on it
         c.close()
 
