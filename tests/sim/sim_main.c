@@ -345,6 +345,11 @@ int main(int argc, char **argv)
     http_free();
     event_free(sigterm);
     event_free(sigint);
+    /* A connection freed above may still be referenced by a deferred
+     * callback of its bufferevents, which event_base_free would cancel
+     * without running: one more turn runs them, and the last reference
+     * frees the connection. */
+    event_base_loop(simbase, EVLOOP_NONBLOCK);
     event_base_free(simbase);
     libevent_global_shutdown();
     return 0;
