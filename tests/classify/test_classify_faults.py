@@ -17,7 +17,10 @@ from harness import eq, ok, run  # noqa: E402
 
 
 def test_500_503_resets_retried():
-    sim = C.harness.Sim("--parallel", 16, "--ttft-ms", 5, "--tokens-per-s", 0,
+    # 16 slots of 40 ms: 400 requests/s, less than -j 100 sends, so requests
+    # wait and past 32 waiting get 503 busy even when the classifier runs
+    # slowly (ASan, a busy machine); with 5 ms a slow sender never filled it.
+    sim = C.harness.Sim("--parallel", 16, "--ttft-ms", 40, "--tokens-per-s", 0,
                         "--fail-rate", 0.15, "--reset-rate", 0.05, "--max-waiting", 32,
                         "--seed", 7)
     out = C.fresh("faults.jsonl")
