@@ -156,8 +156,7 @@ struct conn {
     size_t linger_bytes;
     struct intake *intake;   /* bodies read as they arrive (intake.h); NULL until used */
     struct event watch;      /* the read watch (above), on once the fd is known */
-    unsigned watching : 1;   /* WATCH is added */
-    unsigned aside : 1;      /* WATCH stepped aside until the reply is done */
+    unsigned watching : 1;   /* WATCH is added; off once fd >= 0: stepped aside */
     unsigned fresh : 1;      /* the bufferevent read bytes since WATCH last fired */
 };
 
@@ -201,7 +200,6 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     }
     event_del(&c->watch);
     c->watching = 0;
-    c->aside = 1;
 }
 
 static void watch_start(struct conn *c)
@@ -263,10 +261,8 @@ static void on_request_done(struct evhttp_request *req, void *arg)
     c->linger = intake_request_done(c->intake) == 1;
     c->in_request = 0;
     tls_server_kick(c->bev); /* evhttp reads on once we return */
-    if (c->aside) {
-        c->aside = 0;
+    if (c->fd >= 0 && !c->watching) /* stepped aside during the request */
         watch_start(c);
-    }
     c->head_start = left ? net_now_ms() : 0; /* a pipelined request waits already */
     c->head_bytes = left;
 }
