@@ -121,10 +121,21 @@ static int is_embed(const struct job *job)
     return job->kind == JK_EMBED || job->kind == JK_EMBEDDINGS || job->kind == JK_V1_EMBED;
 }
 
+/* What Ollama does not say: the prompt tokens this request processed, the
+ * rest came from its slot's cache (benches count cache hits by it). */
+static void processed_header(struct job *job)
+{
+    char n[16];
+    snprintf(n, sizeof n, "%d", job->prompt_new);
+    evhttp_add_header(evhttp_request_get_output_headers(job->req), "X-Sim-Prompt-Processed", n);
+}
+
 static void reply_whole(struct job *job)
 {
     struct evbuffer *b = evbuffer_new();
     job->t_end = net_now_ns();
+    if (!is_embed(job))
+        processed_header(job);
     if (is_embed(job))
         fmt_embed(b, job);
     else
@@ -148,6 +159,7 @@ static void stream_start(struct job *job)
         evhttp_add_header(h, "Cache-Control", "no-cache");
         evhttp_add_header(h, "Connection", "keep-alive");
     }
+    processed_header(job);
     disarm_watch(job);
     evhttp_connection_set_closecb(job->evcon, on_conn_closed, job);
     evhttp_send_reply_start(job->req, 200, "OK");

@@ -53,6 +53,7 @@ class Conversation:
         eq(r.status, 200, r.body[:300])
         after = model_stats(self.sim)
         o = r.json()
+        self.said = r.headers.get("x-sim-prompt-processed")
         self.turns.append(("assistant", self.answer(o)))
         if next_user:
             self.turns.append(("user", next_user))
@@ -71,6 +72,9 @@ def test_conversation_reuses_the_cache_in_every_api():
         ok(reused2 >= full, "%s: the next turn re-uses the first (%d >= %d)" %
            (api, reused2, full))
         ok(processed2 < 40, "%s: only the new part is processed (%d)" % (api, processed2))
+        # the reply says what it processed (X-Sim-Prompt-Processed): what
+        # benches count cache hits by
+        eq(c.said, str(processed2), "%s: X-Sim-Prompt-Processed" % api)
         if api == "/api/chat":
             # Ollama reports the whole prompt (cached + processed) as
             # prompt_eval_count, and the time actually spent
@@ -150,6 +154,14 @@ def test_identical_prompt_processes_one_token():
     eq(after["prompt_processed"] - before["prompt_processed"], 1,
        "llama-server evaluates the last token again")
     eq(after["prompt_reused"] - before["prompt_reused"], o["prompt_eval_count"] - 1)
+    # a streamed reply says it in its head: the slot is chosen before it
+    r = post(sim.url + "/api/generate", dict(body, stream=True))
+    eq(r.headers.get("x-sim-prompt-processed"), "1", "streamed: X-Sim-Prompt-Processed")
+    before = sim.stats()["prompt_processed"]
+    r = post(sim.url + "/api/generate", dict(body, prompt="other " * 100, stream=True))
+    eq(r.headers.get("x-sim-prompt-processed"), str(sim.stats()["prompt_processed"] - before),
+       "another prompt (it shares only the template tokens)")
+    ok(int(r.headers["x-sim-prompt-processed"]) > 100, "another prompt processed")
     sim.stop()
 
 
