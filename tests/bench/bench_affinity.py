@@ -30,7 +30,9 @@ agents: an agent trace on 2 and 4 ollama-sim backends with a published
              without the header goes round robin)
   The proxy's hold (affinity_wait_ms) is scaled with the sims' time: 1 s.
   Figures, in simulated seconds: time to first token p50 and p99 (all
-  turns, and turns after the first), turns per second, prompt tokens the
+  turns, and turns after the first), the share of turns after the first
+  whose cache held (the sim processed no more than about the turn's new
+  part: its X-Sim-Prompt-Processed header), turns per second, prompt tokens the
   sims processed (against the trace's ideal: each turn's new part only;
   with the batch beside, its prompts are counted too), the proxy's
   affinity hits and misses; then the same trace with `ollama-classify -j 200` running
@@ -232,7 +234,11 @@ async def session(port, key, start, turns, ts, out):
             return
         lines = r.lines()
         answer = "".join(l.get("message", {}).get("content", "") for l in lines)
-        out.append(("turn", i, (r.t_first - r.t_start) * ts, r.t_end))
+        # a cache hit: the sim processed about this turn's new part only
+        # (its reply says how much; a miss processes the context's rest)
+        done = int(r.headers.get("x-sim-prompt-processed", -1))
+        out.append(("turn", i, (r.t_first - r.t_start) * ts, r.t_end,
+                    0 <= done <= 1.5 * (len(text) / 4 + 40) + 100))
         msgs.append({"role": "assistant", "content": answer})
         await asyncio.sleep(think / ts)
 
@@ -320,12 +326,14 @@ def run_arm(arm, nb, seed, beside):
     turns = [o for o in out if o[0] == "turn"]
     ttft = [o[2] for o in turns]
     warm = [o[2] for o in turns if o[1] > 0]
+    cached = [o[4] for o in turns if o[1] > 0]
     busy = [sum(x[0] for x in row) / (SLOTS * nb) for row in samples if len(row) == nb]
     return {"arm": arm, "backends": nb, "beside": beside, "errors": len(errors),
             "turns": len(turns), "wall_s": wall,
             "turns_per_s": len(turns) / (wall * ARGS.time_scale),
             "ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99),
             "warm_p50": pct(warm, 50), "warm_p99": pct(warm, 99),
+            "cached": sum(cached) / len(cached) if cached else float("nan"),
             "processed": sum(s["prompt_processed"] for s in stats),
             "reused": sum(s["prompt_reused"] for s in stats),
             "busy": statistics.mean(busy) if busy else float("nan"),
@@ -346,11 +354,12 @@ def bench_agents(store):
                     r["round"] = rnd
                     store.setdefault("agents", []).append(r)
                     print("  %-8s %d backends %-7s round %d: TTFT p50 %6.2f s p99 %6.2f s, warm "
-                          "p50 %6.2f, %.3f turns/s, %d tokens processed (%.1fx ideal), busy "
+                          "p50 %6.2f, %.0f%% cached, %.3f turns/s, %d tokens processed (%.1fx ideal), busy "
                           "%.0f%%, waiting inside %d, affinity hit/miss %d/%d, labelled %d%s, "
                           "errors %d" %
                           (arm, nb, "+batch" if beside else "alone", rnd, r["ttft_p50"],
-                           r["ttft_p99"], r["warm_p50"], r["turns_per_s"], r["processed"],
+                           r["ttft_p99"], r["warm_p50"], 100 * r["cached"], r["turns_per_s"],
+                           r["processed"],
                            r["processed"] / r["ideal"], 100 * r["busy"], r["max_waiting_inside"],
                            r["affinity_hits"], r["affinity_misses"], r["labelled"],
                            " (batch ran out)" if r["batch_ran_out"] else "", r["errors"]),
@@ -453,9 +462,9 @@ def summary(store):
     if not rows:
         return
     print("\nmedians over rounds (simulated seconds); ratios against least-loaded of the same run")
-    print("| backends | beside | arm | TTFT p50 | p99 | after turn 1 p50 | p99 | turns/s | "
+    print("| backends | beside | arm | TTFT p50 | p99 | after turn 1 p50 | p99 | cached | turns/s | "
           "prompt tokens processed | fleet busy | p50 vs least | p50 vs alone |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     med = {}
     for r in rows:
         med.setdefault((r["backends"], r["beside"], r["arm"]), []).append(r)
@@ -463,15 +472,16 @@ def summary(store):
                                                                      ["least", "session", "prefix",
                                                                       "haproxy"].index(kv[0][2]))):
         m = {k: statistics.median(r[k] for r in rs) for k in
-             ("ttft_p50", "ttft_p99", "warm_p50", "warm_p99", "turns_per_s", "processed", "busy")}
+             ("ttft_p50", "ttft_p99", "warm_p50", "warm_p99", "cached", "turns_per_s", "processed",
+              "busy")}
         least = statistics.median(r["ttft_p50"] for r in med[(nb, beside, "least")]) \
             if (nb, beside, "least") in med else float("nan")
         alone = med.get((nb, False, arm))
         vs_alone = m["ttft_p50"] / statistics.median(r["ttft_p50"] for r in alone) if beside and \
             alone else float("nan")
-        print("| %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.3f | %d | %.0f%% | %.1fx | %s |" %
+        print("| %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.0f%% | %.3f | %d | %.0f%% | %.1fx | %s |" %
               (nb, "batch" if beside else "-", arm, m["ttft_p50"], m["ttft_p99"], m["warm_p50"],
-               m["warm_p99"], m["turns_per_s"], m["processed"], 100 * m["busy"],
+               m["warm_p99"], 100 * m["cached"], m["turns_per_s"], m["processed"], 100 * m["busy"],
                least / m["ttft_p50"], "%.2fx" % vs_alone if beside else "-"))
 
 
