@@ -51,6 +51,7 @@ struct sim_cfg {
     int port;
     const char *models;
     int parallel, max_loaded, max_queue, max_waiting, tokens;
+    long cache_ram; /* llama-server's host-memory prompt cache, in tokens; 0: none */
     double load_ms, keep_alive_s, ttft_ms, tokens_per_s, slowdown, time_scale;
     const char *gpu, *curve, *prompt_curve; /* preset name or "B:TPS,..." list; NULL: none */
     double fail_rate, reset_rate, offlabel_rate, stream_fail_rate;
@@ -65,6 +66,7 @@ struct sim_counts {
         requests;
     long reloads;                         /* loads that replaced a runner (other num_ctx) */
     long prompt_processed, prompt_reused; /* prompt tokens evaluated / taken from a cache */
+    long prompt_restored;                 /* prompts brought back from the host-memory cache */
 };
 extern struct sim_counts simstats;
 
@@ -100,6 +102,9 @@ struct model {
     int num_ctx;         /* context the runner was loaded with */
     struct slot *slots;  /* the runner's slots (nslots), while loaded */
     int nslots;
+    struct slot *saved;  /* --cache-ram: prompts saved from slots, oldest first */
+    int nsaved, capsaved;
+    long saved_tokens;
     long slot_clock;
     int reload_pending;  /* unloaded (or evicting) to load again with other options */
     double expires_wall; /* when idle: unload time */

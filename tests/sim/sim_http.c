@@ -567,8 +567,10 @@ static void counts(struct evbuffer *b, const struct sim_counts *c, int global)
                             c->failed, c->resets, c->loads, c->requests);
     else
         evbuffer_add_printf(b, "\"loads\":%ld", c->loads);
-    evbuffer_add_printf(b, ",\"reloads\":%ld,\"prompt_processed\":%ld,\"prompt_reused\":%ld",
-                        c->reloads, c->prompt_processed, c->prompt_reused);
+    evbuffer_add_printf(b,
+                        ",\"reloads\":%ld,\"prompt_processed\":%ld,\"prompt_reused\":%ld,"
+                        "\"prompt_restored\":%ld",
+                        c->reloads, c->prompt_processed, c->prompt_reused, c->prompt_restored);
 }
 
 static void headers_json(struct evbuffer *b)

@@ -37,6 +37,11 @@ static const char usage[] =
     "  --parallel N        slots per loaded model, OLLAMA_NUM_PARALLEL (default 1);\n"
     "                      each keeps a prompt cache (llama-server's slots); a\n"
     "                      request with another options.num_ctx reloads the model\n"
+    "  --cache-ram TOKENS  llama-server's host-memory prompt cache (--cache-ram,\n"
+    "                      8 GiB by default there): a slot's prompt about to be\n"
+    "                      lost is saved, and a request brings back a saved one\n"
+    "                      that shares more of it; at most TOKENS kept, oldest\n"
+    "                      dropped first (default 0: none, slots only)\n"
     "  --max-loaded N      models loaded at once, OLLAMA_MAX_LOADED_MODELS (default 3)\n"
     "  --load-ms MS        time to load a model (default 0)\n"
     "  --max-queue N       requests waiting for a model load, OLLAMA_MAX_QUEUE;\n"
@@ -98,6 +103,7 @@ enum {
     O_MAXLOADED,
     O_LOADMS,
     O_MAXQUEUE,
+    O_CACHERAM,
     O_KEEPALIVE,
     O_TTFT,
     O_TOKENS,
@@ -125,6 +131,7 @@ static const struct option longopts[] = {
     {"max-loaded", required_argument, 0, O_MAXLOADED},
     {"load-ms", required_argument, 0, O_LOADMS},
     {"max-queue", required_argument, 0, O_MAXQUEUE},
+    {"cache-ram", required_argument, 0, O_CACHERAM},
     {"keep-alive", required_argument, 0, O_KEEPALIVE},
     {"ttft-ms", required_argument, 0, O_TTFT},
     {"tokens", required_argument, 0, O_TOKENS},
@@ -202,6 +209,7 @@ static void cli_option(int c, const char *a)
     case O_MAXLOADED: simcfg.max_loaded = integer(name, a, 1, 100000); break;
     case O_LOADMS: simcfg.load_ms = num(name, a, 0, 1e9); break;
     case O_MAXQUEUE: simcfg.max_queue = integer(name, a, 0, 100000000); break;
+    case O_CACHERAM: simcfg.cache_ram = integer(name, a, 0, 1000000000); break;
     case O_KEEPALIVE: simcfg.keep_alive_s = num(name, a, -1e18, 1e9); break;
     case O_TTFT: simcfg.ttft_ms = num(name, a, 0, 1e9), set_ttft = 1; break;
     case O_TOKENS: simcfg.tokens = integer(name, a, 1, 1000000); break;

@@ -187,6 +187,12 @@ static void slots_free(struct model *m)
     free(m->slots);
     m->slots = NULL;
     m->nslots = 0;
+    for (int i = 0; i < m->nsaved; i++)
+        free(m->saved[i].text);
+    free(m->saved);
+    m->saved = NULL;
+    m->nsaved = m->capsaved = 0;
+    m->saved_tokens = 0;
 }
 
 static int slots(const struct model *m);
@@ -220,9 +226,91 @@ static int cached_tokens(const struct slot *s, size_t lcp, int prompt_tokens)
     return n < prompt_tokens ? n : prompt_tokens - 1;
 }
 
+/* ---- llama-server's host-memory prompt cache (--cache-ram) ----
+ * Since llama.cpp's "host-memory prompt caching" (PR 16391; Ollama's
+ * llama-server leaves --cache-ram at its default, 8 GiB), a slot about to
+ * lose most of its prompt (taken as the least recently used, or by
+ * similarity keeping less than half of it) first saves it in host memory,
+ * unless a saved prompt already holds it whole (saved prompts it holds
+ * whole are dropped). The request then brings back the saved prompt that
+ * keeps more of the slot's share and more of its own prompt than the slot
+ * does, skipping any it would keep less than a quarter of; bringing one
+ * back takes it out of the cache. Bounded here in tokens (there in MiB and
+ * in tokens), the oldest dropped first. A restore costs no time here (there
+ * a copy back to the GPU, tens of ms). Caches go with the runner. */
+
+static long text_tokens(size_t len)
+{
+    return SIM_TEMPLATE_TOKENS + (long)(len / 4);
+}
+
+/* Take saved prompt I out of the cache; its text is the caller's. */
+static char *saved_take(struct model *m, int i)
+{
+    char *text = m->saved[i].text;
+    m->saved_tokens -= text_tokens(m->saved[i].len);
+    memmove(&m->saved[i], &m->saved[i + 1], (size_t)(m->nsaved - i - 1) * sizeof *m->saved);
+    m->nsaved--;
+    return text;
+}
+
+static void ram_save(struct model *m, const struct slot *s)
+{
+    long n = text_tokens(s->len);
+    if (n > simcfg.cache_ram)
+        return;
+    for (int i = m->nsaved - 1; i >= 0; i--) {
+        size_t lcp = common_prefix(&m->saved[i], s->text, s->len);
+        if (lcp == s->len)
+            return; /* held whole already */
+        if (lcp == m->saved[i].len)
+            free(saved_take(m, i)); /* this one holds it whole */
+    }
+    while (m->nsaved && m->saved_tokens + n > simcfg.cache_ram)
+        free(saved_take(m, 0));
+    if (m->nsaved == m->capsaved) {
+        m->capsaved = m->capsaved ? 2 * m->capsaved : 8;
+        m->saved = realloc(m->saved, (size_t)m->capsaved * sizeof *m->saved);
+    }
+    struct slot *c = &m->saved[m->nsaved++];
+    *c = (struct slot){.text = malloc(s->len + 1), .len = s->len, .cap = s->len + 1};
+    memcpy(c->text, s->text, s->len + 1);
+    m->saved_tokens += n;
+}
+
+static void ram_load(struct model *m, struct slot *s, const struct job *job)
+{
+    const char *p = job->ptext ? job->ptext : "";
+    size_t lcp = common_prefix(s, p, job->plen);
+    double keep_best = (double)lcp / s->len, sim_best = (double)lcp / job->plen;
+    int best = -1;
+    for (int i = 0; i < m->nsaved; i++) {
+        size_t l = common_prefix(&m->saved[i], p, job->plen);
+        double keep = (double)l / m->saved[i].len, sim = (double)l / job->plen;
+        if (keep < 0.25)
+            continue;
+        if (keep_best < keep && sim_best < sim) {
+            keep_best = keep;
+            sim_best = sim;
+            best = i;
+        }
+    }
+    if (best < 0)
+        return;
+    size_t len = m->saved[best].len, cap = m->saved[best].cap;
+    free(s->text);
+    s->text = saved_take(m, best);
+    s->len = len;
+    s->cap = cap;
+    simstats.prompt_restored++;
+    m->c.prompt_restored++;
+}
+
 /* llama-server's get_available_slot: the free slot with the largest share
  * of the prompt in its cache, above 0.1 of it; else the least recently
- * used one. Fills JOB's slot, lcp and prompt_new. */
+ * used one; with --cache-ram, a prompt of the slot's about to be lost goes
+ * to host memory and a better one may come back. Fills JOB's slot, lcp and
+ * prompt_new. */
 static void pick_slot(struct model *m, struct job *job)
 {
     int best = -1, lru = -1;
@@ -244,9 +332,16 @@ static void pick_slot(struct model *m, struct job *job)
             best_lcp = lcp;
         }
     }
+    int save = best < 0 || (double)best_lcp < 0.5 * (double)m->slots[best].len;
     if (best < 0) {
         best = lru;
         best_lcp = common_prefix(&m->slots[lru], job->ptext ? job->ptext : "", job->plen);
+    }
+    struct slot *s = &m->slots[best];
+    if (save && simcfg.cache_ram > 0 && !m->embedding && s->text && s->len && job->plen) {
+        ram_save(m, s);
+        ram_load(m, s, job);
+        best_lcp = common_prefix(s, job->ptext ? job->ptext : "", job->plen);
     }
     job->slot = best;
     job->lcp = best_lcp;

@@ -332,13 +332,14 @@ def test_stats_shape():
     s = S.stats()
     eq(list(s.keys()), ["in_flight", "max_in_flight", "queued", "served", "cancelled",
                         "rejected", "failed", "resets", "loads", "requests", "reloads",
-                        "prompt_processed", "prompt_reused", "last_headers", "paths", "models"])
+                        "prompt_processed", "prompt_reused", "prompt_restored", "last_headers",
+                        "paths", "models"])
     ok(s["paths"].get("/api/tags", 0) >= 1, s["paths"])
     eq(s["last_headers"].get("X-Probe"), "42")
     m = s["models"]["llama3:latest"]
     eq(list(m.keys()), ["in_flight", "max_in_flight", "queued", "served", "cancelled",
                         "rejected", "loads", "reloads", "prompt_processed", "prompt_reused",
-                        "loaded", "slots"])
+                        "prompt_restored", "loaded", "slots"])
     ok(s["served"] > 0 and s["requests"] >= s["served"], s)
     eq(S.reset().json(), {})
     s = S.stats()

@@ -118,6 +118,33 @@ def test_slot_choice_longest_prefix_else_lru():
     sim.stop()
 
 
+def test_host_memory_cache_brings_a_lost_prompt_back():
+    """--cache-ram: llama-server's host-memory prompt cache. One slot: B
+    takes A's slot, A's prompt goes to host memory and comes back for A's
+    next turn; a cache too small for it keeps nothing."""
+    for ram, kept in ((100000, True), (100, False)):
+        sim = Sim("--parallel", "1", "--cache-ram", str(ram), *FAST)
+        a = Conversation(sim, "/api/chat", "alpha " * 200, system="")
+        b = Conversation(sim, "/api/chat", "bravo " * 200, system="")
+        a.turn("more alpha")
+        b.turn("more bravo")
+        _, processed, reused = a.turn("again")
+        restored = model_stats(sim)["prompt_restored"]
+        if kept:
+            ok(processed < 20 and reused > 300,
+               "A's prompt came back from host memory: %d processed" % processed)
+            eq(restored, 1, "prompt_restored")
+            # and B's, saved when A took the slot back, comes back for B
+            _, processed, _ = b.turn("again")
+            ok(processed < 20, "B's came back too: %d processed" % processed)
+            eq(sim.stats()["prompt_restored"], 2)
+        else:
+            ok(processed > 300, "no room for A's %d tokens: %d processed" %
+               (tokens("alpha " * 200), processed))
+            eq(restored, 0, "prompt_restored")
+        sim.stop()
+
+
 def test_busy_slot_is_not_taken():
     """Y holds the slot with the shared prefix: Z, with the same prefix,
     takes the other (free) slot and processes its whole prompt."""
