@@ -6,7 +6,7 @@ trace (issue 22, CONTRACT.md "Conversations stay warm").
 Usage: bench_affinity.py [agents|ctx|embed ...] [--build DIR] [--fleets 2,4]
                          [--rounds N] [--time-scale F] [--quick] [--alone]
                          [--arms A,B] [--trace steady|grow] [--runner-slots N]
-                         [--batch-priority low|normal]
+                         [--batch-priority low|normal] [--cache-ram TOKENS]
                          [--baseline BINARY] [--json FILE]
 
 agents: an agent trace on 2 and 4 ollama-sim backends with a published
@@ -24,11 +24,17 @@ agents: an agent trace on 2 and 4 ollama-sim backends with a published
     least    ollama-proxy, routing.affinity = "off" (least loaded: today)
     session  ollama-proxy, affinity "session" (the header's half is keyed)
     prefix   ollama-proxy, affinity "prefix" (the others by their start)
+    hold     prefix set for agents (proxy/README.md): no bounded load
+             (balance_factor = 0) and a hold of 20 s (affinity_wait_ms), about
+             what a miss costs at these contexts (a cold prefill of 20-60k
+             tokens at 1,300-4,000 tokens/s): a turn waits for its GPU
     haproxy  Debian's HAProxy: balance hdr(x-claude-code-session-id),
              hash-type consistent, hash-balance-factor 150, maxconn 8 per
              server (it binds at arrival and queues per server; a request
              without the header goes round robin)
-  The proxy's hold (affinity_wait_ms) is scaled with the sims' time: 1 s.
+  The proxy's hold (affinity_wait_ms) is scaled with the sims' time: 1 s
+  (hold: 20 s). --cache-ram gives the sims llama-server's host-memory
+  prompt cache (tests/sim/README.md).
   Figures, in simulated seconds: time to first token p50 and p99 (all
   turns, and turns after the first), the share of turns after the first
   whose cache held (the sim processed no more than about the turn's new
@@ -131,7 +137,7 @@ def sims(n, *flags):
 
 def gpu_sims(n):
     return sims(n, "--gpu", "gb10-gpt-oss-20b", "--parallel", ARGS.runner_slots or SLOTS,
-                "--tokens", 32,
+                "--tokens", 32, "--cache-ram", ARGS.cache_ram,
                 "--time-scale", ARGS.time_scale, "--keep-alive", -1)
 
 
@@ -189,11 +195,13 @@ def front(arm, sim_procs):
     if arm == "haproxy":
         return haproxy_hash(backends)
     routing = {"least": 'affinity = "off";', "session": 'affinity = "session";',
-               "prefix": 'affinity = "prefix";'}[arm]
+               "prefix": 'affinity = "prefix";',
+               "hold": 'affinity = "prefix"; balance_factor = 0;'}[arm]
     # The sims run time_scale times faster than real time: the hold, in real
     # ms, is scaled with them (the default 1 s would hold a turn 10 s of the
     # sims' time at --time-scale 10).
-    routing += " affinity_wait_ms = %d;" % max(1, round(1000 / ARGS.time_scale))
+    hold_s = 20 if arm == "hold" else 1
+    routing += " affinity_wait_ms = %d;" % max(1, round(hold_s * 1000 / ARGS.time_scale))
     return proxy(backends, routing, KEYS % (
         'priority = "%s"; ' % ARGS.batch_priority if ARGS.batch_priority else ""))
 
@@ -470,7 +478,7 @@ def summary(store):
         med.setdefault((r["backends"], r["beside"], r["arm"]), []).append(r)
     for (nb, beside, arm), rs in sorted(med.items(), key=lambda kv: (kv[0][0], kv[0][1],
                                                                      ["least", "session", "prefix",
-                                                                      "haproxy"].index(kv[0][2]))):
+                                                                      "hold", "haproxy"].index(kv[0][2]))):
         m = {k: statistics.median(r[k] for r in rs) for k in
              ("ttft_p50", "ttft_p99", "warm_p50", "warm_p99", "cached", "turns_per_s", "processed",
               "busy")}
@@ -500,6 +508,10 @@ def main():
                     help="agents: the trace alone, without the batch beside it")
     ap.add_argument("--runner-slots", type=int, default=0,
                     help="agents: the sims' slots (--parallel), default the cap (8)")
+    ap.add_argument("--cache-ram", type=int, default=0,
+                    help="agents: the sims' host-memory prompt cache in tokens, as "
+                         "llama-server's --cache-ram (8 GiB there: 349525 tokens of "
+                         "gpt-oss 20B's 24 KiB each; default 0: slots only)")
     ap.add_argument("--trace", choices=("steady", "grow"), default="steady",
                     help="agents: steady (2,000-3,500 tokens a turn) or grow (a first turn "
                          "of 18-24k tokens, then 300-2,500 a turn)")
@@ -510,8 +522,8 @@ def main():
     ap.add_argument("--baseline", help="an ollama-proxy from before this issue (ctx, embed)")
     ARGS = ap.parse_args()
     for a in ARGS.arms.split(","):
-        if a not in ("least", "session", "prefix", "haproxy"):
-            ap.error("unknown arm %r (least, session, prefix, haproxy)" % a)
+        if a not in ("least", "session", "prefix", "hold", "haproxy"):
+            ap.error("unknown arm %r (least, session, prefix, hold, haproxy)" % a)
     ARGS.fleets = [2] if ARGS.quick else [int(x) for x in ARGS.fleets.split(",")]
     if ARGS.quick:
         ARGS.rounds = 1
