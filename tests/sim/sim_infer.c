@@ -134,12 +134,12 @@ static void reply_whole(struct job *job)
 {
     struct evbuffer *b = evbuffer_new();
     job->t_end = net_now_ns();
-    if (!is_embed(job))
-        processed_header(job);
-    if (is_embed(job))
+    if (is_embed(job)) {
         fmt_embed(b, job);
-    else
+    } else {
+        processed_header(job);
         job->fmt->whole(b, job);
+    }
     disarm_watch(job);
     if (job->kind == JK_TRANSCRIBE && job->echo)
         http_send_typed(job->req, 200, "text/plain", b);
