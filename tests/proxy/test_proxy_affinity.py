@@ -248,12 +248,13 @@ routing = { affinity_wait_ms = 10000; };
 BATCH_PROMPT = "Label this support ticket: billing, account, bug or other. " * 2
 
 
-def agents_beside_batch(parallel):
+def agents_beside_batch(parallel, *sim_flags):
     """4 conversations of 5 turns through 2 backends capped at 4, a batch
     key at low priority keeping 16 requests (the same prompt) waiting
-    beside them; the sims have PARALLEL slots. Returns (prompt tokens the
-    agents processed at most, the least they could, the turns' backends)."""
-    sims = [Sim("--parallel", str(parallel), *GPU) for _ in range(2)]
+    beside them; the sims have PARALLEL slots (and SIM_FLAGS). Returns
+    (prompt tokens the agents processed at most, the least they could, the
+    turns' backends)."""
+    sims = [Sim("--parallel", str(parallel), *(sim_flags + GPU)) for _ in range(2)]
     px = Proxy([("a", sims[0].url, 4), ("b", sims[1].url, 4)], extra=BATCH_BESIDE)
     wait_until(lambda: all(b["models"] for b in px.status(
         headers={"Authorization": "Bearer k-ops"})["backends"]), timeout=10, what="discovery")
@@ -308,6 +309,14 @@ def test_beside_a_low_priority_batch_turns_keep_their_cache():
     ok(all(len(set(p)) == 1 for p in paths0.values()), "turns still held for their backend")
     ok(agents0 > 1.8 * least0, "without slots to spare the caches are lost: %d for %d" %
        (agents0, least0))
+    # With llama-server's host-memory prompt cache (Ollama's llama-server
+    # runs with it: --cache-ram 8 GiB by default), the slot the batch takes
+    # first saves its conversation in RAM, and the next turn brings it back:
+    # no slots to spare needed.
+    agents1, least1, paths1 = agents_beside_batch(4, "--cache-ram", "100000")
+    ok(all(len(set(p)) == 1 for p in paths1.values()), "every turn on its backend: %r" % paths1)
+    ok(agents1 < 1.3 * least1, "with the host-memory cache each conversation is processed about "
+       "once: at most %d for %d" % (agents1, least1))
 
 
 def sample_status(px, stop, seen):
