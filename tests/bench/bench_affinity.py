@@ -362,9 +362,9 @@ def bench_agents(store):
                     r["round"] = rnd
                     store.setdefault("agents", []).append(r)
                     print("  %-8s %d backends %-7s round %d: TTFT p50 %6.2f s p99 %6.2f s, warm "
-                          "p50 %6.2f, %.0f%% cached, %.3f turns/s, %d tokens processed (%.1fx ideal), busy "
-                          "%.0f%%, waiting inside %d, affinity hit/miss %d/%d, labelled %d%s, "
-                          "errors %d" %
+                          "p50 %6.2f, %.0f%% cached, %.3f turns/s, %d tokens processed (%.1fx "
+                          "ideal), busy %.0f%%, waiting inside %d, affinity hit/miss %d/%d, "
+                          "labelled %d%s, errors %d" %
                           (arm, nb, "+batch" if beside else "alone", rnd, r["ttft_p50"],
                            r["ttft_p99"], r["warm_p50"], 100 * r["cached"], r["turns_per_s"],
                            r["processed"],
@@ -470,15 +470,15 @@ def summary(store):
     if not rows:
         return
     print("\nmedians over rounds (simulated seconds); ratios against least-loaded of the same run")
-    print("| backends | beside | arm | TTFT p50 | p99 | after turn 1 p50 | p99 | cached | turns/s | "
-          "prompt tokens processed | fleet busy | p50 vs least | p50 vs alone |")
+    print("| backends | beside | arm | TTFT p50 | p99 | after turn 1 p50 | p99 | cached | "
+          "turns/s | prompt tokens processed | fleet busy | p50 vs least | p50 vs alone |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     med = {}
     for r in rows:
         med.setdefault((r["backends"], r["beside"], r["arm"]), []).append(r)
-    for (nb, beside, arm), rs in sorted(med.items(), key=lambda kv: (kv[0][0], kv[0][1],
-                                                                     ["least", "session", "prefix",
-                                                                      "hold", "haproxy"].index(kv[0][2]))):
+    order = ["least", "session", "prefix", "hold", "haproxy"]
+    for (nb, beside, arm), rs in sorted(med.items(),
+                                        key=lambda kv: (kv[0][0], kv[0][1], order.index(kv[0][2]))):
         m = {k: statistics.median(r[k] for r in rs) for k in
              ("ttft_p50", "ttft_p99", "warm_p50", "warm_p99", "cached", "turns_per_s", "processed",
               "busy")}
@@ -487,7 +487,8 @@ def summary(store):
         alone = med.get((nb, False, arm))
         vs_alone = m["ttft_p50"] / statistics.median(r["ttft_p50"] for r in alone) if beside and \
             alone else float("nan")
-        print("| %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.0f%% | %.3f | %d | %.0f%% | %.1fx | %s |" %
+        print("| %d | %s | %s | %.2f | %.2f | %.2f | %.2f | %.0f%% | %.3f | %d | %.0f%% | %.1fx "
+              "| %s |" %
               (nb, "batch" if beside else "-", arm, m["ttft_p50"], m["ttft_p99"], m["warm_p50"],
                m["warm_p99"], 100 * m["cached"], m["turns_per_s"], m["processed"], 100 * m["busy"],
                least / m["ttft_p50"], "%.2fx" % vs_alone if beside else "-"))
