@@ -239,16 +239,11 @@ static int cached_tokens(const struct slot *s, size_t lcp, int prompt_tokens)
  * in tokens), the oldest dropped first. A restore costs no time here (there
  * a copy back to the GPU, tens of ms). Caches go with the runner. */
 
-static long text_tokens(size_t len)
-{
-    return SIM_TEMPLATE_TOKENS + (long)(len / 4);
-}
-
 /* Take saved prompt I out of the cache; its text is the caller's. */
 static char *saved_take(struct model *m, int i)
 {
     char *text = m->saved[i].text;
-    m->saved_tokens -= text_tokens(m->saved[i].len);
+    m->saved_tokens -= text_count_tokens(m->saved[i].text, m->saved[i].len);
     memmove(&m->saved[i], &m->saved[i + 1], (size_t)(m->nsaved - i - 1) * sizeof *m->saved);
     m->nsaved--;
     return text;
@@ -256,7 +251,7 @@ static char *saved_take(struct model *m, int i)
 
 static void ram_save(struct model *m, const struct slot *s)
 {
-    long n = text_tokens(s->len);
+    long n = text_count_tokens(s->text, s->len);
     if (n > simcfg.cache_ram)
         return;
     for (int i = m->nsaved - 1; i >= 0; i--) {
@@ -278,10 +273,11 @@ static void ram_save(struct model *m, const struct slot *s)
     m->saved_tokens += n;
 }
 
-static void ram_load(struct model *m, struct slot *s, const struct job *job)
+/* S shares LCP characters with JOB's prompt P; returns what it shares once
+ * the best saved prompt, if any, has come back into it. */
+static size_t ram_load(struct model *m, struct slot *s, const struct job *job, const char *p,
+                       size_t lcp)
 {
-    const char *p = job->ptext ? job->ptext : "";
-    size_t lcp = common_prefix(s, p, job->plen);
     double keep_best = (double)lcp / s->len, sim_best = (double)lcp / job->plen;
     int best = -1;
     for (int i = 0; i < m->nsaved; i++) {
@@ -293,10 +289,11 @@ static void ram_load(struct model *m, struct slot *s, const struct job *job)
             keep_best = keep;
             sim_best = sim;
             best = i;
+            lcp = l;
         }
     }
     if (best < 0)
-        return;
+        return lcp;
     size_t len = m->saved[best].len, cap = m->saved[best].cap;
     free(s->text);
     s->text = saved_take(m, best);
@@ -304,6 +301,7 @@ static void ram_load(struct model *m, struct slot *s, const struct job *job)
     s->cap = cap;
     simstats.prompt_restored++;
     m->c.prompt_restored++;
+    return lcp;
 }
 
 /* llama-server's get_available_slot: the free slot with the largest share
@@ -316,6 +314,7 @@ static void pick_slot(struct model *m, struct job *job)
     int best = -1, lru = -1;
     double best_sim = 0.1;
     size_t best_lcp = 0;
+    const char *p = job->ptext ? job->ptext : "";
     for (int i = 0; i < m->nslots; i++) {
         struct slot *s = &m->slots[i];
         if (s->busy)
@@ -324,7 +323,7 @@ static void pick_slot(struct model *m, struct job *job)
             lru = i;
         if (!s->text || job->prompt_tokens <= 0)
             continue;
-        size_t lcp = common_prefix(s, job->ptext ? job->ptext : "", job->plen);
+        size_t lcp = common_prefix(s, p, job->plen);
         double sim = (double)cached_tokens(s, lcp, job->prompt_tokens) / job->prompt_tokens;
         if (sim > best_sim) {
             best_sim = sim;
@@ -335,13 +334,12 @@ static void pick_slot(struct model *m, struct job *job)
     int save = best < 0 || (double)best_lcp < 0.5 * (double)m->slots[best].len;
     if (best < 0) {
         best = lru;
-        best_lcp = common_prefix(&m->slots[lru], job->ptext ? job->ptext : "", job->plen);
+        best_lcp = common_prefix(&m->slots[lru], p, job->plen);
     }
     struct slot *s = &m->slots[best];
     if (save && simcfg.cache_ram > 0 && !m->embedding && s->text && s->len && job->plen) {
         ram_save(m, s);
-        ram_load(m, s, job);
-        best_lcp = common_prefix(s, job->ptext ? job->ptext : "", job->plen);
+        best_lcp = ram_load(m, s, job, p, best_lcp);
     }
     job->slot = best;
     job->lcp = best_lcp;
