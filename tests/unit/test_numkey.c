@@ -1,5 +1,6 @@
 /* Unit test of proxy/util/numkey.c: the last load_duration of a reply,
  * whatever chunks it comes in, and never from inside a string. */
+#include <stdio.h>
 #include <string.h>
 
 #include "check.h"
@@ -29,5 +30,13 @@ int main(void)
     CHECK_INT(scan("{\"load_duration\":5", 100), 5); /* the end counts */
     CHECK_INT(scan("{\"xload_duration\":5}", 100), -1);
     CHECK_INT(scan("{\"load_duration\":1}\n{\"load_duration\":2}", 7), 2);
+    /* 300 digits: the first 18, never an overflow (the digit count wrapped
+     * at 256 before) */
+    char big[400];
+    int n = snprintf(big, sizeof big, "{\"load_duration\":");
+    memset(big + n, '9', 300);
+    strcpy(big + n + 300, "}");
+    for (size_t cut = 0; cut <= strlen(big); cut += 7)
+        CHECK_INT(scan(big, cut), 999999999999999999LL);
     CHECK_DONE();
 }

@@ -156,6 +156,16 @@ int main(int argc, char **argv)
     every_split(WIRE_OPENAI, "{\"xcompletion_tokens\":5,\"n\":1}", none, "look-alike");
     every_split(WIRE_NDJSON, "\"eval_count\":8", (struct want){8, -1, 0}, "at the start");
     every_split(WIRE_NDJSON, ":\":\"eval_count\"::3", none, "colons");
+    /* A count of 300 digits (a backend's bug, or worse): its first 18
+     * digits, never an overflow (fuzz_tokscan's finding: the digit count
+     * wrapped at 256 and the value overflowed). */
+    {
+        char big[400];
+        int n = snprintf(big, sizeof big, "{\"eval_count\":");
+        memset(big + n, '7', 300);
+        strcpy(big + n + 300, "}");
+        every_split(WIRE_NDJSON, big, (struct want){777777777777777777LL, -1, 0}, "300 digits");
+    }
     /* Each format reads its own keys only. */
     every_split(WIRE_NDJSON, "{\"completion_tokens\":3,\"output_tokens\":4}", none, "ndjson");
     every_split(WIRE_ANTHROPIC, "{\"eval_count\":3,\"completion_tokens\":4}", none, "anthropic");
