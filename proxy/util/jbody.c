@@ -267,17 +267,23 @@ int jbody_prefix_hash(const char *body, size_t len, enum jbody_shape shape,
 
 /* ---- options.num_ctx ---- */
 
-/* The number at V as an int (0: not a positive number). */
+/* The number at V as an int (0: not a positive number). Go reads a number
+ * of any length ("2048.000...0001" is 2048), so a long one is copied to
+ * the heap; one that cannot be is taken as absent. */
 static int number_at(const char *v, const char *vend)
 {
-    char buf[64];
+    char buf[64], *s = buf;
     size_t n = (size_t)(vend - v);
     double d;
-    if (n == 0 || n >= sizeof buf || (*v != '-' && (*v < '0' || *v > '9')))
+    if (n == 0 || (*v != '-' && (*v < '0' || *v > '9')))
         return 0;
-    memcpy(buf, v, n);
-    buf[n] = '\0';
-    d = strtod(buf, NULL);
+    if (n >= sizeof buf && !(s = malloc(n + 1)))
+        return 0;
+    memcpy(s, v, n);
+    s[n] = '\0';
+    d = strtod(s, NULL);
+    if (s != buf)
+        free(s);
     return d >= 1 && d < 2147483647.0 ? (int)d : 0;
 }
 

@@ -90,6 +90,9 @@ static void test_num_ctx_read(void)
         {"{\"options\":{\"NUM_CTX\":2048}}", 0},         /* a map key: exactly */
         {"{\"options\":{\"num_ctx\":\"2048\"}}", 0},
         {"{\"options\":{\"num_ctx\":4096.7}}", 4096},
+        /* as long as a number may be (fuzz_jbody's first finding) */
+        {"{\"options\":{\"num_ctx\":2048.5111111111111111111111111111111111111111111111111111111"
+         "1111111111111111111111111}}", 2048},
         {"{\"options\":{\"num_ctx\":1,\"num_ctx\":3}}", 3},
         {"{\"options\":{\"nested\":{\"num_ctx\":5}}}", 0},
         {"{\"prompt\":\"\\\"options\\\":{\\\"num_ctx\\\":9}\"}", 0},
