@@ -57,10 +57,11 @@ static const char *skip_json(const char *p, const char *end)
         } else if (c == '{' || c == '[') {
             depth++;
         } else if (c == '}' || c == ']') {
+            if (depth == 0) /* the end of the object a number or literal was in */
+                return p;
             if (--depth == 0)
                 return p + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r' ||
-                                  c == '}' || c == ']')) {
+        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
             return p;
         }
     }

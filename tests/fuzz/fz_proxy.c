@@ -25,7 +25,9 @@ static int started;
 
 /* Short timeouts so that no input waits long; a backend that is never
  * marked down (fail_after) so that every input meets the same proxy; no
- * discovery after the first (refresh_s). */
+ * discovery after the first (refresh_s); affinity by prefix and a pinned
+ * num_ctx, so that every generate and chat body is read for its start and
+ * rewritten (jbody.c) on its way. */
 static const char config_fmt[] =
     "listen = \"127.0.0.1:0\";\n"
     "backends = ( { name = \"stub\"; url = \"http://127.0.0.1:%d\"; max_concurrent = 2; } );\n"
@@ -34,6 +36,7 @@ static const char config_fmt[] =
     "health = { interval_s = 1; timeout_s = 1; fail_after = 1000; recover_after = 1; };\n"
     "models = { refresh_s = 86400; };\n"
     "limits = { max_body_mb = 1; max_connections = 4096; };\n"
+    "routing = { affinity = \"prefix\"; num_ctx = 4096; affinity_wait_ms = 100; };\n"
     "shutdown_timeout_s = 0;\n";
 
 /* The config, through a file as the real proxy reads it. */
