@@ -596,8 +596,7 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
         get_string(file, k, "key", 1, &key->key, err, errlen) ||
         get_int(file, k, "max_concurrent", 0, 0, 10000000, &key->max_concurrent, err, errlen) ||
         get_int(file, k, "max_queued", 0, 0, 10000000, &key->max_queued, err, errlen) ||
-        get_int(file, k, "weight", 0, 1, 1000, &key->weight, err, errlen) ||
-        get_string(file, k, "priority", 0, &prio, err, errlen))
+        get_int(file, k, "weight", 0, 1, 1000, &key->weight, err, errlen))
         return -1;
     if (!good_name(key->name))
         FAIL(config_setting_get_member(k, "name"),
@@ -606,6 +605,9 @@ static int load_key(const char *file, config_setting_t *k, struct config_key *ke
     if (a && config_setting_type(a) != CONFIG_TYPE_BOOL)
         FAIL(a, "\"admin\" must be true or false");
     key->admin = a ? config_setting_get_bool(a) : 0;
+    /* read last: the refusals above return at once (prio is a copy) */
+    if (get_string(file, k, "priority", 0, &prio, err, errlen))
+        return -1;
     if (prio) {
         int found = -1;
         for (int i = 0; i < PRIO_COUNT; i++)

@@ -204,6 +204,12 @@ int main(void)
                  "max_concurrent = 1; } );\n", 2, "backend name");
     expect_error_be("auth = { keys = ( { name = \"k\\n\"; key = \"s\"; } ); };\n", 3,
                     "key name");
+    /* refused with a priority given: nothing of it kept (LeakSanitizer, under
+     * ASan; fuzz_config's finding) */
+    expect_error_be("auth = { keys = ( { name = \"k k\"; key = \"s\"; priority = \"low\"; } ); "
+                    "};\n", 3, "key name");
+    expect_error_be("auth = { keys = ( { name = \"k\"; key = \"s\"; priority = \"low\"; "
+                    "admin = 1; } ); };\n", 3, "admin");
     expect_error_be("logging = { format = \"xml\"; };\n", 3, "format");
     expect_error_be("logging = { skip_paths = \"/\"; };\n", 3,
                     "skip_paths must be a list of paths");
