@@ -49,9 +49,12 @@ void numkey_feed(struct numkey *t, const char *p, size_t n)
         if (t->in_num) {
             char c = p[i];
             if (c >= '0' && c <= '9') {
-                if (t->digits < 18) /* past that the rest is dropped; digits stops at
-                                       * 18 too, as a count of 256 would wrap to 0 */
-                    t->cur = t->cur * 10 + (c - '0'), t->digits++;
+                /* Past 18 digits the rest is dropped and no longer counted (the
+                 * count, a byte, would wrap to 0 at 256 and read on). */
+                if (t->digits < 18) {
+                    t->cur = t->cur * 10 + (c - '0');
+                    t->digits++;
+                }
                 i++;
                 continue;
             }

@@ -88,9 +88,12 @@ static size_t read_value(struct tokscan *t, const char *p, size_t i, size_t n)
                 end_number(t);
                 return i;
             }
-            if (t->digits < 18) /* past that the rest is dropped; digits stops at
-                                   * 18 too, as a count of 256 would wrap to 0 */
-                t->cur = t->cur * 10 + (c - '0'), t->digits++;
+            /* Past 18 digits the rest is dropped and no longer counted (the
+             * count, a byte, would wrap to 0 at 256 and read on). */
+            if (t->digits < 18) {
+                t->cur = t->cur * 10 + (c - '0');
+                t->digits++;
+            }
         } else if (t->in_val == V_STR_OPEN) {
             if (c != '"') {
                 t->in_val = V_NONE;
