@@ -34,40 +34,6 @@ static const int pins[] = {1, 2048, 4096, 8192, 131072, 2147483646};
 
 /* ---- a walk of a validated body: where the winning member's value is ---- */
 
-static const char *skip_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-/* Past the JSON value at P (valid JSON: jscan accepted it). */
-static const char *skip_json(const char *p, const char *end)
-{
-    int depth = 0, in_str = 0;
-    for (; p < end; p++) {
-        char c = *p;
-        if (in_str) {
-            if (c == '\\')
-                p++;
-            else if (c == '"' && (in_str = 0, depth == 0))
-                return p + 1;
-        } else if (c == '"') {
-            in_str = 1;
-        } else if (c == '{' || c == '[') {
-            depth++;
-        } else if (c == '}' || c == ']') {
-            if (depth == 0) /* the end of the object a number or literal was in */
-                return p;
-            if (--depth == 0)
-                return p + 1;
-        } else if (depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r')) {
-            return p;
-        }
-    }
-    return end;
-}
-
 /* A top-level member: its name (still escaped) and value. */
 struct top {
     const char *k, *v, *vend;
@@ -78,17 +44,17 @@ struct top {
 /* The next member of the object BODY whose walk is at *P (NULL: start). */
 static int next_top(const char *body, const char *end, const char **p, struct top *m)
 {
-    const char *q = *p ? *p : skip_ws(skip_ws(body, end) + 1, end);
+    const char *q = *p ? *p : fz_json_skip_ws(fz_json_skip_ws(body, end) + 1, end);
     if (q >= end || *q != '"')
         return 0;
     m->k = q + 1;
-    q = skip_json(q, end);
+    q = fz_json_skip_value(q, end);
     m->kn = (size_t)(q - m->k - 1);
-    m->v = skip_ws(skip_ws(q, end) + 1, end);
-    m->vend = skip_json(m->v, end);
+    m->v = fz_json_skip_ws(fz_json_skip_ws(q, end) + 1, end);
+    m->vend = fz_json_skip_value(m->v, end);
     m->which = jscan_member_of(m->k, m->kn, memchr(m->k, '\\', m->kn) != NULL);
-    q = skip_ws(m->vend, end);
-    *p = q < end && *q == ',' ? skip_ws(q + 1, end) : q;
+    q = fz_json_skip_ws(m->vend, end);
+    *p = q < end && *q == ',' ? fz_json_skip_ws(q + 1, end) : q;
     return 1;
 }
 
@@ -244,7 +210,7 @@ static char *append_elem(const char *body, size_t len, const char *v, const char
                          const char *elem, size_t *outlen)
 {
     const char *close = vend - 1; /* the array's ']' */
-    int empty = *skip_ws(v + 1, vend) == ']';
+    int empty = *fz_json_skip_ws(v + 1, vend) == ']';
     size_t en = strlen(elem), head = (size_t)(close - body);
     char *out = malloc(len + en + 2);
     memcpy(out, body, head);

@@ -242,45 +242,6 @@ struct ref {
     json_t *vals;         /* owns every value decoded */
 };
 
-static const char *skip_string(const char *p)
-{
-    for (p++; *p != '"'; p++)
-        if (*p == '\\')
-            p++;
-    return p + 1;
-}
-
-static const char *skip_ws(const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-static const char *skip_value(const char *p, const char *end)
-{
-    int depth = 0;
-    if (*p == '"')
-        return skip_string(p);
-    if (*p != '{' && *p != '[') {
-        while (p < end && !strchr(",}] \t\n\r", *p))
-            p++;
-        return p;
-    }
-    do {
-        if (*p == '"') {
-            p = skip_string(p);
-            continue;
-        }
-        if (*p == '{' || *p == '[')
-            depth++;
-        else if (*p == '}' || *p == ']')
-            depth--;
-        p++;
-    } while (depth > 0);
-    return p;
-}
-
 /* The member Go would fill from the (decoded, valid UTF-8) name K, or -1:
  * ASCII letters fold to lower case, U+017F to 's', U+212A to 'k'. */
 static int ref_member(const char *k, size_t n)
@@ -370,21 +331,21 @@ static void ref_scan(const char *m, size_t size, struct ref *r)
     memset(r, 0, sizeof *r);
     r->stream = r->prompt = r->messages = -1;
     r->vals = json_array();
-    p = skip_ws(p, end) + 1; /* '{' */
+    p = fz_json_skip_ws(p, end) + 1; /* '{' */
     for (;;) {
         const char *k, *v;
         json_t *key, *val;
         int mem;
-        p = skip_ws(p, end);
+        p = fz_json_skip_ws(p, end);
         if (*p == '}')
             return;
         k = p;
-        p = skip_string(p);
+        p = fz_json_skip_string(p);
         key = json_loadb(k, (size_t)(p - k), JSON_DECODE_ANY, NULL);
         FZ_CHECK(json_is_string(key));
-        p = skip_ws(skip_ws(p, end) + 1, end); /* ':' */
+        p = fz_json_skip_ws(fz_json_skip_ws(p, end) + 1, end); /* ':' */
         v = p;
-        p = skip_value(p, end);
+        p = fz_json_skip_value(p, end);
         mem = ref_member(json_string_value(key), json_string_length(key));
         json_decref(key);
         if (mem >= 0) {
@@ -393,7 +354,7 @@ static void ref_scan(const char *m, size_t size, struct ref *r)
             json_array_append_new(r->vals, val);
             ref_value(r, mem, val);
         }
-        p = skip_ws(p, end);
+        p = fz_json_skip_ws(p, end);
         if (*p == ',')
             p++;
     }

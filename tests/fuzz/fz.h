@@ -93,4 +93,46 @@ static inline void fz_dump(const char *name, const void *p, size_t n)
     fputs("\"\n", stderr);
 }
 
+/* A walk over JSON text a parser has already accepted (no checks): past
+ * the string whose quote is at P, past blanks, past the value at P (a
+ * scalar ends at the ',', '}', ']' or blank after it). */
+static inline const char *fz_json_skip_string(const char *p)
+{
+    for (p++; *p != '"'; p++)
+        if (*p == '\\')
+            p++;
+    return p + 1;
+}
+
+static inline const char *fz_json_skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+static inline const char *fz_json_skip_value(const char *p, const char *end)
+{
+    int depth = 0;
+    if (*p == '"')
+        return fz_json_skip_string(p);
+    if (*p != '{' && *p != '[') {
+        while (p < end && !strchr(",}] \t\n\r", *p))
+            p++;
+        return p;
+    }
+    do {
+        if (*p == '"') {
+            p = fz_json_skip_string(p);
+            continue;
+        }
+        if (*p == '{' || *p == '[')
+            depth++;
+        else if (*p == '}' || *p == ']')
+            depth--;
+        p++;
+    } while (depth > 0);
+    return p;
+}
+
 #endif
