@@ -29,6 +29,7 @@ struct proxy {
     struct dnsfleet *dnsfleet; /* the dns rows (dnsfleet.h); NULL: none yet */
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
+    int listen_local; /* bound to loopback: the Host guard (conns_local_only) */
     struct px_config *cfg;
     struct backend **backends; /* the current config's, see fleet.h */
     int nbackends;

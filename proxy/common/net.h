@@ -19,6 +19,19 @@ int net_listen(const char *host, int port, int backlog, char *err, size_t errlen
 /* The local port FD is bound to, or -1. */
 int net_bound_port(int fd);
 
+/* The listening socket FD is bound to a loopback address (127/8, ::1). */
+int net_fd_loopback(int fd);
+
+/* HOSTHDR, a Host header's value ("name", "name:port", "[v6]:port"; NULL
+ * or "" for none), names this machine as Ollama's DNS-rebinding guard
+ * reads it (server/routes.go, allowedHostsMiddleware): an IP literal that
+ * is loopback, private, unspecified or one of this machine's; localhost,
+ * this machine's hostname, or a name under .localhost, .local or
+ * .internal; or no Host at all. A server listening on loopback answers
+ * nothing else: a page whose name was rebound to 127.0.0.1 sends its own
+ * name as Host, and must not reach it. */
+int net_host_local(const char *hosthdr);
+
 /* SECONDS (fractions allowed) as a struct timeval for libevent timers. */
 struct timeval net_timeval(double seconds);
 

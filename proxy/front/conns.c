@@ -39,6 +39,7 @@ struct conns_tls {
     struct evhttp_bound_socket *bound;
     struct ssl_ctx_st *ctx; /* for connections accepted from now on */
     char *listen;  /* tls.listen as bound: a reload cannot move it */
+    int local;     /* bound to loopback (conns_local_only) */
 };
 
 static void http_settings(struct proxy *px, struct evhttp *http)
@@ -151,6 +152,7 @@ struct conn {
     unsigned in_request : 1; /* handed to on_request, its reply not yet done */
     unsigned linger : 1;     /* its last reply left the body unread: linger at the close */
     unsigned lingered : 1;   /* the lingering is over: close */
+    unsigned local : 1;      /* accepted by a loopback listener (conns_local_only) */
     struct event *linger_ev; /* reading what the client still sends */
     double linger_start;
     size_t linger_bytes;
@@ -291,6 +293,14 @@ int conns_too_large(struct proxy *px, struct evhttp_request *req)
     return c && intake_too_large(c->intake);
 }
 
+int conns_local_only(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    if (c)
+        return c->local;
+    return px->listen_local || (px->https && px->https->local); /* untracked: the safe side */
+}
+
 static void conn_release(struct proxy *px, struct conn *c)
 {
     if (c->watching)
@@ -376,7 +386,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
 }
 
 /* Count BEV, a new connection's, in (see struct conn). */
-static struct bufferevent *track(struct proxy *px, struct bufferevent *bev)
+static struct bufferevent *track(struct proxy *px, struct bufferevent *bev, int local)
 {
     struct conn *c;
     if (px->nconns == px->conns_cap) {
@@ -392,6 +402,7 @@ static struct bufferevent *track(struct proxy *px, struct bufferevent *bev)
     c->px = px;
     c->bev = bev;
     c->fd = -1;
+    c->local = local != 0;
     bufferevent_incref(bev);
     evbuffer_add_cb(bufferevent_get_input(bev), on_conn_input, c);
     px->conns[px->nconns++] = c;
@@ -413,7 +424,7 @@ static struct bufferevent *on_new_connection(struct event_base *base, void *arg)
     if (px->nconns + 1 >= px->cfg->max_connections)
         sweep_conns(px);
     bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-    return bev ? track(px, bev) : NULL;
+    return bev ? track(px, bev, px->listen_local) : NULL;
 }
 
 /* The same for the HTTPS listener: the handshake runs in the bufferevent
@@ -425,7 +436,7 @@ static struct bufferevent *on_new_tls_connection(struct event_base *base, void *
     if (px->nconns + 1 >= px->cfg->max_connections)
         sweep_conns(px);
     bev = tls_server_bufferevent(base, px->https->ctx);
-    return bev ? track(px, bev) : NULL;
+    return bev ? track(px, bev, px->https->local) : NULL;
 }
 
 /* An evhttp server as both listeners have it: the same methods, limits,
@@ -452,9 +463,10 @@ static struct evhttp *http_new(struct proxy *px,
 }
 
 /* Listen on HOST:PORT for HTTP; "listening on" names the port (WHAT: ""
- * or " (https)"). Returns the bound socket, or NULL after logging why. */
+ * or " (https)"), *LOCAL says whether the address is loopback. Returns the
+ * bound socket, or NULL after logging why. */
 static struct evhttp_bound_socket *bind_http(struct evhttp *http, const char *host, int port,
-                                             const char *what)
+                                             const char *what, int *local)
 {
     struct evhttp_bound_socket *b;
     char err[256];
@@ -463,6 +475,7 @@ static struct evhttp_bound_socket *bind_http(struct evhttp *http, const char *ho
         log_error("%s", err);
         return NULL;
     }
+    *local = net_fd_loopback(fd);
     if (!(b = evhttp_accept_socket_with_handle(http, fd))) {
         log_error("cannot serve on %s:%d", host, port);
         return NULL;
@@ -490,7 +503,7 @@ static int start_tls(struct proxy *px, void (*on_request)(struct evhttp_request 
         log_error("tls: %s", err);
         return -1;
     }
-    t->bound = bind_http(t->http, c->tls_listen_host, c->tls_listen_port, " (https)");
+    t->bound = bind_http(t->http, c->tls_listen_host, c->tls_listen_port, " (https)", &t->local);
     if (t->bound)
         tls_note_expiry(c->tls_cert_file, not_after);
     return t->bound ? 0 : -1;
@@ -504,7 +517,8 @@ int conns_start(struct proxy *px, void (*on_request)(struct evhttp_request *, vo
         return -1;
     px->ev_sweep = event_new(px->base, -1, EV_PERSIST, on_sweep, px);
     event_add(px->ev_sweep, &sweep);
-    px->bound = bind_http(px->http, px->cfg->listen_host, px->cfg->listen_port, "");
+    px->bound = bind_http(px->http, px->cfg->listen_host, px->cfg->listen_port, "",
+                          &px->listen_local);
     if (!px->bound)
         return -1;
     return px->cfg->tls_listen ? start_tls(px, on_request) : 0;

@@ -28,6 +28,11 @@ struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req);
  * the connection dropped (intake.h): the caller answers 413. */
 int conns_too_large(struct proxy *px, struct evhttp_request *req);
 
+/* REQ came through a listener bound to loopback: as Ollama there, only
+ * requests whose Host names this machine are answered (net_host_local:
+ * the DNS-rebinding guard; router.c). */
+int conns_local_only(struct proxy *px, struct evhttp_request *req);
+
 /* Stop accepting new connections (drain); connections open stay served. */
 void conns_stop_accepting(struct proxy *px);
 

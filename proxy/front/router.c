@@ -379,6 +379,23 @@ static void reply_too_large(struct proxy *px, struct request *r)
     reply_error(r, 413, msg, 0);
 }
 
+/* R came through a loopback listener with a Host that does not name this
+ * machine: a page whose name was rebound to 127.0.0.1 (DNS rebinding) sends
+ * its own name. Ollama answers it 403 (allowedHostsMiddleware), whatever
+ * the path; so does the proxy that stands in its place. 1 if answered. */
+static int host_refused(struct proxy *px, struct request *r)
+{
+    const char *host = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Host");
+    char msg[400];
+    if (!conns_local_only(px, r->req) || net_host_local(host))
+        return 0;
+    snprintf(msg, sizeof msg,
+             "forbidden: Host %.200s is not a name of this machine (on a loopback listener, "
+             "as Ollama, only local names are answered)", host);
+    reply_error(r, 403, msg, 0);
+    return 1;
+}
+
 /* R (of row EP, kind KIND) needs no key. */
 static int is_open(const struct proxy *px, const struct endpoint *ep, enum ep_kind kind)
 {
@@ -418,7 +435,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     kind = ep && (!ep->methods || (ep->methods & cmd)) ? ep->kind : EP_PASS;
     r.dialect = ep ? ep->dialect : strncmp(path, "/v1/", 4) == 0 ? DIALECT_OPENAI : DIALECT_OLLAMA;
     r.wire = ep ? ep->wire : r.dialect == DIALECT_OPENAI ? WIRE_OPENAI : WIRE_NDJSON;
-    if (cors_check(px, &r))
+    if (cors_check(px, &r) || host_refused(px, &r)) /* Ollama's order: a preflight first */
         goto self;
     if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
         reply_too_large(px, &r);

@@ -244,7 +244,7 @@ def raw_post(port, path, body, headers=b"", rcvbuf=None):
     s = socket.create_connection(("127.0.0.1", port))
     if rcvbuf:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" %
+    s.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\n%sContent-Length: %d\r\n\r\n%s" %
               (path.encode(), headers, len(body), body))
     return s
 

@@ -48,7 +48,7 @@ def _raw_upload(port, d, body, chunked=False, expect=False, piece=1 << 16, then=
     raw socket; THEN is sent after it on the same connection (pipelined).
     Returns the raw answer bytes up to the close or a short quiet."""
     s = socket.create_connection(("127.0.0.1", port))
-    head = "POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\n" % d
+    head = "POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\n" % d
     head += "Transfer-Encoding: chunked\r\n" if chunked else "Content-Length: %d\r\n" % len(body)
     if expect:
         head += "Expect: 100-continue\r\n"
@@ -135,7 +135,7 @@ def test_blob_there_already_and_keep_alive():
     d = digest(data)
     eq(http("POST", sims[1].url + "/api/blobs/" + d, data).status, 201, "s1 has it")
     before = [s.stats()["paths"].get("/api/blobs/{digest}", 0) for s in sims]
-    got = _raw_upload(px.port, d, data, then=b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = _raw_upload(px.port, d, data, then=b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
     ok(got.startswith(b"HTTP/1.1 201 Created\r\n"), "201: the others stored it: %r" % got[:300])
     ok(b'"version"' in got, "the pipelined request answered on the same connection: %r" % got)
     after = [s.stats()["paths"].get("/api/blobs/{digest}", 0) for s in sims]
@@ -169,7 +169,7 @@ def test_all_had_it_lingering_close():
     rest = 16 << 20  # past what the kernel's buffers hold unread
     s = socket.create_connection(("127.0.0.1", px.port))
     s.settimeout(10 * SLOW)
-    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
               % (d.encode(), len(data) + rest) + data[:1 << 16])
     got = b""
     while b"\r\n\r\n" not in got:
@@ -227,7 +227,7 @@ def test_client_leaves_mid_upload():
         time.sleep(0.05)
     base = min(counts)
     s = socket.create_connection(("127.0.0.1", px.port))
-    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" %
               (d.encode(), len(data)))
     s.sendall(data[:len(data) // 2])
     wait_until(lambda: fds() >= base + 4, what="the client's and three uploads' sockets")
@@ -254,7 +254,7 @@ def test_client_falls_silent_mid_upload():
     fds = lambda: len(os.listdir("/proc/%d/fd" % px.proc.pid))
     base = fds()
     s = socket.create_connection(("127.0.0.1", px.port))
-    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" %
               (d.encode(), len(data)))
     s.sendall(data[:3 << 20])
     t0 = time.monotonic()
@@ -354,7 +354,7 @@ def test_slowest_backend_sets_the_pace():
     sent, lead, peak = [0], [0], [base]
     s = socket.create_connection(("127.0.0.1", px.port))
     s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
-    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+    s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" %
               (d.encode(), len(data)))
 
     def watch():

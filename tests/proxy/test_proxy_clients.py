@@ -356,7 +356,7 @@ def test_413_in_the_paths_dialect():
                         ("/v1/chat/completions", lambda j: j["error"]["type"] ==
                          "invalid_request_error"),
                         ("/api/chat", lambda j: isinstance(j["error"], str))):
-        s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" %
+        s.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" %
                   (path.encode(), len(big)) + big)
         status = f.readline()
         ok(status.startswith(b"HTTP/1.1 413"), "%s: %r" % (path, status))
@@ -365,10 +365,10 @@ def test_413_in_the_paths_dialect():
         ok(check(j), "%s: its shape: %r" % (path, j))
         ok("max_body_mb" in json.dumps(j), j)
         ok(hdrs.get("connection") != "close", "the connection lives on")
-    s.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
     ok(f.readline().startswith(b"HTTP/1.1 200"), "the next request on the same connection")
     s.close()
-    st, h = _raw(px.port, "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+    st, h = _raw(px.port, "POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
                  "Expect: 100-continue\r\n\r\n" % len(big))
     eq(st, 413, "Expect: answered at once, not 100")
     eq(h.get("connection"), "close", "and closed: the body is not read")
@@ -443,7 +443,7 @@ def test_413_in_the_paths_dialect_chunked_and_in_pieces():
 
     for path, check in shapes:
         method = b"DELETE" if path == "/api/delete" else b"POST"
-        head = b"%s %s HTTP/1.1\r\nHost: x\r\n" % (method, path.encode())
+        head = b"%s %s HTTP/1.1\r\nHost: localhost\r\n" % (method, path.encode())
         # chunked, the head and the whole body in one go
         c, f = connect()
         c.sendall(head + b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(big))
@@ -462,25 +462,25 @@ def test_413_in_the_paths_dialect_chunked_and_in_pieces():
         send_in_pieces(c, [whole[i:i + 7] for i in range(0, len(whole), 7)])
         c.sendall(big)
         expect_413(f, "head in pieces", path, check, False)
-        c.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+        c.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
         eq(_answer(f)[0], 200, "the next request on the same connection")
         c.close()
     # Within the limit, chunked and its head in pieces: served.
     small = json.dumps(dict(CHAT, stream=False)).encode()
     c, f = connect()
-    whole = b"POST /api/chat HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    whole = b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
     send_in_pieces(c, [whole[:9], whole[9:], _chunked(small, 10)])
     st, h, body = _answer(f)
     eq(st, 200, "chunked within the limit: %r" % body)
     ok(json.loads(body)["message"]["content"], body)
-    c.sendall(b"GET /api/version HTTP/1.1\r\nHost: x\r\n\r\n")
+    c.sendall(b"GET /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
     eq(_answer(f)[0], 200, "the next request on the same connection")
     c.close()
     # Chunked behind Expect: 100-continue (curl's way): 100, then the size
     # is known as the body comes: 413 in the shape; within it, served.
     for data, want in ((big, 413), (json.dumps(ANTHROPIC).encode(), 200)):
         c, f = connect()
-        c.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        c.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
                   b"Expect: 100-continue\r\n\r\n")
         eq(f.readline(), b"HTTP/1.1 100 Continue\r\n", "100 first")
         eq(f.readline(), b"\r\n")
@@ -558,7 +558,7 @@ def test_cors():
     px = Proxy([("a", sim.url, 2)],
                extra='cors_origins = ( "https://chat.example.com", "http://localhost:*" );\n'
                      'auth = { keys = ( { name = "k"; key = "s3cret"; admin = true; } ); };')
-    pre = ("OPTIONS /v1/messages HTTP/1.1\r\nHost: x\r\nOrigin: %s\r\n"
+    pre = ("OPTIONS /v1/messages HTTP/1.1\r\nHost: localhost\r\nOrigin: %s\r\n"
            "Access-Control-Request-Method: POST\r\n"
            "Access-Control-Request-Headers: x-api-key, anthropic-version, content-type, "
            "x-stainless-os, x-stainless-lang, openai-beta, x-not-allowed\r\n\r\n")
@@ -590,6 +590,58 @@ def test_cors():
     ok("x-backend" in r.headers.get("access-control-expose-headers", "").lower(), r.headers)
     eq(sim.stats()["paths"].get("/v1/messages"), 1, "only the allowed one reached the sim")
     px.stop()
+
+
+def test_dns_rebinding_refused_on_loopback():
+    """A page whose name was rebound to 127.0.0.1 sends its own name as Host
+    (and as Origin, same-origin): on a loopback listener the proxy answers
+    it 403 in the path's shape, whatever the path, as Ollama does
+    (allowedHostsMiddleware), and nothing reaches a backend: no model
+    deleted, no backend drained. Every local name is served: localhost,
+    loopback and private addresses, .local, .internal, .localhost, this
+    machine's hostname, no Host at all. A listener on 0.0.0.0 checks no
+    Host (as Ollama: it is reached by other names)."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest,other:latest")
+    px = Proxy([("a", sim.url, 2)])
+    wait_until(lambda: px.status()["backends"][0]["models"], what="models known")
+    evil = "rebind.evil.test:%d" % px.port
+    req = "%s %s HTTP/1.1\r\nHost: %s\r\nOrigin: http://%s\r\nContent-Type: text/plain\r\n" \
+          "Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+    body = json.dumps({"model": "other"})
+    for host in (evil, "8.8.8.8", "127.0.0.1.evil.test", "evil.test.", "[2001:db8::1]:80"):
+        st, h = _raw(px.port, req % ("DELETE", "/api/delete", host, host, len(body), body))
+        eq(st, 403, "DELETE /api/delete with Host %s" % host)
+    for method, path in (("POST", "/proxy/backends/a/drain"), ("GET", "/proxy/status"),
+                         ("GET", "/api/tags"), ("GET", "/")):
+        st, h = _raw(px.port, req % (method, path, evil, evil, 0, ""))
+        eq(st, 403, "%s %s with Host %s" % (method, path, evil))
+    r = post(px.url + "/v1/messages", ANTHROPIC, headers={"Host": evil})
+    eq(r.status, 403)
+    eq(r.json()["type"], "error", "Anthropic's shape: %r" % r.body)
+    ok("not a name of this machine" in r.json()["error"]["message"], r.body)
+    r = post(px.url + "/api/chat", {"model": "alpha", "messages": []}, headers={"Host": evil})
+    eq(r.status, 403)
+    ok("not a name of this machine" in r.json()["error"], r.body)
+    eq(sorted(m["name"] for m in get(sim.url + "/api/tags").json()["models"]),
+       ["alpha:latest", "other:latest"], "no model deleted")
+    eq(px.status()["backends"][0].get("admin", "ready"), "ready", "not drained")
+    ok("/api/chat" not in sim.stats()["paths"], "nothing reached the sim")
+    for host in ("localhost:%d" % px.port, "127.0.0.1", "[::1]:%d" % px.port, "10.1.2.3",
+                 "192.168.0.9:80", "foo.local", "x.internal", "a.localhost", "LOCALHOST",
+                 socket.gethostname(), ""):
+        r = post(px.url + "/api/chat", {"model": "alpha", "messages": [], "stream": False},
+                 headers={"Host": host})
+        eq(r.status, 200, "Host %r" % host)
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=10 * SLOW)
+    s.sendall(b"GET /api/tags HTTP/1.0\r\n\r\n")  # no Host at all
+    eq(s.recv(64).split(b"\r\n")[0].split()[1], b"200", "HTTP/1.0 without Host")
+    s.close()
+    px.stop()
+    wide = Proxy([("a", sim.url, 2)], listen="0.0.0.0:0")
+    st, h = _raw(wide.port, req % ("GET", "/api/tags", "gpu-box.example.com", "gpu-box.example.com", 0, ""))
+    eq(st, 200, "a listener on 0.0.0.0 is reached by other names")
+    wide.stop()
+    sim.stop()
 
 
 run(globals())

@@ -493,7 +493,7 @@ def _slow_read(port, rss, seconds):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
     s.connect(("127.0.0.1", port))
     body = json.dumps(GEN).encode()
-    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" %
+    s.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" %
               (len(body), body))
     s.settimeout(10 * SLOW)
     got = b""
@@ -615,7 +615,7 @@ def test_m_invalid_utf8_model_names():
 def _slowloris(port, n, request_s):
     """N connections each sending one byte of a never-ending request head
     per second. Returns [(t_first_byte, t_closed or None)]."""
-    head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 10000
+    head = b"GET / HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + b"a" * 10000
     sel = selectors.DefaultSelector()
     conns = []
     for i in range(n):

@@ -864,18 +864,18 @@ def test_records_that_come_together():
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
         return s.makefile("rb")
 
-    get_root = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    get_root = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
     eq([st for st, _ in _answers(together(get_root, get_root), 2)], [200, 200],
        "two pipelined requests")
     body = json.dumps(GEN).encode()
     (st, got), = _answers(together(
-        b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n" % len(body), body), 1)
     eq(st, 200, "a body in its own record: %r" % got[:200])
     ok(json.loads(got)["done"], "answered whole: %r" % got[:200])
     blob = os.urandom(3000)
     d = "sha256:" + hashlib.sha256(blob).hexdigest()
-    f = together(b"POST /api/blobs/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+    f = together(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
                  % (d.encode(), len(blob)), blob[:1500], blob[1500:])
     eq(_answers(f, 1)[0][0], 201, "a blob's head and body in records of their own")
     eq(harness.http("HEAD", sim.url + "/api/blobs/" + d).status, 200,

@@ -3,7 +3,6 @@
  * /_sim test endpoints. Inference paths go to sim_infer.c. */
 #include "sim.h"
 
-#include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -12,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "names.h"
+#include "net.h"
 
 static struct evbuffer *last_headers; /* "name\0value\0"... of the last request */
 
@@ -162,56 +161,6 @@ void http_send_error(struct evhttp_request *req, int code, const char *msg, enum
 
 /* ---- guards ---- */
 
-static int ip_private(const char *host)
-{
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (inet_pton(AF_INET, host, &a4) == 1) {
-        uint32_t ip = ntohl(a4.s_addr);
-        return (ip >> 24) == 127 || (ip >> 24) == 10 || (ip >> 20) == 0xAC1 ||
-               (ip >> 16) == 0xC0A8 || ip == 0;
-    }
-    if (inet_pton(AF_INET6, host, &a6) == 1) {
-        static const unsigned char lo[16] = {[15] = 1}, any[16] = {0};
-        return !memcmp(&a6, lo, 16) || !memcmp(&a6, any, 16) || (a6.s6_addr[0] & 0xFE) == 0xFC ||
-               (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);
-    }
-    return -1;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && !strcasecmp(s + a - b, suffix);
-}
-
-/* Ollama's DNS-rebinding guard (only when listening on loopback). */
-static int host_allowed(const char *hosthdr)
-{
-    char host[256];
-    if (!hosthdr || !*hosthdr)
-        return 1;
-    snprintf(host, sizeof host, "%s", hosthdr);
-    if (host[0] == '[') {
-        char *e = strchr(host, ']');
-        if (e)
-            *e = '\0';
-        memmove(host, host + 1, strlen(host));
-    } else {
-        char *c = strchr(host, ':');
-        if (c && !strchr(c + 1, ':'))
-            *c = '\0';
-    }
-    int p = ip_private(host);
-    if (p >= 0)
-        return p;
-    char self[256];
-    if (gethostname(self, sizeof self) == 0 && !strcasecmp(host, self))
-        return 1;
-    return !strcasecmp(host, "localhost") || ends_with(host, ".localhost") ||
-           ends_with(host, ".local") || ends_with(host, ".internal");
-}
-
 static const char *const default_origins[] = {
     "http://localhost", "https://localhost", "http://localhost:*", "https://localhost:*",
     "http://127.0.0.1", "https://127.0.0.1", "http://127.0.0.1:*", "https://127.0.0.1:*",
@@ -270,7 +219,7 @@ static int guard(struct evhttp_request *req)
             return 1;
         }
     }
-    if (simcfg.loopback && !host_allowed(host)) {
+    if (simcfg.loopback && !net_host_local(host)) { /* Ollama's DNS-rebinding guard */
         send_empty(req, 403);
         return 1;
     }
