@@ -8,6 +8,7 @@
 #include <event2/event.h>
 #include <sys/queue.h>
 
+#include "intake.h"
 #include "metrics.h"
 #include "sched.h"
 #include "upstream.h"
@@ -30,6 +31,7 @@ struct proxy {
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     int listen_local; /* bound to loopback: the Host guard (conns_local_only) */
+    struct intake_gate gate; /* the router's, on heads with a body (intake.h) */
     struct px_config *cfg;
     struct backend **backends; /* the current config's, see fleet.h */
     int nbackends;

@@ -71,17 +71,15 @@ static int key_row(const struct px_config *cfg, const char *s, size_t n)
     return found;
 }
 
-/* The auth.keys row of the key REQ presents, or -1. A key is accepted in
+/* The auth.keys row of the key that the values H of Authorization and X
+ * of x-api-key present (NULL: no such header), or -1. A key is accepted in
  * each client's spelling (CONTRACT.md, "Keys in every client's spelling"):
  * "Authorization: Bearer KEY" (the OpenAI SDKs, ollama-js with headers),
  * "x-api-key: KEY" (the Anthropic SDK, Claude Code) and the password of
  * "Authorization: Basic" (user:KEY@host URLs, as LangChain sends them).
  * Any one that is a key will do. */
-static int find_key(const struct px_config *cfg, struct evhttp_request *req)
+static int find_key(const struct px_config *cfg, const char *h, const char *x)
 {
-    const struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    const char *h = evhttp_find_header(in, "Authorization"), *x = evhttp_find_header(in,
-                                                                                     "x-api-key");
     char basic[512];
     size_t n;
     int k = -1;
@@ -105,6 +103,16 @@ static int find_key(const struct px_config *cfg, struct evhttp_request *req)
     return k;
 }
 
+int auth_refuses(const struct px_config *cfg, const char *authorization, const char *xkey,
+                 int admin)
+{
+    int k;
+    if (!cfg->nkeys)
+        return 0;
+    k = find_key(cfg, authorization, xkey);
+    return k < 0 || (admin && !cfg->keys[k].admin);
+}
+
 int auth_check(struct proxy *px, struct request *r, int admin, int open)
 {
     struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
@@ -115,7 +123,8 @@ int auth_check(struct proxy *px, struct request *r, int admin, int open)
     }
     if (open)
         return -1;
-    if ((k = find_key(px->cfg, r->req)) < 0) {
+    if ((k = find_key(px->cfg, evhttp_find_header(in, "Authorization"),
+                      evhttp_find_header(in, "x-api-key"))) < 0) {
         evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate",
                           "Bearer");
         reply_error(r, 401,

@@ -12,6 +12,7 @@
 #define PX_AUTH_H
 
 struct proxy;
+struct px_config;
 struct request;
 struct sched_client;
 
@@ -22,6 +23,13 @@ struct sched_client;
  * an open endpoint), or AUTH_ANSWERED after answering 401 or 403. Sets
  * R's client name for the log. */
 int auth_check(struct proxy *px, struct request *r, int admin, int open);
+
+/* A request with the values AUTHORIZATION and XKEY of those headers
+ * (NULL: absent), for an endpoint that is ADMIN and not open, would be
+ * answered 401 or 403 by auth_check: 1, else 0 (the router's gate on
+ * heads, before a body is read). */
+int auth_refuses(const struct px_config *cfg, const char *authorization, const char *xkey,
+                 int admin);
 
 /* The scheduler's client of R with key row KEY (-1: none); NULL when out
  * of memory. */

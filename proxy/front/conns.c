@@ -247,7 +247,7 @@ static void on_conn_input(struct evbuffer *buf, const struct evbuffer_cb_info *i
     c->fresh |= info->n_added != 0;
     if (info->n_added)
         intake_input(&c->intake, c->bev, (size_t)c->px->cfg->max_body_mb << 20,
-                     c->px->cfg->idle_s);
+                     c->px->cfg->idle_s, c->px->gate.refused ? &c->px->gate : NULL);
     if (!info->n_added || c->in_request)
         return;
     if (!c->head_start)
@@ -291,6 +291,12 @@ int conns_too_large(struct proxy *px, struct evhttp_request *req)
 {
     struct conn *c = conn_of(px, req);
     return c && intake_too_large(c->intake);
+}
+
+int conns_refused(struct proxy *px, struct evhttp_request *req)
+{
+    struct conn *c = conn_of(px, req);
+    return c && intake_refused(c->intake);
 }
 
 int conns_local_only(struct proxy *px, struct evhttp_request *req)

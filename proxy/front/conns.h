@@ -28,6 +28,10 @@ struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req);
  * the connection dropped (intake.h): the caller answers 413. */
 int conns_too_large(struct proxy *px, struct evhttp_request *req);
 
+/* REQ (just handed over) was refused on its head by px->gate, its body
+ * never read (intake.h): the caller answers it as its head says. */
+int conns_refused(struct proxy *px, struct evhttp_request *req);
+
 /* REQ came through a listener bound to loopback: as Ollama there, only
  * requests whose Host names this machine are answered (net_host_local:
  * the DNS-rebinding guard; router.c). */

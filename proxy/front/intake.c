@@ -78,7 +78,9 @@ struct intake {
     unsigned own_read : 1;      /* the body is read by REV, not the bufferevent */
     unsigned paused : 1;        /* REV is off: the window is full */
     unsigned unread : 1;        /* I_TOOBIG: the body was not read, the connection closes */
+    unsigned refused : 1;       /* I_TOOBIG: refused on its head by the gate, not too large */
     size_t max_body;            /* limits.max_body_mb in bytes; 0: not checked here */
+    const struct intake_gate *gate; /* NULL: none */
     double idle_s;              /* timeouts.idle_s: a body that stops this long fails */
     struct event rev;           /* own_read: the socket's readability */
 };
@@ -464,7 +466,29 @@ static size_t head_in(struct evbuffer *input)
     return end.pos < 0 || end.pos > HEAD_MAX ? 0 : (size_t)end.pos + 4;
 }
 
-/* A whole head of N bytes at the start of INPUT: judge its body. */
+/* The head at the start of INPUT (N bytes) is refused on its own (the
+ * gate): evhttp gets it without its framing, "Connection: close" added,
+ * for the router's 401 or 403. Its body is never read: what came of it is
+ * dropped, no 100 Continue asks for the rest, and the close lingers. A
+ * head rewrite_head will not take stays evhttp's, as before. */
+static void refuse(struct intake *in, size_t n)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out = evbuffer_new();
+    const char *h = (const char *)evbuffer_pullup(input, (ev_ssize_t)n);
+    if (!out)
+        return;
+    if (h && rewrite_head(in, h, n - 2, out, 1) == 0) {
+        evbuffer_drain(input, evbuffer_get_length(input));
+        evbuffer_add_buffer(input, out);
+        in->unread = in->refused = 1;
+        in->st = I_TOOBIG;
+    }
+    evbuffer_free(out);
+}
+
+/* A whole head of N bytes at the start of INPUT: judge its body. A body
+ * still to come is not read for a request its head refuses: a client
+ * without a key must not make the proxy hold max_body_mb for a 401. */
 static void judge(struct intake *in, size_t n)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev);
@@ -473,7 +497,10 @@ static void judge(struct intake *in, size_t n)
     if (!h)
         return;
     f = head_framing(h, n);
-    if (f.chunked)
+    if ((f.chunked || (f.cl > 0 && evbuffer_get_length(input) - n < (size_t)f.cl)) && in->gate &&
+        in->gate->refused(in->gate->arg, h, n))
+        refuse(in, n);
+    else if (f.chunked)
         hold_chunked(in, n, f.expect);
     else if (f.cl > (long long)in->max_body)
         too_long(in, n);
@@ -792,7 +819,12 @@ static void send_continue(struct intake *in)
 
 int intake_too_large(const struct intake *in)
 {
-    return in && in->st == I_TOOBIG;
+    return in && in->st == I_TOOBIG && !in->refused;
+}
+
+int intake_refused(const struct intake *in)
+{
+    return in && in->st == I_TOOBIG && in->refused;
 }
 
 struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
@@ -832,7 +864,8 @@ struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
 
 /* ---- the hooks ---- */
 
-void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body, double idle_s)
+void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body, double idle_s,
+                  const struct intake_gate *gate)
 {
     struct intake *in = *pin;
     if (!in) {
@@ -846,6 +879,7 @@ void intake_input(struct intake **pin, struct bufferevent *bev, size_t max_body,
     }
     in->max_body = max_body;
     in->idle_s = idle_s;
+    in->gate = gate;
     if (in->busy)
         return;
     in->busy = 1;
@@ -884,6 +918,7 @@ int intake_request_done(struct intake *in)
     in->req = NULL;
     in->src.on_data = NULL;
     in->st = I_IDLE;
+    in->refused = 0;
     if (!clean) /* the connection closes after this reply ("Connection: close") */
         return 1;
     in->busy = 1;

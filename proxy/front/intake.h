@@ -37,7 +37,8 @@
  *            Content-Length, dropped as it arrives (its head held) so
  *            that the router can answer 413 in the path's dialect rather
  *            than evhttp's HTML
- *   I_TOOBIG its head given to evhttp, without its body: 413 it
+ *   I_TOOBIG its head given to evhttp, without its body: 413 it (or,
+ *            refused by the gate, 401 or 403 it)
  *   -> I_IDLE when the reply has been written. */
 #ifndef PX_INTAKE_H
 #define PX_INTAKE_H
@@ -53,16 +54,32 @@ struct bodysrc;
  * while a body streams. */
 #define INTAKE_WINDOW (1024 * 1024)
 
+/* A gate on the heads of other paths' requests with a body still to
+ * come: REFUSED(ARG, HEAD, N) is 1 when the head (N bytes, as it came)
+ * refuses the request on its own (a key needed and missing: router.c).
+ * Such a body is never read: evhttp gets the head alone ("Connection:
+ * close" added), the router answers it (intake_refused), and the close
+ * lingers. */
+struct intake_gate {
+    int (*refused)(void *arg, const char *head, size_t n);
+    void *arg;
+};
+
 /* Bytes were added to BEV's input (conns.c's input callback), before
  * evhttp reads them. *IN is made on first use (NULL stays on failure: the
  * connection is then evhttp's alone). MAX_BODY: limits.max_body_mb in
  * bytes (blob uploads are not bound by it); IDLE_S: timeouts.idle_s, how
- * long a body may fall silent. */
-void intake_input(struct intake **in, struct bufferevent *bev, size_t max_body, double idle_s);
+ * long a body may fall silent; GATE: NULL, or the gate above. */
+void intake_input(struct intake **in, struct bufferevent *bev, size_t max_body, double idle_s,
+                  const struct intake_gate *gate);
 
 /* The request just handed to the router had a body over MAX_BODY, which
  * was dropped: answer it 413. */
 int intake_too_large(const struct intake *in);
+
+/* The request just handed to the router was refused by the gate on its
+ * head, its body not read: answer it as its head says (401, 403). */
+int intake_refused(const struct intake *in);
 
 /* The reply of IN's connection's request has been written (evhttp's
  * on-complete callback): the next bytes start a request, and any already

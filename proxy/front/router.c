@@ -404,6 +404,77 @@ static int is_open(const struct proxy *px, const struct endpoint *ep, enum ep_ki
     return ep->open != OPEN_METRICS || !px->cfg->metrics_key_required;
 }
 
+/* The value of the first header NAME in head H (N bytes), as evhttp will
+ * read it (spaces before it and blanks after it trimmed, cut at a NUL),
+ * into OUT (LEN bytes); NULL when H has none (or it does not fit). */
+static const char *head_header(const char *h, size_t n, const char *name, char *out, size_t len)
+{
+    size_t k = strlen(name);
+    const char *end = h + n, *p = memchr(h, '\n', n); /* past the request line */
+    for (p = p ? p + 1 : end; p < end;) {
+        const char *e = memchr(p, '\n', (size_t)(end - p)), *v;
+        size_t vlen;
+        e = e ? e : end;
+        if ((size_t)(e - p) > k && p[k] == ':' && strncasecmp(p, name, k) == 0) {
+            for (v = p + k + 1; v < e && *v == ' '; v++)
+                ;
+            vlen = (size_t)(e - v);
+            if (memchr(v, '\0', vlen))
+                vlen = (size_t)((const char *)memchr(v, '\0', vlen) - v);
+            while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t' || v[vlen - 1] == '\r'))
+                vlen--;
+            if (vlen >= len)
+                return NULL;
+            memcpy(out, v, vlen);
+            out[vlen] = '\0';
+            return out;
+        }
+        p = e + 1;
+    }
+    return NULL;
+}
+
+/* The intake's gate (intake.h): the head H (N bytes) of a request with a
+ * body still to come refuses it on its own, as on_request will: keys are
+ * set, the endpoint is not open, and no key of the head is one (or it is
+ * not an admin's, for an admin endpoint). Anything the head alone does not
+ * settle (a target on_request refuses, an unknown method) is left to
+ * on_request, the body read as before. */
+static int head_refused(void *arg, const char *h, size_t n)
+{
+    static const struct { const char *name; enum evhttp_cmd_type cmd; } methods[] = {
+        {"POST ", EVHTTP_REQ_POST}, {"PUT ", EVHTTP_REQ_PUT}, {"PATCH ", EVHTTP_REQ_PATCH},
+        {"DELETE ", EVHTTP_REQ_DELETE}};
+    struct proxy *px = arg;
+    const struct endpoint *ep;
+    enum ep_kind kind;
+    char uri[4096], path[URLPATH_MAX + 1], target[8192], auth[1024], xkey[1024];
+    const char *sp, *eol, *why;
+    size_t i, k;
+    if (!px->cfg->nkeys)
+        return 0;
+    for (i = 0; i < sizeof methods / sizeof *methods; i++)
+        if (n > strlen(methods[i].name) && !memcmp(h, methods[i].name, strlen(methods[i].name)))
+            break;
+    if (i == sizeof methods / sizeof *methods)
+        return 0;
+    h += strlen(methods[i].name), n -= strlen(methods[i].name);
+    eol = memchr(h, '\n', n);
+    sp = memchr(h, ' ', eol ? (size_t)(eol - h) : n);
+    if (!sp || (k = (size_t)(sp - h)) >= sizeof uri)
+        return 0;
+    memcpy(uri, h, k);
+    uri[k] = '\0';
+    if (urlpath_normalize(origin_form(uri), path, sizeof path, target, sizeof target, &why) < 0)
+        return 0;
+    ep = router_find(path);
+    kind = ep && (!ep->methods || (ep->methods & methods[i].cmd)) ? ep->kind : EP_PASS;
+    if (is_open(px, ep, kind))
+        return 0;
+    return auth_refuses(px->cfg, head_header(h, n, "Authorization", auth, sizeof auth),
+                        head_header(h, n, "x-api-key", xkey, sizeof xkey), ep && ep->admin);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     struct proxy *px = arg;
@@ -439,6 +510,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         goto self;
     if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
         reply_too_large(px, &r);
+        goto self;
+    }
+    if (conns_refused(px, req)) { /* by head_refused, its body not read: 401 or 403 */
+        if (auth_check(px, &r, ep && ep->admin, is_open(px, ep, kind)) != AUTH_ANSWERED)
+            reply_error(&r, 401, "unauthorized", 0); /* cannot happen: the same rule */
         goto self;
     }
     if (via_seen(evhttp_request_get_input_headers(req))) { /* before the key: ours is not sent on */
@@ -487,5 +563,6 @@ self:
 
 int router_start(struct proxy *px)
 {
+    px->gate = (struct intake_gate){head_refused, px};
     return conns_start(px, on_request);
 }

@@ -7,6 +7,7 @@ log and the status page's history; keys in every spelling, none forwarded;
 Origin never forwarded, CORS answered from cors_origins.
 
 Two backends: model alpha is only on "a", llama3 on both."""
+import base64
 import json
 import socket
 import threading
@@ -642,6 +643,91 @@ def test_dns_rebinding_refused_on_loopback():
     eq(st, 200, "a listener on 0.0.0.0 is reached by other names")
     wide.stop()
     sim.stop()
+
+
+def test_refused_on_the_head_body_never_read():
+    """With keys, a request whose head refuses it (no key, a wrong one, a
+    user's key on an admin endpoint) is answered 401 or 403, in its path's
+    shape, as soon as its head has come: its body is not waited for, held
+    or asked for (no 100 Continue), the connection closes after the answer.
+    On 7e4806c the proxy read the whole body first (up to max_body_mb, 64
+    MiB a connection, for anyone who can connect) and answered a keyless
+    "Expect: 100-continue" with 100 Continue. A refused request that came
+    whole keeps its connection; a good key's body is read as before."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)],
+               extra='auth = { keys = ( { name = "ops"; key = "adm1n"; admin = true; },\n'
+                     '                  { name = "u"; key = "us3r"; } ); };')
+    big = 50 << 20
+
+    def head_only(path, headers, length=big, chunked=False, first=b'{"model": "alpha"'):
+        """A head and the FIRST bytes of its body (LENGTH, or chunked)."""
+        c = socket.create_connection(("127.0.0.1", px.port))
+        c.settimeout(10 * SLOW)
+        framing = b"Transfer-Encoding: chunked\r\n" if chunked else \
+            b"Content-Length: %d\r\n" % length
+        c.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s%s\r\n%s" %
+                  (path.encode(), headers, framing, first))
+        return c, c.makefile("rb")
+
+    cases = ((b"", "/api/generate", 401, lambda j: "key is required" in j["error"]),
+             (b"Authorization: Bearer wrong\r\n", "/v1/chat/completions", 401,
+              lambda j: "unknown key" in j["error"]["message"]),
+             (b"x-api-key: wrong\r\n", "/v1/messages", 401,
+              lambda j: j["type"] == "error" and "unknown key" in j["error"]["message"]),
+             (b"Expect: 100-continue\r\n", "/api/chat", 401, lambda j: "error" in j),
+             (b"Expect: 100-continue\r\nContent-Type: application/json\r\n", "/api/generate", 401,
+              lambda j: "error" in j),
+             (b"Authorization: Bearer us3r\r\n", "/api/pull", 403,
+              lambda j: "admin key" in j["error"]),
+             (b"Authorization:  Basic %s\r\n" % base64.b64encode(b"me:wrong"), "/api/embed", 401,
+              lambda j: "unknown key" in j["error"]))
+    for hdr, path, want, check in cases:
+        c, f = head_only(path, hdr, first=b"" if b"Expect" in hdr else b'{"model": "alpha"')
+        st, h, body = _answer(f)  # before any more of the body is sent
+        eq(st, want, "%s %r" % (path, hdr))
+        ok(check(json.loads(body)), "%s: its shape: %r" % (path, body))
+        eq(h.get("connection"), "close", "the body is not read: the connection closes")
+        c.close()
+    c, f = head_only("/api/chat", b"", chunked=True)
+    eq(_answer(f)[0], 401, "chunked, keyless")
+    c.close()
+    # A body still coming after the answer is dropped, not held, and the
+    # client reads the whole answer (the close lingers).
+    c, f = head_only("/api/generate", b"")
+    st, h, body = _answer(f)
+    eq(st, 401)
+    sent = 0
+    try:
+        while sent < 8 << 20:
+            c.sendall(b"x" * 65536)
+            sent += 65536
+    except OSError:
+        pass
+    c.close()
+    # Whole within one read, a keyless request keeps its connection.
+    c = socket.create_connection(("127.0.0.1", px.port))
+    c.settimeout(10 * SLOW)
+    f = c.makefile("rb")
+    small = b'{"model":"alpha","prompt":"x","stream":false}'
+    c.sendall(b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s"
+              b"GET /api/version HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer us3r\r\n\r\n"
+              % (len(small), small))
+    eq(_answer(f)[0], 401)
+    eq(_answer(f)[0], 200, "the next request on the connection")
+    c.close()
+    # A good key behind Expect: 100-continue is asked for its body, and served.
+    c, f = head_only("/api/generate", b"Authorization: Bearer us3r\r\nExpect: 100-continue\r\n",
+                     length=len(small), first=b"")
+    eq(f.readline(), b"HTTP/1.1 100 Continue\r\n")
+    f.readline()
+    c.sendall(small)
+    st, h, body = _answer(f)
+    eq(st, 200, "a good key's body: %r" % body)
+    ok(json.loads(body)["done"], body)
+    c.close()
+    eq(sim.stats()["paths"].get("/api/generate"), 1, "only the good key's request reached the sim")
+    px.stop()
 
 
 run(globals())
