@@ -62,8 +62,12 @@ void reply_send(struct request *r, int status, struct evbuffer *body)
      * types none for 204 and 304). */
     if (!body && status != 204 && status != 304 && !evhttp_find_header(h, "Content-Type"))
         evhttp_add_header(h, "Content-Type", "text/plain; charset=utf-8");
-    /* libevent names no status past 505: 508 would read "Server Error" */
-    evhttp_send_reply(r->req, status, status == 508 ? "Loop Detected" : NULL, body);
+    /* libevent names no status past 505, nor 431: "Server Error" else */
+    evhttp_send_reply(r->req, status,
+                      status == 508   ? "Loop Detected"
+                      : status == 431 ? "Request Header Fields Too Large"
+                                      : NULL,
+                      body);
     reply_flush(evcon);
 }
 
@@ -76,6 +80,7 @@ static const char *error_type(int dialect, int status)
     case 403: return "permission_error";
     case 404: return "not_found_error";
     case 413: return dialect == DIALECT_ANTHROPIC ? "request_too_large" : "invalid_request_error";
+    case 414: case 431: return "invalid_request_error";
     case 429: return "rate_limit_error";
     case 503: return dialect == DIALECT_ANTHROPIC ? "overloaded_error" : "api_error";
     }

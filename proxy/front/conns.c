@@ -287,16 +287,11 @@ struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req)
     return c ? intake_body(c->intake, req) : NULL;
 }
 
-int conns_too_large(struct proxy *px, struct evhttp_request *req)
+enum intake_verdict conns_verdict(struct proxy *px, struct evhttp_request *req, int *status,
+                                  const char **why)
 {
     struct conn *c = conn_of(px, req);
-    return c && intake_too_large(c->intake);
-}
-
-int conns_refused(struct proxy *px, struct evhttp_request *req)
-{
-    struct conn *c = conn_of(px, req);
-    return c && intake_refused(c->intake);
+    return c ? intake_verdict(c->intake, status, why) : INTAKE_SERVE;
 }
 
 int conns_local_only(struct proxy *px, struct evhttp_request *req)

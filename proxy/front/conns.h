@@ -4,6 +4,8 @@
 #ifndef PX_CONNS_H
 #define PX_CONNS_H
 
+#include "intake.h"
+
 struct proxy;
 struct evhttp_request;
 struct bodysrc;
@@ -24,13 +26,11 @@ void conns_request_arrived(struct proxy *px, struct evhttp_request *req);
  * buffer. The caller reads it and must release it (bodysrc.h). */
 struct bodysrc *conns_body(struct proxy *px, struct evhttp_request *req);
 
-/* REQ (just handed over) came with a body over limits.max_body_mb, which
- * the connection dropped (intake.h): the caller answers 413. */
-int conns_too_large(struct proxy *px, struct evhttp_request *req);
-
-/* REQ (just handed over) was refused on its head by px->gate, its body
- * never read (intake.h): the caller answers it as its head says. */
-int conns_refused(struct proxy *px, struct evhttp_request *req);
+/* What the connection's intake says of REQ, just handed over (intake.h:
+ * a body over limits.max_body_mb dropped, a head refused by px->gate or at
+ * fault): the caller answers it so. */
+enum intake_verdict conns_verdict(struct proxy *px, struct evhttp_request *req, int *status,
+                                  const char **why);
 
 /* REQ came through a listener bound to loopback: as Ollama there, only
  * requests whose Host names this machine are answered (net_host_local:

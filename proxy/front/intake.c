@@ -52,7 +52,7 @@
 #define INTAKE_READ (64 * 1024) /* a body's reads: below malloc's mmap threshold */
 
 enum intake_state {
-    I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE, I_DISCARD, I_TOOBIG, I_SIZING, I_CHUNKS
+    I_IDLE, I_OTHER, I_HEAD, I_READY, I_BODY, I_DONE, I_DISCARD, I_ANSWER, I_SIZING, I_CHUNKS
 };
 enum chunk_state { CH_SIZE, CH_DATA, CH_CRLF, CH_TRAILER, CH_END };
 
@@ -77,8 +77,10 @@ struct intake {
     unsigned writecb_saved : 1;
     unsigned own_read : 1;      /* the body is read by REV, not the bufferevent */
     unsigned paused : 1;        /* REV is off: the window is full */
-    unsigned unread : 1;        /* I_TOOBIG: the body was not read, the connection closes */
-    unsigned refused : 1;       /* I_TOOBIG: refused on its head by the gate, not too large */
+    unsigned unread : 1;        /* I_ANSWER: the body was not read, the connection closes */
+    enum intake_verdict verdict; /* I_ANSWER: what the router answers */
+    int status;                 /* INTAKE_BAD_HEAD: the status, and why */
+    const char *why;
     size_t max_body;            /* limits.max_body_mb in bytes; 0: not checked here */
     const struct intake_gate *gate; /* NULL: none */
     double idle_s;              /* timeouts.idle_s: a body that stops this long fails */
@@ -203,45 +205,6 @@ static int rewrite_head(struct intake *in, const char *h, size_t n, struct evbuf
     return 0;
 }
 
-/* I_HEAD: gather the head out of evhttp's sight; once whole, give evhttp
- * the head without its framing, and keep the body's first bytes. */
-static void take_head(struct intake *in)
-{
-    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
-    struct evbuffer_ptr crlf, lf;
-    size_t n;
-    char *h;
-    evbuffer_add_buffer(in->hold, input);
-    crlf = evbuffer_search(in->hold, "\r\n\r\n", 4, NULL);
-    lf = evbuffer_search(in->hold, "\n\n", 2, NULL);
-    if (crlf.pos < 0 && lf.pos < 0) {
-        if (evbuffer_get_length(in->hold) > HEAD_MAX)
-            give_back(in);
-        return;
-    }
-    if (lf.pos >= 0 && (crlf.pos < 0 || lf.pos + 2 < crlf.pos + 4))
-        n = (size_t)lf.pos + 2;
-    else
-        n = (size_t)crlf.pos + 4;
-    if (n > HEAD_MAX || !(h = malloc(n)) || !(out = evbuffer_new())) {
-        if (n <= HEAD_MAX)
-            free(h);
-        give_back(in);
-        return;
-    }
-    evbuffer_copyout(in->hold, h, n);
-    /* the head without its blank line: the last line end stays */
-    if (rewrite_head(in, h, n - (h[n - 2] == '\r' ? 2 : 1), out, 1) < 0) {
-        give_back(in);
-    } else {
-        evbuffer_drain(in->hold, n);
-        evbuffer_prepend_buffer(input, out);
-        in->st = I_READY;
-    }
-    evbuffer_free(out);
-    free(h);
-}
-
 /* ---- the size of other paths' bodies ----
  *
  * A request of another path that may carry a body (POST, PUT, PATCH, and
@@ -265,32 +228,198 @@ static void take_head(struct intake *in)
  *   (conns.c), dropping what the client still sends, so that it reads the
  *   413 rather than a reset. */
 
-/* What a head says of its body. */
+/* The methods evhttp is set to serve (conns.c); of them, all but HEAD may
+ * carry a body as evhttp reads requests (http.c, evhttp_method_may_have_body). */
+static const char *const served[] = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"};
+
+/* What a head says of its body, and its fault if it has one: where evhttp
+ * would answer itself (an HTML page), or would read its framing otherwise
+ * than the proxy does (two lengths: evhttp takes the first, a proxy in
+ * front may take the last, and the rest is a request smuggled in). */
 struct head_framing {
     long long cl; /* Content-Length; -1 none */
     unsigned chunked : 1;
     unsigned expect : 1;
+    unsigned body : 1; /* its method may carry a body */
+    int status;        /* 0, or the status to answer: 400, 501, 505 */
+    const char *why;
 };
 
+/* The value V (N bytes) of a Content-Length: its digits, or -1. */
+static long long length_of(const char *v, size_t n)
+{
+    long long x = 0;
+    if (!n || n > 18)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+/* The request line L (N bytes, without its end) into F: its fault, if
+ * any, as evhttp reads request lines (METHOD SP TARGET SP HTTP/d.d). */
+static void request_line(const char *l, size_t n, struct head_framing *f)
+{
+    const char *sp = memchr(l, ' ', n), *v = sp ? memchr(sp + 1, ' ', (size_t)(l + n - sp - 1)) : NULL;
+    char version[16], c;
+    int major, minor;
+    size_t i, m;
+    if (!sp || sp == l || !v || v == sp + 1 || (size_t)(l + n - v - 1) >= sizeof version) {
+        f->status = 400;
+        f->why = "bad request line";
+        return;
+    }
+    memcpy(version, v + 1, (size_t)(l + n - v - 1));
+    version[l + n - v - 1] = '\0';
+    if (sscanf(version, "HTTP/%d.%d%c", &major, &minor, &c) != 2 || major < 0 || minor < 0) {
+        f->status = 400;
+        f->why = "bad HTTP version";
+        return;
+    }
+    if (major > 1) {
+        f->status = 505;
+        f->why = "HTTP version not supported (HTTP/1.1 only)";
+        return;
+    }
+    m = (size_t)(sp - l);
+    for (i = 0; i < sizeof served / sizeof *served; i++)
+        if (strlen(served[i]) == m && memcmp(l, served[i], m) == 0)
+            break;
+    if (i == sizeof served / sizeof *served) {
+        f->status = 501;
+        f->why = "method not implemented";
+        return;
+    }
+    f->body = i != 2; /* HEAD */
+}
+
+/* Read head H (N bytes, its blank line included). */
 static struct head_framing head_framing(const char *h, size_t n)
 {
-    struct head_framing f = {-1, 0, 0};
+    struct head_framing f = {-1, 0, 0, 0, 0, NULL};
     const char *p = h, *end = h + n, *v;
     size_t vlen;
-    while (p < end) {
+    int te = 0;
+    for (int first = 1; p < end && !f.status; first = 0) {
         const char *e = memchr(p, '\n', (size_t)(end - p));
         size_t len = e ? (size_t)(e - p) : (size_t)(end - p), full = len + (e != NULL);
         if (len && p[len - 1] == '\r')
             len--;
-        if ((v = header_is(p, len, "Content-Length", &vlen)))
-            f.cl = strtoll(v, NULL, 10);
-        else if ((v = header_is(p, len, "Transfer-Encoding", &vlen)))
-            f.chunked = vlen >= 7 && strncasecmp(v + vlen - 7, "chunked", 7) == 0;
-        else if ((v = header_is(p, len, "Expect", &vlen)))
+        if (first) {
+            request_line(p, len, &f);
+        } else if ((v = header_is(p, len, "Content-Length", &vlen))) {
+            long long x = length_of(v, vlen);
+            if (x < 0 || (f.cl >= 0 && x != f.cl)) {
+                f.status = 400;
+                f.why = "bad Content-Length (not a number, or two that differ)";
+            }
+            f.cl = x;
+        } else if ((v = header_is(p, len, "Transfer-Encoding", &vlen))) {
+            if (te++ || vlen != 7 || strncasecmp(v, "chunked", 7) != 0) {
+                f.status = 501;
+                f.why = "unsupported Transfer-Encoding (chunked only)";
+            }
+            f.chunked = 1;
+        } else if ((v = header_is(p, len, "Expect", &vlen))) {
             f.expect = vlen == 12 && strncasecmp(v, "100-continue", 12) == 0;
+        }
         p += full;
     }
+    if (!f.status && memchr(h, '\0', n)) { /* evhttp would cut a value there */
+        f.status = 400;
+        f.why = "a NUL byte in the head";
+    }
+    if (!f.status && f.chunked && f.cl >= 0) {
+        f.status = 400;
+        f.why = "both Content-Length and Transfer-Encoding";
+    }
     return f;
+}
+
+/* The length of the head in B[0..N), its blank line included (the first
+ * empty line, "\r\n" or "\n", as evhttp reads lines); 0 if not there. */
+static size_t head_end(const char *b, size_t n)
+{
+    for (const char *e = memchr(b, '\n', n); e; e = memchr(e + 1, '\n', (size_t)(b + n - e - 1))) {
+        if (e + 1 < b + n && e[1] == '\n')
+            return (size_t)(e - b) + 2;
+        if (e + 2 < b + n && e[1] == '\r' && e[2] == '\n')
+            return (size_t)(e - b) + 3;
+    }
+    return 0;
+}
+
+/* The same for the head at the start of BUF, searched from FROM on (what
+ * was searched before, less the bytes a blank line could straddle), so
+ * that a head sent a byte at a time costs its length, not its square. */
+static size_t buffer_head_end(struct evbuffer *buf, size_t from)
+{
+    struct evbuffer_ptr p;
+    char next[3];
+    if (evbuffer_ptr_set(buf, &p, from > 3 ? from - 3 : 0, EVBUFFER_PTR_SET) < 0)
+        return 0;
+    for (;;) {
+        size_t got;
+        p = evbuffer_search(buf, "\n", 1, &p);
+        if (p.pos < 0)
+            return 0;
+        got = (size_t)evbuffer_copyout_from(buf, &p, next, sizeof next);
+        if (got >= 2 && next[1] == '\n')
+            return (size_t)p.pos + 2;
+        if (got >= 3 && next[1] == '\r' && next[2] == '\n')
+            return (size_t)p.pos + 3;
+        if (evbuffer_ptr_set(buf, &p, 1, EVBUFFER_PTR_ADD) < 0)
+            return 0;
+    }
+}
+
+/* The head at the start of BUF (the input, or hold) is at fault (STATUS,
+ * WHY): evhttp gets a head of ours in its place, the request line's
+ * method and target when it serves them (so that the router answers in
+ * the path's dialect), else "GET /", with "Connection: close". All the
+ * client sent so far is dropped; the close lingers. */
+static void answer_bad(struct intake *in, struct evbuffer *buf, int status, const char *why)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev);
+    char line[2048];
+    ev_ssize_t got = evbuffer_copyout(buf, line, sizeof line);
+    const char *end = got > 0 ? memchr(line, '\n', (size_t)got) : NULL; /* the first line, whole */
+    const char *sp = end ? memchr(line, ' ', (size_t)(end - line)) : NULL;
+    const char *method = "GET", *target = "/";
+    size_t t = 1;
+    if (sp) {
+        for (size_t i = 0; i < sizeof served / sizeof *served; i++)
+            if (strlen(served[i]) == (size_t)(sp - line) && !memcmp(line, served[i], strlen(served[i])))
+                method = served[i];
+        if (sp[1] == '/')
+            for (target = sp + 1, t = 0;
+                 target + t < end && (unsigned char)target[t] > ' ' && target[t] != 0x7f; t++)
+                ;
+    }
+    evbuffer_drain(in->hold, evbuffer_get_length(in->hold));
+    evbuffer_drain(input, evbuffer_get_length(input));
+    evbuffer_add_printf(input, "%s %.*s HTTP/1.1\r\nConnection: close\r\n\r\n", method, (int)t,
+                        target);
+    restore_writecb(in);
+    in->verdict = INTAKE_BAD_HEAD;
+    in->status = status;
+    in->why = why;
+    in->unread = 1;
+    in->st = I_ANSWER;
+}
+
+/* A head longer than HEAD_MAX in BUF: 414 when its request line alone is,
+ * else 431 (evhttp would answer 400 in HTML). */
+static void answer_long(struct intake *in, struct evbuffer *buf)
+{
+    struct evbuffer_ptr p = evbuffer_search(buf, "\n", 1, NULL);
+    if (p.pos < 0 || p.pos >= HEAD_MAX)
+        answer_bad(in, buf, 414, "request target too long");
+    else
+        answer_bad(in, buf, 431, "request header fields too large");
 }
 
 /* hold's head (whole, as it came) replaced by the same without its
@@ -348,6 +477,48 @@ static void walk_chunks(struct intake *in, struct evbuffer *input, struct evbuff
     }
 }
 
+/* I_HEAD, I_SIZING: the input added to hold, where a head is gathered
+ * out of evhttp's sight: its length once whole, else 0 (more to come, or
+ * over HEAD_MAX: answered). */
+static size_t gather_head(struct intake *in)
+{
+    size_t had = evbuffer_get_length(in->hold), n;
+    evbuffer_add_buffer(in->hold, bufferevent_get_input(in->bev));
+    n = buffer_head_end(in->hold, had);
+    if (n && n <= HEAD_MAX)
+        return n;
+    if (n || evbuffer_get_length(in->hold) > HEAD_MAX)
+        answer_long(in, in->hold);
+    return 0;
+}
+
+/* I_HEAD: gather the head out of evhttp's sight; once whole, give evhttp
+ * the head without its framing, and keep the body's first bytes. */
+static void take_head(struct intake *in)
+{
+    struct evbuffer *input = bufferevent_get_input(in->bev), *out;
+    size_t n = gather_head(in);
+    struct head_framing f;
+    const char *h;
+    if (!n)
+        return;
+    if (!(h = (const char *)evbuffer_pullup(in->hold, (ev_ssize_t)n)) || !(out = evbuffer_new())) {
+        give_back(in);
+        return;
+    }
+    f = head_framing(h, n);
+    if (f.status) {
+        answer_bad(in, in->hold, f.status, f.why);
+    } else if (rewrite_head(in, h, n - 2, out, 1) < 0) { /* the last line end stays */
+        give_back(in); /* no body, a folded line: evhttp's */
+    } else {
+        evbuffer_drain(in->hold, n);
+        evbuffer_prepend_buffer(input, out);
+        in->st = I_READY;
+    }
+    evbuffer_free(out);
+}
+
 /* I_DISCARD: drop the body over the limit as it arrives; once it is
  * gone, evhttp gets the head (in hold) for the router's 413. */
 static void discard(struct intake *in)
@@ -361,7 +532,8 @@ static void discard(struct intake *in)
     if (in->left)
         return;
     evbuffer_prepend_buffer(input, in->hold);
-    in->st = I_TOOBIG;
+    in->verdict = INTAKE_TOO_LARGE;
+    in->st = I_ANSWER;
 }
 
 /* I_CHUNKS: count the chunked body as it arrives; give the request back
@@ -376,7 +548,8 @@ static void hold_chunks(struct intake *in)
         evbuffer_drain(input, evbuffer_get_length(input)); /* the body's, not a request */
         restore_writecb(in);
         in->unread = 1;
-        in->st = bare_head(in, 1) == 0 ? I_TOOBIG : I_OTHER; /* no memory: evhttp's */
+        in->verdict = INTAKE_TOO_LARGE;
+        in->st = bare_head(in, 1) == 0 ? I_ANSWER : I_OTHER; /* no memory: evhttp's */
         evbuffer_prepend_buffer(input, in->hold);
     } else if (in->bad || in->ch == CH_END) {
         evbuffer_prepend_buffer(input, in->body);
@@ -446,24 +619,18 @@ static void too_long(struct intake *in, size_t n)
 
 /* The length of the head at the start of INPUT (its blank line
  * included), 0 if it is not whole there. The first chunk nearly always
- * holds it: searched there line by line, the rest only if not. */
+ * holds it: searched there, the rest only if not. */
 static size_t head_in(struct evbuffer *input)
 {
     struct evbuffer_iovec v;
-    struct evbuffer_ptr end;
-    const char *e, *b;
     size_t n;
     if (evbuffer_peek(input, -1, NULL, &v, 1) < 1)
         return 0;
-    b = v.iov_base;
-    n = v.iov_len < HEAD_MAX ? v.iov_len : HEAD_MAX;
-    for (e = memchr(b, '\n', n); e && e + 2 < b + n; e = memchr(e + 1, '\n', (size_t)(b + n - e - 1)))
-        if (e[1] == '\r' && e[2] == '\n' && e > b && e[-1] == '\r') /* line by line */
-            return (size_t)(e - b) + 3;
-    if (v.iov_len >= HEAD_MAX)
-        return 0;
-    end = evbuffer_search(input, "\r\n\r\n", 4, NULL);
-    return end.pos < 0 || end.pos > HEAD_MAX ? 0 : (size_t)end.pos + 4;
+    n = head_end(v.iov_base, v.iov_len < HEAD_MAX ? v.iov_len : HEAD_MAX);
+    if (n || v.iov_len >= HEAD_MAX)
+        return n;
+    n = buffer_head_end(input, 0);
+    return n <= HEAD_MAX ? n : 0;
 }
 
 /* The head at the start of INPUT (N bytes) is refused on its own (the
@@ -480,15 +647,17 @@ static void refuse(struct intake *in, size_t n)
     if (h && rewrite_head(in, h, n - 2, out, 1) == 0) {
         evbuffer_drain(input, evbuffer_get_length(input));
         evbuffer_add_buffer(input, out);
-        in->unread = in->refused = 1;
-        in->st = I_TOOBIG;
+        in->unread = 1;
+        in->verdict = INTAKE_REFUSED;
+        in->st = I_ANSWER;
     }
     evbuffer_free(out);
 }
 
-/* A whole head of N bytes at the start of INPUT: judge its body. A body
- * still to come is not read for a request its head refuses: a client
- * without a key must not make the proxy hold max_body_mb for a 401. */
+/* A whole head of N bytes at the start of INPUT: judge it, and its body.
+ * A body still to come is not read for a request its head refuses: a
+ * client without a key must not make the proxy hold max_body_mb for a
+ * 401. */
 static void judge(struct intake *in, size_t n)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev);
@@ -497,7 +666,13 @@ static void judge(struct intake *in, size_t n)
     if (!h)
         return;
     f = head_framing(h, n);
-    if ((f.chunked || (f.cl > 0 && evbuffer_get_length(input) - n < (size_t)f.cl)) && in->gate &&
+    if (f.status) {
+        answer_bad(in, input, f.status, f.why);
+        return;
+    }
+    if (!f.body || !in->max_body || (!f.chunked && f.cl <= 0))
+        return; /* no body: evhttp's */
+    if ((f.chunked || evbuffer_get_length(input) - n < (size_t)f.cl) && in->gate &&
         in->gate->refused(in->gate->arg, h, n))
         refuse(in, n);
     else if (f.chunked)
@@ -507,62 +682,30 @@ static void judge(struct intake *in, size_t n)
     /* else the common case: evhttp's */
 }
 
-/* I_SIZING: a head that arrives in pieces, held until whole. Searched
- * from where the last search ended, so a head sent a byte at a time costs
- * its length, not its square. */
+/* I_SIZING: a head that arrives in pieces, held until whole (searched
+ * from where the last search ended). */
 static void size_head(struct intake *in)
 {
-    struct evbuffer *input = bufferevent_get_input(in->bev);
-    size_t had = evbuffer_get_length(in->hold);
-    struct evbuffer_ptr from, crlf, lf;
-    evbuffer_add_buffer(in->hold, input);
-    evbuffer_ptr_set(in->hold, &from, had > 3 ? had - 3 : 0, EVBUFFER_PTR_SET);
-    crlf = evbuffer_search(in->hold, "\r\n\r\n", 4, &from);
-    lf = evbuffer_search(in->hold, "\n\n", 2, &from);
-    if (crlf.pos < 0 && lf.pos < 0) {
-        if (evbuffer_get_length(in->hold) > HEAD_MAX)
-            give_back(in);
+    size_t n = gather_head(in);
+    if (!n)
         return;
-    }
     give_back(in); /* whole: in the input again, judged there */
-    if (crlf.pos >= 0 && (lf.pos < 0 || lf.pos > crlf.pos) && crlf.pos + 4 <= HEAD_MAX)
-        judge(in, (size_t)crlf.pos + 4);
+    judge(in, n);
 }
 
-/* 1 when INPUT starts with a method whose request may carry a body, 0
- * when not, -1 when too few bytes have come to say. */
-static int body_method(struct evbuffer *input)
-{
-    static const char *const methods[] = {"POST ", "PUT ", "PATCH ", "DELETE "};
-    char m[8];
-    ev_ssize_t got = evbuffer_copyout(input, m, sizeof m);
-    size_t n = got > 0 ? (size_t)got : 0;
-    int maybe = 0;
-    for (size_t i = 0; i < sizeof methods / sizeof *methods; i++) {
-        size_t k = strlen(methods[i]);
-        if (n >= k && memcmp(m, methods[i], k) == 0)
-            return 1;
-        maybe |= n < k && memcmp(m, methods[i], n) == 0;
-    }
-    return maybe ? -1 : 0;
-}
-
-/* I_IDLE, a request of another path: judge its body's size. */
-static void check_size(struct intake *in)
+/* I_IDLE, a request of another path: judge its head, once whole. */
+static void check_head(struct intake *in)
 {
     struct evbuffer *input = bufferevent_get_input(in->bev);
     size_t n;
-    int m = in->max_body ? body_method(input) : 0;
-    if (m < 0)
-        return; /* I_IDLE still: the next bytes say */
     in->st = I_OTHER;
-    if (!m)
-        return;
     if ((n = head_in(input))) {
         judge(in, n);
     } else if (evbuffer_get_length(input) <= HEAD_MAX) {
         in->st = I_SIZING;
         size_head(in);
+    } else {
+        answer_long(in, input);
     }
 }
 
@@ -576,7 +719,7 @@ static void look(struct intake *in)
         return;
     evbuffer_copyout(input, first, n);
     if (memcmp(first, PREFIX, n) != 0) {
-        check_size(in);
+        check_head(in);
         return;
     }
     if (n < sizeof first)
@@ -817,14 +960,13 @@ static void send_continue(struct intake *in)
     bufferevent_enable(in->bev, EV_WRITE);
 }
 
-int intake_too_large(const struct intake *in)
+enum intake_verdict intake_verdict(const struct intake *in, int *status, const char **why)
 {
-    return in && in->st == I_TOOBIG && !in->refused;
-}
-
-int intake_refused(const struct intake *in)
-{
-    return in && in->st == I_TOOBIG && in->refused;
+    if (!in || in->st != I_ANSWER)
+        return INTAKE_SERVE;
+    *status = in->status;
+    *why = in->why;
+    return in->verdict;
 }
 
 struct bodysrc *intake_body(struct intake *in, struct evhttp_request *req)
@@ -904,7 +1046,7 @@ int intake_request_done(struct intake *in)
     if (!in)
         return 0;
     clean = in->st == I_IDLE || in->st == I_OTHER || (in->st == I_DONE && in->ended) ||
-            (in->st == I_TOOBIG && !in->unread);
+            (in->st == I_ANSWER && !in->unread);
     if (in->watermarks) {
         bufferevent_setwatermark(in->bev, EV_READ, 0, 0);
         bufferevent_set_max_single_read(in->bev, 0); /* libevent's default again */
@@ -918,7 +1060,7 @@ int intake_request_done(struct intake *in)
     in->req = NULL;
     in->src.on_data = NULL;
     in->st = I_IDLE;
-    in->refused = 0;
+    in->verdict = INTAKE_SERVE;
     if (!clean) /* the connection closes after this reply ("Connection: close") */
         return 1;
     in->busy = 1;

@@ -19,6 +19,15 @@
  * client that left) closes the connection after the reply, as Go's server
  * does when a handler does not read its body.
  *
+ * Every other request's head is judged here too, whole, before evhttp
+ * reads it: one at fault (a bad request line, a method evhttp does not
+ * serve, a Content-Length that is not a number or two that differ, a
+ * Transfer-Encoding but chunked, both framings, a head over 64 KiB) is
+ * answered by the router in the path's shape rather than by evhttp's HTML,
+ * and never read otherwise than evhttp would (a request smuggled behind a
+ * second length); a body over limits.max_body_mb is dropped (413), and one
+ * whose head the gate refuses is never read (401, 403).
+ *
  * States of a connection's intake (in->st), moved by the hooks and the
  * reader only:
  *   I_IDLE   the next bytes start a request
@@ -27,18 +36,18 @@
  *   I_READY  its head given to evhttp; the body waits for intake_body()
  *   I_BODY   a reader has it (bodysrc.h)
  *   I_DONE   read to its end, or released: the reply is being made
- *   I_SIZING another request's head (POST, PUT, PATCH, DELETE) arriving
- *            in pieces, held until whole to judge its body's size
+ *   I_SIZING another request's head arriving in pieces, held until
+ *            whole to be judged
  *   I_CHUNKS another request's chunked body, held (with its head) while
  *            its size is counted; given to evhttp whole within the limit;
  *            over it, dropped, and the head alone given to evhttp
- *            ("Connection: close" added): I_TOOBIG
+ *            ("Connection: close" added): I_ANSWER
  *   I_DISCARD  another request's body over limits.max_body_mb with a
  *            Content-Length, dropped as it arrives (its head held) so
  *            that the router can answer 413 in the path's dialect rather
  *            than evhttp's HTML
- *   I_TOOBIG its head given to evhttp, without its body: 413 it (or,
- *            refused by the gate, 401 or 403 it)
+ *   I_ANSWER its head (or one of ours) given to evhttp without its body,
+ *            for the router to answer as intake_verdict() says
  *   -> I_IDLE when the reply has been written. */
 #ifndef PX_INTAKE_H
 #define PX_INTAKE_H
@@ -73,13 +82,17 @@ struct intake_gate {
 void intake_input(struct intake **in, struct bufferevent *bev, size_t max_body, double idle_s,
                   const struct intake_gate *gate);
 
-/* The request just handed to the router had a body over MAX_BODY, which
- * was dropped: answer it 413. */
-int intake_too_large(const struct intake *in);
-
-/* The request just handed to the router was refused by the gate on its
- * head, its body not read: answer it as its head says (401, 403). */
-int intake_refused(const struct intake *in);
+/* What the router does with the request just handed to it. */
+enum intake_verdict {
+    INTAKE_SERVE,     /* as it is */
+    INTAKE_TOO_LARGE, /* its body was over MAX_BODY and dropped: 413 */
+    INTAKE_REFUSED,   /* refused by the gate on its head, its body not read:
+                       * 401 or 403, as its head says */
+    INTAKE_BAD_HEAD   /* its head was at fault, and this one is ours (the
+                       * method and target when served, "Connection:
+                       * close"): *STATUS with *WHY */
+};
+enum intake_verdict intake_verdict(const struct intake *in, int *status, const char **why);
 
 /* The reply of IN's connection's request has been written (evhttp's
  * on-complete callback): the next bytes start a request, and any already

@@ -444,7 +444,7 @@ static int head_refused(void *arg, const char *h, size_t n)
 {
     static const struct { const char *name; enum evhttp_cmd_type cmd; } methods[] = {
         {"POST ", EVHTTP_REQ_POST}, {"PUT ", EVHTTP_REQ_PUT}, {"PATCH ", EVHTTP_REQ_PATCH},
-        {"DELETE ", EVHTTP_REQ_DELETE}};
+        {"DELETE ", EVHTTP_REQ_DELETE}, {"GET ", EVHTTP_REQ_GET}};
     struct proxy *px = arg;
     const struct endpoint *ep;
     enum ep_kind kind;
@@ -485,7 +485,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     char path[URLPATH_MAX + 1], target[8192];
     struct request r;
     struct session_info in = {0};
-    int key, rc, unload = 0;
+    int key, rc, unload = 0, status;
 
     px->requests++;
     conns_request_arrived(px, req);
@@ -508,14 +508,19 @@ static void on_request(struct evhttp_request *req, void *arg)
     r.wire = ep ? ep->wire : r.dialect == DIALECT_OPENAI ? WIRE_OPENAI : WIRE_NDJSON;
     if (cors_check(px, &r) || host_refused(px, &r)) /* Ollama's order: a preflight first */
         goto self;
-    if (conns_too_large(px, req)) { /* its body dropped: 413 in the path's dialect */
+    switch (conns_verdict(px, req, &status, &why)) {
+    case INTAKE_TOO_LARGE: /* its body dropped: 413 in the path's dialect */
         reply_too_large(px, &r);
         goto self;
-    }
-    if (conns_refused(px, req)) { /* by head_refused, its body not read: 401 or 403 */
+    case INTAKE_REFUSED: /* by head_refused, its body not read: 401 or 403 */
         if (auth_check(px, &r, ep && ep->admin, is_open(px, ep, kind)) != AUTH_ANSWERED)
             reply_error(&r, 401, "unauthorized", 0); /* cannot happen: the same rule */
         goto self;
+    case INTAKE_BAD_HEAD: /* its head at fault, and this one the intake's */
+        reply_error(&r, status, why, 0);
+        goto self;
+    case INTAKE_SERVE:
+        break;
     }
     if (via_seen(evhttp_request_get_input_headers(req))) { /* before the key: ours is not sent on */
         reply_loop(&r);

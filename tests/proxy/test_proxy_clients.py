@@ -660,14 +660,15 @@ def test_refused_on_the_head_body_never_read():
                      '                  { name = "u"; key = "us3r"; } ); };')
     big = 50 << 20
 
-    def head_only(path, headers, length=big, chunked=False, first=b'{"model": "alpha"'):
+    def head_only(path, headers, length=big, chunked=False, first=b'{"model": "alpha"',
+                  method=b"POST"):
         """A head and the FIRST bytes of its body (LENGTH, or chunked)."""
         c = socket.create_connection(("127.0.0.1", px.port))
         c.settimeout(10 * SLOW)
         framing = b"Transfer-Encoding: chunked\r\n" if chunked else \
             b"Content-Length: %d\r\n" % length
-        c.sendall(b"POST %s HTTP/1.1\r\nHost: localhost\r\n%s%s\r\n%s" %
-                  (path.encode(), headers, framing, first))
+        c.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\n%s%s\r\n%s" %
+                  (method, path.encode(), headers, framing, first))
         return c, c.makefile("rb")
 
     cases = ((b"", "/api/generate", 401, lambda j: "key is required" in j["error"]),
@@ -691,6 +692,15 @@ def test_refused_on_the_head_body_never_read():
         c.close()
     c, f = head_only("/api/chat", b"", chunked=True)
     eq(_answer(f)[0], 401, "chunked, keyless")
+    c.close()
+    c = socket.create_connection(("127.0.0.1", px.port))  # bare LF lines: the same
+    c.settimeout(10 * SLOW)
+    f = c.makefile("rb")
+    c.sendall(b"POST /api/generate HTTP/1.1\nHost: localhost\nContent-Length: %d\n\n{" % big)
+    eq(_answer(f)[0], 401, "LF lines, keyless")
+    c.close()
+    c, f = head_only("/api/tags", b"", method=b"GET")  # a GET may carry a body, for evhttp
+    eq(_answer(f)[0], 401, "GET with a body, keyless")
     c.close()
     # A body still coming after the answer is dropped, not held, and the
     # client reads the whole answer (the close lingers).
@@ -727,6 +737,85 @@ def test_refused_on_the_head_body_never_read():
     ok(json.loads(body)["done"], body)
     c.close()
     eq(sim.stats()["paths"].get("/api/generate"), 1, "only the good key's request reached the sim")
+    px.stop()
+
+
+def test_heads_at_fault_answered_in_the_paths_shape():
+    """A head evhttp would answer itself (an HTML page) or read otherwise
+    than a proxy in front may (two lengths: evhttp takes the first, the
+    rest a request smuggled in) is answered by the proxy in its path's
+    shape and the connection closed: nothing after it is read as a
+    request. Ollama's Go server answers these alike (400, 501, 505). A head
+    of bare LF lines is a head like any other (judged, served). On
+    79ba805: HTML pages, and "Content-Length: 3" then a second length let a
+    GET through behind the body."""
+    sim = Sim("--ttft-ms", "0", "--tokens", "2", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)], extra="limits = { max_body_mb = 1; };")
+    body = b'{"model":"alpha","prompt":"x","stream":false}'
+    emb = b'{"model":"alpha","input":"x"}'
+    smuggled = b"POST /api/embed HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(emb), emb)
+    ollama = lambda j: isinstance(j["error"], str)
+    openai = lambda j: j["error"]["type"] and "message" in j["error"]
+    cases = (
+        (b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 3\r\n"
+         b"Content-Length: %d\r\n\r\n%s" % (len(body + smuggled), body + smuggled), 400, ollama),
+        (b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n"
+         b"Content-Length: 3\r\n\r\n%s" % (len(body), body + smuggled), 400, openai),
+        (b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nContent-Length: +%d\r\n\r\n%s"
+         % (len(body), body), 400, ollama),
+        (b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n"
+         b"\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), 501, ollama),
+        (b"POST /api/generate HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n"
+         b"Content-Length: 3\r\n\r\n%x\r\n%s\r\n0\r\n\r\n" % (len(body), body), 400, ollama),
+        (b"TRACE /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n\r\n", 501, openai),
+        (b"GET /api/tags HTTP/2.0\r\nHost: localhost\r\n\r\n", 505, ollama),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, ollama),
+        (b"hello\r\n\r\n", 400, ollama),
+        (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Trace: a\x00b\r\n\r\n", 400, ollama),
+        (b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: %s\r\n\r\n" % (b"a" * 70000),
+         431, openai),
+        (b"GET /api/tags?q=%s HTTP/1.1\r\nHost: localhost\r\n\r\n" % (b"a" * 70000), 414, ollama),
+        )
+    for raw, want, check in cases:
+        c = socket.create_connection(("127.0.0.1", px.port))
+        c.settimeout(10 * SLOW)
+        try:
+            c.sendall(raw + smuggled)
+        except OSError:
+            pass  # the proxy may answer, and close, before all is sent
+        f = c.makefile("rb")
+        st, h, got = _answer(f)
+        eq(st, want, "%r" % raw[:60])
+        ok(h.get("content-type", "").startswith("application/json"), "JSON: %r" % h)
+        ok(check(json.loads(got)), "%r: its shape: %r" % (raw[:40], got))
+        eq(h.get("connection"), "close", "%r" % raw[:40])
+        eq(f.read(), b"", "nothing more answered on the connection: %r" % raw[:40])
+        c.close()
+    eq(sim.stats()["paths"].get("/api/embed"), None, "no smuggled request reached the sim")
+    eq(sim.stats()["paths"].get("/api/generate"), None, "nor a request at fault")
+    # A GET may carry a body, as evhttp reads it: over the limit, 413 in
+    # JSON (evhttp's HTML before), read and dropped, the connection kept.
+    c = socket.create_connection(("127.0.0.1", px.port))
+    c.settimeout(10 * SLOW)
+    f = c.makefile("rb")
+    c.sendall(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s%s" %
+              (2 << 20, b"x" * (2 << 20), smuggled))
+    st, h, got = _answer(f)
+    eq(st, 413, "a GET's body over the limit")
+    ok(ollama(json.loads(got)), got)
+    eq(_answer(f)[0], 200, "the next request on the connection")
+    c.close()
+    # Bare LF lines: served, kept alive, the next request too.
+    c = socket.create_connection(("127.0.0.1", px.port))
+    c.settimeout(10 * SLOW)
+    f = c.makefile("rb")
+    c.sendall(b"POST /api/generate HTTP/1.1\nHost: localhost\nContent-Length: %d\n\n%s"
+              b"GET /api/version HTTP/1.1\nHost: localhost\n\n" % (len(body), body))
+    st, h, got = _answer(f)
+    eq(st, 200, "LF lines: %r" % got)
+    eq(_answer(f)[0], 200, "the next request")
+    c.close()
     px.stop()
 
 
