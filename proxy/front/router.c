@@ -61,6 +61,10 @@ static const struct endpoint table[] = {
     {PATH("/api/copy"),              POST,  EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_COPY,   UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
     {PATH("/api/delete"),            DEL,   EP_FANOUT,   OLL, WIRE_NDJSON,    FAN_DELETE, UNLOAD_NONE,     0, 0, 1, 1, 0, 0},
     {PATH("/api/blobs/"),            EVHTTP_REQ_HEAD | POST, EP_BLOB, OLL, WIRE_NDJSON, 0, UNLOAD_NONE,   0, 0, 0, 1, 0, 0},
+    /* Ollama's ollama.com account of the box: who it is, signing it out */
+    {PATH("/api/me"),                POST,  EP_PASS,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
+    {PATH("/api/signout"),           POST,  EP_PASS,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
+    {PATH("/api/user/keys/"),        DEL,   EP_PASS,     OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     0, 0, 0, 1, 0, 0},
     {PATH("/api/generate"),          POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_PROMPT,   1, 0, 0, 0, 0, 0},
     {PATH("/api/chat"),              POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_MESSAGES, 1, 0, 0, 0, 0, 0},
     {PATH("/api/embed"),             POST,  EP_INFER,    OLL, WIRE_NDJSON,    0,          UNLOAD_NONE,     1, 0, 0, 0, 0, 0},

@@ -819,4 +819,23 @@ def test_heads_at_fault_answered_in_the_paths_shape():
     px.stop()
 
 
+def test_account_routes_need_an_admin_key():
+    """Ollama's routes of the box's ollama.com account (who it is, signing
+    it out, deleting its key) are admin, as pull and delete are: a user's
+    key gets 403 and no backend hears of it; an admin's is forwarded."""
+    sim = Sim("--ttft-ms", "0", models="alpha:latest")
+    px = Proxy([("a", sim.url, 2)],
+               extra='auth = { keys = ( { name = "ops"; key = "adm1n"; admin = true; },\n'
+                     '                  { name = "u"; key = "us3r"; } ); };')
+    for method, path in (("POST", "/api/me"), ("POST", "/api/signout"),
+                         ("DELETE", "/api/user/keys/c3NoLWVkMjU1MTk")):
+        r = http(method, px.url + path, {}, headers={"Authorization": "Bearer us3r"})
+        eq(r.status, 403, "%s %s with a user's key: %r" % (method, path, r.body))
+        ok("admin key" in r.json()["error"], r.body)
+        ok(path not in sim.stats()["paths"], "%s reached the sim" % path)
+        r = http(method, px.url + path, {}, headers={"Authorization": "Bearer adm1n"})
+        eq(r.headers.get("x-backend"), "a", "%s %s with an admin key: forwarded" % (method, path))
+    px.stop()
+
+
 run(globals())
