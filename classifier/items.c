@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "csv.h"
+#include "utf8.h"
 
 struct items {
     FILE *f;
@@ -73,11 +74,6 @@ static int read_csv_header(struct items *r, char *err, size_t errlen)
                  rc > 0 ? r->rec.error : "");
         return -1;
     }
-    /* A UTF-8 byte order mark before the first name is not part of it. */
-    if (r->rec.len[0] >= 3 && memcmp(r->rec.data.data, "\xef\xbb\xbf", 3) == 0) {
-        r->rec.off[0] += 3;
-        r->rec.len[0] -= 3;
-    }
     r->ncols = r->rec.n;
     r->header = json_array();
     for (size_t i = 0; i < r->rec.n; i++)
@@ -110,6 +106,7 @@ struct items *items_open(const char *path, const char *format, const char *id_fi
         return NULL;
     }
     r->regular = S_ISREG(st.st_mode);
+    utf8_skip_bom(r->f); /* before anything looks at the first byte */
     if (format && strcmp(format, "auto") != 0)
         r->fmt = !strcmp(format, "jsonl") ? ITEMS_JSONL
                  : !strcmp(format, "csv") ? ITEMS_CSV
@@ -336,6 +333,7 @@ long items_count(const struct items *r)
     FILE *f = fopen(path, "rb");
     if (!f)
         return -1;
+    utf8_skip_bom(f);
     long n = r->fmt == ITEMS_CSV ? count_csv(f) : count_lines(f);
     fclose(f);
     return r->fmt == ITEMS_CSV && n > 0 ? n - 1 : n;

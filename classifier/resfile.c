@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "csv.h"
+#include "utf8.h"
 
 enum resfile_format resfile_format_of(const char *path)
 {
@@ -131,6 +132,7 @@ int resfile_read(const char *path, enum resfile_format fmt, resfile_fn fn, void 
         *tail = t;
     if (!f)
         return errno == ENOENT ? 1 : -1;
+    t.good = utf8_skip_bom(f) ? 3 : 0; /* an editor's mark: not a torn line */
     int rc = fmt == RESFILE_CSV ? read_csv(f, fn, arg, &t, header) : read_jsonl(f, fn, arg, &t);
     fclose(f);
     if (tail)

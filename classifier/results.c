@@ -13,6 +13,7 @@
 #include "idset.h"
 #include "items.h"
 #include "resfile.h"
+#include "utf8.h"
 
 /* A label read back: its index and confidence. */
 struct prior {
@@ -116,19 +117,27 @@ static json_t *csv_columns(const struct results *r)
     return a;
 }
 
+/* S as a CSV cell, quoted when it must be; like the JSON lines, valid
+ * UTF-8 (a bad byte becomes U+FFFD, utf8.h). */
 static void csv_cell(struct buf *b, const char *s, size_t len)
 {
-    if (strcspn(s, ",\"\r\n") >= len && (!len || (s[0] != ' ' && s[len - 1] != ' '))) {
-        buf_append(b, s, len);
-        return;
-    }
-    buf_puts(b, "\"");
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '"')
+    int quote = strcspn(s, ",\"\r\n") < len || (len && (s[0] == ' ' || s[len - 1] == ' '));
+    if (quote)
+        buf_puts(b, "\"");
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
+        if (n == 0) {
+            buf_puts(b, UTF8_REPLACEMENT);
+            i++;
+            continue;
+        }
+        if (quote && s[i] == '"')
             buf_puts(b, "\"");
-        buf_append(b, s + i, 1);
+        buf_append(b, s + i, n);
+        i += n;
     }
-    buf_puts(b, "\"");
+    if (quote)
+        buf_puts(b, "\"");
 }
 
 static char *join_columns(json_t *cols)

@@ -1,0 +1,109 @@
+"""What the items, labels and prompt files may hold: a UTF-8 byte order
+mark is skipped in every file and stdin; invalid UTF-8 becomes U+FFFD (one
+per byte, as Go's encoding/json) in every JSON written, so results parse
+and resume."""
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import clslib as C  # noqa: E402
+from harness import eq, ok, run  # noqa: E402
+
+BOM = b"\xef\xbb\xbf"
+
+
+def write_bytes(name, data):
+    path = C.fresh(name)
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def args(url, items, out, *extra, labels="spam,ham,other"):
+    return ["-i", items, "-o", out, "-m", C.MODEL, "-l", labels, "--url", url] + list(extra)
+
+
+def strict_rows(path):
+    """Every line of PATH as strict UTF-8 JSON (raises on any other)."""
+    with open(path, "rb") as f:
+        return [json.loads(line.decode("utf-8")) for line in f]
+
+
+def test_byte_order_marks_skipped():
+    sim = C.fast_sim()
+    # (a) a JSONL file, (b) the same on stdin, sniffed as JSONL.
+    items = write_bytes("bom.jsonl", BOM + b'{"id":"a","text":"spam x"}\n')
+    out = C.fresh("a.jsonl")
+    r = C.classify(args(sim.url, items, out))
+    eq(r.rc, 0, "jsonl %r" % r)
+    eq([(x["id"], x["label"]) for x in C.results(out)], [("a", "spam")], "jsonl")
+    out = C.fresh("b.jsonl")
+    with open(items, "rb") as f:
+        r = C.classify(args(sim.url, "-", out), stdin_data=f.read())
+    eq(r.rc, 0, "stdin %r" % r)
+    eq([(x["id"], x["label"]) for x in C.results(out)], [("a", "spam")], "stdin")
+    # (c) a CSV whose first header name is quoted.
+    items = write_bytes("bom.csv", BOM + b'"id","text"\r\n1,spam y\r\n')
+    out = C.fresh("c.jsonl")
+    r = C.classify(args(sim.url, items, out))
+    eq(r.rc, 0, "csv %r" % r)
+    eq([(x["id"], x["label"]) for x in C.results(out)], [("1", "spam")], "csv")
+    # (d) a labels file, (e) a text file: nothing of the mark in a label or a text.
+    labels = write_bytes("labels.txt", BOM + b"spam\nham\n")
+    items = write_bytes("bom.txt", BOM + b"spam z\n")
+    out = C.fresh("d.jsonl")
+    r = C.classify(args(sim.url, items, out, "--keep-fields", "text", labels="@" + labels))
+    eq(r.rc, 0, "labels, text %r" % r)
+    eq([(x["id"], x["label"], x["text"]) for x in C.results(out)], [(1, "spam", "spam z")],
+       "labels file and text")
+    ok("labels: spam 1\n" in r.err, r.err[-600:])
+    sim.stop()
+
+
+def test_byte_order_mark_of_prompt_file():
+    """The system prompt sent holds the file's text without the mark."""
+    fake = C.FakeOllama(lambda h, doc: (200, {}, C.chat_answer("spam")))
+    prompt = write_bytes("prompt.txt", BOM + b"Classify into {{labels}}.")
+    items = C.write_file("p.txt", "spam\n")
+    r = C.classify(args(fake.url, items, C.fresh("p.jsonl"), "--prompt-file", prompt))
+    eq(r.rc, 0, "exit %r" % r)
+    system = [m["content"] for m in fake.requests[0][1]["messages"] if m["role"] == "system"]
+    eq(system, ["Classify into spam, ham, other."], "system prompt")
+    ok("{{labels}}" not in r.err, "no warning: %s" % r.err)
+    fake.stop()
+
+
+def test_invalid_utf8_replaced():
+    """Latin-1 bytes in an id and a text: every results line is valid UTF-8
+    JSON with U+FFFD for each bad byte (Go's rule), the request is accepted,
+    and a re-run resumes (nothing sent, nothing appended), in JSONL and CSV."""
+    sim = C.fast_sim()
+    items = write_bytes("latin1.csv", b"id,text\ncaf\xe9,spam \xe9t\xe9\nx\xe2\x82y,ham\nok,ham\n")
+    for name in ("u.jsonl", "u.csv"):
+        out = C.fresh(name)
+        a = args(sim.url, items, out, "--keep-fields", "text")
+        r = C.classify(a)
+        eq(r.rc, 0, "%s %r" % (name, r))
+        with open(out, "rb") as f:
+            before = f.read()
+        before.decode("utf-8")  # strict
+        sim.reset()
+        r = C.classify(a)
+        eq(r.rc, 0, "%s again %r" % (name, r))
+        ok("3 of them skipped as already labelled" in r.err, r.err[-600:])
+        eq(sim.stats()["served"], 0, "nothing sent again")
+        with open(out, "rb") as f:
+            eq(f.read(), before, "nothing appended")
+        sim.reset()
+    out = C.fresh("v.jsonl")
+    r = C.classify(args(sim.url, items, out, "--keep-fields", "text"))
+    rows = strict_rows(out)
+    eq(sorted((x["id"], x["label"], x["text"]) for x in rows),
+       sorted([("caf\ufffd", "spam", "spam \ufffdt\ufffd"), ("x\ufffd\ufffdy", "ham", "ham"),
+               ("ok", "ham", "ham")]), "rows")
+    sim.stop()
+
+
+run(globals())
