@@ -55,7 +55,8 @@ enum job_result {
 
 struct job {
     /* the batch's part (batch.c says how it uses them) */
-    struct buf id;   /* the item's id as JSON text */
+    struct buf id;   /* the item's id as JSON text ("null": a malformed line) */
+    long line;       /* a malformed line: its number, written as "line"; else 0 */
     struct buf gold; /* its gold label */
     int has_gold;
     struct buf text;   /* the item's text */

@@ -30,6 +30,7 @@ struct items {
     json_t *header;                 /* CSV: the column names */
     size_t ncols;
     struct buf id;      /* the current id as JSON text */
+    int no_id;          /* the current item is a line that has no id (malformed) */
     char err_text[256]; /* the current item's error */
 };
 
@@ -175,6 +176,28 @@ int items_id_key(json_t *id, struct buf *out)
     return rc;
 }
 
+int items_text_key(const char *id, size_t len, struct buf *out)
+{
+    if (len > 0 && id[0] == '"')
+        return buf_set(out, id, len);
+    buf_clear(out);
+    return buf_json_string(out, id, len);
+}
+
+int items_lacks_column(const struct items *r, const char *name)
+{
+    size_t i;
+    json_t *v;
+    if (r->fmt != ITEMS_CSV)
+        return 0;
+    json_array_foreach(r->header, i, v)
+    {
+        if (strcmp(json_string_value(v), name) == 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int is_blank(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -202,7 +225,7 @@ static void jsonl_item(struct items *r, struct item *it, long n)
     json_error_t jerr;
     r->doc = json_loadb(r->linebuf, (size_t)n, 0, &jerr);
     if (!json_is_object(r->doc)) {
-        set_line_id(r, it);
+        r->no_id = 1;
         snprintf(r->err_text, sizeof r->err_text, "line %ld: not a JSON object%s%.100s", it->line,
                  r->doc ? "" : ": ", r->doc ? "" : jerr.text);
         it->error = r->err_text;
@@ -244,7 +267,7 @@ static int csv_item(struct items *r, struct item *it)
                      it->line, rec->n, r->ncols);
         else
             snprintf(r->err_text, sizeof r->err_text, "line %ld: %s", it->line, rec->error);
-        set_line_id(r, it);
+        r->no_id = 1;
         it->error = r->err_text;
         return 1;
     }
@@ -261,6 +284,7 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen)
 {
     long n;
     memset(it, 0, sizeof *it);
+    r->no_id = 0;
     json_decref(r->doc);
     r->doc = NULL;
     if (r->fmt == ITEMS_CSV) {
@@ -284,8 +308,8 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen)
     }
     if (n < 0)
         snprintf(err, errlen, "out of memory reading the items");
-    it->id = r->id.data;
-    it->id_len = r->id.len;
+    it->id = r->no_id ? NULL : r->id.data;
+    it->id_len = r->no_id ? 0 : r->id.len;
     return (int)n;
 }
 

@@ -55,10 +55,11 @@ static json_t *cell(const char *name, const char *s, size_t len)
 {
     if (!strcmp(name, "label"))
         return len ? json_stringn_nocheck(s, len) : json_null();
+    if (!strcmp(name, "id"))
+        return json_stringn_nocheck(s, len); /* text: see resfile.h */
     if (!len)
         return NULL;
-    if ((!strcmp(name, "id") || !strcmp(name, "ms") || !strcmp(name, "attempts")) &&
-        is_integer(s, len))
+    if ((!strcmp(name, "ms") || !strcmp(name, "attempts")) && is_integer(s, len))
         return json_integer(strtoll(s, NULL, 10));
     if (!strcmp(name, "confidence"))
         return json_real(strtod(s, NULL));

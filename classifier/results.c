@@ -78,8 +78,9 @@ static int remember(struct results *r, const struct buf *key, int label, double 
     return 1;
 }
 
-/* A result read back: remember its id if it has a label. In CSV an id of
- * digits may have been a number or a string: it is remembered as both. */
+/* A result read back: remember its id if it has a label. In CSV the id is
+ * its text (a string), so its key is the textual key results_key() gives
+ * the items. */
 static void on_row(json_t *row, void *arg)
 {
     struct results *r = arg;
@@ -92,13 +93,6 @@ static void on_row(json_t *row, void *arg)
     double conf = json_is_number(c) ? json_number_value(c) : -1;
     if (items_id_key(id, &key) == 0 && remember(r, &key, l, conf) == 1)
         r->resumed++;
-    if (r->fmt == RESFILE_CSV && json_is_integer(id)) {
-        char num[32];
-        int n = snprintf(num, sizeof num, "%lld", (long long)json_integer_value(id));
-        buf_clear(&key);
-        if (buf_json_string(&key, num, (size_t)n) == 0)
-            remember(r, &key, l, conf);
-    }
     buf_free(&key);
 }
 
@@ -263,6 +257,13 @@ fail:
     return NULL;
 }
 
+int results_key(const struct results *r, const char *id, size_t len, struct buf *key)
+{
+    if (r->fmt == RESFILE_CSV)
+        return items_text_key(id, len, key);
+    return buf_set(key, id, len);
+}
+
 int results_find(const struct results *r, const char *id, size_t len, int *label, double *conf)
 {
     int at;
@@ -271,6 +272,11 @@ int results_find(const struct results *r, const char *id, size_t len, int *label
     *label = r->priors[at].label;
     *conf = r->priors[at].confidence;
     return 1;
+}
+
+int results_is_csv(const struct results *r)
+{
+    return r->fmt == RESFILE_CSV;
 }
 
 size_t results_resumed(const struct results *r)
@@ -322,6 +328,10 @@ static void jsonl_line(struct results *r, const struct result *res)
     }
     snprintf(num, sizeof num, ",\"attempts\":%d", res->attempts);
     buf_puts(b, num);
+    if (res->line > 0) {
+        snprintf(num, sizeof num, ",\"line\":%ld", res->line);
+        buf_puts(b, num);
+    }
     if (!res->label) {
         buf_puts(b, ",\"error\":");
         buf_json_string(b, res->error ? res->error : "", res->error ? strlen(res->error) : 0);

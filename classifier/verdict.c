@@ -44,6 +44,7 @@ static void result_of(const struct verdicts *a, const struct job *job, struct re
     memset(res, 0, sizeof *res);
     res->id = job->id.data;
     res->id_len = job->id.len;
+    res->line = job->line;
     res->confidence = -1;
     res->review = -1;
     res->ms = (long)(job->ms + 0.5);

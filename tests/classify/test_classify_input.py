@@ -1,7 +1,8 @@
-"""What the items, labels and prompt files may hold: a UTF-8 byte order
-mark is skipped in every file and stdin; invalid UTF-8 becomes U+FFFD (one
-per byte, as Go's encoding/json) in every JSON written, so results parse
-and resume."""
+"""What the items, labels and prompt files may hold: a malformed JSONL line
+takes no real item's id (its error line has "id":null and its "line"); a
+UTF-8 byte order mark is skipped in every file and stdin; invalid UTF-8
+becomes U+FFFD (one per byte, as Go's encoding/json) in every JSON written,
+so results parse and resume."""
 import json
 import os
 import re
@@ -29,6 +30,28 @@ def strict_rows(path):
     """Every line of PATH as strict UTF-8 JSON (raises on any other)."""
     with open(path, "rb") as f:
         return [json.loads(line.decode("utf-8")) for line in f]
+
+
+def test_malformed_line_takes_no_real_id():
+    sim = C.fast_sim()
+    items = C.write_file("bad.jsonl", '{"id":0,"text":"spam a"}\n{"id":1,"text":"ham b"\n'
+                         '{"id":2,"text":"other c"}\n{"id":3,"text":"spam d"}\n')
+    out = C.fresh("bad-out.jsonl")
+    r = C.classify(args(sim.url, items, out))
+    eq(r.rc, 1, "exit %r" % r)
+    ok("duplicate" not in r.err, r.err)
+    ok("items: line 2: not a JSON object" in r.err, r.err)
+    rows = C.results(out)
+    bad = [x for x in rows if x["label"] is None]
+    eq(len(bad), 1, "one error line: %r" % rows)
+    eq((bad[0]["id"], bad[0]["line"]), (None, 2), "the error line: %r" % bad[0])
+    ok(bad[0]["error"].startswith("line 2: "), bad[0])
+    eq(sorted(x["id"] for x in rows if x["label"]), [0, 2, 3], "every real item labelled")
+    # Resumed: the three are done; nothing is skipped as a duplicate.
+    r = C.classify(args(sim.url, items, out))
+    ok("duplicate" not in r.err and "3 of them skipped as already labelled" in r.err, r.err)
+    eq(sim.stats()["served"], 3, "three requests")
+    sim.stop()
 
 
 def test_byte_order_marks_skipped():
