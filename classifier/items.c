@@ -242,7 +242,7 @@ static void jsonl_item(struct items *r, struct item *it, long n)
     }
     it->text = json_string_value(text);
     it->text_len = json_string_length(text);
-    if (json_is_string(gold)) {
+    if (json_is_string(gold) && !is_blank(json_string_value(gold), json_string_length(gold))) {
         it->gold = json_string_value(gold);
         it->gold_len = json_string_length(gold);
     }
@@ -273,7 +273,7 @@ static int csv_item(struct items *r, struct item *it)
     }
     it->text = rec->data.data + rec->off[r->col_text];
     it->text_len = rec->len[r->col_text];
-    if (r->col_gold >= 0) {
+    if (r->col_gold >= 0 && !is_blank(rec->data.data + rec->off[r->col_gold], rec->len[r->col_gold])) {
         it->gold = rec->data.data + rec->off[r->col_gold];
         it->gold_len = rec->len[r->col_gold];
     }

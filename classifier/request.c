@@ -222,6 +222,11 @@ int request_init(struct request_tpl *t, const struct request_conf *rc, char *err
         snprintf(err, errlen, "cannot read prompt file '%s'", rc->prompt_file);
         goto done;
     }
+    if (rc->prompt_file && !(tpl.data && strstr(tpl.data, "{{labels}}")))
+        fprintf(stderr,
+                "ollama-classify: warning: prompt file '%s' has no {{labels}}: the labels are not "
+                "in the prompt (the model sees them only in the format schema)\n",
+                rc->prompt_file);
     if (rc->options && parse_options(rc->options, options, top, err, errlen) < 0)
         goto done;
     if (expand_prompt(rc->prompt_file ? (tpl.data ? tpl.data : "") : default_prompt, rc->labels,

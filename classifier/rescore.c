@@ -46,7 +46,7 @@ static const char *gold_of(struct rescore *rs, json_t *row, size_t *len)
         return NULL;
     snprintf(kept, sizeof kept, "input_%s", f);
     json_t *g = json_object_get(row, results_own_key(f) ? kept : f);
-    if (json_is_string(g)) {
+    if (json_is_string(g) && json_string_length(g) > 0) {
         *len = json_string_length(g);
         return json_string_value(g);
     }

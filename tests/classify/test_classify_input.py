@@ -2,7 +2,9 @@
 takes no real item's id (its error line has "id":null and its "line"); a
 UTF-8 byte order mark is skipped in every file and stdin; invalid UTF-8
 becomes U+FFFD (one per byte, as Go's encoding/json) in every JSON written,
-so results parse and resume."""
+so results parse and resume; an empty gold value is no gold; a field named
+on the command line that the CSV lacks is bad usage; a prompt file without
+{{labels}} is warned about."""
 import json
 import os
 import re
@@ -126,6 +128,42 @@ def test_invalid_utf8_replaced():
     eq(sorted((x["id"], x["label"], x["text"]) for x in rows),
        sorted([("caf\ufffd", "spam", "spam \ufffdt\ufffd"), ("x\ufffd\ufffdy", "ham", "ham"),
                ("ok", "ham", "ham")]), "rows")
+    sim.stop()
+
+
+def test_empty_gold_is_no_gold():
+    sim = C.fast_sim()
+    csv_items = C.write_file("g.csv", "id,text,gold\n1,spam a,spam\n2,ham b,\n3,ham c,\n4,ham d, \n")
+    jsonl_items = C.write_file("g.jsonl", '{"id":1,"text":"spam a","gold":"spam"}\n'
+                               '{"id":2,"text":"ham b","gold":""}\n{"id":3,"text":"ham c"}\n')
+    for items in (csv_items, jsonl_items):
+        r = C.classify(args(sim.url, items, C.fresh("g.jsonl"), "--gold-field", "gold",
+                            labels="spam,ham"))
+        eq(r.rc, 0, "exit %r" % r)
+        ok("accuracy: 100.0% (1 of 1 items with a gold label" in r.err, r.err[-900:])
+    sim.stop()
+
+
+def test_missing_csv_columns_and_prompt_without_labels():
+    sim = C.fast_sim()
+    items = C.write_file("cols.csv", "id,text\n1,spam\n")
+    for flag in ("--id-field", "--gold-field"):
+        out = C.fresh("cols.jsonl")
+        r = C.classify(args(sim.url, items, out, flag, "idd"))
+        eq(r.rc, 2, "%s %r" % (flag, r))
+        eq(r.err.strip().splitlines(),
+           ["ollama-classify: bad value for %s: the CSV header of '%s' has no column 'idd'"
+            % (flag, items)], "one line")
+        ok(not os.path.exists(out), "no results file")
+    # The default id field may be absent: line numbers.
+    items = C.write_file("noid.csv", "text\nspam\n")
+    out = C.fresh("noid.jsonl")
+    r = C.classify(args(sim.url, items, out))
+    eq((r.rc, C.results(out)[0]["id"]), (0, 2), "line number id %r" % r)
+    prompt = C.write_file("nolabels.txt", "Classify the message.")
+    r = C.classify(args(sim.url, items, C.fresh("np.jsonl"), "--prompt-file", prompt))
+    eq(r.rc, 0, "exit %r" % r)
+    eq(len(re.findall(r"warning: prompt file .* has no \{\{labels\}\}", r.err)), 1, r.err)
     sim.stop()
 
 
