@@ -116,8 +116,9 @@ static void on_fatal(struct batch *b, struct job *job)
         fprintf(stderr, "ollama-classify: %s: %s\n", b->conf->url, job->err);
         stats_stopped(b->conf->st, "at the first fatal error (above), which every request gets");
     }
+    int status = job->bad_url ? 2 : 1; /* a URL refused is bad usage */
     job_release(b, job);
-    stop_all(b, 1);
+    stop_all(b, status);
 }
 
 static void on_done(struct job *job, void *arg)

@@ -63,11 +63,12 @@ static void raise_nofile(long *jobs)
 static int resolve_url(struct setup *s, char *err, size_t errlen)
 {
     const char *spec = s->o.url;
+    int from_env = !spec;
     if (!spec)
         spec = getenv("OLLAMA_HOST");
     if (!spec || !*spec)
         spec = DEFAULT_URL;
-    return opts_endpoint_url(spec, &s->url, err, errlen);
+    return opts_endpoint_url(spec, from_env, &s->url, err, errlen);
 }
 
 /* --api-key (or api_key in -c FILE), else $OLLAMA_API_KEY; "" means none.
