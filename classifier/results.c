@@ -26,6 +26,7 @@ struct results {
     int own_fd;
     char *path;  /* NULL for stdout */
     int created; /* the file did not exist before this writer */
+    int regular; /* a regular file (read back for resume); else written only */
     enum resfile_format fmt;
     struct results_conf conf;
     char **names;       /* the kept fields' keys in the output */
@@ -206,6 +207,12 @@ static int repair_tail(struct results *r, const struct resfile_tail *t)
     return 0;
 }
 
+/* Only a regular file is read back (resume, the torn tail, the CSV
+ * header): anything else (/dev/stdout to a pipe, a FIFO, /dev/null,
+ * /dev/full) is written only, as a stream that starts empty. Reading one
+ * back would block (a pipe's write end) or never end (/dev/zero). The file
+ * is opened for writing first, so that the check is on what will be
+ * written to. */
 static int open_file(struct results *r, const char *path, char *err, size_t errlen)
 {
     struct resfile_tail t = {0};
@@ -213,13 +220,18 @@ static int open_file(struct results *r, const char *path, char *err, size_t errl
     struct stat st;
     int rc = -1;
     r->created = stat(path, &st) < 0 && errno == ENOENT;
-    if (resfile_read(path, r->fmt, on_row, r, &t, &header) < 0) {
+    r->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    r->own_fd = r->fd >= 0;
+    if (r->fd < 0 || fstat(r->fd, &st) < 0) {
+        snprintf(err, errlen, "cannot write results '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    r->regular = S_ISREG(st.st_mode);
+    if (r->regular && resfile_read(path, r->fmt, on_row, r, &t, &header) < 0) {
         snprintf(err, errlen, "cannot read results '%s': %s", path, strerror(errno));
         goto done;
     }
-    r->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    r->own_fd = r->fd >= 0;
-    if (r->fd < 0 || repair_tail(r, &t) < 0) {
+    if (repair_tail(r, &t) < 0) {
         snprintf(err, errlen, "cannot write results '%s': %s", path, strerror(errno));
         goto done;
     }
