@@ -147,11 +147,8 @@ static void on_done(struct job *job, void *arg)
 static void input_error(struct batch *b, struct job *job, const struct item *it)
 {
     fprintf(stderr, "ollama-classify: items: %s\n", it->error);
-    if (it->id)
-        buf_set(&job->id, it->id, it->id_len);
-    else
-        buf_set(&job->id, "null", 4);
-    job->line = it->id ? 0 : it->line;
+    buf_set(&job->id, it->id, it->id_len);
+    job->line = it->no_id ? it->line : 0;
     job->has_gold = 0;
     job->attempts = 0;
     buf_clear(&job->raw);
@@ -262,7 +259,7 @@ static void feed(struct batch *b)
         }
         if (!pick_next(b->conf->pick)) {
             job_release(b, job);
-        } else if (it.error && !it.id) {
+        } else if (it.error && it.no_id) {
             input_error(b, job, &it);
             job_release(b, job);
         } else if (results_key(b->conf->out, it.id, it.id_len, &b->key) < 0 ||

@@ -30,7 +30,6 @@ struct items {
     json_t *header;                 /* CSV: the column names */
     size_t ncols;
     struct buf id;      /* the current id as JSON text */
-    int no_id;          /* the current item is a line that has no id (malformed) */
     char err_text[256]; /* the current item's error */
 };
 
@@ -225,7 +224,7 @@ static void jsonl_item(struct items *r, struct item *it, long n)
     json_error_t jerr;
     r->doc = json_loadb(r->linebuf, (size_t)n, 0, &jerr);
     if (!json_is_object(r->doc)) {
-        r->no_id = 1;
+        it->no_id = 1;
         snprintf(r->err_text, sizeof r->err_text, "line %ld: not a JSON object%s%.100s", it->line,
                  r->doc ? "" : ": ", r->doc ? "" : jerr.text);
         it->error = r->err_text;
@@ -267,7 +266,7 @@ static int csv_item(struct items *r, struct item *it)
                      it->line, rec->n, r->ncols);
         else
             snprintf(r->err_text, sizeof r->err_text, "line %ld: %s", it->line, rec->error);
-        r->no_id = 1;
+        it->no_id = 1;
         it->error = r->err_text;
         return 1;
     }
@@ -284,7 +283,6 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen)
 {
     long n;
     memset(it, 0, sizeof *it);
-    r->no_id = 0;
     json_decref(r->doc);
     r->doc = NULL;
     if (r->fmt == ITEMS_CSV) {
@@ -308,8 +306,10 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen)
     }
     if (n < 0)
         snprintf(err, errlen, "out of memory reading the items");
-    it->id = r->no_id ? NULL : r->id.data;
-    it->id_len = r->no_id ? 0 : r->id.len;
+    if (it->no_id)
+        buf_set(&r->id, "null", 4);
+    it->id = r->id.data;
+    it->id_len = r->id.len;
     return (int)n;
 }
 

@@ -21,16 +21,16 @@ enum items_format { ITEMS_JSONL, ITEMS_CSV, ITEMS_TEXT };
  * next items_next() or items_close(). */
 struct item {
     long line;      /* line where the item starts */
-    const char *id; /* the id as JSON text: "\"t0001\"" or "17"; NULL for a
-                     * malformed line or record, whose id cannot be known
-                     * (it must not take the id of a real item: LINE says
-                     * which it was) */
+    const char *id; /* the id as JSON text: "\"t0001\"" or "17" */
     size_t id_len;
     const char *text;
     size_t text_len;
     const char *gold; /* NULL when there is no gold field or value */
     size_t gold_len;
     const char *error; /* non-NULL: a malformed line, this says why */
+    int no_id;         /* a line or record too malformed to have an id (with
+                        * ERROR): ID is "null", and LINE says which it was;
+                        * it must not take the id of a real item */
 };
 
 struct items;

@@ -99,7 +99,7 @@ static int read_golds(struct rescore *rs, char *err, size_t errlen)
     if (!in)
         return -1;
     while ((rc = items_next(in, &it, err, errlen)) > 0) {
-        if (!it.gold || !it.id)
+        if (!it.gold || it.no_id)
             continue;
         /* Keyed as the results key their ids (results_key()). */
         if ((rs->fmt == RESFILE_CSV ? items_text_key(it.id, it.id_len, &rs->item_key)
