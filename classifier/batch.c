@@ -7,12 +7,17 @@
  * never sags while there are items left.
  *
  * Each item read goes one of six ways in feed(): not picked (--limit,
- * --sample: not counted anywhere), a duplicate id (skipped and named), a
- * malformed line (an error line), an id the results already label
- * (skipped, its label counted), an empty text (recorded without a
- * request), or a job. What a job's replies become is verdict.c's part. */
+ * --sample: not counted anywhere), a malformed line (an error line with
+ * "id":null and its "line": it has no id, and must not take a real item's),
+ * a duplicate id (skipped and named), an item with an id but no usable
+ * text (an error line), an id the results already label (skipped, its
+ * label counted), an empty text (recorded without a request), or a job.
+ * Ids are compared by the key the results match them by (results_key():
+ * in CSV results, their text). What a job's replies become is verdict.c's
+ * part. */
 #include "batch.h"
 
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,7 +39,8 @@ struct batch {
     size_t ncreated;
     struct job **idle; /* stack of idle jobs */
     size_t nidle;
-    struct idset *seen; /* every id read so far */
+    struct idset *seen; /* every id read so far (its results_key()) -> its line */
+    struct buf key;     /* the current item's results_key() */
     unsigned long dups; /* items skipped for a duplicate id */
     struct verdicts *verdicts;
     int eof, stopping, status;
@@ -110,8 +116,9 @@ static void on_fatal(struct batch *b, struct job *job)
         fprintf(stderr, "ollama-classify: %s: %s\n", b->conf->url, job->err);
         stats_stopped(b->conf->st, "at the first fatal error (above), which every request gets");
     }
+    int status = job->bad_url ? 2 : 1; /* a URL refused is bad usage */
     job_release(b, job);
-    stop_all(b, 1);
+    stop_all(b, status);
 }
 
 static void on_done(struct job *job, void *arg)
@@ -141,8 +148,12 @@ static void input_error(struct batch *b, struct job *job, const struct item *it)
 {
     fprintf(stderr, "ollama-classify: items: %s\n", it->error);
     buf_set(&job->id, it->id, it->id_len);
+    job->line = it->no_id ? it->line : 0;
     job->has_gold = 0;
     job->attempts = 0;
+    buf_clear(&job->raw);
+    json_decref(job->fields); /* nothing of the previous item */
+    job->fields = NULL;
     record_error(b, job, ERR_INPUT, it->error);
 }
 
@@ -161,6 +172,7 @@ static void start(struct batch *b, struct job *job, const struct item *it)
     const struct batch_conf *c = b->conf;
     char err[256];
     buf_set(&job->id, it->id, it->id_len);
+    job->line = 0;
     job->has_gold = it->gold != NULL;
     buf_set(&job->gold, it->gold ? it->gold : "", it->gold_len);
     buf_set(&job->text, it->text, it->text_len);
@@ -197,16 +209,20 @@ static void start(struct batch *b, struct job *job, const struct item *it)
  * named; the summary counts them all. */
 static int is_duplicate(struct batch *b, const struct item *it)
 {
+    int first = it->line > INT_MAX ? INT_MAX : (int)it->line;
     /* Out of memory (-1): not remembered, the item goes out anyway. */
-    if (idset_add(b->seen, it->id, it->id_len, 0) != 0)
+    if (idset_add(b->seen, b->key.data, b->key.len, first) != 0)
         return 0;
+    idset_get(b->seen, b->key.data, b->key.len, &first);
     stats_duplicate(b->conf->st);
+    int csv = results_is_csv(b->conf->out);
     if (++b->dups <= DUPS_SHOWN)
         fprintf(stderr,
-                "ollama-classify: items: line %ld: duplicate id %.*s%s: skipped (only the first "
-                "item with an id is classified)\n",
+                "ollama-classify: items: line %ld: duplicate id %.*s%s: skipped (%s line %d%s; "
+                "only the first item with an id is classified)\n",
                 it->line, it->id_len > 80 ? 80 : (int)it->id_len, it->id,
-                it->id_len > 80 ? "..." : "");
+                it->id_len > 80 ? "..." : "", csv ? "the same text as the id of" : "the id of",
+                first, csv ? ": CSV results hold an id as text, so 7 and \"7\" are one id" : "");
     if (b->dups == DUPS_SHOWN + 1)
         fprintf(stderr, "ollama-classify: items: more duplicate ids: not named, the summary "
                         "counts them\n");
@@ -218,7 +234,7 @@ static int is_done(struct batch *b, const struct item *it)
 {
     int label;
     double conf;
-    if (!results_find(b->conf->out, it->id, it->id_len, &label, &conf))
+    if (!results_find(b->conf->out, b->key.data, b->key.len, &label, &conf))
         return 0;
     stats_skipped(b->conf->st, label, conf, it->gold, it->gold_len);
     return 1;
@@ -241,7 +257,13 @@ static void feed(struct batch *b)
             }
             break;
         }
-        if (!pick_next(b->conf->pick) || is_duplicate(b, &it)) {
+        if (!pick_next(b->conf->pick)) {
+            job_release(b, job);
+        } else if (it.error && it.no_id) {
+            input_error(b, job, &it);
+            job_release(b, job);
+        } else if (results_key(b->conf->out, it.id, it.id_len, &b->key) < 0 ||
+                   is_duplicate(b, &it)) {
             job_release(b, job);
         } else if (it.error) {
             input_error(b, job, &it);
@@ -326,6 +348,7 @@ static void batch_cleanup(struct batch *b)
     free(b->jobs);
     free(b->idle);
     idset_free(b->seen);
+    buf_free(&b->key);
     verdict_free(b->verdicts);
 }
 

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "utf8.h"
+
 int buf_reserve(struct buf *b, size_t n)
 {
     if (b->len + n + 1 <= b->cap)
@@ -66,21 +68,25 @@ static const char *json_escape(unsigned char c, char tmp[8])
 int buf_json_string(struct buf *b, const char *s, size_t len)
 {
     char tmp[8];
-    size_t run = 0;
+    size_t run = 0, i = 0;
     /* Worst case every byte becomes \u00XX: reserve once, copy in runs. */
     if (buf_reserve(b, len * 6 + 2) < 0)
         return -1;
     b->data[b->len++] = '"';
-    for (size_t i = 0; i < len; i++) {
-        const char *esc = json_escape((unsigned char)s[i], tmp);
-        if (!esc)
+    while (i < len) {
+        const unsigned char c = (unsigned char)s[i];
+        size_t seq = c < 0x80 ? 1 : utf8_seq_len((const unsigned char *)s + i, len - i);
+        const char *esc = seq == 0 ? UTF8_REPLACEMENT : c < 0x80 ? json_escape(c, tmp) : NULL;
+        if (!esc) {
+            i += seq;
             continue;
+        }
         memcpy(b->data + b->len, s + run, i - run);
         b->len += i - run;
         size_t el = strlen(esc);
         memcpy(b->data + b->len, esc, el);
         b->len += el;
-        run = i + 1;
+        run = ++i; /* an escape or an invalid byte is one byte of S */
     }
     memcpy(b->data + b->len, s + run, len - run);
     b->len += len - run;

@@ -21,7 +21,9 @@ int buf_puts(struct buf *b, const char *s);
 /* Replace the contents with S (LEN bytes). Returns 0 or -1. */
 int buf_set(struct buf *b, const char *s, size_t len);
 /* Append S (LEN bytes) as a quoted JSON string: ", \ and control characters
- * escaped, other bytes (UTF-8) copied. Returns 0 or -1. */
+ * escaped, valid UTF-8 copied, and each byte that does not start a valid
+ * UTF-8 sequence replaced by U+FFFD (utf8.h), so that the result is always
+ * valid JSON. Returns 0 or -1. */
 int buf_json_string(struct buf *b, const char *s, size_t len);
 /* Empty the buffer, keep its memory. */
 void buf_clear(struct buf *b);

@@ -326,6 +326,7 @@ static int classify_404(struct job *job)
  * when it may be retried. */
 static int classify(struct job *job, CURLcode rc)
 {
+    job->bad_url = rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL;
     if (rc != CURLE_OK) {
         job->result = JOB_FAILED;
         job->err_kind = kind_of_curl(rc);
@@ -335,8 +336,14 @@ static int classify(struct job *job, CURLcode rc)
             job->result = JOB_FATAL;
             return 0;
         }
-        return rc != CURLE_WRITE_ERROR && rc != CURLE_URL_MALFORMAT &&
-               rc != CURLE_UNSUPPORTED_PROTOCOL;
+        /* The URL is the same for every request: never one item's error.
+         * (main checks it before the run; this is the last guard.) */
+        if (job->bad_url) {
+            job->result = JOB_FATAL;
+            append_err(job, " (the endpoint URL)");
+            return 0;
+        }
+        return rc != CURLE_WRITE_ERROR;
     }
     job->cl->replies++;
     if (job->via_backend)

@@ -49,13 +49,15 @@ enum job_result {
     JOB_FAILED, /* this item failed: err_kind, err */
     JOB_FATAL,  /* every item would fail the same way: 401, 403 (key
                  * refused), a 404 that says the model is nowhere (below),
-                 * a TLS failure before any reply, or no connection at all
-                 * since the start and retries spent. err says which. */
+                 * a TLS failure before any reply, a URL libcurl refuses,
+                 * or no connection at all since the start and retries
+                 * spent. err says which. */
 };
 
 struct job {
     /* the batch's part (batch.c says how it uses them) */
-    struct buf id;   /* the item's id as JSON text */
+    struct buf id;   /* the item's id as JSON text ("null": a malformed line) */
+    long line;       /* a malformed line: its number, written as "line"; else 0 */
     struct buf gold; /* its gold label */
     int has_gold;
     struct buf text;   /* the item's text */
@@ -74,6 +76,7 @@ struct job {
     double ttfb_ms;  /* its time to the first byte of the reply, -1: none */
     long status;     /* its HTTP status, 0 if none */
     enum job_result result;
+    int bad_url; /* JOB_FATAL because libcurl refused the URL: bad usage (exit 2) */
     enum err_kind err_kind;
     char err[300];
     /* private */

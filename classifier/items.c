@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "csv.h"
+#include "utf8.h"
 
 struct items {
     FILE *f;
@@ -73,11 +74,6 @@ static int read_csv_header(struct items *r, char *err, size_t errlen)
                  rc > 0 ? r->rec.error : "");
         return -1;
     }
-    /* A UTF-8 byte order mark before the first name is not part of it. */
-    if (r->rec.len[0] >= 3 && memcmp(r->rec.data.data, "\xef\xbb\xbf", 3) == 0) {
-        r->rec.off[0] += 3;
-        r->rec.len[0] -= 3;
-    }
     r->ncols = r->rec.n;
     r->header = json_array();
     for (size_t i = 0; i < r->rec.n; i++)
@@ -110,6 +106,7 @@ struct items *items_open(const char *path, const char *format, const char *id_fi
         return NULL;
     }
     r->regular = S_ISREG(st.st_mode);
+    utf8_skip_bom(r->f); /* before anything looks at the first byte */
     if (format && strcmp(format, "auto") != 0)
         r->fmt = !strcmp(format, "jsonl") ? ITEMS_JSONL
                  : !strcmp(format, "csv") ? ITEMS_CSV
@@ -178,6 +175,28 @@ int items_id_key(json_t *id, struct buf *out)
     return rc;
 }
 
+int items_text_key(const char *id, size_t len, struct buf *out)
+{
+    if (len > 0 && id[0] == '"')
+        return buf_set(out, id, len);
+    buf_clear(out);
+    return buf_json_string(out, id, len);
+}
+
+int items_lacks_column(const struct items *r, const char *name)
+{
+    size_t i;
+    json_t *v;
+    if (r->fmt != ITEMS_CSV)
+        return 0;
+    json_array_foreach(r->header, i, v)
+    {
+        if (strcmp(json_string_value(v), name) == 0)
+            return 0;
+    }
+    return 1;
+}
+
 static int is_blank(const char *s, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -205,7 +224,7 @@ static void jsonl_item(struct items *r, struct item *it, long n)
     json_error_t jerr;
     r->doc = json_loadb(r->linebuf, (size_t)n, 0, &jerr);
     if (!json_is_object(r->doc)) {
-        set_line_id(r, it);
+        it->no_id = 1;
         snprintf(r->err_text, sizeof r->err_text, "line %ld: not a JSON object%s%.100s", it->line,
                  r->doc ? "" : ": ", r->doc ? "" : jerr.text);
         it->error = r->err_text;
@@ -222,7 +241,7 @@ static void jsonl_item(struct items *r, struct item *it, long n)
     }
     it->text = json_string_value(text);
     it->text_len = json_string_length(text);
-    if (json_is_string(gold)) {
+    if (json_is_string(gold) && !is_blank(json_string_value(gold), json_string_length(gold))) {
         it->gold = json_string_value(gold);
         it->gold_len = json_string_length(gold);
     }
@@ -247,13 +266,13 @@ static int csv_item(struct items *r, struct item *it)
                      it->line, rec->n, r->ncols);
         else
             snprintf(r->err_text, sizeof r->err_text, "line %ld: %s", it->line, rec->error);
-        set_line_id(r, it);
+        it->no_id = 1;
         it->error = r->err_text;
         return 1;
     }
     it->text = rec->data.data + rec->off[r->col_text];
     it->text_len = rec->len[r->col_text];
-    if (r->col_gold >= 0) {
+    if (r->col_gold >= 0 && !is_blank(rec->data.data + rec->off[r->col_gold], rec->len[r->col_gold])) {
         it->gold = rec->data.data + rec->off[r->col_gold];
         it->gold_len = rec->len[r->col_gold];
     }
@@ -287,6 +306,8 @@ int items_next(struct items *r, struct item *it, char *err, size_t errlen)
     }
     if (n < 0)
         snprintf(err, errlen, "out of memory reading the items");
+    if (it->no_id)
+        buf_set(&r->id, "null", 4);
     it->id = r->id.data;
     it->id_len = r->id.len;
     return (int)n;
@@ -336,6 +357,7 @@ long items_count(const struct items *r)
     FILE *f = fopen(path, "rb");
     if (!f)
         return -1;
+    utf8_skip_bom(f);
     long n = r->fmt == ITEMS_CSV ? count_csv(f) : count_lines(f);
     fclose(f);
     return r->fmt == ITEMS_CSV && n > 0 ? n - 1 : n;

@@ -4,7 +4,9 @@
  * fields, RFC 4180 quoting, embedded newlines allowed) and text (one item a
  * line). Memory does not grow with the file: only the current item is held.
  * Blank lines are not items. An item without an id gets the 1-based number
- * of the line where it starts, as a JSON number. */
+ * of the line where it starts, as a JSON number. A UTF-8 byte order mark
+ * at the start of the file (or stdin) is skipped. An empty or blank gold
+ * value is no gold. */
 #ifndef CLS_ITEMS_H
 #define CLS_ITEMS_H
 
@@ -26,6 +28,9 @@ struct item {
     const char *gold; /* NULL when there is no gold field or value */
     size_t gold_len;
     const char *error; /* non-NULL: a malformed line, this says why */
+    int no_id;         /* a line or record too malformed to have an id (with
+                        * ERROR): ID is "null", and LINE says which it was;
+                        * it must not take the id of a real item */
 };
 
 struct items;
@@ -63,6 +68,16 @@ long items_count(const struct items *r);
  * ID as JSON text, strings escaped as buf_json_string() does. The results
  * reader uses it too, so that the two agree. OUT is replaced; 0 or -1. */
 int items_id_key(json_t *id, struct buf *out);
+
+/* The textual key of the id ID (JSON text, LEN bytes): a string id as it
+ * is, any other id as the JSON string of its text (7 -> "7", 1.5 ->
+ * "1.5"). Where ids are kept as text (CSV results), ids are matched by
+ * this key, so 7 and "7" are the same id there. OUT is replaced; 0 or -1. */
+int items_text_key(const char *id, size_t len, struct buf *out);
+
+/* 1 when the input is CSV and its header has no column NAME, else 0 (any
+ * other format: fields are per line, nothing to check up front). */
+int items_lacks_column(const struct items *r, const char *name);
 
 /* Close the reader; NULL is a no-op. */
 void items_close(struct items *r);

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "utf8.h"
+
 /* Trim S..S+*LEN in place of the pointer and length. */
 static const char *trim(const char *s, size_t *len)
 {
@@ -35,6 +37,14 @@ static int add_label(struct labels *l, const char *s, size_t len, char *err, siz
         snprintf(err, errlen, "empty label in the label list");
         return -1;
     }
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
+        if (n == 0) {
+            snprintf(err, errlen, "label '%.*s' is not valid UTF-8", (int)len, s);
+            return -1;
+        }
+        i += n;
+    }
     if (labels_find(l, s, len) >= 0) {
         snprintf(err, errlen, "label '%.*s' given twice", (int)len, s);
         return -1;
@@ -60,6 +70,7 @@ static int load_file(struct labels *l, const char *path, char *err, size_t errle
         snprintf(err, errlen, "cannot read labels file '%s'", path);
         return -1;
     }
+    utf8_skip_bom(f);
     while (rc == 0 && (n = getline(&line, &cap, f)) >= 0) {
         size_t len = (size_t)n;
         const char *s = trim(line, &len);

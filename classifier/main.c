@@ -63,11 +63,12 @@ static void raise_nofile(long *jobs)
 static int resolve_url(struct setup *s, char *err, size_t errlen)
 {
     const char *spec = s->o.url;
+    int from_env = !spec;
     if (!spec)
         spec = getenv("OLLAMA_HOST");
     if (!spec || !*spec)
         spec = DEFAULT_URL;
-    return opts_endpoint_url(spec, &s->url, err, errlen);
+    return opts_endpoint_url(spec, from_env, &s->url, err, errlen);
 }
 
 /* --api-key (or api_key in -c FILE), else $OLLAMA_API_KEY; "" means none.
@@ -151,6 +152,20 @@ static int setup_io(struct setup *s, char *err, size_t errlen)
     s->in = items_open(o->input, o->format, o->id_field, o->text_field, o->gold_field, err, errlen);
     if (!s->in)
         return -1;
+    /* A field named on the command line that the CSV header lacks is a
+     * typo, not a file without ids or gold (the default "id" may be
+     * absent: the items then get their line numbers). */
+    const char *missing = strcmp(o->id_field, "id") && items_lacks_column(s->in, o->id_field)
+                              ? "--id-field"
+                          : o->gold_field && items_lacks_column(s->in, o->gold_field)
+                              ? "--gold-field"
+                              : NULL;
+    if (missing) {
+        snprintf(err, errlen, "bad value for %s: the CSV header of '%s' has no column '%s'",
+                 missing, o->input,
+                 strcmp(missing, "--id-field") == 0 ? o->id_field : o->gold_field);
+        return -1;
+    }
     if (pick_init(&s->pick, o->limit, o->sample, items_count(s->in), (uint64_t)o->seed) < 0) {
         snprintf(err, errlen, "--sample needs items in a file (it counts them first), not %s",
                  strcmp(o->input, "-") ? "a pipe" : "stdin");

@@ -2,12 +2,14 @@
  * file, which wins over the defaults. */
 #include "opts.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <getopt.h>
 #include <libconfig.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "client.h"
 #include "version.h"
@@ -438,44 +440,150 @@ void opts_free(struct opts *o)
     }
 }
 
-int opts_endpoint_url(const char *spec, struct buf *out, char *err, size_t errlen)
+/* Go's net.SplitHostPort: "host:port" or "[v6]:port" (the port may be
+ * empty). 0 with *HOST (without brackets) and *PORT pointing into HP; -1
+ * when HP is not of that form (no port, or too many colons). */
+static int split_host_port(const char *hp, size_t len, const char **host, size_t *hostlen,
+                           const char **port, size_t *portlen)
 {
-    const char *scheme = "http://", *rest = spec;
-    buf_clear(out);
-    while (isspace((unsigned char)*rest))
-        rest++;
-    if (strncmp(rest, "http://", 7) == 0) {
-        rest += 7;
-    } else if (strncmp(rest, "https://", 8) == 0) {
-        scheme = "https://";
-        rest += 8;
-    } else if (strstr(rest, "://")) {
-        snprintf(err, errlen, "unsupported scheme in '%s' (http or https)", spec);
+    const char *colon = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (hp[i] == ':')
+            colon = hp + i;
+    if (!colon)
         return -1;
+    *port = colon + 1;
+    *portlen = (size_t)(hp + len - *port);
+    if (hp[0] == '[') {
+        const char *end = memchr(hp, ']', len);
+        if (!end || end + 1 != colon)
+            return -1;
+        *host = hp + 1;
+        *hostlen = (size_t)(end - hp - 1);
+    } else {
+        *host = hp;
+        *hostlen = (size_t)(colon - hp);
+        if (memchr(hp, ':', *hostlen))
+            return -1; /* too many colons: a bare IPv6 address */
     }
-    size_t hostlen = strcspn(rest, "/");
-    const char *path = rest + hostlen;
-    const char *colon = memchr(rest, ':', hostlen);
-    if (rest[0] == '[')
-        colon = memchr(rest, ']', hostlen) ? strchr(memchr(rest, ']', hostlen), ':') : NULL;
-    if (colon && colon >= rest + hostlen)
-        colon = NULL;
-    if (buf_puts(out, scheme) < 0)
+    if (memchr(*host, '[', *hostlen) || memchr(*host, ']', *hostlen) ||
+        memchr(*port, '[', *portlen) || memchr(*port, ']', *portlen))
         return -1;
-    size_t namelen = colon ? (size_t)(colon - rest) : hostlen;
-    if (namelen == 0)
+    return 0;
+}
+
+/* strconv.ParseInt(port, 10, 32) and 0..65535, as Ollama checks it. */
+static long port_number(const char *p, size_t len)
+{
+    size_t i = len && (p[0] == '+' || p[0] == '-');
+    long n = 0;
+    if (i == len || len - i > 10)
+        return -1;
+    for (; i < len; i++) {
+        if (p[i] < '0' || p[i] > '9')
+            return -1;
+        n = n * 10 + (p[i] - '0');
+    }
+    n = p[0] == '-' ? -n : n;
+    return n > 65535 || n < 0 ? -1 : n;
+}
+
+static int is_ipv6(const char *s, size_t len)
+{
+    char tmp[INET6_ADDRSTRLEN + 1];
+    struct in6_addr a;
+    if (len >= sizeof tmp)
+        return 0;
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    return inet_pton(AF_INET6, tmp, &a) == 1;
+}
+
+/* libcurl must take it as it is: a space, a bad character or a port
+ * libcurl refuses would otherwise fail every request the same way. */
+static int url_usable(const char *url)
+{
+    CURLU *u = curl_url();
+    int ok = u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK;
+    curl_url_cleanup(u);
+    return ok;
+}
+
+int opts_endpoint_url(const char *spec, int from_env, struct buf *out, char *err, size_t errlen)
+{
+    const char *what = from_env ? "$OLLAMA_HOST" : "--url";
+    const char *s = spec, *scheme = "http", *defport = "11434";
+    size_t len = strlen(spec);
+    buf_clear(out);
+    while (len && isspace((unsigned char)*s)) /* as Ollama: strings.TrimSpace */
+        s++, len--;
+    while (len && isspace((unsigned char)s[len - 1]))
+        len--;
+    const char *sep = memmem(s, len, "://", 3);
+    if (sep) {
+        size_t sl = (size_t)(sep - s);
+        if (sl == 4 && !strncasecmp(s, "http", 4)) {
+            defport = "80";
+        } else if (sl == 5 && !strncasecmp(s, "https", 5)) {
+            scheme = "https";
+            defport = "443";
+        } else {
+            snprintf(err, errlen, "bad value for %s: '%s': the scheme must be http:// or https://",
+                     what, spec);
+            return -1;
+        }
+        len -= sl + 3;
+        s = sep + 3;
+    } else if (len == 10 && !memcmp(s, "ollama.com", 10)) {
+        scheme = "https";
+        defport = "443";
+    }
+    size_t hplen = strcspn(s, "/"), hostlen, portlen;
+    if (hplen > len)
+        hplen = len;
+    const char *host, *port, *path = s + hplen;
+    size_t pathlen = len - hplen;
+    if (split_host_port(s, hplen, &host, &hostlen, &port, &portlen) < 0) {
+        /* No port: all of it is the host (a bare IPv6 address too). */
+        host = s;
+        hostlen = hplen;
+        if (hostlen >= 2 && host[0] == '[' && host[hostlen - 1] == ']')
+            host++, hostlen -= 2;
+        port = defport;
+        portlen = strlen(defport);
+    }
+    if (port_number(port, portlen) < 0) {
+        if (!from_env) {
+            snprintf(err, errlen, "bad value for --url: '%s': the port '%.*s' is not 0-65535",
+                     spec, (int)portlen, port);
+            return -1;
+        }
+        fprintf(stderr, "ollama-classify: warning: $OLLAMA_HOST '%s': invalid port '%.*s', "
+                        "using the default %s (as Ollama does)\n", spec, (int)portlen, port,
+                defport);
+        port = defport;
+        portlen = strlen(defport);
+    }
+    buf_puts(out, scheme);
+    buf_puts(out, "://");
+    if (hostlen == 0)
         buf_puts(out, "127.0.0.1"); /* ":port" means this machine */
+    else if (is_ipv6(host, hostlen) || memchr(host, ':', hostlen))
+        buf_puts(out, "["), buf_append(out, host, hostlen), buf_puts(out, "]");
     else
-        buf_append(out, rest, namelen);
-    if (colon && colon + 1 < rest + hostlen)
-        buf_append(out, colon, (size_t)(rest + hostlen - colon));
-    else
-        buf_puts(out, strcmp(scheme, "https://") == 0 ? ":443" : ":11434");
-    buf_puts(out, path);
+        buf_append(out, host, hostlen);
+    buf_puts(out, ":");
+    buf_append(out, port, portlen);
+    buf_append(out, path, pathlen);
     while (out->len > 0 && out->data[out->len - 1] == '/')
         out->data[--out->len] = '\0';
     if (!out->data) {
         snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (port_number(port, portlen) == 0 || !url_usable(out->data)) {
+        snprintf(err, errlen, "bad value for %s: '%s' is not a usable endpoint (%s)", what, spec,
+                 out->data);
         return -1;
     }
     return 0;

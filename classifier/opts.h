@@ -52,10 +52,17 @@ int opts_parse(struct opts *o, int argc, char **argv, char *err, size_t errlen);
 
 void opts_free(struct opts *o);
 
-/* Turn an endpoint in any of Ollama's OLLAMA_HOST forms ("host",
- * "host:port", ":port", "http://host:port[/path]", "https://...") into a
- * base URL without a trailing '/', e.g. "http://127.0.0.1:11434", in OUT.
- * Returns 0, or -1 with a reason in ERR. */
-int opts_endpoint_url(const char *spec, struct buf *out, char *err, size_t errlen);
+/* Turn an endpoint in any of Ollama's OLLAMA_HOST forms into a base URL
+ * without a trailing '/', e.g. "http://127.0.0.1:11434", in OUT, read as
+ * Ollama's envconfig.Host() reads it: blanks around it trimmed; "host",
+ * "host:port", ":port" (this machine), a bare or bracketed IPv6 address,
+ * "http://host[:port][/path]" (port 80 when none), "https://..." (443);
+ * without a scheme the port is 11434 ("ollama.com" alone is
+ * https://ollama.com:443). A port that is not 0-65535 falls back to that
+ * default with a warning on stderr when FROM_ENV ($OLLAMA_HOST, as Ollama
+ * does), and is an error for --url. Returns 0, or -1 with one line naming
+ * --url or $OLLAMA_HOST and the value in ERR (another scheme, port 0, or a
+ * URL libcurl would refuse: bad usage, never an error per item). */
+int opts_endpoint_url(const char *spec, int from_env, struct buf *out, char *err, size_t errlen);
 
 #endif

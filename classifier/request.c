@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "examples.h"
+#include "utf8.h"
 
 static const char default_prompt[] =
     "You are a text classifier. Read the user's message and choose the one label "
@@ -25,6 +26,9 @@ static int read_file(const char *path, struct buf *out)
         buf_append(out, chunk, n);
     int rc = ferror(f) ? -1 : 0;
     fclose(f);
+    size_t bom = out->data ? utf8_bom_len(out->data, out->len) : 0;
+    if (bom) /* a byte order mark is not part of the prompt */
+        memmove(out->data, out->data + bom, (out->len -= bom) + 1);
     return rc;
 }
 
@@ -218,6 +222,11 @@ int request_init(struct request_tpl *t, const struct request_conf *rc, char *err
         snprintf(err, errlen, "cannot read prompt file '%s'", rc->prompt_file);
         goto done;
     }
+    if (rc->prompt_file && !(tpl.data && strstr(tpl.data, "{{labels}}")))
+        fprintf(stderr,
+                "ollama-classify: warning: prompt file '%s' has no {{labels}}: the labels are not "
+                "in the prompt (the model sees them only in the format schema)\n",
+                rc->prompt_file);
     if (rc->options && parse_options(rc->options, options, top, err, errlen) < 0)
         goto done;
     if (expand_prompt(rc->prompt_file ? (tpl.data ? tpl.data : "") : default_prompt, rc->labels,

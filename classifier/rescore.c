@@ -23,28 +23,21 @@ struct rescore {
     struct idset *gold_ids; /* from -i: id -> index in golds */
     char **golds;
     size_t ngolds;
-    struct buf key, alt;
+    struct buf key, item_key;
     int pass;
 };
 
-/* The id's key, and in CSV for an id of digits its key as a string too
- * (the item may have had either; resfile.h). 0 or -1 (no id). */
-static int keys_of(struct rescore *rs, json_t *row, int *has_alt)
+/* The id's key (in CSV its text: resfile.h, results_key()). 0, or -1 (no
+ * id). */
+static int key_of(struct rescore *rs, json_t *row)
 {
     json_t *id = json_object_get(row, "id");
-    *has_alt = 0;
     if (!id || items_id_key(id, &rs->key) < 0)
         return -1;
-    if (rs->fmt == RESFILE_CSV && json_is_integer(id)) {
-        char num[32];
-        int n = snprintf(num, sizeof num, "%lld", (long long)json_integer_value(id));
-        buf_clear(&rs->alt);
-        *has_alt = buf_json_string(&rs->alt, num, (size_t)n) == 0;
-    }
     return 0;
 }
 
-static const char *gold_of(struct rescore *rs, json_t *row, int has_alt, size_t *len)
+static const char *gold_of(struct rescore *rs, json_t *row, size_t *len)
 {
     const char *f = rs->o->gold_field;
     char kept[256];
@@ -53,12 +46,11 @@ static const char *gold_of(struct rescore *rs, json_t *row, int has_alt, size_t 
         return NULL;
     snprintf(kept, sizeof kept, "input_%s", f);
     json_t *g = json_object_get(row, results_own_key(f) ? kept : f);
-    if (json_is_string(g)) {
+    if (json_is_string(g) && json_string_length(g) > 0) {
         *len = json_string_length(g);
         return json_string_value(g);
     }
-    if (idset_get(rs->gold_ids, rs->key.data, rs->key.len, &at) ||
-        (has_alt && idset_get(rs->gold_ids, rs->alt.data, rs->alt.len, &at))) {
+    if (idset_get(rs->gold_ids, rs->key.data, rs->key.len, &at)) {
         *len = strlen(rs->golds[at]);
         return rs->golds[at];
     }
@@ -68,11 +60,16 @@ static const char *gold_of(struct rescore *rs, json_t *row, int has_alt, size_t 
 static void on_row(json_t *row, void *arg)
 {
     struct rescore *rs = arg;
-    int has_alt;
     const char *label = json_string_value(json_object_get(row, "label")), *gold;
     size_t glen = 0;
-    if (keys_of(rs, row, &has_alt) < 0)
+    if (key_of(rs, row) < 0)
         return;
+    if (json_is_null(json_object_get(row, "id"))) {
+        /* A malformed input line (no id can be known): each counts. */
+        if (rs->pass == 2 && !label)
+            stats_failed(rs->st, ERR_RECORDED, NULL, 0);
+        return;
+    }
     if (rs->pass == 1) {
         if (label)
             idset_add(rs->labelled, rs->key.data, rs->key.len, 0);
@@ -81,7 +78,7 @@ static void on_row(json_t *row, void *arg)
     int is_labelled = idset_get(rs->labelled, rs->key.data, rs->key.len, NULL);
     if ((is_labelled && !label) || idset_add(rs->counted, rs->key.data, rs->key.len, 0) != 1)
         return; /* an error superseded by a label, or an id counted already */
-    gold = gold_of(rs, row, has_alt, &glen);
+    gold = gold_of(rs, row, &glen);
     if (!label) {
         stats_failed(rs->st, ERR_RECORDED, gold, glen);
         return;
@@ -102,8 +99,14 @@ static int read_golds(struct rescore *rs, char *err, size_t errlen)
     if (!in)
         return -1;
     while ((rc = items_next(in, &it, err, errlen)) > 0) {
-        if (!it.gold)
+        if (!it.gold || it.no_id)
             continue;
+        /* Keyed as the results key their ids (results_key()). */
+        if ((rs->fmt == RESFILE_CSV ? items_text_key(it.id, it.id_len, &rs->item_key)
+                                    : buf_set(&rs->item_key, it.id, it.id_len)) < 0) {
+            rc = -1;
+            break;
+        }
         char **g = realloc(rs->golds, (rs->ngolds + 1) * sizeof *g);
         if (!g || !(g[rs->ngolds] = strndup(it.gold, it.gold_len))) {
             rs->golds = g ? g : rs->golds;
@@ -111,7 +114,7 @@ static int read_golds(struct rescore *rs, char *err, size_t errlen)
             break;
         }
         rs->golds = g;
-        if (idset_add(rs->gold_ids, it.id, it.id_len, (int)rs->ngolds) == 1)
+        if (idset_add(rs->gold_ids, rs->item_key.data, rs->item_key.len, (int)rs->ngolds) == 1)
             rs->ngolds++;
         else
             free(g[rs->ngolds]);
@@ -162,6 +165,6 @@ done:
         free(rs.golds[i]);
     free(rs.golds);
     buf_free(&rs.key);
-    buf_free(&rs.alt);
+    buf_free(&rs.item_key);
     return rc;
 }

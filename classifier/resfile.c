@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "csv.h"
+#include "utf8.h"
 
 enum resfile_format resfile_format_of(const char *path)
 {
@@ -54,10 +55,11 @@ static json_t *cell(const char *name, const char *s, size_t len)
 {
     if (!strcmp(name, "label"))
         return len ? json_stringn_nocheck(s, len) : json_null();
+    if (!strcmp(name, "id"))
+        return json_stringn_nocheck(s, len); /* text: see resfile.h */
     if (!len)
         return NULL;
-    if ((!strcmp(name, "id") || !strcmp(name, "ms") || !strcmp(name, "attempts")) &&
-        is_integer(s, len))
+    if ((!strcmp(name, "ms") || !strcmp(name, "attempts")) && is_integer(s, len))
         return json_integer(strtoll(s, NULL, 10));
     if (!strcmp(name, "confidence"))
         return json_real(strtod(s, NULL));
@@ -131,6 +133,7 @@ int resfile_read(const char *path, enum resfile_format fmt, resfile_fn fn, void 
         *tail = t;
     if (!f)
         return errno == ENOENT ? 1 : -1;
+    t.good = utf8_skip_bom(f) ? 3 : 0; /* an editor's mark: not a torn line */
     int rc = fmt == RESFILE_CSV ? read_csv(f, fn, arg, &t, header) : read_jsonl(f, fn, arg, &t);
     fclose(f);
     if (tail)

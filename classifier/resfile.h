@@ -1,10 +1,12 @@
 /* resfile.h - reading a results file back: for resume (results.c) and for
  * --rescore (rescore.c). JSONL lines and CSV records (after the header
  * row) both come out as one JSON object per result, with the values
- * results_write() wrote: in CSV an id of digits reads as a number, an
- * empty label as null, confidence, ms and attempts as numbers, review as
- * a boolean, votes as an object, every other cell as a string (empty
- * cells are left out).
+ * results_write() wrote: in CSV the id is always a string, its text (an
+ * empty cell is the empty string): a cell cannot say whether the item's id
+ * was 7 or "7", so CSV results match ids by their text
+ * (items_text_key()); an empty label reads as null, confidence, ms and
+ * attempts as numbers, review as a boolean, votes as an object, every
+ * other cell as a string (other empty cells are left out).
  *
  * The last line or record may be torn by a kill in the middle of a write.
  * JSONL: a last line without its newline is whole if it parses (kept), torn

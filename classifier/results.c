@@ -13,6 +13,7 @@
 #include "idset.h"
 #include "items.h"
 #include "resfile.h"
+#include "utf8.h"
 
 /* A label read back: its index and confidence. */
 struct prior {
@@ -25,6 +26,7 @@ struct results {
     int own_fd;
     char *path;  /* NULL for stdout */
     int created; /* the file did not exist before this writer */
+    int regular; /* a regular file (read back for resume); else written only */
     enum resfile_format fmt;
     struct results_conf conf;
     char **names;       /* the kept fields' keys in the output */
@@ -77,8 +79,9 @@ static int remember(struct results *r, const struct buf *key, int label, double 
     return 1;
 }
 
-/* A result read back: remember its id if it has a label. In CSV an id of
- * digits may have been a number or a string: it is remembered as both. */
+/* A result read back: remember its id if it has a label. In CSV the id is
+ * its text (a string), so its key is the textual key results_key() gives
+ * the items. */
 static void on_row(json_t *row, void *arg)
 {
     struct results *r = arg;
@@ -91,13 +94,6 @@ static void on_row(json_t *row, void *arg)
     double conf = json_is_number(c) ? json_number_value(c) : -1;
     if (items_id_key(id, &key) == 0 && remember(r, &key, l, conf) == 1)
         r->resumed++;
-    if (r->fmt == RESFILE_CSV && json_is_integer(id)) {
-        char num[32];
-        int n = snprintf(num, sizeof num, "%lld", (long long)json_integer_value(id));
-        buf_clear(&key);
-        if (buf_json_string(&key, num, (size_t)n) == 0)
-            remember(r, &key, l, conf);
-    }
     buf_free(&key);
 }
 
@@ -116,19 +112,27 @@ static json_t *csv_columns(const struct results *r)
     return a;
 }
 
+/* S as a CSV cell, quoted when it must be; like the JSON lines, valid
+ * UTF-8 (a bad byte becomes U+FFFD, utf8.h). */
 static void csv_cell(struct buf *b, const char *s, size_t len)
 {
-    if (strcspn(s, ",\"\r\n") >= len && (!len || (s[0] != ' ' && s[len - 1] != ' '))) {
-        buf_append(b, s, len);
-        return;
-    }
-    buf_puts(b, "\"");
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == '"')
+    int quote = strcspn(s, ",\"\r\n") < len || (len && (s[0] == ' ' || s[len - 1] == ' '));
+    if (quote)
+        buf_puts(b, "\"");
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len((const unsigned char *)s + i, len - i);
+        if (n == 0) {
+            buf_puts(b, UTF8_REPLACEMENT);
+            i++;
+            continue;
+        }
+        if (quote && s[i] == '"')
             buf_puts(b, "\"");
-        buf_append(b, s + i, 1);
+        buf_append(b, s + i, n);
+        i += n;
     }
-    buf_puts(b, "\"");
+    if (quote)
+        buf_puts(b, "\"");
 }
 
 static char *join_columns(json_t *cols)
@@ -203,6 +207,12 @@ static int repair_tail(struct results *r, const struct resfile_tail *t)
     return 0;
 }
 
+/* Only a regular file is read back (resume, the torn tail, the CSV
+ * header): anything else (/dev/stdout to a pipe, a FIFO, /dev/null,
+ * /dev/full) is written only, as a stream that starts empty. Reading one
+ * back would block (a pipe's write end) or never end (/dev/zero). The file
+ * is opened for writing first, so that the check is on what will be
+ * written to. */
 static int open_file(struct results *r, const char *path, char *err, size_t errlen)
 {
     struct resfile_tail t = {0};
@@ -210,13 +220,18 @@ static int open_file(struct results *r, const char *path, char *err, size_t errl
     struct stat st;
     int rc = -1;
     r->created = stat(path, &st) < 0 && errno == ENOENT;
-    if (resfile_read(path, r->fmt, on_row, r, &t, &header) < 0) {
+    r->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    r->own_fd = r->fd >= 0;
+    if (r->fd < 0 || fstat(r->fd, &st) < 0) {
+        snprintf(err, errlen, "cannot write results '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    r->regular = S_ISREG(st.st_mode);
+    if (r->regular && resfile_read(path, r->fmt, on_row, r, &t, &header) < 0) {
         snprintf(err, errlen, "cannot read results '%s': %s", path, strerror(errno));
         goto done;
     }
-    r->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-    r->own_fd = r->fd >= 0;
-    if (r->fd < 0 || repair_tail(r, &t) < 0) {
+    if (repair_tail(r, &t) < 0) {
         snprintf(err, errlen, "cannot write results '%s': %s", path, strerror(errno));
         goto done;
     }
@@ -254,6 +269,13 @@ fail:
     return NULL;
 }
 
+int results_key(const struct results *r, const char *id, size_t len, struct buf *key)
+{
+    if (r->fmt == RESFILE_CSV)
+        return items_text_key(id, len, key);
+    return buf_set(key, id, len);
+}
+
 int results_find(const struct results *r, const char *id, size_t len, int *label, double *conf)
 {
     int at;
@@ -262,6 +284,11 @@ int results_find(const struct results *r, const char *id, size_t len, int *label
     *label = r->priors[at].label;
     *conf = r->priors[at].confidence;
     return 1;
+}
+
+int results_is_csv(const struct results *r)
+{
+    return r->fmt == RESFILE_CSV;
 }
 
 size_t results_resumed(const struct results *r)
@@ -313,6 +340,10 @@ static void jsonl_line(struct results *r, const struct result *res)
     }
     snprintf(num, sizeof num, ",\"attempts\":%d", res->attempts);
     buf_puts(b, num);
+    if (res->line > 0) {
+        snprintf(num, sizeof num, ",\"line\":%ld", res->line);
+        buf_puts(b, num);
+    }
     if (!res->label) {
         buf_puts(b, ",\"error\":");
         buf_json_string(b, res->error ? res->error : "", res->error ? strlen(res->error) : 0);

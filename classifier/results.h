@@ -23,6 +23,7 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "buf.h"
 #include "labels.h"
 
 /* One result line. Strings are borrowed for the call. */
@@ -40,6 +41,8 @@ struct result {
     const char *raw;   /* NULL: not kept; else the model's answer */
     size_t raw_len;
     json_t *fields; /* borrowed: the kept input fields, by name; NULL: none */
+    long line;      /* > 0: a malformed input line (its id is null): JSONL
+                     * writes it as "line" (CSV: the error text names it) */
 };
 
 /* What every line holds, fixed for the file (all borrowed during the
@@ -58,11 +61,22 @@ struct results;
 struct results *results_open(const char *path, const struct results_conf *rc, char *err,
                              size_t errlen);
 
-/* 1 when the id ID (JSON text, LEN bytes) already has a label in the file;
+/* The key under which R matches an item whose id is ID (JSON text, LEN
+ * bytes), into KEY (replaced): in JSONL the id itself, so 7 and "7" are two
+ * ids; in CSV, where a cell holds only text, the id's textual key
+ * (items_text_key(): 7 and "7" are one id there). The batch finds
+ * duplicate ids by this key too, so that an id the results cannot tell
+ * from another is a duplicate. 0 or -1. */
+int results_key(const struct results *r, const char *id, size_t len, struct buf *key);
+
+/* 1 when the key ID (results_key(), LEN bytes) already has a label in the file;
  * *LABEL is then its index in the labels, or -1 for a label that is not
  * one of them (written by a run with other labels), *CONF its confidence
  * or -1. 0 when it has none. */
 int results_find(const struct results *r, const char *id, size_t len, int *label, double *conf);
+
+/* 1 when R writes CSV (ids are matched as text: results_key()). */
+int results_is_csv(const struct results *r);
 
 /* Ids found labelled when the file was opened. */
 size_t results_resumed(const struct results *r);

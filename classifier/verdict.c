@@ -44,6 +44,7 @@ static void result_of(const struct verdicts *a, const struct job *job, struct re
     memset(res, 0, sizeof *res);
     res->id = job->id.data;
     res->id_len = job->id.len;
+    res->line = job->line;
     res->confidence = -1;
     res->review = -1;
     res->ms = (long)(job->ms + 0.5);
@@ -65,24 +66,29 @@ static int record_label(struct verdicts *a, struct job *job, int label, double c
 {
     struct result res;
     struct stats *st = a->conf->st;
-    stats_labelled(st, label, conf, src, gold_of(job), job->gold.len);
     result_of(a, job, &res);
     res.label = a->conf->labels->names[label];
     res.confidence = conf;
     res.review = stats_review(st, conf);
     res.votes = votes;
-    return results_write(a->conf->out, &res, err, errlen);
+    /* Counted once written: the summary claims no line that is not there. */
+    if (results_write(a->conf->out, &res, err, errlen) < 0)
+        return -1;
+    stats_labelled(st, label, conf, src, gold_of(job), job->gold.len);
+    return 0;
 }
 
 int verdict_error(struct verdicts *a, struct job *job, enum err_kind k, const char *text, char *err,
                   size_t errlen)
 {
     struct result res;
-    stats_failed(a->conf->st, k, gold_of(job), job->gold.len);
     result_of(a, job, &res);
     res.error = text;
     res.ms = -1;
-    return results_write(a->conf->out, &res, err, errlen);
+    if (results_write(a->conf->out, &res, err, errlen) < 0)
+        return -1;
+    stats_failed(a->conf->st, k, gold_of(job), job->gold.len);
+    return 0;
 }
 
 int verdict_empty(struct verdicts *a, struct job *job, char *err, size_t errlen)
@@ -92,12 +98,14 @@ int verdict_empty(struct verdicts *a, struct job *job, char *err, size_t errlen)
     stats_empty(a->conf->st);
     if (a->conf->abstain < 0)
         return verdict_error(a, job, ERR_EMPTY, note, err, errlen);
-    stats_labelled(a->conf->st, a->conf->abstain, -1, CONF_NONE, gold_of(job), job->gold.len);
     result_of(a, job, &res);
     res.label = a->conf->labels->names[a->conf->abstain];
     res.note = note;
     res.ms = -1;
-    return results_write(a->conf->out, &res, err, errlen);
+    if (results_write(a->conf->out, &res, err, errlen) < 0)
+        return -1;
+    stats_labelled(a->conf->st, a->conf->abstain, -1, CONF_NONE, gold_of(job), job->gold.len);
+    return 0;
 }
 
 /* Make JOB's next request a vote (its first when START). */
