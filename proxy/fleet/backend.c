@@ -256,6 +256,8 @@ void backend_free(struct backend *be)
 {
     if (!be)
         return;
+    if (be->retired_link.le_prev) /* fleet.c's retired list: no head needed */
+        LIST_REMOVE(be, retired_link);
     while (be->runners) {
         struct runner *rn = be->runners;
         be->runners = rn->next;

@@ -7,6 +7,7 @@
 #ifndef PX_BACKEND_H
 #define PX_BACKEND_H
 
+#include <sys/queue.h>
 #include <sys/socket.h>
 
 #include "adapt.h"
@@ -98,6 +99,10 @@ struct backend {
     struct runner *runners; /* one per model requested here, see struct runner */
     int removed; /* dropped by a reload: serves what it has, takes nothing */
     int refs;    /* requests that name it (backend_ref); the fleet's list is one */
+    /* While removed and named by a request: on fleet.c's list of retired
+     * backends (a row for its server takes it back); backend_free unlinks
+     * it (le_prev NULL: on no list). */
+    LIST_ENTRY(backend) retired_link;
     char *tmpl, *tmpl_url; /* made from the dns row of this name and url; NULL: a url row */
     int tmpl_k;            /* and named tmpl-k */
     /* Model discovery (discover.c): installed models from /api/tags and

@@ -4,6 +4,8 @@
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
 
 #include "backend.h"
 #include "config.h"
@@ -14,6 +16,13 @@
 #include "net.h"
 #include "proxy.h"
 #include "upstream.h"
+
+/* Retired backends that a request still names (retire): a reload's row
+ * for the same server takes one back (take), so that what it still runs
+ * there counts against that row's cap. Of every proxy in the process (one
+ * in practice; each entry knows its own, be->px); backend_free unlinks an
+ * entry when its last request lets go of it. */
+static LIST_HEAD(retired_list, backend) retired = LIST_HEAD_INITIALIZER(retired);
 
 static struct backend *add(struct proxy *px, const struct config_backend *cb)
 {
@@ -50,15 +59,18 @@ static void retire(struct proxy *px, struct backend *be)
     be->target.closing = 1;
     upstream_pool_drain(&be->target); /* connections in use close when released */
     log_info("backend %s retired (%d requests in flight finish there)", be->name, be->in_flight);
-    backend_unref(be); /* the fleet's reference */
+    LIST_INSERT_HEAD(&retired, be, retired_link);
+    backend_unref(be); /* the fleet's reference: freed (and unlinked) if nothing names it */
 }
 
-/* BE's row is now CB: when its max_concurrent or adaptive changed, the
- * row wins over the runtime control's drain, disable or cap, and an
- * adaptive backend finds its cap again under the new ceiling. */
-static void recap(struct backend *be, const struct config_backend *cb)
+/* BE's row is now CB: when its max_concurrent or adaptive changed (or
+ * TAKEN: the row is another's, BE taken over by it), the row wins over the
+ * runtime control's drain, disable or cap, and an adaptive backend finds
+ * its cap again under the new ceiling (else it keeps the caps it found). */
+static void recap(struct backend *be, const struct config_backend *cb, int taken)
 {
-    if (be->cfg_cap == cb->max_concurrent && be->adapt.on == !!cb->adaptive)
+    if (be->cfg_cap == cb->max_concurrent && be->adapt.on == !!cb->adaptive &&
+        !(taken && (be->admin != ADMIN_READY || be->cap_override)))
         return;
     log_info("backend %s: max_concurrent %d%s -> %d%s%s", be->name, be->cfg_cap,
              be->adapt.on ? " (adaptive)" : "", cb->max_concurrent,
@@ -83,7 +95,7 @@ static int keep_dns(struct proxy *px, const struct config_backend *cb, struct ba
         struct backend *be = px->backends[i];
         if (!be->tmpl || strcmp(be->tmpl, cb->name) || strcmp(be->tmpl_url, cb->url))
             continue;
-        recap(be, cb);
+        recap(be, cb, 0);
         next[n++] = be;
     }
     return n;
@@ -127,38 +139,111 @@ static struct backend *find(struct proxy *px, const struct config_backend *cb)
     return NULL;
 }
 
+/* 1 when BE, made from a url row, is the server CB names: the same host
+ * and port over the same transport. Judged on the text, as config.c's
+ * "one server" warning first does: "localhost" and "127.0.0.1" are two
+ * servers here (a row is not resolved before it joins). */
+static int same_server(const struct backend *be, const struct config_backend *cb)
+{
+    return !be->tmpl && be->port == cb->port && strcasecmp(be->host, cb->host) == 0 &&
+           !backend_tls(be) == !cb->tls;
+}
+
+/* BE (of another name or url, the same server) is CB's from now on: its
+ * name, url, cap and settings are the row's; what it runs, its runners,
+ * the caps it found, health and counters go on. 0, or -1 when out of
+ * memory (BE unchanged). */
+static int take_row(struct backend *be, const struct config_backend *cb)
+{
+    char *name = strdup(cb->name), *url = strdup(cb->url);
+    if (!name || !url) {
+        free(name);
+        free(url);
+        return -1;
+    }
+    log_info("backend %s (%s%s) is %s (%s) from now on, the same server: its %d requests "
+             "in flight count against its cap", be->name, be->url,
+             be->removed ? ", retired" : "", cb->name, cb->url, be->in_flight);
+    free(be->name);
+    free(be->url);
+    be->name = name;
+    be->url = url;
+    recap(be, cb, 1);
+    backend_reconfigure(be, cb); /* headers, Host, TLS */
+    return 0;
+}
+
+/* The backend that is CB's server under another name or url, taken over
+ * by CB (take_row): one of the fleet no row of the new config keeps (KEPT,
+ * the url rows' backends so far), else a retired one a request still names,
+ * which rejoins. Either way the server's requests in flight stay counted on
+ * one backend, so its cap holds across a rename or a drop and re-add.
+ * NULL: none (CB's server is new to the fleet). */
+static struct backend *take(struct proxy *px, const struct px_config *cfg,
+                            struct backend *const *kept, const struct config_backend *cb)
+{
+    struct backend *be;
+    for (int i = 0; i < px->nbackends; i++) {
+        int in_use = 0;
+        be = px->backends[i];
+        for (int j = 0; j < cfg->nbackends; j++)
+            in_use |= kept[j] == be;
+        if (!in_use && same_server(be, cb))
+            return take_row(be, cb) == 0 ? be : NULL;
+    }
+    LIST_FOREACH(be, &retired, retired_link) {
+        if (be->px != px || !same_server(be, cb) || take_row(be, cb) < 0)
+            continue;
+        LIST_REMOVE(be, retired_link);
+        be->retired_link.le_prev = NULL;
+        be->removed = 0;
+        be->target.closing = 0;
+        backend_ref(be);        /* the fleet's again */
+        discover_rejoin(px, be); /* not polled while retired */
+        return be;
+    }
+    return NULL;
+}
+
 int fleet_apply(struct proxy *px, const struct px_config *cfg)
 {
     struct backend **next = calloc((size_t)(cfg->nbackends + px->nbackends) + 1, sizeof *next);
+    struct backend **kept = calloc((size_t)cfg->nbackends + 1, sizeof *kept); /* by row */
     int n = 0;
-    if (!next)
+    if (!next || !kept) {
+        free(next);
+        free(kept);
         return -1;
+    }
+    for (int i = 0; i < cfg->nbackends; i++) /* first those of the same name and url */
+        if (!cfg->backends[i].is_dns)
+            kept[i] = find(px, &cfg->backends[i]);
     for (int i = 0; i < cfg->nbackends; i++) {
-        struct backend *be;
-        if (cfg->backends[i].is_dns) { /* its addresses' backends stay while it does */
-            n = keep_dns(px, &cfg->backends[i], next, n);
+        const struct config_backend *cb = &cfg->backends[i];
+        if (cb->is_dns) { /* its addresses' backends stay while it does */
+            n = keep_dns(px, cb, next, n);
             continue;
         }
-        be = find(px, &cfg->backends[i]);
-        if (be) {
-            recap(be, &cfg->backends[i]);
-            backend_reconfigure(be, &cfg->backends[i]); /* headers, Host, TLS */
-        } else if ((be = add(px, &cfg->backends[i]))) {
-            log_info("backend %s added (%s)", be->name, be->url);
-            discover_rejoin(px, be); /* no request for a model before its answer */
+        if (kept[i]) {
+            recap(kept[i], cb, 0);
+            backend_reconfigure(kept[i], cb); /* headers, Host, TLS */
+        } else if (!(kept[i] = take(px, cfg, kept, cb)) && (kept[i] = add(px, cb))) {
+            log_info("backend %s added (%s)", kept[i]->name, kept[i]->url);
+            discover_rejoin(px, kept[i]); /* no request for a model before its answer */
         }
-        if (be)
-            next[n++] = be;
+        if (kept[i])
+            next[n++] = kept[i];
     }
     for (int i = 0; i < px->nbackends; i++) {
-        int kept = 0;
+        int in_use = 0;
         for (int j = 0; j < n; j++)
-            kept |= next[j] == px->backends[i];
-        if (!kept)
+            in_use |= next[j] == px->backends[i];
+        if (!in_use)
             retire(px, px->backends[i]);
     }
     /* The scheduler looks at the new fleet at once: it must never see the
      * old array once freed. */
+    free(kept);
     free(px->backends);
     px->backends = next;
     px->nbackends = n;

@@ -5,7 +5,14 @@
  * no longer has) retires: it takes no new request, its requests in flight
  * finish where they are, and it is freed when the last request that names
  * it ends (backend.h, backend_ref): memory stays flat however often the
- * fleet changes. */
+ * fleet changes.
+ *
+ * A cap is a server's, whatever the config calls it: a reload's url row
+ * for the server (host, port, transport) of a backend no row keeps by name
+ * and url, or of a retired one a request still names, takes that backend
+ * over under its own name and settings, so that the requests it runs count
+ * against the row's cap (a rename, a drop and re-add, a swap of two names
+ * never puts more than max_concurrent on one server). */
 #ifndef PX_FLEET_H
 #define PX_FLEET_H
 
@@ -17,7 +24,8 @@ struct backend;
 int fleet_init(struct proxy *px);
 
 /* The backends of CFG (a reload; CFG stays the caller's): backends kept by
- * name and url get their new cap, new ones are added, missing ones retire.
+ * name and url get their new cap; a row for the server of another backend
+ * takes it over (above); rows for new servers are added; the rest retire.
  * Returns 0, or -1 when out of memory (nothing changed). */
 int fleet_apply(struct proxy *px, const struct px_config *cfg);
 

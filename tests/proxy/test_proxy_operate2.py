@@ -7,12 +7,13 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 from fakebackend import FakeBackend
 
-from harness import (Proxy, Sim, binary, eq, get, ok, post, run, wait_until, write_proxy_conf,
-                     _tmp)
+from harness import (SLOW, Proxy, Sim, binary, eq, get, ok, post, run, wait_until,
+                     write_proxy_conf, _tmp)
 
 
 def loaded(sim, model):
@@ -237,6 +238,92 @@ def test_status_events():
        "newest first, with why: %r" % rl)
     evs = px.status()["events"]
     eq([e["time"] for e in evs], sorted([e["time"] for e in evs], reverse=True), "newest first")
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
+
+
+def long_sim(models="llama3:latest"):
+    """A sim whose generations last about 4 s (x SLOW): long enough for two
+    reloads to land while they run."""
+    return Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", str(int(80 * SLOW)),
+               "--tokens-per-s", "20", models=models)
+
+
+def send(px, n, out):
+    """N generations for llama3 at once, each in a thread; their replies go
+    to OUT. Returns the threads."""
+    def one():
+        out.append(post(px.url + "/api/generate", {"model": "llama3", "prompt": "x",
+                                                   "stream": False}, timeout=120 * SLOW))
+    ts = [threading.Thread(target=one) for _ in range(n)]
+    for t in ts:
+        t.start()
+    return ts
+
+
+def reload(px, backends):
+    """Write BACKENDS, SIGHUP, and wait until the proxy says it reloaded."""
+    k = px.proc.output().count("reloaded ")
+    write_proxy_conf(px.conf, backends)
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: px.proc.output().count("reloaded ") > k, what="the reload")
+
+
+def max_on(sim):
+    return sim.stats()["models"]["llama3:latest"]["max_in_flight"]
+
+
+def test_renamed_backend_keeps_its_cap():
+    """A cap is the server's, whatever the config calls it: a reload that
+    renames a busy backend (gpu0 -> gpu-0, the same url) while 2 run at
+    max_concurrent 2 and 2 wait sends the 2 waiting only as the first end:
+    the sim never has more than 2 of them, and the status shows the 2 still
+    running under the new name."""
+    sim = long_sim()
+    px = Proxy([("gpu0", sim.url, 2)])
+    wait_until(lambda: px.backend("gpu0")["models"], what="discovery")
+    out = []
+    ts = send(px, 4, out)
+    wait_until(lambda: (lambda s: s["backends"][0]["in_flight"] == 2 and
+                        s["queue"]["length"] == 2)(px.status()), what="2 running, 2 waiting")
+    reload(px, [("gpu-0", sim.url, 2)])
+    st = px.status()
+    eq(sim.stats()["served"], 0, "the reload came while the first 2 ran")
+    eq([(b["name"], b["in_flight"], b["max_concurrent"]) for b in st["backends"]],
+       [("gpu-0", 2, 2)], "the 2 running are gpu-0's")
+    eq(st["queue"]["length"], 2, "the 2 others still wait")
+    for t in ts:
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 4, "every request served: %r" % out)
+    eq(max_on(sim), 2, "at most max_concurrent 2 on the server, across the rename")
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
+
+
+def test_backend_dropped_and_added_back_keeps_its_cap():
+    """A backend dropped by a reload while it runs 2 requests (its cap),
+    then added back by the next while they still run, takes them back: the
+    status shows them in its in_flight, and 2 new requests wait for them
+    instead of making 4 on the server."""
+    a = long_sim()
+    b = long_sim(models="phi3:mini")  # lacks llama3: the requests are a's
+    rows = [("a", a.url, 2), ("b", b.url, 1)]
+    px = Proxy(rows)
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"]), what="discovery")
+    out = []
+    ts = send(px, 2, out)
+    wait_until(lambda: px.backend("a")["in_flight"] == 2, what="2 running on a")
+    reload(px, rows[1:])
+    eq([x["name"] for x in px.status()["backends"]], ["b"], "a dropped")
+    reload(px, rows)
+    eq(a.stats()["served"], 0, "both reloads came while the first 2 ran")
+    eq(px.backend("a")["in_flight"], 2, "the 2 still running are a's again")
+    ts += send(px, 2, out)
+    wait_until(lambda: sum(c["in_flight"] + c["waiting"] for c in px.status()["clients"]) == 4,
+               what="the 2 new at the proxy")
+    eq(px.status()["queue"]["length"], 2, "the 2 new wait for a slot of a")
+    for t in ts:
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 4, "every request served: %r" % out)
+    eq(max_on(a), 2, "at most max_concurrent 2 on the server, across the drop and re-add")
     eq(px.stop(), 0, "clean exit (ASan: no leak)")
 
 
