@@ -23,7 +23,16 @@
  * its cgqs per priority, keyed by rule 3. Choosing is a look at the top of
  * each group's heap; a grant pops one entry and re-sifts the client's cgqs
  * (its in_flight changed). A client at its cap has its cgqs out of the
- * heaps, so it costs nothing while it waits. */
+ * heaps, so it costs nothing while it waits.
+ *
+ * Metadata (e->meta, sched.h SCHED_META_CAP) takes no GPU slot and waits
+ * in a queue of its own, meta_q, so that it never waits behind inference.
+ * Its entries are still their clients': counted in waiting (max_queued,
+ * the queue's one max_length, the push-out rule) and, running, in
+ * in_flight (as meta_in_flight too). They take the same rules 1-4 for the
+ * metadata places that free, rule 3 counting metadata in flight alone; a
+ * key's max_concurrent caps its GPU slots, not them (see
+ * SCHED_META_CAP). */
 #include "sched.h"
 
 #include <stdlib.h>
@@ -62,11 +71,18 @@ static unsigned long long head_seq(const struct sched_cgq *q)
     return TAILQ_FIRST(&q->entries)->seq;
 }
 
+/* C's entries holding a GPU slot or retrying for one: what its
+ * max_concurrent caps and rule 3 counts (metadata holds none). */
+static int slots(const struct sched_client *c)
+{
+    return c->in_flight - c->meta_in_flight;
+}
+
 /* Rule 3: A before B. */
 static int before(const struct sched_cgq *a, const struct sched_cgq *b)
 {
-    long long la = (long long)a->client->in_flight * b->client->weight;
-    long long lb = (long long)b->client->in_flight * a->client->weight;
+    long long la = (long long)slots(a->client) * b->client->weight;
+    long long lb = (long long)slots(b->client) * a->client->weight;
     if (la != lb)
         return la < lb;
     return head_seq(a) < head_seq(b);
@@ -160,7 +176,7 @@ static void cgq_sync(struct sched_cgq *q)
 
 static void client_sync(struct sched_client *c)
 {
-    c->capped = c->max_concurrent > 0 && c->in_flight >= c->max_concurrent;
+    c->capped = c->max_concurrent > 0 && slots(c) >= c->max_concurrent;
     for (struct sched_cgq *q = c->cgqs; q; q = q->next)
         cgq_sync(q);
 }
@@ -480,13 +496,18 @@ int sched_configure(struct sched *s, const struct px_config *cfg)
 
 /* ---- the count of a client's entries in flight ---- */
 
+/* Metadata changes in_flight and meta_in_flight alike: slots(), the cap
+ * and the heaps' order stay as they were. */
 static void count_in(struct sched_entry *e)
 {
     if (e->counted)
         return;
     e->counted = 1;
     e->client->in_flight++;
-    client_sync(e->client);
+    if (e->meta)
+        e->client->meta_in_flight++;
+    else
+        client_sync(e->client);
 }
 
 static void count_out(struct sched_entry *e)
@@ -495,7 +516,10 @@ static void count_out(struct sched_entry *e)
         return;
     e->counted = 0;
     e->client->in_flight--;
-    client_sync(e->client);
+    if (e->meta)
+        e->client->meta_in_flight--;
+    else
+        client_sync(e->client);
 }
 
 /* ---- the drain rate ---- */
@@ -549,6 +573,12 @@ double sched_oldest_ms(const struct sched *s)
     TAILQ_FOREACH(e, &s->retries, q_link)
         if (!oldest || e->t_submit_ms < oldest)
             oldest = e->t_submit_ms;
+    TAILQ_FOREACH(e, &s->meta_q, q_link) { /* its retries are first */
+        if (e->state != SCHED_RETRY)
+            break;
+        if (!oldest || e->t_submit_ms < oldest)
+            oldest = e->t_submit_ms;
+    }
     return oldest;
 }
 
@@ -562,21 +592,39 @@ static void stop_timer(struct sched_entry *e)
     }
 }
 
+/* E (WAITING, its seq set) joins its client's waiting entries as the
+ * newest, or leaves them: what max_queued and the push-out rule count. */
+static void client_wait_add(struct sched *s, struct sched_entry *e)
+{
+    TAILQ_INSERT_TAIL(&e->client->queue, e, c_link);
+    e->client->waiting++;
+    most_update(s, e->client);
+}
+
+static void client_wait_del(struct sched *s, struct sched_entry *e)
+{
+    TAILQ_REMOVE(&e->client->queue, e, c_link);
+    e->client->waiting--;
+    most_update(s, e->client);
+}
+
 /* Take E (WAITING or RETRY) out of the queue; it is then IDLE. */
 static void unqueue(struct sched *s, struct sched_entry *e)
 {
     stop_timer(e);
-    if (e->meta && e->state == SCHED_WAITING) {
+    if (e->state == SCHED_WAITING)
+        client_wait_del(s, e);
+    if (e->meta) {
         TAILQ_REMOVE(&s->meta_q, e, q_link);
-        s->meta_waiting--;
+        if (e->state == SCHED_WAITING)
+            s->meta_waiting--;
+        else
+            s->retrying--;
     } else if (e->state == SCHED_WAITING) {
         struct sched_cgq *q = e->cgq;
         int was_head = TAILQ_FIRST(&q->entries) == e;
         TAILQ_REMOVE(&q->entries, e, q_link);
-        TAILQ_REMOVE(&e->client->queue, e, c_link);
-        e->client->waiting--;
         s->waiting--;
-        most_update(s, e->client);
         e->cgq = NULL;
         if (TAILQ_EMPTY(&q->entries))
             cgq_put(s, q);
@@ -787,6 +835,14 @@ static struct sched_entry *pick(struct sched *s, struct backend **be_out, double
 
 static void arm(struct sched *s, struct sched_entry *e);
 static void nb_arm(struct sched *s);
+static int admit(struct sched *s, struct sched_entry *e);
+
+/* BE is in service with room for one more metadata request. */
+static int meta_takes(const struct backend *be)
+{
+    return !be->removed && be->healthy && be->admin == ADMIN_READY &&
+           be->meta_in_flight < SCHED_META_CAP;
+}
 
 /* The backend in service serving KEY with the fewest metadata requests
  * under SCHED_META_CAP, AVOID only if it is the only one; NULL if none. */
@@ -795,8 +851,7 @@ static struct backend *meta_pick(struct sched *s, const char *key, const struct 
     struct backend *best = NULL, *fallback = NULL;
     for (int i = 0; i < s->nbackends; i++) {
         struct backend *be = s->backends[i];
-        if (be->removed || !be->healthy || be->admin != ADMIN_READY ||
-            be->meta_in_flight >= SCHED_META_CAP || !backend_serves(be, key))
+        if (!meta_takes(be) || !backend_serves(be, key))
             continue;
         if (be == avoid)
             fallback = be;
@@ -806,45 +861,115 @@ static struct backend *meta_pick(struct sched *s, const char *key, const struct 
     return best ? best : fallback;
 }
 
+static int meta_room(const struct sched *s)
+{
+    for (int i = 0; i < s->nbackends; i++)
+        if (meta_takes(s->backends[i]))
+            return 1;
+    return 0;
+}
+
+/* Rule 3 for metadata: A's client before B's. Metadata holds no GPU slot,
+ * so its share counts metadata in flight alone: a client running many
+ * generations still gets its /api/show in turn, and a flood of one
+ * client's GETs delays another's by about one service time at most. */
+static int meta_before(const struct sched_client *a, const struct sched_client *b)
+{
+    if (a->prio != b->prio)
+        return a->prio < b->prio;
+    return (long long)a->meta_in_flight * b->weight < (long long)b->meta_in_flight * a->weight;
+}
+
+/* The next metadata entry to run and its backend, or NULL: a retry first
+ * (they head meta_q), then by priority and meta_before, oldest first. The
+ * rest of meta_q is in arrival order, so the first entry met of the best
+ * client is its oldest, and among equal clients the older wins. An entry
+ * no backend with room serves does not hold up the rest. One pass over
+ * the metadata waiting, made only when some backend has room: that is
+ * rare (a place that frees is handed on at once) and the queue is bounded
+ * by queue.max_length. */
+static struct sched_entry *meta_next(struct sched *s, struct backend **be_out)
+{
+    struct sched_entry *e, *best = NULL;
+    struct backend *be;
+    if (!meta_room(s))
+        return NULL;
+    TAILQ_FOREACH(e, &s->meta_q, q_link) {
+        if (e->state == SCHED_RETRY) {
+            if ((be = meta_pick(s, e->key, e->avoid))) {
+                *be_out = be;
+                return e;
+            }
+            continue;
+        }
+        if (best && !meta_before(e->client, best->client))
+            continue;
+        if ((be = meta_pick(s, e->key, NULL))) {
+            best = e;
+            *be_out = be;
+            if (e->client->prio == PRIO_HIGH && !e->client->meta_in_flight)
+                break; /* none after it can come first */
+        }
+    }
+    return best;
+}
+
 static void meta_grant(struct sched *s, struct sched_entry *e, struct backend *be)
 {
     if (e->state != SCHED_IDLE)
         unqueue(s, e);
     e->state = SCHED_RUNNING;
     e->be = be;
+    e->avoid = NULL;
     be->meta_in_flight++;
+    count_in(e); /* a retry is counted already */
     e->ops->granted(e, be);
 }
 
-/* Waiting metadata entries, oldest first, each to a backend that serves
- * its model (one that cannot be served yet does not hold up the rest). */
+/* Waiting metadata entries to backends with room, while some fit. A grant
+ * may re-enter and end others: each choice is made afresh. */
 static void meta_dispatch(struct sched *s)
 {
-    struct sched_entry *e, *next;
+    struct sched_entry *e;
     struct backend *be;
-    for (e = TAILQ_FIRST(&s->meta_q); e && !s->frozen; e = next) {
-        next = TAILQ_NEXT(e, q_link);
-        if ((be = meta_pick(s, e->key, e->avoid))) {
-            meta_grant(s, e, be);
-            next = TAILQ_FIRST(&s->meta_q); /* a grant may end others */
-        }
-    }
+    while (!s->frozen && (e = meta_next(s, &be)))
+        meta_grant(s, e, be);
 }
 
-static int meta_enqueue(struct sched *s, struct sched_entry *e, int head)
+/* E (IDLE) waits for a metadata place, admitted as any entry (admit). */
+static int meta_enqueue(struct sched *s, struct sched_entry *e)
 {
-    if (!head && s->meta_waiting >= s->max_length)
-        return SCHED_EFULL;
+    int rc = admit(s, e);
+    if (rc < 0)
+        return rc;
+    e->seq = ++s->seq;
     e->state = SCHED_WAITING;
     e->unserved_ms = sched_serveable(s, e->key) ? 0 : net_now_ms();
-    if (head)
-        TAILQ_INSERT_HEAD(&s->meta_q, e, q_link);
-    else
-        TAILQ_INSERT_TAIL(&s->meta_q, e, q_link);
+    TAILQ_INSERT_TAIL(&s->meta_q, e, q_link);
     s->meta_waiting++;
+    client_wait_add(s, e);
     arm(s, e);
     nb_arm(s);
     return 0;
+}
+
+/* E's try failed and no backend has room: first in line after the retries
+ * before it, still in its client's in_flight (as a GPU retry: it had
+ * started), not in its waiting, past max_length. */
+static void meta_requeue(struct sched *s, struct sched_entry *e)
+{
+    struct sched_entry *p, *last = NULL;
+    for (p = TAILQ_FIRST(&s->meta_q); p && p->state == SCHED_RETRY; p = TAILQ_NEXT(p, q_link))
+        last = p;
+    e->state = SCHED_RETRY;
+    e->unserved_ms = sched_serveable(s, e->key) ? 0 : net_now_ms();
+    if (last)
+        TAILQ_INSERT_AFTER(&s->meta_q, last, e, q_link);
+    else
+        TAILQ_INSERT_HEAD(&s->meta_q, e, q_link);
+    s->retrying++;
+    arm(s, e);
+    nb_arm(s);
 }
 
 /* The one function that hands free slots on. Grants may re-enter the
@@ -1072,14 +1197,27 @@ static int make_room(struct sched *s, struct sched_entry *e)
     return 0;
 }
 
+/* May E (IDLE, its client set) wait? Not past its client's max_queued;
+ * and at a full queue (max_length waiting, inference and metadata
+ * together: one queue, one push-out rule) only if room is made. Returns 0,
+ * SCHED_EKEYQ or SCHED_EFULL. */
+static int admit(struct sched *s, struct sched_entry *e)
+{
+    struct sched_client *c = e->client;
+    if (c->max_queued > 0 && c->waiting >= c->max_queued)
+        return SCHED_EKEYQ;
+    if (s->waiting + s->meta_waiting >= s->max_length && make_room(s, e) < 0)
+        return SCHED_EFULL;
+    return 0;
+}
+
 static int enqueue(struct sched *s, struct sched_entry *e)
 {
     struct sched_client *c = e->client;
     struct sched_cgq *q;
-    if (c->max_queued > 0 && c->waiting >= c->max_queued)
-        return SCHED_EKEYQ;
-    if (s->waiting >= s->max_length && make_room(s, e) < 0)
-        return SCHED_EFULL;
+    int rc = admit(s, e);
+    if (rc < 0)
+        return rc;
     if (!(q = cgq_get(s, c, e->key)))
         return SCHED_EFULL;
     if (!q->group->unserved_ms && !sched_serveable(s, e->key))
@@ -1088,10 +1226,8 @@ static int enqueue(struct sched *s, struct sched_entry *e)
     e->cgq = q;
     e->state = SCHED_WAITING;
     TAILQ_INSERT_TAIL(&q->entries, e, q_link);
-    TAILQ_INSERT_TAIL(&c->queue, e, c_link);
-    c->waiting++;
     s->waiting++;
-    most_update(s, c);
+    client_wait_add(s, e);
     if (TAILQ_FIRST(&q->entries) == e)
         cgq_sync(q);
     arm(s, e);
@@ -1117,7 +1253,7 @@ int sched_submit(struct sched *s, struct sched_entry *e, struct sched_client *cl
             return 0;
         }
         rc = s->no_backend_s <= 0 && !sched_serveable(s, e->key) ? SCHED_ENOBACKEND
-                                                                 : meta_enqueue(s, e, 0);
+                                                                 : meta_enqueue(s, e);
         goto out;
     }
     /* Slots are handed on the moment they free, so a free slot for E means
@@ -1154,7 +1290,7 @@ void sched_retry(struct sched *s, struct sched_entry *e)
         if (!s->frozen && (be = meta_pick(s, e->key, failed)))
             meta_grant(s, e, be);
         else
-            meta_enqueue(s, e, 1); /* first in line */
+            meta_requeue(s, e);
         dispatch(s);
         return;
     }

@@ -17,7 +17,9 @@
  * by sched_done(). A client counts an entry in flight from the moment it is
  * first granted a slot until sched_done, retries included: a key's
  * max_concurrent is never exceeded, and a retry never waits for its own
- * client.
+ * client. A metadata entry (e->meta) goes through the same states on its
+ * own queue and places (SCHED_META_CAP), counted to its client the same
+ * way.
  *
  * The callbacks run from inside scheduler calls (a submit, a done, a
  * timer); they may call any sched_* function, on any entry. */
@@ -58,10 +60,11 @@ struct sched_client {
     char *name;
     enum key_priority prio;
     int weight;         /* share of the slots relative to other clients, >= 1 */
-    int max_concurrent; /* 0: no cap of its own */
-    int max_queued;     /* 0: no bound of its own */
-    int in_flight;      /* entries holding a slot or retrying */
-    int waiting;        /* entries WAITING */
+    int max_concurrent; /* 0: no cap of its own on its GPU slots */
+    int max_queued;     /* 0: no bound of its own on its waiting */
+    int in_flight;      /* entries holding a slot or a metadata place, or retrying */
+    int meta_in_flight; /* of those, metadata: not capped by max_concurrent */
+    int waiting;        /* entries WAITING, metadata included */
     int refs;           /* entries between submit and done */
     int key_index;      /* its row in auth.keys, -1 for an address */
     int widx;           /* in s->most (by waiting, the largest first); -1: out */
@@ -116,10 +119,10 @@ struct sched {
     double no_backend_s; /* queue.no_backend_s */
     struct event nb_sweep; /* every NB_SWEEP_MS while entries wait: the no-backend rule */
     int nb_armed;
-    int waiting;      /* WAITING entries */
-    int retrying;     /* RETRY entries */
-    struct sched_entry_list meta_q; /* metadata entries WAITING, oldest first */
-    int meta_waiting;
+    int waiting;      /* WAITING entries, metadata aside */
+    int retrying;     /* RETRY entries, metadata included */
+    struct sched_entry_list meta_q; /* metadata RETRY (first), then WAITING, oldest first */
+    int meta_waiting; /* metadata WAITING; max_length bounds waiting + meta_waiting */
     struct sched_group *groups; /* one per model with entries waiting */
     struct sched_entry_list retries;
     struct sched_client_list clients;
@@ -206,8 +209,14 @@ void sched_freeze(struct sched *s);
 /* Metadata requests (e->meta: /api/show and reads like it) never run on a
  * GPU: they take no slot and never wait behind inference. Each backend
  * takes at most SCHED_META_CAP of them at once, the least busy first; more
- * wait in a FIFO of their own, under the same queue timeout and
- * no-backend rule. They are not charged to their client's share. */
+ * wait in a queue of their own, under the same queue timeout and
+ * no-backend rule. They are their clients' as any entry: waiting, they
+ * count to max_queued, to the queue's one max_length and to the push-out
+ * rule; running, to in_flight (and meta_in_flight); a place that frees
+ * goes by priority, then to the client with the fewest metadata requests
+ * in flight for its weight, oldest first. A key's max_concurrent does not
+ * cap them: it is a share of the GPUs, which they do not use, and counting
+ * them would hold a key's /api/show behind its own generations. */
 #define SCHED_META_CAP 4
 
 /* 1 when some backend in service (up, not drained, not disabled, not

@@ -15,6 +15,7 @@ import statistics
 import time
 
 import aclient
+from fakebackend import FakeBackend
 from harness import (Proxy, Sim, eq, get, http, ok, post, run, wait_until, write_proxy_conf,
                      SLOW)
 
@@ -490,6 +491,92 @@ def test_status_clients_while_waiting():
     eq(sum(c["waiting"] for c in cl.values()), 4, "four waiting: %r" % cl)
     eq(st["queue"]["length"], 4, "queue length")
     px.stop()
+
+
+# Metadata (/api/show, and every GET or HEAD the proxy forwards) takes no
+# GPU slot: at most 4 at once per backend, the rest in a queue of its own.
+# That queue is the clients' too: what waits there is counted to its client
+# (max_queued, the push-out rule, /proxy/status), and each metadata place
+# that frees goes to the client with the fewest metadata requests in flight.
+META_KEYS = """queue = { max_length = %d; timeout_s = 60; };
+auth = { keys = (
+  { name = "a"; key = "k-a"; max_concurrent = 1; %s },
+  { name = "b"; key = "k-b"; },
+  { name = "ops"; key = "k-ops"; admin = true; }
+); };"""
+SHOW = {"model": "llama3"}
+
+
+def meta_proxy(delay, max_length, a_extra=""):
+    """A backend answering every request after DELAY s, a proxy before it."""
+    fb = FakeBackend("answer", delay=delay)
+    px = Proxy([("gpu0", fb.url, 4)], extra=META_KEYS % (max_length, a_extra))
+    wait_until(lambda: px.status(headers=bearer("k-ops"))["backends"][0]["models"],
+               what="discovery")
+    return fb, px
+
+
+def client_row(px, name):
+    st = px.status(headers=bearer("k-ops"))
+    return st, [c for c in st["clients"] if c["name"] == name][0]
+
+
+async def flood_then_b(px, n, method, path, body=None):
+    """Key a sends N metadata requests, then (the status read) key b one
+    /api/show: (status, a's row, b's answer, a's answers)."""
+    tasks = []
+    for _ in range(n):
+        tasks.append(asyncio.ensure_future(aclient.request(
+            px.port, method, path, body=body, headers=bearer("k-a"), timeout=60)))
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.3)
+    st, a = client_row(px, "a")
+    b = await aclient.request(px.port, "POST", "/api/show", body=SHOW, headers=bearer("k-b"),
+                              timeout=60)
+    return st, a, b, await asyncio.gather(*tasks)
+
+
+def test_metadata_max_queued():
+    """Audit: key a (max_queued 2) sent 20 /api/show at a backend taking
+    2 s each; 4 ran, 10 waited and /proxy/status showed nobody waiting.
+    Metadata waiting is its key's: 2 wait, the rest get 503 at once. The
+    key's max_concurrent (1) caps its GPU slots, not its metadata: those
+    take none, and counting them would hold a key's /api/show behind its
+    own generations."""
+    fb, px = meta_proxy(2.0, 10, "max_queued = 2;")
+    st, a, b, res = aclient.run(flood_then_b(px, 12, "POST", "/api/show", SHOW))
+    codes = [r.status for r in res]
+    eq(sorted(codes), [200] * 6 + [503] * 6, "4 ran, 2 waited, 6 refused: %r" % codes)
+    for r in res:
+        if r.status == 503:
+            ok("max_queued" in r.json()["error"], r.body)
+            ok(r.t_end - r.t_start < 1.0, "refused at once: %.2f s" % (r.t_end - r.t_start))
+    eq((a["in_flight"], a["waiting"]), (4, 2), "a's metadata in /proxy/status: %r" % a)
+    eq(st["queue"]["length"], 2, "what waits is a's: %r" % st["queue"])
+    eq(b.status, 200, "b's /api/show beside a's: %r" % b.body[:200])
+    px.stop()
+    fb.stop()
+
+
+def test_metadata_flood_full_queue():
+    """Audit: one key's flood of GETs filled queue.max_length and another
+    key's single /api/show got 503 "queue full". The flooder's newest is
+    pushed out instead, and the newcomer goes before the flood (it has no
+    metadata in flight, the flooder 4): served in about one service time
+    (1 s), where the flood's FIFO order would hold it 8 rounds (8 s)."""
+    fb, px = meta_proxy(1.0, 32)
+    st, a, b, res = aclient.run(flood_then_b(px, 36, "GET", "/api/status"))  # 4 run, 32 wait
+    codes = [r.status for r in res]
+    print("b's /api/show beside a flood of 32: %.2f s" % (b.t_end - b.t_start))
+    eq((a["in_flight"], a["waiting"]), (4, 32), "a's flood in /proxy/status: %r" % a)
+    eq(st["queue"]["length"], 32, "the queue is full: %r" % st["queue"])
+    eq(b.status, 200, "b is not refused: %r" % b.body[:200])
+    ok(b.t_end - b.t_start < 4.5, "b waited %.1f s beside a flood of 32" % (b.t_end - b.t_start))
+    eq(sorted(codes), [200] * 35 + [503], "one of a's pushed out for b: %r" % codes)
+    pushed = [l for l in px.proc.output().splitlines() if l.endswith(" pushed-out")]
+    ok(len(pushed) == 1 and "client=a " in pushed[0], "a's newest was pushed out: %r" % pushed)
+    px.stop()
+    fb.stop()
 
 
 run(globals())

@@ -3,7 +3,8 @@
  * request it could serve waits, strict priorities, the fewest-in-flight
  * client first), shares that follow the weights, a full queue that refuses
  * the client with the most waiting, max_queued, retries first in line,
- * the queue timeout. Backends are real struct backend objects that are
+ * the queue timeout, metadata counted to its client and shared fairly.
+ * Backends are real struct backend objects that are
  * never connected to: granting a slot is all the scheduler does. */
 #include <event2/event.h>
 #include <stdio.h>
@@ -69,7 +70,7 @@ static void on_granted(struct sched_entry *e, struct backend *be)
     CHECK(e->state == SCHED_RUNNING && e->be == be);
     r->granted++;
     last_granted = r;
-    if (!was_waiting)
+    if (!was_waiting || e->meta) /* metadata took no slot of BE */
         return;
     backend_release(be); /* as it was just before the grant */
     for (int i = 0; i < nreqs; i++) {
@@ -81,7 +82,8 @@ static void on_granted(struct sched_entry *e, struct backend *be)
             prop_failures++;
             fprintf(stderr, "priority: a waiting %d before a granted %d\n", oc->prio, c->prio);
         } else if (oc->prio == c->prio && oc != c &&
-                   ratio_less(oc, oc->in_flight, c, c->in_flight - 1)) {
+                   ratio_less(oc, oc->in_flight - oc->meta_in_flight, c,
+                              c->in_flight - c->meta_in_flight - 1)) {
             prop_failures++;
             fprintf(stderr, "fairness: %s (%d/%d) waited while %s (%d/%d) got a slot\n",
                     oc->name, oc->in_flight, oc->weight, c->name, c->in_flight - 1, c->weight);
@@ -140,12 +142,21 @@ static struct req *submit(struct sched_client *c, const char *key, int *rc)
     return r;
 }
 
+static struct req *submit_meta(struct sched_client *c, int *rc)
+{
+    struct req *r = &reqs[nreqs++];
+    r->e.ops = &ops;
+    r->e.meta = 1;
+    *rc = sched_submit(&S, &r->e, c);
+    return r;
+}
+
 /* Invariants that hold between any two calls. */
 static void check_invariants(void)
 {
     int on[8] = {0};
     for (int i = 0; i < nreqs; i++)
-        if (reqs[i].e.state == SCHED_RUNNING)
+        if (reqs[i].e.state == SCHED_RUNNING && !reqs[i].e.meta)
             for (int b = 0; b < nbes; b++)
                 on[b] += reqs[i].e.be == bes[b];
     for (int b = 0; b < nbes; b++) {
@@ -154,26 +165,36 @@ static void check_invariants(void)
     }
     for (int k = 0; k < S.nkeys; k++) {
         struct sched_client *c = S.keys[k];
-        if (c->max_concurrent)
-            CHECK(c->in_flight <= c->max_concurrent);
+        if (c->max_concurrent) /* its GPU slots; metadata holds none */
+            CHECK(c->in_flight - c->meta_in_flight <= c->max_concurrent);
     }
     /* The clients by waiting: the heap holds exactly those with some, the
      * most first. */
     {
         int with = 0, max = 0;
-        for (int k = 0; k < S.nkeys; k++) {
-            with += S.keys[k]->waiting > 0;
-            if (S.keys[k]->waiting > max)
-                max = S.keys[k]->waiting;
+        struct sched_client *c;
+        LIST_FOREACH(c, &S.clients, link) {
+            with += c->waiting > 0;
+            if (c->waiting > max)
+                max = c->waiting;
         }
         CHECK_INT(S.nmost, with);
         if (S.nmost)
             CHECK_INT(S.most[0]->waiting, max);
     }
     /* Work-conserving: a waiting request of a client under its cap has no
-     * available backend that serves it. */
+     * available backend that serves it; waiting metadata, no backend with
+     * a metadata place free. */
     for (int i = 0; i < nreqs; i++) {
         struct req *r = &reqs[i];
+        if (r->e.meta) {
+            for (int b = 0; b < nbes && r->e.state == SCHED_WAITING; b++)
+                if (bes[b]->meta_in_flight < SCHED_META_CAP) {
+                    prop_failures++;
+                    fprintf(stderr, "idle metadata place: request %d waits\n", i);
+                }
+            continue;
+        }
         if (r->e.state == SCHED_WAITING && !r->e.client->capped && servable_now(r->e.key)) {
             prop_failures++;
             fprintf(stderr, "idle slot: request %d (%s) waits beside a free backend\n", i,
@@ -322,18 +343,24 @@ static void test_full_queue_refuses_the_flooder(void)
     free_backends();
 }
 
+/* keys[0]: "k", normal, weight 1, with these caps. */
+static void key_k(int max_concurrent, int max_queued)
+{
+    memset(&keys[0], 0, sizeof keys[0]);
+    keys[0].name = keys[0].key = "k";
+    keys[0].weight = 1;
+    keys[0].priority = PRIO_NORMAL;
+    keys[0].max_concurrent = max_concurrent;
+    keys[0].max_queued = max_queued;
+}
+
 static void test_max_queued_and_cap(void)
 {
     struct req *r[5];
     int rc;
     bes[0] = mk_backend("b0", 4, NULL, 0);
     nbes = 1;
-    memset(&keys[0], 0, sizeof keys[0]);
-    keys[0].name = keys[0].key = "k";
-    keys[0].weight = 1;
-    keys[0].priority = PRIO_NORMAL;
-    keys[0].max_concurrent = 1;
-    keys[0].max_queued = 2;
+    key_k(1, 2);
     setup(100, 600, 1);
     for (int i = 0; i < 4; i++)
         r[i] = submit(sched_key_client(&S, 0), NULL, &rc);
@@ -484,6 +511,83 @@ static void test_full_queue_flood_of_clients(void)
     free_backends();
 }
 
+/* Metadata (e->meta) takes no slot but is its client's: counted in
+ * waiting and in flight, under max_queued and the queue's one max_length
+ * with its push-out rule (across kinds), and each metadata place that
+ * frees goes to the client with the fewest metadata in flight. A key's
+ * max_concurrent caps its GPU slots, not its metadata. */
+static void test_metadata_counted(void)
+{
+    enum { M = SCHED_META_CAP };
+    struct sched_client *k, *f, *o;
+    struct req *gpu, *m[M + 2], *fl[M + 6], *om, *og1, *og2;
+    int rc;
+    bes[0] = mk_backend("b0", 1, NULL, 0);
+    nbes = 1;
+    key_k(1, 2);
+    setup(100, 600, 1);
+    k = sched_key_client(&S, 0);
+    gpu = submit(k, NULL, &rc);
+    CHECK_INT(gpu->granted, 1);
+    CHECK(k->capped);
+    for (int i = 0; i < M + 2; i++) {
+        m[i] = submit_meta(k, &rc);
+        CHECK_INT(rc, 0);
+        CHECK_INT(m[i]->granted, i < M); /* at its cap, yet its metadata runs */
+    }
+    CHECK_INT(k->in_flight, 1 + M);
+    CHECK_INT(k->meta_in_flight, M);
+    CHECK_INT(k->waiting, 2);
+    CHECK_INT(S.meta_waiting, 2);
+    CHECK_INT(sched_length(&S), 2);
+    submit_meta(k, &rc);
+    CHECK_INT(rc, SCHED_EKEYQ);
+    check_invariants();
+    sched_done(&S, &m[0]->e);
+    CHECK_INT(m[M]->granted, 1);
+    CHECK_INT(k->waiting, 1);
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    CHECK_INT(k->in_flight + k->meta_in_flight + k->waiting, 0);
+
+    setup(6, 600, 0);
+    f = sched_addr_client(&S, "f");
+    o = sched_addr_client(&S, "o");
+    for (int i = 0; i < M + 6; i++) { /* M run, 6 wait: the queue is full */
+        fl[i] = submit_meta(f, &rc);
+        CHECK_INT(rc, 0);
+    }
+    CHECK_INT(f->waiting, 6);
+    submit_meta(f, &rc);
+    CHECK_INT(rc, SCHED_EFULL);
+    om = submit_meta(o, &rc); /* the flooder's newest makes room */
+    CHECK_INT(rc, 0);
+    CHECK_INT(om->e.state, SCHED_WAITING);
+    CHECK_INT(fl[M + 5]->refused, 1);
+    CHECK_INT(fl[M + 5]->why, SCHED_PUSHED_OUT);
+    og1 = submit(o, NULL, &rc); /* the GPU slot, at once */
+    CHECK_INT(og1->granted, 1);
+    og2 = submit(o, NULL, &rc); /* waits: the flooder's newest metadata makes room */
+    CHECK_INT(rc, 0);
+    CHECK_INT(og2->e.state, SCHED_WAITING);
+    CHECK_INT(fl[M + 4]->refused, 1);
+    CHECK_INT(S.waiting + S.meta_waiting, 6);
+    check_invariants();
+    sched_done(&S, &fl[0]->e); /* o has no metadata in flight: it goes first */
+    CHECK_INT(om->granted, 1);
+    CHECK_INT(fl[M]->granted, 0);
+    CHECK_INT(o->meta_in_flight, 1);
+    sched_done(&S, &fl[1]->e);
+    CHECK_INT(fl[M]->granted, 1); /* then the flood, oldest first */
+    CHECK_INT(fl[M + 1]->granted, 0);
+    check_invariants();
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    CHECK_INT(S.waiting + S.meta_waiting + S.retrying, 0);
+    CHECK_INT(bes[0]->meta_in_flight, 0);
+    free_backends();
+}
+
 int main(void)
 {
     struct event_base *base = event_base_new();
@@ -493,6 +597,7 @@ int main(void)
     test_full_queue_refuses_the_flooder();
     test_full_queue_flood_of_clients();
     test_max_queued_and_cap();
+    test_metadata_counted();
     test_retry_first_in_line();
     test_timeout(base);
     test_no_backend(base);
