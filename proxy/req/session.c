@@ -4,7 +4,8 @@
  * - While our handler runs, evhttp does not read the client connection, so
  *   a client that leaves before the reply starts (queued, or while a model
  *   loads and Ollama sends nothing) is invisible to it. We watch the
- *   client's fd ourselves with EV_CLOSED until the reply starts.
+ *   client's socket ourselves until the reply starts ("the client going
+ *   away" below says how, and what counts as leaving).
  * - After the reply starts, a hang-up reaches the connection's close
  *   callback with the request detached; the request is then ours to free
  *   (evhttp_send_reply_end), and the callback must be cleared when the
@@ -15,10 +16,14 @@
 #include <event2/bufferevent.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "backend.h"
 #include "config.h"
@@ -56,7 +61,8 @@ struct session {
     int nconnect;     /* tries whose connect failed */
     enum session_state state;
     struct event watch_timer; /* start watching the client after WATCH_DELAY_MS */
-    struct event closewatch; /* EV_CLOSED on the client until the reply starts */
+    struct event watch;      /* the client's socket, until the reply starts */
+    struct event poll_timer; /* instead of WATCH once bytes wait unread in it */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
     char *target;       /* what is sent upstream: session_info's; target_buf or malloc'd */
@@ -67,6 +73,7 @@ struct session {
     struct numkey load; /* load_duration, in Ollama's native replies */
     unsigned watching : 1;
     unsigned watch_timer_armed : 1;
+    unsigned polling : 1;
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
@@ -75,6 +82,10 @@ struct session {
 static void start_try(struct session *s, struct backend *be);
 static void session_close(struct session *s, const char *outcome);
 
+/* The session inside its sched_submit (a grant to it now came without a
+ * wait); it may have ended by the time sched_submit returns. */
+static const struct session *submitting;
+
 static struct session *from_entry(struct sched_entry *e)
 {
     return (struct session *)((char *)e - offsetof(struct session, se));
@@ -82,8 +93,8 @@ static struct session *from_entry(struct sched_entry *e)
 
 /* ---- the end of a session ---- */
 
-/* The reply starts or the session ends: no more watching, nor waiting to
- * start watching. */
+/* The reply starts or the session ends: no more watching the client's
+ * socket, nor polling it, nor waiting to start watching. */
 static void stop_watching(struct session *s)
 {
     if (s->watch_timer_armed) {
@@ -91,8 +102,12 @@ static void stop_watching(struct session *s)
         s->watch_timer_armed = 0;
     }
     if (s->watching) {
-        event_del(&s->closewatch);
+        event_del(&s->watch);
         s->watching = 0;
+    }
+    if (s->polling) {
+        evtimer_del(&s->poll_timer);
+        s->polling = 0;
     }
 }
 
@@ -144,49 +159,133 @@ static void fail_session(struct session *s, int status, const char *msg, int ret
     session_close(s, outcome);
 }
 
-/* ---- the client going away ---- */
+/* ---- the client going away ----
+ *
+ * From admission to the reply's first byte the client's socket is watched
+ * for reading, level-triggered (EV_READ). Every way a client leaves makes
+ * it readable: a FIN (a read would return 0) and a reset or a socket error,
+ * which epoll reports as EPOLLERR|EPOLLHUP and libevent 2.1 (epoll.c,
+ * epoll_dispatch) hands on as EV_READ|EV_WRITE. A peek, which consumes
+ * nothing, then says which it was (client_peek). EV_CLOSED alone, as this
+ * file had it, misses resets: libevent never turns EPOLLERR into
+ * EV_CLOSED, so the event never fired, while epoll reported the socket at
+ * every turn of the loop: a busy loop, and the slot held, until the
+ * backend answered.
+ *
+ * Bytes waiting unread (the next request of a pipelining client, a TLS
+ * close_notify ahead of the FIN) keep a level-triggered socket readable:
+ * the watch then steps aside, as conns.c's does, and the socket's TCP state
+ * is polled every CLIENT_POLL_MS instead, which a FIN or a reset behind
+ * those bytes changes (Go's net/http stops watching at a pipelined byte and
+ * learns of a leave only when a write fails).
+ */
 
-/* Before the reply started: our EV_CLOSED watcher fired. */
-static void on_client_closed(evutil_socket_t fd, short what, void *arg)
+#define CLIENT_POLL_MS 100
+
+enum client_sign { CLIENT_QUIET, CLIENT_BYTES, CLIENT_LEFT };
+
+/* What the client's socket FD holds, read without consuming it. */
+static enum client_sign client_peek(evutil_socket_t fd)
 {
-    struct session *s = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return CLIENT_BYTES;
+    if (n == 0)
+        return CLIENT_LEFT; /* its FIN */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return CLIENT_QUIET;
+    return CLIENT_LEFT; /* a reset (ECONNRESET), or the socket failed */
+}
+
+/* The client's TCP state says it sent its FIN or was reset, whatever bytes
+ * wait ahead of either. 0 when it cannot tell (not TCP). */
+static int client_tcp_left(evutil_socket_t fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len == 0)
+        return 0;
+    return ti.tcpi_state != TCP_ESTABLISHED;
+}
+
+/* Before the reply started: the client left. Its queue entry, upstream
+ * request and slot go with the session; the connection (and the request
+ * evhttp holds on it) is freed. */
+static void client_left(struct session *s)
+{
     struct evhttp_connection *evcon = s->evcon;
-    (void)fd;
-    (void)what;
     s->h.status = 499;
-    s->watching = 0;
     s->evcon = NULL;
     evhttp_connection_set_closecb(evcon, NULL, NULL);
     session_close(s, "client-gone");
     evhttp_connection_free(evcon); /* frees the request too */
 }
 
-/* After the reply started: evhttp noticed the hang-up and detached the
- * request, which is ours to free now. */
-static void on_client_close(struct evhttp_connection *evcon, void *arg)
+static void on_client_poll(evutil_socket_t fd, short what, void *arg)
 {
     struct session *s = arg;
-    struct evhttp_request *req = s->h.req;
-    (void)evcon;
-    s->evcon = NULL;
-    session_close(s, "client-gone");
-    evhttp_send_reply_end(req);
+    (void)fd;
+    (void)what;
+    if (client_tcp_left(event_get_fd(&s->watch)))
+        client_left(s);
+}
+
+/* Bytes wait unread in the client's socket: stop the watch (each turn of
+ * the loop would report them) and poll the socket's state instead. */
+static void step_aside(struct session *s)
+{
+    struct timeval tv = {0, CLIENT_POLL_MS * 1000};
+    event_del(&s->watch);
+    s->watching = 0;
+    event_assign(&s->poll_timer, s->px->base, -1, EV_PERSIST, on_client_poll, s);
+    if (event_add(&s->poll_timer, &tv) == 0)
+        s->polling = 1;
+}
+
+static void on_client_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)what;
+    switch (client_peek(fd)) {
+    case CLIENT_QUIET: /* another reader took what woke us */
+        break;
+    case CLIENT_BYTES:
+        step_aside(s);
+        break;
+    case CLIENT_LEFT:
+        client_left(s);
+        break;
+    }
+}
+
+/* Before a try of a request that waited (for a slot, or to retry): the
+ * client is still there. Its leaving may wait unhandled in the same turn
+ * of the loop as the slot's freeing (clients that all leave at once), and
+ * a request must not reach a backend for a client already gone. */
+static int client_still_there(struct session *s)
+{
+    evutil_socket_t fd = event_get_fd(&s->watch);
+    if (s->polling)
+        return !client_tcp_left(fd);
+    return !s->watching || client_peek(fd) != CLIENT_LEFT;
 }
 
 static void watch_client(struct session *s)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
     evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0 || s->watching)
+    if (fd < 0 || s->watching || s->polling)
         return;
-    event_assign(&s->closewatch, s->px->base, fd, EV_CLOSED, on_client_closed, s);
-    if (event_add(&s->closewatch, NULL) == 0)
+    event_assign(&s->watch, s->px->base, fd, EV_READ | EV_PERSIST, on_client_readable, s);
+    if (event_add(&s->watch, NULL) == 0)
         s->watching = 1;
 }
 
-/* Watching costs two epoll_ctl calls per request (add, then delete), so a
- * request starts watching only if its reply has not started after
- * WATCH_DELAY_MS, queued or not: a fast reply never pays, and a client that
+/* A request starts watching only if its reply has not started after
+ * WATCH_DELAY_MS, queued or not (the EV_CLOSED watch this replaces cost two
+ * epoll_ctl calls a request): a fast reply never pays, and a client that
  * leaves a slow one is still noticed within that delay. */
 #define WATCH_DELAY_MS 20
 
@@ -202,11 +301,23 @@ static void on_watch_delay(evutil_socket_t fd, short what, void *arg)
 static void watch_client_soon(struct session *s)
 {
     struct timeval tv = {0, WATCH_DELAY_MS * 1000};
-    if (s->watching || s->watch_timer_armed)
+    if (s->watching || s->polling || s->watch_timer_armed)
         return;
     evtimer_assign(&s->watch_timer, s->px->base, on_watch_delay, s);
     evtimer_add(&s->watch_timer, &tv);
     s->watch_timer_armed = 1;
+}
+
+/* After the reply started: evhttp noticed the hang-up and detached the
+ * request, which is ours to free now. */
+static void on_client_close(struct evhttp_connection *evcon, void *arg)
+{
+    struct session *s = arg;
+    struct evhttp_request *req = s->h.req;
+    (void)evcon;
+    s->evcon = NULL;
+    session_close(s, "client-gone");
+    evhttp_send_reply_end(req);
 }
 
 /* ---- retries and errors before the reply ---- */
@@ -634,7 +745,12 @@ static void start_try(struct session *s, struct backend *be)
 
 static void on_granted(struct sched_entry *e, struct backend *be)
 {
-    start_try(from_entry(e), be);
+    struct session *s = from_entry(e);
+    if (s != submitting && !client_still_there(s)) {
+        client_left(s); /* gives the slot back (sched.h: callbacks may) */
+        return;
+    }
+    start_try(s, be);
 }
 
 /* No backend in service (up, not drained, not disabled) serves the
@@ -728,7 +844,9 @@ void session_start(struct proxy *px, const struct session_info *in)
     s->se.keyed = in->keyed;
     s->se.affinity = in->affinity;
     s->se.num_ctx = in->num_ctx;
+    submitting = s;
     rc = sched_submit(&px->sched, &s->se, in->client);
+    submitting = NULL;
     if (rc == SCHED_EKEYQ)
         fail_session(s, 503, "too many requests waiting for this key (max_queued)",
                      sched_retry_after(&px->sched), "key-queue-full");
