@@ -60,7 +60,6 @@ struct session {
     int ntries;       /* tries that reached a backend */
     int nconnect;     /* tries whose connect failed */
     enum session_state state;
-    struct event watch_timer; /* start watching the client after WATCH_DELAY_MS */
     struct event watch;      /* the client's socket, until the reply starts */
     struct event poll_timer; /* instead of WATCH once bytes wait unread in it */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
@@ -72,7 +71,6 @@ struct session {
     struct tokscan tok; /* the token counts, read as the body passes */
     struct numkey load; /* load_duration, in Ollama's native replies */
     unsigned watching : 1;
-    unsigned watch_timer_armed : 1;
     unsigned polling : 1;
     unsigned paused : 1;
     unsigned ndjson : 1;
@@ -94,13 +92,9 @@ static struct session *from_entry(struct sched_entry *e)
 /* ---- the end of a session ---- */
 
 /* The reply starts or the session ends: no more watching the client's
- * socket, nor polling it, nor waiting to start watching. */
+ * socket, nor polling it. */
 static void stop_watching(struct session *s)
 {
-    if (s->watch_timer_armed) {
-        evtimer_del(&s->watch_timer);
-        s->watch_timer_armed = 0;
-    }
     if (s->watching) {
         event_del(&s->watch);
         s->watching = 0;
@@ -172,13 +166,28 @@ static void fail_session(struct session *s, int status, const char *msg, int ret
  * every turn of the loop: a busy loop, and the slot held, until the
  * backend answered.
  *
+ * The watch costs no system call: conns.c's read watch keeps the socket in
+ * epoll for reading during the request, and libevent calls epoll_ctl only
+ * when the count of an fd's read events goes from 0 to 1 or back. So it
+ * starts with the session, not after a delay, and what becomes of a client
+ * that leaves does not depend on how fast the backend answers.
+ *
  * Bytes waiting unread (the next request of a pipelining client, a TLS
  * close_notify ahead of the FIN) keep a level-triggered socket readable:
  * the watch then steps aside, as conns.c's does, and the socket's TCP state
  * is polled every CLIENT_POLL_MS instead, which a FIN or a reset behind
  * those bytes changes (Go's net/http stops watching at a pipelined byte and
  * learns of a leave only when a write fails).
- */
+ *
+ * A FIN is the client leaving, even when it could still read (a
+ * half-close, shutdown(SHUT_WR) after the request). A client that closes
+ * its socket sends the same FIN; only a write to it, answered by a reset,
+ * would tell the two apart, and a reply of stream:false is written when
+ * the backend has generated all of it. So the request is cancelled, as
+ * Ollama itself does (Go's net/http cancels the request's context at the
+ * client's EOF) and nginx (proxy_ignore_client_abort off), and as evhttp
+ * does once the reply has started (it reads while it writes and ends the
+ * connection at EOF). */
 
 #define CLIENT_POLL_MS 100
 
@@ -276,36 +285,11 @@ static void watch_client(struct session *s)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
     evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0 || s->watching || s->polling)
+    if (fd < 0)
         return;
     event_assign(&s->watch, s->px->base, fd, EV_READ | EV_PERSIST, on_client_readable, s);
     if (event_add(&s->watch, NULL) == 0)
         s->watching = 1;
-}
-
-/* A request starts watching only if its reply has not started after
- * WATCH_DELAY_MS, queued or not (the EV_CLOSED watch this replaces cost two
- * epoll_ctl calls a request): a fast reply never pays, and a client that
- * leaves a slow one is still noticed within that delay. */
-#define WATCH_DELAY_MS 20
-
-static void on_watch_delay(evutil_socket_t fd, short what, void *arg)
-{
-    struct session *s = arg;
-    (void)fd;
-    (void)what;
-    s->watch_timer_armed = 0;
-    watch_client(s);
-}
-
-static void watch_client_soon(struct session *s)
-{
-    struct timeval tv = {0, WATCH_DELAY_MS * 1000};
-    if (s->watching || s->polling || s->watch_timer_armed)
-        return;
-    evtimer_assign(&s->watch_timer, s->px->base, on_watch_delay, s);
-    evtimer_add(&s->watch_timer, &tv);
-    s->watch_timer_armed = 1;
 }
 
 /* After the reply started: evhttp noticed the hang-up and detached the
@@ -386,7 +370,6 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
     /* Another backend than the one that failed, or first in line. */
     px->metrics.retries++;
     s->state = S_QUEUED;
-    watch_client_soon(s);
     sched_retry(&px->sched, &s->se);
 }
 
@@ -613,7 +596,6 @@ static int retry_missing_model(struct session *s)
     s->body = NULL;
     s->h.status = 0;
     s->state = S_QUEUED;
-    watch_client_soon(s);
     sched_retry(&px->sched, &s->se);
     return 1;
 }
@@ -730,7 +712,6 @@ static void start_try(struct session *s, struct backend *be)
     s->h.t_head = 0;
     if (!s->h.t_dispatch)
         s->h.t_dispatch = net_now_ms();
-    watch_client_soon(s);
     req = s->px->scratch; /* upstream_start() drains it */
     build_request(s, be, req);
     s->up = upstream_start(s->px->base, &be->target, req,
@@ -837,7 +818,7 @@ void session_start(struct proxy *px, const struct session_info *in)
     /* Queued until told otherwise: the grant may come (and even end the
      * session) before sched_submit returns. */
     s->state = S_QUEUED;
-    watch_client_soon(s);
+    watch_client(s);
     s->se.ops = &sched_cbs;
     s->se.key = request_mkey(&s->h);
     s->se.meta = s->h.meta;

@@ -12,9 +12,9 @@
  * shutdown.
  *
  * Ownership: the session owns its upstream connection (aborted or released
- * on close), its slot (released on close), its queue entry, and its
- * events (the watch on the client, its delay and poll timers); the evhttp
- * request belongs to evhttp once a reply is sent. */
+ * on close), its slot (released on close), its queue entry, and its two
+ * events (the watch on the client and its poll timer); the evhttp request
+ * belongs to evhttp once a reply is sent. */
 #ifndef PX_SESSION_H
 #define PX_SESSION_H
 

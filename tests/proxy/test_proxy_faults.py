@@ -773,7 +773,7 @@ def test_r_endless_trailers():
     settled(px, "r")
 
 
-# ---- s-t: the client leaves before the reply starts ----
+# ---- s-u: the client leaves before the reply starts ----
 #
 # Each case has its own proxy: the fake with one slot and a first_byte_s
 # far away, so that only the client's leaving can end a request.
@@ -901,6 +901,52 @@ def test_t_client_reset_while_queued():
        px.proc.tail(6))
     settled(px, "t")
     stop_clean(px, "t")
+    fb.stop()
+
+
+def _half_close(port, body, timeout):
+    """Send BODY to /api/generate, then shutdown(SHUT_WR): the client has
+    said all it will say. Returns what it read until the proxy closed."""
+    s = raw_post(port, "/api/generate", body)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(timeout)
+    got = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    return got
+
+
+def test_u_half_closed_client_leaves_whatever_the_latency():
+    """A client's FIN before its reply starts is its leaving (as for Ollama,
+    whose Go server cancels a request at the client's EOF, and nginx): the
+    request is cancelled, whether the backend answers in 8 ms or in 400.
+    Before, a reply that started within 20 ms still went to the client."""
+    fb, px = gone_proxy()
+    body = json.dumps(GEN).encode()
+    for n, delay in enumerate((0.008, 0.4, 0.008)):
+        case = "u, a backend answering in %g s" % delay
+        fb.set("ok", delay=delay)
+        fb.take()
+        got = _half_close(px.port, body, 10 * SLOW)
+        eq(got, b"", "%s: the half-closed client got no reply" % case)
+        wait_until(lambda: fake_in_flight(px) == 0, timeout=2, what="%s: the slot freed" % case)
+        wait_until(lambda: len(gone_lines(px, 1)) + len(gone_lines(px, 0)) == n + 1, timeout=1,
+                   what="%s: an access line ... status=499 ... client-gone:\n%s" %
+                   (case, px.proc.tail(4)))
+    # Not closed: answered, however fast the backend.
+    fb.set("ok", delay=0.008)
+    r = raw(px.port, "/api/generate", GEN)
+    eq(r.status, 200, "u: a client that did not half-close (%r)" % r)
+    settled(px, "u")
+    stop_clean(px, "u")
     fb.stop()
 
 
