@@ -4,7 +4,8 @@
  * - While our handler runs, evhttp does not read the client connection, so
  *   a client that leaves before the reply starts (queued, or while a model
  *   loads and Ollama sends nothing) is invisible to it. We watch the
- *   client's fd ourselves with EV_CLOSED until the reply starts.
+ *   client's socket ourselves until the reply starts ("the client going
+ *   away" below says how, and what counts as leaving).
  * - After the reply starts, a hang-up reaches the connection's close
  *   callback with the request detached; the request is then ours to free
  *   (evhttp_send_reply_end), and the callback must be cleared when the
@@ -15,10 +16,14 @@
 #include <event2/bufferevent.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "backend.h"
 #include "config.h"
@@ -55,8 +60,8 @@ struct session {
     int ntries;       /* tries that reached a backend */
     int nconnect;     /* tries whose connect failed */
     enum session_state state;
-    struct event watch_timer; /* start watching the client after WATCH_DELAY_MS */
-    struct event closewatch; /* EV_CLOSED on the client until the reply starts */
+    struct event watch;      /* the client's socket, until the reply starts */
+    struct event poll_timer; /* instead of WATCH once bytes wait unread in it */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
     char *target;       /* what is sent upstream: session_info's; target_buf or malloc'd */
@@ -66,7 +71,7 @@ struct session {
     struct tokscan tok; /* the token counts, read as the body passes */
     struct numkey load; /* load_duration, in Ollama's native replies */
     unsigned watching : 1;
-    unsigned watch_timer_armed : 1;
+    unsigned polling : 1;
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
@@ -75,6 +80,10 @@ struct session {
 static void start_try(struct session *s, struct backend *be);
 static void session_close(struct session *s, const char *outcome);
 
+/* The session inside its sched_submit (a grant to it now came without a
+ * wait); it may have ended by the time sched_submit returns. */
+static const struct session *submitting;
+
 static struct session *from_entry(struct sched_entry *e)
 {
     return (struct session *)((char *)e - offsetof(struct session, se));
@@ -82,17 +91,17 @@ static struct session *from_entry(struct sched_entry *e)
 
 /* ---- the end of a session ---- */
 
-/* The reply starts or the session ends: no more watching, nor waiting to
- * start watching. */
+/* The reply starts or the session ends: no more watching the client's
+ * socket, nor polling it. */
 static void stop_watching(struct session *s)
 {
-    if (s->watch_timer_armed) {
-        evtimer_del(&s->watch_timer);
-        s->watch_timer_armed = 0;
-    }
     if (s->watching) {
-        event_del(&s->closewatch);
+        event_del(&s->watch);
         s->watching = 0;
+    }
+    if (s->polling) {
+        evtimer_del(&s->poll_timer);
+        s->polling = 0;
     }
 }
 
@@ -144,21 +153,143 @@ static void fail_session(struct session *s, int status, const char *msg, int ret
     session_close(s, outcome);
 }
 
-/* ---- the client going away ---- */
+/* ---- the client going away ----
+ *
+ * From admission to the reply's first byte the client's socket is watched
+ * for reading, level-triggered (EV_READ). Every way a client leaves makes
+ * it readable: a FIN (a read would return 0) and a reset or a socket error,
+ * which epoll reports as EPOLLERR|EPOLLHUP and libevent 2.1 (epoll.c,
+ * epoll_dispatch) hands on as EV_READ|EV_WRITE. A peek, which consumes
+ * nothing, then says which it was (client_peek). EV_CLOSED alone, as this
+ * file had it, misses resets: libevent never turns EPOLLERR into
+ * EV_CLOSED, so the event never fired, while epoll reported the socket at
+ * every turn of the loop: a busy loop, and the slot held, until the
+ * backend answered.
+ *
+ * The watch costs no system call: conns.c's read watch keeps the socket in
+ * epoll for reading during the request, and libevent calls epoll_ctl only
+ * when the count of an fd's read events goes from 0 to 1 or back. So it
+ * starts with the session, not after a delay, and what becomes of a client
+ * that leaves does not depend on how fast the backend answers.
+ *
+ * Bytes waiting unread (the next request of a pipelining client, a TLS
+ * close_notify ahead of the FIN) keep a level-triggered socket readable:
+ * the watch then steps aside, as conns.c's does, and the socket's TCP state
+ * is polled every CLIENT_POLL_MS instead, which a FIN or a reset behind
+ * those bytes changes (Go's net/http stops watching at a pipelined byte and
+ * learns of a leave only when a write fails).
+ *
+ * A FIN is the client leaving, even when it could still read (a
+ * half-close, shutdown(SHUT_WR) after the request). A client that closes
+ * its socket sends the same FIN; only a write to it, answered by a reset,
+ * would tell the two apart, and a reply of stream:false is written when
+ * the backend has generated all of it. So the request is cancelled, as
+ * Ollama itself does (Go's net/http cancels the request's context at the
+ * client's EOF) and nginx (proxy_ignore_client_abort off), and as evhttp
+ * does once the reply has started (it reads while it writes and ends the
+ * connection at EOF). */
 
-/* Before the reply started: our EV_CLOSED watcher fired. */
-static void on_client_closed(evutil_socket_t fd, short what, void *arg)
+#define CLIENT_POLL_MS 100
+
+enum client_sign { CLIENT_QUIET, CLIENT_BYTES, CLIENT_LEFT };
+
+/* What the client's socket FD holds, read without consuming it. */
+static enum client_sign client_peek(evutil_socket_t fd)
 {
-    struct session *s = arg;
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n > 0)
+        return CLIENT_BYTES;
+    if (n == 0)
+        return CLIENT_LEFT; /* its FIN */
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return CLIENT_QUIET;
+    return CLIENT_LEFT; /* a reset (ECONNRESET), or the socket failed */
+}
+
+/* The client's TCP state says it sent its FIN or was reset, whatever bytes
+ * wait ahead of either. 0 when it cannot tell (not TCP). */
+static int client_tcp_left(evutil_socket_t fd)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len == 0)
+        return 0;
+    return ti.tcpi_state != TCP_ESTABLISHED;
+}
+
+/* Before the reply started: the client left. Its queue entry, upstream
+ * request and slot go with the session; the connection (and the request
+ * evhttp holds on it) is freed. */
+static void client_left(struct session *s)
+{
     struct evhttp_connection *evcon = s->evcon;
-    (void)fd;
-    (void)what;
     s->h.status = 499;
-    s->watching = 0;
     s->evcon = NULL;
     evhttp_connection_set_closecb(evcon, NULL, NULL);
     session_close(s, "client-gone");
     evhttp_connection_free(evcon); /* frees the request too */
+}
+
+static void on_client_poll(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    if (client_tcp_left(event_get_fd(&s->watch)))
+        client_left(s);
+}
+
+/* Bytes wait unread in the client's socket: stop the watch (each turn of
+ * the loop would report them) and poll the socket's state instead. */
+static void step_aside(struct session *s)
+{
+    struct timeval tv = {0, CLIENT_POLL_MS * 1000};
+    event_del(&s->watch);
+    s->watching = 0;
+    event_assign(&s->poll_timer, s->px->base, -1, EV_PERSIST, on_client_poll, s);
+    if (event_add(&s->poll_timer, &tv) == 0)
+        s->polling = 1;
+}
+
+static void on_client_readable(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)what;
+    switch (client_peek(fd)) {
+    case CLIENT_QUIET: /* another reader took what woke us */
+        break;
+    case CLIENT_BYTES:
+        step_aside(s);
+        break;
+    case CLIENT_LEFT:
+        client_left(s);
+        break;
+    }
+}
+
+/* Before a try of a request that waited (for a slot, or to retry): the
+ * client is still there. Its leaving may wait unhandled in the same turn
+ * of the loop as the slot's freeing (clients that all leave at once), and
+ * a request must not reach a backend for a client already gone. */
+static int client_still_there(struct session *s)
+{
+    evutil_socket_t fd = event_get_fd(&s->watch);
+    if (s->polling)
+        return !client_tcp_left(fd);
+    return !s->watching || client_peek(fd) != CLIENT_LEFT;
+}
+
+static void watch_client(struct session *s)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
+    evutil_socket_t fd = bufferevent_getfd(bev);
+    if (fd < 0)
+        return;
+    event_assign(&s->watch, s->px->base, fd, EV_READ | EV_PERSIST, on_client_readable, s);
+    if (event_add(&s->watch, NULL) == 0)
+        s->watching = 1;
 }
 
 /* After the reply started: evhttp noticed the hang-up and detached the
@@ -171,42 +302,6 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     s->evcon = NULL;
     session_close(s, "client-gone");
     evhttp_send_reply_end(req);
-}
-
-static void watch_client(struct session *s)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0 || s->watching)
-        return;
-    event_assign(&s->closewatch, s->px->base, fd, EV_CLOSED, on_client_closed, s);
-    if (event_add(&s->closewatch, NULL) == 0)
-        s->watching = 1;
-}
-
-/* Watching costs two epoll_ctl calls per request (add, then delete), so a
- * request starts watching only if its reply has not started after
- * WATCH_DELAY_MS, queued or not: a fast reply never pays, and a client that
- * leaves a slow one is still noticed within that delay. */
-#define WATCH_DELAY_MS 20
-
-static void on_watch_delay(evutil_socket_t fd, short what, void *arg)
-{
-    struct session *s = arg;
-    (void)fd;
-    (void)what;
-    s->watch_timer_armed = 0;
-    watch_client(s);
-}
-
-static void watch_client_soon(struct session *s)
-{
-    struct timeval tv = {0, WATCH_DELAY_MS * 1000};
-    if (s->watching || s->watch_timer_armed)
-        return;
-    evtimer_assign(&s->watch_timer, s->px->base, on_watch_delay, s);
-    evtimer_add(&s->watch_timer, &tv);
-    s->watch_timer_armed = 1;
 }
 
 /* ---- retries and errors before the reply ---- */
@@ -275,7 +370,6 @@ static void retry_or_fail(struct session *s, enum upstream_err err, int was_503)
     /* Another backend than the one that failed, or first in line. */
     px->metrics.retries++;
     s->state = S_QUEUED;
-    watch_client_soon(s);
     sched_retry(&px->sched, &s->se);
 }
 
@@ -502,7 +596,6 @@ static int retry_missing_model(struct session *s)
     s->body = NULL;
     s->h.status = 0;
     s->state = S_QUEUED;
-    watch_client_soon(s);
     sched_retry(&px->sched, &s->se);
     return 1;
 }
@@ -619,7 +712,6 @@ static void start_try(struct session *s, struct backend *be)
     s->h.t_head = 0;
     if (!s->h.t_dispatch)
         s->h.t_dispatch = net_now_ms();
-    watch_client_soon(s);
     req = s->px->scratch; /* upstream_start() drains it */
     build_request(s, be, req);
     s->up = upstream_start(s->px->base, &be->target, req,
@@ -634,7 +726,12 @@ static void start_try(struct session *s, struct backend *be)
 
 static void on_granted(struct sched_entry *e, struct backend *be)
 {
-    start_try(from_entry(e), be);
+    struct session *s = from_entry(e);
+    if (s != submitting && !client_still_there(s)) {
+        client_left(s); /* gives the slot back (sched.h: callbacks may) */
+        return;
+    }
+    start_try(s, be);
 }
 
 /* No backend in service (up, not drained, not disabled) serves the
@@ -721,14 +818,16 @@ void session_start(struct proxy *px, const struct session_info *in)
     /* Queued until told otherwise: the grant may come (and even end the
      * session) before sched_submit returns. */
     s->state = S_QUEUED;
-    watch_client_soon(s);
+    watch_client(s);
     s->se.ops = &sched_cbs;
     s->se.key = request_mkey(&s->h);
     s->se.meta = s->h.meta;
     s->se.keyed = in->keyed;
     s->se.affinity = in->affinity;
     s->se.num_ctx = in->num_ctx;
+    submitting = s;
     rc = sched_submit(&px->sched, &s->se, in->client);
+    submitting = NULL;
     if (rc == SCHED_EKEYQ)
         fail_session(s, 503, "too many requests waiting for this key (max_queued)",
                      sched_retry_after(&px->sched), "key-queue-full");

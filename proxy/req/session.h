@@ -6,13 +6,15 @@
  *   STREAMING  reply head sent to the client; body being forwarded
  * and then it is freed. Every exit goes through session_close(), which is
  * idempotent-safe by construction: it runs once, from whichever of these
- * ends first: the upstream's on_done / on_error, the client's hang-up
- * (EV_CLOSED watcher before the reply starts, the evhttp close callback
- * after), the queue timeout, or a forced shutdown.
+ * ends first: the upstream's on_done / on_error, the client's leaving (a
+ * FIN or a reset: the read watch on its socket before the reply starts,
+ * the evhttp close callback after), the queue timeout, or a forced
+ * shutdown.
  *
  * Ownership: the session owns its upstream connection (aborted or released
  * on close), its slot (released on close), its queue entry, and its two
- * events; the evhttp request belongs to evhttp once a reply is sent. */
+ * events (the watch on the client and its poll timer); the evhttp request
+ * belongs to evhttp once a reply is sent. */
 #ifndef PX_SESSION_H
 #define PX_SESSION_H
 

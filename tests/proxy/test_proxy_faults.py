@@ -14,12 +14,15 @@ import json
 import os
 import re
 import selectors
+import signal
 import socket
+import struct
 import threading
 import time
 
 from fakebackend import FakeBackend, ndjson_line
-from harness import Proxy, Sim, eq, get, ok, post, rss_kib, run, wait_until, SANITIZE, SLOW
+from harness import (Proxy, Sim, cpu_s, eq, get, ok, post, raw_post, rss_kib, run, wait_until,
+                     SANITIZE, SLOW)
 
 # ASan keeps freed memory in quarantine (256 MiB by default), which would
 # make RSS meaningless: keep it small. Set before any process starts.
@@ -768,6 +771,183 @@ def test_r_endless_trailers():
     in_band_error(r, "r")
     ok(took < 5 * SLOW, "r: the stream ended after %.1fs, not when the client gave up" % took)
     settled(px, "r")
+
+
+# ---- s-u: the client leaves before the reply starts ----
+#
+# Each case has its own proxy: the fake with one slot and a first_byte_s
+# far away, so that only the client's leaving can end a request.
+
+GONE_CONF = "timeouts = { first_byte_s = 60; idle_s = 60; };\n" + HEALTH
+# A proxy that spins on a socket uses about a core; an idle one next to
+# nothing. Under this share of the wall time it did not spin, even on a
+# machine so busy that a spinning proxy got only half a core.
+SPIN_SHARE = 0.25
+
+
+def gone_proxy():
+    fb = FakeBackend("silent", hold=120)
+    px = own_proxy([("fake", fb.url, 1), ("good", good_sim().url, 2)], extra=GONE_CONF)
+    return fb, px
+
+
+def reset(s):
+    """Close S with a TCP RST instead of a FIN (SO_LINGER {1, 0})."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def gone_lines(px, tries):
+    """The access lines of llama3 requests ended as client-gone (499)
+    after TRIES tries."""
+    return re.findall(r"POST /api/generate .*model=llama3 .*status=499 .* tries=%d client-gone"
+                      % tries, px.proc.output())
+
+
+def cpu_over(px, seconds):
+    """(CPU seconds the proxy used, wall seconds) over SECONDS of leaving
+    it alone."""
+    c0, t0 = cpu_s(px.proc.pid), time.monotonic()
+    time.sleep(seconds)
+    return cpu_s(px.proc.pid) - c0, time.monotonic() - t0
+
+
+def fake_in_flight(px):
+    return px.backend("fake")["in_flight"]
+
+
+def test_s_client_reset_at_the_backend():
+    """A client resets its connection while the backend is silent (a model
+    loading, a long prompt): the upstream request is aborted at once, the
+    slot freed, nothing retried for it, no busy loop; the access log says
+    client-gone (499) as for a FIN. Then the same with bytes of a next
+    request sent ahead of the reset (a pipelining client), which the proxy
+    does not read before the reply."""
+    fb, px = gone_proxy()
+    body = json.dumps(GEN).encode()
+    for case, extra in (("s", b""), ("s pipelined", b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")):
+        fb.take()
+        s = raw_post(px.port, "/api/generate", body)
+        wait_until(lambda: len(fb.requests) == 1, what="%s: the request at the fake" % case)
+        s.sendall(extra)  # the proxy reads it after the reply: it waits in the socket
+        time.sleep(0.1)  # the proxy has settled on waiting
+        reset(s)
+        cpu, wall = cpu_over(px, 2.0)
+        print("%s: the proxy used %.2f s of CPU in the %.2f s after the reset" % (case, cpu, wall))
+        wait_until(lambda: fb.requests[0].ended, timeout=1,
+                   what="%s: the fake's request ended (%r)" % (case, fb.requests))
+        ok(fb.requests[0].peer_closed, "%s: the proxy hung up on the backend" % case)
+        eq(fake_in_flight(px), 0, "%s: the fake's slot is free" % case)
+        wait_until(lambda: len(gone_lines(px, 1)) == (2 if extra else 1), timeout=1,
+                   what="%s: an access line ... status=499 ... tries=1 client-gone:\n%s"
+                   % (case, px.proc.tail(4)))
+        eq(len(fb.take()), 1, "%s: requests the fake got (none retried)" % case)
+        ok(cpu < SPIN_SHARE * wall, "%s: the proxy used %.2f s of CPU in the %.2f s after the "
+                                   "reset: a busy loop" % (case, cpu, wall))
+    settled(px, "s")
+    stop_clean(px, "s")
+    fb.stop()
+
+
+def test_t_client_reset_while_queued():
+    """A queued request whose client resets leaves the queue at once and
+    never reaches a backend, even when the slot it waited for frees."""
+    fb, px = gone_proxy()
+    body = json.dumps(GEN).encode()
+    a = raw_post(px.port, "/api/generate", body)  # takes the fake's one slot
+    wait_until(lambda: len(fb.requests) == 1, what="t: the first request at the fake")
+    b = raw_post(px.port, "/api/generate", body)
+    wait_until(lambda: px.status()["queue"]["length"] == 1, what="t: the second one queued")
+    time.sleep(0.1)
+    reset(b)
+    cpu, wall = cpu_over(px, 2.0)
+    print("t: the proxy used %.2f s of CPU in the %.2f s after the reset" % (cpu, wall))
+    st = px.status()
+    eq(st["queue"]["length"], 0, "t: the reset client's request left the queue (%r)" % st)
+    eq(sum(c["waiting"] for c in st["clients"]), 0, "t: nobody waiting (%r)" % st["clients"])
+    wait_until(lambda: len(gone_lines(px, 0)) == 1, timeout=1,
+               what="t: an access line ... status=499 ... tries=0 client-gone:\n%s" %
+               px.proc.tail(4))
+    ok(cpu < SPIN_SHARE * wall, "t: the proxy used %.2f s of CPU in the %.2f s after the reset: "
+                               "a busy loop" % (cpu, wall))
+    a.close()  # its slot frees: nobody may take it for the reset client
+    wait_until(lambda: fb.requests[0].ended, what="t: the first request aborted (its FIN)")
+    time.sleep(0.5)
+    eq(len(fb.take()), 1, "t: requests the fake got (the reset client's must not reach it)")
+    eq(fake_in_flight(px), 0, "t: the fake's slot is free")
+    # All at once: the one at the fake and three queued reset while the
+    # proxy is stopped, so that it learns of all four in one turn of its
+    # loop, the slot's first: the slot frees while the queued ones' resets
+    # wait unhandled, and none of them may take it.
+    socks = [raw_post(px.port, "/api/generate", body)]
+    wait_until(lambda: len(fb.requests) == 1, what="t all: the first request at the fake")
+    socks += [raw_post(px.port, "/api/generate", body) for _ in range(3)]
+    wait_until(lambda: px.status()["queue"]["length"] == 3, what="t all: three queued")
+    time.sleep(0.1)
+    px.proc.signal(signal.SIGSTOP)
+    try:
+        for s in socks:
+            reset(s)
+        time.sleep(0.1)
+    finally:
+        px.proc.signal(signal.SIGCONT)
+    wait_until(lambda: idle(px), timeout=2, what="t all: slot and queue free (%r)" % px.status())
+    time.sleep(0.5)
+    eq(len(fb.take()), 1, "t all: requests the fake got (the queued ones must not reach it)")
+    wait_until(lambda: len(gone_lines(px, 0) + gone_lines(px, 1)) == 6, timeout=1,
+               what="t all: four more access lines ... client-gone:\n%s" % px.proc.tail(6))
+    eq(len(gone_lines(px, 1)), 2, "t all: client-gone after a try (only the two that held the "
+                                  "slot; a queued one of a client gone was tried):\n%s" %
+       px.proc.tail(6))
+    settled(px, "t")
+    stop_clean(px, "t")
+    fb.stop()
+
+
+def _half_close(port, body, timeout):
+    """Send BODY to /api/generate, then shutdown(SHUT_WR): the client has
+    said all it will say. Returns what it read until the proxy closed."""
+    s = raw_post(port, "/api/generate", body)
+    s.shutdown(socket.SHUT_WR)
+    s.settimeout(timeout)
+    got = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            got += d
+    except ConnectionResetError:
+        pass
+    finally:
+        s.close()
+    return got
+
+
+def test_u_half_closed_client_leaves_whatever_the_latency():
+    """A client's FIN before its reply starts is its leaving (as for Ollama,
+    whose Go server cancels a request at the client's EOF, and nginx): the
+    request is cancelled, whether the backend answers in 8 ms or in 400.
+    Before, a reply that started within 20 ms still went to the client."""
+    fb, px = gone_proxy()
+    body = json.dumps(GEN).encode()
+    for n, delay in enumerate((0.008, 0.4, 0.008)):
+        case = "u, a backend answering in %g s" % delay
+        fb.set("ok", delay=delay)
+        fb.take()
+        got = _half_close(px.port, body, 10 * SLOW)
+        eq(got, b"", "%s: the half-closed client got no reply" % case)
+        wait_until(lambda: fake_in_flight(px) == 0, timeout=2, what="%s: the slot freed" % case)
+        wait_until(lambda: len(gone_lines(px, 1)) + len(gone_lines(px, 0)) == n + 1, timeout=1,
+                   what="%s: an access line ... status=499 ... client-gone:\n%s" %
+                   (case, px.proc.tail(4)))
+    # Not closed: answered, however fast the backend.
+    fb.set("ok", delay=0.008)
+    r = raw(px.port, "/api/generate", GEN)
+    eq(r.status, 200, "u: a client that did not half-close (%r)" % r)
+    settled(px, "u")
+    stop_clean(px, "u")
+    fb.stop()
 
 
 def test_z_shared_proxy_exits_cleanly():
