@@ -57,6 +57,8 @@ void reply_send(struct request *r, int status, struct evbuffer *body)
     struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
     struct evkeyvalq *h = evhttp_request_get_output_headers(r->req);
     r->status = status;
+    if (body && evhttp_request_get_command(r->req) == EVHTTP_REQ_HEAD)
+        evbuffer_drain(body, evbuffer_get_length(body)); /* a HEAD's answer has none */
     r->bytes = body ? evbuffer_get_length(body) : 0;
     /* An empty reply is no JSON: not the listener's default type (evhttp
      * types none for 204 and 304). */

@@ -332,6 +332,10 @@ static struct head_framing head_framing(const char *h, size_t n)
         f.status = 400;
         f.why = "a NUL byte in the head";
     }
+    if (!f.status && !f.body && (f.chunked || f.cl > 0)) { /* evhttp would not read it */
+        f.status = 400;
+        f.why = "a body on a HEAD request";
+    }
     if (!f.status && f.chunked && f.cl >= 0) {
         f.status = 400;
         f.why = "both Content-Length and Transfer-Encoding";

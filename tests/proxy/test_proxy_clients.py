@@ -772,6 +772,8 @@ def test_heads_at_fault_answered_in_the_paths_shape():
         (b"GET /api/tags HTTP/2.0\r\nHost: localhost\r\n\r\n", 505, ollama),
         (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 505, ollama),
         (b"hello\r\n\r\n", 400, ollama),
+        (b"HEAD /api/tags HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" %
+         (len(smuggled), smuggled), 400, None),
         (b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\nX-Trace: a\x00b\r\n\r\n", 400, ollama),
         (b"GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: %s\r\n\r\n" % (b"a" * 70000),
          431, openai),
@@ -787,8 +789,9 @@ def test_heads_at_fault_answered_in_the_paths_shape():
         f = c.makefile("rb")
         st, h, got = _answer(f)
         eq(st, want, "%r" % raw[:60])
-        ok(h.get("content-type", "").startswith("application/json"), "JSON: %r" % h)
-        ok(check(json.loads(got)), "%r: its shape: %r" % (raw[:40], got))
+        if check:  # (no body answers a HEAD)
+            ok(h.get("content-type", "").startswith("application/json"), "JSON: %r" % h)
+            ok(check(json.loads(got)), "%r: its shape: %r" % (raw[:40], got))
         eq(h.get("connection"), "close", "%r" % raw[:40])
         eq(f.read(), b"", "nothing more answered on the connection: %r" % raw[:40])
         c.close()
