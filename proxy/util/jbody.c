@@ -182,6 +182,39 @@ static unsigned long long part(unsigned long long h, struct span s, size_t max)
     return fnv(h, s.p, s.p && max && s.n > max ? max : s.p ? s.n : 0);
 }
 
+/* Add the JSON value V..VEND to H as its tokens (blanks aside), without
+ * any member named cache_control: Anthropic's clients mark the last blocks
+ * of a conversation for their prompt cache, so the first user message has
+ * the mark on one turn and not on the next, and what stays the same from
+ * turn to turn is the rest. Nested past DEPTH_MAX: as its text. */
+#define DEPTH_MAX 32
+static unsigned long long value_hash(unsigned long long h, const char *v, const char *vend,
+                                     int depth)
+{
+    struct iter it;
+    struct member m;
+    int object = *v == '{';
+    if ((!object && *v != '[') || depth > DEPTH_MAX)
+        return fnv(h, v, (size_t)(vend - v));
+    h = fnv(h, v, 1);
+    iter_begin(&it, v, vend);
+    while (iter_next(&it, object, &m)) {
+        if (object && key_is(&m, "cache_control"))
+            continue;
+        if (object)
+            h = fnv(fnv(h, m.k - 1, m.kn + 2), ":", 1); /* "name": */
+        h = fnv(value_hash(h, m.v, m.vend, depth + 1), ",", 1);
+    }
+    return fnv(h, object ? "}" : "]", 1);
+}
+
+/* Add a part that is a JSON value (system, a message's content) to H. */
+static unsigned long long part_value(unsigned long long h, struct span s)
+{
+    h = fnv(h, "\x1e", 1);
+    return s.p ? value_hash(h, s.p, s.p + s.n, 0) : h;
+}
+
 /* The role of the message M (an object), as its JSON text. */
 static int role_is(const struct member *msg, const char *end, const char *role)
 {
@@ -223,9 +256,9 @@ static int messages_start(struct span a, const char *end, unsigned long long *h)
         if (*m.v != '{')
             continue;
         if (role_is(&m, end, "system") || role_is(&m, end, "developer")) {
-            *h = part(*h, content_of(&m, end), 0);
+            *h = part_value(*h, content_of(&m, end));
         } else if (role_is(&m, end, "user")) {
-            *h = part(*h, content_of(&m, end), 0);
+            *h = part_value(*h, content_of(&m, end));
             return 1;
         }
     }
@@ -255,7 +288,7 @@ int jbody_prefix_hash(const char *body, size_t len, enum jbody_shape shape,
     }
     if (!conv.p || *conv.p == 'n')
         return 0;
-    h = part(h, sys, 0);
+    h = part_value(h, sys);
     if (*conv.p == '[' && shape != JBODY_PROMPT)
         found = messages_start(conv, end, &h);
     else if ((found = conv.n > 2 || *conv.p != '"')) /* a prompt: not "" */

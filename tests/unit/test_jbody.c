@@ -50,6 +50,18 @@ static void test_prefix(void)
     CHECK(f1 && f2 && h1 == h2);
     CHECK(hash("{\"system\":\"T\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
                "\"text\":\"hi\"}]}]}", JBODY_MESSAGES, &f3) != h1);
+    /* Anthropic's cache_control marks move from turn to turn (the last
+     * blocks): not part of the key, nor are blanks; the text is. */
+    h1 = hash("{\"system\":[{\"type\":\"text\",\"text\":\"S\",\"cache_control\":{\"type\":"
+              "\"ephemeral\"}}],\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+              "\"text\":\"hi\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]}", JBODY_MESSAGES, &f1);
+    h2 = hash("{\"system\":[{\"type\":\"text\",\"text\":\"S\"}],\"messages\":[{\"role\":\"user\","
+              "\"content\":[ {\"type\" : \"text\", \"text\":\"hi\"} ]},{\"role\":\"assistant\","
+              "\"content\":\"a\"},{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":"
+              "\"more\",\"cache_control\":{\"type\":\"ephemeral\"}}]}]}", JBODY_MESSAGES, &f2);
+    CHECK(f1 && f2 && h1 == h2);
+    CHECK(hash("{\"system\":[{\"type\":\"text\",\"text\":\"S\"}],\"messages\":[{\"role\":\"user\","
+               "\"content\":[{\"type\":\"text\",\"text\":\"hI\"}]}]}", JBODY_MESSAGES, &f3) != h1);
     /* generate: system and the first 2 KiB of the prompt. */
     {
         char a[3000], b[3000];
