@@ -71,8 +71,8 @@ static const char *const num_ctx_names[] = {"pass", "strip"};               /* r
 /* The headers an agent or a chat front end sends to name its conversation
  * (Claude Code, Codex, OpenCode, Open WebUI), tried in this order. */
 static const char *const default_session_headers[] = {
-    "x-session-id", "x-claude-code-session-id", "session-id", "x-session-affinity",
-    "x-openwebui-chat-id"};
+    "x-session-id", "x-claude-code-session-id", "session-id", "session_id",
+    "x-session-affinity", "x-openwebui-chat-id"};
 #define NDEFAULT_HEADERS (sizeof default_session_headers / sizeof default_session_headers[0])
 #define MAX_SESSION_HEADERS 16
 #define MAX_MODEL_CAPS 1000

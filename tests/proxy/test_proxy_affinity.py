@@ -532,4 +532,25 @@ def test_tokens_per_runner():
     a.stop()
 
 
+def test_every_default_session_header_keys():
+    """Each header of the default session_headers keys a conversation, in
+    any case of its name: Codex's session_id (an underscore, which neither
+    evhttp nor Go reads as a dash) as well as session-id. One request at a
+    time on an idle fleet of two: unkeyed, ties go round and a key's turns
+    would alternate."""
+    sims = [Sim("--ttft-ms", "0", "--tokens", "2") for _ in range(2)]
+    px = start([("a", sims[0].url, 4), ("b", sims[1].url, 4)])
+    for hdr in ("x-session-id", "x-claude-code-session-id", "session-id", "session_id",
+                "X-Session-Affinity", "x-openwebui-chat-id"):
+        seen = [post(px.url + "/api/chat", {"model": "llama3", "stream": False,
+                                            "messages": [{"role": "user", "content": "hi"}]},
+                     headers={hdr: "conv-" + hdr}).headers.get("x-backend") for _ in range(4)]
+        eq(len(set(seen)), 1, "%s keys its turns to one backend: %r" % (hdr, seen))
+    m = get(px.url + "/metrics").text()
+    eq(metric(m, "ollama_proxy_affinity_total", result="hit"), 24, "every turn a hit")
+    px.stop()
+    for s in sims:
+        s.stop()
+
+
 run(globals())
