@@ -6,7 +6,8 @@
  *   2. priorities strictly: high, then normal, then low;
  *   3. within a priority, the client with the fewest entries in flight
  *      relative to its weight (in_flight / weight, lowest first; a tie goes
- *      to the client whose oldest waiting entry is older);
+ *      to the client granted a slot least recently, one never granted
+ *      first, so that tied clients take turns);
  *   4. within a client, oldest first;
  * and always: only an entry some available backend can serve (late binding
  * per model), a client at its max_concurrent waits, and the slot goes to
@@ -78,13 +79,22 @@ static int slots(const struct sched_client *c)
     return c->in_flight - c->meta_in_flight;
 }
 
-/* Rule 3: A before B. */
+/* Rule 3: A before B. At equal load, the client granted a slot least
+ * recently: where a slot's cap is 1 (an embedding runner, a 1-slot
+ * backend) a backlogged client's in_flight falls to 0 each time its
+ * request ends and ties with a newcomer's 0; by the older head it would
+ * win every such tie and serve its whole backlog first. Taking turns, the
+ * newcomer waits one service time. Two cgqs of one client tie on both and
+ * go by rule 4 (the older head), as do two clients never granted. The key
+ * changes only in count_in, which re-sifts the client's cgqs. */
 static int before(const struct sched_cgq *a, const struct sched_cgq *b)
 {
     long long la = (long long)slots(a->client) * b->client->weight;
     long long lb = (long long)slots(b->client) * a->client->weight;
     if (la != lb)
         return la < lb;
+    if (a->client->granted_at != b->client->granted_at)
+        return a->client->granted_at < b->client->granted_at;
     return head_seq(a) < head_seq(b);
 }
 
@@ -496,18 +506,24 @@ int sched_configure(struct sched *s, const struct px_config *cfg)
 
 /* ---- the count of a client's entries in flight ---- */
 
-/* Metadata changes in_flight and meta_in_flight alike: slots(), the cap
- * and the heaps' order stay as they were. */
+/* E's first grant: counted in flight, and its client's turn taken
+ * (granted_at, rule 3's tie; a retry granted again takes none). Metadata
+ * changes in_flight and meta_in_flight alike: slots(), the cap and the
+ * heaps' order stay as they were. */
 static void count_in(struct sched_entry *e)
 {
+    struct sched_client *c = e->client;
     if (e->counted)
         return;
     e->counted = 1;
-    e->client->in_flight++;
-    if (e->meta)
-        e->client->meta_in_flight++;
-    else
-        client_sync(e->client);
+    c->in_flight++;
+    if (e->meta) {
+        c->meta_in_flight++;
+        c->meta_granted_at = ++e->sched->grants;
+    } else {
+        c->granted_at = ++e->sched->grants;
+        client_sync(c); /* both keys of rule 3 changed */
+    }
 }
 
 static void count_out(struct sched_entry *e)
@@ -872,18 +888,25 @@ static int meta_room(const struct sched *s)
 /* Rule 3 for metadata: A's client before B's. Metadata holds no GPU slot,
  * so its share counts metadata in flight alone: a client running many
  * generations still gets its /api/show in turn, and a flood of one
- * client's GETs delays another's by about one service time at most. */
+ * client's GETs delays another's by about one service time at most. At
+ * equal load, the client granted a place least recently, as before()
+ * and for the same reason: tied clients take turns. */
 static int meta_before(const struct sched_client *a, const struct sched_client *b)
 {
+    long long la = (long long)a->meta_in_flight * b->weight;
+    long long lb = (long long)b->meta_in_flight * a->weight;
     if (a->prio != b->prio)
         return a->prio < b->prio;
-    return (long long)a->meta_in_flight * b->weight < (long long)b->meta_in_flight * a->weight;
+    if (la != lb)
+        return la < lb;
+    return a->meta_granted_at < b->meta_granted_at;
 }
 
 /* The next metadata entry to run and its backend, or NULL: a retry first
  * (they head meta_q), then by priority and meta_before, oldest first. The
  * rest of meta_q is in arrival order, so the first entry met of the best
- * client is its oldest, and among equal clients the older wins. An entry
+ * client is its oldest, and among clients equal by meta_before (never
+ * granted, both) the older wins. An entry
  * no backend with room serves does not hold up the rest. One pass over
  * the metadata waiting, made only when some backend has room: that is
  * rare (a place that frees is handed on at once) and the queue is bounded
@@ -907,7 +930,8 @@ static struct sched_entry *meta_next(struct sched *s, struct backend **be_out)
         if ((be = meta_pick(s, e->key, NULL))) {
             best = e;
             *be_out = be;
-            if (e->client->prio == PRIO_HIGH && !e->client->meta_in_flight)
+            if (e->client->prio == PRIO_HIGH && !e->client->meta_in_flight &&
+                !e->client->meta_granted_at)
                 break; /* none after it can come first */
         }
     }

@@ -71,6 +71,10 @@ struct sched_client {
     unsigned capped : 1;  /* at max_concurrent: out of the heaps */
     unsigned retired : 1; /* a key dropped by a reload */
     unsigned long long served, refused;
+    /* When it was last granted a GPU slot, and a metadata place (values of
+     * s->grants; 0: never): at equal load the least recent goes first, so
+     * that tied clients take turns (sched.c, rule 3). */
+    unsigned long long granted_at, meta_granted_at;
     TAILQ_HEAD(, sched_entry) queue; /* WAITING entries, oldest first */
     struct sched_cgq *cgqs;          /* its queues, one per model waited for */
     struct sched_client *hnext;      /* address hash chain */
@@ -133,6 +137,7 @@ struct sched {
     int nmost, most_cap;
     unsigned hash_size, naddr;
     unsigned long long seq;
+    unsigned long long grants; /* first grants so far: client->granted_at */
     int dispatching, again, frozen;
     /* Entries a balancer holds for a backend (lb.h): the next time one may
      * go elsewhere, and the timer that dispatches then. */
@@ -214,7 +219,8 @@ void sched_freeze(struct sched *s);
  * count to max_queued, to the queue's one max_length and to the push-out
  * rule; running, to in_flight (and meta_in_flight); a place that frees
  * goes by priority, then to the client with the fewest metadata requests
- * in flight for its weight, oldest first. A key's max_concurrent does not
+ * in flight for its weight (at a tie, the one granted a place least
+ * recently), oldest first. A key's max_concurrent does not
  * cap them: it is a share of the GPUs, which they do not use, and counting
  * them would hold a key's /api/show behind its own generations. */
 #define SCHED_META_CAP 4

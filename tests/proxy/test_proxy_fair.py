@@ -579,4 +579,58 @@ def test_metadata_flood_full_queue():
     fb.stop()
 
 
+TIE_KEYS = """auth = { keys = (
+  { name = "n1"; key = "k-n1"; }, { name = "n2"; key = "k-n2"; },
+  { name = "ops"; key = "k-ops"; admin = true; }
+); };"""
+EMBED = {"model": "nomic-embed-text", "input": "x"}
+
+
+def test_single_request_beside_backlog_on_cap_1_runner():
+    """Audit: an embedding model has 1 slot (the sim's, and the proxy's cap
+    for its runner by default) on a backend of 4. Key n1 queues 6
+    embeddings, key n2 sends one: n2 was served last, after all 6. When
+    n1's request ends, n1 has none in flight, as n2: a tie, which went to
+    the older request, n1's, every time. A tie now goes to the client
+    granted least recently, so n2 is next: served about two service times
+    after the flood began (one for n1's first to end, one for its own),
+    never behind the backlog."""
+    sim = Sim("--parallel", "4", "--ttft-ms", "1600",  # an embedding: 0.4 s
+              models="llama3,nomic-embed-text")
+    px = Proxy([("gpu0", sim.url, 4)], extra=TIE_KEYS)
+    wait_until(lambda: px.status(headers=bearer("k-ops"))["backends"][0]["models"],
+               what="discovery")
+
+    def n1():
+        rows = [c for c in px.status(headers=bearer("k-ops"))["clients"] if c["name"] == "n1"]
+        return rows and (rows[0]["in_flight"], rows[0]["waiting"])
+
+    async def scenario():
+        flood = [asyncio.ensure_future(aclient.request(
+            px.port, "POST", "/api/embed", body=EMBED, headers=bearer("k-n1"), timeout=120))
+            for _ in range(6)]
+        deadline = time.monotonic() + 10 * SLOW
+        while n1() != (1, 5):  # one runs, five wait: then the light client comes
+            ok(time.monotonic() < deadline, "n1's backlog never queued: %r" % (n1(),))
+            await asyncio.sleep(0.02)
+        light = await aclient.request(px.port, "POST", "/api/embed", body=EMBED,
+                                      headers=bearer("k-n2"), timeout=120)
+        return light, await asyncio.gather(*flood)
+    light, flood = aclient.run(scenario())
+    eq([r.status for r in flood + [light]], [200] * 7, "all served")
+    t0 = min(r.t_start for r in flood)
+    ends = sorted(r.t_end for r in flood + [light])
+    service = (ends[-1] - ends[0]) / 6  # seven served one after another
+    before = sum(r.t_end < light.t_end for r in flood)
+    print("n2's embedding beside n1's 6: done %.2f s after the flood began (%.1f service "
+          "times of %.2f s), after %d of n1's" % (light.t_end - t0, (light.t_end - t0) / service,
+                                                   service, before))
+    eq(sim.stats()["max_in_flight"], 1, "one embedding at a time (the runner's cap)")
+    ok(before <= 2, "n2 waited for %d of n1's 6 embeddings" % before)
+    ok(light.t_end - t0 <= 3.5 * service,
+       "n2 done %.2f s after the flood began: more than 3.5 service times (%.2f s)"
+       % (light.t_end - t0, service))
+    px.stop()
+
+
 run(globals())

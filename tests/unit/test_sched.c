@@ -3,7 +3,8 @@
  * request it could serve waits, strict priorities, the fewest-in-flight
  * client first), shares that follow the weights, a full queue that refuses
  * the client with the most waiting, max_queued, retries first in line,
- * the queue timeout, metadata counted to its client and shared fairly.
+ * the queue timeout, metadata counted to its client and shared fairly,
+ * clients of equal load taking turns (GPU slots and metadata places).
  * Backends are real struct backend objects that are
  * never connected to: granting a slot is all the scheduler does. */
 #include <event2/event.h>
@@ -588,6 +589,114 @@ static void test_metadata_counted(void)
     free_backends();
 }
 
+/* keys[0..1]: "a" and "b", normal, of weights WA and WB. */
+static void keys_ab(int wa, int wb)
+{
+    static char names[][8] = {"a", "b"};
+    for (int k = 0; k < 2; k++) {
+        memset(&keys[k], 0, sizeof keys[k]);
+        keys[k].name = keys[k].key = names[k];
+        keys[k].priority = PRIO_NORMAL;
+        keys[k].weight = k ? wb : wa;
+    }
+}
+
+/* The order the waiting requests R[0..N-1] are granted in as the one
+ * running (RUN) and each granted after it end: their indexes into ORDER. */
+static void drain_order(struct req *run, struct req **r, int n, int *order)
+{
+    for (int k = 0; k < n; k++) {
+        int next = -1;
+        sched_done(&S, &run->e);
+        for (int i = 0; i < n; i++)
+            if (r[i]->granted && r[i]->e.state == SCHED_RUNNING)
+                next = i;
+        CHECK(next >= 0);
+        order[k] = next;
+        run = r[next];
+    }
+    sched_done(&S, &run->e);
+}
+
+/* Where a slot's cap is 1, a backlogged client's in_flight is 0 each time
+ * its request ends, as is every other waiting client's: a tie, which goes
+ * to the client granted least recently (audit: it went to the older
+ * request, the backlog's, and a single request waited for all 6). Tied
+ * clients then take turns; within a client, oldest first across models. */
+static void test_ties_take_turns(void)
+{
+    struct req *f0, *r[8];
+    int rc, order[8];
+    bes[0] = mk_backend("b0", 1, NULL, 0);
+    nbes = 1;
+    keys_ab(1, 1);
+    setup(100, 600, 2);
+    f0 = submit(sched_key_client(&S, 0), NULL, &rc);
+    CHECK_INT(f0->granted, 1);
+    for (int i = 0; i < 5; i++)
+        r[i] = submit(sched_key_client(&S, 0), NULL, &rc);
+    r[5] = submit(sched_key_client(&S, 1), NULL, &rc); /* the newcomer, last */
+    drain_order(f0, r, 6, order);
+    CHECK_INT(order[0], 5); /* one service time, not six */
+    for (int k = 1; k < 6; k++)
+        CHECK_INT(order[k], k - 1);
+
+    /* Two backlogs alternate; a's requests for two models keep their age. */
+    f0 = submit(sched_key_client(&S, 0), NULL, &rc);
+    CHECK_INT(f0->granted, 1);
+    for (int i = 0; i < 4; i++) {
+        r[2 * i] = submit(sched_key_client(&S, 0), i % 2 ? "m0" : "m1", &rc);
+        r[2 * i + 1] = submit(sched_key_client(&S, 1), NULL, &rc);
+    }
+    drain_order(f0, r, 8, order);
+    for (int k = 0; k < 8; k++)
+        CHECK_INT(order[k], k % 2 ? k - 1 : k + 1); /* b, a, b, a...: b was granted less recently */
+    CHECK_INT(sched_length(&S), 0);
+    CHECK(S.groups == NULL);
+    free_backends();
+}
+
+/* The same for metadata places: a of weight 1 and b of weight 2 hold 2 of
+ * the backend's places each and wait for more; when one of a's ends, a
+ * holds 1 for 1 and b 2 for 2, a tie, which b wins (granted before a), and
+ * then a (granted before b), and so on, each client oldest first. */
+static void test_meta_ties_take_turns(void)
+{
+    enum { M = SCHED_META_CAP };
+    struct sched_client *a, *b;
+    struct req *ra[M + 4], *rb[M + 4];
+    int rc;
+    bes[0] = mk_backend("b0", 1, NULL, 0);
+    nbes = 1;
+    keys_ab(1, 2);
+    setup(100, 600, 2);
+    a = sched_key_client(&S, 0);
+    b = sched_key_client(&S, 1);
+    for (int i = 0; i < M / 2; i++)
+        rb[i] = submit_meta(b, &rc);
+    for (int i = 0; i < M / 2 + 3; i++)
+        ra[i] = submit_meta(a, &rc);
+    for (int i = M / 2; i < M / 2 + 3; i++)
+        rb[i] = submit_meta(b, &rc);
+    CHECK_INT(a->meta_in_flight + b->meta_in_flight, M);
+    CHECK_INT(S.meta_waiting, 6);
+    sched_done(&S, &ra[0]->e); /* a: 1 for 1, b: 2 for 2 */
+    CHECK_INT(rb[M / 2]->granted, 1);
+    CHECK_INT(ra[M / 2]->granted, 0);
+    sched_done(&S, &rb[0]->e); /* b: 2 for 2 again, a 1 for 1: a's turn */
+    CHECK_INT(ra[M / 2]->granted, 1);
+    CHECK_INT(rb[M / 2 + 1]->granted, 0);
+    sched_done(&S, &ra[1]->e);
+    CHECK_INT(rb[M / 2 + 1]->granted, 1);
+    CHECK_INT(ra[M / 2 + 1]->granted, 0);
+    check_invariants();
+    for (int i = 0; i < nreqs; i++)
+        sched_done(&S, &reqs[i].e);
+    CHECK_INT(S.meta_waiting + S.retrying, 0);
+    CHECK_INT(bes[0]->meta_in_flight, 0);
+    free_backends();
+}
+
 int main(void)
 {
     struct event_base *base = event_base_new();
@@ -598,6 +707,8 @@ int main(void)
     test_full_queue_flood_of_clients();
     test_max_queued_and_cap();
     test_metadata_counted();
+    test_ties_take_turns();
+    test_meta_ties_take_turns();
     test_retry_first_in_line();
     test_timeout(base);
     test_no_backend(base);
