@@ -171,10 +171,13 @@ static void reply_status(struct proxy *px, struct request *r)
     for (int i = 0; i < px->nbackends; i++)
         json_array_append_new(arr, backend_json(px->backends[i]));
     const struct sched *sc = &px->sched;
+    /* First: it refreshes the drain rate that drain_per_s reads (the
+     * arguments of one call are evaluated in no set order). */
+    int retry_after = sched_retry_after(&px->sched);
     json_t *st =
         json_pack("{s:o,s:{s:i,s:i,s:i,s:f,s:I,s:o},s:o,s:I,s:i}", "backends", arr, "queue",
                   "length", sched_length(sc), "max_length", sc->max_length, "retry_after_s",
-                  sched_retry_after(&px->sched), "drain_per_s", sc->rate, "grants",
+                  retry_after, "drain_per_s", sc->rate, "grants",
                   (json_int_t)sc->dispatches, "dispatch_us",
                   sc->dispatches ? json_real(sc->dispatch_ns / 1000.0 / (double)sc->dispatches)
                                  : json_null(),

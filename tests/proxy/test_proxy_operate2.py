@@ -327,5 +327,25 @@ def test_backend_dropped_and_added_back_keeps_its_cap():
     eq(px.stop(), 0, "clean exit (ASan: no leak)")
 
 
+def test_status_drain_rate_as_fresh_as_retry_after():
+    """queue.drain_per_s and retry_after_s of one /proxy/status are of one
+    moment: the first status after a quiet second folds the grants of the
+    burst before it into the rate and shows that rate (the same as the
+    status right after), not the one from before the fold."""
+    sim = Sim("--parallel", "8", "--ttft-ms", "200", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 1)])
+    wait_until(lambda: px.backend("gpu0")["models"], what="discovery")
+    eq(px.status()["queue"]["drain_per_s"], 0, "nothing drained yet")
+    out = []
+    for t in send(px, 6, out):  # one at a time on gpu0: 5 wait, then are granted
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 6, "every request served: %r" % out)
+    time.sleep(1.2)  # a period of the rate has passed: the next status folds it in
+    first, second = (px.status()["queue"]["drain_per_s"] for _ in range(2))
+    ok(first > 0, "the grants of the burst in the first status's drain_per_s: %r" % first)
+    eq(first, second, "the first status shows the rate the next one does")
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
+
+
 if __name__ == "__main__":
     run(globals())
