@@ -129,6 +129,14 @@ void fleet_remove(struct proxy *px, struct backend *be)
     proxy_fleet_changed(px);
 }
 
+struct backend *fleet_retired_next(struct proxy *px, struct backend *prev)
+{
+    struct backend *be = prev ? LIST_NEXT(prev, retired_link) : LIST_FIRST(&retired);
+    while (be && (be->px != px || be->in_flight <= 0))
+        be = LIST_NEXT(be, retired_link);
+    return be;
+}
+
 /* The current backend called NAME at URL, or NULL. */
 static struct backend *find(struct proxy *px, const struct config_backend *cb)
 {

@@ -35,6 +35,12 @@ int fleet_apply(struct proxy *px, const struct px_config *cfg);
 int fleet_add(struct proxy *px, struct backend *be); /* 0, or -1: BE was freed */
 void fleet_remove(struct proxy *px, struct backend *be);
 
+/* The retired backends of PX that still have requests in flight, which
+ * /proxy/status and /metrics show until they drain: the first after PREV
+ * (NULL: the first), newest retired first; NULL after the last. Borrowed:
+ * valid until the loop returns to the event loop. */
+struct backend *fleet_retired_next(struct proxy *px, struct backend *prev);
+
 /* Let go of every backend (exit, after every request ended). */
 void fleet_free(struct proxy *px);
 
