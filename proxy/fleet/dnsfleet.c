@@ -81,7 +81,9 @@ static void join(struct tmpl *t, unsigned addr, int k)
         return;
     }
     log_info("backend %s joins (%s resolves to %s)", name, t->host, ip);
-    if (fleet_add(t->px, be) == 0)
+    /* BE, or the retired backend of this address that still runs requests
+     * there, taken back so that they count against the cap (BE freed). */
+    if ((be = fleet_add(t->px, be, &cb)))
         discover_rejoin(t->px, be); /* its models before any request for one */
 }
 

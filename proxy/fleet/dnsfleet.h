@@ -8,7 +8,9 @@
  * that left are forgotten, so a row can see any number of them over
  * time). Only an answer's set counts, not its order. A new address joins;
  * one that vanishes from an answer retires like a backend dropped by a
- * reload (its requests in flight finish there, none new goes there). A
+ * reload (its requests in flight finish there, none new goes there); if it
+ * comes back while they run, it takes that backend back (fleet_add), so
+ * they count against its cap. A
  * failed lookup (timeout, no such name) keeps the backends as they are;
  * an answer with no address retires them all. A truncated answer that TCP
  * could not complete is a part: its new addresses join, none leaves; it is

@@ -101,21 +101,6 @@ static int keep_dns(struct proxy *px, const struct config_backend *cb, struct ba
     return n;
 }
 
-int fleet_add(struct proxy *px, struct backend *be)
-{
-    be->px = px;
-    struct backend **b = realloc(px->backends, (size_t)(px->nbackends + 1) * sizeof *b);
-    if (!b) {
-        log_error("backend %s: out of memory, not added", be->name);
-        backend_free(be);
-        return -1;
-    }
-    b[px->nbackends++] = be;
-    px->backends = b;
-    proxy_fleet_changed(px);
-    return 0;
-}
-
 void fleet_remove(struct proxy *px, struct backend *be)
 {
     int k = 0;
@@ -129,6 +114,14 @@ void fleet_remove(struct proxy *px, struct backend *be)
     proxy_fleet_changed(px);
 }
 
+struct backend *fleet_retired_next(struct proxy *px, struct backend *prev)
+{
+    struct backend *be = prev ? LIST_NEXT(prev, retired_link) : LIST_FIRST(&retired);
+    while (be && (be->px != px || be->in_flight <= 0))
+        be = LIST_NEXT(be, retired_link);
+    return be;
+}
+
 /* The current backend called NAME at URL, or NULL. */
 static struct backend *find(struct proxy *px, const struct config_backend *cb)
 {
@@ -139,21 +132,23 @@ static struct backend *find(struct proxy *px, const struct config_backend *cb)
     return NULL;
 }
 
-/* 1 when BE, made from a url row, is the server CB names: the same host
- * and port over the same transport. Judged on the text, as config.c's
- * "one server" warning first does: "localhost" and "127.0.0.1" are two
- * servers here (a row is not resolved before it joins). */
+/* 1 when BE is the server CB names: the same host and port over the same
+ * transport. Judged on the text, as config.c's "one server" warning first
+ * does: "localhost" and "127.0.0.1" are two servers here (a row is not
+ * resolved before it joins). */
 static int same_server(const struct backend *be, const struct config_backend *cb)
 {
-    return !be->tmpl && be->port == cb->port && strcasecmp(be->host, cb->host) == 0 &&
+    return be->port == cb->port && strcasecmp(be->host, cb->host) == 0 &&
            !backend_tls(be) == !cb->tls;
 }
 
 /* BE (of another name or url, the same server) is CB's from now on: its
- * name, url, cap and settings are the row's; what it runs, its runners,
- * the caps it found, health and counters go on. 0, or -1 when out of
- * memory (BE unchanged). */
-static int take_row(struct backend *be, const struct config_backend *cb)
+ * name, url, cap and settings are the row's, and its dns row's TMPL,
+ * TMPL_URL and TMPL_K (BE's own strings, stolen; NULL: CB is a url row);
+ * what it runs, its runners, the caps it found, health and counters go on.
+ * 0, or -1 when out of memory (BE unchanged). */
+static int take_row(struct backend *be, const struct config_backend *cb, char *tmpl,
+                    char *tmpl_url, int tmpl_k)
 {
     char *name = strdup(cb->name), *url = strdup(cb->url);
     if (!name || !url) {
@@ -166,19 +161,50 @@ static int take_row(struct backend *be, const struct config_backend *cb)
              be->removed ? ", retired" : "", cb->name, cb->url, be->in_flight);
     free(be->name);
     free(be->url);
+    free(be->tmpl);
+    free(be->tmpl_url);
     be->name = name;
     be->url = url;
+    be->tmpl = tmpl;
+    be->tmpl_url = tmpl_url;
+    be->tmpl_k = tmpl_k;
     recap(be, cb, 1);
     backend_reconfigure(be, cb); /* headers, Host, TLS */
     return 0;
 }
 
+/* A retired backend of PX that a request still names, of CB's server, taken
+ * over by CB (take_row, with the dns fields of TMPL_OF, or none: NULL) and
+ * back in the fleet's hands (but not yet in px->backends); NULL: none. */
+static struct backend *take_retired(struct proxy *px, const struct config_backend *cb,
+                                    struct backend *tmpl_of)
+{
+    struct backend *be;
+    LIST_FOREACH(be, &retired, retired_link) {
+        if (be->px != px || !same_server(be, cb))
+            continue;
+        if (take_row(be, cb, tmpl_of ? tmpl_of->tmpl : NULL, tmpl_of ? tmpl_of->tmpl_url : NULL,
+                     tmpl_of ? tmpl_of->tmpl_k : 0) < 0)
+            return NULL; /* out of memory: CB's server gets a backend of its own */
+        if (tmpl_of)
+            tmpl_of->tmpl = tmpl_of->tmpl_url = NULL; /* BE's now */
+        LIST_REMOVE(be, retired_link);
+        be->retired_link.le_prev = NULL;
+        be->removed = 0;
+        be->target.closing = 0;
+        backend_ref(be); /* the fleet's again */
+        return be;
+    }
+    return NULL;
+}
+
 /* The backend that is CB's server under another name or url, taken over
  * by CB (take_row): one of the fleet no row of the new config keeps (KEPT,
- * the url rows' backends so far), else a retired one a request still names,
- * which rejoins. Either way the server's requests in flight stay counted on
- * one backend, so its cap holds across a rename or a drop and re-add.
- * NULL: none (CB's server is new to the fleet). */
+ * the url rows' backends so far; not one of a dns row, which keep_dns
+ * keeps), else a retired one a request still names (of a url or a dns
+ * row), which rejoins. Either way the server's requests in flight stay
+ * counted on one backend, so its cap holds across a rename or a drop and
+ * re-add. NULL: none (CB's server is new to the fleet). */
 static struct backend *take(struct proxy *px, const struct px_config *cfg,
                             struct backend *const *kept, const struct config_backend *cb)
 {
@@ -188,21 +214,35 @@ static struct backend *take(struct proxy *px, const struct px_config *cfg,
         be = px->backends[i];
         for (int j = 0; j < cfg->nbackends; j++)
             in_use |= kept[j] == be;
-        if (!in_use && same_server(be, cb))
-            return take_row(be, cb) == 0 ? be : NULL;
+        if (!in_use && !be->tmpl && same_server(be, cb))
+            return take_row(be, cb, NULL, NULL, 0) == 0 ? be : NULL;
     }
-    LIST_FOREACH(be, &retired, retired_link) {
-        if (be->px != px || !same_server(be, cb) || take_row(be, cb) < 0)
-            continue;
-        LIST_REMOVE(be, retired_link);
-        be->retired_link.le_prev = NULL;
-        be->removed = 0;
-        be->target.closing = 0;
-        backend_ref(be);        /* the fleet's again */
+    if ((be = take_retired(px, cb, NULL)))
         discover_rejoin(px, be); /* not polled while retired */
-        return be;
+    return be;
+}
+
+struct backend *fleet_add(struct proxy *px, struct backend *be, const struct config_backend *cb)
+{
+    struct backend *old = take_retired(px, cb, be);
+    struct backend **b;
+    if (old) { /* BE's server still runs requests of OLD's: one backend, one cap */
+        backend_free(be);
+        be = old;
     }
-    return NULL;
+    be->px = px;
+    if (!(b = realloc(px->backends, (size_t)(px->nbackends + 1) * sizeof *b))) {
+        log_error("backend %s: out of memory, not added", be->name);
+        if (old)
+            retire(px, be);
+        else
+            backend_free(be);
+        return NULL;
+    }
+    b[px->nbackends++] = be;
+    px->backends = b;
+    proxy_fleet_changed(px);
+    return be;
 }
 
 int fleet_apply(struct proxy *px, const struct px_config *cfg)

@@ -12,12 +12,15 @@
  * and url, or of a retired one a request still names, takes that backend
  * over under its own name and settings, so that the requests it runs count
  * against the row's cap (a rename, a drop and re-add, a swap of two names
- * never puts more than max_concurrent on one server). */
+ * never puts more than max_concurrent on one server). An address of a dns
+ * row that comes back while its retired backend still runs requests takes
+ * it back likewise (fleet_add). */
 #ifndef PX_FLEET_H
 #define PX_FLEET_H
 
 struct proxy;
 struct px_config;
+struct config_backend;
 struct backend;
 
 /* Build px->backends from px->cfg (startup). Returns 0 or -1. */
@@ -29,11 +32,24 @@ int fleet_init(struct proxy *px);
  * Returns 0, or -1 when out of memory (nothing changed). */
 int fleet_apply(struct proxy *px, const struct px_config *cfg);
 
-/* A backend made from a dns row (dnsfleet.c) joins the fleet (BE owned
- * from now on), or leaves it: it retires like one a reload dropped (its
- * requests in flight finish, no new one goes there). */
-int fleet_add(struct proxy *px, struct backend *be); /* 0, or -1: BE was freed */
+/* A backend made from the dns row address CB (dnsfleet.c; CB stays the
+ * caller's) joins the fleet: BE, or, when a retired backend of the same
+ * server (host, port, transport) is still named by a request (it runs
+ * requests there), that one, taken back
+ * under CB's name and settings and BE's dns fields, and BE freed; its
+ * requests in flight count against CB's cap. Returns the backend in
+ * service, owned by the fleet, or NULL when out of memory (BE freed). */
+struct backend *fleet_add(struct proxy *px, struct backend *be, const struct config_backend *cb);
+
+/* A backend made from a dns row leaves the fleet: it retires like one a
+ * reload dropped (its requests in flight finish, no new one goes there). */
 void fleet_remove(struct proxy *px, struct backend *be);
+
+/* The retired backends of PX that still have requests in flight, which
+ * /proxy/status and /metrics show until they drain: the first after PREV
+ * (NULL: the first), newest retired first; NULL after the last. Borrowed:
+ * valid until the loop returns to the event loop. */
+struct backend *fleet_retired_next(struct proxy *px, struct backend *prev);
 
 /* Let go of every backend (exit, after every request ended). */
 void fleet_free(struct proxy *px);

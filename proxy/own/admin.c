@@ -10,6 +10,7 @@
 
 #include "backend.h"
 #include "config.h"
+#include "fleet.h"
 #include "log.h"
 #include "net.h"
 #include "proxy.h"
@@ -165,17 +166,37 @@ static json_t *clients_json(struct proxy *px)
     return arr;
 }
 
+/* The retired backends that still run requests (fleet_retired_next):
+ * each in backend_json's shape, state "retired". Not in backends[]: that
+ * is the fleet of the config, keyed by name for the runtime control and
+ * the page, and a retired backend may share its name with a current one
+ * (a url moved to another server). */
+static json_t *retired_json(struct proxy *px)
+{
+    json_t *arr = json_array();
+    for (struct backend *be = fleet_retired_next(px, NULL); be; be = fleet_retired_next(px, be)) {
+        json_t *o = backend_json(be);
+        if (o)
+            json_object_set_new(o, "state", json_string("retired"));
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
 static void reply_status(struct proxy *px, struct request *r)
 {
     json_t *arr = json_array();
     for (int i = 0; i < px->nbackends; i++)
         json_array_append_new(arr, backend_json(px->backends[i]));
     const struct sched *sc = &px->sched;
+    /* First: it refreshes the drain rate that drain_per_s reads (the
+     * arguments of one call are evaluated in no set order). */
+    int retry_after = sched_retry_after(&px->sched);
     json_t *st =
-        json_pack("{s:o,s:{s:i,s:i,s:i,s:f,s:I,s:o},s:o,s:I,s:i}", "backends", arr, "queue",
-                  "length", sched_length(sc), "max_length", sc->max_length, "retry_after_s",
-                  sched_retry_after(&px->sched), "drain_per_s", sc->rate, "grants",
-                  (json_int_t)sc->dispatches, "dispatch_us",
+        json_pack("{s:o,s:o,s:{s:i,s:i,s:i,s:f,s:I,s:o},s:o,s:I,s:i}", "backends", arr,
+                  "retired", retired_json(px), "queue", "length", sched_length(sc), "max_length",
+                  sc->max_length, "retry_after_s", retry_after, "drain_per_s", sc->rate,
+                  "grants", (json_int_t)sc->dispatches, "dispatch_us",
                   sc->dispatches ? json_real(sc->dispatch_ns / 1000.0 / (double)sc->dispatches)
                                  : json_null(),
                   "clients", clients_json(px), "uptime_s",

@@ -10,6 +10,7 @@
 #include "backend.h"
 #include "config.h"
 #include "dnsfleet.h"
+#include "fleet.h"
 #include "names.h"
 #include "net.h"
 #include "proxy.h"
@@ -259,6 +260,14 @@ static void backend_gauge(struct textout *o, struct proxy *px, const char *name,
             inum(o, v);
         textout_put(o, "\n", 1);
     }
+    for (struct backend *be = NULL; which == 0 && (be = fleet_retired_next(px, be));) {
+        textout_str(o, name);
+        textout_str(o, "{backend=\"");
+        label(o, be->name);
+        textout_str(o, "\",retired=\"true\"} ");
+        inum(o, be->in_flight);
+        textout_put(o, "\n", 1);
+    }
 }
 
 /* The samples of NAME: the rows of status codes (KIND 1), or the token
@@ -319,7 +328,8 @@ static void adaptive_causes(struct textout *o, struct proxy *px)
     }
 }
 
-/* NAME{backend,model[,result]} V: one sample of a runner's series. */
+/* NAME{backend,model[,result]} V: one sample of a runner's series; a
+ * retired backend's (BE->removed) with retired="true". */
 static void runner_sample(struct textout *o, struct proxy *px, struct backend *be,
                           const struct runner *rn, const char *name, const char *result,
                           unsigned long long v)
@@ -333,6 +343,8 @@ static void runner_sample(struct textout *o, struct proxy *px, struct backend *b
         textout_str(o, "\",result=\"");
         textout_str(o, result);
     }
+    if (be->removed)
+        textout_str(o, "\",retired=\"true");
     textout_str(o, "\"} ");
     textout_num(o, v);
     textout_put(o, "\n", 1);
@@ -349,7 +361,8 @@ static void runners(struct textout *o, struct proxy *px)
     static const char *const help[] = {
         "Requests with an affinity key, granted on their key's backend (hit) or another (miss).",
         "Replies that said load_duration >= 100 ms: the model was (re)loaded for them.",
-        "Requests in flight per (backend, model): the model's runner.",
+        ("Requests in flight per (backend, model): the model's runner (retired=\"true\": of a "
+         "retired backend, until they end)."),
         ("The cap of a model's runner on a backend (model_caps, 1 for an embedding model, or "
          "adaptive); absent: the backend's cap alone.")};
     for (int k = 0; k < 4; k++) {
@@ -372,6 +385,11 @@ static void runners(struct textout *o, struct proxy *px)
                 }
             }
         }
+        for (struct backend *be = NULL; k == 2 && (be = fleet_retired_next(px, be));)
+            for (struct runner *rn = be->runners; rn; rn = rn->next)
+                if (rn->in_flight > 0)
+                    runner_sample(o, px, be, rn, names[k], NULL,
+                                  (unsigned long long)rn->in_flight);
     }
 }
 
@@ -428,7 +446,9 @@ void metrics_render(struct proxy *px, struct evbuffer *out)
          "The part of generated_tokens_total counted from stream deltas, not reported by the "
          "backend (OpenAI streams without stream_options.include_usage).");
     rows(o, m, "ollama_proxy_estimated_tokens_total", ROW_ESTIMATED);
-    backend_gauge(o, px, "ollama_proxy_backend_in_flight", "Requests in flight.", 0);
+    backend_gauge(o, px, "ollama_proxy_backend_in_flight",
+                  "Requests in flight; retired=\"true\": on a backend a reload or DNS dropped, "
+                  "until they end.", 0);
     backend_gauge(o, px, "ollama_proxy_backend_max_concurrent",
                   "max_concurrent (the runtime control's, if set): an adaptive backend's "
                   "ceiling.", 4);

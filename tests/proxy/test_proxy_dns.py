@@ -490,4 +490,67 @@ def test_dns_row_config():
     ok(":4: \"resolve_s\" is for a backend given by a dns name" in r.stderr, r.stderr)
 
 
+def test_dns_address_back_while_it_runs_keeps_its_cap():
+    """An address that leaves the answer while its backend runs 2 requests
+    (max_concurrent 2) and comes back while they still run takes that
+    backend back: the 2 count against its cap again, so 2 new requests wait
+    for them instead of making 4 on the server; meanwhile the status lists
+    it in retired[]."""
+    a, b = "127.0.0.2", "127.0.0.3"  # b lacks llama3: every request is a's
+    port = free_tcp_port([a, b])
+    sim_a = sim_at(a, port, "--parallel", "8", "--ttft-ms", "0", "--tokens",
+                   str(int(80 * SLOW)), "--tokens-per-s", "20")
+    sim_b = sim_at(b, port, "--models", "phi3:mini")
+    url_a = "http://%s:%d" % (a, port)
+
+    def stats_a():
+        return get(url_a + "/_sim/stats").json()
+    dns = Dns([a, b])
+    conf = os.path.join(tmpdir(), "dns-back-%d.conf" % port)
+    with open(conf, "w") as f:
+        f.write('listen = "127.0.0.1:0";\nresolvers = ( "127.0.0.1:%d" );\n'
+                'backends = ( { name = "gpu"; dns = "%s:%d"; max_concurrent = 2; '
+                'resolve_s = 0.2; } );\n' % (dns.port, NAME, port))
+    proc = Proc([binary("ollama-proxy"), "-c", conf], name="ollama-proxy")
+    px = Proxy.__new__(Proxy)
+    px.proc, px.conf, px.port = proc, conf, proc.wait_listen()
+    px.url = "http://127.0.0.1:%d" % px.port
+
+    def of_a(key="backends"):
+        return [x for x in px.status()[key] if x["url"] == url_a]
+    wait_until(lambda: len(urls(px)) == 2 and all(x["models"] for x in px.status()["backends"]),
+               timeout=10, what="both addresses' backends and their models")
+    out = []
+
+    def send(n):
+        def one():
+            out.append(post(px.url + "/api/generate", GEN, timeout=120 * SLOW))
+        ts = [threading.Thread(target=one) for _ in range(n)]
+        for t in ts:
+            t.start()
+        return ts
+    ts = send(2)
+    wait_until(lambda: of_a() and of_a()[0]["in_flight"] == 2, what="2 running on a")
+    dns.set([b])
+    wait_until(lambda: not of_a(), timeout=10, what="a leaves the answer")
+    eq([x["in_flight"] for x in of_a("retired")], [2], "retired, its 2 still running")
+    dns.set([a, b])
+    wait_until(lambda: of_a(), timeout=10, what="a back in the answer")
+    eq(stats_a()["served"], 0, "a left and came back while the 2 ran")
+    eq(of_a()[0]["in_flight"], 2, "the 2 still running count on a's backend again")
+    eq(px.status()["retired"], [], "taken back: no longer retired")
+    ts += send(2)
+    wait_until(lambda: sum(c["in_flight"] + c["waiting"] for c in px.status()["clients"]) == 4,
+               what="the 2 new at the proxy")
+    eq(px.status()["queue"]["length"], 2, "the 2 new wait for a slot of a")
+    for t in ts:
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 4, "every request served: %r" % out)
+    eq(stats_a()["models"]["llama3:latest"]["max_in_flight"], 2,
+       "at most max_concurrent 2 on the server, across its leaving and coming back")
+    eq(proc.stop(), 0, "clean exit (ASan: no leak)")
+    for p in (sim_a, sim_b):
+        p.stop()
+
+
 run(globals())

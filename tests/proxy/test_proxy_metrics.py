@@ -4,12 +4,15 @@ against what was sent."""
 import asyncio
 import re
 import shutil
+import signal
 import subprocess
+import threading
 import time
 
 import aclient
 from fakebackend import FakeBackend
-from harness import Proxy, Sim, eq, get, http, ok, post, run, wait_until, SLOW
+from harness import (Proxy, Sim, eq, get, http, ok, post, run, wait_until,
+                     write_proxy_conf, SLOW)
 
 GEN = {"model": "llama3", "prompt": "hello", "stream": False}
 STREAM = {"model": "llama3", "prompt": "hello"}
@@ -231,6 +234,57 @@ def test_metrics_adaptive_cap_and_its_cause():
     ok(cause != "start" and cap > 1, "the cap moved: %s at %d" % (cause, cap))
     px.stop()
     sim.stop()
+
+
+def exact(samples, name, **labels):
+    """The sample of NAME with exactly LABELS, or None."""
+    return samples.get((name, frozenset(labels.items())))
+
+
+def test_metrics_retired_backend_in_flight_until_it_drains():
+    """gpu0 moves to another server by a reload (its url changes) while it
+    runs 2 requests on the first: the new gpu0 has its own in-flight series
+    (0) and the retired one keeps its 2 under retired="true" (one name,
+    two series, no duplicate: promtool and Prometheus take it), and the
+    model's runner likewise, until they end; then the retired series go."""
+    old, new = [Sim("--parallel", "8", "--ttft-ms", "0", "--tokens", str(int(80 * SLOW)),
+                    "--tokens-per-s", "20") for _ in range(2)]
+    px = Proxy([("gpu0", old.url, 2)])
+    wait_until(lambda: px.status()["backends"][0]["models"], what="discovery")
+    out = []
+
+    def one():
+        out.append(post(px.url + "/api/generate", GEN, timeout=120 * SLOW))
+    ts = [threading.Thread(target=one) for _ in range(2)]
+    for t in ts:
+        t.start()
+    wait_until(lambda: px.status()["backends"][0]["in_flight"] == 2, what="2 running")
+    k = px.proc.output().count("reloaded ")
+    write_proxy_conf(px.conf, [("gpu0", new.url, 2)])
+    px.proc.signal(signal.SIGHUP)
+    wait_until(lambda: px.proc.output().count("reloaded ") > k, what="the reload")
+    text = get(px.url + "/metrics").text()
+    eq(old.stats()["served"], 0, "the reload came while the 2 ran")
+    promtool_check(text)
+    lines = [l.rsplit(" ", 1)[0] for l in text.splitlines() if l and not l.startswith("#")]
+    eq(sorted(set(l for l in lines if lines.count(l) > 1)), [], "no series twice")
+    m = parse(text)
+    eq(exact(m, "ollama_proxy_backend_in_flight", backend="gpu0"), 0, "the new gpu0")
+    eq(exact(m, "ollama_proxy_backend_in_flight", backend="gpu0", retired="true"), 2,
+       "the retired gpu0 until its 2 end")
+    eq(exact(m, "ollama_proxy_runner_in_flight", backend="gpu0", model="llama3:latest",
+             retired="true"), 2, "its runner's")
+    eq(value(m, "ollama_proxy_backend_max_concurrent"), 2, "one cap: the new gpu0's")
+    for t in ts:
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 2, "both served: %r" % out)
+    # A client may read its reply a moment before the proxy lets go of it.
+    text = wait_until(lambda: (lambda t: "retired=\"true\"} " not in t and t)(
+        get(px.url + "/metrics").text()), what="the retired series gone once it drained")
+    promtool_check(text)
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
+    old.stop()
+    new.stop()
 
 
 run(globals())

@@ -327,5 +327,65 @@ def test_backend_dropped_and_added_back_keeps_its_cap():
     eq(px.stop(), 0, "clean exit (ASan: no leak)")
 
 
+def in_flight_sums(st):
+    """(backends[] + retired[], clients[]) in flight: equal at every moment."""
+    return (sum(b["in_flight"] for b in st["backends"] + st["retired"]),
+            sum(c["in_flight"] for c in st["clients"]))
+
+
+def test_retired_backend_shown_while_it_runs():
+    """A backend dropped by a reload with no row left for its server while
+    it runs 2 requests leaves backends[] (the config's fleet) but is listed
+    in retired[], state "retired", with its 2 in flight and its runner's,
+    until they end: the status adds up (backends + retired = clients) and
+    then forgets it."""
+    a = long_sim()
+    b = long_sim(models="phi3:mini")
+    rows = [("a", a.url, 2), ("b", b.url, 1)]
+    px = Proxy(rows)
+    wait_until(lambda: all(x["models"] for x in px.status()["backends"]), what="discovery")
+    eq(px.status()["retired"], [], "nothing retired yet")
+    out = []
+    ts = send(px, 2, out)
+    wait_until(lambda: px.backend("a")["in_flight"] == 2, what="2 running on a")
+    reload(px, rows[1:])
+    st = px.status()
+    eq(a.stats()["served"], 0, "the reload came while the 2 ran")
+    eq([x["name"] for x in st["backends"]], ["b"], "a left the config's fleet")
+    eq([(x["name"], x["url"], x["state"], x["in_flight"]) for x in st["retired"]],
+       [("a", a.url, "retired", 2)], "a is retired and still runs its 2")
+    eq([(r["model"], r["in_flight"]) for r in st["retired"][0]["runners"]],
+       [("llama3:latest", 2)], "its runner's in flight")
+    eq(in_flight_sums(st), (2, 2), "backends + retired in flight = clients in flight")
+    for t in ts:
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 2, "both served: %r" % out)
+    # A client may read its reply a moment before the proxy lets go of it.
+    st = wait_until(lambda: (lambda s: not s["retired"] and s)(px.status()),
+                    what="retired[] empty once drained")
+    eq(in_flight_sums(st), (0, 0), "nothing in flight")
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
+
+
+def test_status_drain_rate_as_fresh_as_retry_after():
+    """queue.drain_per_s and retry_after_s of one /proxy/status are of one
+    moment: the first status after a quiet second folds the grants of the
+    burst before it into the rate and shows that rate (the same as the
+    status right after), not the one from before the fold."""
+    sim = Sim("--parallel", "8", "--ttft-ms", "200", "--tokens", "1")
+    px = Proxy([("gpu0", sim.url, 1)])
+    wait_until(lambda: px.backend("gpu0")["models"], what="discovery")
+    eq(px.status()["queue"]["drain_per_s"], 0, "nothing drained yet")
+    out = []
+    for t in send(px, 6, out):  # one at a time on gpu0: 5 wait, then are granted
+        t.join()
+    eq(sorted(r.status for r in out), [200] * 6, "every request served: %r" % out)
+    time.sleep(1.2)  # a period of the rate has passed: the next status folds it in
+    first, second = (px.status()["queue"]["drain_per_s"] for _ in range(2))
+    ok(first > 0, "the grants of the burst in the first status's drain_per_s: %r" % first)
+    eq(first, second, "the first status shows the rate the next one does")
+    eq(px.stop(), 0, "clean exit (ASan: no leak)")
+
+
 if __name__ == "__main__":
     run(globals())
