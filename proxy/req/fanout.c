@@ -3,16 +3,26 @@
  * A fan-out owns its client request and one upstream request per target
  * backend (a "sub"). Subs end in any order (on_done or on_error); the last
  * one to end finishes the fan-out: the model lists are updated, the reply
- * is completed, everything is freed. A streamed reply starts at once; the
- * client leaving it (the connection's close callback) aborts every sub,
- * which Ollama takes as a cancel. Lines and bodies kept per sub are
+ * is completed, everything is freed. Lines and bodies kept per sub are
  * bounded (FANOUT_MAX_BODY).
+ *
+ * The client leaving aborts every sub, which Ollama takes as a cancel, and
+ * the fan-out ends as client-gone (499). A streamed reply starts at once,
+ * and evhttp, reading while it writes, tells of a leave through the
+ * connection's close callback. Any other reply starts only when the last
+ * backend has answered (a pull of stream:false can take an hour, a preload
+ * a minute), and until then evhttp does not read the connection: the
+ * client's socket is watched (clientwatch.h) from the start to the reply.
  *
  * A blob upload is a fan-out whose subs are uploads (upload.h) fed by one
  * tee (tee.h) from the client's body (bodysrc.h); the client leaving
- * (evhttp's close callback, watched from the start: the connection is read
- * while the body arrives) aborts every upload, which Ollama takes as a
- * failed upload and discards. */
+ * aborts every upload, which Ollama takes as a failed upload and discards.
+ * While the body is read, evhttp's close callback tells of it (intake.c
+ * hands a hang-up on); the watch tells of it whenever nobody reads: when
+ * the reading waits for the slowest backend, and when the body has all
+ * come and the backends have still to answer. The body's first bytes make
+ * the watch step aside to its poll, so an upload's leave is seen within
+ * the poll's 100 ms rather than at once. */
 #include "fanout.h"
 
 #include <event2/buffer.h>
@@ -27,6 +37,7 @@
 #include "backend.h"
 #include "bodysrc.h"
 #include "catalog.h"
+#include "clientwatch.h"
 #include "config.h"
 #include "discover.h"
 #include "jout.h"
@@ -66,6 +77,7 @@ struct fanout {
     struct request h;        /* the head: who, what, how it went (request.h) */
     struct proxy *px;
     struct evhttp_connection *evcon;
+    struct clientwatch cw; /* the client, until the reply starts (not a stream's) */
     enum fanout_kind kind;
     int stream, started, nsubs, pending;
     unsigned paused : 1;      /* every sub's read paused: the client reads slowly */
@@ -93,6 +105,7 @@ static void finish(struct fanout *f);
 static void fanout_free(struct fanout *f)
 {
     struct proxy *px = f->px;
+    clientwatch_stop(&f->cw);
     LIST_REMOVE(f, link);
     for (int i = 0; i < f->nsubs; i++) {
         struct sub *u = &f->subs[i];
@@ -269,6 +282,7 @@ static void finish(struct fanout *f)
     char *failed = failures(f);
     int status = 200, all_404 = 1;
     struct evbuffer *b;
+    clientwatch_stop(&f->cw); /* the reply starts */
     note_models(f);
     if (f->kind == FAN_BLOB_HEAD || f->kind == FAN_BLOB_PUT) {
         finish_blob(f, failed);
@@ -762,8 +776,9 @@ static void send_sub(struct fanout *f, struct sub *u)
     }
 }
 
-/* The client left a streamed reply: every sub is aborted (a cancel for
- * Ollama); the detached request is ours to free. */
+/* The client left a streamed reply, or an upload while its body was read
+ * (evhttp saw it): every sub is aborted (a cancel for Ollama); the
+ * detached request is ours to free. */
 static void on_client_close(struct evhttp_connection *evcon, void *arg)
 {
     struct fanout *f = arg;
@@ -772,6 +787,26 @@ static void on_client_close(struct evhttp_connection *evcon, void *arg)
     log_line(f, 499, "client-gone");
     evhttp_send_reply_end(f->h.req);
     fanout_free(f);
+}
+
+/* The client left before its reply started (clientwatch.h): every sub is
+ * aborted, the body released, and the connection freed (the request with
+ * it), which evhttp would not do before the reply. */
+static void on_client_left(void *arg)
+{
+    struct fanout *f = arg;
+    struct evhttp_connection *evcon = f->evcon;
+    f->evcon = NULL;
+    evhttp_connection_set_closecb(evcon, NULL, NULL);
+    log_line(f, 499, "client-gone");
+    fanout_free(f);
+    evhttp_connection_free(evcon);
+}
+
+/* Until the reply starts, a client that leaves ends F. */
+static void watch_client(struct fanout *f)
+{
+    clientwatch_start(&f->cw, f->px->base, f->evcon, on_client_left, f);
 }
 
 static int ps_fresh(struct proxy *px)
@@ -894,6 +929,8 @@ void fanout_start(struct proxy *px, struct request *head, enum fanout_kind kind,
         return;
     if (f->stream)
         start_stream(f);
+    else
+        watch_client(f);
     for (int i = 0; i < f->nsubs; i++)
         send_sub(f, &f->subs[i]);
     if (f->pending == 0) /* none could even start */
@@ -924,9 +961,10 @@ void fanout_upload(struct proxy *px, struct request *head, const char *path,
         refuse(f, 500, "out of memory", 0, "no-memory");
         return;
     }
-    /* The connection is read while the body arrives: a client that
-     * leaves is seen (evhttp's close callback), and every upload aborted. */
+    /* A client that leaves while its body is read is evhttp's to see; at
+     * any other time until the reply, the watch's. */
     evhttp_connection_set_closecb(f->evcon, on_client_close, f);
+    watch_client(f);
     for (int i = 0; i < f->nsubs; i++)
         start_upload(f, &f->subs[i]);
     if (f->pending == 0) { /* none could even start */

@@ -10,11 +10,14 @@ stays bounded; then /api/create with files makes the model on every
 backend."""
 import hashlib
 import os
+import signal
 import socket
+import struct
 import threading
 import time
 
 import harness
+from fakebackend import FakeBackend
 from harness import Proxy, Sim, eq, get, http, ok, post, rss_kib, run, wait_until, SLOW
 
 GGUF = b"GGUF"
@@ -37,6 +40,19 @@ def _fleet(n=3, extra="limits = { max_body_mb = 1; };", key=None, **kw):
     wait_until(lambda: all(x["models"] for x in px.status(headers=h)["backends"]),
                what="discovery")
     return sims, px
+
+
+def _fds(px):
+    """A function counting the proxy's descriptors, and their count now:
+    the fewest over a moment, for the discovery check's connection may
+    still be closing (a base one too high waited 5 s for a descriptor
+    more)."""
+    fds = lambda: len(os.listdir("/proc/%d/fd" % px.proc.pid))
+    counts = []
+    for _ in range(6):
+        counts.append(fds())
+        time.sleep(0.05)
+    return fds, min(counts)
 
 
 def has(sim, d):
@@ -218,14 +234,7 @@ def test_client_leaves_mid_upload():
     sims, px = _fleet()
     data = blob(16, b"gone")
     d = digest(data)
-    fds = lambda: len(os.listdir("/proc/%d/fd" % px.proc.pid))
-    # The fewest over a moment: the discovery check's connection may still
-    # be closing (a base one too high waited 5 s for a descriptor more).
-    counts = []
-    for _ in range(6):
-        counts.append(fds())
-        time.sleep(0.05)
-    base = min(counts)
+    fds, base = _fds(px)
     s = socket.create_connection(("127.0.0.1", px.port))
     s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" %
               (d.encode(), len(data)))
@@ -268,6 +277,83 @@ def test_client_falls_silent_mid_upload():
     for x in sims:
         ok(not has(x, d), "no backend kept a partial blob")
     px.stop()
+
+
+def _reset(s):
+    """Close S with a TCP RST instead of a FIN (SO_LINGER {1, 0})."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def _gone_lines(px):
+    return [l for l in px.proc.output().splitlines()
+            if "POST /api/blobs/" in l and "status=499" in l and "client-gone" in l]
+
+
+def test_client_leaves_while_the_backends_are_slow():
+    """A client that leaves an upload while nobody reads its connection is
+    noticed at once, every upload aborted, client-gone (499) logged: when
+    its body has all come and the backends have still to answer (a FIN, or
+    a reset), and when the body waits for a backend that stopped reading
+    (the slowest backend's pace is the client's: the proxy reads no more
+    of the body meanwhile). Before, evhttp saw none of these until every
+    backend had answered, or read on."""
+    fbs = [FakeBackend("silent", hold=120) for _ in range(2)]
+    px = Proxy([("a", fbs[0].url, 2), ("b", fbs[1].url, 2)],
+               extra="timeouts = { first_byte_s = 60; idle_s = 60; };")
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+    data = blob(1, b"answer")
+    for n, (how, leave) in enumerate((("a FIN", socket.socket.close), ("a reset", _reset))):
+        for fb in fbs:
+            fb.take()
+        s = socket.create_connection(("127.0.0.1", px.port))
+        s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                  % (digest(data).encode(), len(data)) + data)
+        wait_until(lambda: all(len(fb.requests) == 1 for fb in fbs),
+                   what="%s: the whole body at both backends" % how)
+        time.sleep(0.1)
+        leave(s)
+        wait_until(lambda: all(fb.requests[0].ended for fb in fbs), timeout=2,
+                   what="%s: both uploads ended" % how)
+        ok(all(fb.requests[0].peer_closed for fb in fbs), "%s: the proxy hung up on both" % how)
+        wait_until(lambda: len(_gone_lines(px)) == n + 1, timeout=1,
+                   what="%s: an access line ... status=499 client-gone:\n%s" %
+                   (how, px.proc.tail(3)))
+    eq(px.stop(), 0, "a clean exit (under ASan: nothing leaked)")
+    for fb in fbs:
+        fb.stop()
+
+    # A backend that stopped reading (SIGSTOP): the body waits, unread.
+    sims, px = _fleet(n=2, extra="limits = { max_body_mb = 1; };\n"
+                                 "health = { interval_s = 60; fail_after = 100; };")
+    fds, base = _fds(px)
+    data = blob(64, b"stopped")
+    d = digest(data)
+    sims[1].proc.signal(signal.SIGSTOP)
+    try:
+        s = socket.create_connection(("127.0.0.1", px.port))
+        s.sendall(b"POST /api/blobs/%s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n"
+                  % (d.encode(), len(data)))
+        s.settimeout(1.0 * SLOW)
+        sent = 0
+        try:
+            while sent < len(data):
+                sent += s.send(data[sent:sent + (1 << 16)])
+        except socket.timeout:
+            pass  # the proxy reads no more: the stopped backend's pace
+        ok(sent < len(data), "the body waits for the stopped backend (%d bytes sent)" % sent)
+        _reset(s)
+        wait_until(lambda: len(_gone_lines(px)) == 1, timeout=2,
+                   what="the proxy saw the client go, its backend still stopped:\n%s" %
+                   px.proc.tail(3))
+        wait_until(lambda: fds() <= base, timeout=2, what="every upload's socket closed")
+    finally:
+        sims[1].proc.signal(signal.SIGCONT)
+    for x in sims:
+        ok(not has(x, d), "no backend kept a partial blob")
+    small = blob(0, b"after")
+    eq(http("POST", px.url + "/api/blobs/" + digest(small), small).status, 201, "serves on")
+    eq(px.stop(), 0, "a clean exit (under ASan: nothing leaked)")
 
 
 def test_keys_admin_only():

@@ -2,15 +2,19 @@
 copy, unload reach every backend concerned; pulled models are routable at
 once, deleted ones 404 at once) and /api/ps is live."""
 import asyncio
+import http.client as httpclient
 import json
 import re
 import signal
+import socket
+import struct
 import time
 
 import aclient
 import harness
 from fakebackend import FakeBackend
-from harness import Proxy, Sim, eq, get, http, ok, post, raw_post, rss_kib, run, wait_until, SLOW
+from harness import (Proxy, Sim, cpu_s, eq, get, http, ok, post, raw_post, rss_kib, run,
+                     wait_until, SLOW)
 
 FAST = ("--ttft-ms", "0", "--tokens", "1")
 
@@ -232,6 +236,100 @@ def test_fanout_judged_by_body():
         ok("fake" in r.json()["error"], "names the backend: %r" % r)
         ok("qwen2.5:7b" not in px.backend("fake")["models"], "not listed there")
         px.stop()
+        fb.stop()
+
+
+def _send(port, method, path, obj):
+    """A socket on which METHOD PATH with OBJ as its JSON body (None: no
+    body) went to the proxy, its answer not read."""
+    body = json.dumps(obj).encode() if obj is not None else b""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"%s %s HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n%s" %
+              (method.encode(), path.encode(), len(body), body))
+    return s
+
+
+def _reset(s):
+    """Close S with a TCP RST instead of a FIN (SO_LINGER {1, 0})."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def _reset_behind_a_request(s):
+    """A pipelining client's next request, unread by the proxy until the
+    reply, then a reset behind it."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    time.sleep(0.1)
+    _reset(s)
+
+
+LEAVES = {"a FIN": socket.socket.close,
+          "a half-close": lambda s: s.shutdown(socket.SHUT_WR),
+          "a reset": _reset,
+          "a reset behind a pipelined request": _reset_behind_a_request}
+# A proxy that spins on a socket uses about a core; an idle one next to
+# nothing (test_proxy_faults' SPIN_SHARE).
+SPIN_SHARE = 0.25
+
+
+def test_fanout_client_leaving_cancels_every_backend():
+    """A client that leaves a fan-out before its reply starts (a pull,
+    push or create of stream:false, a copy, a delete, a preload, a blob
+    check; the backends silent meanwhile, as while a pull downloads GBs or
+    a model loads), by a FIN, a half-close or a reset, even behind a
+    pipelined request: every backend's request is aborted at once (a
+    cancel for Ollama), the access log says client-gone (499), no busy
+    loop, and the proxy serves on. Before, evhttp, which does not read a
+    connection before its reply, hid the leave until every backend had
+    answered: a pull of many GB went on for nobody."""
+    fbs = [FakeBackend("silent", hold=120) for _ in range(2)]
+    px = Proxy([("a", fbs[0].url, 2), ("b", fbs[1].url, 2)],
+               extra="timeouts = { first_byte_s = 60; idle_s = 60; };")
+    wait_until(lambda: all(b["models"] for b in px.status()["backends"]), what="discovery")
+    cases = [("POST", "/api/pull", {"model": "qwen2.5:7b", "stream": False}, "a FIN"),
+             ("POST", "/api/create", {"model": "mine", "from": "llama3", "stream": False},
+              "a reset"),
+             ("POST", "/api/push", {"model": "llama3", "stream": False}, "a half-close"),
+             ("POST", "/api/copy", {"source": "llama3", "destination": "mine"},
+              "a reset behind a pipelined request"),
+             ("DELETE", "/api/delete", {"model": "llama3"}, "a FIN"),
+             ("POST", "/api/generate", {"model": "llama3", "keep_alive": "5m"}, "a reset"),
+             ("HEAD", "/api/blobs/sha256:" + "0" * 64, None, "a reset")]
+    for method, path, obj, how in cases:
+        case = "%s %s, left by %s" % (method, path, how)
+        for fb in fbs:
+            fb.take()
+        s = _send(px.port, method, path, obj)
+        wait_until(lambda: all(len(fb.requests) == 1 for fb in fbs),
+                   what="%s: the request at both backends" % case)
+        time.sleep(0.1)  # the proxy has settled on waiting
+        c0, t0 = cpu_s(px.proc.pid), time.monotonic()
+        LEAVES[how](s)
+        wait_until(lambda: all(fb.requests[0].ended for fb in fbs), timeout=2,
+                   what="%s: both backends' requests ended" % case)
+        ok(all(fb.requests[0].peer_closed for fb in fbs), "%s: the proxy hung up on both" % case)
+        pattern = r"%s %s .*backend=\* status=499 .* tries=2 client-gone" % (method, re.escape(path))
+        wait_until(lambda: re.search(pattern, px.proc.output()), timeout=1,
+                   what="%s: an access line ... status=499 ... client-gone:\n%s" %
+                   (case, px.proc.tail(3)))
+        time.sleep(0.5)
+        cpu, wall = cpu_s(px.proc.pid) - c0, time.monotonic() - t0
+        ok(cpu < SPIN_SHARE * wall, "%s: the proxy used %.2f s of CPU in the %.2f s after the "
+                                   "leave: a busy loop" % (case, cpu, wall))
+        s.close()
+    # Answered, on one keep-alive connection: the watch ends with each reply.
+    for fb in fbs:
+        fb.set("slow_pull", lines=2, gap=0.05)
+    conn = httpclient.HTTPConnection("127.0.0.1", px.port, timeout=10 * SLOW)
+    for i in range(2):
+        conn.request("POST", "/api/pull", json.dumps({"model": "phi3", "stream": False}),
+                     {"Host": "localhost"})
+        r = conn.getresponse()
+        eq((r.status, json.loads(r.read())), (200, {"status": "success"}),
+           "pull %d on one connection" % i)
+    conn.close()
+    eq(px.stop(), 0, "a clean exit (under ASan: nothing leaked)")
+    for fb in fbs:
         fb.stop()
 
 
