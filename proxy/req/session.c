@@ -16,16 +16,13 @@
 #include <event2/bufferevent.h>
 #include <event2/event_struct.h>
 #include <event2/http.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 
 #include "backend.h"
+#include "clientwatch.h"
 #include "config.h"
 #include "discover.h"
 #include "log.h"
@@ -60,8 +57,7 @@ struct session {
     int ntries;       /* tries that reached a backend */
     int nconnect;     /* tries whose connect failed */
     enum session_state state;
-    struct event watch;      /* the client's socket, until the reply starts */
-    struct event poll_timer; /* instead of WATCH once bytes wait unread in it */
+    struct clientwatch cw;   /* the client, until the reply starts */
     struct evbuffer *body;   /* a non-streamed reply being gathered */
     struct evbuffer *chunk;  /* scratch for one forwarded chunk */
     char *target;       /* what is sent upstream: session_info's; target_buf or malloc'd */
@@ -70,8 +66,6 @@ struct session {
     char tail[2]; /* the last two bytes forwarded, see note_tail() */
     struct tokscan tok; /* the token counts, read as the body passes */
     struct numkey load; /* load_duration, in Ollama's native replies */
-    unsigned watching : 1;
-    unsigned polling : 1;
     unsigned paused : 1;
     unsigned ndjson : 1;
     unsigned sse : 1;
@@ -91,20 +85,6 @@ static struct session *from_entry(struct sched_entry *e)
 
 /* ---- the end of a session ---- */
 
-/* The reply starts or the session ends: no more watching the client's
- * socket, nor polling it. */
-static void stop_watching(struct session *s)
-{
-    if (s->watching) {
-        event_del(&s->watch);
-        s->watching = 0;
-    }
-    if (s->polling) {
-        evtimer_del(&s->poll_timer);
-        s->polling = 0;
-    }
-}
-
 /* The one teardown. The client's reply must already be sent, or the client
  * gone; this frees everything else and tells the scheduler, which hands a
  * freed slot on (to other sessions: this one is off every list by then). */
@@ -119,7 +99,7 @@ static void session_close(struct session *s, const char *outcome)
     s->h.loaded = numkey_value(&s->load) >= LOAD_SEEN_NS;
     s->h.tries = s->ntries + s->nconnect;
     reqlog_end(px, &s->h, outcome);
-    stop_watching(s);
+    clientwatch_stop(&s->cw);
     if (s->up) {
         upstream_abort(s->up);
         s->up = NULL;
@@ -148,7 +128,7 @@ static void fail_session(struct session *s, int status, const char *msg, int ret
                          const char *outcome)
 {
     s->h.status = status;
-    stop_watching(s);
+    clientwatch_stop(&s->cw);
     reply_error(&s->h, status, msg, retry_after);
     session_close(s, outcome);
 }
@@ -156,74 +136,15 @@ static void fail_session(struct session *s, int status, const char *msg, int ret
 /* ---- the client going away ----
  *
  * From admission to the reply's first byte the client's socket is watched
- * for reading, level-triggered (EV_READ). Every way a client leaves makes
- * it readable: a FIN (a read would return 0) and a reset or a socket error,
- * which epoll reports as EPOLLERR|EPOLLHUP and libevent 2.1 (epoll.c,
- * epoll_dispatch) hands on as EV_READ|EV_WRITE. A peek, which consumes
- * nothing, then says which it was (client_peek). EV_CLOSED alone, as this
- * file had it, misses resets: libevent never turns EPOLLERR into
- * EV_CLOSED, so the event never fired, while epoll reported the socket at
- * every turn of the loop: a busy loop, and the slot held, until the
- * backend answered.
- *
- * The watch costs no system call: conns.c's read watch keeps the socket in
- * epoll for reading during the request, and libevent calls epoll_ctl only
- * when the count of an fd's read events goes from 0 to 1 or back. So it
- * starts with the session, not after a delay, and what becomes of a client
- * that leaves does not depend on how fast the backend answers.
- *
- * Bytes waiting unread (the next request of a pipelining client, a TLS
- * close_notify ahead of the FIN) keep a level-triggered socket readable:
- * the watch then steps aside, as conns.c's does, and the socket's TCP state
- * is polled every CLIENT_POLL_MS instead, which a FIN or a reset behind
- * those bytes changes (Go's net/http stops watching at a pipelined byte and
- * learns of a leave only when a write fails).
- *
- * A FIN is the client leaving, even when it could still read (a
- * half-close, shutdown(SHUT_WR) after the request). A client that closes
- * its socket sends the same FIN; only a write to it, answered by a reset,
- * would tell the two apart, and a reply of stream:false is written when
- * the backend has generated all of it. So the request is cancelled, as
- * Ollama itself does (Go's net/http cancels the request's context at the
- * client's EOF) and nginx (proxy_ignore_client_abort off), and as evhttp
- * does once the reply has started (it reads while it writes and ends the
- * connection at EOF). */
-
-#define CLIENT_POLL_MS 100
-
-enum client_sign { CLIENT_QUIET, CLIENT_BYTES, CLIENT_LEFT };
-
-/* What the client's socket FD holds, read without consuming it. */
-static enum client_sign client_peek(evutil_socket_t fd)
-{
-    char c;
-    ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n > 0)
-        return CLIENT_BYTES;
-    if (n == 0)
-        return CLIENT_LEFT; /* its FIN */
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-        return CLIENT_QUIET;
-    return CLIENT_LEFT; /* a reset (ECONNRESET), or the socket failed */
-}
-
-/* The client's TCP state says it sent its FIN or was reset, whatever bytes
- * wait ahead of either. 0 when it cannot tell (not TCP). */
-static int client_tcp_left(evutil_socket_t fd)
-{
-    struct tcp_info ti;
-    socklen_t len = sizeof ti;
-    memset(&ti, 0, sizeof ti);
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len == 0)
-        return 0;
-    return ti.tcpi_state != TCP_ESTABLISHED;
-}
+ * (clientwatch.h, which says what counts as leaving: a FIN, a half-close
+ * included, or a reset). */
 
 /* Before the reply started: the client left. Its queue entry, upstream
  * request and slot go with the session; the connection (and the request
  * evhttp holds on it) is freed. */
-static void client_left(struct session *s)
+static void client_left(void *arg)
 {
+    struct session *s = arg;
     struct evhttp_connection *evcon = s->evcon;
     s->h.status = 499;
     s->evcon = NULL;
@@ -232,64 +153,13 @@ static void client_left(struct session *s)
     evhttp_connection_free(evcon); /* frees the request too */
 }
 
-static void on_client_poll(evutil_socket_t fd, short what, void *arg)
-{
-    struct session *s = arg;
-    (void)fd;
-    (void)what;
-    if (client_tcp_left(event_get_fd(&s->watch)))
-        client_left(s);
-}
-
-/* Bytes wait unread in the client's socket: stop the watch (each turn of
- * the loop would report them) and poll the socket's state instead. */
-static void step_aside(struct session *s)
-{
-    struct timeval tv = {0, CLIENT_POLL_MS * 1000};
-    event_del(&s->watch);
-    s->watching = 0;
-    event_assign(&s->poll_timer, s->px->base, -1, EV_PERSIST, on_client_poll, s);
-    if (event_add(&s->poll_timer, &tv) == 0)
-        s->polling = 1;
-}
-
-static void on_client_readable(evutil_socket_t fd, short what, void *arg)
-{
-    struct session *s = arg;
-    (void)what;
-    switch (client_peek(fd)) {
-    case CLIENT_QUIET: /* another reader took what woke us */
-        break;
-    case CLIENT_BYTES:
-        step_aside(s);
-        break;
-    case CLIENT_LEFT:
-        client_left(s);
-        break;
-    }
-}
-
 /* Before a try of a request that waited (for a slot, or to retry): the
  * client is still there. Its leaving may wait unhandled in the same turn
  * of the loop as the slot's freeing (clients that all leave at once), and
  * a request must not reach a backend for a client already gone. */
 static int client_still_there(struct session *s)
 {
-    evutil_socket_t fd = event_get_fd(&s->watch);
-    if (s->polling)
-        return !client_tcp_left(fd);
-    return !s->watching || client_peek(fd) != CLIENT_LEFT;
-}
-
-static void watch_client(struct session *s)
-{
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
-    evutil_socket_t fd = bufferevent_getfd(bev);
-    if (fd < 0)
-        return;
-    event_assign(&s->watch, s->px->base, fd, EV_READ | EV_PERSIST, on_client_readable, s);
-    if (event_add(&s->watch, NULL) == 0)
-        s->watching = 1;
+    return clientwatch_still_there(&s->cw);
 }
 
 /* After the reply started: evhttp noticed the hang-up and detached the
@@ -401,7 +271,7 @@ static void start_reply(struct session *s, long long content_length)
     struct bufferevent *bev = evhttp_connection_get_bufferevent(s->evcon);
     struct timeval wtv;
     char cl[32];
-    stop_watching(s);
+    clientwatch_stop(&s->cw);
     if (content_length >= 0) { /* evhttp then sends the body as is */
         snprintf(cl, sizeof cl, "%lld", content_length);
         evhttp_add_header(evhttp_request_get_output_headers(s->h.req), "Content-Length", cl);
@@ -545,7 +415,7 @@ static void finish_reply(struct session *s)
     if (s->body && s->h.status >= 200 && s->h.status < 300 && is_error_body(s->body))
         s->h.error_body = 1;
     if (s->body) {
-        stop_watching(s);
+        clientwatch_stop(&s->cw);
         evhttp_send_reply(s->h.req, s->h.status, s->reason, s->body);
     } else {
         evhttp_send_reply_end(s->h.req);
@@ -818,7 +688,7 @@ void session_start(struct proxy *px, const struct session_info *in)
     /* Queued until told otherwise: the grant may come (and even end the
      * session) before sched_submit returns. */
     s->state = S_QUEUED;
-    watch_client(s);
+    clientwatch_start(&s->cw, px->base, s->evcon, client_left, s);
     s->se.ops = &sched_cbs;
     s->se.key = request_mkey(&s->h);
     s->se.meta = s->h.meta;
