@@ -84,8 +84,9 @@ static void test_routing(void)
     CHECK(c != NULL);
     if (c) { /* the defaults */
         CHECK_INT(c->routing.affinity, AFFINITY_SESSION);
-        CHECK_INT(c->routing.nsession_headers, 5);
+        CHECK_INT(c->routing.nsession_headers, 6);
         CHECK_STR(c->routing.session_headers[1], "x-claude-code-session-id");
+        CHECK_STR(c->routing.session_headers[3], "session_id"); /* Codex's */
         CHECK(c->routing.balance_factor == 1.5 && c->routing.affinity_wait_ms == 1000);
         CHECK_INT(c->routing.num_ctx, NUM_CTX_PASS);
         CHECK_INT(c->nmodel_caps, 0);
