@@ -39,10 +39,12 @@ const char *via_element(void)
 }
 
 /* C ends a name in Via's grammar (a space, a list's comma, a comment's
- * parenthesis) or in a JSON text (its quote). */
+ * parenthesis), in a head's text (its line end) or in a JSON text (its
+ * quote). */
 static int delim(char c)
 {
-    return c == ' ' || c == '\t' || c == ',' || c == '(' || c == ')' || c == '"';
+    return c == ' ' || c == '\t' || c == ',' || c == '(' || c == ')' || c == '"' || c == '\r' ||
+           c == '\n';
 }
 
 /* Within the N bytes at S, the name at AT (LEN bytes) stands as a whole

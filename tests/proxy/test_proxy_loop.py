@@ -9,6 +9,8 @@ import http.client
 import json
 import re
 import signal
+import socket
+import time
 
 from fakebackend import FakeBackend
 from harness import (Proxy, Sim, eq, get, ok, post, run, wait_until, write_proxy_conf,
@@ -108,6 +110,19 @@ def test_own_via_is_a_loop_508():
     ok(me in r.json()["error"]["message"], r.text())
     r = ask("POST", px.url + "/api/chat", CHAT, headers=loop)  # no key: still a loop
     eq(r.status, 508, r.text())
+    # The head alone first (a key's refusal is made on the head, its body
+    # unread): a loop is still a loop before it is a missing key.
+    body = json.dumps(CHAT).encode()
+    s = socket.create_connection(("127.0.0.1", px.port), timeout=10 * SLOW)
+    s.sendall(b"POST /api/chat HTTP/1.1\r\nHost: localhost\r\nVia: %s\r\n"
+              b"Content-Length: %d\r\n\r\n" % (loop[0][1].encode(), len(body)))
+    time.sleep(0.2)
+    try:
+        s.sendall(body)
+    except OSError:
+        pass
+    eq(s.recv(64).split(b"\r\n")[0], b"HTTP/1.1 508 Loop Detected", "a loop, its body sent later")
+    s.close()
     eq(ask("GET", px.url + "/api/version", headers=[("via", "1.1 " + me)]).status, 508)
     eq(ask("GET", px.url + "/api/tags", headers=[("Via", "1.0 %s (ollama-proxy)" % me)]).status,
        508)
